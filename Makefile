@@ -1,0 +1,82 @@
+# ModelRollout entry points. Every target installs what it needs; see README.md.
+#   make demo          bring up the testbed, install the operator, run a rollout end to end
+#   make test          all tiers (unit, integration, e2e) - what CI runs
+#   make test-unit     fast tier, no cluster
+#   make cluster-up    start the local testbed (admin kubeconfig: .cluster/kubeconfig)
+#   make cluster-down  stop it and remove its state
+#   make bench         benchmarks; results under benchmarks/results/
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST := $(PY) -m pytest
+CACHE_DIR ?= $(HOME)/.cache/modelrollout
+export MODELROLLOUT_CACHE := $(CACHE_DIR)
+export KUBECONFIG_TESTBED := $(CURDIR)/.cluster/kubeconfig
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+DEB_PACKAGES := espeak-ng sox prometheus nginx-light openssl
+
+.PHONY: deps sysdeps bins testbed-bin router-bin cluster-up cluster-down \
+        test test-unit test-integration test-e2e lint demo bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,demo]'
+	# silero-vad declares torch; we only need its ONNX files (see speech_serving/vad.py).
+	$(PY) -m pip install --quiet --no-deps 'silero-vad>=6.2'
+	touch $@
+
+deps: $(VENV)/.installed
+
+sysdeps:
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
+
+# Go-built binaries (kube-apiserver, etcd, kwok, helm, the router), cached by version.
+testbed-bin:
+	e2e/testbed/build.sh
+
+router-bin:
+	model_server/traffic_router/build.sh
+
+bins: testbed-bin router-bin
+
+cluster-up: deps sysdeps bins
+	$(PY) -m e2e.testbed up
+
+cluster-down:
+	@if [ -x $(PY) ]; then $(PY) -m e2e.testbed down; fi
+
+lint: deps
+	$(VENV)/bin/lint-imports
+
+test-unit: deps sysdeps router-bin
+	$(PYTEST) -m unit tests/unit
+
+test-integration: cluster-up
+	$(PYTEST) -m integration tests/integration
+
+test-e2e: cluster-up
+	$(PYTEST) -m e2e e2e/tests
+
+# The README's test command. Tiers run in order; any failure (or a tier with no tests,
+# pytest exit code 5) fails the whole run. The testbed is stopped afterwards either way.
+test: deps sysdeps bins
+	$(MAKE) lint
+	$(MAKE) test-unit
+	$(MAKE) cluster-up
+	rc=0; $(MAKE) test-integration test-e2e || rc=$$?; $(MAKE) cluster-down; exit $$rc
+
+demo: deps sysdeps bins
+	$(PY) -m e2e.demo
+
+bench: deps sysdeps bins
+	$(PY) -m benchmarks
+
+clean: cluster-down
+	rm -rf $(VENV) .cluster
