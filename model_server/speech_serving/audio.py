@@ -1,0 +1,153 @@
+"""Decode and validate request audio: WAV or raw PCM16 bytes and INT16/FP32 arrays.
+
+Everything returns float32 mono samples in [-1, 1] at 16 kHz or raises AudioError naming the problem.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+_INT16_SCALE = np.float32(1.0 / 32768.0)
+# WAVE_FORMAT_PCM, WAVE_FORMAT_IEEE_FLOAT, WAVE_FORMAT_EXTENSIBLE
+_PCM, _FLOAT, _EXTENSIBLE = 1, 3, 0xFFFE
+
+
+class AudioError(ValueError):
+    """A client-side audio problem; the message names the input and what was expected."""
+
+
+@dataclass(frozen=True)
+class AudioLimits:
+    """Bounds a single clip must respect (the server's --max-clip-seconds)."""
+
+    max_seconds: float = 30.0
+
+    @property
+    def max_samples(self) -> int:
+        return int(self.max_seconds * SAMPLE_RATE)
+
+
+def decode_base64(text: object, field: str) -> bytes:
+    """Decode a base64 string field, with an error that names the field."""
+    if not isinstance(text, (str, bytes)):
+        raise AudioError(f"{field}: expected a base64 string, got {type(text).__name__}")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise AudioError(f"{field}: not valid base64 ({exc})") from None
+
+
+def decode_audio_bytes(data: bytes, field: str, limits: AudioLimits) -> np.ndarray:
+    """WAV (detected by its RIFF header) or raw little-endian PCM16 mono 16 kHz → float32."""
+    if len(data) == 0:
+        raise AudioError(f"{field}: empty audio (0 bytes)")
+    if data[:4] == b"RIFF":
+        return decode_wav(data, field, limits)
+    if len(data) % 2:
+        raise AudioError(
+            f"{field}: raw audio must be 16-bit PCM (an even number of bytes), got {len(data)} bytes;"
+            " send a WAV file or PCM16LE mono 16 kHz"
+        )
+    _check_length(len(data) // 2, field, limits)
+    return np.frombuffer(data, dtype="<i2").astype(np.float32) * _INT16_SCALE
+
+
+def decode_wav(data: bytes, field: str, limits: AudioLimits) -> np.ndarray:
+    """Parse a RIFF/WAVE file (PCM16 or float32, mono, 16 kHz) without copying twice."""
+    if len(data) < 12 or data[8:12] != b"WAVE":
+        raise AudioError(f"{field}: not audio: RIFF header without WAVE type")
+    fmt, payload = _wav_chunks(data, field)
+    if fmt is None:
+        raise AudioError(f"{field}: WAV file has no 'fmt ' chunk")
+    if payload is None:
+        raise AudioError(f"{field}: WAV file has no 'data' chunk")
+    tag, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", fmt)
+    if tag == _EXTENSIBLE and len(fmt) >= 26:
+        tag = struct.unpack_from("<H", fmt, 24)[0]
+    if channels != 1:
+        raise AudioError(f"{field}: expected mono audio, got {channels} channels")
+    if rate != SAMPLE_RATE:
+        raise AudioError(f"{field}: wrong sample rate {rate} Hz, expected {SAMPLE_RATE} Hz")
+    if tag == _PCM and bits == 16:
+        _check_length(len(payload) // 2, field, limits)
+        return np.frombuffer(payload, dtype="<i2", count=len(payload) // 2).astype(np.float32) * _INT16_SCALE
+    if tag == _FLOAT and bits == 32:
+        _check_length(len(payload) // 4, field, limits)
+        return validate_samples(np.frombuffer(payload, dtype="<f4", count=len(payload) // 4), field, limits)
+    raise AudioError(
+        f"{field}: unsupported WAV sample format (format tag {tag}, {bits} bits);"
+        " expected 16-bit PCM or 32-bit float"
+    )
+
+
+def _wav_chunks(data: bytes, field: str) -> tuple[bytes | None, bytes | None]:
+    """Walk the RIFF chunk list; return the fmt and data chunk bodies."""
+    fmt = payload = None
+    pos = 12
+    while pos + 8 <= len(data) and (fmt is None or payload is None):
+        cid, size = data[pos : pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
+        body = data[pos + 8 : pos + 8 + size]
+        if cid == b"fmt ":
+            if len(body) < 16:
+                raise AudioError(f"{field}: WAV 'fmt ' chunk is truncated")
+            fmt = body
+        elif cid == b"data":
+            payload = body
+        pos += 8 + size + (size & 1)
+    return fmt, payload
+
+
+def decode_array(array: np.ndarray, field: str, limits: AudioLimits) -> np.ndarray:
+    """An INT16 or FP32 tensor of shape [n] or [1, n] → float32 samples."""
+    if array.ndim == 2 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 1:
+        raise AudioError(f"{field}: wrong shape {list(array.shape)}, expected [samples] or [1, samples]")
+    if array.dtype == np.int16:
+        _check_length(array.shape[0], field, limits)
+        return array.astype(np.float32) * _INT16_SCALE
+    if array.dtype == np.float32:
+        return validate_samples(array, field, limits)
+    raise AudioError(f"{field}: wrong dtype {array.dtype}, expected INT16 or FP32")
+
+
+def validate_samples(samples: np.ndarray, field: str, limits: AudioLimits) -> np.ndarray:
+    """Float samples must be finite and within [-1, 1]; length within limits."""
+    _check_length(samples.shape[0], field, limits)
+    if not np.isfinite(samples).all():
+        raise AudioError(f"{field}: audio contains NaN or Inf samples")
+    peak = float(np.abs(samples).max())
+    if peak > 1.0:
+        raise AudioError(f"{field}: float samples must lie in [-1, 1], got peak {peak:.3g}")
+    return samples.astype(np.float32, copy=False)
+
+
+def _check_length(n_samples: int, field: str, limits: AudioLimits) -> None:
+    if n_samples == 0:
+        raise AudioError(f"{field}: empty audio (0 samples)")
+    if n_samples > limits.max_samples:
+        raise AudioError(
+            f"{field}: audio too long: {n_samples / SAMPLE_RATE:.2f} s, limit is {limits.max_seconds:g} s"
+        )
+
+
+def compute_level_dbfs(samples: np.ndarray) -> float:
+    """RMS level in dBFS (0 dB = full-scale square wave); floor at -120 dB for digital silence."""
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float32))))
+    return max(-120.0, 20.0 * np.log10(rms + 1e-12))
+
+
+def encode_wav(samples_int16: np.ndarray, rate: int = SAMPLE_RATE) -> bytes:
+    """A minimal PCM16 mono WAV file (used by the load generator, tests and docs)."""
+    pcm = np.asarray(samples_int16, dtype="<i2").tobytes()
+    header = struct.pack(
+        "<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + len(pcm), b"WAVE", b"fmt ", 16, _PCM, 1, rate,
+        rate * 2, 2, 16, b"data", len(pcm),
+    )
+    return header + pcm

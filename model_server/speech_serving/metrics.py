@@ -1,0 +1,106 @@
+"""The model server's half of the metric contract (names and labels fixed, pinned by a test).
+
+Software metrics per stage, input metrics (duration, level, speech share) and output metrics (labels, confidence).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+
+from speech_serving.pipeline import ClipResult, StageTimes
+
+PROTOCOLS = ("v1", "v2")
+OUTCOMES = ("ok", "client_error", "server_error")
+STAGES = ("decode", "vad", "features", "recognize", "total")
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_CLIP_BUCKETS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0)
+_LEVEL_BUCKETS = (-90.0, -70.0, -60.0, -50.0, -45.0, -40.0, -35.0, -30.0, -25.0, -20.0, -15.0, -10.0, -6.0, -3.0, 0.0)
+_RATIO_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+_CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+# name → (type, labels beyond model/version, help). docs/model-server.md renders the same table.
+CONTRACT: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "speech_requests_total": ("counter", ("protocol", "outcome"), "Inference requests by protocol and outcome"),
+    "speech_request_duration_seconds": ("histogram", ("stage",), "Seconds per pipeline stage per request"),
+    "speech_audio_seconds_total": ("counter", (), "Seconds of audio processed"),
+    "speech_input_duration_seconds": ("histogram", (), "Clip duration in seconds"),
+    "speech_input_level_dbfs": ("histogram", (), "Clip RMS level in dBFS"),
+    "speech_vad_speech_ratio": ("histogram", (), "Share of each clip the VAD marked as speech"),
+    "speech_predictions_total": ("counter", ("label",), "Answers by label (_silence_ = no speech)"),
+    "speech_confidence": ("histogram", (), "Confidence of each answer"),
+    "speech_batch_size": ("histogram", (), "Clips per adaptive pipeline batch"),
+}
+
+
+_FAMILIES: dict[int, dict[str, object]] = {}
+
+
+def _families(registry: CollectorRegistry) -> dict[str, object]:
+    """One set of metric families per registry, shared by every ServerMetrics using it (tests make several)."""
+    if id(registry) in _FAMILIES:
+        return _FAMILIES[id(registry)]
+    base = ("model", "version")
+    hist_buckets = {
+        "speech_request_duration_seconds": _LATENCY_BUCKETS, "speech_input_duration_seconds": _CLIP_BUCKETS,
+        "speech_input_level_dbfs": _LEVEL_BUCKETS, "speech_vad_speech_ratio": _RATIO_BUCKETS,
+        "speech_confidence": _CONFIDENCE_BUCKETS, "speech_batch_size": _BATCH_BUCKETS,
+    }
+    made: dict[str, object] = {}
+    for name, (kind, extra, doc) in CONTRACT.items():
+        if kind == "counter":
+            made[name] = Counter(name.removesuffix("_total"), doc, base + extra, registry=registry)
+        else:
+            made[name] = Histogram(name, doc, base + extra, buckets=hist_buckets[name], registry=registry)
+    _FAMILIES[id(registry)] = made
+    return made
+
+
+class ServerMetrics:
+    """Prometheus series for one served model version; children are pre-created so series exist at 0."""
+
+    def __init__(self, model: str, version: str, labels: list[str], registry: CollectorRegistry = REGISTRY):
+        fam = _families(registry)
+        ids = {"model": model, "version": version}
+        self._ids = ids
+        self.requests = fam["speech_requests_total"]
+        self.duration = fam["speech_request_duration_seconds"]
+        self.audio_seconds = fam["speech_audio_seconds_total"].labels(**ids)
+        self.input_duration = fam["speech_input_duration_seconds"].labels(**ids)
+        self.input_level = fam["speech_input_level_dbfs"].labels(**ids)
+        self.speech_ratio = fam["speech_vad_speech_ratio"].labels(**ids)
+        self.predictions = fam["speech_predictions_total"]
+        self.confidence = fam["speech_confidence"].labels(**ids)
+        self.batch_size = fam["speech_batch_size"].labels(**ids)
+        self._precreate(labels)
+
+    def _precreate(self, labels: list[str]) -> None:
+        # Rate queries over a series that appears only at the first error see "no data"; start them at 0.
+        for protocol in PROTOCOLS:
+            for outcome in OUTCOMES:
+                self.requests.labels(protocol=protocol, outcome=outcome, **self._ids)
+        for stage in STAGES:
+            self.duration.labels(stage=stage, **self._ids)
+        for label in sorted(set(labels) | {"_silence_"}):
+            self.predictions.labels(label=label, **self._ids)
+
+    def count_request(self, protocol: str, outcome: str) -> None:
+        self.requests.labels(protocol=protocol, outcome=outcome, **self._ids).inc()
+
+    def observe_stage(self, stage: str, seconds: float) -> None:
+        self.duration.labels(stage=stage, **self._ids).observe(seconds)
+
+    def observe_batch(self, size: int) -> None:
+        self.batch_size.observe(size)
+
+    def observe_clip(self, result: ClipResult, level_dbfs: float, times: StageTimes) -> None:
+        """Input and output metrics for one answered clip, and the stage times its batch took."""
+        self.audio_seconds.inc(result.duration_s)
+        self.input_duration.observe(result.duration_s)
+        self.input_level.observe(level_dbfs)
+        self.speech_ratio.observe(result.speech_ratio)
+        self.predictions.labels(label=result.label, **self._ids).inc()
+        self.confidence.observe(result.confidence)
+        self.observe_stage("vad", times.vad)
+        self.observe_stage("features", times.features)
+        self.observe_stage("recognize", times.recognize)

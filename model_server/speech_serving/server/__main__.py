@@ -1,0 +1,34 @@
+"""Entry point of the `speech-server` command (and of the modelrollout/model-server image).
+
+Parses flags/env, loads one model version, serves HTTP on --host/--port until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+
+def main(argv: list[str] | None = None) -> None:
+    from speech_serving.server.config import parse_settings
+
+    settings = parse_settings(sys.argv[1:] if argv is None else argv)
+    # kserve parses sys.argv when first imported; our flags are not its flags, so hide them from it.
+    saved, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        from speech_serving.server.app import build_uvicorn_server
+        from speech_serving.server.model import SpeechModel
+    finally:
+        sys.argv = saved
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    model = SpeechModel(settings)
+    model.load()
+    logging.getLogger("speech_serving.server").info(
+        "serving %s version %s (%s) on http://%s:%d", settings.model_name, settings.model_version,
+        model.pipeline.recognizer.path, settings.host, settings.port,
+    )
+    build_uvicorn_server(model).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Server settings: one object, kebab-case flags, each with a SPEECH_SERVER_* environment variable.
+
+Validated at startup with messages that name the flag, the bad value and what would be right.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+ENV_PREFIX = "SPEECH_SERVER_"
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Everything the model server can be told; defaults are the documented ones."""
+
+    model_name: str = "speech-commands"  # the name in /v1/models/<name> and /v2/models/<name>
+    model_version: str = "v2"  # reported in responses, the x-model-version header and metric labels
+    model_uri: str = "builtin:v2"  # builtin:<version> for a shipped model, or a path to an .onnx file
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_clip_seconds: float = 30.0  # longer clips get 400
+    max_request_bytes: int = 8 * 1024 * 1024  # larger bodies get 413
+    max_batch: int = 16  # most clips one adaptive batch may hold
+    inference_threads: int = 1  # batches run at once (each on its own thread)
+    ort_threads: int = 1  # onnxruntime intra-op threads per session
+    log_level: str = "info"
+
+
+_HELP = {
+    "model_name": "model name served under /v1/models/<name> and /v2/models/<name>",
+    "model_version": "version string reported in responses, headers and metric labels",
+    "model_uri": "builtin:<version> for a model shipped in speech_serving/models, or a path to an ONNX file",
+    "host": "address to bind (the pod IP in a cluster)",
+    "port": "TCP port for HTTP",
+    "max_clip_seconds": "longest accepted clip in seconds",
+    "max_request_bytes": "largest accepted request body in bytes",
+    "max_batch": "most clips run together in one adaptive batch",
+    "inference_threads": "pipeline batches that may run at once",
+    "ort_threads": "onnxruntime intra-op threads per session",
+    "log_level": "debug, info, warning or error",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="speech-server", description="ONNX speech-command model server (KServe)")
+    for f in fields(ServerSettings):
+        flag = "--" + f.name.replace("_", "-")
+        env = ENV_PREFIX + f.name.upper()
+        parser.add_argument(flag, dest=f.name, default=None, help=f"{_HELP[f.name]} (env {env}; default {f.default})")
+    return parser
+
+
+def parse_settings(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> ServerSettings:
+    """Flags win over environment variables, which win over defaults; every value is validated."""
+    environ = os.environ if environ is None else environ
+    args = build_parser().parse_args(argv)
+    values = {}
+    for f in fields(ServerSettings):
+        raw = getattr(args, f.name)
+        source = "--" + f.name.replace("_", "-")
+        if raw is None and ENV_PREFIX + f.name.upper() in environ:
+            raw, source = environ[ENV_PREFIX + f.name.upper()], ENV_PREFIX + f.name.upper()
+        if raw is not None:
+            values[f.name] = _convert(f.name, raw, source, type(f.default))
+    settings = ServerSettings(**values)
+    validate_settings(settings)
+    return settings
+
+
+def _convert(name: str, raw: str, source: str, kind: type) -> object:
+    try:
+        return kind(raw)
+    except ValueError:
+        raise SystemExit(f"speech-server: {source}={raw!r} is not a valid {kind.__name__}") from None
+
+
+def validate_settings(s: ServerSettings) -> None:
+    """Exit with an actionable message on the first invalid setting."""
+    checks = [
+        (bool(s.model_name) and "/" not in s.model_name, "--model-name", "a non-empty name without '/'"),
+        (bool(s.model_version), "--model-version", "a non-empty version string"),
+        (0 < s.port < 65536, "--port", "a TCP port 1..65535"),
+        (s.max_clip_seconds > 0, "--max-clip-seconds", "a positive number of seconds"),
+        (s.max_request_bytes >= 1024, "--max-request-bytes", "at least 1024"),
+        (1 <= s.max_batch <= 256, "--max-batch", "an integer 1..256"),
+        (1 <= s.inference_threads <= 16, "--inference-threads", "an integer 1..16"),
+        (1 <= s.ort_threads <= 16, "--ort-threads", "an integer 1..16"),
+        (s.log_level in ("debug", "info", "warning", "error"), "--log-level", "debug, info, warning or error"),
+    ]
+    for ok, flag, expected in checks:
+        if not ok:
+            value = getattr(s, flag[2:].replace("-", "_"))
+            raise SystemExit(f"speech-server: {flag}={value!r} is invalid; expected {expected}")
+    resolve_model_uri(s.model_uri)
+
+
+def resolve_model_uri(uri: str) -> Path:
+    """builtin:<version> → the shipped ONNX file; anything else is a path that must exist."""
+    if uri.startswith("builtin:"):
+        version = uri.split(":", 1)[1]
+        candidates = [MODELS_DIR / f"{version}.onnx", MODELS_DIR / version / "model.onnx"]
+        candidates += sorted(MODELS_DIR.glob(f"*{version}*.onnx")) if version else []
+        for path in candidates:
+            if path.is_file():
+                return path
+        shipped = sorted(p.stem for p in MODELS_DIR.glob("*.onnx")) if MODELS_DIR.is_dir() else []
+        raise SystemExit(f"speech-server: --model-uri={uri!r}: no shipped model {version!r}; shipped: {shipped}")
+    path = Path(uri.removeprefix("file://"))
+    if not path.is_file():
+        raise SystemExit(f"speech-server: --model-uri={uri!r}: file not found (expected builtin:<version> or an .onnx path)")
+    return path

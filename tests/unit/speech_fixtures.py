@@ -1,0 +1,64 @@
+"""Shared helpers for the speech-server tests: a tiny recognizer ONNX and real espeak-ng clips.
+
+The tiny model has the shipped models' I/O (features [B,40,frames] → probabilities [B,12]) and metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+LABELS = ["_silence_", "_unknown_", "yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
+
+
+def write_tiny_recognizer(path: Path, labels: list[str] | None = LABELS, feature_config: str | None = None,
+                          seed: int = 0) -> Path:
+    """Max-pool over frames, one dense layer, softmax; random but fixed weights."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from speech_serving import features
+
+    rng = np.random.default_rng(seed)
+    n_out = len(labels) if labels else 12
+    weight = numpy_helper.from_array((rng.standard_normal((40, n_out)) * 0.05).astype(np.float32), "W")
+    bias = numpy_helper.from_array(np.zeros(n_out, dtype=np.float32), "b")
+    axes = numpy_helper.from_array(np.array([2], dtype=np.int64), "axes")
+    nodes = [
+        helper.make_node("ReduceMax", ["features", "axes"], ["pooled"], keepdims=0),
+        helper.make_node("MatMul", ["pooled", "W"], ["logits0"]),
+        helper.make_node("Add", ["logits0", "b"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 40, "frames"])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", n_out])],
+        initializer=[weight, bias, axes],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    meta = {"feature_config": feature_config or features.compute_feature_config_json()}
+    if labels is not None:
+        meta["labels"] = json.dumps(labels)
+    for key, value in meta.items():
+        model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+    onnx.save(model, str(path))
+    return path
+
+
+def synthesize_word(word: str, pad_s: float = 0.3) -> np.ndarray:
+    """int16 16 kHz mono speech from espeak-ng + sox (both Debian packages in the Makefile)."""
+    if not (shutil.which("espeak-ng") and shutil.which("sox")):
+        raise RuntimeError("espeak-ng and sox are needed (make sysdeps)")
+    wav = subprocess.run(["espeak-ng", "--stdout", word], check=True, capture_output=True).stdout
+    raw = subprocess.run(
+        ["sox", "-t", "wav", "-", "-t", "raw", "-r", "16000", "-e", "signed", "-b", "16", "-c", "1", "-",
+         "pad", str(pad_s), str(pad_s)],
+        input=wav, check=True, capture_output=True,
+    ).stdout
+    return np.frombuffer(raw, dtype="<i2").copy()
