@@ -1,0 +1,246 @@
+"""parse_spec: a ModelRollout's .spec (a plain mapping) -> RolloutSpec, or a SpecError naming
+the field, what was wrong and what is expected. Mirrors every rule of the CRD schema."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+from . import parse_fields as f
+from .spec import (DEFAULT_ROUTER_IMAGE, DEFAULT_SERVER_IMAGE, AnalysisSpec, BlueGreenStrategy,
+                   CanaryStrategy, GatewayAPISpec, MetricSpec, ModelSpec, OnNoData, Requests,
+                   RolloutSpec, RouterSpec, ServerSpec, ShadowStrategy, ShadowThen, SpecError,
+                   Strategy, TrafficRoutingSpec)
+from .steps import (Analysis, Pause, Promote, SetMirror, SetWeight, Step, USER_STEP_KINDS,
+                    expand_blue_green, expand_canary, expand_shadow)
+from .templates import PAIRWISE_TEMPLATES, TEMPLATES, TemplateError, check_template
+
+VERSION_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_VERSION_RE = re.compile(VERSION_PATTERN)
+S = "spec"
+
+
+def parse_spec(spec: Mapping[str, Any], *, name: str, namespace: str) -> RolloutSpec:
+    """Validate and type a ModelRollout spec; raises SpecError on the first problem found."""
+    if not isinstance(spec, Mapping):
+        raise SpecError(S, "must be an object")
+    model = _parse_model(spec, name)
+    strategy, steps = _parse_strategy(spec)
+    return RolloutSpec(
+        name=name, namespace=namespace, model=model, strategy=strategy, steps=steps,
+        server=_parse_server(spec), analysis=_parse_analysis(spec),
+        traffic_routing=_parse_traffic_routing(spec),
+        progress_deadline=f.read_duration(spec, "progressDeadline", S, positive=True,
+                                          default=RolloutSpec.progress_deadline),
+        paused=f.read_bool(spec, "paused", S, default=False),
+        requests=_parse_requests(spec),
+        history_limit=f.read_int(spec, "historyLimit", S, default=10, lo=1, hi=100),
+    )
+
+
+def _parse_model(spec: Mapping[str, Any], rollout: str) -> ModelSpec:
+    d = f.read_map(spec, "model", S, required=True)
+    path = f"{S}.model"
+    version = f.read_str(d, "version", path, required=True)
+    assert version is not None
+    budget = 63 - len(rollout) - 1  # Deployment/Service <rollout>-<version> is a DNS label
+    if not _VERSION_RE.match(version) or len(version) > budget:
+        raise SpecError(f"{path}.version", f"must be lowercase letters, digits and '-' "
+                        f"(a DNS label part, at most {max(budget, 0)} characters here), got {version!r}")
+    return ModelSpec(name=f.read_str(d, "name", path, required=True) or "",
+                     version=version, uri=f.read_str(d, "uri", path, default="", max_len=2048) or "")
+
+
+def _parse_server(spec: Mapping[str, Any]) -> ServerSpec:
+    d = f.read_map(spec, "server", S) or {}
+    path = f"{S}.server"
+    resources = f.read_map(d, "resources", path) or {}
+    env = f.read_list(d, "env", path)
+    for i, item in enumerate(env):
+        if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
+            raise SpecError(f"{path}.env[{i}]", "must be an object with a string name")
+    args = f.read_list(d, "args", path)
+    for i, arg in enumerate(args):
+        if not isinstance(arg, str):
+            raise SpecError(f"{path}.args[{i}]", f"must be a string, got {arg!r}")
+    return ServerSpec(
+        image=f.read_str(d, "image", path, default=DEFAULT_SERVER_IMAGE) or DEFAULT_SERVER_IMAGE,
+        replicas=f.read_int(d, "replicas", path, default=1, lo=1, hi=100) or 1,
+        resources=dict(resources), env=tuple(dict(e) for e in env), args=tuple(args))
+
+
+def _parse_strategy(spec: Mapping[str, Any]) -> tuple[Strategy, tuple[Step, ...]]:
+    d = f.read_map(spec, "strategy", S, required=True)
+    assert d is not None
+    path = f"{S}.strategy"
+    kind = f.exactly_one(d, ("canary", "blueGreen", "shadow"), path, "strategy")
+    body = f.read_map(d, kind, path) or {}
+    here = f"{path}.{kind}"
+    if kind == "canary":
+        steps = _parse_steps(body, here, required=True)
+        return CanaryStrategy(steps=steps), expand_canary(steps)
+    if kind == "blueGreen":
+        bg = BlueGreenStrategy(
+            auto_promote=f.read_bool(body, "autoPromote", here, default=True),
+            preview_duration=f.read_duration(body, "previewDuration", here),
+            scale_down_delay=f.read_duration(body, "scaleDownDelay", here,
+                                             default=BlueGreenStrategy.scale_down_delay),
+            post_promotion_duration=f.read_duration(body, "postPromotionDuration", here),
+            preview_replicas=f.read_int(body, "previewReplicas", here, lo=1, hi=100))
+        return bg, expand_blue_green(auto_promote=bg.auto_promote,
+                                     preview_duration=bg.preview_duration,
+                                     post_promotion_duration=bg.post_promotion_duration)
+    return _parse_shadow(body, here)
+
+
+def _parse_shadow(body: Mapping[str, Any], here: str) -> tuple[Strategy, tuple[Step, ...]]:
+    then = ShadowThen(f.read_enum(body, "then", here, tuple(t.value for t in ShadowThen),
+                                  default="stop"))
+    canary = f.read_map(body, "canary", here)
+    if then is ShadowThen.CANARY and canary is None:
+        raise SpecError(f"{here}.canary", "is required when then is canary (give its steps)")
+    if then is not ShadowThen.CANARY and canary is not None:
+        raise SpecError(f"{here}.canary", f"is only used when then is canary, not {then.value}")
+    canary_steps = _parse_steps(canary, f"{here}.canary", required=True) if canary else ()
+    shadow = ShadowStrategy(
+        mirror_percent=f.read_int(body, "mirrorPercent", here, default=100, lo=1, hi=100) or 100,
+        duration=f.read_duration(body, "duration", here, positive=True,
+                                 default=ShadowStrategy.duration) or ShadowStrategy.duration,
+        then=then, canary_steps=canary_steps)
+    return shadow, expand_shadow(mirror_percent=shadow.mirror_percent, duration=shadow.duration,
+                                 then=then.value, canary_steps=canary_steps)
+
+
+def _parse_steps(body: Mapping[str, Any], path: str, *, required: bool) -> tuple[Step, ...]:
+    raw = f.read_list(body, "steps", path)
+    if required and not raw:
+        raise SpecError(f"{path}.steps", "must list at least one step")
+    steps: list[Step] = []
+    last_weight = 0
+    for i, item in enumerate(raw):
+        here = f"{path}.steps[{i}]"
+        step = _parse_step(item, here)
+        if isinstance(step, SetWeight):
+            if step.weight < last_weight:
+                raise SpecError(f"{here}.setWeight", f"must not decrease within a canary "
+                                f"(previous setWeight is {last_weight}, got {step.weight})")
+            last_weight = step.weight
+        if isinstance(step, Promote) and i != len(raw) - 1:
+            raise SpecError(f"{here}.promote", "must be the last step")
+        steps.append(step)
+    return tuple(steps)
+
+
+def _parse_step(item: Any, here: str) -> Step:
+    if not isinstance(item, Mapping):
+        raise SpecError(here, f"must be an object with one of {', '.join(USER_STEP_KINDS)}")
+    kind = f.exactly_one(item, USER_STEP_KINDS, here, "step kind")
+    if kind == "setWeight":
+        return SetWeight(f.read_int(item, "setWeight", here, lo=0, hi=100) or 0)
+    if kind == "promote":
+        f.read_map(item, "promote", here)
+        return Promote()
+    body = f.read_map(item, kind, here) or {}
+    inner = f"{here}.{kind}"
+    if kind == "setMirror":
+        return SetMirror(f.read_int(body, "percent", inner, lo=0, hi=100, required=True) or 0)
+    if kind == "pause":
+        return Pause(duration=f.read_duration(body, "duration", inner))
+    if body.get("duration") is not None and body.get("checks") is not None:
+        raise SpecError(inner, "must set at most one of duration, checks")
+    return Analysis(duration=f.read_duration(body, "duration", inner, positive=True),
+                    checks=f.read_int(body, "checks", inner, lo=1, hi=1000))
+
+
+def _parse_analysis(spec: Mapping[str, Any]) -> AnalysisSpec | None:
+    d = f.read_map(spec, "analysis", S)
+    if d is None:
+        return None
+    path = f"{S}.analysis"
+    prometheus = f.read_map(d, "prometheus", path) or {}
+    interval = f.read_duration(d, "interval", path, positive=True, default=AnalysisSpec.interval)
+    metrics = [_parse_metric(m, f"{path}.metrics[{i}]") for i, m in enumerate(f.read_list(d, "metrics", path))]
+    names = [m.name for m in metrics]
+    for i, metric_name in enumerate(names):
+        if metric_name in names[:i]:
+            raise SpecError(f"{path}.metrics[{i}].name", f"must be unique, {metric_name!r} is used twice")
+    return AnalysisSpec(
+        interval=interval or AnalysisSpec.interval,
+        window=f.read_duration(d, "window", path, positive=True, default=AnalysisSpec.window)
+        or AnalysisSpec.window,
+        prometheus_address=f.read_str(prometheus, "address", f"{path}.prometheus", max_len=2048) or None,
+        min_samples=f.read_int(d, "minSamples", path, default=50, lo=0) or 0,
+        on_no_data=OnNoData(f.read_enum(d, "onNoData", path, tuple(o.value for o in OnNoData),
+                                        default="hold")),
+        failure_limit=f.read_int(d, "failureLimit", path, default=2, lo=1, hi=1000) or 2,
+        inconclusive_limit=f.read_int(d, "inconclusiveLimit", path, default=10, lo=1, hi=1000) or 10,
+        consecutive_error_limit=f.read_int(d, "consecutiveErrorLimit", path, default=4, lo=1,
+                                           hi=1000) or 4,
+        metrics=tuple(metrics))
+
+
+def _parse_metric(item: Any, here: str) -> MetricSpec:
+    if not isinstance(item, Mapping):
+        raise SpecError(here, "must be an object with name and template or query")
+    name = f.read_str(item, "name", here, required=True, max_len=63) or ""
+    source = f.exactly_one(item, ("template", "query"), here, "source")
+    template = query = None
+    if source == "template":
+        template = f.read_enum(item, "template", here, tuple(TEMPLATES))
+    else:
+        query = f.read_str(item, "query", here, required=True, max_len=4096)
+        try:
+            check_template(query or "")
+        except TemplateError as err:
+            raise SpecError(f"{here}.query", str(err)) from None
+    metric = MetricSpec(
+        name=name, template=template, query=query,
+        min=f.read_number(item, "min", here), max=f.read_number(item, "max", here),
+        relative_to=f.read_enum(item, "relativeTo", here, ("stable",)),
+        max_increase=f.read_number(item, "maxIncrease", here, lo=0),
+        max_decrease=f.read_number(item, "maxDecrease", here, lo=0),
+        min_samples=f.read_int(item, "minSamples", here, lo=0))
+    _check_thresholds(metric, here)
+    return metric
+
+
+def _check_thresholds(m: MetricSpec, here: str) -> None:
+    if m.min is not None and m.max is not None and m.min > m.max:
+        raise SpecError(f"{here}.min", f"must be <= max ({m.min:g} > {m.max:g})")
+    relative = m.max_increase is not None or m.max_decrease is not None
+    if m.relative_to and not relative:
+        raise SpecError(f"{here}.relativeTo", "needs maxIncrease or maxDecrease")
+    if relative and not m.relative_to:
+        raise SpecError(f"{here}.relativeTo", "must be 'stable' when maxIncrease or maxDecrease is set")
+    if m.relative_to and m.template in PAIRWISE_TEMPLATES:
+        raise SpecError(f"{here}.relativeTo", f"cannot be used with {m.template}, "
+                        "which already compares candidate with stable")
+    if m.min is None and m.max is None and not relative:
+        raise SpecError(here, "needs a threshold: min, max, or relativeTo with maxIncrease/maxDecrease")
+
+
+def _parse_traffic_routing(spec: Mapping[str, Any]) -> TrafficRoutingSpec:
+    d = f.read_map(spec, "trafficRouting", S)
+    if d is None:
+        return TrafficRoutingSpec()
+    path = f"{S}.trafficRouting"
+    kind = f.exactly_one(d, ("router", "gatewayAPI"), path, "traffic provider")
+    body = f.read_map(d, kind, path) or {}
+    here = f"{path}.{kind}"
+    if kind == "router":
+        return TrafficRoutingSpec(router=RouterSpec(
+            sticky_header=f.read_str(body, "stickyHeader", here, max_len=128) or None,
+            replicas=f.read_int(body, "replicas", here, default=1, lo=1, hi=20) or 1,
+            image=f.read_str(body, "image", here, default=DEFAULT_ROUTER_IMAGE) or DEFAULT_ROUTER_IMAGE))
+    return TrafficRoutingSpec(router=None, gateway_api=GatewayAPISpec(
+        http_route=f.read_str(body, "httpRoute", here, required=True) or "",
+        port=f.read_int(body, "port", here, default=8080, lo=1, hi=65535) or 8080))
+
+
+def _parse_requests(spec: Mapping[str, Any]) -> Requests:
+    d = f.read_map(spec, "requests", S) or {}
+    path = f"{S}.requests"
+    return Requests(**{attr: f.read_int(d, key, path, default=0, lo=0) or 0
+                       for attr, key in (("promote", "promote"), ("promote_full", "promoteFull"),
+                                         ("abort", "abort"), ("retry", "retry"))},
+                    by=f.read_str(d, "by", path, default="", max_len=253) or "")

@@ -1,0 +1,63 @@
+"""The phases a ModelRollout moves through and the transitions allowed between them.
+
+decide() only ever produces a transition listed in TRANSITIONS; a unit test checks that.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Phase(str, Enum):
+    """Where a ModelRollout stands; written to status.phase."""
+
+    INITIALIZING = "Initializing"
+    """The first version is coming up; no traffic is routed until it is Ready."""
+    HEALTHY = "Healthy"
+    """The stable version serves 100% of traffic and no rollout is in flight."""
+    PROGRESSING = "Progressing"
+    """A candidate version is moving through the strategy's steps under analysis."""
+    PAUSED = "Paused"
+    """A rollout waits for a person (pause step, blue-green approval or spec.paused)."""
+    PROMOTING = "Promoting"
+    """All traffic is on the candidate; the next tick makes it the stable version."""
+    ROLLING_BACK = "RollingBack"
+    """Traffic is back on stable (already written); the candidate is being scaled down."""
+    ROLLED_BACK = "RolledBack"
+    """The candidate was rejected or aborted; stable serves 100%; retry or a new version moves on."""
+    STOPPED = "Stopped"
+    """A shadow run with `then: stop` finished and reported; the candidate was not promoted."""
+    FAILED = "Failed"
+    """The first version never became Ready in time; there is no stable version to fall back to."""
+    INVALID = "Invalid"
+    """The spec cannot be acted on; status.message says which field; nothing else changes."""
+
+    @property
+    def is_rollout_in_flight(self) -> bool:
+        """True while a candidate may carry traffic (and analysis runs)."""
+        return self in (Phase.PROGRESSING, Phase.PAUSED, Phase.PROMOTING)
+
+
+P = Phase
+
+# from-phase -> phases it may move to (staying in the same phase is always allowed).
+TRANSITIONS: dict[Phase, frozenset[Phase]] = {
+    P.INITIALIZING: frozenset({P.HEALTHY, P.FAILED, P.INVALID}),
+    P.HEALTHY: frozenset({P.PROGRESSING, P.INVALID}),
+    P.PROGRESSING: frozenset({P.PAUSED, P.PROMOTING, P.ROLLING_BACK, P.STOPPED, P.INVALID}),
+    P.PAUSED: frozenset({P.PROGRESSING, P.PROMOTING, P.ROLLING_BACK, P.INVALID}),
+    P.PROMOTING: frozenset({P.HEALTHY, P.ROLLING_BACK, P.INVALID}),
+    P.ROLLING_BACK: frozenset({P.ROLLED_BACK, P.HEALTHY, P.PROGRESSING, P.INVALID}),
+    P.ROLLED_BACK: frozenset({P.PROGRESSING, P.HEALTHY, P.INVALID}),
+    P.STOPPED: frozenset({P.PROGRESSING, P.HEALTHY, P.INVALID}),
+    P.FAILED: frozenset({P.INITIALIZING, P.INVALID}),
+    # Leaving Invalid restores the phase the rollout was in (status.suspendedPhase).
+    P.INVALID: frozenset(set(Phase) - {P.INVALID}),
+}
+
+
+def is_allowed_transition(old: Phase | None, new: Phase) -> bool:
+    """A fresh object (no phase yet) may only start Initializing or be found Invalid."""
+    if old is None:
+        return new in (Phase.INITIALIZING, Phase.INVALID)
+    return old == new or new in TRANSITIONS[old]

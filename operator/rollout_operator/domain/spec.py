@@ -1,0 +1,166 @@
+"""The parsed, validated ModelRollout spec as frozen dataclasses (see parse.py for parsing).
+
+Field names follow the CRD in snake_case; defaults here match the CRD's defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import Enum
+from typing import Any, Mapping, Union
+
+from .steps import Step
+
+DEFAULT_SERVER_IMAGE = "modelrollout/model-server:dev"
+DEFAULT_ROUTER_IMAGE = "modelrollout/router:dev"
+
+
+class SpecError(ValueError):
+    """A spec the operator cannot act on; `field` is the JSON path, e.g. spec.analysis.interval."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class OnNoData(str, Enum):
+    """What a check with no data (an empty query result) counts as."""
+
+    HOLD = "hold"  # inconclusive: the step waits, counted against inconclusiveLimit
+    FAIL = "fail"
+    PASS = "pass"
+
+
+class ShadowThen(str, Enum):
+    """What follows a successful shadow stage."""
+
+    PROMOTE = "promote"
+    CANARY = "canary"
+    STOP = "stop"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    version: str
+    uri: str = ""  # where the model server loads this version from; empty = server default
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    image: str = DEFAULT_SERVER_IMAGE
+    replicas: int = 1
+    resources: Mapping[str, Any] = field(default_factory=dict)  # a core/v1 ResourceRequirements
+    env: tuple[Mapping[str, Any], ...] = ()  # core/v1 EnvVar objects, passed through
+    args: tuple[str, ...] = ()  # extra model-server arguments
+
+
+@dataclass(frozen=True)
+class CanaryStrategy:
+    steps: tuple[Step, ...]
+    kind: str = "canary"
+
+
+@dataclass(frozen=True)
+class BlueGreenStrategy:
+    auto_promote: bool = True
+    preview_duration: timedelta | None = None
+    scale_down_delay: timedelta = timedelta(seconds=30)
+    post_promotion_duration: timedelta | None = None
+    preview_replicas: int | None = None  # None: preview at server.replicas
+    kind: str = "blueGreen"
+
+
+@dataclass(frozen=True)
+class ShadowStrategy:
+    mirror_percent: int = 100
+    duration: timedelta = timedelta(minutes=5)
+    then: ShadowThen = ShadowThen.STOP
+    canary_steps: tuple[Step, ...] = ()
+    kind: str = "shadow"
+
+
+Strategy = Union[CanaryStrategy, BlueGreenStrategy, ShadowStrategy]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    template: str | None = None  # a built-in template name (templates.TEMPLATES)
+    query: str | None = None  # or a user PromQL with {{var}} placeholders
+    min: float | None = None
+    max: float | None = None
+    relative_to: str | None = None  # only "stable"
+    max_increase: float | None = None  # candidate - stable must be <= this
+    max_decrease: float | None = None  # stable - candidate must be <= this
+    min_samples: int | None = None  # None: analysis.minSamples
+
+
+@dataclass(frozen=True)
+class AnalysisSpec:
+    interval: timedelta = timedelta(seconds=30)
+    window: timedelta = timedelta(minutes=1)
+    prometheus_address: str | None = None  # None: the operator's --prometheus-address
+    min_samples: int = 50
+    on_no_data: OnNoData = OnNoData.HOLD
+    failure_limit: int = 2
+    inconclusive_limit: int = 10
+    consecutive_error_limit: int = 4
+    metrics: tuple[MetricSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class RouterSpec:
+    sticky_header: str | None = None
+    replicas: int = 1
+    image: str = DEFAULT_ROUTER_IMAGE
+
+
+@dataclass(frozen=True)
+class GatewayAPISpec:
+    http_route: str
+    port: int = 8080
+
+
+@dataclass(frozen=True)
+class TrafficRoutingSpec:
+    router: RouterSpec | None = RouterSpec()
+    gateway_api: GatewayAPISpec | None = None
+
+    @property
+    def provider(self) -> str:
+        """"router" or "gatewayAPI" - the key of the traffic provider factory."""
+        return "gatewayAPI" if self.gateway_api is not None else "router"
+
+
+@dataclass(frozen=True)
+class Requests:
+    """One-shot user intents as counters; each bump is acted on once (see status.handledRequests)."""
+
+    promote: int = 0
+    promote_full: int = 0
+    abort: int = 0
+    retry: int = 0
+    by: str = ""
+
+
+@dataclass(frozen=True)
+class RolloutSpec:
+    name: str
+    namespace: str
+    model: ModelSpec
+    strategy: Strategy
+    steps: tuple[Step, ...]  # the strategy expanded into the one step machine
+    server: ServerSpec = ServerSpec()
+    analysis: AnalysisSpec | None = None
+    traffic_routing: TrafficRoutingSpec = TrafficRoutingSpec()
+    progress_deadline: timedelta = timedelta(minutes=10)
+    paused: bool = False
+    requests: Requests = Requests()
+    history_limit: int = 10
+
+    @property
+    def metrics(self) -> tuple[MetricSpec, ...]:
+        return self.analysis.metrics if self.analysis else ()

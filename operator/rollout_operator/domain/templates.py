@@ -1,0 +1,104 @@
+"""Built-in PromQL templates keyed by name, and strict {{var}} rendering.
+
+Written against the metric contract (model server speech_*, router router_*); an undefined
+variable is an error, never an empty string.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Mapping
+
+# Variables every query may use. {{version}} is the version being measured (the candidate,
+# or stable for the baseline of a relative threshold); {{candidate}}/{{stable}} are fixed.
+TEMPLATE_VARIABLES = ("namespace", "rollout", "model", "version", "candidate", "stable", "window")
+
+_SEL = 'namespace="{{namespace}}",model="{{model}}",version="{{version}}"'
+_REQ = f"speech_requests_total{{{_SEL}}}"
+_REQUEST_COUNT = f"sum(increase({_REQ}[{{{{window}}}}]))"
+_SHADOW_SEL = ('namespace="{{namespace}}",rollout="{{rollout}}",'
+               'stable_version="{{stable}}",candidate_version="{{candidate}}"')
+
+
+@dataclass(frozen=True)
+class Template:
+    query: str
+    samples: str  # the sample count behind the value, compared with minSamples
+    description: str
+
+
+TEMPLATES: dict[str, Template] = {
+    "error-rate": Template(
+        # `or vector(0)`: no server_error series yet means zero errors, not no data.
+        query=(f'(sum(rate(speech_requests_total{{{_SEL},outcome="server_error"}}[{{{{window}}}}]))'
+               f" or vector(0)) / sum(rate({_REQ}[{{{{window}}}}]))"),
+        samples=_REQUEST_COUNT,
+        description="share of requests answered with a server error (5xx)"),
+    "latency-p99": Template(
+        query=("histogram_quantile(0.99, sum by (le) (rate(speech_request_duration_seconds_bucket"
+               f'{{{_SEL},stage="total"}}[{{{{window}}}}])))'),
+        samples=_REQUEST_COUNT,
+        description="99th percentile of end-to-end request latency, seconds"),
+    "unknown-rate": Template(
+        query=(f'(sum(rate(speech_predictions_total{{{_SEL},label=~"_unknown_|_silence_"}}'
+               "[{{window}}])) or vector(0)) / "
+               f"sum(rate(speech_predictions_total{{{_SEL}}}[{{{{window}}}}]))"),
+        samples=f"sum(increase(speech_predictions_total{{{_SEL}}}[{{{{window}}}}]))",
+        description="share of predictions that are _unknown_ or _silence_"),
+    "mean-confidence": Template(
+        query=(f"sum(rate(speech_confidence_sum{{{_SEL}}}[{{{{window}}}}])) / "
+               f"sum(rate(speech_confidence_count{{{_SEL}}}[{{{{window}}}}]))"),
+        samples=f"sum(increase(speech_confidence_count{{{_SEL}}}[{{{{window}}}}]))",
+        description="mean confidence of the predicted label"),
+    "request-rate": Template(
+        query=f"sum(rate({_REQ}[{{{{window}}}}]))",
+        samples=_REQUEST_COUNT,
+        description="requests per second the version answered"),
+    "shadow-agreement": Template(
+        # Errors count against agreement: a shadow that fails to answer did not agree.
+        query=(f'(sum(rate(router_shadow_comparisons_total{{{_SHADOW_SEL},result="agree"}}'
+               "[{{window}}])) or vector(0)) / "
+               f"sum(rate(router_shadow_comparisons_total{{{_SHADOW_SEL}}}[{{{{window}}}}]))"),
+        samples=f"sum(increase(router_shadow_comparisons_total{{{_SHADOW_SEL}}}[{{{{window}}}}]))",
+        description="share of mirrored requests where the candidate's label matched stable's"),
+}
+
+# Templates that compare the candidate with stable by construction (no per-version baseline).
+PAIRWISE_TEMPLATES = frozenset({"shadow-agreement"})
+
+# Sample count for user queries: the version's requests in the window.
+DEFAULT_SAMPLES_QUERY = _REQUEST_COUNT
+
+_VAR = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+class TemplateError(ValueError):
+    """A query uses a variable that is not defined (or a malformed placeholder)."""
+
+
+def find_variables(text: str) -> list[str]:
+    return _VAR.findall(text)
+
+
+def check_template(text: str) -> None:
+    """Raise TemplateError if `text` uses an unknown variable or a stray brace pair."""
+    unknown = [v for v in find_variables(text) if v not in TEMPLATE_VARIABLES]
+    if unknown:
+        raise TemplateError(f"unknown variable {{{{{unknown[0]}}}}}; "
+                            f"known: {', '.join(TEMPLATE_VARIABLES)}")
+    if "{{" in _VAR.sub("", text) or "}}" in _VAR.sub("", text):
+        raise TemplateError("malformed placeholder: use {{name}} with a variable name inside")
+
+
+def render(text: str, variables: Mapping[str, str]) -> str:
+    """Substitute every {{var}}; an undefined one raises TemplateError."""
+    check_template(text)
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in variables or variables[name] is None:
+            raise TemplateError(f"variable {{{{{name}}}}} is not defined here")
+        return str(variables[name])
+
+    return _VAR.sub(substitute, text)
