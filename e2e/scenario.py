@@ -1,0 +1,261 @@
+"""A reusable driver for end-to-end rollout scenarios on the local testbed (or any cluster).
+
+Installs the operator chart with helm, applies ModelRollouts with kubectl, waits for phases and
+records status snapshots over time; the demo and e2e/tests build on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import yaml
+from kubernetes import client, config
+
+from e2e.helm import find_helm, find_kubectl
+
+REPO = Path(__file__).resolve().parent.parent
+CHART = REPO / "charts" / "modelrollout"
+GROUP, VERSION, PLURAL = "modelrollout.dev", "v1alpha1", "modelrollouts"
+OPERATOR_NAMESPACE = "modelrollout-system"
+RELEASE = "modelrollout"
+
+
+class ScenarioError(RuntimeError):
+    """A scenario step did not reach its goal; the message carries the state that explains why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+    """Where the scenario runs: tools, admin kubeconfig and the Prometheus the gates query."""
+
+    kubeconfig: Path
+    kubectl: Path
+    helm: Path
+    prometheus_url: str
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+
+    def api(self) -> client.ApiClient:
+        return config.new_client_from_config(config_file=str(self.kubeconfig))
+
+
+def ensure_testbed(start: bool = True, log: Callable[[str], None] = print) -> Cluster:
+    """The local testbed's Cluster; starts it (`python -m e2e.testbed up`) when it is down."""
+    from e2e.testbed import cluster as testbed_cluster
+    from e2e.testbed import paths
+
+    layout = paths.default_layout()
+    if not testbed_cluster.is_up(layout):
+        if not start:
+            raise ScenarioError("the testbed is not running: start it with `make cluster-up`")
+        log("starting the local testbed (python -m e2e.testbed up) ...")
+        subprocess.run([sys.executable, "-m", "e2e.testbed", "up"], cwd=REPO, check=True)
+    return Cluster(kubeconfig=layout.kubeconfig, kubectl=find_kubectl(), helm=find_helm(),
+                   prometheus_url=layout.prometheus_url)
+
+
+def run_tool(cluster: Cluster, tool: Path, *args: str, stdin: str | None = None,
+             timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
+    """Runs kubectl/helm against the cluster; on failure raises with the tool's own output."""
+    proc = subprocess.run([str(tool), *args], input=stdin, capture_output=True, text=True,
+                          env=cluster.env(), timeout=timeout, cwd=REPO)
+    if check and proc.returncode != 0:
+        raise ScenarioError(f"{tool.name} {' '.join(args)} exited {proc.returncode}:\n"
+                            f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return proc
+
+
+def ensure_operator(cluster: Cluster, values: dict[str, Any] | None = None,
+                    release: str = RELEASE, namespace: str = OPERATOR_NAMESPACE,
+                    timeout_s: int = 240) -> None:
+    """`helm upgrade --install` the operator chart and wait until its Deployment is ready."""
+    values_file = REPO / ".cluster" / f"{release}-values.yaml"
+    values_file.parent.mkdir(parents=True, exist_ok=True)
+    values_file.write_text(yaml.safe_dump(values or {}))
+    run_tool(cluster, cluster.helm, "upgrade", "--install", release, str(CHART),
+             "--namespace", namespace, "--create-namespace", "-f", str(values_file),
+             "--wait", "--timeout", f"{timeout_s}s", timeout=timeout_s + 30)
+
+
+def apply_manifest(cluster: Cluster, manifest: dict[str, Any]) -> None:
+    """`kubectl apply` one object, exactly as a user would."""
+    run_tool(cluster, cluster.kubectl, "apply", "-f", "-", stdin=yaml.safe_dump(manifest))
+
+
+def ensure_namespace(cluster: Cluster, namespace: str) -> None:
+    apply_manifest(cluster, {"apiVersion": "v1", "kind": "Namespace",
+                             "metadata": {"name": namespace}})
+
+
+def fetch_rollout(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    return client.CustomObjectsApi(api).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, name)
+
+
+def fetch_events(api: client.ApiClient, namespace: str, name: str) -> list[dict[str, str]]:
+    """Events about the ModelRollout, oldest first: type, reason, message."""
+    items = client.CoreV1Api(api).list_namespaced_event(
+        namespace, field_selector=f"involvedObject.name={name},involvedObject.kind=ModelRollout").items
+    items.sort(key=lambda e: (e.last_timestamp or e.event_time or e.metadata.creation_timestamp))
+    return [{"type": e.type or "", "reason": e.reason or "", "message": e.message or ""}
+            for e in items]
+
+
+def fetch_ready_addresses(api: client.ApiClient, namespace: str, service: str,
+                          port_name: str = "http") -> list[str]:
+    """host:port of the ready endpoints behind a Service (pod IPs: loopback in the testbed)."""
+    slices = client.DiscoveryV1Api(api).list_namespaced_endpoint_slice(
+        namespace, label_selector=f"kubernetes.io/service-name={service}").items
+    return [f"{addr}:{p.port}" for s in slices for p in (s.ports or []) if p.name == port_name
+            for e in (s.endpoints or []) if e.conditions and e.conditions.ready
+            for addr in e.addresses]
+
+
+def fetch_deployment_replicas(api: client.ApiClient, namespace: str, name: str) -> tuple[int, int]:
+    """(desired, ready) replicas of a Deployment; (0, 0) when it does not exist."""
+    try:
+        dep = client.AppsV1Api(api).read_namespaced_deployment(name, namespace)
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return 0, 0
+        raise
+    return dep.spec.replicas or 0, dep.status.ready_replicas or 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """One reading of a ModelRollout's status, `t` seconds after the recorder started."""
+
+    t: float
+    generation: int
+    phase: str
+    reason: str
+    message: str
+    step: str
+    stable: str | None
+    stable_weight: int
+    candidate: str | None
+    candidate_weight: int
+    mirror: str | None
+    mirror_percent: int
+    metrics: tuple[dict[str, Any], ...]
+
+    @classmethod
+    def from_object(cls, t: float, obj: dict[str, Any]) -> "Snapshot":
+        status = obj.get("status") or {}
+        traffic = status.get("traffic") or {}
+        stable, cand, mirror = (traffic.get(k) or {} for k in ("stable", "candidate", "mirror"))
+        return cls(t=round(t, 2), generation=obj["metadata"].get("generation", 0),
+                   phase=status.get("phase") or "", reason=status.get("reason") or "",
+                   message=status.get("message") or "", step=status.get("currentStep") or "",
+                   stable=stable.get("version"), stable_weight=stable.get("weight") or 0,
+                   candidate=cand.get("version"), candidate_weight=cand.get("weight") or 0,
+                   mirror=mirror.get("version"), mirror_percent=mirror.get("percent") or 0,
+                   metrics=tuple((status.get("analysis") or {}).get("metrics") or ()))
+
+    def key(self) -> tuple:
+        """What counts as a change worth recording (not the timestamp)."""
+        return dataclasses.astuple(dataclasses.replace(self, t=0.0))
+
+
+class StatusRecorder:
+    """Polls one ModelRollout in a thread and keeps every distinct status it saw, with times."""
+
+    def __init__(self, api: client.ApiClient, namespace: str, name: str,
+                 interval_s: float = 0.5, on_change: Callable[[Snapshot], None] | None = None):
+        self.api, self.namespace, self.name = api, namespace, name
+        self.interval_s, self.on_change = interval_s, on_change
+        self.snapshots: list[Snapshot] = []
+        self.start = time.monotonic()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name=f"recorder-{name}", daemon=True)
+
+    def __enter__(self) -> "StatusRecorder":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.record(fetch_rollout(self.api, self.namespace, self.name))
+            except client.ApiException as exc:
+                if exc.status != 404:  # before the first apply the object does not exist yet
+                    print(f"recorder: {exc.status} {exc.reason}", file=sys.stderr)
+            except Exception as exc:  # keep recording through transient API errors
+                print(f"recorder: {type(exc).__name__}: {exc}", file=sys.stderr)
+            self._stop.wait(self.interval_s)
+
+    def record(self, obj: dict[str, Any]) -> Snapshot:
+        snap = Snapshot.from_object(self.elapsed(), obj)
+        with self._lock:
+            changed = not self.snapshots or self.snapshots[-1].key() != snap.key()
+            if changed:
+                self.snapshots.append(snap)
+        if changed and self.on_change:
+            self.on_change(snap)
+        return snap
+
+    def history(self) -> list[Snapshot]:
+        with self._lock:
+            return list(self.snapshots)
+
+
+def wait_for_rollout(api: client.ApiClient, namespace: str, name: str,
+                     done: Callable[[dict[str, Any]], bool], what: str, timeout_s: float,
+                     fail_on: Iterable[str] = ()) -> dict[str, Any]:
+    """Polls until `done(obj)`; raises ScenarioError with status and events on a phase in
+    `fail_on` or after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    fail_on = set(fail_on)
+    obj: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        try:
+            obj = fetch_rollout(api, namespace, name)
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+        if obj and done(obj):
+            return obj
+        phase = (obj.get("status") or {}).get("phase") if obj else None
+        if phase in fail_on:
+            break
+        time.sleep(0.5)
+    raise ScenarioError(f"{namespace}/{name}: gave up waiting for {what} after "
+                        f"{timeout_s:.0f}s (or hit a failure phase)\n{describe_state(api, namespace, name, obj)}")
+
+
+def is_phase(*phases: str, generation_at_least: int = 0) -> Callable[[dict[str, Any]], bool]:
+    """Predicate: status.phase is one of `phases` and the status reflects `generation_at_least`."""
+    def check(obj: dict[str, Any]) -> bool:
+        status = obj.get("status") or {}
+        return (status.get("phase") in phases
+                and (status.get("observedGeneration") or 0) >= generation_at_least)
+    return check
+
+
+def describe_state(api: client.ApiClient, namespace: str, name: str, obj: dict[str, Any]) -> str:
+    """Status and recent events, for failure messages a person can act on."""
+    status = json.dumps((obj or {}).get("status"), indent=1, default=str)[:3000]
+    try:
+        events = "\n".join(f"  {e['type']} {e['reason']}: {e['message']}"
+                           for e in fetch_events(api, namespace, name)[-15:])
+    except Exception as exc:  # best effort: the error is already being reported
+        events = f"  (events unavailable: {exc})"
+    return f"status: {status}\nevents:\n{events}"
