@@ -1,0 +1,41 @@
+"""Command line of the local testbed: `python -m e2e.testbed up|down|status|env`.
+
+`up` starts etcd, the control plane, kwok, Prometheus and the pod runner; `down` removes it all.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .cluster import TestbedError, down, is_up, status, up
+from .paths import default_layout, find_binaries
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m e2e.testbed", description=__doc__)
+    parser.add_argument("command", choices=["up", "down", "status", "env"],
+                        help="up: start (idempotent); down: stop and remove state; "
+                             "status: process table; env: shell exports for kubectl/helm")
+    args = parser.parse_args(argv)
+    try:
+        layout = default_layout()
+        binaries = find_binaries()
+        if args.command == "up":
+            up(binaries, layout)
+        elif args.command == "down":
+            down(layout)
+        elif args.command == "status":
+            for name, pid in status(layout).items():
+                print(f"{name:25} {'running, pid ' + str(pid) if pid else 'not running'}")
+            return 0 if is_up(layout) else 1
+        else:
+            print(f"export KUBECONFIG={layout.kubeconfig}\n"
+                  f"export PATH={binaries.kubectl.parent}:{binaries.helm.parent}:$PATH")
+    except (TestbedError, ValueError) as exc:
+        print(f"testbed {args.command} failed: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

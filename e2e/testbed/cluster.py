@@ -1,0 +1,186 @@
+"""`up` and `down` for the testbed: start the daemons in order, wait until usable, tear down.
+
+`up` is idempotent (a running, healthy testbed is left alone; a half-dead one is replaced);
+`down` stops every recorded process group and removes the state directory.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+from . import procs
+from .components import COMPONENTS, component_cwd, compute_argv
+from .kwok_config import compute_node, write_kwok_config
+from .paths import Binaries, Layout
+from .pki import ensure_pki, write_admin_kubeconfig
+from .pod_runner.images import load_image_map
+from .prometheus import write_prometheus_config
+
+
+class TestbedError(RuntimeError):
+    """Something a person must fix (missing binary, component that died); message says what."""
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def say(self, msg: str) -> None:
+        print(f"[testbed {time.monotonic() - self.start:5.1f}s] {msg}", flush=True)
+
+
+def _log_tail(lay: Layout, name: str, lines: int = 25) -> str:
+    path = lay.logs_dir / f"{name}.log"
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _ssl_context(lay: Layout) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(lay.pki_dir / "ca.crt"))
+    ctx.load_cert_chain(lay.pki_dir / "admin.crt", lay.pki_dir / "admin.key")
+    return ctx
+
+
+def is_http_ok(url: str, ctx: ssl.SSLContext | None = None) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=ctx) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError, ssl.SSLError):
+        return False
+
+
+def wait_until(lay: Layout, name: str, what: str, check, timeout_s: float) -> None:
+    """Polls `check()` until true; fails early, with the log tail, if component `name` died."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if procs.read_live_pid(lay.pids_dir / f"{name}.pid") is None:
+            raise TestbedError(f"{name} exited while waiting for {what}; log tail:\n{_log_tail(lay, name)}")
+        if time.monotonic() > deadline:
+            raise TestbedError(f"timed out after {timeout_s:.0f}s waiting for {what}; "
+                               f"{name} log tail:\n{_log_tail(lay, name)}")
+        time.sleep(0.2)
+
+
+def is_up(lay: Layout) -> bool:
+    """All components alive and the API server ready."""
+    if not (lay.pki_dir / "ca.crt").exists():
+        return False
+    if any(procs.read_live_pid(lay.pids_dir / f"{c}.pid") is None for c in COMPONENTS):
+        return False
+    return is_http_ok(f"{lay.apiserver_url}/readyz", _ssl_context(lay))
+
+
+def _has_leftovers(lay: Layout) -> bool:
+    return lay.state_dir.exists() and any(lay.state_dir.iterdir())
+
+
+def _kubectl(b: Binaries, lay: Layout, *args: str, stdin: str | None = None) -> str:
+    result = subprocess.run([str(b.kubectl), f"--kubeconfig={lay.kubeconfig}", *args],
+                            input=stdin, capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        raise TestbedError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+def _prepare_state(b: Binaries, lay: Layout) -> None:
+    for d in (lay.state_dir, lay.logs_dir, lay.pod_logs_dir, lay.pids_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    ensure_pki(lay.pki_dir)
+    write_admin_kubeconfig(lay.pki_dir, lay.apiserver_url, lay.kubeconfig)
+    write_kwok_config(lay.state_dir / "kwok.yaml", b.kwok_stages, sorted(load_image_map()))
+    write_prometheus_config(lay.state_dir / "prometheus.yml", lay.kubeconfig)
+
+
+def _start(name: str, b: Binaries, lay: Layout) -> None:
+    procs.spawn(name, compute_argv(name, b, lay), lay.logs_dir / f"{name}.log", lay.pids_dir,
+                cwd=component_cwd())
+
+
+def _is_node_ready(b: Binaries, lay: Layout, node: str) -> bool:
+    out = subprocess.run([str(b.kubectl), f"--kubeconfig={lay.kubeconfig}", "get", "node", node, "-o",
+                          "jsonpath={.status.conditions[?(@.type=='Ready')].status}"],
+                         capture_output=True, text=True, timeout=30)
+    return out.stdout.strip() == "True"
+
+
+def _has_default_sa(b: Binaries, lay: Layout) -> bool:
+    out = subprocess.run([str(b.kubectl), f"--kubeconfig={lay.kubeconfig}", "get", "serviceaccount",
+                          "default", "-n", "default", "-o", "name"], capture_output=True, text=True, timeout=30)
+    return out.returncode == 0
+
+
+def up(b: Binaries, lay: Layout) -> None:
+    clock = _Clock()
+    if is_up(lay):
+        clock.say(f"already up (kubeconfig {lay.kubeconfig}); nothing to do")
+        return
+    missing = [str(p) for p in b.missing() if p != b.router]
+    if missing:
+        raise TestbedError("missing testbed binaries (run `make testbed-bin`): " + ", ".join(missing))
+    if shutil.which("prometheus") is None:
+        raise TestbedError("prometheus not on PATH (Debian package `prometheus`; run `make sysdeps`)")
+    if _has_leftovers(lay):
+        clock.say(f"found a stopped or partial testbed in {lay.state_dir}; cleaning it first")
+        down(lay, quiet=True)
+    _prepare_state(b, lay)
+    clock.say(f"PKI and configs written to {lay.state_dir}")
+    _start("etcd", b, lay)
+    wait_until(lay, "etcd", "etcd health",
+               lambda: is_http_ok(f"http://127.0.0.1:{lay.ports.etcd_client}/health"), 30)
+    clock.say("etcd healthy")
+    _start("kube-apiserver", b, lay)
+    ctx = _ssl_context(lay)
+    wait_until(lay, "kube-apiserver", "API server /readyz",
+               lambda: is_http_ok(f"{lay.apiserver_url}/readyz", ctx), 120)
+    clock.say("kube-apiserver ready")
+    for name in COMPONENTS[2:]:
+        _start(name, b, lay)
+    _finish_bootstrap(b, lay, clock)
+    clock.say(f"testbed up: {lay.apiserver_url}, Prometheus {lay.prometheus_url}")
+    print(f"  kubeconfig: {lay.kubeconfig}\n  kubectl:    {b.kubectl}\n  helm:       {b.helm}\n"
+          f"  logs:       {lay.logs_dir} (pods: {lay.pod_logs_dir}/<namespace>_<pod>.log)", flush=True)
+
+
+def _finish_bootstrap(b: Binaries, lay: Layout, clock: _Clock) -> None:
+    _kubectl(b, lay, "apply", "-f", "-", stdin=json.dumps(compute_node()))
+    _kubectl(b, lay, "apply", "--server-side", "-f", str(b.gateway_api_crds))
+    clock.say("node object and Gateway API CRDs applied")
+    wait_until(lay, "kwok", "the kwok node to be Ready",
+               lambda: _is_node_ready(b, lay, compute_node()["metadata"]["name"]), 60)
+    wait_until(lay, "kube-controller-manager", "the default ServiceAccount",
+               lambda: _has_default_sa(b, lay), 60)
+    wait_until(lay, "prometheus", "Prometheus /-/ready",
+               lambda: is_http_ok(f"{lay.prometheus_url}/-/ready"), 60)
+    wait_until(lay, "pod-runner", "the pod runner to start watching",
+               lambda: (lay.state_dir / "pod-runner.ready").exists(), 60)
+    _kubectl(b, lay, "wait", "--for=condition=Established", "--timeout=60s", "-f", str(b.gateway_api_crds))
+
+
+def down(lay: Layout, quiet: bool = False) -> None:
+    clock = _Clock()
+    stopped = []
+    for name in reversed(COMPONENTS):
+        # The pod runner stops its pods' processes on SIGTERM; give it time for their grace.
+        grace = 20 if name == "pod-runner" else 10
+        if procs.stop_pidfile(lay.pids_dir / f"{name}.pid", grace):
+            stopped.append(name)
+    pod_pids = sorted((lay.pids_dir / "pods").glob("*.pid")) if (lay.pids_dir / "pods").exists() else []
+    for path in pod_pids:
+        if procs.stop_pidfile(path, 5):
+            stopped.append(f"pod process {path.stem}")
+    if lay.state_dir.exists():
+        shutil.rmtree(lay.state_dir)
+    if not quiet:
+        clock.say(f"testbed down; stopped: {', '.join(stopped) or 'nothing was running'}; "
+                  f"removed {lay.state_dir}")
+
+
+def status(lay: Layout) -> dict[str, int | None]:
+    return {c: procs.read_live_pid(lay.pids_dir / f"{c}.pid") for c in COMPONENTS}

@@ -1,0 +1,84 @@
+"""Tiny HTTP server behind the image `modelrollout/testbed-echo:dev`, for testbed self-tests.
+
+GET / answers who it is (pod, address); /healthz and /readyz for probes (POST /readyz?ready=0
+turns readiness off); /metrics exposes a request counter in Prometheus text format.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+
+class EchoState:
+    def __init__(self) -> None:
+        self.ready = True
+        self.requests = 0
+        self.lock = threading.Lock()
+
+
+def make_handler(state: EchoState, host: str, port: int):
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, fmt, *args):  # one line per request in the pod log
+            print(f"{self.address_string()} {fmt % args}", flush=True)
+
+        def _send(self, code: int, body: bytes, ctype: str = "application/json") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):  # noqa: N802 - http.server naming
+            path = urlparse(self.path).path
+            with state.lock:
+                state.requests += 1
+            if path == "/healthz":
+                self._send(200, b"ok\n", "text/plain")
+            elif path == "/readyz":
+                self._send(200 if state.ready else 503, b"ready\n" if state.ready else b"not ready\n", "text/plain")
+            elif path == "/metrics":
+                text = ("# HELP echo_requests_total HTTP requests served.\n# TYPE echo_requests_total counter\n"
+                        f"echo_requests_total {state.requests}\n")
+                self._send(200, text.encode(), "text/plain; version=0.0.4")
+            else:
+                body = {"pod": os.environ.get("POD_NAME", ""), "namespace": os.environ.get("POD_NAMESPACE", ""),
+                        "host": host, "port": port, "path": self.path, "pid": os.getpid(),
+                        "message": os.environ.get("ECHO_MESSAGE", "")}
+                self._send(200, json.dumps(body).encode() + b"\n")
+
+        def do_POST(self):  # noqa: N802
+            url = urlparse(self.path)
+            if url.path != "/readyz":
+                self._send(404, b"not found\n", "text/plain")
+                return
+            value = parse_qs(url.query).get("ready", [""])[0]
+            if value not in ("0", "1"):
+                self._send(400, b"query parameter ready must be 0 or 1\n", "text/plain")
+                return
+            state.ready = value == "1"
+            self._send(200, b"ok\n", "text/plain")
+
+    return Handler
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (the pod IP)")
+    parser.add_argument("--port", type=int, default=8080, help="TCP port to bind")
+    args = parser.parse_args(argv)
+    server = ThreadingHTTPServer((args.host, args.port), make_handler(EchoState(), args.host, args.port))
+    # SIGTERM -> clean shutdown, like a well-behaved container.
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    print(f"echo server listening on {args.host}:{args.port}", flush=True)
+    server.serve_forever()
+    server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
