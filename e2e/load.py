@@ -1,0 +1,160 @@
+"""Drives the load generator (speech_serving.loadgen) at a rollout's front door for as long as a
+scenario runs, in short segments so results can be attributed to the phases they fell in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+import time
+from typing import Callable
+
+import aiohttp
+import numpy as np
+
+from speech_serving import loadgen
+from speech_serving.clips import load_clip_arrays
+
+# The demo's traffic: mostly clean speech plus the slices v1 is weak on (young voices, noise).
+DEMO_MIX = {"clean": 4.0, "young": 2.0, "noisy": 2.0, "other_mic": 1.0, "silence": 1.0}
+
+
+def load_labelled_clips(names: list[str]) -> dict[str, list[tuple[np.ndarray, str]]]:
+    """slice -> [(int16 samples, true label)] from the shipped clip set."""
+    out = {}
+    for name in names:
+        arrays = load_clip_arrays(name)
+        out[name] = [(arrays.audio[i], str(arrays.labels[i])) for i in range(len(arrays.labels))]
+        if not out[name]:
+            raise ValueError(f"clip slice {name!r} is empty")
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+    """One load-generator run: when (seconds since the runner started) and its summary."""
+
+    t0: float
+    t1: float
+    summary: dict
+
+
+class LoadRunner:
+    """Sends `rate` req/s of the `mix` to whatever `resolve_url()` returns, until stopped."""
+
+    def __init__(self, resolve_url: Callable[[], str | None], mix: dict[str, float] | None = None,
+                 rate: float = 20.0, segment_s: float = 5.0, concurrency: int = 8,
+                 headers: dict[str, str] | None = None):
+        self.resolve_url, self.mix = resolve_url, dict(mix or DEMO_MIX)
+        self.rate, self.segment_s, self.concurrency = rate, segment_s, concurrency
+        self.headers = headers or {}
+        self.clips = load_labelled_clips([s for s, w in self.mix.items() if w > 0])
+        self.segments: list[Segment] = []
+        self.start = time.monotonic()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="loadgen", daemon=True)
+
+    def __enter__(self) -> "LoadRunner":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.segment_s + 15)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def _run(self) -> None:
+        seed = 0
+        while not self._stop.is_set():
+            url = self.resolve_url()
+            if not url:  # the front door has no ready endpoint (yet)
+                self._stop.wait(0.5)
+                continue
+            seed += 1
+            spec = loadgen.LoadSpec(url=url, mix=self.mix, rate=self.rate,
+                                    duration_s=self.segment_s, concurrency=self.concurrency,
+                                    seed=seed, headers=self.headers)
+            t0 = self.elapsed()
+            summary = asyncio.run(loadgen.run_load(spec, self.clips))
+            with self._lock:
+                self.segments.append(Segment(t0, self.elapsed(), summary))
+
+    def history(self, since: float = 0.0, until: float | None = None) -> list[Segment]:
+        """Segments that started at or after `since` and ended by `until`."""
+        with self._lock:
+            return [s for s in self.segments
+                    if s.t0 >= since and (until is None or s.t1 <= until)]
+
+    def compute_totals(self, since: float = 0.0, until: float | None = None) -> dict[str, dict]:
+        """version -> {requests, errors, correct, accuracy} over the chosen segments."""
+        totals: dict[str, dict] = {}
+        for seg in self.history(since, until):
+            for version, data in seg.summary["versions"].items():
+                t = totals.setdefault(version, {"requests": 0, "errors": 0, "correct": 0})
+                for key in ("requests", "errors", "correct"):
+                    t[key] += data["total"][key]
+        for t in totals.values():
+            answered = t["requests"] - t["errors"]
+            t["accuracy"] = round(t["correct"] / answered, 4) if answered else None
+        return totals
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeAnswer:
+    seq: int
+    t: float  # seconds since the probe started
+    version: str  # "error" when the request failed
+    status: int
+
+
+class SequentialProbe:
+    """One request at a time (strictly ordered) until stopped, recording which version answered.
+
+    Used where order matters (an atomic blue-green switch); throughput is LoadRunner's job.
+    """
+
+    def __init__(self, resolve_url: Callable[[], str | None], clip: np.ndarray,
+                 interval_s: float = 0.05, protocol: str = "v1", model: str = "speech-commands"):
+        self.resolve_url, self.clip, self.interval_s = resolve_url, clip, interval_s
+        self.protocol, self.model = protocol, model
+        self.answers: list[ProbeAnswer] = []
+        self.start = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def __enter__(self) -> "SequentialProbe":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=20)
+
+    async def _run(self) -> None:
+        body = loadgen.encode_body(self.clip, self.protocol)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+            while not self._stop.is_set():
+                url = self.resolve_url()
+                if url:
+                    await self._send(session, url, body)
+                await asyncio.sleep(self.interval_s)
+
+    async def _send(self, session: aiohttp.ClientSession, url: str, body: bytes) -> None:
+        spec = loadgen.LoadSpec(url=url, mix={"clean": 1}, protocol=self.protocol,
+                                model_name=self.model, count=1)
+        seq, t = len(self.answers), time.monotonic() - self.start
+        try:
+            async with session.post(loadgen.compute_endpoint(spec), data=body,
+                                    headers={"content-type": "application/json"}) as resp:
+                version = "error"
+                if resp.status == 200:
+                    payload = await resp.json(content_type=None)
+                    version = loadgen.parse_answer(self.protocol, payload,
+                                                   resp.headers.get("x-model-version"))[2]
+                self.answers.append(ProbeAnswer(seq, t, version, resp.status))
+        except (aiohttp.ClientError, asyncio.TimeoutError, KeyError, ValueError):
+            self.answers.append(ProbeAnswer(seq, t, "error", 0))

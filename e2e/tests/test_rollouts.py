@@ -1,0 +1,165 @@
+"""End-to-end rollouts on the testbed with everything real: helm-installed operator, model
+servers, router, Prometheus, and the load generator sending the labelled speech slices.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from kubernetes import client
+
+from e2e import rollouts, scenario
+from e2e.load import LoadRunner, SequentialProbe, load_labelled_clips
+from e2e.tests.conftest import front_door
+
+pytestmark = pytest.mark.e2e
+
+NAME = "speech"
+HEALTHY_TIMEOUT = 240  # first model-server start: onnxruntime + VAD load, readiness probe
+ROLLOUT_TIMEOUT = 360
+TERMINAL = ("Healthy", "RolledBack", "Stopped", "Failed", "Invalid")
+
+
+def _apply_and_wait(cluster, api, manifest, phases, timeout=ROLLOUT_TIMEOUT, fail_on=()):
+    """Apply, then wait until the status reflects this generation and sits in `phases`."""
+    scenario.apply_manifest(cluster, manifest)
+    ns = manifest["metadata"]["namespace"]
+    generation = scenario.fetch_rollout(api, ns, NAME)["metadata"]["generation"]
+    return scenario.wait_for_rollout(
+        api, ns, NAME, scenario.is_phase(*phases, generation_at_least=generation),
+        f"phase {'/'.join(phases)} at generation {generation}", timeout, fail_on=fail_on)
+
+
+def _deploy_first(cluster, api, namespace, version="v1"):
+    obj = _apply_and_wait(cluster, api, rollouts.compute_canary(NAME, version, namespace=namespace),
+                          ["Healthy"], HEALTHY_TIMEOUT, fail_on=("Failed", "Invalid"))
+    assert obj["status"]["stableVersion"] == version
+    assert obj["status"]["traffic"]["stable"] == {"version": version, "weight": 100}
+    return obj
+
+
+def _metric(status: dict, name: str) -> dict:
+    return next(m for m in status["analysis"]["metrics"] if m["name"] == name)
+
+
+def _reasons(api, namespace) -> list[str]:
+    return [e["reason"] for e in scenario.fetch_events(api, namespace, NAME)]
+
+
+def test_canary_promotes_v2_then_rolls_back_v3(cluster, api, namespace):
+    _deploy_first(cluster, api, namespace)
+    with scenario.StatusRecorder(api, namespace, NAME) as rec, \
+            LoadRunner(front_door(api, namespace, NAME)) as load:
+        # v2: canary 20% -> analysis -> 50% -> analysis -> promoted.
+        obj = _apply_and_wait(cluster, api, rollouts.compute_canary(NAME, "v2", namespace=namespace),
+                              ["Healthy"], fail_on=("RolledBack", "Failed", "Invalid"))
+        t_v2 = load.elapsed()
+        status = obj["status"]
+        assert status["stableVersion"] == "v2"
+        assert status["traffic"]["stable"] == {"version": "v2", "weight": 100}
+        assert not status["traffic"].get("candidate")
+        seen = [(s.candidate, s.candidate_weight) for s in rec.history() if s.candidate == "v2"]
+        assert ("v2", 20) in seen and ("v2", 50) in seen, seen
+        assert scenario.fetch_deployment_replicas(api, namespace, f"{NAME}-v1")[0] == 0
+        assert status["history"][-1]["version"] == "v2"
+        assert status["history"][-1]["outcome"] == "Promoted"
+
+        # v3 (a broken training run): gates fail at the first weight, traffic back on v2.
+        obj = _apply_and_wait(cluster, api, rollouts.compute_canary(NAME, "v3", namespace=namespace),
+                              ["RolledBack"], fail_on=("Healthy", "Failed", "Invalid"))
+        status = obj["status"]
+        assert status["stableVersion"] == "v2"
+        assert status["traffic"]["stable"] == {"version": "v2", "weight": 100}
+        assert not status["traffic"].get("candidate")
+        failed = [m for m in status["analysis"]["metrics"] if m["verdict"] == "Fail"]
+        assert {m["name"] for m in failed} & {"mean-confidence", "unknown-rate"}, failed
+        assert status["history"][-1]["outcome"] == "RolledBack"
+        warnings = [e for e in scenario.fetch_events(api, namespace, NAME) if e["type"] == "Warning"]
+        explained = [e for e in warnings if any(m["name"] in e["message"] for m in failed)]
+        assert explained, f"no Warning event names the failing gate: {warnings}"
+        # The router follows the status: new requests are answered by v2 only.
+        time.sleep(3)
+        t_back = load.elapsed()
+        time.sleep(12)
+    totals_v2 = load.compute_totals(since=0, until=t_v2)
+    assert totals_v2["v2"]["requests"] > 0 and totals_v2["v1"]["requests"] > 0
+    after = load.compute_totals(since=t_back)
+    assert set(after) == {"v2"}, after
+
+
+def test_shadow_v4_fails_on_agreement_and_users_never_see_it(cluster, api, namespace):
+    _deploy_first(cluster, api, namespace, version="v2")
+    with LoadRunner(front_door(api, namespace, NAME)) as load:
+        t0 = load.elapsed()
+        obj = _apply_and_wait(cluster, api, rollouts.compute_shadow(NAME, "v4", namespace=namespace),
+                              ["RolledBack", "Stopped"], fail_on=("Healthy", "Failed", "Invalid"))
+        t1 = load.elapsed()
+    status = obj["status"]
+    assert status["phase"] == "RolledBack", status.get("message")
+    assert _metric(status, "shadow-agreement")["verdict"] == "Fail"
+    assert _metric(status, "shadow-agreement")["value"] < 0.9
+    assert _metric(status, "error-rate")["verdict"] == "Pass"
+    assert _metric(status, "mean-confidence")["verdict"] == "Pass"
+    assert status["stableVersion"] == "v2"
+    during = load.compute_totals(since=t0, until=t1)
+    assert set(during) == {"v2"}, f"users must only get stable's answers: {during}"
+    assert during["v2"]["requests"] >= 50
+
+
+def test_blue_green_switches_atomically(cluster, api, namespace):
+    _deploy_first(cluster, api, namespace)
+    clip = load_labelled_clips(["clean"])["clean"][0][0]
+    preview = front_door(api, namespace, f"{NAME}-preview")
+    with SequentialProbe(front_door(api, namespace, NAME), clip) as probe, \
+            LoadRunner(front_door(api, namespace, NAME), rate=10) as user_load, \
+            LoadRunner(preview, rate=10) as preview_load:
+        obj = _apply_and_wait(cluster, api, rollouts.compute_blue_green(NAME, "v2", namespace=namespace),
+                              ["Healthy"], fail_on=("RolledBack", "Failed", "Invalid"))
+        time.sleep(2)
+    assert obj["status"]["stableVersion"] == "v2"
+    assert set(preview_load.compute_totals()) == {"v2"}, "the preview serves the candidate only"
+    assert user_load.compute_totals()["v1"]["requests"] > 0
+    versions = [a.version for a in probe.answers]
+    assert "error" not in versions, [a for a in probe.answers if a.version == "error"][:5]
+    switch = versions.index("v2")
+    assert set(versions[:switch]) == {"v1"} and set(versions[switch:]) == {"v2"}, \
+        "after the first v2 answer every answer must come from v2 (no mix)"
+
+
+def _has_candidate(version: str, weight: int):
+    def check(obj: dict) -> bool:
+        traffic = (obj.get("status") or {}).get("traffic") or {}
+        return traffic.get("candidate") == {"version": version, "weight": weight}
+    return check
+
+
+def _delete_operator_pod(api) -> str:
+    core = client.CoreV1Api(api)
+    (pod,) = [p for p in core.list_namespaced_pod(
+        scenario.OPERATOR_NAMESPACE, label_selector="app.kubernetes.io/component=operator").items
+        if p.metadata.deletion_timestamp is None]
+    core.delete_namespaced_pod(pod.metadata.name, scenario.OPERATOR_NAMESPACE,
+                               grace_period_seconds=0)
+    return pod.metadata.name
+
+
+def test_operator_killed_mid_rollout_resumes_and_promotes_once(cluster, api, namespace):
+    _deploy_first(cluster, api, namespace)
+    with LoadRunner(front_door(api, namespace, NAME)):
+        scenario.apply_manifest(cluster, rollouts.compute_canary(NAME, "v2", namespace=namespace))
+        scenario.wait_for_rollout(api, namespace, NAME, _has_candidate("v2", 50),
+                                  "candidate v2 at 50%", ROLLOUT_TIMEOUT,
+                                  fail_on=("RolledBack", "Failed", "Invalid"))
+        killed = _delete_operator_pod(api)
+        obj = scenario.wait_for_rollout(api, namespace, NAME, scenario.is_phase("Healthy"),
+                                        "Healthy after the operator restart", ROLLOUT_TIMEOUT,
+                                        fail_on=("RolledBack", "Failed", "Invalid"))
+    status = obj["status"]
+    assert status["stableVersion"] == "v2"
+    assert status["traffic"]["stable"] == {"version": "v2", "weight": 100}
+    promoted = [h for h in status["history"] if h["version"] == "v2" and h["outcome"] == "Promoted"]
+    assert len(promoted) == 1, status["history"]
+    new_pod = scenario.fetch_ready_addresses(api, scenario.OPERATOR_NAMESPACE,
+                                             f"{scenario.RELEASE}-metrics", port_name="metrics")
+    assert new_pod, f"a new operator pod replaced {killed} and is ready"
