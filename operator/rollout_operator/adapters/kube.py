@@ -1,0 +1,145 @@
+"""A thin JSON-in/JSON-out Kubernetes REST client over the official client's auth and connection pool.
+
+The adapters speak plain dicts (server-side apply, merge patches, lists by label) so that fakes
+and manifests stay simple; every call is reported to an `on_call` hook (the API-calls metric).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+APPLY = "application/apply-patch+yaml"
+MERGE = "application/merge-patch+json"
+JSON = "application/json"
+
+CallHook = Callable[[str, str, int], None]  # (verb, resource path kind, HTTP status)
+
+
+class KubeError(RuntimeError):
+    """A non-2xx answer from the API server, with the status code and the server's message."""
+
+    def __init__(self, status: int, message: str, *, method: str = "", path: str = "") -> None:
+        super().__init__(f"{method} {path}: HTTP {status}: {message}".strip())
+        self.status = status
+        self.message = message
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
+
+
+@dataclass(frozen=True)
+class ResourceRef:
+    """Where a kind lives in the REST API: prefix (`/api/v1`, `/apis/apps/v1`) and plural."""
+
+    prefix: str
+    plural: str
+
+    def path(self, namespace: str, name: str = "", sub: str = "") -> str:
+        base = f"{self.prefix}/namespaces/{namespace}/{self.plural}"
+        if name:
+            base += f"/{name}"
+        if sub:
+            base += f"/{sub}"
+        return base
+
+
+DEPLOYMENTS = ResourceRef("/apis/apps/v1", "deployments")
+SERVICES = ResourceRef("/api/v1", "services")
+SERVICE_ACCOUNTS = ResourceRef("/api/v1", "serviceaccounts")
+EVENTS = ResourceRef("/api/v1", "events")
+ROLES = ResourceRef("/apis/rbac.authorization.k8s.io/v1", "roles")
+ROLE_BINDINGS = ResourceRef("/apis/rbac.authorization.k8s.io/v1", "rolebindings")
+HTTP_ROUTES = ResourceRef("/apis/gateway.networking.k8s.io/v1", "httproutes")
+MODEL_ROLLOUTS = ResourceRef("/apis/modelrollout.dev/v1alpha1", "modelrollouts")
+
+
+class KubeApi:
+    """JSON requests against the API server using a configured `kubernetes.client.ApiClient`."""
+
+    def __init__(self, api_client: Any, *, timeout: float = 30.0, on_call: CallHook | None = None,
+                 field_manager: str = "modelrollout-operator") -> None:
+        self._client = api_client
+        self._timeout = timeout
+        self._on_call = on_call
+        self.field_manager = field_manager
+
+    def request(self, method: str, path: str, *, query: Mapping[str, str] | None = None,
+                body: Any = None, content_type: str = JSON) -> dict:
+        """One HTTP call; returns the decoded JSON body or raises KubeError on non-2xx."""
+        headers = {"Accept": JSON, "Content-Type": content_type}
+        request = self._client.param_serialize(
+            method, path, query_params=list((query or {}).items()), header_params=headers,
+            body=body, auth_settings=["BearerToken"])
+        response = self._client.call_api(*request, _request_timeout=self._timeout)
+        raw = response.read() or b"{}"
+        if self._on_call:
+            self._on_call(method, _resource_of(path), response.status)
+        data = json.loads(raw)
+        if not 200 <= response.status <= 299:
+            raise KubeError(response.status, data.get("message", str(data)), method=method, path=path)
+        return data
+
+    def get(self, ref: ResourceRef, namespace: str, name: str) -> dict | None:
+        """The object, or None when it does not exist."""
+        try:
+            return self.request("GET", ref.path(namespace, name))
+        except KubeError as err:
+            if err.not_found:
+                return None
+            raise
+
+    def list(self, ref: ResourceRef, namespace: str, label_selector: str) -> list[dict]:
+        return self.request("GET", ref.path(namespace), query={"labelSelector": label_selector})["items"]
+
+    def apply(self, ref: ResourceRef, obj: Mapping[str, Any]) -> dict:
+        """Server-side apply: idempotent create-or-update of exactly the fields we own."""
+        meta = obj["metadata"]
+        return self.request(
+            "PATCH", ref.path(meta["namespace"], meta["name"]), body=dict(obj), content_type=APPLY,
+            query={"fieldManager": self.field_manager, "force": "true"})
+
+    def patch(self, ref: ResourceRef, namespace: str, name: str, patch: Mapping[str, Any],
+              sub: str = "") -> dict:
+        """JSON merge patch (RFC 7386) of one object or its subresource (e.g. `status`, `scale`)."""
+        return self.request("PATCH", ref.path(namespace, name, sub), body=dict(patch), content_type=MERGE,
+                            query={"fieldManager": self.field_manager})
+
+    def delete(self, ref: ResourceRef, namespace: str, name: str) -> bool:
+        """Deletes with foreground-independent background propagation; False if already gone."""
+        try:
+            self.request("DELETE", ref.path(namespace, name),
+                         body={"propagationPolicy": "Background"})
+            return True
+        except KubeError as err:
+            if err.not_found:
+                return False
+            raise
+
+    def create(self, ref: ResourceRef, namespace: str, obj: Mapping[str, Any]) -> dict:
+        return self.request("POST", ref.path(namespace), body=dict(obj))
+
+
+def _resource_of(path: str) -> str:
+    """`/apis/apps/v1/namespaces/ns/deployments/x` → `deployments` (a low-cardinality metric label)."""
+    parts = path.split("?")[0].strip("/").split("/")
+    if "namespaces" in parts and parts.index("namespaces") + 2 < len(parts):
+        return parts[parts.index("namespaces") + 2]
+    return parts[-1]
+
+
+def load_api_client() -> Any:
+    """An ApiClient from $KUBECONFIG / ~/.kube/config, falling back to the in-cluster service account."""
+    from kubernetes import client, config  # local import: unit tests with fakes never need it
+
+    try:
+        config.load_kube_config()
+    except Exception:  # noqa: BLE001 - any kubeconfig problem means "try in-cluster"
+        config.load_incluster_config()
+    return client.ApiClient()

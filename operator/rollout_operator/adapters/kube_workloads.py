@@ -1,0 +1,112 @@
+"""Workloads provider on the Kubernetes API: per-version model servers, the router and its RBAC.
+
+Every ensure is a server-side apply (idempotent). To keep API calls per tick low, the Deployment
+carries a hash of everything applied with it; when the last list shows that hash, the apply is skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from typing import Any, Mapping
+
+from ..domain.observations import WorkloadState
+from .kube import (DEPLOYMENTS, ROLE_BINDINGS, ROLES, SERVICE_ACCOUNTS, SERVICES, KubeApi,
+                   ResourceRef)
+from .manifests import (NAME_LABEL, ROLLOUT_LABEL, VERSION_LABEL, Owner, ServerTemplate,
+                        compute_preview_name, compute_preview_service, compute_router_deployment,
+                        compute_router_rbac, compute_router_service, compute_version_deployment,
+                        compute_version_name, compute_version_service)
+
+HASH_ANNOTATION = "modelrollout.dev/applied-hash"
+_KINDS: dict[str, ResourceRef] = {
+    "Deployment": DEPLOYMENTS, "Service": SERVICES, "ServiceAccount": SERVICE_ACCOUNTS,
+    "Role": ROLES, "RoleBinding": ROLE_BINDINGS,
+}
+
+
+def compute_applied_hash(objects: list[Mapping[str, Any]]) -> str:
+    """A short stable digest of the manifests applied together."""
+    blob = json.dumps(objects, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def compute_workload_state(deployment: Mapping[str, Any]) -> WorkloadState:
+    """Readiness of one Deployment as the domain sees it."""
+    spec, status = deployment.get("spec", {}), deployment.get("status", {})
+    desired = int(spec.get("replicas", 1))
+    generation = deployment.get("metadata", {}).get("generation", 0)
+    updated = (status.get("observedGeneration", 0) >= generation
+               and int(status.get("updatedReplicas", 0)) >= desired)
+    return WorkloadState(exists=True, desired_replicas=desired,
+                         ready_replicas=int(status.get("readyReplicas", 0)), updated=updated)
+
+
+class KubeWorkloads:
+    """Workloads backed by the API server through `KubeApi`."""
+
+    def __init__(self, api: KubeApi) -> None:
+        self._api = api
+        self._seen_hashes: dict[tuple[str, str], str] = {}  # (namespace, deployment) → applied hash
+        self._lock = threading.Lock()
+
+    def fetch_workloads(self, namespace: str, rollout: str) -> dict[str, WorkloadState]:
+        """All of this rollout's model-server versions (one list call; also refreshes the hash cache)."""
+        items = self._api.list(DEPLOYMENTS, namespace, f"{ROLLOUT_LABEL}={rollout}")
+        states: dict[str, WorkloadState] = {}
+        with self._lock:
+            for key in [k for k in self._seen_hashes if k[0] == namespace and
+                        (k[1] == rollout or k[1].startswith(rollout + "-"))]:
+                del self._seen_hashes[key]
+            for item in items:
+                meta = item["metadata"]
+                self._seen_hashes[(namespace, meta["name"])] = meta.get("annotations", {}).get(HASH_ANNOTATION, "")
+                labels = meta.get("labels", {})
+                if labels.get(NAME_LABEL) == "model-server" and VERSION_LABEL in labels:
+                    states[labels[VERSION_LABEL]] = compute_workload_state(item)
+        return states
+
+    def _apply_group(self, namespace: str, deployment: dict[str, Any], others: list[dict[str, Any]]) -> None:
+        """Applies the others, then the Deployment stamped with the group's hash (so its hash implies all)."""
+        digest = compute_applied_hash([deployment, *others])
+        name = deployment["metadata"]["name"]
+        with self._lock:
+            if self._seen_hashes.get((namespace, name)) == digest:
+                return
+        for obj in others:
+            self._api.apply(_KINDS[obj["kind"]], obj)
+        deployment["metadata"].setdefault("annotations", {})[HASH_ANNOTATION] = digest
+        self._api.apply(DEPLOYMENTS, deployment)
+        with self._lock:
+            self._seen_hashes[(namespace, name)] = digest
+
+    def ensure_version(self, owner: Owner, version: str, replicas: int, server: ServerTemplate) -> None:
+        deployment = compute_version_deployment(owner, version, replicas, server)
+        self._apply_group(owner.namespace, deployment, [compute_version_service(owner, version)])
+
+    def scale_version(self, namespace: str, rollout: str, version: str, replicas: int) -> None:
+        name = compute_version_name(rollout, version)
+        # Dropping the hash makes the next ensure_version re-apply (it no longer describes the replicas).
+        self._api.patch(DEPLOYMENTS, namespace, name,
+                        {"metadata": {"annotations": {HASH_ANNOTATION: None}}, "spec": {"replicas": replicas}})
+        with self._lock:
+            self._seen_hashes.pop((namespace, name), None)
+
+    def delete_version(self, namespace: str, rollout: str, version: str) -> None:
+        name = compute_version_name(rollout, version)
+        self._api.delete(DEPLOYMENTS, namespace, name)
+        self._api.delete(SERVICES, namespace, name)
+        with self._lock:
+            self._seen_hashes.pop((namespace, name), None)
+
+    def ensure_router(self, owner: Owner, image: str, replicas: int = 1) -> None:
+        deployment = compute_router_deployment(owner, image, replicas)
+        self._apply_group(owner.namespace, deployment,
+                          [*compute_router_rbac(owner), compute_router_service(owner)])
+
+    def ensure_preview(self, owner: Owner, version: str) -> None:
+        self._api.apply(SERVICES, compute_preview_service(owner, version))
+
+    def delete_preview(self, namespace: str, rollout: str) -> None:
+        self._api.delete(SERVICES, namespace, compute_preview_name(rollout))

@@ -1,0 +1,222 @@
+"""One reconcile tick of one ModelRollout: observe → plan_queries → decide → act → write status once.
+
+Status is the only memory. Actions run in the order decide() gave them (each an idempotent
+ensure), then the status diff is written with a resourceVersion precondition, then events go out.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Mapping
+
+from . import metrics as m
+from .adapters import Adapters, Owner, ServerTemplate
+from .domain import (Action, Decision, DeleteVersion, EmitEvent, EnsurePreviewService,
+                     EnsureRouter, EnsureVersion, Measurement, Observations, QueryRequest,
+                     RemovePreviewService, RolloutSpec, RolloutStatus, ScaleDownVersion,
+                     SetTraffic, SpecError, TrafficSplit, compute_metric_observations, decide,
+                     decide_invalid, parse_spec, plan_queries, status_from_dict, status_to_dict)
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+REMOVALS = (ScaleDownVersion, DeleteVersion)
+
+
+@dataclass(frozen=True)
+class TickOutcome:
+    """What one tick did, for the caller's logs/metrics and for tests."""
+
+    status: RolloutStatus
+    written: bool  # the status diff was persisted
+    conflict: bool  # the write was refused because the object changed; next tick retries
+    requeue_after: float
+    actions: tuple[Action, ...] = ()
+
+
+@dataclass
+class Schedule:
+    """When each rollout next needs a full tick. A scheduling hint only, never a decision:
+    losing it (restart) just means reconciling at once. Any change to the object resets it."""
+
+    due: dict[str, tuple[str, float]] = field(default_factory=dict)  # uid → (resourceVersion, monotonic)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def is_due(self, uid: str, resource_version: str, now_mono: float) -> bool:
+        with self.lock:
+            entry = self.due.get(uid)
+        return entry is None or entry[0] != resource_version or now_mono >= entry[1]
+
+    def set(self, uid: str, resource_version: str, at_mono: float) -> None:
+        with self.lock:
+            self.due[uid] = (resource_version, at_mono)
+
+    def forget(self, uid: str) -> None:
+        with self.lock:
+            self.due.pop(uid, None)
+
+
+def compute_status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch turning `old` into `new` (None removes a key; lists are replaced)."""
+    patch: dict[str, Any] = {}
+    for key, value in new.items():
+        before = old.get(key)
+        if value is None:
+            if before is not None:
+                patch[key] = None
+        elif isinstance(value, Mapping) and isinstance(before, Mapping):
+            sub = compute_status_patch(before, value)
+            if sub:
+                patch[key] = sub
+        elif _drop_nones(value) != before:
+            patch[key] = _drop_nones(value)
+    for key in old:
+        if key not in new:
+            patch[key] = None
+    return patch
+
+
+def _drop_nones(value: Any) -> Any:
+    """A fresh subtree has no keys to remove; nulls inside it would only be noise."""
+    if isinstance(value, Mapping):
+        return {k: _drop_nones(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_nones(v) for v in value]
+    return value
+
+
+def compute_server_template(spec: RolloutSpec, raw_spec: Mapping[str, Any], uri: str,
+                            settings: Settings) -> ServerTemplate:
+    """The model-server pod inputs; the operator's --model-server-image fills an unset spec.server.image."""
+    image_set = bool((raw_spec.get("server") or {}).get("image"))
+    return ServerTemplate(
+        model_name=spec.model.name, model_uri=uri,
+        image=spec.server.image if image_set else settings.model_server_image,
+        resources=spec.server.resources, env=spec.server.env, args=spec.server.args)
+
+
+def fetch_observations(spec: RolloutSpec, status: RolloutStatus, adapters: Adapters,
+                       settings: Settings, generation: int, now: datetime) -> Observations:
+    """Workloads (one list call) and exactly the metric queries plan_queries() asks for."""
+    workloads = adapters.workloads.fetch_workloads(spec.namespace, spec.name)
+    requests = plan_queries(spec, status, now)
+    address = ((spec.analysis.prometheus_address if spec.analysis else None)
+               or settings.prometheus_url)
+    results: list[tuple[QueryRequest, Measurement]] = []
+    for request in requests:
+        if not address:
+            measurement = Measurement.error(
+                "no Prometheus address: set spec.analysis.prometheus.address or the operator's "
+                "--prometheus-url")
+        else:
+            measurement = adapters.metrics.fetch_measurement(address, request)
+        results.append((request, measurement))
+    return Observations(workloads=workloads, measurements=compute_metric_observations(results),
+                        generation=generation)
+
+
+@dataclass(frozen=True)
+class _Context:
+    owner: Owner
+    spec: RolloutSpec
+    raw_spec: Mapping[str, Any]
+    adapters: Adapters
+    settings: Settings
+    persisted: TrafficSplit  # status.traffic as read this tick: what the router routes to now
+
+
+def execute_action(action: Action, ctx: _Context, new_traffic: TrafficSplit) -> None:
+    """Runs one non-event action as an idempotent ensure."""
+    w, ns, name = ctx.adapters.workloads, ctx.owner.namespace, ctx.owner.name
+    if isinstance(action, REMOVALS) and (ctx.persisted.routes_to(action.version)
+                                         or new_traffic.routes_to(action.version)):
+        # Defence in depth: decide() never asks this, but stranding traffic is the one
+        # mistake we refuse to make even if it did.
+        log.error("refusing %s of %s/%s %s: traffic still routes to it", type(action).__name__,
+                  ns, name, action.version)
+        return
+    if isinstance(action, EnsureVersion):
+        template = compute_server_template(ctx.spec, ctx.raw_spec, action.uri, ctx.settings)
+        w.ensure_version(ctx.owner, action.version, action.replicas, template)
+    elif isinstance(action, EnsureRouter):
+        image_set = bool(((ctx.raw_spec.get("trafficRouting") or {}).get("router") or {}).get("image"))
+        w.ensure_router(ctx.owner, action.image if image_set else ctx.settings.router_image,
+                        action.replicas)
+    elif isinstance(action, SetTraffic):
+        split = TrafficSplit(stable=action.stable, candidate=action.candidate, mirror=action.mirror)
+        routing = ctx.spec.traffic_routing
+        ctx.adapters.traffic_provider(routing.provider).ensure_traffic(ns, name, split, routing.gateway_api)
+    elif isinstance(action, EnsurePreviewService):
+        w.ensure_preview(ctx.owner, action.version)
+    elif isinstance(action, RemovePreviewService):
+        w.delete_preview(ns, name)
+    elif isinstance(action, ScaleDownVersion):
+        w.scale_version(ns, name, action.version, 0)
+    elif isinstance(action, DeleteVersion):
+        w.delete_version(ns, name, action.version)
+
+
+def compute_decision(body: Mapping[str, Any], adapters: Adapters, settings: Settings,
+                     now: datetime) -> tuple[Decision, RolloutSpec | None]:
+    """Parses the spec (SpecError → Invalid, no traceback loop), observes, decides."""
+    meta = body["metadata"]
+    status = status_from_dict(body.get("status"))
+    generation = int(meta.get("generation", 0))
+    try:
+        spec = parse_spec(body.get("spec") or {}, name=meta["name"], namespace=meta["namespace"])
+    except SpecError as err:
+        return decide_invalid(status, err, generation, now), None
+    observations = fetch_observations(spec, status, adapters, settings, generation, now)
+    return decide(spec, status, observations, now), spec
+
+
+def reconcile(body: Mapping[str, Any], adapters: Adapters, settings: Settings,
+              now: datetime) -> TickOutcome:
+    """One full tick for the ModelRollout `body` as last seen by the watch."""
+    started = time.perf_counter()
+    meta = body["metadata"]
+    owner = Owner(meta["name"], meta["namespace"], meta["uid"])
+    old_dict = dict(body.get("status") or {})
+    decision, spec = compute_decision(body, adapters, settings, now)
+    if spec is not None:
+        ctx = _Context(owner, spec, body.get("spec") or {}, adapters, settings,
+                       status_from_dict(old_dict).traffic)
+        for action in decision.actions:
+            if not isinstance(action, EmitEvent):
+                execute_action(action, ctx, decision.status.traffic)
+    patch = compute_status_patch(old_dict, status_to_dict(decision.status))
+    written = conflict = False
+    if patch:
+        written = adapters.status.patch_status(owner.namespace, owner.name,
+                                               str(meta.get("resourceVersion", "")), patch)
+        conflict = not written
+        m.STATUS_WRITES.inc() if written else m.RECONCILE_ERRORS.labels("conflict").inc()
+    if not conflict:  # events describe a persisted decision; a refused one is decided again
+        for event in decision.events:
+            adapters.events.emit(owner, event.type, event.reason, event.message)
+            m.EVENTS.labels(event.reason).inc()
+    record_snapshot(owner, spec, decision.status)
+    m.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+    return TickOutcome(decision.status, written, conflict, decision.requeue_seconds, decision.actions)
+
+
+def record_snapshot(owner: Owner, spec: RolloutSpec | None, status: RolloutStatus) -> None:
+    """Refreshes this rollout's gauges: phase, weights, mirror, each gate's value and thresholds."""
+    traffic = status.traffic
+    weights = {(t.version, role): t.weight for role, t in
+               (("stable", traffic.stable), ("candidate", traffic.candidate)) if t is not None}
+    mirror = (traffic.mirror.version, traffic.mirror.percent) if traffic.mirror else None
+    gates: dict[str, m.Gate] = {}
+    specs = {metric.name: metric for metric in (spec.metrics if spec else ())}
+    for gate in status.analysis.metrics:
+        metric = specs.get(gate.name)
+        bounds = {} if metric is None else {
+            b: float(v) for b, v in (("min", metric.min), ("max", metric.max),
+                                     ("maxIncrease", metric.max_increase),
+                                     ("maxDecrease", metric.max_decrease)) if v is not None}
+        gates[gate.name] = m.Gate(gate.value, bounds, gate.verdict.value if gate.verdict else None)
+    m.ROLLOUTS.record(owner.namespace, owner.name, m.RolloutSnapshot(
+        status.phase.value if status.phase else None, weights, mirror, gates))

@@ -1,0 +1,68 @@
+"""The operator process's long-lived state and the tick driver the kopf timer calls.
+
+Holds adapters, settings and the scheduling hint; turns exceptions into logs and metrics so a
+transport error retries on the next tick instead of entering kopf's long error backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping
+
+from . import metrics as m
+from .adapters import Adapters, KubeError, build_adapters
+from .adapters.gateway_api import RouteError
+from .adapters.kube import load_api_client
+from .reconcile import Schedule, reconcile
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+ERROR_RETRY_SECONDS = 5.0
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    adapters: Adapters
+    schedule: Schedule = field(default_factory=Schedule)
+    clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+    monotonic: Callable[[], float] = time.monotonic
+
+    def tick(self, body: Mapping[str, Any]) -> None:
+        """Reconciles when due (the object changed or the requeue time passed); never raises."""
+        meta = body["metadata"]
+        uid, rv = meta["uid"], str(meta.get("resourceVersion", ""))
+        if not self.schedule.is_due(uid, rv, self.monotonic()):
+            return
+        try:
+            outcome = reconcile(body, self.adapters, self.settings, self.clock())
+        except (KubeError, RouteError) as err:
+            self._failed(uid, rv, meta, "api", err)
+            return
+        except Exception as err:  # noqa: BLE001 - log with traceback, keep the operator alive
+            log.exception("reconcile of %s/%s crashed", meta["namespace"], meta["name"])
+            self._failed(uid, rv, meta, "crash", err)
+            return
+        # After our own write the object has a new resourceVersion, so the next tick runs at once
+        # and re-reads; otherwise sleep until decide() wants to look again.
+        self.schedule.set(uid, rv, self.monotonic() + (0.0 if outcome.conflict else outcome.requeue_after))
+
+    def _failed(self, uid: str, rv: str, meta: Mapping[str, Any], kind: str, err: Exception) -> None:
+        m.RECONCILE_ERRORS.labels(kind).inc()
+        log.warning("reconcile of %s/%s failed (%s), retrying in %.0fs: %s", meta["namespace"],
+                    meta["name"], kind, ERROR_RETRY_SECONDS, err)
+        self.schedule.set(uid, rv, self.monotonic() + ERROR_RETRY_SECONDS)
+
+    def forget(self, namespace: str, name: str, uid: str) -> None:
+        self.schedule.forget(uid)
+        m.ROLLOUTS.forget(namespace, name)
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    adapters = build_adapters(load_api_client(), prometheus_timeout=settings.prometheus_timeout,
+                              field_manager=settings.field_manager, on_call=m.record_api_call,
+                              on_query=m.record_query)
+    return Runtime(settings=settings, adapters=adapters)
