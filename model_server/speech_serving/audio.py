@@ -49,6 +49,9 @@ def decode_audio_bytes(data: bytes, field: str, limits: AudioLimits) -> np.ndarr
         raise AudioError(f"{field}: empty audio (0 bytes)")
     if data[:4] == b"RIFF":
         return decode_wav(data, field, limits)
+    kind = compute_non_audio_kind(data)
+    if kind:
+        raise AudioError(f"{field}: not audio: looks like {kind}; send a WAV file or raw PCM16LE mono 16 kHz")
     if len(data) % 2:
         raise AudioError(
             f"{field}: raw audio must be 16-bit PCM (an even number of bytes), got {len(data)} bytes;"
@@ -56,6 +59,26 @@ def decode_audio_bytes(data: bytes, field: str, limits: AudioLimits) -> np.ndarr
         )
     _check_length(len(data) // 2, field, limits)
     return np.frombuffer(data, dtype="<i2").astype(np.float32) * _INT16_SCALE
+
+
+_MAGIC = {
+    b"OggS": "an Ogg file", b"fLaC": "a FLAC file", b"ID3": "an MP3 file", b"\x89PNG": "a PNG image",
+    b"%PDF": "a PDF document", b"PK\x03\x04": "a ZIP archive", b"\xff\xd8\xff": "a JPEG image",
+}
+_TEXT_BYTES = bytes(range(0x20, 0x7F)) + b"\t\r\n"
+
+
+def compute_non_audio_kind(data: bytes) -> str | None:
+    """What a non-WAV payload evidently is, if it is not raw PCM (None when it may be PCM)."""
+    for magic, kind in _MAGIC.items():
+        if data.startswith(magic):
+            return kind
+    head = data[:4096]
+    # Real PCM essentially never consists of printable ASCII only (the low byte of each sample is ~uniform),
+    # while text, JSON or doubly base64-encoded audio always does.
+    if len(head) >= 16 and not head.translate(None, _TEXT_BYTES):
+        return "text"
+    return None
 
 
 def decode_wav(data: bytes, field: str, limits: AudioLimits) -> np.ndarray:

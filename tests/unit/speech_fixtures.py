@@ -62,3 +62,14 @@ def synthesize_word(word: str, pad_s: float = 0.3) -> np.ndarray:
         input=wav, check=True, capture_output=True,
     ).stdout
     return np.frombuffer(raw, dtype="<i2").copy()
+
+
+def make_speech_model(model_path: Path, **overrides):
+    """A loaded SpeechModel (the KServe Model) for `model_path` with test-sized limits."""
+    from speech_serving.server.config import ServerSettings
+    from speech_serving.server.model import SpeechModel
+
+    settings = ServerSettings(model_uri=str(model_path), **overrides)
+    model = SpeechModel(settings)
+    model.load()
+    return model

@@ -10,8 +10,9 @@ import time
 
 import orjson
 import uvicorn
+from prometheus_client import disable_created_metrics
 from fastapi import FastAPI
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 from kserve.errors import InvalidInput, ModelNotFound
 from kserve.model_repository import ModelRepository
 from kserve.protocol.dataplane import DataPlane
@@ -116,18 +117,20 @@ async def _client_error(_, exc):
     # KServe's own handler logs a full traceback at ERROR for every bad request; a client error is not ours.
     log.info("rejected request: %s", exc)
     status = 404 if isinstance(exc, ModelNotFound) else 400
-    return ORJSONResponse(status_code=status, content={"error": str(exc)})
+    return JSONResponse(status_code=status, content={"error": str(exc)})
 
 
 def build_app(model: SpeechModel) -> InferenceGate:
     """KServe's REST endpoints (v1, v2, health, metadata, /metrics) for one loaded model, wrapped in the gate."""
     if not model.ready:
         model.load()
+    # *_created series double every counter/histogram on /metrics and no rollout query reads them.
+    disable_created_metrics()
     repository = ModelRepository()
     repository.update(model)
     dataplane = DataPlane(model_registry=repository)
     extension = ModelRepositoryExtension(model_registry=repository)
-    app = FastAPI(title="speech-server", docs_url=None, redoc_url=None, default_response_class=ORJSONResponse)
+    app = FastAPI(title="speech-server", docs_url=None, redoc_url=None)
     # RESTServer only builds a uvicorn config here; we reuse its endpoint and error wiring, not its server,
     # because it always binds 0.0.0.0 and we must bind --host.
     rest = RESTServer("speech_serving", dataplane, extension, http_port=model.settings.port)

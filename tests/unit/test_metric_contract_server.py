@@ -1,0 +1,100 @@
+"""Pins the model server's half of the metric contract: names, types and label sets on /metrics.
+
+The names are written out here on purpose: renaming one in metrics.py must fail this test (and the docs).
+"""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from speech_fixtures import LABELS, make_speech_model, synthesize_word, write_tiny_recognizer
+
+from speech_serving.metrics import CONTRACT
+from speech_serving.server.app import build_app
+
+pytestmark = pytest.mark.unit
+VERSION = "contract-v3"
+BASE = {"model", "version"}
+# family name → (type, label names). Counters are exposed as <family>_total.
+PINNED = {
+    "speech_requests": ("counter", BASE | {"protocol", "outcome"}),
+    "speech_request_duration_seconds": ("histogram", BASE | {"stage"}),
+    "speech_audio_seconds": ("counter", BASE),
+    "speech_input_duration_seconds": ("histogram", BASE),
+    "speech_input_level_dbfs": ("histogram", BASE),
+    "speech_vad_speech_ratio": ("histogram", BASE),
+    "speech_predictions": ("counter", BASE | {"label"}),
+    "speech_confidence": ("histogram", BASE),
+    "speech_batch_size": ("histogram", BASE),
+}
+
+
+@pytest.fixture(scope="module")
+async def scraped(tmp_path_factory) -> dict:
+    path = write_tiny_recognizer(tmp_path_factory.mktemp("m") / "tiny.onnx")
+    app = build_app(make_speech_model(path, model_version=VERSION))
+    word = base64.b64encode(synthesize_word("no").tobytes()).decode()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://speech") as client:
+        assert (await client.post("/v1/models/speech-commands:predict", json={"instances": [{"audio_b64": word}]})).status_code == 200
+        v2 = {"inputs": [{"name": "audio", "datatype": "BYTES", "shape": [1], "data": [word]}]}
+        assert (await client.post("/v2/models/speech-commands/infer", json=v2)).status_code == 200
+        silent = {"inputs": [{"name": "audio", "datatype": "INT16", "shape": [8000], "data": [0] * 8000}]}
+        assert (await client.post("/v2/models/speech-commands/infer", json=silent)).status_code == 200
+        bad = {"instances": [{"audio_b64": "!!"}]}
+        assert (await client.post("/v1/models/speech-commands:predict", json=bad)).status_code == 400
+        text = (await client.get("/metrics")).text
+    families = {}
+    for fam in text_string_to_metric_families(text):
+        samples = [s for s in fam.samples if s.labels.get("version") == VERSION]
+        if fam.name.startswith("speech_") and samples:
+            families[fam.name] = (fam.type, samples)
+    return families
+
+
+def test_pinned_list_matches_the_code_contract():
+    assert {name.removesuffix("_total") if CONTRACT[name][0] == "counter" else name for name in CONTRACT} == set(PINNED)
+    for name, (kind, extra, _) in CONTRACT.items():
+        assert PINNED[name.removesuffix("_total") if kind == "counter" else name] == (kind, BASE | set(extra))
+
+
+def test_every_documented_series_exists_with_exact_labels(scraped):
+    assert set(scraped) == set(PINNED), "undocumented or missing speech_* families on /metrics"
+    for name, (kind, labels) in PINNED.items():
+        got_kind, samples = scraped[name]
+        assert got_kind == kind, name
+        suffixes = {"_total"} if kind == "counter" else {"_bucket", "_sum", "_count"}
+        if name == "speech_input_level_dbfs":
+            # OpenMetrics: a histogram with negative buckets has no _sum; use histogram_quantile on it.
+            suffixes = {"_bucket", "_count"}
+        main = [s for s in samples if s.name in {name + suf for suf in suffixes}]
+        assert {s.name[len(name):] for s in main} == suffixes, name
+        for s in main:
+            assert set(s.labels) - {"le"} == labels, (name, s.labels)
+            assert s.labels["model"] == "speech-commands"
+
+
+def values(scraped, name: str, label: str) -> dict[str, float]:
+    _, samples = scraped[name]
+    return {s.labels[label]: s.value for s in samples if s.name in (name + "_total", name + "_count")}
+
+
+def test_label_values_and_counts_after_a_few_requests(scraped):
+    requests = {(s.labels["protocol"], s.labels["outcome"]): s.value for s in scraped["speech_requests"][1]
+                if s.name == "speech_requests_total"}
+    assert requests == {("v1", "ok"): 1, ("v1", "client_error"): 1, ("v1", "server_error"): 0,
+                        ("v2", "ok"): 2, ("v2", "client_error"): 0, ("v2", "server_error"): 0}
+    stages = values(scraped, "speech_request_duration_seconds", "stage")
+    assert stages == {"decode": 3, "vad": 3, "features": 3, "recognize": 3, "total": 4}
+    predictions = values(scraped, "speech_predictions", "label")
+    assert set(predictions) == set(LABELS)  # pre-created at 0 so rate() works before the first answer
+    assert sum(predictions.values()) == 3 and predictions["_silence_"] >= 1
+    (audio,) = [s.value for s in scraped["speech_audio_seconds"][1] if s.name == "speech_audio_seconds_total"]
+    (conf_count,) = [s.value for s in scraped["speech_confidence"][1] if s.name == "speech_confidence_count"]
+    assert conf_count == 3 and audio > 0.5
+    level = {s.labels["le"]: s.value for s in scraped["speech_input_level_dbfs"][1] if s.name.endswith("_bucket")}
+    assert level["-90.0"] == 1  # the digital-silence clip sits at the -120 dBFS floor
+    assert np.isclose(sum(v for v in values(scraped, "speech_batch_size", "model").values()), 3)

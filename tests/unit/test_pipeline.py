@@ -1,0 +1,112 @@
+"""The pipeline (real Silero VAD + log-mel + onnxruntime) on espeak-ng speech, with a tiny recognizer.
+
+Also: the recognizer refuses ONNX files whose metadata does not fit, and batching never changes answers.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from speech_fixtures import LABELS, synthesize_word, write_tiny_recognizer
+
+from speech_serving.pipeline import SILENCE, Recognizer, compute_window, load_pipeline
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return write_tiny_recognizer(tmp_path_factory.mktemp("models") / "tiny.onnx")
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_model):
+    return load_pipeline(tiny_model)
+
+
+def as_float(pcm: np.ndarray) -> np.ndarray:
+    return pcm.astype(np.float32) / 32768.0
+
+
+def test_recognizer_reads_labels_from_metadata(tiny_model):
+    rec = Recognizer(tiny_model)
+    assert rec.labels == LABELS
+    probs = rec.compute_probabilities(np.zeros((3, 40, 98), dtype=np.float32))
+    assert probs.shape == (3, 12)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_recognizer_rejects_missing_labels(tmp_path):
+    path = write_tiny_recognizer(tmp_path / "m.onnx", labels=None)
+    with pytest.raises(ValueError, match="ONNX metadata has no 'labels' entry"):
+        Recognizer(path)
+
+
+def test_recognizer_rejects_other_feature_config(tmp_path):
+    other = json.dumps({"kind": "log-mel", "n_mels": 64})
+    path = write_tiny_recognizer(tmp_path / "m.onnx", feature_config=other)
+    with pytest.raises(ValueError, match="model was built for features"):
+        Recognizer(path)
+
+
+def test_recognizer_rejects_label_count_mismatch(tmp_path):
+    path = write_tiny_recognizer(tmp_path / "m.onnx", labels=LABELS)
+    import onnx
+
+    model = onnx.load(str(path))
+    for prop in model.metadata_props:
+        if prop.key == "labels":
+            prop.value = json.dumps(LABELS[:5])
+    onnx.save(model, str(path))
+    with pytest.raises(ValueError, match="outputs 12 classes but its metadata lists 5 labels"):
+        Recognizer(path)
+
+
+def test_silence_gives_silence_label_and_no_segments(pipeline):
+    noise = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.0005
+    result = pipeline.run_clip(noise)
+    assert result.label == SILENCE
+    assert result.segments == ()
+    assert result.speech_ratio == 0.0
+    assert 0.5 < result.confidence <= 1.0
+    assert result.duration_s == 1.0
+
+
+def test_three_words_give_three_ordered_segments(pipeline):
+    gap = np.zeros(8000, dtype=np.int16)
+    words = [synthesize_word(w, pad_s=0.1) for w in ("yes", "left", "stop")]
+    clip = np.concatenate([words[0], gap, words[1], gap, words[2]])
+    result = pipeline.run_clip(as_float(clip))
+    assert len(result.segments) == 3
+    starts = [s.start_s for s in result.segments]
+    assert starts == sorted(starts)
+    # each segment lies inside the word it came from
+    edges = np.cumsum([0, len(words[0]), len(gap), len(words[1]), len(gap), len(words[2])]) / 16000
+    for seg, (lo, hi) in zip(result.segments, [(edges[0], edges[1]), (edges[2], edges[3]), (edges[4], edges[5])]):
+        assert lo - 0.05 <= seg.start_s < seg.end_s <= hi + 0.05
+        assert seg.label in LABELS
+    best = max(result.segments, key=lambda s: s.confidence)
+    assert (result.label, result.confidence) == (best.label, best.confidence)
+    assert 0.2 < result.speech_ratio < 0.9
+
+
+def test_batching_does_not_change_answers(pipeline):
+    clips = [as_float(synthesize_word(w)) for w in ("up", "down", "go")]
+    clips.append(np.zeros(12000, dtype=np.float32))
+    batched, times = pipeline.run_batch(clips)
+    single = [pipeline.run_clip(c) for c in clips]
+    assert [(r.label, r.segments) for r in batched] == [(r.label, r.segments) for r in single]
+    np.testing.assert_allclose([r.confidence for r in batched], [r.confidence for r in single], rtol=1e-5)
+    assert times.segments == 3 and times.vad > 0 and times.features > 0 and times.recognize > 0
+
+
+def test_window_is_one_second_centred_and_zero_padded():
+    clip = np.arange(1, 20001, dtype=np.float32)
+    w = compute_window(clip, 1000, 3000)  # centre 2000 → [-6000, 10000)
+    assert w.shape == (16000,)
+    np.testing.assert_array_equal(w[:6000], 0)
+    np.testing.assert_array_equal(w[6000:], clip[:10000])
+    long = compute_window(clip, 0, 18000)  # longer than 1 s: the segment itself
+    np.testing.assert_array_equal(long, clip[:18000])

@@ -1,0 +1,165 @@
+"""The server's HTTP application in-process (real KServe endpoints, real pipeline, httpx ASGI transport).
+
+Both protocols answer per the API contract; every bad-input class gets its 4xx and a message; serving goes on.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import httpx
+import numpy as np
+import pytest
+from prometheus_client import REGISTRY
+from speech_fixtures import LABELS, make_speech_model, synthesize_word, write_tiny_recognizer
+
+from speech_serving.audio import encode_wav
+from speech_serving.server.app import build_app
+
+pytestmark = pytest.mark.unit
+VERSION = "test-server-v7"
+V1 = "/v1/models/speech-commands:predict"
+V2 = "/v2/models/speech-commands/infer"
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    path = write_tiny_recognizer(tmp_path_factory.mktemp("m") / "tiny.onnx")
+    return build_app(make_speech_model(path, model_version=VERSION, max_clip_seconds=2.0, max_request_bytes=200_000))
+
+
+@pytest.fixture
+async def client(app):
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://speech") as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def word() -> np.ndarray:
+    return synthesize_word("yes")
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def v2_body(datatype: str, shape: list, data: list) -> dict:
+    return {"inputs": [{"name": "audio", "datatype": datatype, "shape": shape, "data": data}]}
+
+
+def count(protocol: str, outcome: str) -> float:
+    labels = {"model": "speech-commands", "version": VERSION, "protocol": protocol, "outcome": outcome}
+    return REGISTRY.get_sample_value("speech_requests_total", labels) or 0.0
+
+
+async def test_v1_predict_answers_label_confidence_segments(client, word):
+    resp = await client.post(V1, json={"instances": [{"audio_b64": b64(encode_wav(word))}]})
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["x-model-version"] == VERSION
+    (pred,) = resp.json()["predictions"]
+    assert pred["label"] in LABELS and 0 < pred["confidence"] <= 1
+    (seg,) = pred["segments"]
+    assert set(seg) == {"start_s", "end_s", "label", "confidence"} and seg["start_s"] < seg["end_s"]
+
+
+async def test_v1_accepts_raw_pcm_and_several_instances_without_json_content_type(client, word):
+    body = json.dumps({"instances": [{"audio_b64": b64(word.tobytes())}, {"audio_b64": b64(bytes(3200))}]})
+    resp = await client.post(V1, content=body, headers={"content-type": "application/x-www-form-urlencoded"})
+    assert resp.status_code == 200, resp.text
+    preds = resp.json()["predictions"]
+    assert len(preds) == 2 and preds[1]["label"] == "_silence_" and preds[1]["segments"] == []
+
+
+async def test_v2_bytes_tensor_answers_per_contract(client, word):
+    resp = await client.post(V2, json=v2_body("BYTES", [2], [b64(encode_wav(word)), b64(bytes(3200))]))
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["model_version"] == VERSION and body["id"]
+    outputs = {o["name"]: o for o in body["outputs"]}
+    assert (outputs["label"]["datatype"], outputs["label"]["shape"]) == ("BYTES", [2])
+    assert (outputs["confidence"]["datatype"], outputs["confidence"]["shape"]) == ("FP32", [2])
+    assert outputs["label"]["data"][0] in LABELS and outputs["label"]["data"][1] == "_silence_"
+    assert len(json.loads(outputs["segments"]["data"][0])) == 1
+
+
+async def test_v2_int16_fp32_and_binary_tensors_agree(client, word):
+    as_int = await client.post(V2, json=v2_body("INT16", [1, len(word)], word.tolist()))
+    as_float = await client.post(V2, json=v2_body("FP32", [len(word)], (word / 32768.0).tolist()))
+    header = json.dumps({"inputs": [{"name": "audio", "datatype": "INT16", "shape": [1, len(word)],
+                                     "parameters": {"binary_data_size": word.nbytes}}]}).encode()
+    as_binary = await client.post(V2, content=header + word.astype("<i2").tobytes(), headers={
+        "content-type": "application/octet-stream", "inference-header-content-length": str(len(header))})
+    answers = []
+    for resp in (as_int, as_float, as_binary):
+        assert resp.status_code == 200, resp.text
+        outputs = {o["name"]: o["data"] for o in resp.json()["outputs"]}
+        answers.append((outputs["label"][0], round(outputs["confidence"][0], 4)))
+    assert answers[0] == answers[1] == answers[2]
+
+
+BAD_REQUESTS = [
+    ("not audio", V1, {"instances": [{"audio_b64": b64(b"definitely not a sound file, just words")}]}, 400,
+     "instances[0].audio_b64: not audio: looks like text"),
+    ("not base64", V1, {"instances": [{"audio_b64": "%%%"}]}, 400, "instances[0].audio_b64: not valid base64"),
+    ("no instances", V1, {"inputs": []}, 400, "instances: expected a non-empty list"),
+    ("wrong sample rate", V1, {"instances": [{"audio_b64": b64(encode_wav(np.zeros(800, np.int16), rate=8000))}]},
+     400, "wrong sample rate 8000 Hz, expected 16000 Hz"),
+    ("empty", V1, {"instances": [{"audio_b64": ""}]}, 400, "empty audio"),
+    ("too long", V2, v2_body("INT16", [40000], [0] * 40000), 400, "audio too long: 2.50 s, limit is 2 s"),
+    ("wrong dtype", V2, v2_body("FP64", [3], [0.0, 0.1, 0.2]), 400, "wrong datatype FP64, expected BYTES, INT16 or FP32"),
+    ("int16 out of range", V2, v2_body("INT16", [2], [1, 70000]), 400, "data does not fit shape [2] and datatype INT16"),
+    ("wrong shape", V2, v2_body("INT16", [1, 2, 2], [0, 0, 0, 0]), 400, "wrong shape [1, 2, 2]"),
+    ("shape/data mismatch", V2, v2_body("INT16", [5], [1, 2]), 400, "data does not fit shape [5]"),
+    ("two inputs", V2, {"inputs": [v2_body("INT16", [1], [0])["inputs"][0]] * 2}, 400,
+     "expected exactly one input tensor named 'audio', got 2"),
+    ("unknown model", "/v2/models/speech-nope/infer", v2_body("INT16", [1], [0]), 404, "speech-nope"),
+    ("unknown model v1", "/v1/models/speech-nope:predict", {"instances": []}, 404, "speech-nope"),
+]
+
+
+@pytest.mark.parametrize(("name", "path", "body", "status", "message"), BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
+async def test_bad_input_gets_4xx_naming_the_problem_and_is_counted(client, word, name, path, body, status, message):
+    protocol = "v1" if path.startswith("/v1") else "v2"
+    before = count(protocol, "client_error"), count(protocol, "ok")
+    resp = await client.post(path, json=body)
+    assert resp.status_code == status, resp.text
+    assert message in resp.json()["error"]
+    assert resp.headers["x-model-version"] == VERSION
+    assert count(protocol, "client_error") == before[0] + 1
+    ok = await client.post(V1, json={"instances": [{"audio_b64": b64(word.tobytes())}]})  # still serving
+    assert ok.status_code == 200
+
+
+async def test_nan_in_json_tensor_is_rejected(client):
+    body = b'{"inputs":[{"name":"audio","datatype":"FP32","shape":[3],"data":[0.1,NaN,0.2]}]}'
+    resp = await client.post(V2, content=body, headers={"content-type": "application/json"})
+    assert resp.status_code == 400 and "audio contains NaN or Inf samples" in resp.json()["error"]
+
+
+async def test_malformed_json_is_a_client_error(client):
+    before = count("v2", "client_error")
+    resp = await client.post(V2, content=b'{"inputs": [', headers={"content-type": "application/json"})
+    assert 400 <= resp.status_code < 500
+    assert count("v2", "client_error") == before + 1
+    resp = await client.post(V1, content=b"{nope", headers={"content-type": "application/json"})
+    assert resp.status_code == 400 and "Unrecognized request format" in resp.json()["error"]
+
+
+async def test_oversized_body_gets_413_before_decoding(client):
+    before = count("v1", "client_error")
+    resp = await client.post(V1, content=b"x" * 200_001, headers={"content-type": "application/json"})
+    assert resp.status_code == 413
+    assert "larger than the limit of 200000 bytes" in resp.json()["error"]
+    assert count("v1", "client_error") == before + 1
+
+
+async def test_health_metadata_and_version_header_everywhere(client):
+    for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/speech-commands/ready", "/v1/models/speech-commands"):
+        resp = await client.get(path)
+        assert resp.status_code == 200, path
+        assert resp.headers["x-model-version"] == VERSION
+    meta = (await client.get("/v2/models/speech-commands")).json()
+    assert meta["name"] == "speech-commands"
+    assert [o["name"] for o in meta["outputs"]] == ["label", "confidence", "segments"]
+    assert (await client.get("/v2/models/nope/ready")).status_code == 404
