@@ -120,6 +120,17 @@ def fetch_ready_addresses(api: client.ApiClient, namespace: str, service: str,
             for addr in e.addresses]
 
 
+def wait_for_replicas(api: client.ApiClient, namespace: str, name: str, desired: int,
+                      timeout_s: float = 90) -> None:
+    """Waits until Deployment `name` asks for `desired` replicas (a scale-down may be delayed)."""
+    deadline = time.monotonic() + timeout_s
+    while (current := fetch_deployment_replicas(api, namespace, name)[0]) != desired:
+        if time.monotonic() > deadline:
+            raise ScenarioError(f"deployment {namespace}/{name} still wants {current} replicas "
+                                f"after {timeout_s:.0f}s, expected {desired}")
+        time.sleep(1)
+
+
 def fetch_deployment_replicas(api: client.ApiClient, namespace: str, name: str) -> tuple[int, int]:
     """(desired, ready) replicas of a Deployment; (0, 0) when it does not exist."""
     try:
@@ -247,6 +258,23 @@ def is_phase(*phases: str, generation_at_least: int = 0) -> Callable[[dict[str, 
         status = obj.get("status") or {}
         return (status.get("phase") in phases
                 and (status.get("observedGeneration") or 0) >= generation_at_least)
+    return check
+
+
+SETTLED_PHASES = ("Healthy", "RolledBack", "Stopped", "Failed", "Invalid")
+
+
+def is_settled(version: str, generation: int) -> Callable[[dict[str, Any]], bool]:
+    """Predicate: the rollout of `version` (applied at `generation`) reached an end state -
+    promoted (stable is `version`), rolled back or stopped (candidate was `version`), failed."""
+    def check(obj: dict[str, Any]) -> bool:
+        status = obj.get("status") or {}
+        if (status.get("observedGeneration") or 0) < generation:
+            return False
+        if status.get("phase") in ("Failed", "Invalid"):
+            return True
+        return (status.get("phase") in SETTLED_PHASES
+                and version in (status.get("stableVersion"), status.get("candidateVersion")))
     return check
 
 

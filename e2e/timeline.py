@@ -1,0 +1,104 @@
+"""Draws a rollout timeline PNG from recorded status snapshots: traffic weights on top, one panel
+per analysis gate (value against its threshold) below, decision points marked on every panel.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on a build machine
+import matplotlib.pyplot as plt  # noqa: E402
+
+from e2e.scenario import Snapshot  # noqa: E402
+
+DECISION_PHASES = ("Healthy", "RolledBack", "Stopped", "Failed", "Promoting", "RollingBack")
+_NUMBER = re.compile(r"[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?")
+
+
+def compute_threshold(metric: dict[str, Any]) -> float | None:
+    """The numeric bound of a gate from its status entry ("<= 0.02", ">= 0.9", "<= stable+0.2")."""
+    text = metric.get("threshold") or ""
+    numbers = [float(n) for n in _NUMBER.findall(text)]
+    if not numbers:
+        return None
+    if "stable" in text:
+        base = metric.get("stableValue")
+        return None if base is None else base + (numbers[0] if "+" in text else -numbers[0])
+    return numbers[0]
+
+
+def compute_decisions(snapshots: Sequence[Snapshot]) -> list[tuple[float, str]]:
+    """(time, label) where the phase changed into a decision phase, e.g. 'v2 Healthy'."""
+    out, last = [], None
+    for s in snapshots:
+        if s.phase != last and s.phase in DECISION_PHASES:
+            version = s.stable if s.phase == "Healthy" else (s.candidate or s.stable)
+            out.append((s.t, f"{version} {s.phase}"))
+        last = s.phase
+    return out
+
+
+def compute_gate_series(snapshots: Sequence[Snapshot]) -> dict[str, dict[str, list]]:
+    """gate name -> {"t": [...], "value": [...], "threshold": [...]} over the snapshots."""
+    series: dict[str, dict[str, list]] = {}
+    for s in snapshots:
+        for m in s.metrics:
+            if m.get("value") is None:
+                continue
+            g = series.setdefault(m["name"], {"t": [], "value": [], "threshold": []})
+            g["t"].append(s.t)
+            g["value"].append(m["value"])
+            g["threshold"].append(compute_threshold(m))
+    return series
+
+
+def _step_series(snapshots: Sequence[Snapshot], attr: str) -> tuple[list[float], list[float]]:
+    return [s.t for s in snapshots], [getattr(s, attr) for s in snapshots]
+
+
+def _draw_weights(ax, snapshots: Sequence[Snapshot]) -> None:
+    for attr, label in (("stable_weight", "stable weight %"), ("candidate_weight", "candidate weight %"),
+                        ("mirror_percent", "mirror %")):
+        t, y = _step_series(snapshots, attr)
+        if any(y):
+            ax.step(t, y, where="post", label=label, linewidth=2)
+    ax.set_ylim(-5, 105)
+    ax.set_ylabel("traffic %")
+    ax.legend(loc="center left", fontsize=8)
+    ax.set_title("ModelRollout timeline (demo intervals shortened)")
+
+
+def _mark_decisions(axes, decisions: list[tuple[float, str]]) -> None:
+    for t, label in decisions:
+        colour = "tab:red" if "RolledBack" in label or "Failed" in label else "tab:green"
+        for ax in axes:
+            ax.axvline(t, color=colour, linestyle=":", linewidth=1)
+        axes[0].annotate(label, (t, 102), fontsize=7, rotation=90, va="top", ha="right", color=colour)
+
+
+def write_timeline_png(snapshots: Sequence[Snapshot], path: Path) -> Path:
+    """Renders the timeline to `path` (parent directories created) and returns it."""
+    gates = compute_gate_series(snapshots)
+    rows = 1 + len(gates)
+    fig, axes = plt.subplots(rows, 1, figsize=(11, 2.6 + 1.8 * len(gates)), sharex=True,
+                             squeeze=False)
+    axes = [a[0] for a in axes]
+    _draw_weights(axes[0], snapshots)
+    for ax, (name, g) in zip(axes[1:], sorted(gates.items())):
+        ax.plot(g["t"], g["value"], marker=".", label=f"{name} value")
+        if any(v is not None for v in g["threshold"]):
+            ax.step(g["t"], [v if v is not None else float("nan") for v in g["threshold"]],
+                    where="post", linestyle="--", color="tab:red", label="threshold")
+        ax.set_ylabel(name, fontsize=8)
+        ax.legend(loc="upper left", fontsize=7)
+    _mark_decisions(axes, compute_decisions(snapshots))
+    axes[-1].set_xlabel("seconds since the demo's first rollout")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
