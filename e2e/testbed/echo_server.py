@@ -1,15 +1,21 @@
 """Tiny HTTP server behind the image `modelrollout/testbed-echo:dev`, for testbed self-tests.
 
 GET / answers who it is (pod, address); /healthz and /readyz for probes (POST /readyz?ready=0
-turns readiness off); /metrics exposes a request counter in Prometheus text format.
+turns readiness off); /metrics exposes a request counter; GET /api?path=P calls the API server
+with the pod's own credentials ($KUBECONFIG) and reports the HTTP status (RBAC self-tests).
 """
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import signal
+import ssl
+import tempfile
 import threading
+import urllib.error
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
@@ -41,6 +47,12 @@ def make_handler(state: EchoState, host: str, port: int):
                 self._send(200, b"ok\n", "text/plain")
             elif path == "/readyz":
                 self._send(200 if state.ready else 503, b"ready\n" if state.ready else b"not ready\n", "text/plain")
+            elif path == "/api":
+                api_path = parse_qs(urlparse(self.path).query).get("path", [""])[0]
+                if not api_path.startswith("/"):
+                    self._send(400, b"query parameter path must be an absolute API path\n", "text/plain")
+                    return
+                self._send(200, json.dumps({"status": call_api_as_pod(api_path)}).encode())
             elif path == "/metrics":
                 text = ("# HELP echo_requests_total HTTP requests served.\n# TYPE echo_requests_total counter\n"
                         f"echo_requests_total {state.requests}\n")
@@ -48,7 +60,9 @@ def make_handler(state: EchoState, host: str, port: int):
             else:
                 body = {"pod": os.environ.get("POD_NAME", ""), "namespace": os.environ.get("POD_NAMESPACE", ""),
                         "host": host, "port": port, "path": self.path, "pid": os.getpid(),
-                        "message": os.environ.get("ECHO_MESSAGE", "")}
+                        "message": os.environ.get("ECHO_MESSAGE", ""),
+                        "in_cluster_env": "KUBERNETES_SERVICE_HOST" in os.environ,
+                        "has_kubeconfig": bool(os.environ.get("KUBECONFIG"))}
                 self._send(200, json.dumps(body).encode() + b"\n")
 
         def do_POST(self):  # noqa: N802
@@ -64,6 +78,24 @@ def make_handler(state: EchoState, host: str, port: int):
             self._send(200, b"ok\n", "text/plain")
 
     return Handler
+
+
+def call_api_as_pod(api_path: str) -> int:
+    """GET api_path with the token and CA from $KUBECONFIG; returns the HTTP status code."""
+    import yaml  # only this endpoint needs it
+
+    config = yaml.safe_load(open(os.environ["KUBECONFIG"]))
+    cluster, user = config["clusters"][0]["cluster"], config["users"][0]["user"]
+    with tempfile.NamedTemporaryFile("wb", suffix=".crt") as ca:
+        ca.write(base64.b64decode(cluster["certificate-authority-data"]))
+        ca.flush()
+        ctx = ssl.create_default_context(cafile=ca.name)
+    req = urllib.request.Request(cluster["server"] + api_path, headers={"Authorization": f"Bearer {user['token']}"})
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=5) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,283 @@
+"""Self-tests of the local testbed: real processes behind pods, probes, EndpointSlices,
+Prometheus discovery, restarts, RBAC with the pod's own token, and a clean `down`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+from kubernetes import client, config
+
+from e2e.testbed import cluster as testbed_cluster
+from e2e.testbed import paths
+
+pytestmark = pytest.mark.e2e
+
+ECHO_IMAGE = "modelrollout/testbed-echo:dev"
+WAIT_S = 60
+
+
+@pytest.fixture(scope="module")
+def layout() -> paths.Layout:
+    lay = paths.default_layout()
+    if not testbed_cluster.is_up(lay):
+        pytest.fail(f"the testbed is not running (state dir {lay.state_dir}): start it with `make cluster-up`")
+    return lay
+
+
+@pytest.fixture(scope="module")
+def core(layout: paths.Layout) -> client.CoreV1Api:
+    return client.CoreV1Api(config.new_client_from_config(config_file=str(layout.kubeconfig)))
+
+
+@pytest.fixture(scope="module")
+def apps(layout: paths.Layout) -> client.AppsV1Api:
+    return client.AppsV1Api(config.new_client_from_config(config_file=str(layout.kubeconfig)))
+
+
+@pytest.fixture
+def ns(core: client.CoreV1Api):
+    name = f"tb-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": name}})
+    wait_for(lambda: _has_default_sa(core, name), "the namespace's default ServiceAccount")
+    yield name
+    core.delete_namespace(name)
+
+
+def _has_default_sa(core: client.CoreV1Api, ns: str) -> bool:
+    return any(sa.metadata.name == "default" for sa in core.list_namespaced_service_account(ns).items)
+
+
+def wait_for(check, what: str, timeout_s: float = WAIT_S):
+    """Polls until `check()` returns something truthy; fails naming `what` and the last value."""
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.3)
+    pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}; last value: {last!r}")
+
+
+def echo_container(**extra) -> dict:
+    return {
+        "name": "echo", "image": ECHO_IMAGE, "args": ["--host=$(POD_IP)", "--port=8080"],
+        "ports": [{"name": "http", "containerPort": 8080}],
+        "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                *extra.pop("env", [])],
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 1,
+                           "failureThreshold": 1},
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 2},
+        **extra,
+    }
+
+
+def create_echo_deployment(apps: client.AppsV1Api, ns: str, replicas: int = 2) -> None:
+    labels = {"app": "echo"}
+    apps.create_namespaced_deployment(ns, {
+        "metadata": {"name": "echo"},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": labels}, "template": {
+            "metadata": {"labels": labels, "annotations": {
+                "prometheus.io/scrape": "true", "prometheus.io/port": "8080", "prometheus.io/path": "/metrics"}},
+            "spec": {"terminationGracePeriodSeconds": 5, "containers": [echo_container()]}}},
+    })
+
+
+def is_pod_ready(pod) -> bool:
+    conds = pod.status.conditions or []
+    return pod.status.phase == "Running" and any(c.type == "Ready" and c.status == "True" for c in conds)
+
+
+def ready_pods(core: client.CoreV1Api, ns: str, n: int):
+    pods = [p for p in core.list_namespaced_pod(ns, label_selector="app=echo").items
+            if p.metadata.deletion_timestamp is None]
+    return pods if len(pods) == n and all(is_pod_ready(p) for p in pods) else None
+
+
+def http_get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=3) as resp:
+        return json.loads(resp.read())
+
+
+def try_get_json(url: str) -> dict | None:
+    try:
+        return http_get_json(url)
+    except (OSError, urllib.error.URLError, ValueError):
+        return None
+
+
+def is_listening(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def test_deployment_pods_are_real_processes_on_loopback_ips(core, apps, ns):
+    create_echo_deployment(apps, ns)
+    pods = wait_for(lambda: ready_pods(core, ns, 2), "2 Running+Ready echo pods")
+    ips = {p.status.pod_ip for p in pods}
+    assert len(ips) == 2 and all(ip.startswith("127.") for ip in ips), ips
+    for pod in pods:
+        answer = http_get_json(f"http://{pod.status.pod_ip}:8080/")
+        # The process got the pod's identity through fieldRefs and bound $(POD_IP).
+        assert answer["pod"] == pod.metadata.name and answer["namespace"] == ns
+        assert answer["host"] == pod.status.pod_ip
+        assert answer["has_kubeconfig"] and not answer["in_cluster_env"]
+        os.kill(answer["pid"], 0)  # a real local process: raises if there is no such pid
+
+
+def test_endpointslice_lists_both_ready_pod_ips(core, apps, ns):
+    core.create_namespaced_service(ns, {"metadata": {"name": "echo"}, "spec": {
+        "selector": {"app": "echo"}, "ports": [{"name": "http", "port": 8080, "targetPort": 8080}]}})
+    create_echo_deployment(apps, ns)
+    pods = wait_for(lambda: ready_pods(core, ns, 2), "2 Running+Ready echo pods")
+    discovery = client.DiscoveryV1Api(core.api_client)
+
+    def ready_ips():
+        slices = discovery.list_namespaced_endpoint_slice(ns, label_selector="kubernetes.io/service-name=echo").items
+        return {a for s in slices for e in s.endpoints or [] if e.conditions.ready for a in e.addresses}
+    want = {p.status.pod_ip for p in pods}
+    wait_for(lambda: ready_ips() == want, f"EndpointSlice ready addresses == {want}")
+
+
+def test_prometheus_scrapes_both_pods(layout, core, apps, ns):
+    create_echo_deployment(apps, ns)
+    pods = wait_for(lambda: ready_pods(core, ns, 2), "2 Running+Ready echo pods")
+    query = urllib.parse.quote(f'up{{namespace="{ns}"}}')
+
+    def up_by_pod():
+        answer = try_get_json(f"{layout.prometheus_url}/api/v1/query?query={query}") or {}
+        return {r["metric"]["pod"]: r["value"][1] for r in answer.get("data", {}).get("result", [])}
+    want = {p.metadata.name: "1" for p in pods}
+    wait_for(lambda: up_by_pod() == want, f"Prometheus up == 1 for {sorted(want)}", timeout_s=30)
+
+
+def test_readiness_follows_the_real_probe(core, apps, ns):
+    create_echo_deployment(apps, ns, replicas=1)
+    pod = wait_for(lambda: ready_pods(core, ns, 1), "a Ready echo pod")[0]
+    url = f"http://{pod.status.pod_ip}:8080/readyz"
+    urllib.request.urlopen(urllib.request.Request(url + "?ready=0", method="POST"), timeout=3)
+    wait_for(lambda: not is_pod_ready(core.read_namespaced_pod(pod.metadata.name, ns)), "pod Ready=False")
+    urllib.request.urlopen(urllib.request.Request(url + "?ready=1", method="POST"), timeout=3)
+    wait_for(lambda: is_pod_ready(core.read_namespaced_pod(pod.metadata.name, ns)), "pod Ready=True again")
+
+
+def test_killed_process_restarts_and_bumps_restart_count(core, apps, ns):
+    create_echo_deployment(apps, ns, replicas=1)
+    pod = wait_for(lambda: ready_pods(core, ns, 1), "a Ready echo pod")[0]
+    old_pid = http_get_json(f"http://{pod.status.pod_ip}:8080/")["pid"]
+    os.kill(old_pid, signal.SIGKILL)
+
+    def restarted():
+        p = core.read_namespaced_pod(pod.metadata.name, ns)
+        status = (p.status.container_statuses or [None])[0]
+        return p if status and status.restart_count >= 1 and is_pod_ready(p) else None
+    p = wait_for(restarted, "restartCount >= 1 and Ready again")
+    assert p.status.container_statuses[0].last_state.terminated.exit_code == 137
+    new_pid = wait_for(lambda: (try_get_json(f"http://{pod.status.pod_ip}:8080/") or {}).get("pid"), "new process answers")
+    assert new_pid != old_pid
+
+
+def test_scale_down_stops_the_process(core, apps, ns):
+    create_echo_deployment(apps, ns)
+    pods = wait_for(lambda: ready_pods(core, ns, 2), "2 Running+Ready echo pods")
+    pids = {p.metadata.name: http_get_json(f"http://{p.status.pod_ip}:8080/")["pid"] for p in pods}
+    apps.patch_namespaced_deployment_scale("echo", ns, {"spec": {"replicas": 1}})
+    remaining = wait_for(lambda: ready_pods(core, ns, 1), "1 remaining echo pod")
+    wait_for(lambda: len(core.list_namespaced_pod(ns).items) == 1, "the removed pod object to be deleted")
+    gone = [p for p in pods if p.metadata.name != remaining[0].metadata.name][0]
+    assert not Path(f"/proc/{pids[gone.metadata.name]}").exists(), "the scaled-down pod's process still runs"
+    assert not is_listening(gone.status.pod_ip, 8080)
+    assert is_listening(remaining[0].status.pod_ip, 8080)
+
+
+def test_env_from_configmap_reaches_the_process(core, ns):
+    core.create_namespaced_config_map(ns, {"metadata": {"name": "cfg"}, "data": {"msg": "hello from a ConfigMap"}})
+    env = [{"name": "ECHO_MESSAGE", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "msg"}}}]
+    core.create_namespaced_pod(ns, {"metadata": {"name": "cm", "labels": {"app": "echo"}},
+                                    "spec": {"containers": [echo_container(env=env)]}})
+    pod = wait_for(lambda: ready_pods(core, ns, 1), "the echo pod Ready")[0]
+    assert http_get_json(f"http://{pod.status.pod_ip}:8080/")["message"] == "hello from a ConfigMap"
+
+
+def test_pod_token_is_subject_to_rbac(core, ns):
+    """403 listing Secrets with the pod's own token; 200 once a Role grants it (not admin)."""
+    core.create_namespaced_service_account(ns, {"metadata": {"name": "nobody"}})
+    core.create_namespaced_pod(ns, {"metadata": {"name": "rbac", "labels": {"app": "echo"}}, "spec": {
+        "serviceAccountName": "nobody", "containers": [echo_container()]}})
+    pod = wait_for(lambda: ready_pods(core, ns, 1), "the echo pod Ready")[0]
+    secrets = urllib.parse.quote(f"/api/v1/namespaces/{ns}/secrets")
+    url = f"http://{pod.status.pod_ip}:8080/api?path={secrets}"
+    assert http_get_json(url)["status"] == 403
+    rbac = client.RbacAuthorizationV1Api(core.api_client)
+    rbac.create_namespaced_role(ns, {"metadata": {"name": "read-secrets"}, "rules": [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"]}]})
+    rbac.create_namespaced_role_binding(ns, {"metadata": {"name": "nobody-reads"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "read-secrets"},
+        "subjects": [{"kind": "ServiceAccount", "name": "nobody", "namespace": ns}]})
+    wait_for(lambda: http_get_json(url)["status"] == 200, "200 after the RoleBinding")
+
+
+def test_unmapped_image_is_left_to_kwok(layout, core, ns):
+    core.create_namespaced_pod(ns, {"metadata": {"name": "sim", "labels": {"app": "echo"}},
+                                    "spec": {"containers": [{"name": "c", "image": "nginx:1.27"}]}})
+    pod = wait_for(lambda: ready_pods(core, ns, 1), "the simulated pod Running+Ready")[0]
+    assert pod.status.pod_ip.startswith("127.")
+    assert not (layout.pod_logs_dir / f"{ns}_sim.log").exists(), "the pod runner started a process"
+
+
+def run_testbed(command: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "e2e.testbed", command], env=env, cwd=paths.REPO_ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"testbed {command} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def test_down_leaves_no_listener_and_up_works_again(tmp_path, layout):
+    """A second, independent instance (own state dir, ports +1000, own pod range) so the
+    shared testbed other tests use stays up."""
+    env = {**os.environ, paths.STATE_DIR_ENV: str(tmp_path / "cluster"), paths.PORT_OFFSET_ENV: "1000",
+           paths.POD_CIDR_ENV: "127.2.0.0/16"}
+    ports = paths.Ports().shifted(1000)
+    assert not any(is_listening("127.0.0.1", p) for p in ports.all()), "ports of the second instance are busy"
+    try:
+        for attempt in ("first", "after down"):
+            run_testbed("up", env)
+            assert "nothing to do" in run_testbed("up", env).stdout, "a second `up` should be a no-op"
+            assert all(is_listening("127.0.0.1", p) for p in ports.all()), attempt
+            core = client.CoreV1Api(config.new_client_from_config(config_file=str(tmp_path / "cluster" / "kubeconfig")))
+            core.create_namespaced_pod("default", {"metadata": {"name": "echo", "labels": {"app": "echo"}},
+                                                   "spec": {"containers": [echo_container()]}})
+            pod = wait_for(lambda: ready_pods(core, "default", 1), "the echo pod Ready")[0]
+            assert pod.status.pod_ip.startswith("127.2.")
+            pid = http_get_json(f"http://{pod.status.pod_ip}:8080/")["pid"]
+            run_testbed("down", env)
+            left = [p for p in ports.all() if is_listening("127.0.0.1", p)]
+            assert not left, f"ports still listening after down: {left}"
+            assert not is_listening(pod.status.pod_ip, 8080)
+            assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid), "pod process survived down"
+            assert not (tmp_path / "cluster").exists(), "down left the state directory behind"
+    finally:
+        subprocess.run([sys.executable, "-m", "e2e.testbed", "down"], env=env, cwd=paths.REPO_ROOT,
+                       capture_output=True, timeout=120)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
