@@ -73,3 +73,31 @@ def make_speech_model(model_path: Path, **overrides):
     model = SpeechModel(settings)
     model.load()
     return model
+
+
+class ServedApp:
+    """An ASGI app served by a real uvicorn on 127.0.0.1 (ephemeral port) inside the test's event loop."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.url = ""
+        self._task = None
+
+    async def __aenter__(self) -> "ServedApp":
+        import asyncio
+
+        self._task = asyncio.create_task(self.server.serve())
+        while not self.server.started:
+            if self._task.done():
+                self._task.result()
+            await asyncio.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *_) -> None:
+        self.server.should_exit = True
+        await self._task
