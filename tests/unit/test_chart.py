@@ -167,8 +167,13 @@ def test_default_rbac_covers_what_the_operator_manages():
     needed = [("modelrollout.dev", "modelrollouts", "watch"),
               ("modelrollout.dev", "modelrollouts/status", "patch"),
               ("apps", "deployments", "create"), ("apps", "deployments", "delete"),
-              ("", "services", "create"), ("", "events", "create"),
-              ("discovery.k8s.io", "endpointslices", "list"),
+              ("apps", "deployments", "patch"), ("apps", "deployments", "list"),
+              ("", "services", "create"), ("", "services", "delete"), ("", "events", "create"),
+              # the router's own identity, applied by the operator
+              ("", "serviceaccounts", "patch"), ("rbac.authorization.k8s.io", "roles", "patch"),
+              ("rbac.authorization.k8s.io", "rolebindings", "patch"),
+              # held so the operator may grant them to the router's Role
+              ("discovery.k8s.io", "endpointslices", "watch"), ("modelrollout.dev", "modelrollouts", "list"),
               ("gateway.networking.k8s.io", "httproutes", "patch")]
     missing = [n for n in needed if n not in granted]
     assert not missing

@@ -73,8 +73,8 @@ namespace, or per watched namespace (Role). There is deliberately no rule for Se
 ConfigMaps: the operator never reads credentials, and a compromise of it must not leak them.
 */}}
 {{- define "modelrollout.namespacedRules" -}}
-# Watch ModelRollouts (the desired state) and patch them: kopf keeps its progress
-# annotations and finalizer on the object.
+# Watch ModelRollouts (the desired state); get for the traffic adapter's read-back; patch
+# because kopf keeps its finalizer (timers need one) and progress annotations on the object.
 - apiGroups: [modelrollout.dev]
   resources: [modelrollouts]
   verbs: [get, list, watch, patch]
@@ -82,40 +82,42 @@ ConfigMaps: the operator never reads credentials, and a compromise of it must no
 # gate results); the router reads its split from there.
 - apiGroups: [modelrollout.dev]
   resources: [modelrollouts/status]
-  verbs: [get, patch, update]
-# One model-server Deployment per version plus the router Deployment: created, scaled on
-# promotion/rollback, deleted when a version is retired.
+  verbs: [get, patch]
+# One model-server Deployment per version plus the router Deployment: server-side apply
+# (create + patch), replicas patched on promotion/rollback, deleted when a version is retired;
+# list finds a rollout's Deployments by label and reads their readiness.
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, create, patch, update, delete]
-# Readiness of the versions' pods is read from Deployment status; scaling goes through the
-# scale subresource so replicas can change without rewriting the pod template.
-- apiGroups: [apps]
-  resources: [deployments/scale]
-  verbs: [get, patch, update]
+  verbs: [get, list, create, patch, delete]
 # One Service per version, the router's front-door Service and the blue-green preview Service.
 - apiGroups: [""]
   resources: [services]
-  verbs: [get, list, watch, create, patch, update, delete]
-# Ready endpoints per version tell the operator whether a version can take traffic.
+  verbs: [get, list, create, patch, delete]
+# The router of each ModelRollout runs under its own ServiceAccount, bound to a Role that lets
+# it read only its rollout and EndpointSlices; the operator applies all three (owned by the
+# ModelRollout, so garbage collection removes them).
+- apiGroups: [""]
+  resources: [serviceaccounts]
+  verbs: [get, create, patch]
+# The router's Role and RoleBinding (no bind/escalate: it only grants rules it holds below).
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [roles, rolebindings]
+  verbs: [get, create, patch]
+# Not used by the operator itself: Kubernetes only lets it grant the router's Role rules it
+# holds, and that Role reads EndpointSlices (the router's backends).
 - apiGroups: [discovery.k8s.io]
   resources: [endpointslices]
   verbs: [get, list, watch]
-# Every decision is recorded as a Kubernetes event on the ModelRollout: create for new
-# events, patch to bump the count of a repeated one.
+# Every decision is recorded as a Kubernetes event on the ModelRollout.
 - apiGroups: [""]
   resources: [events]
-  verbs: [create, patch]
-# The same through the events.k8s.io API, which newer clients write to.
-- apiGroups: [events.k8s.io]
-  resources: [events]
-  verbs: [create, patch]
+  verbs: [create]
 {{- if .Values.rbac.gatewayAPI }}
 # Gateway API traffic provider: the operator rewrites the HTTPRoute's backendRefs weights and
 # RequestMirror filter. It never creates or deletes routes; the user owns them.
 - apiGroups: [gateway.networking.k8s.io]
   resources: [httproutes]
-  verbs: [get, list, watch, patch, update]
+  verbs: [get, patch]
 {{- end }}
 {{- end -}}
 
