@@ -6,7 +6,10 @@ values are error Measurements whose message says what was wrong; an empty result
 
 from __future__ import annotations
 
+import ast
+import json
 import math
+import re
 import threading
 from typing import Any, Callable
 
@@ -99,8 +102,11 @@ class PrometheusMetrics:
 def _describe(err: Exception) -> str:
     """A one-line reason; Prometheus' own error text for HTTP 4xx/5xx (e.g. a PromQL parse error)."""
     text = str(err)
-    if "HTTP Status Code" in text and "error" in text:
-        start = text.find('"error":"')
-        if start >= 0:
-            return _short(text[:text.find(" (")] + ": " + text[start + 9:].split('"')[0], 300)
+    found = re.match(r"HTTP Status Code (\d+) \((b['\"].*['\"])\)$", text, re.DOTALL)
+    if found:
+        try:
+            body = json.loads(ast.literal_eval(found.group(2)))
+            return _short(f"HTTP Status Code {found.group(1)}: {body.get('error') or body}", 300)
+        except (ValueError, SyntaxError, AttributeError):
+            return _short(f"HTTP Status Code {found.group(1)}: {found.group(2)}", 300)
     return _short(f"{type(err).__name__}: {text}", 300)

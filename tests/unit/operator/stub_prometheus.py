@@ -1,0 +1,82 @@
+"""A stub Prometheus HTTP API on loopback: answers /api/v1/query from a table keyed by the query text.
+
+Used by unit tests of the metrics adapter and by integration tests (the operator queries it for real).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlparse
+
+Answer = tuple[int, Any]  # (HTTP status, JSON body or raw bytes)
+
+
+def vector(*values: float | str, labels: dict[str, str] | None = None) -> Answer:
+    result = [{"metric": dict(labels or {}, i=str(i)) if len(values) > 1 else dict(labels or {}),
+               "value": [1700000000.0, str(v)]} for i, v in enumerate(values)]
+    return 200, {"status": "success", "data": {"resultType": "vector", "result": result}}
+
+
+def scalar(value: float | str) -> Answer:
+    return 200, {"status": "success", "data": {"resultType": "scalar", "result": [1700000000.0, str(value)]}}
+
+
+def bad_query(message: str) -> Answer:
+    return 400, {"status": "error", "errorType": "bad_data", "error": message}
+
+
+class StubPrometheus:
+    def __init__(self, host: str = "127.0.0.1", default: Answer | None = None) -> None:
+        self.answers: dict[str, Answer] = {}
+        self.responder: Callable[[str], Answer | None] | None = None
+        self.default = default or vector()
+        self.queries: list[str] = []
+        self.server = ThreadingHTTPServer((host, 0), self._handler())
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self) -> "StubPrometheus":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def answer(self, query: str) -> Answer:
+        if self.responder is not None:
+            found = self.responder(query)
+            if found is not None:
+                return found
+        return self.answers.get(query, self.default)
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                url = urlparse(self.path)
+                if url.path != "/api/v1/query":
+                    self.send_error(404)
+                    return
+                query = parse_qs(url.query).get("query", [""])[0]
+                stub.queries.append(query)
+                code, body = stub.answer(query)
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        return Handler

@@ -1,0 +1,172 @@
+"""Workloads, events, status and traffic adapters through the real client against a stub API on loopback."""
+
+import pytest
+from stub_kube import StubKube
+
+from rollout_operator.adapters.gateway_api import GatewayApiTraffic, RouteError
+from rollout_operator.adapters.kube import KubeApi
+from rollout_operator.adapters.kube_events import KubeEvents
+from rollout_operator.adapters.kube_status import KubeStatusWriter
+from rollout_operator.adapters.kube_workloads import HASH_ANNOTATION, KubeWorkloads
+from rollout_operator.adapters.manifests import Owner, ServerTemplate
+from rollout_operator.adapters.router import RouterTraffic
+from rollout_operator.domain import GatewayAPISpec, MirrorTarget, TrafficSplit, VersionWeight, WorkloadState
+
+pytestmark = pytest.mark.unit
+
+NS = "/namespaces/ml"
+DEPLOY = "/apis/apps/v1" + NS + "/deployments"
+SVC = "/api/v1" + NS + "/services"
+ROUTES = "/apis/gateway.networking.k8s.io/v1" + NS + "/httproutes"
+MROS = "/apis/modelrollout.dev/v1alpha1" + NS + "/modelrollouts"
+OWNER = Owner("speech", "ml", "uid-1")
+SERVER = ServerTemplate("speech-commands", "file:///models/v2.onnx", "modelrollout/model-server:dev")
+
+
+@pytest.fixture
+def kube():
+    with StubKube() as stub:
+        yield stub
+
+
+@pytest.fixture
+def api(kube):
+    calls = []
+    api = KubeApi(kube.api_client(), on_call=lambda *c: calls.append(c))
+    api.calls = calls
+    return api
+
+
+def test_ensure_version_applies_service_and_deployment_once(kube, api):
+    w = KubeWorkloads(api)
+    w.ensure_version(OWNER, "v2", 2, SERVER)
+    dep, svc = kube.get(DEPLOY, "speech-v2"), kube.get(SVC, "speech-v2")
+    assert dep["spec"]["replicas"] == 2 and svc["spec"]["ports"][0]["name"] == "http"
+    applies = [r for r in kube.writes() if r[2] == "application/apply-patch+yaml"]
+    assert len(applies) == 2
+    assert api.calls[0] == ("PATCH", "services", 200)
+    # The next tick lists (learning the applied hash) and the same ensure writes nothing.
+    w.fetch_workloads("ml", "speech")
+    before = len(kube.writes())
+    w.ensure_version(OWNER, "v2", 2, SERVER)
+    assert len(kube.writes()) == before
+    # A different replica count is applied again.
+    w.ensure_version(OWNER, "v2", 3, SERVER)
+    assert kube.get(DEPLOY, "speech-v2")["spec"]["replicas"] == 3
+
+
+def test_fetch_workloads_reads_readiness_per_version(kube, api):
+    w = KubeWorkloads(api)
+    w.ensure_version(OWNER, "v1", 2, SERVER)
+    w.ensure_router(OWNER, "modelrollout/router:dev")
+    dep = kube.get(DEPLOY, "speech-v1")
+    dep["metadata"]["generation"] = 1
+    dep["status"] = {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 1}
+    states = w.fetch_workloads("ml", "speech")
+    assert states == {"v1": WorkloadState(exists=True, desired_replicas=2, ready_replicas=1, updated=True)}
+    assert not states["v1"].is_ready(2)
+
+
+def test_scale_down_then_ensure_scales_back_up(kube, api):
+    w = KubeWorkloads(api)
+    w.ensure_version(OWNER, "v1", 2, SERVER)
+    w.fetch_workloads("ml", "speech")
+    w.scale_version("ml", "speech", "v1", 0)
+    dep = kube.get(DEPLOY, "speech-v1")
+    assert dep["spec"]["replicas"] == 0 and HASH_ANNOTATION not in dep["metadata"].get("annotations", {})
+    w.fetch_workloads("ml", "speech")
+    w.ensure_version(OWNER, "v1", 2, SERVER)  # must not be skipped as "already applied"
+    assert kube.get(DEPLOY, "speech-v1")["spec"]["replicas"] == 2
+
+
+def test_delete_version_removes_deployment_and_service_and_tolerates_absence(kube, api):
+    w = KubeWorkloads(api)
+    w.ensure_version(OWNER, "v1", 1, SERVER)
+    w.delete_version("ml", "speech", "v1")
+    assert kube.get(DEPLOY, "speech-v1") is None and kube.get(SVC, "speech-v1") is None
+    w.delete_version("ml", "speech", "v1")  # idempotent
+
+
+def test_router_gets_rbac_service_and_deployment(kube, api):
+    KubeWorkloads(api).ensure_router(OWNER, "modelrollout/router:dev")
+    kinds = sorted(p.split("/")[-2] for p in kube.objects)
+    assert kinds == ["deployments", "rolebindings", "roles", "serviceaccounts", "services"]
+    role = kube.get("/apis/rbac.authorization.k8s.io/v1" + NS + "/roles", "speech-router")
+    resources = {r for rule in role["rules"] for r in rule["resources"]}
+    assert resources == {"modelrollouts", "endpointslices"}
+    assert all(v in ("get", "list", "watch") for rule in role["rules"] for v in rule["verbs"])
+
+
+def test_preview_service_selects_the_candidate(kube, api):
+    w = KubeWorkloads(api)
+    w.ensure_preview(OWNER, "v2")
+    assert kube.get(SVC, "speech-preview")["spec"]["selector"]["modelrollout.dev/version"] == "v2"
+    w.delete_preview("ml", "speech")
+    assert kube.get(SVC, "speech-preview") is None
+
+
+def test_events_are_core_v1_events_on_the_rollout(kube, api):
+    KubeEvents(api).emit(OWNER, "Warning", "RollingBack", "p99 0.84s > max 0.5s (2/2 failures)")
+    (key, event), = kube.objects.items()
+    assert key.startswith("/api/v1/namespaces/ml/events/speech.")
+    assert event["involvedObject"] == {"apiVersion": "modelrollout.dev/v1alpha1", "kind": "ModelRollout",
+                                       "name": "speech", "namespace": "ml", "uid": "uid-1"}
+    assert (event["type"], event["reason"]) == ("Warning", "RollingBack")
+    assert event["message"] == "p99 0.84s > max 0.5s (2/2 failures)"
+
+
+def test_status_write_has_a_resource_version_precondition(kube, api):
+    obj = kube.put(MROS, {"metadata": {"name": "speech", "namespace": "ml"}, "spec": {"x": 1}})
+    writer = KubeStatusWriter(api)
+    rv = obj["metadata"]["resourceVersion"]
+    assert writer.patch_status("ml", "speech", rv, {"phase": "Healthy"})
+    assert kube.get(MROS, "speech")["status"] == {"phase": "Healthy"}
+    assert kube.get(MROS, "speech")["spec"] == {"x": 1}
+    assert not writer.patch_status("ml", "speech", rv, {"phase": "Progressing"})  # stale read
+    assert kube.get(MROS, "speech")["status"] == {"phase": "Healthy"}
+    assert not writer.patch_status("ml", "gone", "1", {"phase": "Healthy"})
+
+
+def test_router_provider_reads_back_status_traffic(kube, api):
+    kube.put(MROS, {"metadata": {"name": "speech", "namespace": "ml"}, "status": {"traffic": {
+        "stable": {"version": "v1", "weight": 90}, "candidate": {"version": "v2", "weight": 10}}}})
+    provider = RouterTraffic(api)
+    split = TrafficSplit(VersionWeight("v1", 90), VersionWeight("v2", 10))
+    assert provider.ensure_traffic("ml", "speech", split, None) is False  # the status write is the switch
+    assert provider.fetch_traffic("ml", "speech", None) == split
+
+
+ROUTE = {"metadata": {"name": "speech", "namespace": "ml"}, "spec": {
+    "parentRefs": [{"name": "gw"}],
+    "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/v2"}}],
+               "filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "x", "value": "1"}]}}],
+               "backendRefs": [{"name": "speech-v1", "port": 8080}]}]}}
+
+
+def test_gateway_api_writes_weights_and_mirror_and_keeps_user_parts(kube, api):
+    kube.put(ROUTES, ROUTE)
+    gw, cfg = GatewayApiTraffic(api), GatewayAPISpec(http_route="speech")
+    split = TrafficSplit(VersionWeight("v1", 90), VersionWeight("v2", 10), MirrorTarget("v2", 50))
+    assert gw.ensure_traffic("ml", "speech", split, cfg) is True
+    rule = kube.get(ROUTES, "speech")["spec"]["rules"][0]
+    assert rule["matches"] == ROUTE["spec"]["rules"][0]["matches"]
+    assert [(r["name"], r["weight"]) for r in rule["backendRefs"]] == [("speech-v1", 90), ("speech-v2", 10)]
+    types = [f["type"] for f in rule["filters"]]
+    assert types == ["RequestHeaderModifier", "RequestMirror"]
+    assert rule["filters"][1]["requestMirror"] == {
+        "backendRef": {"group": "", "kind": "Service", "name": "speech-v2", "port": 8080}, "percent": 50}
+    assert gw.fetch_traffic("ml", "speech", cfg) == split
+    # Same split again: no write. Mirror gone: filter removed, user filter kept.
+    writes = len(kube.writes())
+    assert gw.ensure_traffic("ml", "speech", split, cfg) is False and len(kube.writes()) == writes
+    done = TrafficSplit(VersionWeight("v2", 100))
+    gw.ensure_traffic("ml", "speech", done, cfg)
+    rule = kube.get(ROUTES, "speech")["spec"]["rules"][0]
+    assert [f["type"] for f in rule["filters"]] == ["RequestHeaderModifier"]
+    assert gw.fetch_traffic("ml", "speech", cfg) == done
+
+
+def test_gateway_api_missing_route_names_the_field(api):
+    with pytest.raises(RouteError, match=r"spec.trafficRouting.gatewayAPI.httpRoute: HTTPRoute ml/nope not found"):
+        GatewayApiTraffic(api).ensure_traffic("ml", "speech", TrafficSplit(VersionWeight("v1", 100)),
+                                              GatewayAPISpec(http_route="nope"))

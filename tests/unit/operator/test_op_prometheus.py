@@ -1,0 +1,79 @@
+"""The Prometheus metrics adapter against a real stub Prometheus HTTP server on loopback."""
+
+import socket
+
+import pytest
+from stub_prometheus import StubPrometheus, bad_query, scalar, vector
+
+from rollout_operator.adapters.prometheus import PrometheusMetrics
+from rollout_operator.domain import Measurement, MeasurementKind, QueryRequest, Role
+
+pytestmark = pytest.mark.unit
+
+Q, N = 'sum(rate(x{version="v2"}[1m]))', 'sum(increase(n{version="v2"}[1m]))'
+REQUEST = QueryRequest(metric="error-rate", role=Role.CANDIDATE, version="v2", query=Q, samples_query=N)
+
+
+@pytest.fixture
+def prom():
+    with StubPrometheus() as stub:
+        yield stub
+
+
+def test_one_value_with_its_sample_count(prom):
+    prom.answers = {Q: vector(0.012), N: vector(412)}
+    outcomes = []
+    m = PrometheusMetrics(on_query=outcomes.append).fetch_measurement(prom.url, REQUEST)
+    assert m == Measurement(MeasurementKind.VALUE, value=0.012, samples=412)
+    assert prom.queries == [Q, N]
+    assert outcomes == ["value", "value"]
+
+
+def test_scalar_results_are_values(prom):
+    prom.answers = {Q: scalar(3.5), N: scalar(7)}
+    assert PrometheusMetrics().fetch_measurement(prom.url, REQUEST) == Measurement.of(3.5, samples=7)
+
+
+def test_empty_result_is_no_data_not_an_error(prom):
+    prom.answers = {Q: vector(), N: vector()}
+    m = PrometheusMetrics().fetch_measurement(prom.url, REQUEST)
+    assert m.kind is MeasurementKind.NO_DATA and m.samples == 0
+
+
+def test_nan_from_zero_over_zero_is_no_data(prom):
+    prom.answers = {Q: vector("NaN"), N: vector(0)}
+    assert PrometheusMetrics().fetch_measurement(prom.url, REQUEST).kind is MeasurementKind.NO_DATA
+
+
+@pytest.mark.parametrize("answer, needle", [
+    (vector(0.1, 0.2), "query returned 2 series, expected exactly one (aggregate it, e.g. wrap it in sum(...))"),
+    (vector("+Inf"), "query returned inf"),
+    (vector("abc"), "non-numeric value"),
+    (bad_query('1:5: parse error: unexpected ")"'), 'HTTP Status Code 400: 1:5: parse error: unexpected ")"'),
+    ((200, b"<html>not json</html>"), "Prometheus at"),
+    ((200, {"status": "success", "data": {"resultType": "matrix", "result": [{"metric": {}, "values": [[1, "1"]]}]}}),
+     "expected an instant vector sample"),
+    ((503, {"status": "error", "error": "overloaded"}), "HTTP Status Code 503"),
+])
+def test_malformed_answers_are_error_measurements_naming_the_problem(prom, answer, needle):
+    prom.answers = {Q: answer, N: vector(100)}
+    m = PrometheusMetrics().fetch_measurement(prom.url, REQUEST)
+    assert m.kind is MeasurementKind.ERROR
+    assert needle in m.message
+
+
+def test_failed_sample_count_query_is_an_error(prom):
+    prom.answers = {Q: vector(0.5), N: bad_query("unknown function")}
+    m = PrometheusMetrics().fetch_measurement(prom.url, REQUEST)
+    assert m.kind is MeasurementKind.ERROR and m.message.startswith("sample count query failed:")
+
+
+def test_outage_is_an_error_measurement_not_an_exception():
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    outcomes = []
+    m = PrometheusMetrics(timeout=2, on_query=outcomes.append).fetch_measurement(f"http://127.0.0.1:{port}", REQUEST)
+    assert m.kind is MeasurementKind.ERROR
+    assert f"Prometheus at http://127.0.0.1:{port} failed: ConnectionError" in m.message
+    assert outcomes == ["error"]

@@ -1,0 +1,56 @@
+"""Settings: defaults, env vars, flags overriding env, and actionable errors for bad values."""
+
+import pytest
+
+from rollout_operator.settings import OPTIONS, Settings, SettingsError, load_settings
+
+pytestmark = pytest.mark.unit
+
+
+def test_defaults_without_flags_or_env():
+    assert load_settings([], {}) == Settings()
+
+
+def test_env_vars_are_read_and_flags_override_them():
+    env = {"MODELROLLOUT_PORT": "9100", "MODELROLLOUT_TICK_INTERVAL": "0.5",
+           "MODELROLLOUT_NAMESPACES": "team-a, team-b"}
+    s = load_settings(["--port=9200", "--host=127.0.0.5"], env)
+    assert s.port == 9200  # flag wins
+    assert s.tick_interval == 0.5  # env
+    assert s.namespaces == ("team-a", "team-b")
+    assert s.host == "127.0.0.5"
+
+
+def test_every_option_has_a_kebab_flag_and_prefixed_env():
+    for opt in OPTIONS:
+        assert opt.flag == "--" + opt.name.replace("_", "-")
+        assert opt.env == "MODELROLLOUT_" + opt.name.upper()
+        assert hasattr(Settings(), opt.name)
+
+
+@pytest.mark.parametrize("argv, env, needle", [
+    (["--port=0"], {}, "--port (--port / MODELROLLOUT_PORT): expected an integer between 1 and 65535, got '0'"),
+    (["--port=http"], {}, "expected an integer, got 'http'"),
+    ([], {"MODELROLLOUT_TICK_INTERVAL": "fast"}, "MODELROLLOUT_TICK_INTERVAL (--tick-interval / MODELROLLOUT_TICK_INTERVAL): expected a number, got 'fast'"),
+    (["--prometheus-url=prometheus:9090"], {}, "expected an http(s):// URL"),
+    (["--log-level=loud"], {}, "expected one of debug, info, warning, error, got 'loud'"),
+    (["--namespaces=ok,Bad_NS"], {}, "invalid: Bad_NS"),
+    (["--router-image= "], {}, "expected a non-empty image reference"),
+    (["--host=not a host"], {}, "expected an IP address or host name"),
+])
+def test_bad_values_name_the_flag_env_and_expectation(argv, env, needle):
+    with pytest.raises(SettingsError) as err:
+        load_settings(argv, env)
+    assert needle in str(err.value)
+
+
+def test_all_problems_are_reported_at_once():
+    with pytest.raises(SettingsError) as err:
+        load_settings(["--port=-1", "--max-workers=0"], {"MODELROLLOUT_PROMETHEUS_TIMEOUT": "0"})
+    text = str(err.value)
+    assert "--port" in text and "--max-workers" in text and "MODELROLLOUT_PROMETHEUS_TIMEOUT" in text
+
+
+def test_empty_prometheus_url_and_namespaces_are_valid():
+    s = load_settings(["--prometheus-url=", "--namespaces="], {})
+    assert s.prometheus_url == "" and s.namespaces == ()
