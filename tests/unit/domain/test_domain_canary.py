@@ -1,0 +1,217 @@
+"""Canary rollouts through decide(): first deploy, steps, promotion, rollback on failing gates."""
+
+from datetime import timedelta
+
+import pytest
+
+from domain_sim import CANARY, World, with_version
+from rollout_operator.domain import (DeleteVersion, EnsureVersion, Measurement, Phase, Role,
+                                     ScaleDownVersion, SetTraffic, Verdict, WorkloadState)
+
+pytestmark = pytest.mark.unit
+
+
+def healthy_world(spec=CANARY) -> World:
+    world = World(spec)
+    world.run_until_phase(Phase.HEALTHY)
+    return world
+
+
+def test_first_deploy_routes_nothing_until_ready_then_serves_100_percent():
+    world = World(CANARY, never_ready={"v1"})
+    d = world.tick()
+    assert world.status.phase is Phase.INITIALIZING
+    assert world.status.traffic.stable is None
+    assert EnsureVersion("v1", "file:///models/v1.onnx", 2, Role.STABLE) in d.actions
+    assert not any(isinstance(a, SetTraffic) for a in d.actions)
+    world.never_ready.clear()
+    world.run_until_phase(Phase.HEALTHY)
+    assert world.status.traffic.stable.version == "v1" and world.status.traffic.stable.weight == 100
+    assert world.status.candidate_version is None
+    assert world.status.condition("Ready").status == "True"
+    assert world.status.condition("Promoted").status == "True"
+
+
+def test_first_version_never_ready_fails_at_the_progress_deadline():
+    world = World(CANARY, never_ready={"v1"})
+    world.run_until_phase(Phase.FAILED)
+    assert world.status.reason == "ProgressDeadlineExceeded"
+    assert world.now - world.status.rollout_started_at >= timedelta(minutes=5)
+    assert "0/2 pods ready" in world.status.message
+    assert world.status.condition("Ready").status == "False"
+
+
+def test_version_change_walks_every_step_and_promotes_once():
+    world = healthy_world()
+    world.set_spec(with_version(CANARY, "v2"))
+    weights = []
+    world.run_until(lambda w: (weights.append(w.status.traffic.candidate_weight) or
+                               w.status.phase is Phase.HEALTHY), max_ticks=100)
+    assert world.status.stable_version == "v2"
+    assert world.status.previous_stable_version == "v1"
+    # Traffic moved through the canary weights in order, then all of it to v2.
+    seen = [w for i, w in enumerate(weights) if i == 0 or weights[i - 1] != w]
+    assert seen == [0, 10, 50, 100, 0]
+    assert [h.outcome for h in world.status.history] == ["Promoted", "Promoted"]
+    assert world.reasons().count("Promoted") == 1
+    assert world.status.condition("Promoted").status == "True"
+    assert world.status.condition("Promoted").reason == "Promoted"
+    # v1 is scaled to zero (kept), not deleted, once nothing routes to it.
+    world.run(2)
+    assert world.workloads["v1"].desired_replicas == 0
+
+
+def test_each_traffic_step_waits_for_a_passing_check_at_that_weight():
+    world = healthy_world()
+    world.set_spec(with_version(CANARY, "v2"))
+    world.run_until(lambda w: w.status.traffic.candidate_weight == 10)
+    entered = world.now
+    world.run_until(lambda w: w.status.current_step_index == 1)
+    # Step 1 (setWeight 10) completes only after one interval and a pass.
+    assert world.now - entered >= timedelta(seconds=30)
+    assert world.status.analysis.last_verdict is Verdict.PASS
+    assert all(q.version == "v2" for q in world.queries)
+
+
+def test_failing_gate_rolls_back_at_failure_limit_in_the_same_write_as_rolling_back():
+    world = healthy_world()
+    world.set_spec(with_version(CANARY, "v3"))
+    world.run_until(lambda w: w.status.traffic.candidate_weight == 10)
+    world.metrics = lambda q: Measurement.of(0.84 if q.metric == "p99-latency" else 0.001, 400)
+    world.run_until_phase(Phase.ROLLING_BACK)
+    s = world.status
+    assert s.traffic.candidate is None and s.traffic.stable.weight == 100
+    assert s.reason == "AnalysisFailed"
+    assert "p99-latency 0.84 > max 0.5 (n=400) (2/2 failures)" in s.message
+    rollback_event = [e for e in world.events if e.reason == "AnalysisFailed"][-1]
+    assert "rolling back to v1" in rollback_event.message and rollback_event.type == "Warning"
+    # The first failure (1/2) only warned; the candidate kept its share meanwhile.
+    assert any(e.reason == "CheckFail" and "(1/2 failures)" in e.message for e in world.events)
+    # Scale-down waits for the next tick (after the stable-only status is persisted).
+    assert not any(isinstance(a, ScaleDownVersion) for a in world.decisions[-1].actions)
+    world.tick()
+    assert ScaleDownVersion("v3") in world.decisions[-1].actions
+    assert world.status.phase is Phase.ROLLED_BACK
+    assert world.status.condition("RolledBack").status == "True"
+    assert world.status.condition("RolledBack").reason == "AnalysisFailed"
+    assert world.status.history[-1].outcome == "RolledBack"
+    # It stays rolled back while the spec still names v3: no new attempt on its own.
+    world.run(5)
+    assert world.status.phase is Phase.ROLLED_BACK and world.status.stable_version == "v1"
+    assert world.workloads["v3"].desired_replicas == 0  # kept for a quick retry
+
+
+def test_prometheus_outage_never_promotes_and_rolls_back_at_the_error_limit():
+    world = healthy_world()
+    world.set_spec(with_version(CANARY, "v2"))
+    world.metrics = lambda q: Measurement.error("connection refused")
+    world.run_until(lambda w: w.status.phase is not Phase.PROGRESSING, max_ticks=100)
+    assert world.status.phase is Phase.ROLLING_BACK
+    assert world.status.reason == "AnalysisError"
+    assert "3/3 consecutive errors" in world.status.message
+    assert max(d.status.traffic.candidate_weight for d in world.decisions) == 10
+    assert "Promoted" not in world.reasons()[1:]
+
+
+def test_an_error_streak_broken_by_a_good_answer_does_not_roll_back():
+    world = healthy_world()
+    world.set_spec(with_version(CANARY, "v2"))
+    calls = {"n": 0}
+
+    def flaky(q):
+        calls["n"] += 1
+        # Two error rounds, then a good one, repeated: never three in a row.
+        return Measurement.error("timeout") if ((calls["n"] - 1) // 2) % 3 != 2 else \
+            Measurement.of(0.001 if q.metric == "error-rate" else 0.2, 500)
+
+    world.metrics = flaky
+    world.run_until_phase(Phase.HEALTHY, max_ticks=300)
+    assert world.status.stable_version == "v2"
+    assert any(e.reason == "CheckError" and "(2/3 errors)" in e.message for e in world.events)
+
+
+def test_candidate_never_ready_rolls_back_with_the_deadline_reason():
+    world = healthy_world()
+    world.never_ready.add("v2")
+    world.set_spec(with_version(CANARY, "v2"))
+    world.run_until_phase(Phase.ROLLED_BACK)
+    assert world.status.reason == "ProgressDeadlineExceeded"
+    assert "v2 not Ready within progressDeadline (0/2 pods ready)" in world.status.message
+    assert all(d.status.traffic.candidate_weight == 0 for d in world.decisions)
+
+
+def test_too_few_samples_hold_the_step_and_end_at_the_inconclusive_limit():
+    world = healthy_world()
+    world.set_spec(with_version(CANARY, "v2"))
+    world.metrics = lambda q: Measurement.of(0.0, samples=12)
+    world.run_until(lambda w: w.status.phase is not Phase.PROGRESSING, max_ticks=100)
+    assert world.status.reason == "InconclusiveAnalysis"
+    assert "12 samples < minSamples 50" in world.status.message
+    assert max(d.status.current_step_index or 0 for d in world.decisions) == 0
+
+
+def test_candidate_losing_all_pods_loses_its_traffic_until_it_recovers():
+    world = healthy_world()
+    world.set_spec(with_version(CANARY, "v2"))
+    world.run_until(lambda w: w.status.traffic.candidate_weight == 10)
+    world.workloads["v2"] = WorkloadState(True, 2, 0, True)
+    world.never_ready.add("v2")
+    world.tick(timedelta(seconds=1))
+    assert world.status.traffic.candidate_weight == 0
+    world.never_ready.clear()
+    world.workloads["v2"] = WorkloadState(True, 2, 2, True)
+    world.tick(timedelta(seconds=1))
+    assert world.status.traffic.candidate_weight == 10
+
+
+def test_new_version_during_rollout_abandons_candidate_then_starts_the_new_one():
+    world = healthy_world()
+    world.set_spec(with_version(CANARY, "v2"))
+    world.run_until(lambda w: w.status.traffic.candidate_weight == 50)
+    world.set_spec(with_version(CANARY, "v3"))
+    world.tick(timedelta(seconds=1))
+    assert world.status.phase is Phase.ROLLING_BACK and world.status.reason == "Superseded"
+    assert world.status.traffic.candidate is None
+    world.tick()
+    assert world.status.phase is Phase.PROGRESSING and world.status.candidate_version == "v3"
+    assert DeleteVersion("v2") in world.decisions[-1].actions
+    assert world.status.history[-1].outcome == "Superseded"
+    world.run_until_phase(Phase.HEALTHY)
+    assert world.status.stable_version == "v3" and "v2" not in world.workloads
+
+
+def test_spec_reverted_to_stable_mid_rollout_returns_to_healthy():
+    world = healthy_world()
+    world.set_spec(with_version(CANARY, "v2"))
+    world.run_until(lambda w: w.status.traffic.candidate_weight == 10)
+    world.set_spec(with_version(CANARY, "v1"))
+    world.run_until_phase(Phase.HEALTHY)
+    assert world.status.stable_version == "v1" and world.status.candidate_version is None
+    assert world.status.traffic.stable.weight == 100
+
+
+def test_old_superseded_versions_are_deleted_and_one_previous_is_kept():
+    world = healthy_world()
+    for version in ("v2", "v3"):
+        world.set_spec(with_version(CANARY, version))
+        world.run_until(lambda w, v=version: w.status.phase is Phase.HEALTHY and
+                        w.status.stable_version == v)
+    world.run(2)
+    assert set(world.workloads) == {"v2", "v3"}
+    assert world.workloads["v2"].desired_replicas == 0
+
+
+def test_relative_threshold_fails_when_candidate_is_worse_than_stable_by_more_than_allowed():
+    spec = {**CANARY, "analysis": {**CANARY["analysis"], "metrics": [
+        {"name": "unknown", "template": "unknown-rate", "relativeTo": "stable",
+         "maxIncrease": 0.05}]}}
+    world = healthy_world(spec)
+    world.set_spec(with_version(spec, "v2"))
+    world.metrics = lambda q: Measurement.of(0.31 if q.version == "v2" else 0.12, 800)
+    world.run_until_phase(Phase.ROLLING_BACK, max_ticks=100)
+    assert "0.31 vs stable 0.12 (delta +0.19) > maxIncrease 0.05" in world.status.message
+    roles = {(q.version, q.role.value) for q in world.queries}
+    assert roles == {("v2", "candidate"), ("v1", "stable")}
+    same = [q for q in world.queries if q.role.value == "stable"][0]
+    cand = [q for q in world.queries if q.role.value == "candidate"][0]
+    assert same.query.replace('version="v1"', 'version="v2"') == cand.query
