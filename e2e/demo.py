@@ -131,7 +131,7 @@ The cluster is still running. Inspect it with:
   export {kc} PATH={cluster.kubectl.parent}:{scenario.REPO / '.venv/bin'}:$PATH
   kubectl get mro -n {NS}
   kubectl describe modelrollout {NAME} -n {NS}
-  kubectl modelrollout status {NAME} -n {NS}
+  kubectl modelrollout -n {NS} status {NAME}
   Prometheus: {cluster.prometheus_url}
 Stop it with: make cluster-down""")
 
