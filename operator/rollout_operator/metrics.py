@@ -101,6 +101,13 @@ ROLLOUTS = RolloutCollector()
 REGISTRY.register(ROLLOUTS)
 
 
+def generate_text() -> str:
+    """The exposition text of every operator metric (what /metrics serves)."""
+    from prometheus_client import generate_latest
+
+    return generate_latest(REGISTRY).decode()
+
+
 def record_api_call(verb: str, resource: str, code: int) -> None:
     API_CALLS.labels(verb, resource, str(code)).inc()
 

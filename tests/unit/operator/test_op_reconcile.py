@@ -1,0 +1,215 @@
+"""reconcile() with in-memory adapters, driven tick by tick with an injected clock.
+
+Checks the shell's contract: actions executed as ensures, one status write per changed tick
+through a resourceVersion precondition, events only after a persisted decision, traffic never
+on a deleted or scaled-down version.
+"""
+
+import copy
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from rollout_operator import metrics as m
+from rollout_operator.adapters import build_fake_adapters
+from rollout_operator.domain import Measurement, Phase, QueryRequest
+from rollout_operator.reconcile import compute_status_patch, reconcile
+from rollout_operator.runtime import Runtime
+from rollout_operator.settings import Settings
+
+pytestmark = pytest.mark.unit
+
+T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
+SPEC = {
+    "model": {"name": "speech-commands", "version": "v1", "uri": "file:///models/v1.onnx"},
+    "server": {"replicas": 2},
+    "strategy": {"canary": {"steps": [{"setWeight": 10}, {"pause": {"duration": "1m"}},
+                                      {"setWeight": 50}, {"analysis": {"checks": 2}}]}},
+    "analysis": {"interval": "30s", "minSamples": 50, "failureLimit": 2,
+                 "prometheus": {"address": "http://prometheus.test:9090"},
+                 "metrics": [{"name": "error-rate", "template": "error-rate", "max": 0.01}]},
+    "progressDeadline": "5m",
+}
+
+
+class World:
+    """The fake cluster: one ModelRollout object, fake adapters, a clock."""
+
+    def __init__(self, spec=SPEC, error_rate=0.001):
+        self.adapters = build_fake_adapters()
+        self.error_rate = error_rate
+        self.adapters.metrics._answer = self.answer
+        self.now = T0
+        self.settings = Settings(prometheus_url="")
+        self.adapters.status.put({"metadata": {"name": "speech", "namespace": "ml", "uid": "u1",
+                                               "generation": 1}, "spec": copy.deepcopy(spec)})
+        self.traffic_seen = []
+
+    def answer(self, q: QueryRequest) -> Measurement:
+        return Measurement.of(self.error_rate, samples=400)
+
+    @property
+    def obj(self):
+        return self.adapters.status.objects[("ml", "speech")]
+
+    @property
+    def status(self):
+        return self.obj.get("status", {})
+
+    def set_version(self, version):
+        self.obj["spec"]["model"]["version"] = version
+        self.obj["spec"]["model"]["uri"] = f"file:///models/{version}.onnx"
+        self.obj["metadata"]["generation"] += 1
+        self.obj["metadata"]["resourceVersion"] = str(int(self.obj["metadata"]["resourceVersion"]) + 1)
+
+    def tick(self):
+        outcome = reconcile(copy.deepcopy(self.obj), self.adapters, self.settings, self.now)
+        self.check_invariants()
+        self.now += timedelta(seconds=max(1.0, min(outcome.requeue_after, 15.0)))
+        return outcome
+
+    def check_invariants(self):
+        traffic = self.status.get("traffic") or {}
+        replicas = self.adapters.workloads.replicas("ml", "speech")
+        for role in ("stable", "candidate"):
+            entry = traffic.get(role)
+            if entry and entry["weight"] > 0:
+                assert replicas.get(entry["version"], 0) > 0, f"traffic on {entry} with replicas {replicas}"
+        self.traffic_seen.append(tuple((r, (traffic.get(r) or {}).get("weight")) for r in ("stable", "candidate")))
+
+    def run_until(self, predicate, limit=200):
+        for _ in range(limit):
+            self.tick()
+            if predicate(self.status):
+                return
+        raise AssertionError(f"not reached after {limit} ticks; status: {self.status}")
+
+
+def healthy(version):
+    return lambda s: s.get("phase") == "Healthy" and s.get("stableVersion") == version
+
+
+def test_first_version_comes_up_with_router_and_full_traffic():
+    w = World()
+    w.run_until(healthy("v1"))
+    assert w.adapters.workloads.routers == {("ml", "speech"): "modelrollout/router:dev"}
+    assert w.adapters.workloads.replicas("ml", "speech") == {"v1": 2}
+    assert w.status["traffic"] == {"stable": {"version": "v1", "weight": 100}}
+    assert "Ready" in w.adapters.events.reasons()
+
+
+def test_canary_promotes_step_by_step_then_scales_down_the_old_version():
+    w = World()
+    w.run_until(healthy("v1"))
+    w.set_version("v2")
+    w.run_until(healthy("v2"))
+    candidate_weights = [c for (_, (_, c)) in w.traffic_seen if c is not None]
+    assert 10 in candidate_weights and 50 in candidate_weights
+    assert candidate_weights == sorted(candidate_weights), "canary weight never goes backwards"
+    assert w.status["traffic"] == {"stable": {"version": "v2", "weight": 100}}
+    assert w.adapters.events.reasons().count("Promoted") == 1
+    assert w.status["history"][-1]["version"] == "v2" and w.status["history"][-1]["outcome"] == "Promoted"
+    # Queries ran against the spec's Prometheus, for the candidate version.
+    assert {q.version for q in w.adapters.metrics.queries} == {"v2"}
+    # The old stable goes to zero after its scale-down delay.
+    w.run_until(lambda s: w.adapters.workloads.replicas("ml", "speech").get("v1", 0) == 0)
+    assert w.adapters.workloads.replicas("ml", "speech")["v2"] == 2
+
+
+def test_breach_rolls_back_to_stable_with_the_numbers_in_an_event():
+    w = World()
+    w.run_until(healthy("v1"))
+    w.error_rate = 0.2
+    w.set_version("v3")
+    w.run_until(lambda s: s.get("phase") == "RolledBack")
+    assert w.status["traffic"] == {"stable": {"version": "v1", "weight": 100}}
+    assert w.status["stableVersion"] == "v1"
+    warnings = [msg for t, _, msg in w.adapters.events.events if t == "Warning"]
+    assert any("0.2" in msg and "0.01" in msg for msg in warnings), warnings
+    w.run_until(lambda s: w.adapters.workloads.replicas("ml", "speech").get("v3", 0) == 0)
+    assert "Promoted" not in w.adapters.events.reasons()[1:]
+
+
+def test_unchanged_status_is_not_written_again():
+    w = World()
+    w.run_until(healthy("v1"))
+    writes = w.adapters.status.writes
+    for _ in range(3):
+        outcome = w.tick()
+        assert not outcome.written
+    assert w.adapters.status.writes == writes
+
+
+def test_stale_read_writes_nothing_and_emits_no_events():
+    w = World()
+    body = copy.deepcopy(w.obj)
+    w.obj["metadata"]["resourceVersion"] = "99"  # someone changed the object meanwhile
+    outcome = reconcile(body, w.adapters, w.settings, w.now)
+    assert outcome.conflict and not outcome.written
+    assert w.adapters.events.events == [] and "status" not in w.obj
+
+
+def test_invalid_spec_is_phase_invalid_with_the_field_and_one_event():
+    w = World()
+    w.obj["spec"]["strategy"]["canary"]["steps"][2]["setWeight"] = 5
+    for _ in range(3):
+        w.tick()
+    assert w.status["phase"] == "Invalid"
+    assert "spec.strategy.canary.steps[2].setWeight" in w.status["message"]
+    assert w.adapters.events.reasons() == ["InvalidSpec"]
+    assert w.adapters.workloads.deployments == {}
+
+
+def test_no_prometheus_address_is_an_error_measurement_that_never_promotes():
+    spec = copy.deepcopy(SPEC)
+    del spec["analysis"]["prometheus"]
+    w = World(spec)
+    w.run_until(healthy("v1"))
+    w.set_version("v2")
+    w.run_until(lambda s: s.get("phase") == "RolledBack")
+    assert w.status["stableVersion"] == "v1" and w.status["candidateVersion"] == "v2"
+    gate = w.status["analysis"]["metrics"][0]
+    assert "no Prometheus address" in gate["message"]
+
+
+def test_operator_metrics_show_phase_weights_value_and_threshold():
+    w = World()
+    w.run_until(healthy("v1"))
+    w.set_version("v2")
+    w.run_until(lambda s: (s.get("analysis") or {}).get("metrics", [{}])[0].get("value") is not None)
+    text = m.generate_text()
+    assert 'modelrollout_rollout_phase{namespace="ml",phase="Progressing",rollout="speech"} 1.0' in text
+    assert 'modelrollout_analysis_value{metric="error-rate",namespace="ml",rollout="speech"} 0.001' in text
+    assert 'modelrollout_analysis_threshold{bound="max",metric="error-rate",namespace="ml",rollout="speech"} 0.01' in text
+    assert 'modelrollout_traffic_weight{namespace="ml",role="candidate",rollout="speech",version="v2"}' in text
+
+
+def test_runtime_skips_ticks_until_due_or_changed():
+    w = World()
+    clock = [100.0]
+    rt = Runtime(settings=w.settings, adapters=w.adapters, clock=lambda: w.now, monotonic=lambda: clock[0])
+    rt.tick(copy.deepcopy(w.obj))
+    calls = []
+    original = w.adapters.workloads.fetch_workloads
+    w.adapters.workloads.fetch_workloads = lambda ns, n: calls.append(1) or original(ns, n)
+    body = copy.deepcopy(w.obj)  # after our own write: new resourceVersion → due at once
+    rt.tick(body)
+    assert calls == [1]
+    rt.tick(body)  # same resourceVersion, requeue time not reached → no work at all
+    assert calls == [1]
+    clock[0] += 3600
+    rt.tick(body)
+    assert calls == [1, 1]
+
+
+def test_compute_status_patch_removes_sets_and_skips_unchanged():
+    old = {"phase": "Progressing", "traffic": {"stable": {"version": "v1", "weight": 90},
+                                               "candidate": {"version": "v2", "weight": 10}},
+           "history": [{"version": "v1"}], "gone": 1}
+    new = {"phase": "Healthy", "traffic": {"stable": {"version": "v2", "weight": 100}, "candidate": None,
+                                           "mirror": None},
+           "history": [{"version": "v1"}], "message": None}
+    assert compute_status_patch(old, new) == {
+        "phase": "Healthy", "traffic": {"stable": {"version": "v2", "weight": 100}, "candidate": None},
+        "gone": None}
+    assert compute_status_patch(new | {"message": None}, new) == {}
