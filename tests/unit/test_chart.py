@@ -155,8 +155,10 @@ def test_namespaced_mode_grants_workload_rules_only_in_the_watched_namespaces(tm
                                   "namespace": "modelrollout-system"}]
     cluster_resources = {res for d in _by_kind(docs, "ClusterRole") for r in d["rules"]
                          for res in r["resources"]}
-    assert cluster_resources == {"customresourcedefinitions"}, \
-        "in namespaced mode the only cluster-wide grant is reading CRDs"
+    assert cluster_resources == {"customresourcedefinitions", "namespaces"}, \
+        "in namespaced mode the only cluster-wide grants are reading CRDs and namespace names"
+    cluster_verbs = {v for d in _by_kind(docs, "ClusterRole") for r in d["rules"] for v in r["verbs"]}
+    assert cluster_verbs <= {"get", "list", "watch"}
     assert not any("gateway.networking.k8s.io" in r["apiGroups"] for r in _all_rules(docs))
 
 
