@@ -1,0 +1,79 @@
+"""Manifests per the project contract, the health/metrics HTTP app, and the kopf handler wiring."""
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+import asyncio
+import kopf
+
+from rollout_operator.adapters.manifests import (Owner, ServerTemplate, compute_router_deployment,
+                                                 compute_router_service, compute_version_deployment,
+                                                 compute_version_service)
+from rollout_operator.handlers import register
+from rollout_operator.main import build_http_app, main
+from rollout_operator.settings import Settings
+
+pytestmark = pytest.mark.unit
+OWNER = Owner("speech", "ml", "uid-1")
+
+
+def test_version_deployment_and_service_follow_the_contract():
+    dep = compute_version_deployment(OWNER, "v2", 3, ServerTemplate(
+        "speech-commands", "file:///m/v2.onnx", "modelrollout/model-server:dev", args=("--batch=8",)))
+    labels = {"modelrollout.dev/rollout": "speech", "modelrollout.dev/version": "v2",
+              "app.kubernetes.io/name": "model-server"}
+    assert dep["metadata"]["name"] == "speech-v2"
+    assert labels.items() <= dep["metadata"]["labels"].items()
+    assert dep["metadata"]["ownerReferences"] == [{
+        "apiVersion": "modelrollout.dev/v1alpha1", "kind": "ModelRollout", "name": "speech", "uid": "uid-1",
+        "controller": True, "blockOwnerDeletion": True}]
+    pod = dep["spec"]["template"]
+    assert pod["metadata"]["annotations"] == {"prometheus.io/scrape": "true", "prometheus.io/port": "8080",
+                                              "prometheus.io/path": "/metrics"}
+    (c,) = pod["spec"]["containers"]
+    assert "command" not in c
+    assert c["args"] == ["--model-name=speech-commands", "--model-version=v2", "--model-uri=file:///m/v2.onnx",
+                         "--host=$(POD_IP)", "--port=8080", "--batch=8"]
+    assert c["env"][0] == {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
+    svc = compute_version_service(OWNER, "v2")
+    assert svc["metadata"]["name"] == "speech-v2" and svc["spec"]["selector"] == labels
+    assert svc["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": 8080, "protocol": "TCP"}]
+
+
+def test_router_is_the_front_door_and_selects_only_router_pods():
+    dep = compute_router_deployment(OWNER, "modelrollout/router:dev")
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    assert c["args"] == ["--rollout=speech", "--namespace=ml", "--host=$(POD_IP)", "--port=8080"]
+    assert dep["spec"]["template"]["spec"]["serviceAccountName"] == "speech-router"
+    svc = compute_router_service(OWNER)
+    assert svc["metadata"]["name"] == "speech"
+    assert svc["spec"]["selector"] == {"modelrollout.dev/rollout": "speech", "app.kubernetes.io/name": "router"}
+
+
+async def test_http_app_serves_probes_and_metrics():
+    ready = asyncio.Event()
+    async with TestClient(TestServer(build_http_app(ready))) as client:
+        assert (await client.get("/healthz")).status == 200
+        not_ready = await client.get("/readyz")
+        assert not_ready.status == 503 and "not watching yet" in await not_ready.text()
+        ready.set()
+        assert (await client.get("/readyz")).status == 200
+        text = await (await client.get("/metrics")).text()
+        assert "modelrollout_reconcile_duration_seconds_bucket" in text
+        assert "modelrollout_api_calls_total" in text or "# HELP modelrollout_api_calls_total" in text
+
+
+def test_handlers_are_a_timer_and_an_event_watcher_only():
+    registry = kopf.OperatorRegistry()
+    register(registry, Settings(tick_interval=2.5))
+    (timer,) = registry._spawning.get_all_handlers()
+    assert timer.interval == 2.5
+    # No change handlers: kopf keeps no last-handled-configuration annotation on user objects.
+    assert list(registry._changing.get_all_handlers()) == []
+    assert len(list(registry._watching.get_all_handlers())) == 1
+
+
+def test_main_rejects_bad_settings_before_starting(capsys):
+    assert main(["--port=99999"]) == 2
+    assert "--port (--port / MODELROLLOUT_PORT): expected an integer between 1 and 65535" in capsys.readouterr().err
