@@ -1,0 +1,179 @@
+"""The CRD in crds/ against its examples and malformed specs: the OpenAPI schema (jsonschema)
+and parse_spec agree on what is valid, and every CEL rule has a field-naming message."""
+
+import copy
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from rollout_operator.domain import SpecError, parse_spec
+
+pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[2]
+CRD_PATH = REPO / "crds" / "modelrollout.dev_modelrollouts.yaml"
+EXAMPLES = sorted((REPO / "crds" / "examples").glob("*.yaml"))
+
+
+def load_crd() -> dict:
+    return yaml.safe_load(CRD_PATH.read_text())
+
+
+def to_json_schema(node):
+    """OpenAPI v3.0 (as Kubernetes uses it) -> JSON Schema: `nullable` becomes a null type."""
+    if isinstance(node, list):
+        return [to_json_schema(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: to_json_schema(v) for k, v in node.items() if not k.startswith("x-kubernetes")}
+    if out.pop("nullable", False) and "type" in out:
+        out["type"] = [out["type"], "null"]
+    return out
+
+
+def schema() -> dict:
+    version = load_crd()["spec"]["versions"][0]
+    return to_json_schema(version["schema"]["openAPIV3Schema"])
+
+
+VALIDATOR = jsonschema.Draft7Validator(schema())
+
+
+def cel_rules(node, path="$"):
+    if isinstance(node, dict):
+        for rule in node.get("x-kubernetes-validations", []):
+            yield path, rule
+        for key, value in node.items():
+            yield from cel_rules(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for item in node:
+            yield from cel_rules(item, path)
+
+
+def test_crd_identity_matches_the_project_contract():
+    crd = load_crd()
+    assert crd["metadata"]["name"] == "modelrollouts.modelrollout.dev"
+    spec = crd["spec"]
+    assert spec["group"] == "modelrollout.dev" and spec["scope"] == "Namespaced"
+    assert spec["names"]["kind"] == "ModelRollout" and spec["names"]["shortNames"] == ["mro"]
+    version = spec["versions"][0]
+    assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
+    columns = [c["name"] for c in version["additionalPrinterColumns"]]
+    assert columns == ["Phase", "Strategy", "Stable", "Candidate", "Weight", "Step", "Verdict", "Age"]
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_validates_against_the_schema_and_parses(path):
+    doc = yaml.safe_load(path.read_text())
+    VALIDATOR.validate(doc)
+    spec = parse_spec(doc["spec"], name=doc["metadata"]["name"], namespace="default")
+    assert spec.model.version == doc["spec"]["model"]["version"]
+    assert spec.steps, "every strategy expands into steps"
+
+
+def test_all_five_examples_exist():
+    assert {p.stem for p in EXAMPLES} >= {"canary", "shadow-then-canary", "blue-green",
+                                         "gateway-api", "minimal"}
+
+
+def test_every_cel_rule_has_a_message_naming_a_spec_field():
+    rules = list(cel_rules(load_crd()))
+    assert len(rules) >= 12
+    for path, rule in rules:
+        assert rule["message"].startswith("spec."), (path, rule)
+        assert "rule" in rule and rule["rule"].strip()
+
+
+BASE = yaml.safe_load((REPO / "crds" / "examples" / "canary.yaml").read_text())
+
+
+def mutate(change):
+    doc = copy.deepcopy(BASE)
+    change(doc["spec"])
+    return doc
+
+
+SCHEMA_REJECTS = {
+    "weight above 100": lambda s: s["strategy"]["canary"]["steps"].__setitem__(0, {"setWeight": 150}),
+    "bad duration": lambda s: s["strategy"]["canary"]["steps"].__setitem__(1, {"pause": {"duration": "1 minute"}}),
+    "bad interval": lambda s: s["analysis"].__setitem__("interval", "30"),
+    "unknown template": lambda s: s["analysis"]["metrics"][0].__setitem__("template", "p95"),
+    "onNoData typo": lambda s: s["analysis"].__setitem__("onNoData", "ignore"),
+    "version with capitals": lambda s: s["model"].__setitem__("version", "V2"),
+    "replicas zero": lambda s: s["server"].__setitem__("replicas", 0),
+    "missing model": lambda s: s.pop("model"),
+    "negative maxIncrease": lambda s: s["analysis"]["metrics"][2].__setitem__("maxIncrease", -1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMA_REJECTS))
+def test_schema_and_parse_spec_both_reject(name):
+    doc = mutate(SCHEMA_REJECTS[name])
+    with pytest.raises(jsonschema.ValidationError):
+        VALIDATOR.validate(doc)
+    with pytest.raises(SpecError) as err:
+        parse_spec(doc["spec"], name="speech", namespace="default")
+    assert err.value.field.startswith("spec.")
+
+
+# What the CEL rules catch (the schema alone cannot); parse_spec must catch the same, naming
+# the field the CEL message names. The API server's answers are checked in integration tests.
+CEL_CASES = {
+    "two strategies": (lambda s: s["strategy"].__setitem__("blueGreen", {}), "spec.strategy"),
+    "no strategy": (lambda s: s["strategy"].pop("canary"), "spec.strategy"),
+    "two kinds in a step": (lambda s: s["strategy"]["canary"]["steps"].__setitem__(
+        0, {"setWeight": 10, "pause": {}}), "spec.strategy.canary.steps[0]"),
+    "decreasing weight": (lambda s: s["strategy"]["canary"]["steps"].__setitem__(
+        2, {"setWeight": 5}), "spec.strategy.canary.steps[2].setWeight"),
+    "promote not last": (lambda s: s["strategy"]["canary"]["steps"].insert(0, {"promote": {}}),
+                         "spec.strategy.canary.steps[0].promote"),
+    "min above max": (lambda s: s["analysis"]["metrics"][0].update(min=0.5, max=0.1),
+                      "spec.analysis.metrics[0].min"),
+    "relativeTo without delta": (lambda s: s["analysis"]["metrics"][2].pop("maxIncrease"),
+                                 "spec.analysis.metrics[2].relativeTo"),
+    "delta without relativeTo": (lambda s: s["analysis"]["metrics"][2].pop("relativeTo"),
+                                 "spec.analysis.metrics[2].relativeTo"),
+    "template and query": (lambda s: s["analysis"]["metrics"][0].update(query="up"),
+                           "spec.analysis.metrics[0]"),
+    "no threshold": (lambda s: s["analysis"]["metrics"][0].pop("max"), "spec.analysis.metrics[0]"),
+    "two routers": (lambda s: s["trafficRouting"].__setitem__("gatewayAPI", {"httpRoute": "r"}),
+                    "spec.trafficRouting"),
+    "duration and checks": (lambda s: s["strategy"]["canary"]["steps"].__setitem__(
+        3, {"analysis": {"checks": 2, "duration": "1m"}}), "spec.strategy.canary.steps[3].analysis"),
+    "shadow canary missing": (lambda s: s.__setitem__("strategy", {"shadow": {"then": "canary"}}),
+                              "spec.strategy.shadow.canary"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CEL_CASES))
+def test_cel_only_rules_are_also_enforced_by_parse_spec(name):
+    change, field = CEL_CASES[name]
+    doc = mutate(change)
+    with pytest.raises(SpecError) as err:
+        parse_spec(doc["spec"], name="speech", namespace="default")
+    assert err.value.field == field, str(err.value)
+
+
+def test_duration_pattern_is_the_same_in_schema_and_domain():
+    from rollout_operator.domain.durations import DURATION_PATTERN
+    text = CRD_PATH.read_text()
+    assert text.count(f"pattern: '{DURATION_PATTERN}'") >= 10
+
+
+def test_schema_defaults_match_the_domain_defaults():
+    props = load_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    parsed = parse_spec({"model": {"name": "m", "version": "v1"},
+                         "strategy": {"canary": {"steps": [{"setWeight": 10}]}},
+                         "analysis": {}}, name="x", namespace="y")
+    a = props["analysis"]["properties"]
+    assert a["minSamples"]["default"] == parsed.analysis.min_samples
+    assert a["failureLimit"]["default"] == parsed.analysis.failure_limit
+    assert a["inconclusiveLimit"]["default"] == parsed.analysis.inconclusive_limit
+    assert a["consecutiveErrorLimit"]["default"] == parsed.analysis.consecutive_error_limit
+    assert a["onNoData"]["default"] == parsed.analysis.on_no_data.value
+    assert props["server"]["properties"]["image"]["default"] == parsed.server.image
+    assert props["trafficRouting"]["properties"]["router"]["properties"]["image"]["default"] == \
+        parsed.traffic_routing.router.image
+    assert props["historyLimit"]["default"] == parsed.history_limit
