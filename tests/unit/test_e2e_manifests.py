@@ -4,6 +4,7 @@ steps (checked with the operator's own parser, so a contract change fails here, 
 
 from __future__ import annotations
 
+import jsonschema
 import pytest
 
 from e2e import rollouts
@@ -11,6 +12,17 @@ from rollout_operator.domain.parse import parse_spec
 from rollout_operator.domain.steps import Analysis, Promote, SetMirror, SetWeight, Stop
 
 pytestmark = pytest.mark.unit
+
+ALL = {"canary": rollouts.compute_canary("speech", "v2"),
+       "shadow": rollouts.compute_shadow("speech", "v4"),
+       "blue-green": rollouts.compute_blue_green("speech", "v2")}
+
+
+@pytest.mark.parametrize("kind", sorted(ALL))
+def test_manifest_passes_the_crd_openapi_schema(kind):
+    from tests.unit.test_crd_schema import schema  # the CRD tests' OpenAPI -> JSON Schema bridge
+
+    jsonschema.Draft7Validator(schema()).validate(ALL[kind])
 
 
 def _parse(manifest: dict):
