@@ -77,3 +77,9 @@ def test_handlers_are_a_timer_and_an_event_watcher_only():
 def test_main_rejects_bad_settings_before_starting(capsys):
     assert main(["--port=99999"]) == 2
     assert "--port (--port / MODELROLLOUT_PORT): expected an integer between 1 and 65535" in capsys.readouterr().err
+
+
+def test_empty_model_uri_passes_no_flag_so_the_server_default_applies():
+    dep = compute_version_deployment(OWNER, "v1", 1, ServerTemplate("m", "", "img"))
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not any(a.startswith("--model-uri") for a in args)
