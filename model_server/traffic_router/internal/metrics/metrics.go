@@ -1,0 +1,152 @@
+// Package metrics defines the router half of the metric contract (names and labels are
+// pinned by tests) and caches per-version children so the hot path does no label hashing.
+package metrics
+
+import (
+	"net/http"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Outcomes of a routed request (router_requests_total{outcome}).
+const (
+	OK          = "ok"
+	ClientError = "client_error"
+	ServerError = "server_error"
+	Unavailable = "unavailable"
+)
+
+// Rejection reasons (router_rejected_total{reason}).
+const (
+	TooLarge   = "too_large"
+	Overloaded = "overloaded"
+	Timeout    = "timeout"
+)
+
+var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+var deltaBuckets = []float64{-1, -.5, -.3, -.2, -.1, -.05, -.02, 0, .02, .05, .1, .2, .3, .5, 1}
+
+// Metrics is every router metric, registered on its own registry.
+type Metrics struct {
+	Rollout       string
+	Registry      *prometheus.Registry
+	Requests      *prometheus.CounterVec
+	Duration      *prometheus.HistogramVec
+	RequestBytes  *prometheus.CounterVec
+	ResponseBytes *prometheus.CounterVec
+	InFlight      prometheus.Gauge
+	Rejected      *prometheus.CounterVec
+	Retries       *prometheus.CounterVec
+	Weight        *prometheus.GaugeVec
+	MirrorPercent *prometheus.GaugeVec
+	MirrorReqs    *prometheus.CounterVec
+	MirrorDropped prometheus.Counter
+	Comparisons   *prometheus.CounterVec
+	ConfDelta     *prometheus.HistogramVec
+	children      sync.Map // version+"\x00"+role -> *VersionMetrics
+}
+
+// VersionMetrics are the pre-resolved series of one (version, role).
+type VersionMetrics struct {
+	Outcomes      map[string]prometheus.Counter
+	Duration      prometheus.Observer
+	RequestBytes  prometheus.Counter
+	ResponseBytes prometheus.Counter
+	Retries       prometheus.Counter
+}
+
+// New builds and registers the metrics of one rollout's router.
+func New(rollout string) *Metrics {
+	c := func(name, help string, labels ...string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+	}
+	m := &Metrics{
+		Rollout:       rollout,
+		Registry:      prometheus.NewRegistry(),
+		Requests:      c("router_requests_total", "Requests routed, by version, role and outcome.", "rollout", "version", "role", "outcome"),
+		RequestBytes:  c("router_request_bytes_total", "Request body bytes forwarded.", "rollout", "version"),
+		ResponseBytes: c("router_response_bytes_total", "Response body bytes returned.", "rollout", "version"),
+		Rejected:      c("router_rejected_total", "Requests the router answered itself: too_large (413), overloaded (503), timeout (504).", "rollout", "reason"),
+		Retries:       c("router_upstream_retries_total", "Requests retried on another endpoint after a connection failure.", "rollout", "version"),
+		MirrorReqs:    c("router_mirror_requests_total", "Shadow copies sent, by outcome.", "rollout", "version", "outcome"),
+		Comparisons:   c("router_shadow_comparisons_total", "Shadow answers compared with the stable answer.", "rollout", "stable_version", "candidate_version", "result"),
+		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "router_request_duration_seconds", Help: "Time from request read to response written, upstream included.",
+			Buckets: latencyBuckets}, []string{"rollout", "version", "role"}),
+		ConfDelta: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "router_shadow_confidence_delta", Help: "Candidate confidence minus stable confidence, per prediction.",
+			Buckets: deltaBuckets}, []string{"rollout", "stable_version", "candidate_version"}),
+		Weight: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "router_traffic_weight",
+			Help: "Percent of traffic the router sends to a version."}, []string{"rollout", "version", "role"}),
+		MirrorPercent: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "router_mirror_percent",
+			Help: "Percent of stable requests copied to the mirror version."}, []string{"rollout", "version"}),
+	}
+	inFlight := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "router_in_flight_requests",
+		Help: "Requests being served."}, []string{"rollout"})
+	dropped := c("router_mirror_dropped_total", "Shadow copies dropped because the mirror queue was full.", "rollout")
+	m.InFlight = inFlight.WithLabelValues(rollout)
+	m.MirrorDropped = dropped.WithLabelValues(rollout)
+	m.Registry.MustRegister(m.Requests, m.Duration, m.RequestBytes, m.ResponseBytes, inFlight, m.Rejected,
+		m.Retries, m.Weight, m.MirrorPercent, m.MirrorReqs, dropped, m.Comparisons, m.ConfDelta,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, reason := range []string{TooLarge, Overloaded, Timeout} {
+		m.Rejected.WithLabelValues(rollout, reason) // export zeros so rate() has a series from the start
+	}
+	return m
+}
+
+// For returns the cached series of (version, role).
+func (m *Metrics) For(version, role string) *VersionMetrics {
+	key := version + "\x00" + role
+	if v, ok := m.children.Load(key); ok {
+		return v.(*VersionMetrics)
+	}
+	vm := &VersionMetrics{
+		Outcomes:      map[string]prometheus.Counter{},
+		Duration:      m.Duration.WithLabelValues(m.Rollout, version, role),
+		RequestBytes:  m.RequestBytes.WithLabelValues(m.Rollout, version),
+		ResponseBytes: m.ResponseBytes.WithLabelValues(m.Rollout, version),
+		Retries:       m.Retries.WithLabelValues(m.Rollout, version),
+	}
+	for _, o := range []string{OK, ClientError, ServerError, Unavailable} {
+		vm.Outcomes[o] = m.Requests.WithLabelValues(m.Rollout, version, role, o)
+	}
+	v, _ := m.children.LoadOrStore(key, vm)
+	return v.(*VersionMetrics)
+}
+
+// Reject counts a request the router answered itself.
+func (m *Metrics) Reject(reason string) { m.Rejected.WithLabelValues(m.Rollout, reason).Inc() }
+
+// SetSplit publishes the current weights and mirror share, dropping series of old versions.
+func (m *Metrics) SetSplit(stable string, stableW int, cand string, candW int, mirror string, mirrorP int) {
+	m.Weight.Reset()
+	m.Weight.WithLabelValues(m.Rollout, stable, "stable").Set(float64(stableW))
+	if cand != "" {
+		m.Weight.WithLabelValues(m.Rollout, cand, "candidate").Set(float64(candW))
+	}
+	m.MirrorPercent.Reset()
+	if mirror != "" {
+		m.MirrorPercent.WithLabelValues(m.Rollout, mirror).Set(float64(mirrorP))
+	}
+}
+
+// Handler serves /metrics.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry})
+}
+
+// OutcomeOf classifies an upstream status code.
+func OutcomeOf(status int) string {
+	switch {
+	case status >= 500:
+		return ServerError
+	case status >= 400:
+		return ClientError
+	default:
+		return OK
+	}
+}

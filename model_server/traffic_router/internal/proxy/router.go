@@ -1,0 +1,149 @@
+// Package proxy is the router's HTTP front: limits, the per-request version choice, forwarding
+// with one retry on connection failure, response headers, metrics, health and readiness.
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"modelrollout.dev/traffic-router/internal/backend"
+	"modelrollout.dev/traffic-router/internal/metrics"
+	"modelrollout.dev/traffic-router/internal/settings"
+	"modelrollout.dev/traffic-router/internal/shadow"
+	"modelrollout.dev/traffic-router/internal/split"
+)
+
+// Router is the shared state: the current split (nil until known), endpoints, limits.
+type Router struct {
+	cfg       settings.Settings
+	split     atomic.Pointer[split.Split]
+	Pools     *backend.Registry
+	metrics   *metrics.Metrics
+	mirror    *shadow.Mirror
+	transport *http.Transport
+	slots     chan struct{} // bounded concurrency: a token per request in flight
+	draining  atomic.Bool
+	log       *slog.Logger
+}
+
+// New builds a router; the mirror workers live as long as ctx.
+func New(ctx context.Context, cfg settings.Settings, m *metrics.Metrics, log *slog.Logger) *Router {
+	r := &Router{cfg: cfg, Pools: &backend.Registry{}, metrics: m, log: log,
+		transport: NewTransport(cfg), slots: make(chan struct{}, cfg.MaxConcurrency)}
+	r.mirror = shadow.New(ctx, cfg.MirrorQueue, cfg.MirrorWorkers, cfg.MirrorTimeout, r.Pools,
+		r.transport, m, log)
+	return r
+}
+
+// NewTransport is a keep-alive pool sized for many requests per endpoint. Compression is off
+// so bodies and Accept-Encoding pass through unchanged.
+func NewTransport(cfg settings.Settings) *http.Transport {
+	return &http.Transport{
+		DialContext:           (&net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          0,
+		MaxIdleConnsPerHost:   cfg.MaxIdleConnsPerEP,
+		IdleConnTimeout:       90 * time.Second,
+		DisableCompression:    true,
+		ForceAttemptHTTP2:     false,
+		ResponseHeaderTimeout: 0, // the per-request context carries the timeout
+		WriteBufferSize:       32 << 10,
+		ReadBufferSize:        32 << 10,
+	}
+}
+
+// SetSplit installs a new split; requests already forwarded keep the version they got.
+func (r *Router) SetSplit(s split.Split) {
+	old := r.split.Load()
+	if old != nil && old.Equal(s) && old.Source == s.Source {
+		return
+	}
+	r.split.Store(&s)
+	cand, candW, mir, mirP := "", 0, "", 0
+	if s.Candidate != nil {
+		cand, candW = s.Candidate.Version, s.Candidate.Weight
+	}
+	if s.Mirror != nil {
+		mir, mirP = s.Mirror.Version, s.Mirror.Percent
+	}
+	r.metrics.SetSplit(s.Stable.Version, s.Stable.Weight, cand, candW, mir, mirP)
+	r.log.Info("traffic split applied", "source", s.Source, "stable", s.Stable.Version,
+		"stable_weight", s.Stable.Weight, "candidate", cand, "candidate_weight", candW,
+		"mirror", mir, "mirror_percent", mirP, "sticky_header", s.StickyHeader)
+}
+
+// Split returns the split in force, or nil.
+func (r *Router) Split() *split.Split { return r.split.Load() }
+
+// SetEndpoints replaces a version's ready endpoints.
+func (r *Router) SetEndpoints(version string, addrs []string) {
+	if r.Pools.Set(version, addrs) {
+		r.log.Info("endpoints updated", "version", version, "endpoints", addrs)
+	}
+}
+
+// IsReady: a split (or the safe default) is in force and stable has an endpoint.
+func (r *Router) IsReady() (bool, string) {
+	if r.draining.Load() {
+		return false, "shutting down"
+	}
+	s := r.split.Load()
+	if s == nil {
+		return false, "no traffic split yet: waiting for ModelRollout status.traffic (or --stable-version after --initial-sync-timeout)"
+	}
+	if r.Pools.Pool(s.Stable.Version).Len() == 0 {
+		return false, "no ready endpoints for stable version " + s.Stable.Version
+	}
+	return true, "ok"
+}
+
+// Drain makes /readyz fail so the Service stops sending new requests.
+func (r *Router) Drain() { r.draining.Store(true) }
+
+// ServeHTTP routes the router's own endpoints and forwards everything else.
+func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	switch req.URL.Path {
+	case "/metrics":
+		r.metrics.Handler().ServeHTTP(w, req)
+	case "/healthz":
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	case "/readyz":
+		ok, why := r.IsReady()
+		code := http.StatusOK
+		if !ok {
+			code = http.StatusServiceUnavailable
+		}
+		writeJSON(w, code, map[string]any{"ready": ok, "reason": why})
+	default:
+		r.forward(w, req)
+	}
+}
+
+// decideRoute picks role, version and whether to mirror for one request.
+func decideRoute(s *split.Split, req *http.Request) (split.Role, string, bool) {
+	bucket := rand.IntN(100)
+	if s.StickyHeader != "" {
+		if key := req.Header.Get(s.StickyHeader); key != "" {
+			bucket = split.ComputeStickyBucket(*s, key)
+		}
+	}
+	role, version := split.DecideRole(*s, bucket)
+	mirrored := s.Mirror != nil && split.IsMirrored(*s, role, rand.IntN(100))
+	return role, version, mirrored
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// writeError answers with KServe's error shape {"error": "..."}.
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
+}

@@ -1,0 +1,178 @@
+// Package settings holds the router's one settings object: kebab-case flags, each with a
+// ROUTER_* environment variable, validated at startup with messages that name the flag.
+package settings
+
+import (
+	"cmp"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Settings are the router's tunables; defaults are documented in docs/router.md.
+type Settings struct {
+	Rollout            string        // ModelRollout name; also the metrics' rollout label
+	Namespace          string        // namespace of the ModelRollout and its EndpointSlices
+	Host               string        // bind address (the pod IP in a cluster)
+	Port               int           // bind port
+	StaticConfig       string        // JSON file replacing the watch (split and/or endpoints); empty = watch only
+	StableVersion      string        // fallback stable version when the status cannot be read
+	InitialSyncTimeout time.Duration // wait this long for the status before deciding the safe default
+	MaxRequestBytes    int64         // larger request bodies get 413
+	RequestTimeout     time.Duration // whole upstream exchange; exceeded before headers -> 504
+	MaxConcurrency     int           // in-flight requests above this get 503
+	ConnectTimeout     time.Duration // TCP connect timeout to a backend
+	EjectDuration      time.Duration // how long an endpoint that failed to connect is skipped
+	MaxIdleConnsPerEP  int           // keep-alive pool size per backend endpoint
+	MirrorQueue        int           // shadow jobs waiting; beyond this they are dropped
+	MirrorWorkers      int           // concurrent shadow requests
+	MirrorTimeout      time.Duration // timeout of one shadow request
+	MirrorMaxBodyBytes int64         // larger stable answers are not compared
+	ShutdownGrace      time.Duration // drain time after SIGTERM
+	LogLevel           string        // debug|info|warn|error
+	AccessLog          bool          // one JSON line per request (costly at high rates)
+}
+
+// EnvName is the environment variable that sets a flag: --max-request-bytes -> ROUTER_MAX_REQUEST_BYTES.
+func EnvName(flagName string) string {
+	return "ROUTER_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+func newFlagSet(s *Settings) *flag.FlagSet {
+	fs := flag.NewFlagSet("router", flag.ContinueOnError)
+	fs.StringVar(&s.Rollout, "rollout", "", "ModelRollout name (required)")
+	fs.StringVar(&s.Namespace, "namespace", "", "namespace of the ModelRollout (default: the pod's namespace, else \"default\")")
+	fs.StringVar(&s.Host, "host", "127.0.0.1", "address to listen on")
+	fs.IntVar(&s.Port, "port", 8080, "port to listen on")
+	fs.StringVar(&s.StaticConfig, "static-config", "", "JSON file with traffic and/or endpoints, re-read on change (replaces the watch for what it holds)")
+	fs.StringVar(&s.StableVersion, "stable-version", "", "version that gets all traffic when the ModelRollout status cannot be read")
+	fs.DurationVar(&s.InitialSyncTimeout, "initial-sync-timeout", 5*time.Second, "how long to wait for the status before routing all traffic to --stable-version")
+	fs.Int64Var(&s.MaxRequestBytes, "max-request-bytes", 8<<20, "largest request body accepted (413 above)")
+	fs.DurationVar(&s.RequestTimeout, "request-timeout", 30*time.Second, "per-request upstream timeout (504 when exceeded)")
+	fs.IntVar(&s.MaxConcurrency, "max-concurrency", 1024, "requests in flight before new ones get 503")
+	fs.DurationVar(&s.ConnectTimeout, "connect-timeout", time.Second, "TCP connect timeout to a backend endpoint")
+	fs.DurationVar(&s.EjectDuration, "eject-duration", 10*time.Second, "how long an endpoint that failed to connect is skipped")
+	fs.IntVar(&s.MaxIdleConnsPerEP, "max-idle-conns-per-endpoint", 256, "keep-alive connections kept per backend endpoint")
+	fs.IntVar(&s.MirrorQueue, "mirror-queue", 256, "shadow requests waiting for a worker; more are dropped and counted")
+	fs.IntVar(&s.MirrorWorkers, "mirror-workers", 8, "concurrent shadow requests")
+	fs.DurationVar(&s.MirrorTimeout, "mirror-timeout", 10*time.Second, "timeout of one shadow request")
+	fs.Int64Var(&s.MirrorMaxBodyBytes, "mirror-max-body-bytes", 1<<20, "stable answers larger than this are not compared")
+	fs.DurationVar(&s.ShutdownGrace, "shutdown-grace", 10*time.Second, "drain time after SIGTERM")
+	fs.StringVar(&s.LogLevel, "log-level", "info", "debug|info|warn|error")
+	fs.BoolVar(&s.AccessLog, "access-log", false, "log one JSON line per request")
+	return fs
+}
+
+// Parse reads flags, then ROUTER_* variables for flags not given, then validates.
+func Parse(args []string, getenv func(string) string, usage io.Writer) (Settings, error) {
+	var s Settings
+	fs := newFlagSet(&s)
+	fs.SetOutput(usage)
+	if err := fs.Parse(args); err != nil {
+		return s, err
+	}
+	if fs.NArg() > 0 {
+		return s, fmt.Errorf("unexpected argument %q: all options are --flags", fs.Arg(0))
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		v := getenv(EnvName(f.Name))
+		if given[f.Name] || v == "" || envErr != nil {
+			return
+		}
+		if err := fs.Set(f.Name, v); err != nil {
+			envErr = fmt.Errorf("invalid value %q for %s (flag --%s): %v", v, EnvName(f.Name), f.Name, err)
+		}
+	})
+	if envErr != nil {
+		return s, envErr
+	}
+	if s.Namespace == "" {
+		s.Namespace = podNamespace()
+	}
+	return s, s.Validate()
+}
+
+func podNamespace() string {
+	b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+	if err != nil || strings.TrimSpace(string(b)) == "" {
+		return "default"
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// Validate checks every value and names the flag that is wrong and what is expected.
+func (s Settings) Validate() error {
+	var errs []error
+	bad := func(flagName, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("--%s: %s", flagName, fmt.Sprintf(format, a...)))
+	}
+	if s.Rollout == "" {
+		bad("rollout", "is required: the name of the ModelRollout this router serves")
+	} else if !isDNSLabel(s.Rollout) {
+		bad("rollout", "%q is not a valid object name (lowercase letters, digits and '-', at most 63)", s.Rollout)
+	}
+	if s.Port < 1 || s.Port > 65535 {
+		bad("port", "expected 1..65535, got %d", s.Port)
+	}
+	positiveDur := map[string]time.Duration{
+		"initial-sync-timeout": s.InitialSyncTimeout, "request-timeout": s.RequestTimeout,
+		"connect-timeout": s.ConnectTimeout, "eject-duration": s.EjectDuration,
+		"mirror-timeout": s.MirrorTimeout,
+	}
+	for _, name := range sortedKeys(positiveDur) {
+		if positiveDur[name] <= 0 {
+			bad(name, "expected a positive duration such as 500ms or 5s, got %s", positiveDur[name])
+		}
+	}
+	if s.ShutdownGrace < 0 {
+		bad("shutdown-grace", "expected a duration >= 0, got %s", s.ShutdownGrace)
+	}
+	positiveInt := map[string]int64{
+		"max-request-bytes": s.MaxRequestBytes, "max-concurrency": int64(s.MaxConcurrency),
+		"max-idle-conns-per-endpoint": int64(s.MaxIdleConnsPerEP), "mirror-queue": int64(s.MirrorQueue),
+		"mirror-workers": int64(s.MirrorWorkers), "mirror-max-body-bytes": s.MirrorMaxBodyBytes,
+	}
+	for _, name := range sortedKeys(positiveInt) {
+		if positiveInt[name] < 1 {
+			bad(name, "expected an integer >= 1, got %d", positiveInt[name])
+		}
+	}
+	switch s.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log-level", "expected one of debug|info|warn|error, got %q", s.LogLevel)
+	}
+	if s.StableVersion != "" && !isDNSLabel(s.StableVersion) {
+		bad("stable-version", "%q is not a valid version name (lowercase letters, digits and '-')", s.StableVersion)
+	}
+	return errors.Join(errs...)
+}
+
+func isDNSLabel(v string) bool {
+	if len(v) == 0 || len(v) > 63 || v[0] == '-' || v[len(v)-1] == '-' {
+		return false
+	}
+	for _, c := range v {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, cmp.Compare[string])
+	return keys
+}
