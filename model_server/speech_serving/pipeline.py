@@ -19,6 +19,7 @@ from speech_serving.vad import SileroVad, VadParams, compute_segments, compute_s
 SILENCE = "_silence_"
 SAMPLE_RATE = features.SAMPLE_RATE
 WINDOW = features.CLIP_SAMPLES  # the recognizer was trained on 1 s clips
+SHORT_CLIP = int(1.5 * SAMPLE_RATE)  # up to this length a clip is one keyword and is scored whole
 
 
 @dataclass(frozen=True)
@@ -119,12 +120,15 @@ class SpeechPipeline:
         for clip in clips:
             probs = self.vad.compute_speech_probs(clip)
             spans.append((compute_segments(probs, clip.shape[0], self.params), float(probs.max(initial=0.0))))
-        t1 = time.perf_counter()
-        windows = [(i, s, e, compute_window(clip, s, e)) for i, clip in enumerate(clips) for s, e in spans[i][0]]
-        times.vad, times.segments = t1 - t0, len(windows)
+        times.vad = time.perf_counter() - t0
+        regions = [compute_regions(clip.shape[0], spans[i][0]) for i, clip in enumerate(clips)]
+        windows = [(i, s, e, compute_window(clip, s, e)) for i, clip in enumerate(clips) for s, e in regions[i]]
+        times.segments = len(windows)
         scored = self._score_windows([w[3] for w in windows], times)
         per_clip: list[list[Segment]] = [[] for _ in clips]
         for (i, start, end, _), (label, conf) in zip(windows, scored):
+            if len(clips[i]) <= SHORT_CLIP:
+                start, end = compute_short_clip_span(spans[i][0], len(clips[i]))
             per_clip[i].append(Segment(round(start / SAMPLE_RATE, 3), round(end / SAMPLE_RATE, 3), label, conf))
         results = [
             compute_clip_result(clip, per_clip[i], spans[i][0], spans[i][1]) for i, clip in enumerate(clips)
@@ -153,6 +157,24 @@ class SpeechPipeline:
         return answers
 
 
+def compute_regions(n_samples: int, segments: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """What the recognizer scores: a keyword-length clip whole, a longer recording per VAD segment.
+
+    Silero misses a share of high-pitched (young) voices that the recognizer, trained on whole 1 s clips
+    with a `_silence_` class, still hears; so short clips never depend on the VAD for their answer.
+    """
+    if n_samples <= SHORT_CLIP:
+        return [(0, n_samples)]
+    return segments
+
+
+def compute_short_clip_span(segments: list[tuple[int, int]], n_samples: int) -> tuple[int, int]:
+    """The reported segment of a short clip: from the first to the last VAD segment, else the whole clip."""
+    if not segments:
+        return 0, n_samples
+    return segments[0][0], segments[-1][1]
+
+
 def compute_window(clip: np.ndarray, start: int, end: int) -> np.ndarray:
     """The audio the recognizer sees for a segment: ≥ 1 s centred on it, zero-padded at clip edges."""
     length = max(WINDOW, end - start)
@@ -166,14 +188,15 @@ def compute_window(clip: np.ndarray, start: int, end: int) -> np.ndarray:
 def compute_clip_result(
     clip: np.ndarray, segments: list[Segment], spans: list[tuple[int, int]], max_prob: float
 ) -> ClipResult:
-    """The clip's answer is its most confident segment; no speech means `_silence_`."""
+    """The clip's answer is its most confident segment; no speech (VAD or recognizer) means `_silence_`."""
     duration = clip.shape[0] / SAMPLE_RATE
     ratio = compute_speech_ratio(spans, clip.shape[0])
     if not segments:
-        # Confidence that there is no speech: the VAD's complement of its highest speech probability.
+        # A long recording where the VAD found no speech: confidence is the VAD's complement of its peak.
         return ClipResult(SILENCE, round(1.0 - max_prob, 6), (), duration, ratio)
     best = max(segments, key=lambda s: s.confidence)
-    return ClipResult(best.label, best.confidence, tuple(segments), duration, ratio)
+    spoken = tuple(s for s in segments if s.label != SILENCE)
+    return ClipResult(best.label, best.confidence, spoken, duration, ratio)
 
 
 def load_pipeline(model_path: Path, threads: int = 1, params: VadParams = VadParams()) -> SpeechPipeline:

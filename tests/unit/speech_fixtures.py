@@ -16,8 +16,8 @@ LABELS = ["_silence_", "_unknown_", "yes", "no", "up", "down", "left", "right", 
 
 
 def write_tiny_recognizer(path: Path, labels: list[str] | None = LABELS, feature_config: str | None = None,
-                          seed: int = 0) -> Path:
-    """Max-pool over frames, one dense layer, softmax; random but fixed weights."""
+                          seed: int = 0, always: str | None = None) -> Path:
+    """Max-pool over frames, one dense layer, softmax; random but fixed weights, or always one label."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -25,8 +25,13 @@ def write_tiny_recognizer(path: Path, labels: list[str] | None = LABELS, feature
 
     rng = np.random.default_rng(seed)
     n_out = len(labels) if labels else 12
-    weight = numpy_helper.from_array((rng.standard_normal((40, n_out)) * 0.05).astype(np.float32), "W")
-    bias = numpy_helper.from_array(np.zeros(n_out, dtype=np.float32), "b")
+    w = (rng.standard_normal((40, n_out)) * 0.05).astype(np.float32)
+    b = np.zeros(n_out, dtype=np.float32)
+    if always is not None:  # zero weights and one large bias: that label at ~0.99 for any input
+        w[:] = 0.0
+        b[LABELS.index(always)] = 7.0
+    weight = numpy_helper.from_array(w, "W")
+    bias = numpy_helper.from_array(b, "b")
     axes = numpy_helper.from_array(np.array([2], dtype=np.int64), "axes")
     nodes = [
         helper.make_node("ReduceMax", ["features", "axes"], ["pooled"], keepdims=0),

@@ -28,7 +28,8 @@ def app(tmp_path_factory):
 @pytest.fixture(scope="module")
 def clips() -> dict:
     yes = [(synthesize_word("yes", pad_s=0.2), "yes")]
-    silence = [(np.zeros(16000, dtype=np.int16), "_silence_"), (np.zeros(8000, dtype=np.int16), "_silence_")]
+    # longer than a keyword clip, so the VAD decides (the tiny recognizer's answers are arbitrary)
+    silence = [(np.zeros(32000, dtype=np.int16), "_silence_"), (np.zeros(40000, dtype=np.int16), "_silence_")]
     return {"clean": yes, "silence": silence}
 
 

@@ -42,7 +42,7 @@ async def scraped(tmp_path_factory) -> dict:
         assert (await client.post("/v1/models/speech-commands:predict", json={"instances": [{"audio_b64": word}]})).status_code == 200
         v2 = {"inputs": [{"name": "audio", "datatype": "BYTES", "shape": [1], "data": [word]}]}
         assert (await client.post("/v2/models/speech-commands/infer", json=v2)).status_code == 200
-        silent = {"inputs": [{"name": "audio", "datatype": "INT16", "shape": [8000], "data": [0] * 8000}]}
+        silent = {"inputs": [{"name": "audio", "datatype": "INT16", "shape": [32000], "data": [0] * 32000}]}
         assert (await client.post("/v2/models/speech-commands/infer", json=silent)).status_code == 200
         bad = {"instances": [{"audio_b64": "!!"}]}
         assert (await client.post("/v1/models/speech-commands:predict", json=bad)).status_code == 400

@@ -64,14 +64,36 @@ def test_recognizer_rejects_label_count_mismatch(tmp_path):
         Recognizer(path)
 
 
-def test_silence_gives_silence_label_and_no_segments(pipeline):
-    noise = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.0005
-    result = pipeline.run_clip(noise)
-    assert result.label == SILENCE
-    assert result.segments == ()
-    assert result.speech_ratio == 0.0
-    assert 0.5 < result.confidence <= 1.0
-    assert result.duration_s == 1.0
+def test_long_recording_without_speech_is_silence_without_running_the_recognizer(pipeline):
+    noise = np.random.default_rng(0).standard_normal(32000).astype(np.float32) * 0.0005
+    result, times = pipeline.run_batch([noise])
+    assert result[0].label == SILENCE
+    assert result[0].segments == ()
+    assert result[0].speech_ratio == 0.0
+    assert 0.5 < result[0].confidence <= 1.0
+    assert result[0].duration_s == 2.0
+    assert times.segments == 0 and times.recognize == 0.0
+
+
+def test_short_clip_is_scored_whole_even_when_the_vad_hears_nothing(tmp_path):
+    """Silero misses some high-pitched voices; a keyword-length clip's answer must not depend on it."""
+    quiet = np.random.default_rng(1).standard_normal(16000).astype(np.float32) * 0.0005
+    says_yes = load_pipeline(write_tiny_recognizer(tmp_path / "yes.onnx", always="yes"))
+    result = says_yes.run_clip(quiet)
+    assert result.speech_ratio == 0.0  # the VAD found nothing ...
+    assert result.label == "yes" and result.confidence > 0.9  # ... and the recognizer still answered
+    assert [(s.start_s, s.end_s, s.label) for s in result.segments] == [(0.0, 1.0, "yes")]
+    says_silence = load_pipeline(write_tiny_recognizer(tmp_path / "sil.onnx", always=SILENCE))
+    word = says_silence.run_clip(as_float(synthesize_word("up", pad_s=0.1)))
+    assert word.speech_ratio > 0.2 and word.label == SILENCE and word.segments == ()
+
+
+def test_short_clip_segment_spans_what_the_vad_found(tmp_path):
+    says_no = load_pipeline(write_tiny_recognizer(tmp_path / "no.onnx", always="no"))
+    clip = as_float(synthesize_word("no", pad_s=0.3))
+    assert clip.shape[0] <= 1.5 * 16000
+    (seg,) = says_no.run_clip(clip).segments
+    assert 0.15 < seg.start_s < seg.end_s < clip.shape[0] / 16000 - 0.15
 
 
 def test_three_words_give_three_ordered_segments(pipeline):
@@ -95,11 +117,12 @@ def test_three_words_give_three_ordered_segments(pipeline):
 def test_batching_does_not_change_answers(pipeline):
     clips = [as_float(synthesize_word(w)) for w in ("up", "down", "go")]
     clips.append(np.zeros(12000, dtype=np.float32))
+    clips.append(np.concatenate([clips[0], np.zeros(16000, np.float32), clips[1]]))  # long: per VAD segment
     batched, times = pipeline.run_batch(clips)
     single = [pipeline.run_clip(c) for c in clips]
     assert [(r.label, r.segments) for r in batched] == [(r.label, r.segments) for r in single]
     np.testing.assert_allclose([r.confidence for r in batched], [r.confidence for r in single], rtol=1e-5)
-    assert times.segments == 3 and times.vad > 0 and times.features > 0 and times.recognize > 0
+    assert times.segments == 6 and times.vad > 0 and times.features > 0 and times.recognize > 0
 
 
 def test_window_is_one_second_centred_and_zero_padded():

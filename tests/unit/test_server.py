@@ -64,7 +64,7 @@ async def test_v1_predict_answers_label_confidence_segments(client, word):
 
 
 async def test_v1_accepts_raw_pcm_and_several_instances_without_json_content_type(client, word):
-    body = json.dumps({"instances": [{"audio_b64": b64(word.tobytes())}, {"audio_b64": b64(bytes(3200))}]})
+    body = json.dumps({"instances": [{"audio_b64": b64(word.tobytes())}, {"audio_b64": b64(bytes(64000))}]})
     resp = await client.post(V1, content=body, headers={"content-type": "application/x-www-form-urlencoded"})
     assert resp.status_code == 200, resp.text
     preds = resp.json()["predictions"]
@@ -72,7 +72,7 @@ async def test_v1_accepts_raw_pcm_and_several_instances_without_json_content_typ
 
 
 async def test_v2_bytes_tensor_answers_per_contract(client, word):
-    resp = await client.post(V2, json=v2_body("BYTES", [2], [b64(encode_wav(word)), b64(bytes(3200))]))
+    resp = await client.post(V2, json=v2_body("BYTES", [2], [b64(encode_wav(word)), b64(bytes(64000))]))
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["model_version"] == VERSION and body["id"]
