@@ -1,0 +1,89 @@
+"""pytest fixtures for the operator's integration tests (imported by those test modules).
+
+The testbed's real API server, the CRD applied from crds/, a stub Prometheus on loopback, a fresh
+namespace per test and the operator as a subprocess watching only that namespace.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from kubernetes import config
+
+from e2e import scenario
+from operator_harness import CRD, OperatorProcess, kubectl
+from rollout_operator.adapters.kube import KubeApi
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "operator"))
+from stub_prometheus import StubPrometheus, vector  # noqa: E402
+
+VERSION_RE = re.compile(r'version="([^"]+)"')
+
+
+class Gates:
+    """What the stub Prometheus says: error rate per version (default healthy), 100 samples."""
+
+    def __init__(self) -> None:
+        self.error_rate: dict[str, float] = {}
+
+    def answer(self, query: str):
+        if query.startswith("sum(increase("):
+            return vector(100)
+        found = VERSION_RE.search(query)
+        return vector(self.error_rate.get(found.group(1) if found else "", 0.001))
+
+
+@pytest.fixture(scope="session")
+def tb() -> scenario.Cluster:
+    cluster = scenario.ensure_testbed(start=True)
+    pods = kubectl(cluster, "get", "pods", "-A", "-o",
+                   "jsonpath={range .items[*]}{.spec.containers[0].image}{'\\n'}{end}").stdout
+    if "modelrollout/operator:dev" in pods:
+        pytest.fail("a helm-installed operator is running on the testbed and would reconcile the "
+                    "integration tests' namespaces too; `helm uninstall` it (or `make cluster-down`) first")
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def crd(tb: scenario.Cluster) -> None:
+    kubectl(tb, "apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    kubectl(tb, "wait", "--for=condition=Established", "--timeout=60s",
+            "crd/modelrollouts.modelrollout.dev")
+
+
+@pytest.fixture(scope="session")
+def api(tb: scenario.Cluster) -> KubeApi:
+    return KubeApi(config.new_client_from_config(config_file=str(tb.kubeconfig)))
+
+
+@pytest.fixture(scope="session")
+def gates() -> Gates:
+    return Gates()
+
+
+@pytest.fixture(scope="session")
+def prom(gates: Gates) -> Iterator[StubPrometheus]:
+    with StubPrometheus() as stub:
+        stub.responder = gates.answer
+        yield stub
+
+
+@pytest.fixture
+def ns(tb: scenario.Cluster, crd: None, gates: Gates) -> Iterator[str]:
+    name = f"mr-it-{uuid.uuid4().hex[:6]}"
+    kubectl(tb, "create", "namespace", name)
+    gates.error_rate.clear()
+    yield name
+    kubectl(tb, "delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def operator(tb: scenario.Cluster, ns: str, prom: StubPrometheus, tmp_path: Path) -> Iterator[OperatorProcess]:
+    proc = OperatorProcess(tb, ns, prom.url, tmp_path).start()
+    yield proc
+    proc.stop()

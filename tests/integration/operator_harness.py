@@ -1,0 +1,117 @@
+"""Helpers for the operator's integration tests: the operator as a real subprocess, polling, kubectl.
+
+The operator runs exactly as installed (`modelrollout-operator` entry point) with the admin
+kubeconfig, watching one test namespace, querying a stub Prometheus on loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from e2e import scenario
+
+REPO = Path(__file__).resolve().parents[2]
+CRD = REPO / "crds" / "modelrollout.dev_modelrollouts.yaml"
+OPERATOR_BIN = Path(sys.executable).parent / "modelrollout-operator"
+MRO = ("modelrollout.dev", "v1alpha1", "modelrollouts")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float = 120.0, every: float = 0.25,
+             describe: Callable[[], str] | None = None) -> Any:
+    """Polls `check` until it returns something truthy; fails naming what never happened."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            state = describe() if describe else ""
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{state}")
+        time.sleep(every)
+
+
+class OperatorProcess:
+    """`modelrollout-operator` in a subprocess; `kill()` is a SIGKILL, like a node dying."""
+
+    def __init__(self, cluster: scenario.Cluster, namespace: str, prometheus_url: str, log_dir: Path,
+                 tick: float = 0.5) -> None:
+        self.cluster, self.namespace = cluster, namespace
+        self.port = free_port()
+        self.args = [str(OPERATOR_BIN), f"--namespaces={namespace}", "--host=127.0.0.1",
+                     f"--port={self.port}", f"--tick-interval={tick}", f"--prometheus-url={prometheus_url}",
+                     "--log-level=debug"]
+        self.log_dir = log_dir
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> "OperatorProcess":
+        self.starts += 1
+        log = open(self.log_dir / f"operator-{self.namespace}-{self.starts}.log", "wb")
+        env = {**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)}
+        self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        return self
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log_tail(self, lines: int = 40) -> str:
+        path = self.log_dir / f"operator-{self.namespace}-{self.starts}.log"
+        try:
+            return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def kubectl(cluster: scenario.Cluster, *args: str, stdin: str | None = None,
+            check: bool = True) -> subprocess.CompletedProcess:
+    return scenario.run_tool(cluster, cluster.kubectl, *args, stdin=stdin, check=check)
+
+
+def apply(cluster: scenario.Cluster, obj: dict[str, Any], check: bool = True) -> subprocess.CompletedProcess:
+    return kubectl(cluster, "apply", "-f", "-", stdin=yaml.safe_dump(obj), check=check)
+
+
+def rollout_manifest(name: str, namespace: str, version: str, *, steps: list[dict] | None = None,
+                     metrics: bool = True, routing: dict | None = None,
+                     strategy: dict | None = None) -> dict[str, Any]:
+    """A small, fast canary: real model-server pods (builtin model), short pauses, 1 s checks."""
+    spec: dict[str, Any] = {
+        "model": {"name": "speech-commands", "version": version, "uri": "builtin:v1"},
+        "server": {"replicas": 1},
+        "strategy": strategy or {"canary": {"steps": steps or [
+            {"setWeight": 10}, {"pause": {"duration": "2s"}}, {"setWeight": 50},
+            {"analysis": {"checks": 2}}]}},
+        "progressDeadline": "3m",
+    }
+    if metrics:
+        spec["analysis"] = {"interval": "1s", "window": "1m", "minSamples": 10, "failureLimit": 2,
+                            "metrics": [{"name": "error-rate", "template": "error-rate", "max": 0.05}]}
+    if routing:
+        spec["trafficRouting"] = routing
+    return {"apiVersion": "modelrollout.dev/v1alpha1", "kind": "ModelRollout",
+            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
