@@ -45,6 +45,10 @@ def decide(spec: RolloutSpec, status: RolloutStatus, observations: Observations,
     working = status
     if status.phase is Phase.INVALID:
         working = replace(status, phase=status.suspended_phase, suspended_phase=None)
+    index = working.current_step_index
+    if index is not None and index >= len(spec.steps):
+        # The strategy was edited mid-rollout to fewer steps: continue from its last one.
+        working = replace(working, current_step_index=len(spec.steps) - 1)
     tick = Tick(spec, observations, now, compute_pending_requests(spec, working), status)
     out = _HANDLERS[working.phase](tick, working)
     ignored = tuple(_ignored_request(tick, out.status, kind)

@@ -53,7 +53,7 @@ def decide_analysis_round(
     limit = compute_limit_reached(analysis, new_analysis.metrics)
     events: tuple[EmitEvent, ...] = ()
     if limit is None and verdict is not Verdict.PASS:
-        events = (warning(f"Analysis{verdict.value}", summarize_round(analysis, new_analysis)),)
+        events = (warning(f"Check{verdict.value}", summarize_round(analysis, new_analysis)),)
     return status, events, limit
 
 

@@ -15,7 +15,8 @@ from typing import Any, Callable
 from rollout_operator.domain import (Decision, DeleteVersion, EmitEvent, EnsureVersion,
                                      Measurement, Observations, Phase, QueryRequest,
                                      RolloutStatus, ScaleDownVersion, WorkloadState,
-                                     compute_metric_observations, decide, is_allowed_transition,
+                                     compute_metric_observations, decide, decide_invalid,
+                                     is_allowed_transition, SpecError,
                                      parse_spec, plan_queries, status_from_dict, status_to_dict)
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
@@ -75,6 +76,9 @@ class World:
     decisions: list[Decision] = field(default_factory=list)
     events: list[EmitEvent] = field(default_factory=list)
     queries: list[QueryRequest] = field(default_factory=list)
+    phase_changes: set[tuple[Any, Any]] = field(default_factory=set)  # (persisted, new) phases
+    invalid: SpecError | None = None  # when set, the shell "fails to parse" and calls decide_invalid
+    _parsed: tuple[int, Any] | None = None
 
     def set_spec(self, spec_dict: dict[str, Any]) -> None:
         self.spec_dict = spec_dict
@@ -88,7 +92,10 @@ class World:
 
     @property
     def spec(self):
-        return parse_spec(self.spec_dict, name="speech", namespace="models")
+        if self._parsed is None or self._parsed[0] != self.generation:
+            self._parsed = (self.generation, parse_spec(self.spec_dict, name="speech",
+                                                        namespace="models"))
+        return self._parsed[1]
 
     def tick(self, advance: timedelta | None = None) -> Decision:
         """One reconcile; `advance` moves the clock first (default: the last requeue)."""
@@ -101,8 +108,13 @@ class World:
         results = [(q, self.metrics(q)) for q in planned]
         obs = Observations(dict(self.workloads), compute_metric_observations(results),
                            self.generation)
-        decision = decide(spec, self.status, obs, self.now)
+        if self.invalid is not None:
+            decision = decide_invalid(self.status, self.invalid, self.generation, self.now)
+        else:
+            decision = decide(spec, self.status, obs, self.now)
         check_invariants(self.status, decision, self.workloads)
+        if decision.status.phase != self.status.phase:
+            self.phase_changes.add((self.status.phase, decision.status.phase))
         self._apply(decision)
         stored = status_from_dict(status_to_dict(decision.status))
         assert stored == decision.status, "status must survive the JSON round trip"
