@@ -76,6 +76,7 @@ class World:
     decisions: list[Decision] = field(default_factory=list)
     events: list[EmitEvent] = field(default_factory=list)
     queries: list[QueryRequest] = field(default_factory=list)
+    ticks: list[tuple[Any, Observations, datetime, Decision]] = field(default_factory=list)
     phase_changes: set[tuple[Any, Any]] = field(default_factory=set)  # (persisted, new) phases
     invalid: SpecError | None = None  # when set, the shell "fails to parse" and calls decide_invalid
     _parsed: tuple[int, Any] | None = None
@@ -120,6 +121,7 @@ class World:
         assert stored == decision.status, "status must survive the JSON round trip"
         self.status = stored
         self.decisions.append(decision)
+        self.ticks.append((spec, obs, self.now, decision))
         self.events.extend(decision.events)
         return decision
 
