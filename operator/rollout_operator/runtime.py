@@ -31,8 +31,9 @@ class Runtime:
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
     monotonic: Callable[[], float] = time.monotonic
 
-    def tick(self, body: Mapping[str, Any]) -> None:
+    def tick(self, live_body: Mapping[str, Any]) -> None:
         """Reconciles when due (the object changed or the requeue time passed); never raises."""
+        body = compute_snapshot(live_body)  # kopf's body is live: freeze one consistent read
         meta = body["metadata"]
         uid, rv = meta["uid"], str(meta.get("resourceVersion", ""))
         if not self.schedule.is_due(uid, rv, self.monotonic()):
@@ -59,6 +60,15 @@ class Runtime:
     def forget(self, namespace: str, name: str, uid: str) -> None:
         self.schedule.forget(uid)
         m.ROLLOUTS.forget(namespace, name)
+
+
+def compute_snapshot(value: Any) -> Any:
+    """A plain deep copy of kopf's (live, view-based) body."""
+    if isinstance(value, Mapping):
+        return {k: compute_snapshot(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [compute_snapshot(v) for v in value]
+    return value
 
 
 def build_runtime(settings: Settings) -> Runtime:
