@@ -182,9 +182,11 @@ def connect(args: argparse.Namespace) -> tuple[KubeApi, Identity]:
     """An API client and who we are, from the kubeconfig (or the in-cluster service account)."""
     from kubernetes import client, config
 
+    # Read $KUBECONFIG now: the client library captures it at import time.
+    path = args.kubeconfig or os.environ.get("KUBECONFIG") or None
     try:
-        config.load_kube_config(config_file=args.kubeconfig, context=args.context)
-        contexts, active = config.list_kube_config_contexts(config_file=args.kubeconfig)
+        config.load_kube_config(config_file=path, context=args.context)
+        contexts, active = config.list_kube_config_contexts(config_file=path)
         chosen = next((c for c in contexts if c["name"] == args.context), active) if args.context else active
         ctx = (chosen or {}).get("context", {})
         identity = Identity(args.namespace or ctx.get("namespace") or "default",

@@ -7,6 +7,7 @@ and manifests stay simple; every call is reported to an `on_call` hook (the API-
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -139,7 +140,7 @@ def load_api_client() -> Any:
     from kubernetes import client, config  # local import: unit tests with fakes never need it
 
     try:
-        config.load_kube_config()
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)
     except Exception:  # noqa: BLE001 - any kubeconfig problem means "try in-cluster"
         config.load_incluster_config()
     return client.ApiClient()
