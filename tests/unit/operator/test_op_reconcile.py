@@ -213,3 +213,22 @@ def test_compute_status_patch_removes_sets_and_skips_unchanged():
         "phase": "Healthy", "traffic": {"stable": {"version": "v2", "weight": 100}, "candidate": None},
         "gone": None}
     assert compute_status_patch(new | {"message": None}, new) == {}
+
+
+def test_runtime_turns_api_errors_into_a_retry_not_an_exception():
+    from rollout_operator.adapters import KubeError
+
+    w = World()
+    clock = [0.0]
+    rt = Runtime(settings=w.settings, adapters=w.adapters, clock=lambda: w.now, monotonic=lambda: clock[0])
+
+    def broken(ns, name):
+        raise KubeError(503, "etcd leader changed", method="GET", path="/apis/apps/v1/...")
+
+    w.adapters.workloads.fetch_workloads = broken
+    before = m.RECONCILE_ERRORS.labels("api")._value.get()
+    rt.tick(copy.deepcopy(w.obj))  # must not raise
+    assert m.RECONCILE_ERRORS.labels("api")._value.get() == before + 1
+    assert "status" not in w.obj  # nothing decided on a failed observation
+    assert not rt.schedule.is_due("u1", w.obj["metadata"]["resourceVersion"], clock[0] + 1)
+    assert rt.schedule.is_due("u1", w.obj["metadata"]["resourceVersion"], clock[0] + 5)
