@@ -69,6 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     kopf.configure(debug=settings.log_level == "debug", quiet=settings.log_level in ("warning", "error"))
     logging.getLogger().setLevel(settings.log_level.upper())
+    if settings.log_level != "debug":
+        # kopf logs "Timer 'tick' succeeded." per rollout per tick at INFO; our own logs say more.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     try:
         asyncio.run(run_operator(settings))
     except OSError as err:  # e.g. the port is taken: say which, not a traceback
