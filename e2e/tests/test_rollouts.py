@@ -77,6 +77,9 @@ def test_canary_promotes_v2_then_rolls_back_v3(cluster, api, namespace):
         warnings = [e for e in scenario.fetch_events(api, namespace, NAME) if e["type"] == "Warning"]
         explained = [e for e in warnings if any(m["name"] in e["message"] for m in failed)]
         assert explained, f"no Warning event names the failing gate: {warnings}"
+        table = scenario.run_tool(cluster, cluster.kubectl, "get", "mro", "-n", namespace).stdout
+        row = next(line for line in table.splitlines() if line.startswith(NAME + " "))
+        assert "RolledBack" in row and "v2" in row, table
         # The router follows the status: new requests are answered by v2 only.
         time.sleep(3)
         t_back = load.elapsed()
