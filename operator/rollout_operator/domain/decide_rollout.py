@@ -34,14 +34,18 @@ def decide_in_flight(tick: Tick, status: RolloutStatus) -> Outcome:
         out = out.then(status, *events)
         if limit is not None:
             return rollback(tick, status, out, limit.reason, limit.message)
-    if status.step_started_at is None:
-        return decide_candidate_start(tick, status, out)
     if spec.paused:
         return decide_user_paused(tick, status, out)
     if status.phase is Phase.PAUSED and status.paused_by == "spec.paused":
-        status = replace(status, phase=Phase.PROGRESSING, paused_by="", step_started_at=tick.now,
-                         reason="Resumed", message=f"resumed at {describe_position(spec, status)}")
+        # Resuming restarts the current step's clock (and the wait for Ready, if still waiting).
+        started = status.step_started_at is not None
+        status = replace(status, phase=Phase.PROGRESSING, paused_by="", reason="Resumed",
+                         step_started_at=tick.now if started else None,
+                         rollout_started_at=status.rollout_started_at if started else tick.now,
+                         message=f"resumed at {describe_position(spec, status)}")
         out = out.then(status, normal("Resumed", status.message))
+    if status.step_started_at is None:
+        return decide_candidate_start(tick, status, out)
     if "promote_full" in tick.pending:
         return decide_promote_full(tick, status, out.then(status, used="promote_full"))
     if "promote" in tick.pending:

@@ -123,3 +123,18 @@ def test_promote_full_while_user_paused_is_ignored_with_a_reason():
     world.tick()
     assert world.status.phase is Phase.PAUSED
     assert any("spec.paused is true" in e.message for e in world.events)
+
+
+def test_a_new_version_applied_while_paused_gets_no_traffic_until_resumed():
+    world = World(CANARY)
+    world.run_until_phase(Phase.HEALTHY)
+    world.set_spec(with_version({**CANARY, "paused": True}, "v2"))
+    for _ in range(10):
+        world.tick(timedelta(minutes=1))
+    assert world.status.phase is Phase.PAUSED and world.status.candidate_version == "v2"
+    assert all(d.status.traffic.candidate_weight == 0 for d in world.decisions)
+    assert world.status.step_started_at is None
+    world.set_spec({**world.spec_dict, "paused": False})
+    world.run_until(lambda w: w.status.traffic.candidate_weight == 10)
+    world.run_until_phase(Phase.HEALTHY)
+    assert world.status.stable_version == "v2"
