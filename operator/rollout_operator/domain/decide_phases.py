@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .context import (Outcome, Tick, append_history, compute_history_entry, normal, warning)
+from .context import (Outcome, Tick, compute_with_history, compute_history_entry, normal, warning)
 from .decide_analysis import compute_initial_metrics
 from .durations import format_duration
 from .phases import Phase
@@ -14,10 +14,10 @@ from .steps import describe_step
 
 
 def decide_fresh(tick: Tick, status: RolloutStatus) -> Outcome:
-    return start_initializing(tick, status, Outcome(status))
+    return decide_start_initializing(tick, status, Outcome(status))
 
 
-def start_initializing(tick: Tick, status: RolloutStatus, out: Outcome) -> Outcome:
+def decide_start_initializing(tick: Tick, status: RolloutStatus, out: Outcome) -> Outcome:
     """Bring up spec.model.version as the first version; no traffic until it is Ready."""
     m = tick.spec.model
     status = replace(status, phase=Phase.INITIALIZING, reason="Initializing",
@@ -33,14 +33,14 @@ def decide_initializing(tick: Tick, status: RolloutStatus) -> Outcome:
     out = Outcome(status)
     version = status.stable_version
     if tick.spec.model.version != version:
-        return start_initializing(tick, status, out)
+        return decide_start_initializing(tick, status, out)
     w, replicas = tick.workload(version), tick.spec.server.replicas
     if w.is_ready(replicas):
         assert version is not None
         msg = f"{version} is Ready ({w.ready_replicas}/{replicas} pods) and serves 100% of traffic"
         status = replace(status, phase=Phase.HEALTHY, reason="InitialVersionReady", message=msg,
                          traffic=TrafficSplit(stable=VersionWeight(version, 100)))
-        status = append_history(tick.spec, status, compute_history_entry(
+        status = compute_with_history(tick.spec, status, compute_history_entry(
             status, tick.now, "Promoted", "InitialVersion", msg))
         return out.then(status, normal("Ready", msg))
     started = status.rollout_started_at or tick.now
@@ -48,7 +48,7 @@ def decide_initializing(tick: Tick, status: RolloutStatus) -> Outcome:
         msg = (f"{version} not Ready after {format_duration(tick.spec.progress_deadline)} "
                f"({w.ready_replicas}/{replicas} pods ready); nothing to fall back to")
         status = replace(status, phase=Phase.FAILED, reason="ProgressDeadlineExceeded", message=msg)
-        status = append_history(tick.spec, status, compute_history_entry(
+        status = compute_with_history(tick.spec, status, compute_history_entry(
             status, tick.now, "Failed", "ProgressDeadlineExceeded", msg))
         return out.then(status, warning("ProgressDeadlineExceeded", msg))
     return out
@@ -59,19 +59,19 @@ def decide_failed(tick: Tick, status: RolloutStatus) -> Outcome:
     if "retry" in tick.pending:
         out = out.then(status, normal("Retry", f"retrying {tick.spec.model.version} "
                                       f"(requested by {tick.by})"), used="retry")
-        return start_initializing(tick, status, out)
+        return decide_start_initializing(tick, status, out)
     if tick.spec.model.version != status.stable_version:
-        return start_initializing(tick, status, out)
+        return decide_start_initializing(tick, status, out)
     return out
 
 
 def decide_healthy(tick: Tick, status: RolloutStatus) -> Outcome:
     if tick.spec.model.version != status.stable_version:
-        return start_rollout(tick, status, Outcome(status), retry=False)
+        return decide_start_rollout(tick, status, Outcome(status), retry=False)
     return Outcome(status)
 
 
-def start_rollout(tick: Tick, status: RolloutStatus, out: Outcome, *, retry: bool) -> Outcome:
+def decide_start_rollout(tick: Tick, status: RolloutStatus, out: Outcome, *, retry: bool) -> Outcome:
     """Begin moving traffic to spec.model.version; step 0 starts once it is Ready."""
     spec, m = tick.spec, tick.spec.model
     status = replace(
@@ -88,14 +88,14 @@ def start_rollout(tick: Tick, status: RolloutStatus, out: Outcome, *, retry: boo
                                    f"(stable {status.stable_version}): {steps}"))
 
 
-def rollback(tick: Tick, status: RolloutStatus, out: Outcome, reason: str, message: str, *,
+def decide_rollback(tick: Tick, status: RolloutStatus, out: Outcome, reason: str, message: str, *,
              outcome: str = "RolledBack", by: str = "") -> Outcome:
     """Traffic goes 100% to stable in this very status write; scale-down waits for the next tick."""
     stable = status.stable_version or ""
     status = replace(status, phase=Phase.ROLLING_BACK, reason=reason, paused_by="",
                      message=f"{message} -> rolled back to {stable}", next_check_at=None,
                      traffic=TrafficSplit(stable=VersionWeight(stable, 100)))
-    status = append_history(tick.spec, status, compute_history_entry(
+    status = compute_with_history(tick.spec, status, compute_history_entry(
         status, tick.now, outcome, reason, message, by))
     return out.then(status, warning(reason, f"{message} -> rolling back to {stable}"))
 
@@ -105,10 +105,10 @@ def decide_rolling_back(tick: Tick, status: RolloutStatus) -> Outcome:
     out = Outcome(status)
     if tick.persisted.traffic.routes_to(status.candidate_version):
         return out  # the level pass re-asserts stable-only traffic; scale-down must wait
-    return decide_after_rollout(tick, finish_rolled_back(status), out)
+    return decide_after_rollout(tick, compute_rolled_back(status), out)
 
 
-def finish_rolled_back(status: RolloutStatus) -> RolloutStatus:
+def compute_rolled_back(status: RolloutStatus) -> RolloutStatus:
     return replace(status, phase=Phase.ROLLED_BACK, current_step_index=None,
                    step_started_at=None, next_check_at=None)
 
@@ -118,7 +118,7 @@ def decide_after_rollout(tick: Tick, status: RolloutStatus, out: Outcome) -> Out
     version = tick.spec.model.version
     if "retry" in tick.pending and version == status.candidate_version:
         out = out.then(status, used="retry")
-        return start_rollout(tick, status, out, retry=True)
+        return decide_start_rollout(tick, status, out, retry=True)
     if version == status.stable_version:
         if status.candidate_version is None:
             return out.then(status)
@@ -127,7 +127,7 @@ def decide_after_rollout(tick: Tick, status: RolloutStatus, out: Outcome) -> Out
                          candidate_version=None, candidate_uri="", current_step_index=None)
         return out.then(status, normal("SpecReverted", msg))
     if version != status.candidate_version:
-        return start_rollout(tick, status, out, retry=False)
+        return decide_start_rollout(tick, status, out, retry=False)
     return out.then(status)
 
 
@@ -135,7 +135,7 @@ def decide_promoting(tick: Tick, status: RolloutStatus) -> Outcome:
     """The persisted status already sends everything to the candidate: make it stable."""
     out = Outcome(status)
     if "abort" in tick.pending:
-        return rollback(tick, status, out.then(status, used="abort"), "Aborted",
+        return decide_rollback(tick, status, out.then(status, used="abort"), "Aborted",
                         f"aborted by {tick.by} during promotion", by=tick.by)
     new, old = status.candidate_version or "", status.stable_version
     delay = getattr(tick.spec.strategy, "scale_down_delay", None)
@@ -147,6 +147,6 @@ def decide_promoting(tick: Tick, status: RolloutStatus) -> Outcome:
         stable_version=new, stable_uri=status.candidate_uri, candidate_version=None,
         candidate_uri="", current_step_index=None, step_started_at=None, next_check_at=None,
         traffic=TrafficSplit(stable=VersionWeight(new, 100)), paused_by="")
-    status = append_history(tick.spec, status, replace(
+    status = compute_with_history(tick.spec, status, replace(
         compute_history_entry(status, tick.now, "Promoted", "Promoted", msg), version=new))
     return out.then(status, normal("Promoted", msg))

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .context import Outcome, Tick, append_history, compute_history_entry, normal, compute_replicas
+from .context import Outcome, Tick, compute_with_history, compute_history_entry, normal, compute_replicas
 from .decide_analysis import decide_analysis_round
-from .decide_phases import rollback
+from .decide_phases import decide_rollback
 from .decide_steps import (compute_step_deadline, compute_traffic, describe_gates,
                            describe_position, is_step_complete)
 from .phases import Phase
@@ -21,19 +21,19 @@ def decide_in_flight(tick: Tick, status: RolloutStatus) -> Outcome:
     spec, candidate = tick.spec, status.candidate_version
     if "abort" in tick.pending:
         out = out.then(status, used="abort")
-        return rollback(tick, status, out, "Aborted", f"aborted by {tick.by} at "
+        return decide_rollback(tick, status, out, "Aborted", f"aborted by {tick.by} at "
                         f"{describe_position(spec, status)}", by=tick.by)
     if spec.model.version != candidate:
         why = (f"spec.model.version is back to {status.stable_version}"
                if spec.model.version == status.stable_version
                else f"spec.model.version changed to {spec.model.version}")
-        return rollback(tick, status, out, "Superseded", f"{why} while rolling out {candidate}",
+        return decide_rollback(tick, status, out, "Superseded", f"{why} while rolling out {candidate}",
                         outcome="Superseded")
     if is_check_due(spec, status, tick.now):
         status, events, limit = decide_analysis_round(tick, status)
         out = out.then(status, *events)
         if limit is not None:
-            return rollback(tick, status, out, limit.reason, limit.message)
+            return decide_rollback(tick, status, out, limit.reason, limit.message)
     if spec.paused:
         return decide_user_paused(tick, status, out)
     if status.phase is Phase.PAUSED and status.paused_by == "spec.paused":
@@ -53,7 +53,7 @@ def decide_in_flight(tick: Tick, status: RolloutStatus) -> Outcome:
         out = out.then(status, normal("PromoteRequested", f"{tick.by} skipped "
                                       f"{describe_position(spec, status)}"), used="promote")
         if not isinstance(step, (Promote, Stop)):
-            return enter_step(tick, status, (status.current_step_index or 0) + 1, out)
+            return decide_enter_step(tick, status, (status.current_step_index or 0) + 1, out)
     return decide_step(tick, status, out)
 
 
@@ -64,10 +64,10 @@ def decide_candidate_start(tick: Tick, status: RolloutStatus, out: Outcome) -> O
     if w.is_ready(replicas):
         out = out.then(status, normal("CandidateReady", f"{version} is Ready "
                                       f"({w.ready_replicas}/{replicas} pods)"))
-        return enter_step(tick, status, 0, out)
+        return decide_enter_step(tick, status, 0, out)
     started = status.rollout_started_at or tick.now
     if tick.now >= started + spec.progress_deadline:
-        return rollback(tick, status, out, "ProgressDeadlineExceeded",
+        return decide_rollback(tick, status, out, "ProgressDeadlineExceeded",
                         f"{version} not Ready within progressDeadline "
                         f"({w.ready_replicas}/{replicas} pods ready)")
     return out
@@ -93,10 +93,10 @@ def decide_promote_full(tick: Tick, status: RolloutStatus, out: Outcome) -> Outc
         return out.then(status, normal("RequestIgnored", f"promoteFull by {tick.by} ignored: "
                                        f"{status.candidate_version} has {w.ready_replicas}/{full} "
                                        "pods ready"))
-    return start_promoting(tick, status, out, f"promoteFull by {tick.by}")
+    return decide_start_promoting(tick, status, out, f"promoteFull by {tick.by}")
 
 
-def start_promoting(tick: Tick, status: RolloutStatus, out: Outcome, why: str) -> Outcome:
+def decide_start_promoting(tick: Tick, status: RolloutStatus, out: Outcome, why: str) -> Outcome:
     """All traffic to the candidate in this status write; the next tick makes it stable."""
     stable, candidate = status.stable_version or "", status.candidate_version or ""
     status = replace(status, phase=Phase.PROMOTING, reason="Promoting", paused_by="",
@@ -107,7 +107,7 @@ def start_promoting(tick: Tick, status: RolloutStatus, out: Outcome, why: str) -
                                    f"(last check: {describe_gates(status)})"))
 
 
-def enter_step(tick: Tick, status: RolloutStatus, index: int, out: Outcome) -> Outcome:
+def decide_enter_step(tick: Tick, status: RolloutStatus, index: int, out: Outcome) -> Outcome:
     """Move the cursor; the step's traffic applies as soon as the candidate can take it."""
     spec = tick.spec
     index = min(index, len(spec.steps) - 1)
@@ -151,7 +151,7 @@ def decide_step(tick: Tick, status: RolloutStatus, out: Outcome) -> Outcome:
             out = out.then(status, normal("WaitingForPromote", status.message))
         return out
     if is_step_complete(tick, status):
-        return enter_step(tick, status, index + 1, out)
+        return decide_enter_step(tick, status, index + 1, out)
     return decide_deadline(tick, status, out)
 
 
@@ -160,7 +160,7 @@ def decide_deadline(tick: Tick, status: RolloutStatus, out: Outcome) -> Outcome:
     if deadline is None or tick.now < deadline:
         return out
     w = tick.workload(status.candidate_version)
-    return rollback(tick, status, out, "ProgressDeadlineExceeded",
+    return decide_rollback(tick, status, out, "ProgressDeadlineExceeded",
                     f"{describe_position(tick.spec, status)} did not complete within "
                     f"progressDeadline (candidate {w.ready_replicas} pods ready; "
                     f"last check: {describe_gates(status)})")
@@ -169,7 +169,7 @@ def decide_deadline(tick: Tick, status: RolloutStatus, out: Outcome) -> Outcome:
 def decide_promote_step(tick: Tick, status: RolloutStatus, out: Outcome) -> Outcome:
     w, full = tick.workload(status.candidate_version), tick.spec.server.replicas
     if w.is_ready(full):
-        return start_promoting(tick, status, out, f"{describe_position(tick.spec, status)} reached")
+        return decide_start_promoting(tick, status, out, f"{describe_position(tick.spec, status)} reached")
     status = replace(status, traffic=compute_traffic(tick, status, hold=True))
     return decide_deadline(tick, status, out.then(status))
 
@@ -184,7 +184,7 @@ def decide_stop_step(tick: Tick, status: RolloutStatus, out: Outcome) -> Outcome
            f"{describe_gates(status)}")
     status = replace(status, phase=Phase.STOPPED, reason="ShadowStopped", message=msg,
                      current_step_index=None, step_started_at=None, next_check_at=None)
-    status = append_history(tick.spec, status, compute_history_entry(
+    status = compute_with_history(tick.spec, status, compute_history_entry(
         status, tick.now, "Stopped", "ShadowStopped", msg))
     return out.then(status, normal("ShadowStopped", msg))
 
