@@ -1,0 +1,75 @@
+"""A controllable model-server stand-in for router tests, run as a subprocess so a test can kill -9 it.
+
+Answers KServe v1 (`:predict`) and v2 (`/infer`) with a fixed label, status and delay; GET /hits counts.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def build_handler(args: argparse.Namespace) -> type[BaseHTTPRequestHandler]:
+    lock = threading.Lock()
+    hits = {"n": 0}
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            with lock:
+                self._send(200, {"hits": hits["n"], "version": args.version})
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            with lock:
+                hits["n"] += 1
+            if args.delay:
+                time.sleep(args.delay)
+            if args.status != 200:
+                self._send(args.status, {"error": f"{args.version} refuses: bad input"})
+                return
+            if self.path.startswith("/v2/"):
+                self._send(200, {"model_name": "m", "model_version": args.version, "outputs": [
+                    {"name": "label", "datatype": "BYTES", "shape": [1], "data": [args.label]},
+                    {"name": "confidence", "datatype": "FP32", "shape": [1], "data": [args.confidence]}]})
+                return
+            self._send(200, {"predictions": [{"label": args.label, "confidence": args.confidence}],
+                             "echo_bytes": len(body), "served_by": args.version})
+
+        def _send(self, code: int, payload: dict) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            if args.version_header:
+                self.send_header("X-Model-Version", args.version_header)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    return Handler
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--version", required=True)
+    p.add_argument("--status", type=int, default=200)
+    p.add_argument("--delay", type=float, default=0.0)
+    p.add_argument("--label", default="yes")
+    p.add_argument("--confidence", type=float, default=0.9)
+    p.add_argument("--version-header", default="")
+    args = p.parse_args()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), build_handler(args))
+    server.daemon_threads = True
+    print(server.server_address[1], flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,288 @@
+"""The real router binary against real HTTP backends on loopback; the split and endpoints come
+from --static-config (the same structures the Kubernetes watch fills; the watch itself is tested
+in tests/integration/test_router_k8s.py)."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from router_fixtures import (Backend, RouterProcess, build_router, free_port, start_backend, start_router,
+                             weights, write_static)
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def router_bin() -> Path:
+    return build_router()
+
+
+@pytest.fixture
+def backends():
+    started: list[Backend] = []
+
+    def start(version: str, *extra: str) -> Backend:
+        b = start_backend(version, *extra)
+        started.append(b)
+        return b
+
+    yield start
+    for b in started:
+        if b.proc.poll() is None:
+            b.kill()
+
+
+@pytest.fixture
+def routers():
+    started: list[RouterProcess] = []
+
+    def start(*args, **kwargs) -> RouterProcess:
+        r = start_router(*args, **kwargs)
+        started.append(r)
+        return r
+
+    yield start
+    for r in started:
+        r.stop()
+
+
+def run_parallel(router: RouterProcess, n: int, threads: int = 4, headers_of=lambda i: {}, path="/v1/models/m:predict"):
+    """Sends n requests over `threads` keep-alive connections; returns the responses in order."""
+    local = threading.local()
+
+    def one(i: int):
+        if not hasattr(local, "client"):
+            local.client = router.client()
+        return local.client.post(path, headers=headers_of(i))
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(one, range(n)))
+
+
+def test_split_ratio_is_within_binomial_bounds(router_bin, backends, routers, tmp_path):
+    v1, v2 = backends("v1"), backends("v2")
+    cfg = tmp_path / "split.json"
+    write_static(cfg, weights("v1", 80, "v2"), {"v1": [v1.addr], "v2": [v2.addr]})
+    router = routers(router_bin, tmp_path, f"--static-config={cfg}")
+    router.wait_ready()
+    n = 1000
+    responses = run_parallel(router, n)
+    assert all(r.status == 200 for r in responses)
+    on_candidate = sum(r.headers["x-model-version"] == "v2" for r in responses)
+    # Each request is an independent Bernoulli(0.2) draw, so the count is Binomial(1000, 0.2):
+    # mean 200, sd 12.6. Five sd (±63) fails a correct router with probability < 1e-6, yet
+    # catches any real bias (e.g. weights read as 70/30 would give ~300).
+    sd = math.sqrt(n * 0.2 * 0.8)
+    assert abs(on_candidate - n * 0.2) <= 5 * sd, on_candidate
+    # Every response says truthfully who answered, and the backends agree with the headers.
+    assert v2.hits() == on_candidate and v1.hits() == n - on_candidate
+    roles = {(r.headers["x-model-version"], r.headers["x-modelrollout-role"]) for r in responses}
+    assert roles == {("v1", "stable"), ("v2", "candidate")}
+    assert router.metric("router_requests_total", version="v2", role="candidate", outcome="ok") == on_candidate
+    assert router.metric("router_traffic_weight", version="v1", role="stable") == 80
+    assert router.metric("router_traffic_weight", version="v2", role="candidate") == 20
+
+
+def test_sticky_header_keeps_each_key_on_one_version(router_bin, backends, routers, tmp_path):
+    v1, v2 = backends("v1"), backends("v2")
+    cfg = tmp_path / "split.json"
+    write_static(cfg, weights("v1", 50, "v2"), {"v1": [v1.addr], "v2": [v2.addr]}, sticky="x-user-id")
+    router = routers(router_bin, tmp_path, f"--static-config={cfg}")
+    router.wait_ready()
+    keys = [f"user-{i}" for i in range(60)]
+    responses = run_parallel(router, 60 * 6, headers_of=lambda i: {"x-user-id": keys[i % 60]})
+    seen: dict[str, set[str]] = {}
+    for i, r in enumerate(responses):
+        seen.setdefault(keys[i % 60], set()).add(r.headers["x-model-version"])
+    assert all(len(v) == 1 for v in seen.values()), {k: v for k, v in seen.items() if len(v) > 1}
+    # With 60 keys at 50/50, all keys on one side would happen with probability 2^-59.
+    assert {next(iter(v)) for v in seen.values()} == {"v1", "v2"}
+
+
+def test_weight_change_applies_without_dropping_in_flight_requests(router_bin, backends, routers, tmp_path):
+    v1, v2 = backends("v1", "--delay", "0.3"), backends("v2")
+    cfg = tmp_path / "split.json"
+    eps = {"v1": [v1.addr], "v2": [v2.addr]}
+    write_static(cfg, weights("v1", 100), eps)
+    router = routers(router_bin, tmp_path, f"--static-config={cfg}")
+    router.wait_ready()
+    with ThreadPoolExecutor(8) as pool:
+        in_flight = [pool.submit(router.client().post) for _ in range(8)]
+        time.sleep(0.1)  # let them reach v1 (which takes 0.3 s to answer)
+        write_static(cfg, weights("v1", 0, "v2"), eps)
+        router.wait_metric("router_traffic_weight", 100, version="v2", role="candidate")
+        after = [router.client().post() for _ in range(20)]
+        answered = [f.result() for f in in_flight]
+    assert [r.status for r in answered] == [200] * 8
+    assert {r.headers["x-model-version"] for r in answered} == {"v1"}
+    assert {r.headers["x-model-version"] for r in after} == {"v2"}
+    assert {r.headers["x-modelrollout-role"] for r in after} == {"candidate"}
+
+
+def test_backend_killed_mid_load_gives_no_client_error(router_bin, backends, routers, tmp_path):
+    a, b = backends("v1"), backends("v1")
+    cfg = tmp_path / "split.json"
+    # The dead endpoint stays listed, as it would in an EndpointSlice that has not caught up.
+    write_static(cfg, weights("v1", 100), {"v1": [a.addr, b.addr]})
+    router = routers(router_bin, tmp_path, f"--static-config={cfg}", "--eject-duration=30s")
+    router.wait_ready()
+    results = []
+    killer = threading.Timer(0.3, a.kill)
+    killer.start()
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        results += run_parallel(router, 40, threads=4)
+    killer.join()
+    assert a.proc.poll() is not None and len(results) > 100
+    assert [r.status for r in results if r.status != 200] == []
+    assert router.metric("router_upstream_retries_total", version="v1") >= 1
+    assert any(rec.get("msg") == "endpoint failed, ejected" and rec.get("endpoint") == a.addr
+               for rec in router.log_records())
+
+
+def test_model_4xx_is_passed_through_and_not_retried(router_bin, backends, routers, tmp_path):
+    a, b = backends("v1", "--status", "422"), backends("v1", "--status", "422")
+    cfg = tmp_path / "split.json"
+    write_static(cfg, weights("v1", 100), {"v1": [a.addr, b.addr]})
+    router = routers(router_bin, tmp_path, f"--static-config={cfg}")
+    router.wait_ready()
+    r = router.client().post()
+    assert r.status == 422 and r.json() == {"error": "v1 refuses: bad input"}
+    assert a.hits() + b.hits() == 1
+    assert router.metric("router_upstream_retries_total") == 0
+    assert router.metric("router_requests_total", version="v1", outcome="client_error") == 1
+
+
+def test_backend_version_header_passes_through_else_is_set(router_bin, backends, routers, tmp_path):
+    own = backends("v1", "--version-header", "v1-build-7")
+    cfg = tmp_path / "split.json"
+    write_static(cfg, weights("v1", 100), {"v1": [own.addr]})
+    router = routers(router_bin, tmp_path, f"--static-config={cfg}")
+    router.wait_ready()
+    body = b'{"instances": [{"audio_b64": "AAAA"}]}'
+    r = router.client().post(body=body)
+    assert r.headers["x-model-version"] == "v1-build-7" and r.headers["x-modelrollout-role"] == "stable"
+    assert r.json()["echo_bytes"] == len(body)  # the body reached the model unchanged
+    assert router.metric("router_request_bytes_total", version="v1") == len(body)
+    assert router.metric("router_response_bytes_total", version="v1") == len(r.body)
+
+
+def test_oversized_request_is_rejected_with_413(router_bin, backends, routers, tmp_path):
+    v1 = backends("v1")
+    cfg = tmp_path / "split.json"
+    write_static(cfg, weights("v1", 100), {"v1": [v1.addr]})
+    router = routers(router_bin, tmp_path, f"--static-config={cfg}", "--max-request-bytes=1000")
+    router.wait_ready()
+    r = router.client().post(body=b"x" * 1001)
+    assert r.status == 413
+    assert "--max-request-bytes=1000" in r.json()["error"]
+    assert router.client().post(body=b"x" * 1000).status == 200
+    assert v1.hits() == 1
+    assert router.metric("router_rejected_total", reason="too_large") == 1
+
+
+def test_timeout_gives_504_and_names_the_flag(router_bin, backends, routers, tmp_path):
+    v1 = backends("v1", "--delay", "2")
+    cfg = tmp_path / "split.json"
+    write_static(cfg, weights("v1", 100), {"v1": [v1.addr]})
+    router = routers(router_bin, tmp_path, f"--static-config={cfg}", "--request-timeout=200ms")
+    router.wait_ready()
+    r = router.client().post()
+    assert r.status == 504 and "--request-timeout=200ms" in r.json()["error"]
+    assert router.metric("router_rejected_total", reason="timeout") == 1
+    assert router.metric("router_requests_total", version="v1", outcome="unavailable") == 1
+
+
+def test_concurrency_limit_gives_503_with_message(router_bin, backends, routers, tmp_path):
+    v1 = backends("v1", "--delay", "0.5")
+    cfg = tmp_path / "split.json"
+    write_static(cfg, weights("v1", 100), {"v1": [v1.addr]})
+    router = routers(router_bin, tmp_path, f"--static-config={cfg}", "--max-concurrency=2")
+    router.wait_ready()
+    responses = run_parallel(router, 6, threads=6)
+    codes = sorted(r.status for r in responses)
+    assert codes.count(200) >= 2 and codes.count(503) >= 1 and set(codes) <= {200, 503}
+    rejected = [r for r in responses if r.status == 503]
+    assert all("--max-concurrency=2" in r.json()["error"] for r in rejected)
+    assert router.metric("router_rejected_total", reason="overloaded") == len(rejected)
+
+
+def test_api_server_unavailable_at_start_routes_all_to_stable(router_bin, backends, routers, tmp_path):
+    v1, v2 = backends("v1"), backends("v2")
+    cfg = tmp_path / "endpoints.json"
+    write_static(cfg, endpoints={"v1": [v1.addr], "v2": [v2.addr]})  # no traffic: it must come from the API
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "dead",
+        "clusters": [{"name": "dead", "cluster": {"server": f"https://127.0.0.1:{free_port()}"}}],
+        "contexts": [{"name": "dead", "context": {"cluster": "dead", "user": "u"}}],
+        "users": [{"name": "u", "user": {"token": "x"}}]}))
+    router = routers(router_bin, tmp_path, f"--static-config={cfg}", "--initial-sync-timeout=500ms",
+                     env={"KUBECONFIG": str(kubeconfig), "ROUTER_STABLE_VERSION": "v1"})
+    router.wait_ready()
+    responses = run_parallel(router, 50)
+    assert {(r.status, r.headers["x-model-version"]) for r in responses} == {(200, "v1")}
+    assert v2.hits() == 0
+    assert router.metric("router_traffic_weight", version="v1", role="stable") == 100
+    assert any(rec.get("source") == "safe-default" for rec in router.log_records())
+    assert any(rec.get("level") == "WARN" and "could not read the ModelRollout status" in rec.get("msg", "")
+               for rec in router.log_records())
+
+
+def test_without_stable_version_it_stays_unready_rather_than_guess(router_bin, backends, routers, tmp_path):
+    v1 = backends("v1")
+    cfg = tmp_path / "endpoints.json"
+    write_static(cfg, endpoints={"v1": [v1.addr]})
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "dead",
+        "clusters": [{"name": "dead", "cluster": {"server": f"https://127.0.0.1:{free_port()}"}}],
+        "contexts": [{"name": "dead", "context": {"cluster": "dead", "user": "u"}}],
+        "users": [{"name": "u", "user": {"token": "x"}}]}))
+    router = routers(router_bin, tmp_path, f"--static-config={cfg}", "--initial-sync-timeout=200ms",
+                     env={"KUBECONFIG": str(kubeconfig)})
+    time.sleep(1.0)
+    assert not router.is_ready()
+    r = router.client().post()
+    assert r.status == 503 and "no traffic split yet" in r.json()["error"]
+    assert v1.hits() == 0
+
+
+def test_invalid_flags_and_config_name_the_field(router_bin, tmp_path):
+    out = subprocess.run([str(router_bin), "--rollout=speech", "--max-concurrency=-1"], capture_output=True, text=True)
+    assert out.returncode == 2 and "--max-concurrency: expected an integer >= 1, got -1" in out.stderr
+    out = subprocess.run([str(router_bin), "--rollout=speech"], capture_output=True, text=True,
+                         env={"ROUTER_REQUEST_TIMEOUT": "fast"})
+    assert out.returncode == 2 and "ROUTER_REQUEST_TIMEOUT (flag --request-timeout)" in out.stderr
+    cfg = tmp_path / "bad.json"
+    cfg.write_text(json.dumps({"traffic": {"stable": {"version": "v1", "weight": 90}}, "endpoints": {}}))
+    out = subprocess.run([str(router_bin), "--rollout=speech", f"--static-config={cfg}", f"--port={free_port()}"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1 and "stable.weight + candidate.weight must be 100, got 90" in out.stderr
+
+
+def test_metric_contract_names_are_exported(router_bin, backends, routers, tmp_path):
+    v1, v2 = backends("v1"), backends("v2")
+    cfg = tmp_path / "split.json"
+    write_static(cfg, weights("v1", 50, "v2", mirror=("v2", 100)), {"v1": [v1.addr], "v2": [v2.addr]})
+    router = routers(router_bin, tmp_path, f"--static-config={cfg}")
+    router.wait_ready()
+    run_parallel(router, 20)
+    router.wait_metric("router_mirror_requests_total", router.metric("router_requests_total", role="stable"))
+    names = {name for name, _ in router.metrics()}
+    for name in ["router_requests_total", "router_request_duration_seconds_bucket", "router_request_bytes_total",
+                 "router_response_bytes_total", "router_in_flight_requests", "router_rejected_total",
+                 "router_upstream_retries_total", "router_traffic_weight", "router_mirror_percent",
+                 "router_mirror_requests_total", "router_mirror_dropped_total", "router_shadow_comparisons_total",
+                 "router_shadow_confidence_delta_bucket"]:
+        assert name in names, name
+    labels = {n: dict(lbls) for (n, lbls) in router.metrics() if n.startswith("router_")}
+    assert set(labels["router_requests_total"]) == {"rollout", "version", "role", "outcome"}
+    assert set(labels["router_shadow_comparisons_total"]) == {"rollout", "stable_version", "candidate_version", "result"}
+    assert set(labels["router_mirror_percent"]) == {"rollout", "version"}
