@@ -18,6 +18,7 @@ def build_handler(args: argparse.Namespace) -> type[BaseHTTPRequestHandler]:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body are separate writes; avoid 40 ms delayed-ACK stalls
 
         def do_GET(self) -> None:
             with lock:
