@@ -51,6 +51,10 @@ def decide(spec: RolloutSpec, status: RolloutStatus, observations: Observations,
         working = replace(working, current_step_index=len(spec.steps) - 1)
     tick = Tick(spec, observations, now, compute_pending_requests(spec, working), status)
     out = _HANDLERS[working.phase](tick, working)
+    if status.phase is Phase.INVALID:
+        resumed = out.status.phase.value if out.status.phase else "new"
+        out = Outcome(out.status, (normal("SpecValid", f"the spec is valid again; phase {resumed}"),
+                                   *out.events), out.used)
     ignored = tuple(_ignored_request(tick, out.status, kind)
                     for kind in sorted(tick.pending - out.used))
     new = _finish_status(tick, out.status)

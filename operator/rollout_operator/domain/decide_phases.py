@@ -105,7 +105,10 @@ def decide_rolling_back(tick: Tick, status: RolloutStatus) -> Outcome:
     out = Outcome(status)
     if tick.persisted.traffic.routes_to(status.candidate_version):
         return out  # the level pass re-asserts stable-only traffic; scale-down must wait
-    return decide_after_rollout(tick, compute_rolled_back(status), out)
+    rolled_back = compute_rolled_back(status)
+    out = out.then(rolled_back, normal("RolledBack", f"{status.candidate_version} takes no traffic "
+                                       f"any more; {status.stable_version} serves 100%"))
+    return decide_after_rollout(tick, rolled_back, out)
 
 
 def compute_rolled_back(status: RolloutStatus) -> RolloutStatus:

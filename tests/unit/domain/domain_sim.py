@@ -158,6 +158,9 @@ def check_invariants(persisted: RolloutStatus, decision: Decision,
                      workloads: dict[str, WorkloadState]) -> None:
     new = decision.status
     assert is_allowed_transition(persisted.phase, new.phase), (persisted.phase, new.phase)
+    if new.phase != persisted.phase:
+        # Every transition is explained by an event (with the numbers behind it).
+        assert decision.events, (persisted.phase, new.phase)
     t = new.traffic
     if t.stable is not None:
         weights = [t.stable.weight] + ([t.candidate.weight] if t.candidate else [])
