@@ -47,7 +47,9 @@ def decide_in_flight(tick: Tick, status: RolloutStatus) -> Outcome:
     if status.step_started_at is None:
         return decide_candidate_start(tick, status, out)
     if "promote_full" in tick.pending:
-        return decide_promote_full(tick, status, out.then(status, used="promote_full"))
+        out = decide_promote_full(tick, status, out.then(status, used="promote_full"))
+        if out.status.phase is Phase.PROMOTING:
+            return out
     if "promote" in tick.pending:
         step = spec.steps[status.current_step_index or 0]
         out = out.then(status, normal("PromoteRequested", f"{tick.by} skipped "

@@ -173,6 +173,13 @@ def check_invariants(persisted: RolloutStatus, decision: Decision,
                 assert w is not None and w.ready_replicas > 0, (entry, w)
     if t.mirror is not None:
         assert 0 < t.mirror.percent <= 100
+    if new.phase is not Phase.INVALID:
+        # A candidate (or shadow) without a ready pod gets nothing, whatever else happens.
+        for entry, share in ((t.candidate, t.candidate_weight),
+                             (t.mirror, t.mirror.percent if t.mirror else 0)):
+            if entry is not None and share > 0:
+                w = workloads.get(entry.version)
+                assert w is not None and w.ready_replicas > 0, (new.phase, entry, w)
     for action in decision.actions:
         if isinstance(action, (ScaleDownVersion, DeleteVersion)):
             assert not persisted.traffic.routes_to(action.version), action
