@@ -148,3 +148,13 @@ def test_cli_rejects_bad_flags_naming_them(argv, flag, capsys):
 
 def test_cli_orders_versions_so_bases_come_first():
     assert build_parser().parse_args(["--versions", "v4,v2"]).versions == ["v2", "v4"]
+
+
+def test_cli_reports_missing_tools_with_the_fix(tmp_path, monkeypatch, capsys):
+    from speech_serving.training.__main__ import main
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no espeak-ng, no sox
+    assert main(["--out-dir", str(tmp_path / "m"), "--clips-file", str(tmp_path / "c.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "`espeak-ng` not found" in err and "`sox` not found" in err and "make sysdeps" in err
+    assert not (tmp_path / "m").exists()

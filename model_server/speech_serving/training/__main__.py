@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import logging
 import pathlib
+import shutil
 import sys
 import time
 
 from speech_serving.training import cards, clipset, synth
 from speech_serving.training.dataset import SLICES, DataConfig, compute_slice, ensure_corpus
 from speech_serving.training.evaluate import compute_agreement, compute_features, evaluate_model
-from speech_serving.training.versions import VERSIONS, ensure_version
+from speech_serving.training.versions import VERSIONS, compute_existing_build, ensure_version
 
 PACKAGE_DIR = pathlib.Path(__file__).resolve().parent.parent
 log = logging.getLogger("speech_serving.training")
@@ -45,16 +47,21 @@ def _bounded(low: int, high: int):
 def build_parser() -> argparse.ArgumentParser:
     defaults = DataConfig()
     p = argparse.ArgumentParser(prog="speech-train", description=__doc__.splitlines()[0])
-    p.add_argument("--versions", type=_versions, default=list(VERSIONS), help="comma list (default: all)")
-    p.add_argument("--out-dir", type=pathlib.Path, default=PACKAGE_DIR / "models")
-    p.add_argument("--clips-file", type=pathlib.Path, default=PACKAGE_DIR / "clips" / "clips.npz")
+    p.add_argument("--versions", type=_versions, default=list(VERSIONS),
+                   help="versions to (re)build, comma list (default: all); the other versions found in "
+                   "--out-dir are re-evaluated so every card compares against the current v2")
+    p.add_argument("--out-dir", type=pathlib.Path, default=PACKAGE_DIR / "models", help="ONNX files and cards")
+    p.add_argument("--clips-file", type=pathlib.Path, default=PACKAGE_DIR / "clips" / "clips.npz",
+                   help="where the evaluation clip set is written")
     p.add_argument("--clips-only", action="store_true", help="only rebuild the evaluation clip set")
     p.add_argument("--no-clips", action="store_true", help="do not rewrite the clip set")
-    p.add_argument("--clips-per-label", type=_bounded(1, 100), default=4)
+    p.add_argument("--clips-per-label", type=_bounded(1, 100), default=4, help="clips per label and slice")
     p.add_argument("--workers", type=_bounded(1, 2), default=2, help="synthesis processes (1..2)")
-    p.add_argument("--seed", type=_bounded(0, 2**31), default=defaults.seed)
-    p.add_argument("--train-per-class", type=_bounded(10, 100000), default=defaults.train_per_class)
-    p.add_argument("--eval-per-class", type=_bounded(5, 10000), default=defaults.eval_per_class)
+    p.add_argument("--seed", type=_bounded(0, 2**31), default=defaults.seed, help="data seed (voices, words, noise)")
+    p.add_argument("--train-per-class", type=_bounded(10, 100000), default=defaults.train_per_class,
+                   help="synthesized training words per keyword")
+    p.add_argument("--eval-per-class", type=_bounded(5, 10000), default=defaults.eval_per_class,
+                   help="evaluation words per keyword and slice")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING"], default="INFO")
     return p
 
@@ -73,7 +80,22 @@ def _data_card(corpus, config: DataConfig) -> dict:
     }
 
 
+def check_prerequisites(clips_only: bool) -> list[str]:
+    """What is missing to run, as messages a person can act on (empty when ready)."""
+    problems = [
+        f"`{tool}` not found on PATH: install the Debian packages espeak-ng and sox (`make sysdeps`)"
+        for tool in ("espeak-ng", "sox") if shutil.which(tool) is None
+    ]
+    if not clips_only and importlib.util.find_spec("onnx") is None:
+        problems.append("python package `onnx` missing: `pip install -e '.[train]'`")
+    return problems
+
+
 def run(args: argparse.Namespace) -> int:
+    problems = check_prerequisites(args.clips_only)
+    if problems:
+        print("speech-train: " + "; ".join(problems), file=sys.stderr)
+        return 2
     config = DataConfig(seed=args.seed, train_per_class=args.train_per_class, eval_per_class=args.eval_per_class)
     started = time.monotonic()
     corpus = ensure_corpus(config, args.workers)
@@ -86,6 +108,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     features = {name: (compute_features(slices[name].audio), slices[name].labels) for name in SLICES}
     builds = [ensure_version(name, corpus, args.out_dir) for name in args.versions]
+    builds += [
+        compute_existing_build(name, args.out_dir) for name in VERSIONS
+        if name not in args.versions and (args.out_dir / f"{name}.onnx").exists()
+    ]
+    builds.sort(key=lambda b: list(VERSIONS).index(b["version"]))
     reference = evaluate_model(args.out_dir / "v2.onnx", features) if (args.out_dir / "v2.onnx").exists() else None
     new_cards = []
     for build in builds:

@@ -105,3 +105,13 @@ def ensure_version(name: str, corpus: Corpus | None, out_dir: pathlib.Path) -> d
     log.info("%s: wrote %s (%d bytes) in %.0f s", name, path, size, time.monotonic() - started)
     return {"version": name, "file": path.name, "bytes": size, "summary": summary,
             "build_seconds": round(time.monotonic() - started, 1)}
+
+
+def compute_existing_build(name: str, out_dir: pathlib.Path) -> dict:
+    """The build record of a version already on disk (for re-evaluating it without a rebuild)."""
+    path = out_dir / f"{name}.onnx"
+    _, _, _, meta = compute_params_from_onnx(path)
+    card_path = out_dir / f"{name}.json"
+    seconds = json.loads(card_path.read_text()).get("build_seconds") if card_path.exists() else None
+    return {"version": name, "file": path.name, "bytes": path.stat().st_size,
+            "summary": json.loads(meta["training_summary"]), "build_seconds": seconds}
