@@ -5,22 +5,28 @@ Prints one summary line and writes benchmarks/results/model_server.json (through
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import json
 import os
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
 
-import aiohttp
-import numpy as np
+# Same BLAS setting as speech-server (see its __main__) so the bare pipeline is measured like the served one.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import asyncio  # noqa: E402
+import base64  # noqa: E402
+import json  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import aiohttp  # noqa: E402
+import numpy as np  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "model_server.json"
-PHASE_SECONDS = float(os.environ.get("BENCH_PHASE_SECONDS", "8"))
+PHASE_SECONDS = float(os.environ.get("BENCH_PHASE_SECONDS", "9"))  # per mode, over all rounds
+ROUNDS = 3
 CONCURRENCY = 8
 
 
@@ -48,36 +54,57 @@ def load_bench_clips(n: int = 64) -> tuple[list[np.ndarray], str]:
 def resolve_model() -> tuple[str, str]:
     from speech_serving.server.config import resolve_model_uri
 
-    try:
-        return str(resolve_model_uri("builtin:v2")), "builtin:v2"
-    except SystemExit:
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "unit"))
-        from speech_fixtures import write_tiny_recognizer
+    for uri in ("builtin:v2", "builtin:v1"):
+        try:
+            return str(resolve_model_uri(uri)), uri
+        except SystemExit:
+            continue
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "unit"))
+    from speech_fixtures import write_tiny_recognizer
 
-        path = Path(tempfile.mkdtemp()) / "tiny.onnx"
-        return str(write_tiny_recognizer(path)), "tiny test recognizer (builtin:v2 not shipped yet)"
-
-
-def summarize(latencies: list[float], wall: float) -> dict:
-    lat = np.array(latencies) * 1e3
-    return {"requests": len(latencies), "throughput_rps": round(len(latencies) / wall, 1),
-            "p50_ms": round(float(np.percentile(lat, 50)), 3), "p99_ms": round(float(np.percentile(lat, 99)), 3)}
+    path = Path(tempfile.mkdtemp()) / "tiny.onnx"
+    return str(write_tiny_recognizer(path)), "tiny test recognizer (no shipped model found)"
 
 
-def bench_bare(model_path: str, clips: list[np.ndarray]) -> dict:
-    from speech_serving.pipeline import load_pipeline
+class Phase:
+    """Latencies, wall time and CPU seconds of one mode, accumulated over interleaved rounds."""
 
-    pipe = load_pipeline(Path(model_path), threads=1)
-    floats = [c.astype(np.float32) / 32768.0 for c in clips]
-    for c in floats[:8]:
-        pipe.run_clip(c)
-    latencies, start, i = [], time.perf_counter(), 0
-    while time.perf_counter() - start < PHASE_SECONDS:
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.wall = self.client_cpu = self.server_cpu = 0.0
+        self.errors = 0
+
+    def add(self, latencies: list[float], wall: float, client_cpu: float, server_cpu: float, errors: int) -> None:
+        self.latencies += latencies
+        self.wall += wall
+        self.client_cpu += client_cpu
+        self.server_cpu += server_cpu
+        self.errors += errors
+
+    def summary(self) -> dict:
+        lat = np.array(self.latencies) * 1e3
+        n = max(1, len(self.latencies))
+        return {"requests": len(self.latencies), "throughput_rps": round(len(self.latencies) / self.wall, 1),
+                "p50_ms": round(float(np.percentile(lat, 50)), 3), "p99_ms": round(float(np.percentile(lat, 99)), 3),
+                "errors": self.errors, "server_cpu_ms_per_request": round(self.server_cpu / n * 1e3, 3),
+                "client_cpu_ms_per_request": round(self.client_cpu / n * 1e3, 3)}
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads) from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bare_round(pipe, floats: list[np.ndarray], seconds: float, phase: Phase) -> None:
+    """The same pipeline code the server runs, called in a loop in this process."""
+    latencies, start, i, cpu0 = [], time.perf_counter(), 0, time.process_time()
+    while time.perf_counter() - start < seconds:
         t = time.perf_counter()
         pipe.run_clip(floats[i % len(floats)])
         latencies.append(time.perf_counter() - t)
         i += 1
-    return summarize(latencies, time.perf_counter() - start)
+    phase.add(latencies, time.perf_counter() - start, time.process_time() - cpu0, 0.0, 0)
 
 
 def v1_bodies(clips: list[np.ndarray]) -> list[bytes]:
@@ -90,7 +117,8 @@ def v2_bodies(clips: list[np.ndarray]) -> list[bytes]:
                                     "data": [base64.b64encode(c.tobytes()).decode()]}]}).encode() for c in clips]
 
 
-async def drive(url: str, bodies: list[bytes], concurrency: int, seconds: float) -> dict:
+async def drive(url: str, bodies: list[bytes], concurrency: int, seconds: float, server_pid: int,
+                phase: Phase | None = None) -> None:
     latencies: list[float] = []
     errors = [0]
     deadline = time.perf_counter() + seconds
@@ -107,12 +135,11 @@ async def drive(url: str, bodies: list[bytes], concurrency: int, seconds: float)
                 latencies.append(time.perf_counter() - t)
                 i += concurrency
 
-        start = time.perf_counter()
+        start, cpu0, srv0 = time.perf_counter(), time.process_time(), process_cpu_seconds(server_pid)
         await asyncio.gather(*(worker(k) for k in range(concurrency)))
         wall = time.perf_counter() - start
-    out = summarize(latencies, wall)
-    out["errors"] = errors[0]
-    return out
+        if phase is not None:
+            phase.add(latencies, wall, time.process_time() - cpu0, process_cpu_seconds(server_pid) - srv0, errors[0])
 
 
 def free_port() -> int:
@@ -150,29 +177,42 @@ async def scrape_stage_means(base: str) -> dict:
 
 
 def run() -> dict:
+    from speech_serving.pipeline import load_pipeline
+
     clips, clip_source = load_bench_clips()
     model_path, model_desc = resolve_model()
-    bare = bench_bare(model_path, clips)
+    pipe = load_pipeline(Path(model_path), threads=1)
+    floats = [c.astype(np.float32) / 32768.0 for c in clips]
     port = free_port()
     proc = start_server(model_path, port)
     base = f"http://127.0.0.1:{port}"
+    v1, v2 = f"{base}/v1/models/speech-commands:predict", f"{base}/v2/models/speech-commands/infer"
+    modes = {"v1_batch1": (v1, v1_bodies(clips), 1), "v1_concurrency8": (v1, v1_bodies(clips), CONCURRENCY),
+             "v2_concurrency8": (v2, v2_bodies(clips), CONCURRENCY)}
+    phases = {name: Phase() for name in ["bare", *modes]}
+    slice_s = PHASE_SECONDS / ROUNDS
     try:
-        v1 = f"{base}/v1/models/speech-commands:predict"
-        asyncio.run(drive(v1, v1_bodies(clips), 4, 1.0))  # warm-up
-        server = {
-            "v1_batch1": asyncio.run(drive(v1, v1_bodies(clips), 1, PHASE_SECONDS)),
-            "v1_concurrency8": asyncio.run(drive(v1, v1_bodies(clips), CONCURRENCY, PHASE_SECONDS)),
-            "v2_concurrency8": asyncio.run(drive(f"{base}/v2/models/speech-commands/infer", v2_bodies(clips),
-                                                 CONCURRENCY, PHASE_SECONDS)),
-        }
+        bare_round(pipe, floats, 0.5, Phase())  # warm-up both sides
+        asyncio.run(drive(v1, modes["v1_batch1"][1], 4, 1.0, proc.pid))
+        # Interleaved rounds: other load on this shared machine then hits every mode alike.
+        for _ in range(ROUNDS):
+            bare_round(pipe, floats, slice_s, phases["bare"])
+            for name, (url, bodies, conc) in modes.items():
+                asyncio.run(drive(url, bodies, conc, slice_s, proc.pid, phases[name]))
         stages = asyncio.run(scrape_stage_means(base))
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+    bare = phases["bare"].summary()
+    bare["cpu_ms_per_clip"] = bare.pop("client_cpu_ms_per_request")
+    for key in ("errors", "server_cpu_ms_per_request"):
+        bare.pop(key)
+    server = {name: phases[name].summary() for name in modes}
     ratio = {k: round(v["throughput_rps"] / bare["throughput_rps"], 3) for k, v in server.items()}
-    return {"clips": len(clips), "clip_source": clip_source, "model": model_desc, "phase_seconds": PHASE_SECONDS,
-            "cpu_count": os.cpu_count(), "bare_pipeline": bare, "server": server,
-            "throughput_ratio_vs_bare": ratio, "server_stage_mean_ms": stages, "goal_ratio": 0.8}
+    return {"clips": len(clips), "clip_source": clip_source, "model": model_desc, "seconds_per_mode": PHASE_SECONDS,
+            "rounds": ROUNDS, "cpu_count": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2),
+            "bare_pipeline": bare, "server": server, "throughput_ratio_vs_bare": ratio,
+            "server_stage_mean_ms": stages, "goal_ratio": 0.8}
 
 
 def main() -> None:

@@ -131,19 +131,48 @@ async def test_bad_input_gets_4xx_naming_the_problem_and_is_counted(client, word
     assert ok.status_code == 200
 
 
-async def test_nan_in_json_tensor_is_rejected(client):
+async def test_nan_is_rejected_in_binary_tensors_and_json(client):
+    samples = np.array([0.1, np.nan, 0.2], dtype="<f4")
+    header = json.dumps({"inputs": [{"name": "audio", "datatype": "FP32", "shape": [3],
+                                     "parameters": {"binary_data_size": samples.nbytes}}]}).encode()
+    resp = await client.post(V2, content=header + samples.tobytes(), headers={
+        "content-type": "application/octet-stream", "inference-header-content-length": str(len(header))})
+    assert resp.status_code == 400 and "audio contains NaN or Inf samples" in resp.json()["error"]
+    # JSON has no NaN: such a body is not JSON at all
     body = b'{"inputs":[{"name":"audio","datatype":"FP32","shape":[3],"data":[0.1,NaN,0.2]}]}'
     resp = await client.post(V2, content=body, headers={"content-type": "application/json"})
-    assert resp.status_code == 400 and "audio contains NaN or Inf samples" in resp.json()["error"]
+    assert resp.status_code == 400 and "request body: not valid JSON" in resp.json()["error"]
 
 
 async def test_malformed_json_is_a_client_error(client):
     before = count("v2", "client_error")
     resp = await client.post(V2, content=b'{"inputs": [', headers={"content-type": "application/json"})
-    assert 400 <= resp.status_code < 500
+    assert resp.status_code == 400 and "request body: not valid JSON" in resp.json()["error"]
     assert count("v2", "client_error") == before + 1
     resp = await client.post(V1, content=b"{nope", headers={"content-type": "application/json"})
-    assert resp.status_code == 400 and "Unrecognized request format" in resp.json()["error"]
+    assert resp.status_code == 400 and "request body: not valid JSON" in resp.json()["error"]
+    resp = await client.post(V2, json={"inputs": [{"name": "audio", "datatype": "INT16", "shape": [1]}]})
+    assert resp.status_code == 400 and "inputs[0].data: missing or not a list" in resp.json()["error"]
+    resp = await client.post(V2, json={"outputs": []})
+    assert resp.status_code == 400 and "expected a JSON object with an 'inputs' list" in resp.json()["error"]
+
+
+async def test_kserve_rest_path_without_the_fast_path_gives_the_same_answers(app, word, tmp_path):
+    """The fast path is an optimisation only: KServe's own endpoints must answer identically."""
+    plain = build_app(make_speech_model(write_tiny_recognizer(tmp_path / "t.onnx"), model_version=VERSION),
+                      fast_path=False)
+    v1 = {"instances": [{"audio_b64": b64(encode_wav(word))}]}
+    v2 = v2_body("INT16", [1, len(word)], word.tolist())
+    answers = []
+    for target in (app, plain):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=target), base_url="http://s") as c:
+            r1, r2 = await c.post(V1, json=v1), await c.post(V2, json=v2)
+            bad = await c.post(V2, json=v2_body("FP64", [1], [0.0]))
+        assert r1.headers["x-model-version"] == r2.headers["x-model-version"] == VERSION
+        outputs = {o["name"]: o["data"] for o in r2.json()["outputs"]}
+        answers.append((r1.json()["predictions"], outputs["label"], outputs["segments"], r2.json()["model_version"],
+                        bad.status_code, bad.json()["error"]))
+    assert answers[0] == answers[1]
 
 
 async def test_oversized_body_gets_413_before_decoding(client):

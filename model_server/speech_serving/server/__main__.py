@@ -6,10 +6,15 @@ Parses flags/env, loads one model version, serves HTTP on --host/--port until SI
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Concurrency comes from requests (batches on worker threads), not from BLAS: a multi-threaded
+    # OpenBLAS made the log-mel matmul 8x slower on a busy 2-core machine. Must precede numpy's import.
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
     from speech_serving.server.config import parse_settings
 
     settings = parse_settings(sys.argv[1:] if argv is None else argv)

@@ -20,6 +20,7 @@ from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 from kserve.protocol.rest.server import RESTServer
 
 from speech_serving.metrics import ServerMetrics
+from speech_serving.server.fastpath import FastInference
 from speech_serving.server.model import SpeechModel
 
 log = logging.getLogger("speech_serving.server")
@@ -46,8 +47,10 @@ def compute_outcome(status: int) -> str:
 class InferenceGate:
     """Pure ASGI middleware (no BaseHTTPMiddleware: it costs a task and a queue per request)."""
 
-    def __init__(self, app, metrics: ServerMetrics, version: str, max_request_bytes: int):
+    def __init__(self, app, metrics: ServerMetrics, version: str, max_request_bytes: int,
+                 fast: FastInference | None = None):
         self.app = app
+        self.fast = fast
         self.metrics = metrics
         self.version_header = (VERSION_HEADER, version.encode())
         self.max_request_bytes = max_request_bytes
@@ -71,6 +74,8 @@ class InferenceGate:
             body = await self._read_body(scope, receive)
             if body is None:
                 await self._reject_too_large(send_with_version)
+            elif self.fast is not None and self.fast.is_handled(scope):
+                await self.fast.handle(scope, body, send_with_version)
             else:
                 await self.app(scope, _replay(body), send_with_version)
         finally:
@@ -120,7 +125,7 @@ async def _client_error(_, exc):
     return JSONResponse(status_code=status, content={"error": str(exc)})
 
 
-def build_app(model: SpeechModel) -> InferenceGate:
+def build_app(model: SpeechModel, fast_path: bool = True) -> InferenceGate:
     """KServe's REST endpoints (v1, v2, health, metadata, /metrics) for one loaded model, wrapped in the gate."""
     if not model.ready:
         model.load()
@@ -138,7 +143,8 @@ def build_app(model: SpeechModel) -> InferenceGate:
     rest._add_exception_handlers(app)
     app.add_exception_handler(InvalidInput, _client_error)
     app.add_exception_handler(ModelNotFound, _client_error)
-    return InferenceGate(app, model.metrics, model.version, model.settings.max_request_bytes)
+    fast = FastInference(model) if fast_path else None
+    return InferenceGate(app, model.metrics, model.version, model.settings.max_request_bytes, fast)
 
 
 def build_uvicorn_server(model: SpeechModel) -> uvicorn.Server:

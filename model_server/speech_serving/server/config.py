@@ -26,7 +26,7 @@ class ServerSettings:
     max_clip_seconds: float = 30.0  # longer clips get 400
     max_request_bytes: int = 8 * 1024 * 1024  # larger bodies get 413
     max_batch: int = 16  # most clips one adaptive batch may hold
-    inference_threads: int = 1  # batches run at once (each on its own thread)
+    inference_threads: int = 2  # batches run at once, each on its own thread (ORT releases the GIL)
     ort_threads: int = 1  # onnxruntime intra-op threads per session
     log_level: str = "info"
 
