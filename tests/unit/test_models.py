@@ -65,6 +65,15 @@ def test_the_rollout_story_versions_are_all_shipped():
     assert {"v1", "v2", "v3", "v4"} <= set(VERSIONS)
 
 
+def test_model_lookup_helpers():
+    from speech_serving.models import compute_model_path, load_card
+
+    assert compute_model_path("v2") == MODELS / "v2.onnx" and compute_model_path("v2").exists()
+    assert load_card("v1")["version"] == "v1"
+    with pytest.raises(ValueError, match="model version: expected one of v1, v2"):
+        compute_model_path("v9")
+
+
 @pytest.mark.parametrize("version", VERSIONS)
 def test_model_io_is_dynamic_batch_and_frames(version):
     session = _session(version)
@@ -72,6 +81,9 @@ def test_model_io_is_dynamic_batch_and_frames(version):
     assert (inp.name, inp.type, inp.shape[1]) == ("features", "tensor(float)", 40)
     assert isinstance(inp.shape[0], str) and isinstance(inp.shape[2], str)
     assert (out.name, out.shape[1]) == ("probabilities", 12)
+    card = _card(version)
+    assert (card["input"]["name"], card["input"]["shape"][1]) == (inp.name, inp.shape[1])
+    assert (card["output"]["name"], card["output"]["shape"][1]) == (out.name, out.shape[1])
     for batch, frames in ((1, 98), (3, 150), (2, 20)):
         feats = np.random.default_rng(0).normal(-5, 3, (batch, 40, frames)).astype(np.float32)
         probs = session.run(None, {"features": feats})[0]
