@@ -125,3 +125,19 @@ def test_report_table_lists_each_version_and_slice():
                                     "mean_confidence": 0.9}}}}}
     text = loadgen.format_report(summary)
     assert "version v1" in text and "noisy" in text and "50.0%" in text and "ALL" in text
+
+
+async def test_cli_json_summary_with_shipped_clips(app, tmp_path):
+    """The CLI path the demo uses: shipped clip slices, a mix, a bound, a JSON file."""
+    import asyncio
+
+    out = tmp_path / "summary.json"
+    async with ServedApp(app) as served:
+        argv = ["--url", served.url, "--mix", "clean=1,silence=1", "--count", "6", "--rate", "0",
+                "--protocol", "v2", "--json", str(out)]
+        rc = await asyncio.to_thread(loadgen.main, argv)
+    assert rc == 0
+    summary = json.loads(out.read_text())
+    assert summary["requests"] == 6 and summary["protocol"] == "v2"
+    assert set(summary["versions"][VERSION]["slices"]) <= {"clean", "silence"}
+    assert summary["versions"][VERSION]["total"]["requests"] == 6

@@ -133,3 +133,53 @@ def test_window_is_one_second_centred_and_zero_padded():
     np.testing.assert_array_equal(w[6000:], clip[:10000])
     long = compute_window(clip, 0, 18000)  # longer than 1 s: the segment itself
     np.testing.assert_array_equal(long, clip[:18000])
+
+
+def shipped_slice(name: str):
+    from speech_serving.clips import load_clip_arrays
+
+    arrays = load_clip_arrays(name)
+    return [as_float(a) for a in arrays.audio], [str(x) for x in arrays.labels]
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from speech_serving.server.config import resolve_model_uri
+
+    return {v: load_pipeline(resolve_model_uri(f"builtin:{v}")) for v in ("v1", "v2", "v4")}
+
+
+def accuracy(pipe, clips, labels) -> float:
+    results, _ = pipe.run_batch(clips)
+    return sum(r.label == t for r, t in zip(results, labels)) / len(labels)
+
+
+def test_shipped_v2_through_the_server_pipeline_recognizes_known_clips(shipped):
+    clips, labels = shipped_slice("clean")
+    assert len(clips) >= 40
+    assert accuracy(shipped["v2"], clips, labels) >= 0.9
+    silence, truth = shipped_slice("silence")
+    assert accuracy(shipped["v2"], silence, truth) == 1.0
+
+
+def test_shipped_versions_keep_their_story_through_the_pipeline(shipped):
+    """v1 fails on noise (answers _silence_), v2 does not; v4 (off-by-one labels) is confidently wrong."""
+    noisy, truth = shipped_slice("noisy")
+    v1_answers, _ = shipped["v1"].run_batch(noisy)
+    assert sum(r.label == "_silence_" for r in v1_answers) / len(noisy) > 0.5
+    assert accuracy(shipped["v2"], noisy, truth) - accuracy(shipped["v1"], noisy, truth) > 0.4
+    clean, truth = shipped_slice("clean")
+    v4_answers, _ = shipped["v4"].run_batch(clean)
+    assert sum(r.label == t for r, t in zip(v4_answers, truth)) / len(clean) < 0.1
+    assert np.mean([r.confidence for r in v4_answers]) > 0.8
+
+
+def test_keyword_clip_answer_is_the_recognizers_answer_on_the_whole_clip(shipped):
+    from speech_serving import features
+
+    clips, _ = shipped_slice("young")
+    pipe = shipped["v2"]
+    results, _ = pipe.run_batch(clips)
+    probs = pipe.recognizer.compute_probabilities(features.compute_log_mel_batch(np.stack(clips)))
+    expected = [pipe.recognizer.labels[i] for i in probs.argmax(axis=1)]
+    assert [r.label for r in results] == expected
