@@ -1,0 +1,133 @@
+// Command loadgen is the router benchmark's load generator: a fixed-rate open loop (latency
+// measured from each request's scheduled time, so a stall is not hidden) or a closed loop for
+// maximum throughput. Prints one JSON object.
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+type result struct {
+	Mode       string  `json:"mode"`
+	Rate       float64 `json:"target_rps,omitempty"`
+	Requests   int     `json:"requests"`
+	Errors     int64   `json:"errors"`
+	DurationS  float64 `json:"duration_s"`
+	Throughput float64 `json:"throughput_rps"`
+	P50ms      float64 `json:"p50_ms"`
+	P90ms      float64 `json:"p90_ms"`
+	P99ms      float64 `json:"p99_ms"`
+	MaxMs      float64 `json:"max_ms"`
+}
+
+func main() {
+	url := flag.String("url", "", "target URL")
+	rate := flag.Float64("rate", 0, "requests per second (open loop); 0 = closed loop")
+	duration := flag.Duration("duration", 5*time.Second, "measurement time")
+	warmup := flag.Duration("warmup", time.Second, "unmeasured warm-up time")
+	conns := flag.Int("connections", 32, "closed loop: concurrent connections; open loop: max in flight")
+	bodyFile := flag.String("body-file", "", "request body file (POST)")
+	flag.Parse()
+	body, err := os.ReadFile(*bodyFile)
+	if err != nil || *url == "" {
+		fmt.Fprintln(os.Stderr, "loadgen: --url and a readable --body-file are required:", err)
+		os.Exit(2)
+	}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *conns * 2, DisableCompression: true}}
+	send := func() bool {
+		resp, err := client.Post(*url, "application/json", bytes.NewReader(body))
+		if err != nil {
+			return false
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	}
+	if *warmup > 0 {
+		closedLoop(send, *conns, *warmup)
+	}
+	var r result
+	if *rate > 0 {
+		r = openLoop(send, *rate, *conns, *duration)
+	} else {
+		r = closedLoop(send, *conns, *duration)
+	}
+	_ = json.NewEncoder(os.Stdout).Encode(r)
+}
+
+func summarize(mode string, lat []time.Duration, errors int64, elapsed time.Duration) result {
+	slices.Sort(lat)
+	q := func(p float64) float64 {
+		if len(lat) == 0 {
+			return 0
+		}
+		return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))].Microseconds()) / 1000
+	}
+	return result{Mode: mode, Requests: len(lat), Errors: errors, DurationS: elapsed.Seconds(),
+		Throughput: float64(len(lat)) / elapsed.Seconds(), P50ms: q(0.50), P90ms: q(0.90), P99ms: q(0.99), MaxMs: q(1)}
+}
+
+func closedLoop(send func() bool, conns int, d time.Duration) result {
+	var mu sync.Mutex
+	var all []time.Duration
+	var errors atomic.Int64
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mine []time.Duration
+			for time.Since(start) < d {
+				t := time.Now()
+				if !send() {
+					errors.Add(1)
+				}
+				mine = append(mine, time.Since(t))
+			}
+			mu.Lock()
+			all = append(all, mine...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return summarize("closed", all, errors.Load(), time.Since(start))
+}
+
+// openLoop starts request i at start + i/rate whatever happened before; latency counts from
+// that scheduled instant (no coordinated omission).
+func openLoop(send func() bool, rate float64, maxInFlight int, d time.Duration) result {
+	n := int(rate * d.Seconds())
+	lat := make([]time.Duration, n)
+	var errors atomic.Int64
+	slots := make(chan struct{}, maxInFlight)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range n {
+		at := start.Add(time.Duration(float64(i) / rate * float64(time.Second)))
+		time.Sleep(time.Until(at))
+		slots <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			if !send() {
+				errors.Add(1)
+			}
+			lat[i] = time.Since(at)
+		}()
+	}
+	wg.Wait()
+	r := summarize("open", lat, errors.Load(), time.Since(start))
+	r.Rate = rate
+	return r
+}
