@@ -60,9 +60,15 @@ def _cleanup_actions(tick: Tick, new: RolloutStatus) -> list[Action]:
     """Scale down or delete versions nothing routes to - judged on the persisted status too,
     because the router may still be acting on it until this tick's write lands."""
     actions: list[Action] = []
+    persisted = tick.persisted
     retained = {new.stable_version, new.candidate_version, new.previous_stable_version}
+    # Until this tick's status is written, the persisted one may still be acted on (a crash
+    # right now, then an abort): keep what it could route to again.
+    protected = {new.stable_version, persisted.stable_version}
+    if persisted.phase in _IN_FLIGHT:
+        protected.add(persisted.candidate_version)
     for version, w in sorted(tick.observations.workloads.items()):
-        if not w.exists or version == new.stable_version:
+        if not w.exists or version in protected:
             continue
         if tick.persisted.traffic.routes_to(version) or new.traffic.routes_to(version):
             continue

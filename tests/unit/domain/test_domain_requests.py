@@ -138,3 +138,23 @@ def test_a_new_version_applied_while_paused_gets_no_traffic_until_resumed():
     world.run_until(lambda w: w.status.traffic.candidate_weight == 10)
     world.run_until_phase(Phase.HEALTHY)
     assert world.status.stable_version == "v2"
+
+
+def test_old_stable_survives_a_crash_during_promotion_followed_by_an_abort():
+    """Found by the random walks: finalizing a promotion must not scale down the old stable
+    in the same tick, because if that status write is lost an abort routes back to it."""
+    world = in_rollout()
+    world.request("promoteFull")
+    world.tick(timedelta(seconds=1))
+    assert world.status.phase is Phase.PROMOTING
+    saved = world.status
+    decision = world.tick()  # finalizes the promotion ... but the write is lost:
+    assert decision.status.phase is Phase.HEALTHY
+    assert not any(getattr(a, "version", None) == "v1" and type(a).__name__ == "ScaleDownVersion"
+                   for a in decision.actions)
+    world.status = saved
+    world.request("abort")
+    world.tick()
+    assert world.status.phase is Phase.ROLLING_BACK
+    assert world.status.traffic.stable.version == "v1"
+    assert world.workloads["v1"].ready_replicas == 2

@@ -80,7 +80,10 @@ def test_shadow_mirrors_without_user_traffic_and_stops_with_a_report():
     assert s.stable_version == "v1" and s.traffic.candidate is None and s.traffic.mirror is None
     assert "agreement 0.97" in s.message and "not promoted" in s.message
     assert s.history[-1].outcome == "Stopped"
-    assert any(ScaleDownVersion("v2") in d.actions for d in world.decisions)
+    # Scaled down on the next tick, once the Stopped status is the persisted one.
+    assert ScaleDownVersion("v2") not in world.decisions[-1].actions
+    world.tick()
+    assert ScaleDownVersion("v2") in world.decisions[-1].actions
     assert world.workloads["v2"].desired_replicas == 0
     agreement = [q for q in world.queries if q.metric == "agreement"][0]
     assert 'stable_version="v1"' in agreement.query and 'candidate_version="v2"' in agreement.query
