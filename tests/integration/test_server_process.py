@@ -108,6 +108,7 @@ def test_bad_flag_values_exit_with_a_message():
     out = subprocess.run([str(SERVER), "--port", "http"], capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and "--port='http' is not a valid int" in out.stderr
     out = subprocess.run([str(SERVER), "--model-uri", "builtin:v99"], capture_output=True, text=True, timeout=60)
-    assert out.returncode != 0 and "no shipped model 'v99'" in out.stderr
+    assert out.returncode != 0 and "model 'builtin:v99'" in out.stderr and "is not shipped" in out.stderr
     out = subprocess.run([str(SERVER), "--max-batch", "0"], capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and "--max-batch=0 is invalid; expected an integer 1..256" in out.stderr
+

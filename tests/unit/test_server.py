@@ -192,3 +192,34 @@ async def test_health_metadata_and_version_header_everywhere(client):
     assert meta["name"] == "speech-commands"
     assert [o["name"] for o in meta["outputs"]] == ["label", "confidence", "segments"]
     assert (await client.get("/v2/models/nope/ready")).status_code == 404
+
+
+def test_settings_flags_beat_env_and_empty_model_uri_means_the_version():
+    from speech_serving.server.config import parse_settings, resolve_model_uri
+
+    env = {"SPEECH_SERVER_MODEL_VERSION": "v1", "SPEECH_SERVER_PORT": "9000", "SPEECH_SERVER_MAX_BATCH": "4"}
+    settings = parse_settings(["--port", "9100"], environ=env)
+    assert (settings.model_version, settings.port, settings.max_batch) == ("v1", 9100, 4)
+    assert resolve_model_uri(settings.effective_model_uri).name == "v1.onnx"
+    explicit = parse_settings(["--model-version", "v1", "--model-uri", "builtin:v2"], environ={})
+    assert resolve_model_uri(explicit.effective_model_uri).name == "v2.onnx"
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["--port", "0"], {}, "--port=0 is invalid; expected a TCP port 1..65535"),
+        (["--max-clip-seconds", "-1"], {}, "--max-clip-seconds=-1.0 is invalid"),
+        ([], {"SPEECH_SERVER_PORT": "eighty"}, "SPEECH_SERVER_PORT='eighty' is not a valid int"),
+        (["--model-name", "a/b"], {}, "--model-name='a/b' is invalid"),
+        (["--model-version", "v42"], {}, "model 'builtin:v42' (--model-uri, or builtin:<--model-version>"),
+        (["--model-uri", "/nonexistent/m.onnx"], {}, "--model-uri='/nonexistent/m.onnx': file not found"),
+        (["--log-level", "loud"], {}, "--log-level='loud' is invalid; expected debug, info, warning or error"),
+    ],
+)
+def test_invalid_settings_exit_with_a_message_naming_the_flag(argv, env, message):
+    from speech_serving.server.config import parse_settings
+
+    with pytest.raises(SystemExit) as err:
+        parse_settings(argv, environ=env)
+    assert message in str(err.value)

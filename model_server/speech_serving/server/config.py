@@ -20,7 +20,7 @@ class ServerSettings:
 
     model_name: str = "speech-commands"  # the name in /v1/models/<name> and /v2/models/<name>
     model_version: str = "v2"  # reported in responses, the x-model-version header and metric labels
-    model_uri: str = "builtin:v2"  # builtin:<version> for a shipped model, or a path to an .onnx file
+    model_uri: str = ""  # builtin:<version> or a path to an .onnx file; empty = builtin:<model_version>
     host: str = "127.0.0.1"
     port: int = 8080
     max_clip_seconds: float = 30.0  # longer clips get 400
@@ -30,11 +30,17 @@ class ServerSettings:
     ort_threads: int = 1  # onnxruntime intra-op threads per session
     log_level: str = "info"
 
+    @property
+    def effective_model_uri(self) -> str:
+        """An empty --model-uri serves the shipped model named like --model-version (the operator relies on it)."""
+        return self.model_uri or f"builtin:{self.model_version}"
+
 
 _HELP = {
     "model_name": "model name served under /v1/models/<name> and /v2/models/<name>",
     "model_version": "version string reported in responses, headers and metric labels",
-    "model_uri": "builtin:<version> for a model shipped in speech_serving/models, or a path to an ONNX file",
+    "model_uri": "builtin:<version> for a model shipped in speech_serving/models, or a path to an ONNX file;"
+                 " empty means builtin:<model-version>",
     "host": "address to bind (the pod IP in a cluster)",
     "port": "TCP port for HTTP",
     "max_clip_seconds": "longest accepted clip in seconds",
@@ -96,20 +102,21 @@ def validate_settings(s: ServerSettings) -> None:
         if not ok:
             value = getattr(s, flag[2:].replace("-", "_"))
             raise SystemExit(f"speech-server: {flag}={value!r} is invalid; expected {expected}")
-    resolve_model_uri(s.model_uri)
+    resolve_model_uri(s.effective_model_uri)
 
 
 def resolve_model_uri(uri: str) -> Path:
     """builtin:<version> → the shipped ONNX file; anything else is a path that must exist."""
     if uri.startswith("builtin:"):
         version = uri.split(":", 1)[1]
-        candidates = [MODELS_DIR / f"{version}.onnx", MODELS_DIR / version / "model.onnx"]
-        candidates += sorted(MODELS_DIR.glob(f"*{version}*.onnx")) if version else []
-        for path in candidates:
-            if path.is_file():
+        for path in (MODELS_DIR / f"{version}.onnx", MODELS_DIR / version / "model.onnx"):
+            if version and "/" not in version and path.is_file():
                 return path
         shipped = sorted(p.stem for p in MODELS_DIR.glob("*.onnx")) if MODELS_DIR.is_dir() else []
-        raise SystemExit(f"speech-server: --model-uri={uri!r}: no shipped model {version!r}; shipped: {shipped}")
+        raise SystemExit(
+            f"speech-server: model {uri!r} (--model-uri, or builtin:<--model-version> when it is empty) "
+            f"is not shipped; shipped versions: {shipped}, or pass --model-uri=/path/to/model.onnx"
+        )
     path = Path(uri.removeprefix("file://"))
     if not path.is_file():
         raise SystemExit(f"speech-server: --model-uri={uri!r}: file not found (expected builtin:<version> or an .onnx path)")

@@ -39,7 +39,7 @@ class SpeechModel(Model):
 
     def load(self) -> bool:
         if self.pipeline is None:
-            self.pipeline = load_pipeline(resolve_model_uri(self.settings.model_uri), self.settings.ort_threads)
+            self.pipeline = load_pipeline(resolve_model_uri(self.settings.effective_model_uri), self.settings.ort_threads)
         self.metrics = ServerMetrics(self.name, self.version, self.pipeline.recognizer.labels)
         self.batcher = AdaptiveBatcher(
             self.pipeline, self.settings.max_batch, self.settings.inference_threads, self.metrics.observe_batch
