@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from .analysis import Criteria, Evaluation, Measurement, Verdict, evaluate, worst
 from .context import Tick, warning
 from .actions import EmitEvent
+from .phases import Phase
 from .spec import AnalysisSpec, MetricSpec, RolloutSpec
 from .status import AnalysisStatus, MetricStatus, RolloutStatus
 
@@ -35,6 +36,9 @@ def decide_analysis_round(
     analysis = tick.spec.analysis
     assert analysis is not None
     previous = {m.name: m for m in status.analysis.metrics}
+    # Waiting for a person is not waiting for evidence: quiet traffic during an approval
+    # pause must not time the rollout out (failures and errors still count).
+    count_inconclusive = status.phase is not Phase.PAUSED
     results: list[tuple[MetricStatus, Evaluation]] = []
     for metric in tick.spec.metrics:
         criteria = _criteria(metric, analysis)
@@ -43,7 +47,7 @@ def decide_analysis_round(
         stable = observed.stable if observed else None
         ev = evaluate(candidate, criteria, stable)
         old = previous.get(metric.name, MetricStatus(metric.name, criteria.describe()))
-        results.append((_count(old, criteria, ev, candidate, stable), ev))
+        results.append((_count(old, criteria, ev, candidate, stable, count_inconclusive), ev))
     verdict = worst(ev.verdict for _, ev in results)
     new_analysis = AnalysisStatus(
         metrics=tuple(m for m, _ in results), last_verdict=verdict, last_check_at=tick.now,
@@ -62,14 +66,14 @@ def _criteria(metric: MetricSpec, analysis: AnalysisSpec) -> Criteria:
 
 
 def _count(old: MetricStatus, criteria: Criteria, ev: Evaluation, candidate: Measurement,
-           stable: Measurement | None) -> MetricStatus:
+           stable: Measurement | None, count_inconclusive: bool) -> MetricStatus:
     v = ev.verdict
     return replace(
         old, threshold=criteria.describe(), verdict=v, value=candidate.value,
         stable_value=stable.value if stable is not None else None, samples=candidate.samples,
         message=ev.message,
         failures=old.failures + (v is Verdict.FAIL),
-        inconclusives=old.inconclusives + (v is Verdict.INCONCLUSIVE),
+        inconclusives=old.inconclusives + (v is Verdict.INCONCLUSIVE and count_inconclusive),
         # Only an unbroken streak of errors counts: one good answer shows Prometheus is back.
         consecutive_errors=old.consecutive_errors + 1 if v is Verdict.ERROR else 0)
 

@@ -158,3 +158,16 @@ def test_old_stable_survives_a_crash_during_promotion_followed_by_an_abort():
     assert world.status.phase is Phase.ROLLING_BACK
     assert world.status.traffic.stable.version == "v1"
     assert world.workloads["v1"].ready_replicas == 2
+
+
+def test_quiet_traffic_during_an_approval_pause_does_not_time_the_rollout_out():
+    world = in_rollout(MANUAL)
+    world.run_until_phase(Phase.PAUSED)
+    world.metrics = lambda q: Measurement.of(0.0, samples=2)  # night: hardly any requests
+    for _ in range(40):
+        world.tick(timedelta(minutes=1))
+    assert world.status.phase is Phase.PAUSED
+    assert all(m.inconclusives == 0 for m in world.status.analysis.metrics)
+    world.metrics = lambda q: Measurement.of(0.9, samples=500)  # but a real failure still counts
+    world.run_until_phase(Phase.ROLLING_BACK)
+    assert world.status.reason == "AnalysisFailed"
