@@ -77,7 +77,8 @@ def compute_replicas(spec: RolloutSpec, index: int | None) -> int:
     return spec.server.replicas
 
 
-def compute_with_history(spec: RolloutSpec, status: RolloutStatus, entry: HistoryEntry) -> RolloutStatus:
+def compute_with_history(spec: RolloutSpec, status: RolloutStatus,
+                         entry: HistoryEntry) -> RolloutStatus:
     """History is bounded by spec.historyLimit; the oldest entries go first."""
     history = (*status.history, entry)[-spec.history_limit:]
     return replace(status, history=history)

@@ -25,7 +25,7 @@ _AFTER = (Phase.ROLLING_BACK, Phase.ROLLED_BACK, Phase.STOPPED)
 
 
 def compute_standing_actions(tick: Tick, new: RolloutStatus) -> list[Action]:
-    spec, persisted = tick.spec, tick.persisted
+    spec = tick.spec
     actions: list[Action] = []
     router = spec.traffic_routing.router
     if router is not None:

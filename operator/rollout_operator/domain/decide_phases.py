@@ -139,7 +139,7 @@ def decide_promoting(tick: Tick, status: RolloutStatus) -> Outcome:
     out = Outcome(status)
     if "abort" in tick.pending:
         return decide_rollback(tick, status, out.then(status, used="abort"), "Aborted",
-                        f"aborted by {tick.by} during promotion", by=tick.by)
+                               f"aborted by {tick.by} during promotion", by=tick.by)
     new, old = status.candidate_version or "", status.stable_version
     delay = getattr(tick.spec.strategy, "scale_down_delay", None)
     msg = (f"promoted {new}: 100% of traffic after {status.step_count} steps; "

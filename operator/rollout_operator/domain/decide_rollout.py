@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .context import Outcome, Tick, compute_with_history, compute_history_entry, normal, compute_replicas
+from .context import (Outcome, Tick, compute_history_entry, compute_replicas, compute_with_history,
+                      normal)
 from .decide_analysis import decide_analysis_round
 from .decide_phases import decide_rollback
 from .decide_steps import (compute_step_deadline, compute_traffic, describe_gates,
@@ -17,18 +18,16 @@ from .steps import Pause, Promote, Stop
 
 
 def decide_in_flight(tick: Tick, status: RolloutStatus) -> Outcome:
+    """Abort and superseding first, then the due analysis round, pauses, and the step cursor."""
     out = Outcome(status)
-    spec, candidate = tick.spec, status.candidate_version
+    spec = tick.spec
     if "abort" in tick.pending:
         out = out.then(status, used="abort")
-        return decide_rollback(tick, status, out, "Aborted", f"aborted by {tick.by} at "
-                        f"{describe_position(spec, status)}", by=tick.by)
-    if spec.model.version != candidate:
-        why = (f"spec.model.version is back to {status.stable_version}"
-               if spec.model.version == status.stable_version
-               else f"spec.model.version changed to {spec.model.version}")
-        return decide_rollback(tick, status, out, "Superseded", f"{why} while rolling out {candidate}",
-                        outcome="Superseded")
+        return decide_rollback(tick, status, out, "Aborted",
+                               f"aborted by {tick.by} at {describe_position(spec, status)}",
+                               by=tick.by)
+    if spec.model.version != status.candidate_version:
+        return decide_superseded(tick, status, out)
     if is_check_due(spec, status, tick.now):
         status, events, limit = decide_analysis_round(tick, status)
         out = out.then(status, *events)
@@ -37,12 +36,7 @@ def decide_in_flight(tick: Tick, status: RolloutStatus) -> Outcome:
     if spec.paused:
         return decide_user_paused(tick, status, out)
     if status.phase is Phase.PAUSED and status.paused_by == "spec.paused":
-        # Resuming restarts the current step's clock (and the wait for Ready, if still waiting).
-        started = status.step_started_at is not None
-        status = replace(status, phase=Phase.PROGRESSING, paused_by="", reason="Resumed",
-                         step_started_at=tick.now if started else None,
-                         rollout_started_at=status.rollout_started_at if started else tick.now,
-                         message=f"resumed at {describe_position(spec, status)}")
+        status = compute_resumed(tick, status)
         out = out.then(status, normal("Resumed", status.message))
     if status.step_started_at is None:
         return decide_candidate_start(tick, status, out)
@@ -51,12 +45,31 @@ def decide_in_flight(tick: Tick, status: RolloutStatus) -> Outcome:
         if out.status.phase is Phase.PROMOTING:
             return out
     if "promote" in tick.pending:
-        step = spec.steps[status.current_step_index or 0]
+        index = status.current_step_index or 0
         out = out.then(status, normal("PromoteRequested", f"{tick.by} skipped "
                                       f"{describe_position(spec, status)}"), used="promote")
-        if not isinstance(step, (Promote, Stop)):
-            return decide_enter_step(tick, status, (status.current_step_index or 0) + 1, out)
+        if not isinstance(spec.steps[index], (Promote, Stop)):
+            return decide_enter_step(tick, status, index + 1, out)
     return decide_step(tick, status, out)
+
+
+def decide_superseded(tick: Tick, status: RolloutStatus, out: Outcome) -> Outcome:
+    """spec.model.version moved on (or back) mid-rollout: abandon the candidate first."""
+    version, stable = tick.spec.model.version, status.stable_version
+    why = (f"spec.model.version is back to {stable}" if version == stable
+           else f"spec.model.version changed to {version}")
+    return decide_rollback(tick, status, out, "Superseded",
+                           f"{why} while rolling out {status.candidate_version}",
+                           outcome="Superseded")
+
+
+def compute_resumed(tick: Tick, status: RolloutStatus) -> RolloutStatus:
+    """Resuming restarts the current step's clock (and the wait for Ready, if still waiting)."""
+    started = status.step_started_at is not None
+    return replace(status, phase=Phase.PROGRESSING, paused_by="", reason="Resumed",
+                   step_started_at=tick.now if started else None,
+                   rollout_started_at=status.rollout_started_at if started else tick.now,
+                   message=f"resumed at {describe_position(tick.spec, status)}")
 
 
 def decide_candidate_start(tick: Tick, status: RolloutStatus, out: Outcome) -> Outcome:
@@ -70,8 +83,8 @@ def decide_candidate_start(tick: Tick, status: RolloutStatus, out: Outcome) -> O
     started = status.rollout_started_at or tick.now
     if tick.now >= started + spec.progress_deadline:
         return decide_rollback(tick, status, out, "ProgressDeadlineExceeded",
-                        f"{version} not Ready within progressDeadline "
-                        f"({w.ready_replicas}/{replicas} pods ready)")
+                               f"{version} not Ready within progressDeadline "
+                               f"({w.ready_replicas}/{replicas} pods ready)")
     return out
 
 
@@ -163,9 +176,9 @@ def decide_deadline(tick: Tick, status: RolloutStatus, out: Outcome) -> Outcome:
         return out
     w = tick.workload(status.candidate_version)
     return decide_rollback(tick, status, out, "ProgressDeadlineExceeded",
-                    f"{describe_position(tick.spec, status)} did not complete within "
-                    f"progressDeadline (candidate {w.ready_replicas} pods ready; "
-                    f"last check: {describe_gates(status)})")
+                           f"{describe_position(tick.spec, status)} did not complete within "
+                           f"progressDeadline (candidate {w.ready_replicas} pods ready; "
+                           f"last check: {describe_gates(status)})")
 
 
 def decide_promote_step(tick: Tick, status: RolloutStatus, out: Outcome) -> Outcome:
