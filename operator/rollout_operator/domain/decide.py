@@ -58,6 +58,10 @@ def decide(spec: RolloutSpec, status: RolloutStatus, observations: Observations,
     ignored = tuple(_ignored_request(tick, out.status, kind)
                     for kind in sorted(tick.pending - out.used))
     new = _finish_status(tick, out.status)
+    if out.used:
+        # Who asked for what, and when: acted-on requests only (ignored ones are events).
+        names = ", ".join(REQUEST_NAMES[k] for k in sorted(out.used))
+        new = replace(new, last_request=f"{names} by {tick.by}", last_request_at=now)
     actions = (*compute_standing_actions(tick, new), *out.events, *ignored)
     return Decision(status=new, actions=tuple(actions), requeue_after=compute_requeue(tick, new))
 

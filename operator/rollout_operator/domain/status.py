@@ -130,7 +130,9 @@ class RolloutStatus:
     history: tuple[HistoryEntry, ...] = ()
     handled_requests: HandledRequests = HandledRequests()
     suspended_phase: Phase | None = None  # the phase to return to when leaving Invalid
-    paused_by: str = ""  # who paused or must approve, for kubectl modelrollout status
+    paused_by: str = ""  # what holds a Paused rollout: "step" or "spec.paused"
+    last_request: str = ""  # the latest request acted on, e.g. "promote by carol"
+    last_request_at: datetime | None = None
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)

@@ -46,6 +46,8 @@ def status_to_dict(s: RolloutStatus) -> dict[str, Any]:
                             "retry": s.handled_requests.retry},
         "suspendedPhase": s.suspended_phase.value if s.suspended_phase else None,
         "pausedBy": s.paused_by,
+        "lastRequest": s.last_request,
+        "lastRequestAt": to_rfc3339(s.last_request_at),
     }
 
 
@@ -84,6 +86,8 @@ def status_from_dict(d: Mapping[str, Any] | None) -> RolloutStatus:
             retry=_int(requests.get("retry")) or 0),
         suspended_phase=_enum(Phase, d.get("suspendedPhase")),
         paused_by=_str(d.get("pausedBy")),
+        last_request=_str(d.get("lastRequest")),
+        last_request_at=from_rfc3339(d.get("lastRequestAt")),
     )
 
 

@@ -108,7 +108,8 @@ statuses = st.builds(
     conditions=st.lists(condition, max_size=4).map(tuple),
     history=st.lists(history, max_size=3).map(tuple),
     handled_requests=st.builds(HandledRequests, *[st.integers(0, 99)] * 4),
-    suspended_phase=maybe(st.sampled_from(Phase)), paused_by=st.sampled_from(["", "step"]))
+    suspended_phase=maybe(st.sampled_from(Phase)), paused_by=st.sampled_from(["", "step"]),
+    last_request=st.text(max_size=20), last_request_at=maybe(seconds))
 
 
 @settings(max_examples=200, deadline=None)

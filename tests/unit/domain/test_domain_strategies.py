@@ -57,6 +57,8 @@ def test_blue_green_without_auto_promote_waits_for_a_person():
     world.run_until_phase(Phase.HEALTHY)
     assert world.status.stable_version == "v2"
     assert any(e.reason == "PromoteRequested" and "carol" in e.message for e in world.events)
+    assert world.status.last_request == "promote by carol"
+    assert world.status.last_request_at is not None
 
 
 def test_blue_green_preview_replicas_scale_up_before_the_switch():
