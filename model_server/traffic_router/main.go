@@ -106,8 +106,12 @@ func startSources(ctx context.Context, cfg settings.Settings, router *proxy.Rout
 			return err
 		}
 	}
-	if !st.HasEndpoints {
+	switch {
+	case st.HasEndpoints:
+		return nil
+	case cfg.EndpointsSource == "pods":
+		return source.StartPodWatch(ctx, rc, cfg.Namespace, cfg.Rollout, router, log)
+	default:
 		return source.StartEndpointWatch(ctx, rc, cfg.Namespace, cfg.Rollout, router, log)
 	}
-	return nil
 }

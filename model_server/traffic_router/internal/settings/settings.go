@@ -21,6 +21,7 @@ type Settings struct {
 	Host               string        // bind address (the pod IP in a cluster)
 	Port               int           // bind port
 	StaticConfig       string        // JSON file replacing the watch (split and/or endpoints); empty = watch only
+	EndpointsSource    string        // "endpointslices" (default) or "pods" (ready pods by label)
 	StableVersion      string        // fallback stable version when the status cannot be read
 	InitialSyncTimeout time.Duration // wait this long for the status before deciding the safe default
 	MaxRequestBytes    int64         // larger request bodies get 413
@@ -50,6 +51,7 @@ func newFlagSet(s *Settings) *flag.FlagSet {
 	fs.StringVar(&s.Host, "host", "127.0.0.1", "address to listen on")
 	fs.IntVar(&s.Port, "port", 8080, "port to listen on")
 	fs.StringVar(&s.StaticConfig, "static-config", "", "JSON file with traffic and/or endpoints, re-read on change (replaces the watch for what it holds)")
+	fs.StringVar(&s.EndpointsSource, "endpoints-source", "endpointslices", "where backends come from: endpointslices (of Service <rollout>-<version>) or pods (ready pods labelled modelrollout.dev/rollout and /version)")
 	fs.StringVar(&s.StableVersion, "stable-version", "", "version that gets all traffic when the ModelRollout status cannot be read")
 	fs.DurationVar(&s.InitialSyncTimeout, "initial-sync-timeout", 5*time.Second, "how long to wait for the status before routing all traffic to --stable-version")
 	fs.Int64Var(&s.MaxRequestBytes, "max-request-bytes", 8<<20, "largest request body accepted (413 above)")
@@ -149,6 +151,9 @@ func (s Settings) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		bad("log-level", "expected one of debug|info|warn|error, got %q", s.LogLevel)
+	}
+	if s.EndpointsSource != "endpointslices" && s.EndpointsSource != "pods" {
+		bad("endpoints-source", "expected endpointslices or pods, got %q", s.EndpointsSource)
 	}
 	if s.StableVersion != "" && !isDNSLabel(s.StableVersion) {
 		bad("stable-version", "%q is not a valid version name (lowercase letters, digits and '-')", s.StableVersion)

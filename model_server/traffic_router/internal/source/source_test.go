@@ -5,7 +5,9 @@ import (
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -45,5 +47,23 @@ func TestParseStatic(t *testing.T) {
 		if _, err := ParseStatic([]byte(in)); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: got %v want %q", in, err, want)
 		}
+	}
+}
+
+func TestComputePodAddrs(t *testing.T) {
+	ready := corev1.PodStatus{PodIP: "127.1.0.5", Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
+	notReady := corev1.PodStatus{PodIP: "127.1.0.6", Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionFalse}}}
+	named := corev1.PodSpec{Containers: []corev1.Container{{Ports: []corev1.ContainerPort{{Name: "metrics", ContainerPort: 9090}, {Name: "http", ContainerPort: 9000}}}}}
+	now := metav1.Now()
+	pods := []*corev1.Pod{
+		{Spec: named, Status: ready},
+		{Status: notReady},
+		{ObjectMeta: metav1.ObjectMeta{DeletionTimestamp: &now}, Status: ready},
+		{Status: corev1.PodStatus{PodIP: "127.1.0.7", Conditions: ready.Conditions}},
+		{Status: corev1.PodStatus{Conditions: ready.Conditions}}, // no IP yet
+	}
+	got := ComputePodAddrs(pods)
+	if !reflect.DeepEqual(got, []string{"127.1.0.5:9000", "127.1.0.7:8080"}) {
+		t.Fatalf("got %v", got)
 	}
 }
