@@ -1,0 +1,59 @@
+"""The standing actions each tick asks for: level-based ensures in a fixed order, the right
+provider, and clean-up only of versions nothing (persisted or new) can route to."""
+
+import pytest
+
+from domain_sim import CANARY, World, with_version
+from rollout_operator.domain import (DeleteVersion, EmitEvent, EnsureRouter, EnsureVersion, Phase,
+                                     Role, ScaleDownVersion, SetTraffic, WorkloadState)
+
+pytestmark = pytest.mark.unit
+
+GATEWAY = {**CANARY, "trafficRouting": {"gatewayAPI": {"httpRoute": "speech"}}}
+
+
+def kinds(decision):
+    return [type(a).__name__ for a in decision.actions]
+
+
+def test_every_tick_repeats_the_ensures_in_a_fixed_order():
+    world = World({**CANARY, "trafficRouting": {"router": {"stickyHeader": "x-user"}}})
+    world.run_until_phase(Phase.HEALTHY)
+    world.set_spec(with_version(world.spec_dict, "v2"))
+    world.run_until(lambda w: w.status.traffic.candidate_weight == 10)
+    d = world.tick()
+    assert kinds(d)[:4] == ["EnsureRouter", "EnsureVersion", "EnsureVersion", "SetTraffic"]
+    assert d.actions[0] == EnsureRouter("modelrollout/router:dev", 1, "x-user")
+    assert d.actions[1] == EnsureVersion("v1", "file:///models/v1.onnx", 2, Role.STABLE)
+    assert d.actions[2] == EnsureVersion("v2", "file:///models/v2.onnx", 2, Role.CANDIDATE)
+    assert d.actions[3].candidate.weight == 10 and d.actions[3].stable.weight == 90
+    events = [i for i, a in enumerate(d.actions) if isinstance(a, EmitEvent)]
+    assert all(i >= 4 for i in events)  # events describe what the ensures did
+
+
+def test_gateway_api_rollouts_get_no_router_and_still_a_split_every_tick():
+    world = World(GATEWAY)
+    world.run_until_phase(Phase.HEALTHY)
+    d = world.tick()
+    assert not any(isinstance(a, EnsureRouter) for a in d.actions)
+    assert SetTraffic(stable=d.status.traffic.stable) in d.actions
+
+
+def test_only_versions_of_this_rollout_that_nothing_needs_are_deleted():
+    world = World(CANARY)
+    world.run_until_phase(Phase.HEALTHY)
+    world.workloads["v0"] = WorkloadState(True, 2, 2, True)  # left over from long ago
+    d = world.tick()
+    assert DeleteVersion("v0") in d.actions
+    assert not any(isinstance(a, (DeleteVersion, ScaleDownVersion)) and a.version == "v1"
+                   for a in d.actions)
+
+
+def test_nothing_is_scaled_down_twice():
+    world = World(CANARY)
+    world.run_until_phase(Phase.HEALTHY)
+    world.set_spec(with_version(CANARY, "v2"))
+    world.run_until_phase(Phase.HEALTHY)
+    world.run(3)
+    downs = [a for d in world.decisions for a in d.actions if isinstance(a, ScaleDownVersion)]
+    assert downs == [ScaleDownVersion("v1")]
