@@ -215,3 +215,32 @@ def test_relative_threshold_fails_when_candidate_is_worse_than_stable_by_more_th
     same = [q for q in world.queries if q.role.value == "stable"][0]
     cand = [q for q in world.queries if q.role.value == "candidate"][0]
     assert same.query.replace('version="v1"', 'version="v2"') == cand.query
+
+
+def test_a_step_held_by_inconclusive_checks_ends_at_its_deadline():
+    spec = {**CANARY, "analysis": {**CANARY["analysis"], "inconclusiveLimit": 1000}}
+    world = healthy_world(spec)
+    world.set_spec(with_version(spec, "v2"))
+    world.run_until(lambda w: w.status.traffic.candidate_weight == 10)
+    entered = world.status.step_started_at
+    world.metrics = lambda q: Measurement.of(0.0, samples=7)
+    world.run_until_phase(Phase.ROLLING_BACK)
+    assert world.status.reason == "ProgressDeadlineExceeded"
+    assert world.now - entered >= timedelta(minutes=5)
+    assert "step 1/5 (setWeight 10) did not complete within progressDeadline" in world.status.message
+    assert "7 samples < minSamples 50" in world.status.message or "n=7" in world.status.message
+
+
+@pytest.mark.parametrize("on_no_data, outcome", [("fail", Phase.ROLLED_BACK),
+                                                  ("pass", Phase.HEALTHY)])
+def test_no_data_in_a_rollout_follows_on_no_data(on_no_data, outcome):
+    spec = {**CANARY, "analysis": {**CANARY["analysis"], "onNoData": on_no_data}}
+    world = healthy_world(spec)
+    world.set_spec(with_version(spec, "v2"))
+    world.metrics = lambda q: Measurement.no_data()
+    world.run_until(lambda w: w.status.phase in (Phase.ROLLED_BACK, Phase.HEALTHY))
+    assert world.status.phase is outcome
+    if outcome is Phase.ROLLED_BACK:
+        assert "no data for candidate (onNoData: fail)" in world.status.message
+    else:  # the user said no data is fine: it promotes (a query *error* never would)
+        assert world.status.stable_version == "v2"
