@@ -1,0 +1,352 @@
+"""The router's Kubernetes watch against the testbed's real API server: split from a ModelRollout's
+status, endpoints from EndpointSlices, minimal RBAC, API blips, unreadable status -> all to stable."""
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from e2e import scenario
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+from router_fixtures import build_router, start_router  # noqa: E402
+
+pytestmark = pytest.mark.integration
+ROLLOUT = "speech"
+CRD = Path(__file__).resolve().parents[2] / "crds" / "modelrollout.dev_modelrollouts.yaml"
+
+
+@pytest.fixture(scope="module")
+def tb() -> scenario.Cluster:
+    cluster = scenario.ensure_testbed(start=True)
+    images = scenario.run_tool(cluster, cluster.kubectl, "get", "pods", "-A", "-o",
+                               "jsonpath={.items[*].spec.containers[0].image}").stdout
+    if "modelrollout/operator:dev" in images:
+        pytest.fail("a helm-installed operator would rewrite these tests' ModelRollout status; "
+                    "`helm uninstall` it (or `make cluster-down`) first")
+    scenario.run_tool(cluster, cluster.kubectl, "apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    scenario.run_tool(cluster, cluster.kubectl, "wait", "--for=condition=Established", "--timeout=60s",
+                      "crd/modelrollouts.modelrollout.dev")
+    return cluster
+
+
+def kubectl(tb, *args: str, stdin: str | None = None) -> str:
+    return scenario.run_tool(tb, tb.kubectl, *args, stdin=stdin).stdout
+
+
+def apply(tb, obj: dict) -> None:
+    kubectl(tb, "apply", "-f", "-", stdin=yaml.safe_dump(obj))
+
+
+@pytest.fixture
+def ns(tb):
+    name = f"router-{uuid.uuid4().hex[:8]}"
+    scenario.ensure_namespace(tb, name)
+    yield name
+    scenario.run_tool(tb, tb.kubectl, "delete", "namespace", name, "--wait=false", check=False)
+
+
+def set_traffic(tb, ns: str, traffic: dict) -> None:
+    kubectl(tb, "-n", ns, "patch", "modelrollout", ROLLOUT, "--subresource=status", "--type=merge",
+            "-p", json.dumps({"status": {"traffic": traffic}}))
+
+
+def create_rollout(tb, ns: str, traffic: dict, sticky: str | None = None) -> None:
+    router = {"stickyHeader": sticky} if sticky else {}
+    apply(tb, {"apiVersion": "modelrollout.dev/v1alpha1", "kind": "ModelRollout",
+               "metadata": {"name": ROLLOUT, "namespace": ns},
+               "spec": {"model": {"name": "speech-commands", "version": "v1"},
+                        "strategy": {"canary": {"steps": [{"setWeight": 50}]}},
+                        "trafficRouting": {"router": router}}})
+    set_traffic(tb, ns, traffic)
+
+
+def set_slice(tb, ns: str, version: str, endpoints: list[tuple[str, bool]], suffix: str = "a",
+              port: int = 8080) -> None:
+    """An EndpointSlice of Service <rollout>-<version>, as the EndpointSlice controller writes them."""
+    apply(tb, {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+               "metadata": {"name": f"{ROLLOUT}-{version}-{suffix}", "namespace": ns,
+                            "labels": {"kubernetes.io/service-name": f"{ROLLOUT}-{version}",
+                                       "endpointslice.kubernetes.io/managed-by": "router-tests"}},
+               "addressType": "IPv4", "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+               "endpoints": [{"addresses": [addr], "conditions": {"ready": ready}} for addr, ready in endpoints]})
+
+
+def deploy_version(tb, ns: str, version: str, replicas: int = 1) -> None:
+    """Real pods (the testbed's echo image, run by the pod runner on their pod IPs), labelled as
+    the operator labels a model version's pods, with a readiness probe the pod runner honours."""
+    labels = {"modelrollout.dev/rollout": ROLLOUT, "modelrollout.dev/version": version,
+              "app.kubernetes.io/name": "model-server"}
+    apply(tb, {"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": f"{ROLLOUT}-{version}", "namespace": ns, "labels": labels},
+               "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                        "template": {"metadata": {"labels": labels}, "spec": {"containers": [{
+                            "name": "echo", "image": "modelrollout/testbed-echo:dev",
+                            "args": ["--host=$(POD_IP)", "--port=8080"],
+                            "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                                    {"name": "ECHO_MESSAGE", "value": version}],
+                            "ports": [{"name": "http", "containerPort": 8080}],
+                            "readinessProbe": {"httpGet": {"path": "/readyz", "port": 8080}, "periodSeconds": 1}}]}}}})
+
+
+def wait_versions_ready(tb, ns: str, *versions: str) -> None:
+    for v in versions:
+        kubectl(tb, "-n", ns, "rollout", "status", f"deployment/{ROLLOUT}-{v}", "--timeout=120s")
+
+
+def router_kubeconfig(tb, ns: str, tmp: Path, server: str | None = None, rollouts: bool = True) -> Path:
+    """A ServiceAccount kubeconfig with only the RBAC the router needs (documented in docs/router.md)."""
+    rules = [{"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+             {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}]
+    if rollouts:
+        rules.append({"apiGroups": ["modelrollout.dev"], "resources": ["modelrollouts"],
+                      "verbs": ["get", "list", "watch"]})
+    for obj in ({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "router", "namespace": ns}},
+                {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                 "metadata": {"name": "router", "namespace": ns}, "rules": rules},
+                {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                 "metadata": {"name": "router", "namespace": ns},
+                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "router"},
+                 "subjects": [{"kind": "ServiceAccount", "name": "router", "namespace": ns}]}):
+        apply(tb, obj)
+    token = kubectl(tb, "-n", ns, "create", "token", "router", "--duration=1h").strip()
+    admin = yaml.safe_load(tb.kubeconfig.read_text())
+    cluster = dict(admin["clusters"][0]["cluster"])
+    if "certificate-authority" in cluster:
+        cluster["certificate-authority-data"] = base64.b64encode(
+            Path(cluster.pop("certificate-authority")).read_bytes()).decode()
+    if server:
+        cluster["server"] = server
+    path = tmp / f"router-kubeconfig-{uuid.uuid4().hex[:6]}"
+    path.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Config", "current-context": "r",
+                                    "clusters": [{"name": "c", "cluster": cluster}],
+                                    "contexts": [{"name": "r", "context": {"cluster": "c", "user": "u",
+                                                                           "namespace": ns}}],
+                                    "users": [{"name": "u", "user": {"token": token}}]}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def router_bin():
+    return build_router()
+
+
+@pytest.fixture
+def procs():
+    started = []
+    yield started
+    for p in started:
+        if hasattr(p, "stop"):
+            p.stop()
+        elif p.proc.poll() is None:
+            p.kill()
+
+
+def versions_seen(router, n: int = 40, headers: dict | None = None) -> dict[str, int]:
+    """Sends n requests; checks the router's x-model-version against the pod that really answered."""
+    client, seen = router.client(), {}
+    for _ in range(n):
+        r = client.request("GET", "/who", headers=headers)
+        assert r.status == 200, r.body
+        version = r.headers["x-model-version"]
+        assert r.json()["message"] == version  # the echo pod of that version answered
+        seen[version] = seen.get(version, 0) + 1
+    return seen
+
+
+def wait_until(check, timeout: float = 20.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def start_two_versions(tb, ns):
+    deploy_version(tb, ns, "v1")
+    deploy_version(tb, ns, "v2")
+    wait_versions_ready(tb, ns, "v1", "v2")
+
+
+def pods_router(router_bin, tmp_path, tb, ns, *args, **kc):
+    """The router as the testbed can run it: backends from ready pods (EndpointSlices cannot hold
+    the testbed's loopback pod IPs; see docs/router.md)."""
+    return start_router(router_bin, tmp_path, f"--namespace={ns}", "--endpoints-source=pods", *args,
+                        env={"KUBECONFIG": str(router_kubeconfig(tb, ns, tmp_path, **kc))})
+
+
+def test_split_follows_the_rollout_status(tb, ns, router_bin, procs, tmp_path):
+    start_two_versions(tb, ns)
+    create_rollout(tb, ns, {"stable": {"version": "v1", "weight": 100}, "candidate": None})
+    router = pods_router(router_bin, tmp_path, tb, ns)
+    procs.append(router)
+    router.wait_ready()
+    assert versions_seen(router) == {"v1": 40}
+    set_traffic(tb, ns, {"stable": {"version": "v1", "weight": 0}, "candidate": {"version": "v2", "weight": 100}})
+    t0 = time.monotonic()
+    wait_until(lambda: router.metric("router_traffic_weight", version="v2", role="candidate") == 100,
+               what="the candidate weight to reach the router")
+    print(f"status patch -> router applied in {time.monotonic() - t0:.2f} s")
+    assert versions_seen(router) == {"v2": 40}
+    set_traffic(tb, ns, {"stable": {"version": "v1", "weight": 50}, "candidate": {"version": "v2", "weight": 50}})
+    wait_until(lambda: router.metric("router_traffic_weight", version="v2", role="candidate") == 50,
+               what="the 50/50 split")
+    assert set(versions_seen(router, 60)) == {"v1", "v2"}  # one-sided with p = 2^-59
+
+
+def test_pod_readiness_decides_the_endpoints(tb, ns, router_bin, procs, tmp_path):
+    deploy_version(tb, ns, "v1", replicas=2)
+    wait_versions_ready(tb, ns, "v1")
+    create_rollout(tb, ns, {"stable": {"version": "v1", "weight": 100}})
+    router = pods_router(router_bin, tmp_path, tb, ns)
+    procs.append(router)
+    router.wait_ready()
+    client = router.client()
+    hosts = {client.request("GET", "/who").json()["host"] for _ in range(10)}
+    assert len(hosts) == 2  # round robin over both ready pods
+    # Turn one pod's readiness off through its own endpoint; the pod runner's probe flips the
+    # Pod's Ready condition and the router must stop using it.
+    down = sorted(hosts)[0]
+    import http.client
+    conn = http.client.HTTPConnection(down, 8080, timeout=5)
+    conn.request("POST", "/readyz?ready=0")
+    assert conn.getresponse().status == 200
+    wait_until(lambda: any(r.get("msg") == "endpoints updated" and r.get("endpoints") == [f"{sorted(hosts)[1]}:8080"]
+                           for r in router.log_records()), timeout=30, what="the unready pod to be dropped")
+    assert {client.request("GET", "/who").json()["host"] for _ in range(10)} == {sorted(hosts)[1]}
+
+
+def test_endpointslice_watch_keeps_ready_endpoints_on_port_http(tb, ns, router_bin, procs, tmp_path):
+    # Non-loopback documentation addresses: the API server refuses loopback IPs in EndpointSlices,
+    # so this test checks the endpoint sets the router derives (from its logs), not traffic.
+    set_slice(tb, ns, "v1", [("192.0.2.10", True), ("192.0.2.11", False)], suffix="a")
+    create_rollout(tb, ns, {"stable": {"version": "v1", "weight": 100}})
+    router = start_router(router_bin, tmp_path, f"--namespace={ns}",
+                          env={"KUBECONFIG": str(router_kubeconfig(tb, ns, tmp_path))})
+    procs.append(router)
+
+    def endpoint_sets():
+        return [r["endpoints"] for r in router.log_records() if r.get("msg") == "endpoints updated"
+                and r.get("version") == "v1"]
+
+    wait_until(lambda: ["192.0.2.10:8080"] in endpoint_sets(), what="the ready endpoint")
+    router.wait_ready()
+    set_slice(tb, ns, "v1", [("192.0.2.20", True)], suffix="b", port=9000)
+    wait_until(lambda: ["192.0.2.10:8080", "192.0.2.20:9000"] in endpoint_sets(), what="the second slice")
+    set_slice(tb, ns, "v1", [("192.0.2.10", False), ("192.0.2.11", True)], suffix="a")
+    wait_until(lambda: ["192.0.2.11:8080", "192.0.2.20:9000"] in endpoint_sets(), what="readiness flips")
+    kubectl(tb, "-n", ns, "delete", "endpointslice", f"{ROLLOUT}-v1-b")
+    wait_until(lambda: endpoint_sets()[-1] == ["192.0.2.11:8080"], what="the deleted slice to be dropped")
+    # Slices of other Services (another rollout's, or this router's own) are ignored.
+    apply(tb, {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+               "metadata": {"name": "other-v1-a", "namespace": ns,
+                            "labels": {"kubernetes.io/service-name": "other-v1"}},
+               "addressType": "IPv4", "ports": [{"name": "http", "port": 8080}],
+               "endpoints": [{"addresses": ["192.0.2.99"]}]})
+    time.sleep(1)
+    assert all("192.0.2.99:8080" not in eps for eps in endpoint_sets())
+
+
+def test_sticky_header_from_spec(tb, ns, router_bin, procs, tmp_path):
+    start_two_versions(tb, ns)
+    create_rollout(tb, ns, {"stable": {"version": "v1", "weight": 50}, "candidate": {"version": "v2", "weight": 50}},
+                   sticky="x-user-id")
+    router = pods_router(router_bin, tmp_path, tb, ns)
+    procs.append(router)
+    router.wait_ready()
+    per_user = {u: versions_seen(router, 4, {"x-user-id": u}) for u in (f"user-{i}" for i in range(30))}
+    assert all(len(v) == 1 for v in per_user.values())
+    assert {next(iter(v)) for v in per_user.values()} == {"v1", "v2"}
+
+
+class TcpProxy:
+    """A loopback TCP forwarder to the API server that a test can cut (close every connection)."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target, self.conns, self.listener = target, [], None
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+
+    def start(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+
+    def _accept(self, listener) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            self.conns += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        self.listener.close()
+        for c in self.conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.conns = []
+
+
+def test_api_blip_keeps_the_last_split_and_recovers(tb, ns, router_bin, procs, tmp_path):
+    start_two_versions(tb, ns)
+    create_rollout(tb, ns, {"stable": {"version": "v1", "weight": 50}, "candidate": {"version": "v2", "weight": 50}})
+    admin = yaml.safe_load(tb.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+    host, port = admin.split("//")[1].rsplit(":", 1)
+    proxy = TcpProxy((host, int(port)))
+    proxy.start()
+    router = pods_router(router_bin, tmp_path, tb, ns, server=f"https://127.0.0.1:{proxy.port}")
+    procs.append(router)
+    router.wait_ready()
+    proxy.cut()
+    time.sleep(1.0)  # let the watches notice the cut and start backing off
+    assert router.is_ready()
+    assert set(versions_seen(router, 60)) == {"v1", "v2"}  # last known 50/50 still in force
+    proxy.start()
+    set_traffic(tb, ns, {"stable": {"version": "v1", "weight": 100}, "candidate": None})
+    wait_until(lambda: router.metric("router_traffic_weight", version="v2", role="candidate") == 0
+               and router.metric("router_traffic_weight", version="v1", role="stable") == 100,
+               timeout=60, what="the watch to recover after the blip")
+    assert versions_seen(router) == {"v1": 40}
+
+
+def test_unreadable_status_routes_everything_to_stable(tb, ns, router_bin, procs, tmp_path):
+    start_two_versions(tb, ns)
+    create_rollout(tb, ns, {"stable": {"version": "v1", "weight": 50}, "candidate": {"version": "v2", "weight": 50}})
+    # RBAC forbids reading ModelRollouts, so the status (50/50) is invisible to the router.
+    router = pods_router(router_bin, tmp_path, tb, ns, "--stable-version=v1", "--initial-sync-timeout=1s",
+                         rollouts=False)
+    procs.append(router)
+    router.wait_ready()
+    assert versions_seen(router, 40) == {"v1": 40}
+    assert any(r.get("source") == "safe-default" for r in router.log_records())
