@@ -244,3 +244,14 @@ def test_no_data_in_a_rollout_follows_on_no_data(on_no_data, outcome):
         assert "no data for candidate (onNoData: fail)" in world.status.message
     else:  # the user said no data is fine: it promotes (a query *error* never would)
         assert world.status.stable_version == "v2"
+
+
+def test_history_is_bounded_by_history_limit_keeping_the_newest():
+    spec = {**CANARY, "historyLimit": 2}
+    world = healthy_world(spec)
+    for version in ("v2", "v3", "v4"):
+        world.set_spec(with_version(spec, version))
+        world.run_until(lambda w, v=version: w.status.stable_version == v and
+                        w.status.phase is Phase.HEALTHY)
+    assert [h.version for h in world.status.history] == ["v3", "v4"]
+    assert all(h.outcome == "Promoted" and h.finished_at for h in world.status.history)
