@@ -1,0 +1,43 @@
+package proxy
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"modelrollout.dev/traffic-router/internal/split"
+)
+
+// BenchmarkForward measures the router's per-request cost over real loopback HTTP
+// (client -> router -> backend), for profiling: go test -bench Forward -cpuprofile cpu.out
+func BenchmarkForward(b *testing.B) {
+	answer := []byte(`{"predictions":[{"label":"yes","confidence":0.97}]}`)
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Write(answer)
+	}))
+	defer backend.Close()
+	r, _ := newTestRouter(&testing.T{}, nil)
+	r.SetSplit(split.Split{Stable: split.Target{Version: "v1", Weight: 90}, Candidate: &split.Target{Version: "v2", Weight: 10}})
+	addr := strings.TrimPrefix(backend.URL, "http://")
+	r.SetEndpoints("v1", []string{addr})
+	r.SetEndpoints("v2", []string{addr})
+	front := httptest.NewServer(r)
+	defer front.Close()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	body := []byte(`{"instances": [{"audio_b64": "AAAAAA=="}]}`)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			resp, err := client.Post(front.URL+"/v1/models/m:predict", "application/json", bytes.NewReader(body))
+			if err != nil {
+				b.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	})
+}
