@@ -5,7 +5,6 @@ Everything returns float32 mono samples in [-1, 1] at 16 kHz or raises AudioErro
 
 from __future__ import annotations
 
-import base64
 import binascii
 import struct
 from dataclasses import dataclass
@@ -38,7 +37,8 @@ def decode_base64(text: object, field: str) -> bytes:
     if not isinstance(text, (str, bytes)):
         raise AudioError(f"{field}: expected a base64 string, got {type(text).__name__}")
     try:
-        return base64.b64decode(text, validate=True)
+        # strict a2b_base64 validates in C: half the cost of b64decode(validate=True)'s regex pre-check
+        return binascii.a2b_base64(text, strict_mode=True)
     except (binascii.Error, ValueError) as exc:
         raise AudioError(f"{field}: not valid base64 ({exc})") from None
 

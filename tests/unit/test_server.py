@@ -98,6 +98,30 @@ async def test_v2_int16_fp32_and_binary_tensors_agree(client, word):
     assert answers[0] == answers[1] == answers[2]
 
 
+def binary_header(word: np.ndarray, size: int | None = None) -> bytes:
+    return json.dumps({"inputs": [{"name": "audio", "datatype": "INT16", "shape": [1, len(word)],
+                                   "parameters": {"binary_data_size": word.nbytes if size is None else size}}]}).encode()
+
+
+def binary_body(word: np.ndarray) -> bytes:
+    return binary_header(word) + word.astype("<i2").tobytes()
+
+
+def binary_headers(word: np.ndarray) -> dict:
+    return {"content-type": "application/octet-stream", "inference-header-content-length": str(len(binary_header(word)))}
+
+
+async def test_binary_extension_errors_name_the_problem(client, word):
+    resp = await client.post(V2, content=binary_body(word), headers={**binary_headers(word),
+                                                                      "inference-header-content-length": "x1"})
+    assert resp.status_code == 400 and "inference-header-content-length: expected the JSON header's byte length" in resp.text
+    header = binary_header(word, size=word.nbytes + 10)
+    resp = await client.post(V2, content=header + word.tobytes(), headers={
+        "content-type": "application/octet-stream", "inference-header-content-length": str(len(header))})
+    assert resp.status_code == 400
+    assert f"binary_data_size not within the {word.nbytes} binary bytes left" in resp.json()["error"]
+
+
 BAD_REQUESTS = [
     ("not audio", V1, {"instances": [{"audio_b64": b64(b"definitely not a sound file, just words")}]}, 400,
      "instances[0].audio_b64: not audio: looks like text"),
@@ -168,6 +192,8 @@ async def test_kserve_rest_path_without_the_fast_path_gives_the_same_answers(app
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=target), base_url="http://s") as c:
             r1, r2 = await c.post(V1, json=v1), await c.post(V2, json=v2)
             bad = await c.post(V2, json=v2_body("FP64", [1], [0.0]))
+            binary = await c.post(V2, content=binary_body(word), headers=binary_headers(word))
+            assert binary.json()["outputs"] == r2.json()["outputs"]
         assert r1.headers["x-model-version"] == r2.headers["x-model-version"] == VERSION
         outputs = {o["name"]: o["data"] for o in r2.json()["outputs"]}
         answers.append((r1.json()["predictions"], outputs["label"], outputs["segments"], r2.json()["model_version"],
