@@ -28,6 +28,10 @@ def register(registry: kopf.OperatorRegistry, config: Settings, runtime: Runtime
         settings.execution.max_workers = config.max_workers
         memo.runtime = runtime or build_runtime(config)
 
+    @kopf.on.login(registry=registry)  # a custom registry does not get kopf's default login
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return kopf.login_via_client(**kwargs)
+
     @kopf.timer(*RESOURCE, interval=config.tick_interval, registry=registry)
     def tick(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         memo.runtime.tick(body)
