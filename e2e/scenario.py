@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -78,12 +79,12 @@ def ensure_operator(cluster: Cluster, values: dict[str, Any] | None = None,
                     release: str = RELEASE, namespace: str = OPERATOR_NAMESPACE,
                     timeout_s: int = 240) -> None:
     """`helm upgrade --install` the operator chart and wait until its Deployment is ready."""
-    values_file = REPO / ".cluster" / f"{release}-values.yaml"
-    values_file.parent.mkdir(parents=True, exist_ok=True)
-    values_file.write_text(yaml.safe_dump(values or {}))
-    run_tool(cluster, cluster.helm, "upgrade", "--install", release, str(CHART),
-             "--namespace", namespace, "--create-namespace", "-f", str(values_file),
-             "--wait", "--timeout", f"{timeout_s}s", timeout=timeout_s + 30)
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix=f"{release}-values-") as values_file:
+        values_file.write(yaml.safe_dump(values or {}))
+        values_file.flush()
+        run_tool(cluster, cluster.helm, "upgrade", "--install", release, str(CHART),
+                 "--namespace", namespace, "--create-namespace", "-f", values_file.name,
+                 "--wait", "--timeout", f"{timeout_s}s", timeout=timeout_s + 30)
 
 
 def apply_manifest(cluster: Cluster, manifest: dict[str, Any]) -> None:
@@ -112,12 +113,30 @@ def fetch_events(api: client.ApiClient, namespace: str, name: str) -> list[dict[
 
 def fetch_ready_addresses(api: client.ApiClient, namespace: str, service: str,
                           port_name: str = "http") -> list[str]:
-    """host:port of the ready endpoints behind a Service (pod IPs: loopback in the testbed)."""
-    slices = client.DiscoveryV1Api(api).list_namespaced_endpoint_slice(
-        namespace, label_selector=f"kubernetes.io/service-name={service}").items
-    return [f"{addr}:{p.port}" for s in slices for p in (s.ports or []) if p.name == port_name
-            for e in (s.endpoints or []) if e.conditions and e.conditions.ready
-            for addr in e.addresses]
+    """host:port of the Ready pods behind a Service's selector, on the Service port `port_name`.
+
+    Pods rather than EndpointSlices: the API server keeps loopback addresses (the testbed's pod
+    IPs) out of EndpointSlices, so there a Service's slices stay empty.
+    """
+    core = client.CoreV1Api(api)
+    try:
+        svc = core.read_namespaced_service(service, namespace)
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return []
+        raise
+    target = next((p.target_port for p in svc.spec.ports or [] if p.name == port_name), None)
+    if target is None or not svc.spec.selector:
+        return []
+    selector = ",".join(f"{k}={v}" for k, v in sorted(svc.spec.selector.items()))
+    out = []
+    for pod in core.list_namespaced_pod(namespace, label_selector=selector).items:
+        ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+        if not ready or not pod.status.pod_ip or pod.metadata.deletion_timestamp:
+            continue
+        ports = {p.name: p.container_port for c in pod.spec.containers for p in c.ports or []}
+        out.append(f"{pod.status.pod_ip}:{ports.get(target, target)}")
+    return sorted(out)
 
 
 def wait_for_replicas(api: client.ApiClient, namespace: str, name: str, desired: int,

@@ -51,11 +51,14 @@ def test_crd_is_installed_by_the_chart_and_served(api, operator):
     assert listed["items"] == []
 
 
-def test_helm_test_passes(cluster, operator):
-    proc = scenario.run_tool(cluster, cluster.helm, "test", RELEASE, "-n", NS, "--logs",
-                             "--timeout", "120s", check=False)
+def test_helm_test_passes(cluster, api, operator):
+    # No --logs: the testbed has no kubelet log endpoint; the pod's phase is the verdict.
+    proc = scenario.run_tool(cluster, cluster.helm, "test", RELEASE, "-n", NS, "--timeout", "120s",
+                             check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "CRD served" in proc.stdout and "operator ready" in proc.stdout
+    assert "Phase:          Failed" not in proc.stdout
+    pod = client.CoreV1Api(api).read_namespaced_pod(f"{RELEASE}-test", NS)
+    assert pod.status.phase == "Succeeded"
 
 
 def test_rbac_is_real_and_least_privilege(cluster, operator):

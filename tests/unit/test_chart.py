@@ -176,6 +176,7 @@ def test_default_rbac_covers_what_the_operator_manages():
               ("rbac.authorization.k8s.io", "rolebindings", "patch"),
               # held so the operator may grant them to the router's Role
               ("discovery.k8s.io", "endpointslices", "watch"), ("modelrollout.dev", "modelrollouts", "list"),
+              ("", "pods", "watch"),
               ("gateway.networking.k8s.io", "httproutes", "patch")]
     missing = [n for n in needed if n not in granted]
     assert not missing
@@ -277,7 +278,7 @@ def test_helm_test_pod_is_a_hook_running_one_of_our_images():
     assert pod["spec"]["restartPolicy"] == "Never"
     assert pod["spec"]["serviceAccountName"] == "mr-modelrollout-test"
     test_rules = [r for d in docs if d["kind"] == "Role" and _is_hook(d) for r in d["rules"]]
-    assert {v for r in test_rules for v in r["verbs"]} == {"list"}
+    assert {v for r in test_rules for v in r["verbs"]} == {"list", "get"}
 
 
 def _generate_crds_module():

@@ -18,13 +18,21 @@ items = client.CustomObjectsApi().list_namespaced_custom_object(
     "modelrollout.dev", "v1alpha1", namespace, "modelrollouts")["items"]
 print(f"CRD served: modelrollouts.modelrollout.dev/v1alpha1 lists {len(items)} object(s) in {namespace}")
 
-# 2. The operator is ready: its Service has a ready endpoint, and that endpoint says /readyz OK.
-slices = client.DiscoveryV1Api().list_namespaced_endpoint_slice(
-    namespace, label_selector=f"kubernetes.io/service-name={service}").items
-ready = [(a, p.port) for s in slices for p in (s.ports or []) if p.name == "metrics"
-         for e in (s.endpoints or []) if e.conditions and e.conditions.ready for a in e.addresses]
+# 2. The operator is ready: a pod behind its metrics Service is Ready and its /readyz says so.
+# (Pods, not EndpointSlices: the API server keeps loopback pod IPs, as on the local testbed, out
+# of EndpointSlices.)
+core = client.CoreV1Api()
+svc = core.read_namespaced_service(service, namespace)
+port_name = next(p.target_port for p in svc.spec.ports if p.name == "metrics")
+selector = ",".join(f"{k}={v}" for k, v in sorted(svc.spec.selector.items()))
+ready = []
+for pod in core.list_namespaced_pod(namespace, label_selector=selector).items:
+    conditions = {c.type: c.status for c in pod.status.conditions or []}
+    ports = {p.name: p.container_port for c in pod.spec.containers for p in c.ports or []}
+    if conditions.get("Ready") == "True" and pod.status.pod_ip and not pod.metadata.deletion_timestamp:
+        ready.append((pod.status.pod_ip, ports.get(port_name, port_name)))
 if not ready:
-    sys.exit(f"operator not ready: service {namespace}/{service} has no ready endpoint")
+    sys.exit(f"operator not ready: no Ready pod behind service {namespace}/{service} ({selector})")
 url = "http://{}:{}/readyz".format(*ready[0])
 with urllib.request.urlopen(url, timeout=10) as resp:  # raises on a non-2xx answer
     print(f"operator ready: {url} -> {resp.status} {resp.read(200).decode(errors='replace').strip()}")
