@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "model_server.json"
 PHASE_SECONDS = float(os.environ.get("BENCH_PHASE_SECONDS", "8"))  # per mode, over all rounds
-ROUNDS = 3
+ROUNDS = 6  # fine interleaving: other load on a shared machine then hits every mode alike
 CONCURRENCY = 8
 
 
