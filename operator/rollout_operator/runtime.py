@@ -73,6 +73,8 @@ def compute_snapshot(value: Any) -> Any:
 
 def build_runtime(settings: Settings) -> Runtime:
     adapters = build_adapters(load_api_client(), prometheus_timeout=settings.prometheus_timeout,
-                              field_manager=settings.field_manager, on_call=m.record_api_call,
+                              field_manager=settings.field_manager,
+                              router_endpoints_source=settings.router_endpoints_source,
+                              on_call=m.record_api_call,
                               on_query=m.record_query)
     return Runtime(settings=settings, adapters=adapters)

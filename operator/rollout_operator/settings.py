@@ -40,6 +40,9 @@ class Settings:
     prometheus_timeout: float = 10.0
     # Image of the built-in traffic router Deployment.
     router_image: str = "modelrollout/router:dev"
+    # Where the built-in router finds backends: `endpointslices` (default) or `pods` (ready pods by
+    # label; needed where EndpointSlices cannot hold pod IPs, e.g. the loopback testbed).
+    router_endpoints_source: str = "endpointslices"
     # Model-server image used when spec.server.image is empty.
     model_server_image: str = "modelrollout/model-server:dev"
     # Threads kopf runs our (synchronous) reconciles in; bounds concurrent API/Prometheus calls.
@@ -116,6 +119,8 @@ OPTIONS: tuple[_Option, ...] = (
     _Option("prometheus_timeout", "seconds before a Prometheus query counts as an error", float,
             _in_range(0.1, 300, "a number of seconds")),
     _Option("router_image", "image of the built-in traffic router", str, _non_empty),
+    _Option("router_endpoints_source", "where the router finds backends: endpointslices|pods", str.lower,
+            lambda v: None if v in ("endpointslices", "pods") else "endpointslices or pods"),
     _Option("model_server_image", "model-server image when spec.server.image is empty", str, _non_empty),
     _Option("max_workers", "threads running reconciles concurrently", int, _in_range(1, 512, "an integer")),
     _Option("log_level", "one of " + "|".join(LOG_LEVELS), str.lower,

@@ -54,7 +54,7 @@ class OperatorProcess:
         self.port = free_port()
         self.args = [str(OPERATOR_BIN), f"--namespaces={namespace}", "--host=127.0.0.1",
                      f"--port={self.port}", f"--tick-interval={tick}", f"--prometheus-url={prometheus_url}",
-                     "--log-level=debug"]
+                     "--log-level=debug", "--router-endpoints-source=pods"]
         self.log_dir = log_dir
         self.proc: subprocess.Popen | None = None
         self.starts = 0

@@ -41,11 +41,12 @@ class Adapters:
 
 
 def build_adapters(api_client: Any, *, prometheus_timeout: float = 10.0, field_manager: str,
+                   router_endpoints_source: str = "endpointslices",
                    on_call: CallHook | None = None, on_query: QueryHook | None = None) -> Adapters:
     api = KubeApi(api_client, on_call=on_call, field_manager=field_manager)
     return Adapters(
         metrics=PrometheusMetrics(timeout=prometheus_timeout, on_query=on_query),
-        workloads=KubeWorkloads(api),
+        workloads=KubeWorkloads(api, router_endpoints_source),
         traffic={name: make(api) for name, make in TRAFFIC_PROVIDERS.items()},
         events=KubeEvents(api),
         status=KubeStatusWriter(api),

@@ -46,8 +46,9 @@ def compute_workload_state(deployment: Mapping[str, Any]) -> WorkloadState:
 class KubeWorkloads:
     """Workloads backed by the API server through `KubeApi`."""
 
-    def __init__(self, api: KubeApi) -> None:
+    def __init__(self, api: KubeApi, router_endpoints_source: str = "endpointslices") -> None:
         self._api = api
+        self._endpoints_source = router_endpoints_source
         self._seen_hashes: dict[tuple[str, str], str] = {}  # (namespace, deployment) → applied hash
         self._lock = threading.Lock()
 
@@ -101,7 +102,7 @@ class KubeWorkloads:
             self._seen_hashes.pop((namespace, name), None)
 
     def ensure_router(self, owner: Owner, image: str, replicas: int = 1) -> None:
-        deployment = compute_router_deployment(owner, image, replicas)
+        deployment = compute_router_deployment(owner, image, replicas, self._endpoints_source)
         self._apply_group(owner.namespace, deployment,
                           [*compute_router_rbac(owner), compute_router_service(owner)])
 

@@ -131,13 +131,16 @@ def compute_router_labels(rollout: str) -> dict[str, str]:
     return {ROLLOUT_LABEL: rollout, NAME_LABEL: "router"}
 
 
-def compute_router_deployment(owner: Owner, image: str, replicas: int = 1) -> dict[str, Any]:
+def compute_router_deployment(owner: Owner, image: str, replicas: int = 1,
+                              endpoints_source: str = "endpointslices") -> dict[str, Any]:
     """The built-in router: the model's front door, reading its split from the rollout's status."""
     labels = compute_router_labels(owner.name)
+    args = [f"--rollout={owner.name}", f"--namespace={owner.namespace}", "--host=$(POD_IP)", f"--port={PORT}"]
+    if endpoints_source != "endpointslices":  # the router's default needs no flag
+        args.append(f"--endpoints-source={endpoints_source}")
     container = {
         "name": "router", "image": image,
-        "args": [f"--rollout={owner.name}", f"--namespace={owner.namespace}",
-                 "--host=$(POD_IP)", f"--port={PORT}"],
+        "args": args,
         "env": [POD_IP_ENV],
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
     }
@@ -171,6 +174,8 @@ def compute_router_rbac(owner: Owner) -> list[dict[str, Any]]:
         # Backends of a version are the ready endpoints of its Service's EndpointSlices.
         {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
          "verbs": ["get", "list", "watch"]},
+        # With --endpoints-source=pods the backends are the ready pods of a version instead.
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
     ]
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(owner, name, labels)},

@@ -93,7 +93,7 @@ def test_router_gets_rbac_service_and_deployment(kube, api):
     assert kinds == ["deployments", "rolebindings", "roles", "serviceaccounts", "services"]
     role = kube.get("/apis/rbac.authorization.k8s.io/v1" + NS + "/roles", "speech-router")
     resources = {r for rule in role["rules"] for r in rule["resources"]}
-    assert resources == {"modelrollouts", "endpointslices"}
+    assert resources == {"modelrollouts", "endpointslices", "pods"}
     assert all(v in ("get", "list", "watch") for rule in role["rules"] for v in rule["verbs"])
 
 

@@ -37,6 +37,7 @@ def test_every_option_has_a_kebab_flag_and_prefixed_env():
     (["--namespaces=ok,Bad_NS"], {}, "invalid: Bad_NS"),
     (["--router-image= "], {}, "expected a non-empty image reference"),
     (["--host=not a host"], {}, "expected an IP address or host name"),
+    (["--router-endpoints-source=dns"], {}, "expected endpointslices or pods, got 'dns'"),
 ])
 def test_bad_values_name_the_flag_env_and_expectation(argv, env, needle):
     with pytest.raises(SettingsError) as err:

@@ -83,3 +83,10 @@ def test_empty_model_uri_passes_no_flag_so_the_server_default_applies():
     dep = compute_version_deployment(OWNER, "v1", 1, ServerTemplate("m", "", "img"))
     args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
     assert not any(a.startswith("--model-uri") for a in args)
+
+
+def test_router_endpoints_source_flag_only_when_not_the_default():
+    pods = compute_router_deployment(OWNER, "r", endpoints_source="pods")
+    assert pods["spec"]["template"]["spec"]["containers"][0]["args"][-1] == "--endpoints-source=pods"
+    default = compute_router_deployment(OWNER, "r")
+    assert not any("endpoints-source" in a for a in default["spec"]["template"]["spec"]["containers"][0]["args"])
