@@ -249,3 +249,60 @@ def test_invalid_settings_exit_with_a_message_naming_the_flag(argv, env, message
     with pytest.raises(SystemExit) as err:
         parse_settings(argv, environ=env)
     assert message in str(err.value)
+
+
+class RecordingPipeline:
+    """Same interface as SpeechPipeline.run_batch; answers the clip length as label, records batch sizes."""
+
+    def __init__(self, fail: bool = False):
+        import threading
+
+        self.batches: list[int] = []
+        self.fail = fail
+        self.release = threading.Event()
+
+    def run_batch(self, clips):
+        from speech_serving.pipeline import ClipResult, StageTimes
+
+        self.release.wait(timeout=10)  # hold the first batch so the others queue behind it
+        self.batches.append(len(clips))
+        if self.fail:
+            raise RuntimeError("recognizer exploded")
+        return [ClipResult(str(len(c)), 0.5, (), len(c) / 16000, 0.0) for c in clips], StageTimes()
+
+
+async def test_adaptive_batcher_groups_queued_requests_and_routes_answers_back():
+    import asyncio
+
+    from speech_serving.server.batching import AdaptiveBatcher
+
+    pipe = RecordingPipeline()
+    batcher = AdaptiveBatcher(pipe, max_batch=4, threads=1)
+    clips = [[np.zeros(n, np.float32)] for n in range(100, 110)]
+    tasks = [asyncio.create_task(batcher.submit(c)) for c in clips]
+    await asyncio.sleep(0.05)
+    pipe.release.set()
+    answers = await asyncio.gather(*tasks)
+    assert [a[0][0].label for a in answers] == [str(n) for n in range(100, 110)]
+    assert pipe.batches[0] == 1 and max(pipe.batches) == 4 and sum(pipe.batches) == 10
+    assert all(size <= 4 for size in pipe.batches)
+    batcher.close()
+
+
+async def test_pipeline_failure_is_a_500_counted_as_server_error_and_serving_goes_on(tmp_path, word):
+    model = make_speech_model(write_tiny_recognizer(tmp_path / "t.onnx"), model_version="fails-v1")
+    failing = RecordingPipeline(fail=True)
+    failing.release.set()
+    real_batcher = model.batcher
+    from speech_serving.server.batching import AdaptiveBatcher
+
+    model.batcher = AdaptiveBatcher(failing, threads=1)
+    labels = {"model": "speech-commands", "version": "fails-v1", "protocol": "v1", "outcome": "server_error"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(model)), base_url="http://s") as c:
+        resp = await c.post(V1, json={"instances": [{"audio_b64": b64(word.tobytes())}]})
+        assert resp.status_code == 500 and "recognizer exploded" in resp.json()["error"]
+        assert resp.headers["x-model-version"] == "fails-v1"
+        assert REGISTRY.get_sample_value("speech_requests_total", labels) == 1
+        model.batcher = real_batcher
+        resp = await c.post(V1, json={"instances": [{"audio_b64": b64(word.tobytes())}]})
+        assert resp.status_code == 200
