@@ -5,6 +5,7 @@ Each proxy runs pinned to one core (router: GOMAXPROCS=1; nginx: one worker) whi
 generator and backends share the other core. On a shared 2-core box the proxy may not be the only
 bottleneck, so beside observed req/s we report requests per CPU-second the proxy consumed
 (from /proc), which is the single-core capacity independent of what else limits the run.
+Targets are interleaved over several rounds and the median of each figure is kept.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,7 +24,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 ROUTER_DIR = REPO / "model_server" / "traffic_router"
 RESULTS = Path(__file__).resolve().parent / "results" / "router.json"
-SECONDS = float(os.environ.get("BENCH_ROUTER_SECONDS", "5"))  # per measured point
+SECONDS = float(os.environ.get("BENCH_ROUTER_SECONDS", "3"))  # per measured point and round
+ROUNDS = int(os.environ.get("BENCH_ROUTER_ROUNDS", "3"))
 RATES = (200, 1000)
 PROXY_CPU, LOAD_CPU = "1", "0"
 CACHE = Path(os.environ.get("MODELROLLOUT_CACHE") or Path.home() / ".cache" / "modelrollout")
@@ -183,17 +186,32 @@ def run_load(loadgen: Path, port: int, body: Path, rate: int, proxy_pid: int | N
     return point
 
 
-def measure(name: str, port: int, pid: int | None, loadgen: Path, bodies: dict[str, Path],
-            payloads=("small", "audio_1s"), rates=(*RATES, 0)) -> list[dict]:
-    points = []
-    for payload in payloads:
-        for rate in rates:
+def plan() -> list[tuple[str, str, int]]:
+    """(target, payload, rate) points of one round; rate 0 = closed-loop maximum."""
+    points = [(t, pl, r) for t in ("direct", "router", "nginx") for pl in ("small", "audio_1s") for r in (*RATES, 0)]
+    return points + [(t, "small", r) for t in ("router+mirror", "nginx+mirror") for r in (200, 0)]
+
+
+def measure(targets: dict[str, tuple[int, int | None]], loadgen: Path, bodies: dict[str, Path]) -> list[dict]:
+    """Runs every point ROUNDS times, interleaving targets so a burst of load from elsewhere on
+    the machine hits all of them alike; keeps the median of each figure."""
+    runs: dict[tuple, list[dict]] = {}
+    for rnd in range(ROUNDS):
+        for target, payload, rate in plan():
+            port, pid = targets[target]
             p = run_load(loadgen, port, bodies[payload], rate, pid)
-            p.update(target=name, payload=payload)
-            points.append(p)
+            runs.setdefault((target, payload, rate), []).append(p)
             label = f"{rate} req/s" if rate else "max"
-            print(f"  {name:13s} {payload:8s} {label:9s} p50 {p['p50_ms']:.2f} ms  p99 {p['p99_ms']:.2f} ms  "
-                  f"{p['throughput_rps']:.0f} req/s  errors {p['errors']}", file=sys.stderr, flush=True)
+            print(f"  [{rnd + 1}/{ROUNDS}] {target:13s} {payload:8s} {label:9s} p50 {p['p50_ms']:.2f} ms  "
+                  f"p99 {p['p99_ms']:.2f} ms  {p['throughput_rps']:.0f} req/s  errors {p['errors']}",
+                  file=sys.stderr, flush=True)
+    points = []
+    for (target, payload, rate), rs in runs.items():
+        med = {k: statistics.median(r[k] for r in rs) for k in ("p50_ms", "p99_ms", "throughput_rps")}
+        if rs[0].get("requests_per_cpu_s") is not None:
+            med["requests_per_cpu_s"] = statistics.median(r["requests_per_cpu_s"] for r in rs)
+        points.append({"target": target, "payload": payload, "target_rps": rate, **med,
+                       "errors": sum(r["errors"] for r in rs), "rounds": rs})
     return points
 
 
@@ -235,17 +253,16 @@ def main() -> int:
         try:
             (b1, p1), (b2, p2) = start_backend(tools["echobackend"]), start_backend(tools["echobackend"])
             procs += [b1, b2]
-            points = measure("direct", p1, None, tools["loadgen"], bodies)
-            for name, starter in (("router", lambda m: start_router(tools["router"], tmp, p1, p2, m)),
-                                  ("nginx", lambda m: start_nginx(tmp, p1, p2, m))):
-                proc, port = starter(False)
+            targets: dict[str, tuple[int, int | None]] = {"direct": (p1, None)}
+            for name, mirror in (("router", False), ("router+mirror", True)):
+                proc, port = start_router(tools["router"], tmp, p1, p2, mirror)
                 procs.append(proc)
-                points += measure(name, port, proc.pid, tools["loadgen"], bodies)
-                proc.terminate(), proc.wait(10)
-                proc, port = starter(True)
+                targets[name] = (port, proc.pid)
+            for name, mirror in (("nginx", False), ("nginx+mirror", True)):
+                proc, port = start_nginx(tmp, p1, p2, mirror)
                 procs.append(proc)
-                points += measure(f"{name}+mirror", port, proc.pid, tools["loadgen"], bodies, ("small",), (200, 0))
-                proc.terminate(), proc.wait(10)
+                targets[name] = (port, proc.pid)
+            points = measure(targets, tools["loadgen"], bodies)
         finally:
             for p in procs:
                 if p.poll() is None:
@@ -253,7 +270,7 @@ def main() -> int:
                     p.wait(10)
     summary = summarize(points)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"seconds_per_point": SECONDS, "cpus": os.cpu_count(),
+    RESULTS.write_text(json.dumps({"seconds_per_point": SECONDS, "rounds": ROUNDS, "cpus": os.cpu_count(),
                                    "loadavg_at_end": os.getloadavg(), "summary": summary, "points": points}, indent=2))
     a = summary["added_latency"]
     m = summary["max_throughput"]

@@ -63,8 +63,9 @@ func run(cfg settings.Settings, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("--host/--port: cannot listen on %s:%d: %v", cfg.Host, cfg.Port, err)
 	}
-	srv := &http.Server{Handler: router, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second,
-		MaxHeaderBytes: 64 << 10}
+	// ReadTimeout bounds a slow client's upload; --request-timeout bounds the upstream exchange.
+	srv := &http.Server{Handler: router, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: cfg.RequestTimeout,
+		IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10}
 	log.Info("router listening", "address", ln.Addr().String(), "rollout", cfg.Rollout,
 		"namespace", cfg.Namespace, "static_config", cfg.StaticConfig)
 	errc := make(chan error, 1)

@@ -20,7 +20,7 @@ func BenchmarkForward(b *testing.B) {
 		w.Write(answer)
 	}))
 	defer backend.Close()
-	r, _ := newTestRouter(&testing.T{}, nil)
+	r, _ := newTestRouter(b, nil)
 	r.SetSplit(split.Split{Stable: split.Target{Version: "v1", Weight: 90}, Candidate: &split.Target{Version: "v2", Weight: 10}})
 	addr := strings.TrimPrefix(backend.URL, "http://")
 	r.SetEndpoints("v1", []string{addr})

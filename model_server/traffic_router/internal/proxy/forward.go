@@ -28,25 +28,15 @@ var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return 
 var copyPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 func (r *Router) forward(w http.ResponseWriter, req *http.Request) {
-	select {
-	case r.slots <- struct{}{}:
-		defer func() { <-r.slots }()
-	default:
-		r.metrics.Reject(metrics.Overloaded)
-		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf(
-			"router overloaded: %d requests already in flight (limit --max-concurrency=%d); retry later",
-			cap(r.slots), cap(r.slots)))
+	if !r.tryAcquire(w) {
 		return
 	}
+	defer func() { <-r.slots }()
 	r.metrics.InFlight.Inc()
 	defer r.metrics.InFlight.Dec()
 	start := time.Now()
 	bufp := bodyPool.Get().(*[]byte)
-	defer func() {
-		if cap(*bufp) <= 1<<20 { // don't let one huge upload pin memory in the pool
-			bodyPool.Put(bufp)
-		}
-	}()
+	defer releaseBody(bufp)
 	body, err := r.readBody(req, bufp)
 	if err != nil {
 		r.rejectBody(w, err)
@@ -78,6 +68,27 @@ func (r *Router) forward(w http.ResponseWriter, req *http.Request) {
 	if r.cfg.AccessLog {
 		r.log.Info("request", "method", req.Method, "path", req.URL.Path, "version", version, "role", role,
 			"status", resp.StatusCode, "duration_ms", float64(time.Since(start).Microseconds())/1000)
+	}
+}
+
+// tryAcquire takes a concurrency slot or answers 503; it never queues, so an overloaded
+// router sheds load at once instead of growing latency for everyone.
+func (r *Router) tryAcquire(w http.ResponseWriter) bool {
+	select {
+	case r.slots <- struct{}{}:
+		return true
+	default:
+		r.metrics.Reject(metrics.Overloaded)
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf(
+			"router overloaded: %d requests already in flight (limit --max-concurrency=%d); retry later",
+			cap(r.slots), cap(r.slots)))
+		return false
+	}
+}
+
+func releaseBody(bufp *[]byte) {
+	if cap(*bufp) <= 1<<20 { // don't let one huge upload pin memory in the pool
+		bodyPool.Put(bufp)
 	}
 }
 

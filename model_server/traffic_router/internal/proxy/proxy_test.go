@@ -19,7 +19,7 @@ import (
 	"modelrollout.dev/traffic-router/internal/split"
 )
 
-func newTestRouter(t *testing.T, mut func(*settings.Settings)) (*Router, *metrics.Metrics) {
+func newTestRouter(t testing.TB, mut func(*settings.Settings)) (*Router, *metrics.Metrics) {
 	t.Helper()
 	cfg, err := settings.Parse([]string{"--rollout=speech"}, func(string) string { return "" }, io.Discard)
 	if err != nil {
