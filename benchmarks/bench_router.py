@@ -5,7 +5,8 @@ Each proxy runs pinned to one core (router: GOMAXPROCS=1; nginx: one worker) whi
 generator and backends share the other core. On a shared 2-core box the proxy may not be the only
 bottleneck, so beside observed req/s we report requests per CPU-second the proxy consumed
 (from /proc), which is the single-core capacity independent of what else limits the run.
-Targets are interleaved over several rounds and the median of each figure is kept.
+Added latency comes from one open loop that interleaves direct and proxied requests, so both see
+the same machine noise; every figure is the median over several rounds.
 """
 from __future__ import annotations
 
@@ -171,76 +172,74 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def run_load(loadgen: Path, port: int, body: Path, rate: int, proxy_pid: int | None) -> dict:
-    args = [str(loadgen), f"--url=http://127.0.0.1:{port}/v1/models/m:predict", f"--body-file={body}",
-            f"--duration={SECONDS}s", "--warmup=1s", f"--rate={rate}", f"--connections={256 if rate else 32}"]
-    cpu0 = cpu_seconds(proxy_pid) if proxy_pid else 0.0
+def url(port: int) -> str:
+    return f"http://127.0.0.1:{port}/v1/models/m:predict"
+
+
+def run_loadgen(loadgen: Path, urls: list[str], body: Path, rate: int) -> list[dict]:
+    args = [str(loadgen), *(f"--url={u}" for u in urls), f"--body-file={body}", f"--duration={SECONDS}s",
+            "--warmup=1s", f"--rate={rate}", f"--connections={256 if rate else 32}"]
     out = subprocess.run(pinned(LOAD_CPU, args), check=True, capture_output=True, text=True)
-    point = json.loads(out.stdout)
-    if proxy_pid:
-        # warm-up traffic also burns proxy CPU; scale requests by the measured share of wall time
-        used = cpu_seconds(proxy_pid) - cpu0
-        total_reqs = point["requests"] * (SECONDS + 1) / SECONDS
-        point["proxy_cpu_s"] = round(used, 3)
-        point["requests_per_cpu_s"] = round(total_reqs / used, 1) if used > 0 else None
-    return point
+    return json.loads(out.stdout)
 
 
-def plan() -> list[tuple[str, str, int]]:
-    """(target, payload, rate) points of one round; rate 0 = closed-loop maximum."""
-    points = [(t, pl, r) for t in ("direct", "router", "nginx") for pl in ("small", "audio_1s") for r in (*RATES, 0)]
-    return points + [(t, "small", r) for t in ("router+mirror", "nginx+mirror") for r in (200, 0)]
-
-
-def measure(targets: dict[str, tuple[int, int | None]], loadgen: Path, bodies: dict[str, Path]) -> list[dict]:
-    """Runs every point ROUNDS times, interleaving targets so a burst of load from elsewhere on
-    the machine hits all of them alike; keeps the median of each figure."""
-    runs: dict[tuple, list[dict]] = {}
+def measure_latency(targets: dict, loadgen: Path, bodies: dict[str, Path]) -> dict[str, dict]:
+    """Added latency: direct and the proxies interleaved request by request in one open loop
+    (each at the nominal rate), so machine noise hits them alike; added = proxy − direct of the
+    same run, median over rounds."""
+    groups = [(("router", "nginx"), pl, r) for pl in ("small", "audio_1s") for r in RATES]
+    groups.append((("router+mirror", "nginx+mirror"), "small", 200))
+    per_key: dict[str, list[dict]] = {}
     for rnd in range(ROUNDS):
-        for target, payload, rate in plan():
-            port, pid = targets[target]
-            p = run_load(loadgen, port, bodies[payload], rate, pid)
-            runs.setdefault((target, payload, rate), []).append(p)
-            label = f"{rate} req/s" if rate else "max"
-            print(f"  [{rnd + 1}/{ROUNDS}] {target:13s} {payload:8s} {label:9s} p50 {p['p50_ms']:.2f} ms  "
-                  f"p99 {p['p99_ms']:.2f} ms  {p['throughput_rps']:.0f} req/s  errors {p['errors']}",
-                  file=sys.stderr, flush=True)
-    points = []
-    for (target, payload, rate), rs in runs.items():
-        med = {k: statistics.median(r[k] for r in rs) for k in ("p50_ms", "p99_ms", "throughput_rps")}
-        if rs[0].get("requests_per_cpu_s") is not None:
-            med["requests_per_cpu_s"] = statistics.median(r["requests_per_cpu_s"] for r in rs)
-        points.append({"target": target, "payload": payload, "target_rps": rate, **med,
-                       "errors": sum(r["errors"] for r in rs), "rounds": rs})
-    return points
+        for names, payload, rate in groups:
+            res = run_loadgen(loadgen, [url(targets["direct"][0])] + [url(targets[n][0]) for n in names],
+                              bodies[payload], rate)
+            direct = res[0]
+            for name, r in zip(names, res[1:]):
+                per_key.setdefault(f"{name}/{payload}/{rate}", []).append({
+                    "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"], "direct_p50_ms": direct["p50_ms"],
+                    "direct_p99_ms": direct["p99_ms"], "errors": r["errors"] + direct["errors"],
+                    "added_p50_ms": r["p50_ms"] - direct["p50_ms"], "added_p99_ms": r["p99_ms"] - direct["p99_ms"]})
+                print(f"  [{rnd + 1}/{ROUNDS}] {name:13s} {payload:8s} {rate:5d} req/s  p50 {r['p50_ms']:.2f} ms "
+                      f"(direct {direct['p50_ms']:.2f})  p99 {r['p99_ms']:.2f} ms (direct {direct['p99_ms']:.2f})",
+                      file=sys.stderr, flush=True)
+    return {k: {f: round(statistics.median(x[f] for x in v), 3) for f in v[0]} | {"rounds": v}
+            for k, v in per_key.items()}
 
 
-def added(points: list[dict], target: str, payload: str, rate: int) -> dict:
-    def pick(t):
-        return next(p for p in points if p["target"] == t and p["payload"] == payload and
-                    p.get("target_rps", 0) == rate)
-    base, p = pick("direct"), pick(target)
-    return {"p50_ms": round(p["p50_ms"] - base["p50_ms"], 3), "p99_ms": round(p["p99_ms"] - base["p99_ms"], 3)}
+def measure_throughput(targets: dict, loadgen: Path, bodies: dict[str, Path]) -> dict[str, dict]:
+    """Closed loop, 32 connections, per target; requests per CPU-second from /proc."""
+    plan = [(t, pl) for t in ("direct", "router", "nginx") for pl in ("small", "audio_1s")]
+    plan += [("router+mirror", "small"), ("nginx+mirror", "small")]
+    per_key: dict[str, list[dict]] = {}
+    for rnd in range(ROUNDS):
+        for name, payload in plan:
+            port, pid = targets[name]
+            cpu0 = cpu_seconds(pid) if pid else 0.0
+            r = run_loadgen(loadgen, [url(port)], bodies[payload], 0)[0]
+            point = {"rps": r["throughput_rps"], "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"], "errors": r["errors"]}
+            if pid:
+                # the 1 s warm-up also burns proxy CPU: count its requests at the measured rate
+                used = cpu_seconds(pid) - cpu0
+                point["requests_per_cpu_s"] = r["requests"] * (SECONDS + 1) / SECONDS / used
+            per_key.setdefault(f"{name}/{payload}", []).append(point)
+            print(f"  [{rnd + 1}/{ROUNDS}] {name:13s} {payload:8s} max  {r['throughput_rps']:.0f} req/s  "
+                  f"{point.get('requests_per_cpu_s', 0):.0f} req/CPU-s", file=sys.stderr, flush=True)
+    return {k: {f: round(statistics.median(x[f] for x in v), 1) for f in v[0]} | {"rounds": v}
+            for k, v in per_key.items()}
 
 
-def summarize(points: list[dict]) -> dict:
-    s: dict = {"added_latency": {}, "max_throughput": {}}
-    for target in ("router", "nginx"):
-        for payload in ("small", "audio_1s"):
-            for rate in RATES:
-                s["added_latency"][f"{target}/{payload}/{rate}"] = added(points, target, payload, rate)
-            mx = next(p for p in points if p["target"] == target and p["payload"] == payload and not p.get("target_rps"))
-            s["max_throughput"][f"{target}/{payload}"] = {"rps": round(mx["throughput_rps"]),
-                                                          "requests_per_cpu_s": mx.get("requests_per_cpu_s")}
-    for target in ("router+mirror", "nginx+mirror"):
-        s["added_latency"][f"{target}/small/200"] = added(points, target, "small", 200)
-        mx = next(p for p in points if p["target"] == target and not p.get("target_rps"))
-        s["max_throughput"][f"{target}/small"] = {"rps": round(mx["throughput_rps"]),
-                                                  "requests_per_cpu_s": mx.get("requests_per_cpu_s")}
+def summarize(latency: dict, throughput: dict) -> dict:
+    s: dict = {"added_latency_ms": {k: {"p50": v["added_p50_ms"], "p99": v["added_p99_ms"]} for k, v in latency.items()},
+               "max_throughput": {k: {"rps": v["rps"], "requests_per_cpu_s": v.get("requests_per_cpu_s")}
+                                  for k, v in throughput.items()}}
     for payload in ("small", "audio_1s"):
-        r, n = s["max_throughput"][f"router/{payload}"], s["max_throughput"][f"nginx/{payload}"]
+        r, n = throughput[f"router/{payload}"], throughput[f"nginx/{payload}"]
         s[f"ratio_to_nginx/{payload}"] = {"rps": round(r["rps"] / n["rps"], 2),
                                           "requests_per_cpu_s": round(r["requests_per_cpu_s"] / n["requests_per_cpu_s"], 2)}
+    r, n = throughput["router+mirror/small"], throughput["nginx+mirror/small"]
+    s["ratio_to_nginx/mirror_small"] = {"rps": round(r["rps"] / n["rps"], 2),
+                                        "requests_per_cpu_s": round(r["requests_per_cpu_s"] / n["requests_per_cpu_s"], 2)}
     return s
 
 
@@ -262,24 +261,25 @@ def main() -> int:
                 proc, port = start_nginx(tmp, p1, p2, mirror)
                 procs.append(proc)
                 targets[name] = (port, proc.pid)
-            points = measure(targets, tools["loadgen"], bodies)
+            latency = measure_latency(targets, tools["loadgen"], bodies)
+            throughput = measure_throughput(targets, tools["loadgen"], bodies)
         finally:
             for p in procs:
                 if p.poll() is None:
                     p.terminate()
                     p.wait(10)
-    summary = summarize(points)
+    summary = summarize(latency, throughput)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"seconds_per_point": SECONDS, "rounds": ROUNDS, "cpus": os.cpu_count(),
-                                   "loadavg_at_end": os.getloadavg(), "summary": summary, "points": points}, indent=2))
-    a = summary["added_latency"]
-    m = summary["max_throughput"]
-    print(f"router: added p50/p99 {a['router/small/200']['p50_ms']:.2f}/{a['router/small/200']['p99_ms']:.2f} ms at "
-          f"200 req/s (nginx {a['nginx/small/200']['p50_ms']:.2f}/{a['nginx/small/200']['p99_ms']:.2f}); "
-          f"1 core small: {m['router/small']['rps']} req/s, {m['router/small']['requests_per_cpu_s']} req/CPU-s "
-          f"(nginx {m['nginx/small']['rps']}, {m['nginx/small']['requests_per_cpu_s']}); ratio to nginx "
-          f"{summary['ratio_to_nginx/small']['requests_per_cpu_s']} (per CPU-s), "
-          f"{summary['ratio_to_nginx/small']['rps']} (req/s) -> {RESULTS.relative_to(REPO)}")
+                                   "loadavg_at_end": os.getloadavg(), "summary": summary, "latency": latency,
+                                   "throughput": throughput}, indent=2))
+    a, m = summary["added_latency_ms"], summary["max_throughput"]
+    print(f"router: added p50/p99 {a['router/small/200']['p50']:.2f}/{a['router/small/200']['p99']:.2f} ms at "
+          f"200 req/s (nginx {a['nginx/small/200']['p50']:.2f}/{a['nginx/small/200']['p99']:.2f}); "
+          f"1 core small: {m['router/small']['rps']:.0f} req/s, {m['router/small']['requests_per_cpu_s']:.0f} req/CPU-s "
+          f"(nginx {m['nginx/small']['rps']:.0f}, {m['nginx/small']['requests_per_cpu_s']:.0f}); ratio to nginx "
+          f"{summary['ratio_to_nginx/small']['rps']} req/s, {summary['ratio_to_nginx/small']['requests_per_cpu_s']} "
+          f"per CPU-s; with mirror {summary['ratio_to_nginx/mirror_small']['rps']} -> {RESULTS.relative_to(REPO)}")
     return 0
 
 

@@ -18,6 +18,7 @@ import (
 )
 
 type result struct {
+	URL        string  `json:"url,omitempty"`
 	Mode       string  `json:"mode"`
 	Rate       float64 `json:"target_rps,omitempty"`
 	Requests   int     `json:"requests"`
@@ -30,22 +31,30 @@ type result struct {
 	MaxMs      float64 `json:"max_ms"`
 }
 
+// urlList is a repeatable --url flag.
+type urlList []string
+
+func (u *urlList) String() string     { return fmt.Sprint(*u) }
+func (u *urlList) Set(v string) error { *u = append(*u, v); return nil }
+
 func main() {
-	url := flag.String("url", "", "target URL")
-	rate := flag.Float64("rate", 0, "requests per second (open loop); 0 = closed loop")
+	var urls urlList
+	flag.Var(&urls, "url", "target URL; repeat it to interleave several targets in one open loop "+
+		"(request i goes to URL i mod n, so every target sees the same moment-to-moment machine noise)")
+	rate := flag.Float64("rate", 0, "requests per second per URL (open loop); 0 = closed loop (first URL)")
 	duration := flag.Duration("duration", 5*time.Second, "measurement time")
 	warmup := flag.Duration("warmup", time.Second, "unmeasured warm-up time")
 	conns := flag.Int("connections", 32, "closed loop: concurrent connections; open loop: max in flight")
 	bodyFile := flag.String("body-file", "", "request body file (POST)")
 	flag.Parse()
 	body, err := os.ReadFile(*bodyFile)
-	if err != nil || *url == "" {
+	if err != nil || len(urls) == 0 {
 		fmt.Fprintln(os.Stderr, "loadgen: --url and a readable --body-file are required:", err)
 		os.Exit(2)
 	}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *conns * 2, DisableCompression: true}}
-	send := func() bool {
-		resp, err := client.Post(*url, "application/json", bytes.NewReader(body))
+	send := func(url string) bool {
+		resp, err := client.Post(url, "application/json", bytes.NewReader(body))
 		if err != nil {
 			return false
 		}
@@ -53,16 +62,18 @@ func main() {
 		resp.Body.Close()
 		return resp.StatusCode == 200
 	}
-	if *warmup > 0 {
-		closedLoop(send, *conns, *warmup)
+	for _, u := range urls {
+		if *warmup > 0 {
+			closedLoop(func() bool { return send(u) }, *conns, *warmup)
+		}
 	}
-	var r result
 	if *rate > 0 {
-		r = openLoop(send, *rate, *conns, *duration)
-	} else {
-		r = closedLoop(send, *conns, *duration)
+		_ = json.NewEncoder(os.Stdout).Encode(openLoop(send, urls, *rate, *conns, *duration))
+		return
 	}
-	_ = json.NewEncoder(os.Stdout).Encode(r)
+	r := closedLoop(func() bool { return send(urls[0]) }, *conns, *duration)
+	r.URL = urls[0]
+	_ = json.NewEncoder(os.Stdout).Encode([]result{r})
 }
 
 func summarize(mode string, lat []time.Duration, errors int64, elapsed time.Duration) result {
@@ -104,30 +115,41 @@ func closedLoop(send func() bool, conns int, d time.Duration) result {
 	return summarize("closed", all, errors.Load(), time.Since(start))
 }
 
-// openLoop starts request i at start + i/rate whatever happened before; latency counts from
-// that scheduled instant (no coordinated omission).
-func openLoop(send func() bool, rate float64, maxInFlight int, d time.Duration) result {
-	n := int(rate * d.Seconds())
+// openLoop starts request i at start + i/(rate*n) whatever happened before, to URL i mod n;
+// latency counts from that scheduled instant (no coordinated omission).
+func openLoop(send func(string) bool, urls []string, rate float64, maxInFlight int, d time.Duration) []result {
+	total := rate * float64(len(urls))
+	n := int(total * d.Seconds())
 	lat := make([]time.Duration, n)
-	var errors atomic.Int64
+	ok := make([]bool, n)
 	slots := make(chan struct{}, maxInFlight)
 	var wg sync.WaitGroup
 	start := time.Now()
 	for i := range n {
-		at := start.Add(time.Duration(float64(i) / rate * float64(time.Second)))
+		at := start.Add(time.Duration(float64(i) / total * float64(time.Second)))
 		time.Sleep(time.Until(at))
 		slots <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer func() { <-slots; wg.Done() }()
-			if !send() {
-				errors.Add(1)
-			}
+			ok[i] = send(urls[i%len(urls)])
 			lat[i] = time.Since(at)
 		}()
 	}
 	wg.Wait()
-	r := summarize("open", lat, errors.Load(), time.Since(start))
-	r.Rate = rate
-	return r
+	elapsed := time.Since(start)
+	out := make([]result, len(urls))
+	for k, u := range urls {
+		var mine []time.Duration
+		var errors int64
+		for i := k; i < n; i += len(urls) {
+			mine = append(mine, lat[i])
+			if !ok[i] {
+				errors++
+			}
+		}
+		out[k] = summarize("open", mine, errors, elapsed)
+		out[k].URL, out[k].Rate = u, rate
+	}
+	return out
 }
