@@ -6,6 +6,7 @@ Software metrics per stage, input metrics (duration, level, speech share) and ou
 from __future__ import annotations
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client.samples import Sample
 
 from speech_serving.pipeline import ClipResult, StageTimes
 
@@ -36,6 +37,21 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...], str]] = {
 _FAMILIES: dict[int, dict[str, object]] = {}
 
 
+class SignedHistogram(Histogram):
+    """A histogram that keeps `_sum` with negative buckets (dBFS levels are all negative).
+
+    prometheus_client drops `_sum` once the first bucket bound is negative (an OpenMetrics rule for
+    counter-like sums), but the chart's input-level drift alert needs the mean: sum / count.
+    Prometheus ingests a negative `_sum` from the text format without complaint.
+    """
+
+    def _child_samples(self):
+        samples = tuple(super()._child_samples())
+        if any(s.name == "_sum" for s in samples):
+            return samples
+        return samples + (Sample("_sum", {}, self._sum.get(), None, None),)
+
+
 def _families(registry: CollectorRegistry) -> dict[str, object]:
     """One set of metric families per registry, shared by every ServerMetrics using it (tests make several)."""
     if id(registry) in _FAMILIES:
@@ -51,7 +67,8 @@ def _families(registry: CollectorRegistry) -> dict[str, object]:
         if kind == "counter":
             made[name] = Counter(name.removesuffix("_total"), doc, base + extra, registry=registry)
         else:
-            made[name] = Histogram(name, doc, base + extra, buckets=hist_buckets[name], registry=registry)
+            kind_cls = SignedHistogram if hist_buckets[name][0] < 0 else Histogram
+            made[name] = kind_cls(name, doc, base + extra, buckets=hist_buckets[name], registry=registry)
     _FAMILIES[id(registry)] = made
     return made
 

@@ -46,7 +46,11 @@ async def scraped(tmp_path_factory) -> dict:
         assert (await client.post("/v2/models/speech-commands/infer", json=silent)).status_code == 200
         bad = {"instances": [{"audio_b64": "!!"}]}
         assert (await client.post("/v1/models/speech-commands:predict", json=bad)).status_code == 400
-        text = (await client.get("/metrics")).text
+        # Prometheus asks for OpenMetrics first; the server answers the classic format (see app.py)
+        resp = await client.get("/metrics", headers={"accept": "application/openmetrics-text; version=1.0.0"})
+        assert resp.headers["content-type"].startswith("text/plain; version=")
+        assert resp.headers["x-model-version"] == VERSION
+        text = resp.text
     families = {}
     for fam in text_string_to_metric_families(text):
         samples = [s for s in fam.samples if s.labels.get("version") == VERSION]
@@ -66,10 +70,8 @@ def test_every_documented_series_exists_with_exact_labels(scraped):
     for name, (kind, labels) in PINNED.items():
         got_kind, samples = scraped[name]
         assert got_kind == kind, name
+        # speech_input_level_dbfs has negative buckets; it must still have _sum (the chart's drift alert)
         suffixes = {"_total"} if kind == "counter" else {"_bucket", "_sum", "_count"}
-        if name == "speech_input_level_dbfs":
-            # OpenMetrics: a histogram with negative buckets has no _sum; use histogram_quantile on it.
-            suffixes = {"_bucket", "_count"}
         main = [s for s in samples if s.name in {name + suf for suf in suffixes}]
         assert {s.name[len(name):] for s in main} == suffixes, name
         for s in main:
@@ -97,4 +99,6 @@ def test_label_values_and_counts_after_a_few_requests(scraped):
     assert conf_count == 3 and audio > 0.5
     level = {s.labels["le"]: s.value for s in scraped["speech_input_level_dbfs"][1] if s.name.endswith("_bucket")}
     assert level["-90.0"] == 1  # the digital-silence clip sits at the -120 dBFS floor
+    (level_sum,) = [s.value for s in scraped["speech_input_level_dbfs"][1] if s.name == "speech_input_level_dbfs_sum"]
+    assert level_sum < -120  # three clips, one at -120 dBFS, the others below 0
     assert np.isclose(sum(v for v in values(scraped, "speech_batch_size", "model").values()), 3)

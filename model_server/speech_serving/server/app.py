@@ -10,7 +10,7 @@ import time
 
 import orjson
 import uvicorn
-from prometheus_client import disable_created_metrics
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, disable_created_metrics, generate_latest
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from kserve.errors import InvalidInput, ModelNotFound
@@ -67,6 +67,8 @@ class InferenceGate:
                 message["headers"] = list(message.get("headers", [])) + [self.version_header]
             await send(message)
 
+        if scope["path"] == "/metrics" and scope["method"] == "GET":
+            return await _send_metrics(send_with_version)
         if protocol is None:
             return await self.app(scope, receive, send_with_version)
         start = time.perf_counter()
@@ -104,6 +106,16 @@ class InferenceGate:
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+
+
+async def _send_metrics(send) -> None:
+    # Always the classic text format, even when a scraper asks for OpenMetrics: OpenMetrics forbids the
+    # negative `_sum` of speech_input_level_dbfs (dBFS levels are negative), and strict parsers then
+    # drop the whole scrape. The classic format allows it, and Prometheus falls back to it.
+    body = generate_latest(REGISTRY)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", CONTENT_TYPE_LATEST.encode()), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _replay(body: bytes):
