@@ -95,6 +95,45 @@ def test_limits_from_env_and_metrics(server):
     assert "speech_batch_size_bucket" in text
 
 
+def test_real_prometheus_scrapes_the_contract(server, tmp_path):
+    """Prometheus (Debian package) scrapes /metrics and stores the series the rollout queries read."""
+    import shutil
+
+    base, _ = server
+    audio = base64.b64encode(synthesize_word("on").tobytes()).decode()
+    assert request(base + "/v1/models/speech-commands:predict", {"instances": [{"audio_b64": audio}]})[0] == 200
+    binary = shutil.which("prometheus")
+    assert binary, "prometheus is not installed (make sysdeps installs it)"
+    port = free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text("global: {scrape_interval: 1s}\nscrape_configs:\n  - job_name: speech\n"
+                      f"    static_configs: [{{targets: ['{base.split('//')[1]}']}}]\n")
+    prom = subprocess.Popen([binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
+                             f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        query = "http://127.0.0.1:{}/api/v1/query?query={}".format
+        found: dict = {}
+        deadline = time.time() + 60
+        while time.time() < deadline and len(found) < 3:
+            for name in ("speech_input_level_dbfs_sum", "speech_requests_total", "speech_confidence_count"):
+                try:
+                    _, _, body = request(query(port, name))
+                except OSError:
+                    continue
+                if body and body["data"]["result"]:
+                    found[name] = body["data"]["result"]
+            time.sleep(0.5)
+        assert set(found) == {"speech_input_level_dbfs_sum", "speech_requests_total", "speech_confidence_count"}
+        assert float(found["speech_input_level_dbfs_sum"][0]["value"][1]) < 0
+        outcomes = {r["metric"]["outcome"] for r in found["speech_requests_total"]}
+        assert outcomes == {"ok", "client_error", "server_error"}
+        assert {r["metric"]["version"] for r in found["speech_requests_total"]} == {"proc-v1"}
+    finally:
+        prom.terminate()
+        prom.wait(timeout=20)
+
+
 def test_sigterm_stops_the_server(server):
     _, proc = server
     proc.send_signal(signal.SIGTERM)
