@@ -172,6 +172,7 @@ class Snapshot:
     message: str
     step: str
     stable: str | None
+    candidate_version: str | None  # status.candidateVersion: in flight, or the one just rejected
     stable_weight: int
     candidate: str | None
     candidate_weight: int
@@ -187,7 +188,8 @@ class Snapshot:
         return cls(t=round(t, 2), generation=obj["metadata"].get("generation", 0),
                    phase=status.get("phase") or "", reason=status.get("reason") or "",
                    message=status.get("message") or "", step=status.get("currentStep") or "",
-                   stable=stable.get("version"), stable_weight=stable.get("weight") or 0,
+                   stable=stable.get("version"), candidate_version=status.get("candidateVersion"),
+                   stable_weight=stable.get("weight") or 0,
                    candidate=cand.get("version"), candidate_weight=cand.get("weight") or 0,
                    mirror=mirror.get("version"), mirror_percent=mirror.get("percent") or 0,
                    metrics=tuple((status.get("analysis") or {}).get("metrics") or ()))

@@ -15,7 +15,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from e2e.scenario import Snapshot  # noqa: E402
 
-DECISION_PHASES = ("Healthy", "RolledBack", "Stopped", "Failed", "Promoting", "RollingBack")
+# Outcomes marked on the timeline, and how each is labelled.
+DECISION_LABELS = {"Healthy": "promoted", "RolledBack": "rolled back", "Stopped": "stopped",
+                   "Failed": "failed"}
 _NUMBER = re.compile(r"[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?")
 
 
@@ -32,12 +34,12 @@ def compute_threshold(metric: dict[str, Any]) -> float | None:
 
 
 def compute_decisions(snapshots: Sequence[Snapshot]) -> list[tuple[float, str]]:
-    """(time, label) where the phase changed into a decision phase, e.g. 'v2 Healthy'."""
+    """(time, label) where the phase changed into an outcome, e.g. 'v2 promoted', 'v3 rolled back'."""
     out, last = [], None
     for s in snapshots:
-        if s.phase != last and s.phase in DECISION_PHASES:
-            version = s.stable if s.phase == "Healthy" else (s.candidate or s.stable)
-            out.append((s.t, f"{version} {s.phase}"))
+        if s.phase != last and s.phase in DECISION_LABELS:
+            version = s.stable if s.phase == "Healthy" else (s.candidate_version or s.candidate)
+            out.append((s.t, f"{version} {DECISION_LABELS[s.phase]}"))
         last = s.phase
     return out
 
@@ -74,7 +76,7 @@ def _draw_weights(ax, snapshots: Sequence[Snapshot]) -> None:
 
 def _mark_decisions(axes, decisions: list[tuple[float, str]]) -> None:
     for t, label in decisions:
-        colour = "tab:red" if "RolledBack" in label or "Failed" in label else "tab:green"
+        colour = "tab:green" if label.endswith("promoted") else "tab:red"
         for ax in axes:
             ax.axvline(t, color=colour, linestyle=":", linewidth=1)
         axes[0].annotate(label, (t, 102), fontsize=7, rotation=90, va="top", ha="right", color=colour)

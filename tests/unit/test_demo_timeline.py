@@ -10,9 +10,9 @@ from e2e.timeline import compute_decisions, compute_gate_series, compute_thresho
 pytestmark = pytest.mark.unit
 
 
-def _snap(t, phase, stable="v1", sw=100, cand=None, cw=0, metrics=()):
+def _snap(t, phase, stable="v1", sw=100, cand=None, cw=0, metrics=(), cand_version=None):
     return Snapshot(t=t, generation=2, phase=phase, reason="", message="", step="", stable=stable,
-                    stable_weight=sw, candidate=cand, candidate_weight=cw, mirror=None,
+                    candidate_version=cand_version or cand, stable_weight=sw, candidate=cand, candidate_weight=cw, mirror=None,
                     mirror_percent=0, metrics=tuple(metrics))
 
 
@@ -31,8 +31,9 @@ def test_decisions_are_phase_changes_into_an_outcome():
     snaps = [_snap(0, "Healthy"), _snap(5, "Progressing", cand="v2", sw=80, cw=20),
              _snap(9, "Progressing", cand="v2", sw=50, cw=50), _snap(12, "Healthy", stable="v2"),
              _snap(20, "Progressing", stable="v2", cand="v3", sw=80, cw=20),
-             _snap(25, "RolledBack", stable="v2", cand="v3")]
-    assert compute_decisions(snaps) == [(0, "v1 Healthy"), (12, "v2 Healthy"), (25, "v3 RolledBack")]
+             _snap(24, "RollingBack", stable="v2", cand_version="v3"),
+             _snap(25, "RolledBack", stable="v2", cand_version="v3")]  # traffic no longer names v3
+    assert compute_decisions(snaps) == [(0, "v1 promoted"), (12, "v2 promoted"), (25, "v3 rolled back")]
 
 
 def test_png_is_written_with_a_panel_per_gate(tmp_path):
