@@ -23,8 +23,7 @@ sys.path[:0] = [str(REPO / "tests" / "integration"), str(REPO / "tests" / "unit"
 
 from kubernetes import config  # noqa: E402
 
-from e2e import scenario  # noqa: E402
-from operator_harness import CRD, OperatorProcess, kubectl, wait_for  # noqa: E402
+from operator_harness import CRD, OperatorProcess, connect_testbed, kubectl, wait_for  # noqa: E402
 from rollout_operator.adapters.kube import MODEL_ROLLOUTS, KubeApi  # noqa: E402
 from stub_prometheus import StubPrometheus, vector  # noqa: E402
 
@@ -104,7 +103,7 @@ def measure_rollback(cluster, api: KubeApi, ns: str, gates: Gates, name: str, in
 
 
 def run(n: int, tmp: Path) -> dict:
-    cluster = scenario.ensure_testbed(start=True)
+    cluster = connect_testbed()  # never (re)starts a testbed someone else may be using
     kubectl(cluster, "apply", "--server-side", "--force-conflicts", "-f", str(CRD))
     api = KubeApi(config.new_client_from_config(config_file=str(cluster.kubeconfig)))
     ns = f"bench-{uuid.uuid4().hex[:6]}"

@@ -16,7 +16,7 @@ import pytest
 from kubernetes import config
 
 from e2e import scenario
-from operator_harness import CRD, OperatorProcess, kubectl
+from operator_harness import CRD, OperatorProcess, TestbedMissing, connect_testbed, kubectl
 from rollout_operator.adapters.kube import KubeApi
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "operator"))
@@ -41,15 +41,10 @@ class Gates:
 @pytest.fixture(scope="session")
 def tb() -> scenario.Cluster:
     # Only the API server (and the pod runner) matter here; the testbed's Prometheus is not used.
-    from e2e.testbed import paths
-
-    layout = paths.default_layout()
-    if not layout.kubeconfig.exists():
-        pytest.fail(f"no testbed kubeconfig at {layout.kubeconfig}: start the testbed with `make cluster-up`")
-    cluster = scenario.Cluster(kubeconfig=layout.kubeconfig, kubectl=paths.kubectl(), helm=paths.helm(),
-                               prometheus_url=layout.prometheus_url)
-    if kubectl(cluster, "get", "--raw", "/readyz", check=False).returncode != 0:
-        pytest.fail("the testbed API server is not ready: run `make cluster-up`")
+    try:
+        cluster = connect_testbed()
+    except TestbedMissing as err:
+        pytest.fail(str(err))
     pods = kubectl(cluster, "get", "pods", "-A", "-o",
                    "jsonpath={range .items[*]}{.spec.containers[0].image}{'\\n'}{end}").stdout
     if "modelrollout/operator:dev" in pods:

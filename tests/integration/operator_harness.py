@@ -87,6 +87,24 @@ class OperatorProcess:
             return "(no log)"
 
 
+class TestbedMissing(RuntimeError):
+    """The testbed's API server is not reachable; the message says how to start it."""
+
+
+def connect_testbed() -> scenario.Cluster:
+    """The running testbed, without (re)starting anything: only its API server must be ready."""
+    from e2e.testbed import paths
+
+    layout = paths.default_layout()
+    if not layout.kubeconfig.exists():
+        raise TestbedMissing(f"no testbed kubeconfig at {layout.kubeconfig}: start it with `make cluster-up`")
+    cluster = scenario.Cluster(kubeconfig=layout.kubeconfig, kubectl=paths.kubectl(), helm=paths.helm(),
+                               prometheus_url=layout.prometheus_url)
+    if kubectl(cluster, "get", "--raw", "/readyz", check=False).returncode != 0:
+        raise TestbedMissing("the testbed API server is not ready: run `make cluster-up`")
+    return cluster
+
+
 def kubectl(cluster: scenario.Cluster, *args: str, stdin: str | None = None,
             check: bool = True) -> subprocess.CompletedProcess:
     return scenario.run_tool(cluster, cluster.kubectl, *args, stdin=stdin, check=check)
