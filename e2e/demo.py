@@ -151,8 +151,10 @@ def run_demo(args: argparse.Namespace) -> int:
     started = time.monotonic()
     cluster = scenario.ensure_testbed(start=True, log=log)
     log(f"installing the operator with helm ({scenario.CHART.relative_to(scenario.REPO)}) ...")
+    # routerEndpointsSource=pods: the testbed's loopback pod IPs never appear in EndpointSlices.
     scenario.ensure_operator(cluster, {"operator": {"prometheusUrl": cluster.prometheus_url,
-                                                    "tickInterval": 0.5}})
+                                                    "tickInterval": 0.5,
+                                                    "routerEndpointsSource": "pods"}})
     api = cluster.api()
     scenario.ensure_namespace(cluster, NS)
     log(f"\n== v1: first version of {rollouts.MODEL_NAME} (trained on male voices, clean audio)")

@@ -11,9 +11,12 @@ from kubernetes import client
 
 from e2e import scenario
 
-# Chart values for the e2e tier: the testbed's Prometheus as the operator's default, and a
-# short tick so decisions follow checks quickly (the analysis interval still governs checks).
-OPERATOR_VALUES = {"operator": {"tickInterval": 0.5, "logLevel": "debug"}}
+# Chart values for the e2e tier: the testbed's Prometheus as the operator's default (added by
+# the fixture), a short tick so decisions follow checks quickly (the analysis interval still
+# governs checks), and routers that find backends from pods (the API server keeps the testbed's
+# loopback pod IPs out of EndpointSlices).
+OPERATOR_VALUES = {"operator": {"tickInterval": 0.5, "logLevel": "debug",
+                                "routerEndpointsSource": "pods"}}
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ NON_DEFAULT = {
     "image": {"repository": "registry.example/mr/operator", "tag": "1.2.3", "pullPolicy": "Always"},
     "operator": {"watchNamespaces": ["team-a", "team-b"], "logLevel": "debug",
                  "prometheusUrl": "http://prometheus.monitoring:9090", "tickInterval": 0.5,
-                 "port": 9102, "extraArgs": ["--max-workers=4"]},
+                 "port": 9102, "routerEndpointsSource": "pods", "extraArgs": ["--max-workers=4"]},
     "rbac": {"gatewayAPI": False},
     "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}},
                 "podMonitor": {"enabled": True, "namespaces": ["team-a"]}},
@@ -119,6 +119,7 @@ def test_default_args_are_accepted_by_the_operator_settings():
     assert settings.port == 8080
     assert settings.namespaces == ()
     assert settings.router_image == "modelrollout/router:dev"
+    assert settings.router_endpoints_source == "endpointslices"
     assert settings.model_server_image == "modelrollout/model-server:dev"
     env = {e["name"]: e for e in container["env"]}
     assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
@@ -138,6 +139,7 @@ def test_non_default_values_reach_the_operator_and_its_objects(tmp_path):
     assert settings.tick_interval == 0.5
     assert settings.port == 9102
     assert settings.max_workers == 4
+    assert settings.router_endpoints_source == "pods"
     assert container["ports"] == [{"name": "http", "containerPort": 9102, "protocol": "TCP"}]
     kinds = {d["kind"] for d in docs}
     assert {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap"} <= kinds
@@ -210,6 +212,7 @@ def test_every_rbac_rule_carries_a_comment_saying_why():
     ("metrics.serviceMonitor.enable=true", "enable"),
     ("operator.logLevel=verbose", "logLevel"),
     ("operator.prometheusUrl=prometheus:9090", "prometheusUrl"),
+    ("operator.routerEndpointsSource=dns", "routerEndpointsSource"),
 ])
 def test_values_schema_rejects_unknown_keys_and_bad_values(override, message):
     proc = _run_helm("template", "mr", str(CHART), "--kube-version", KUBE_VERSION,

@@ -61,6 +61,7 @@ app.kubernetes.io/part-of: modelrollout
 - --tick-interval={{ .Values.operator.tickInterval }}
 - --max-workers={{ .Values.operator.maxWorkers }}
 - --router-image={{ .Values.operator.routerImage }}
+- --router-endpoints-source={{ .Values.operator.routerEndpointsSource }}
 - --model-server-image={{ .Values.operator.modelServerImage }}
 {{- range .Values.operator.extraArgs }}
 - {{ . | quote }}
