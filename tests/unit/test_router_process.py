@@ -106,7 +106,7 @@ def test_sticky_header_keeps_each_key_on_one_version(router_bin, backends, route
 
 
 def test_weight_change_applies_without_dropping_in_flight_requests(router_bin, backends, routers, tmp_path):
-    v1, v2 = backends("v1", "--delay", "0.3"), backends("v2")
+    v1, v2 = backends("v1", "--delay", "1"), backends("v2")
     cfg = tmp_path / "split.json"
     eps = {"v1": [v1.addr], "v2": [v2.addr]}
     write_static(cfg, weights("v1", 100), eps)
@@ -114,7 +114,10 @@ def test_weight_change_applies_without_dropping_in_flight_requests(router_bin, b
     router.wait_ready()
     with ThreadPoolExecutor(8) as pool:
         in_flight = [pool.submit(router.client().post) for _ in range(8)]
-        time.sleep(0.1)  # let them reach v1 (which takes 0.3 s to answer)
+        deadline = time.monotonic() + 10
+        while v1.hits() < 8 and time.monotonic() < deadline:
+            time.sleep(0.01)  # v1 counts a request on arrival, then takes 1 s to answer
+        assert v1.hits() == 8 and not any(f.done() for f in in_flight)
         write_static(cfg, weights("v1", 0, "v2"), eps)
         router.wait_metric("router_traffic_weight", 100, version="v2", role="candidate")
         after = [router.client().post() for _ in range(20)]
@@ -200,7 +203,7 @@ def test_timeout_gives_504_and_names_the_flag(router_bin, backends, routers, tmp
 
 
 def test_concurrency_limit_gives_503_with_message(router_bin, backends, routers, tmp_path):
-    v1 = backends("v1", "--delay", "0.5")
+    v1 = backends("v1", "--delay", "1")
     cfg = tmp_path / "split.json"
     write_static(cfg, weights("v1", 100), {"v1": [v1.addr]})
     router = routers(router_bin, tmp_path, f"--static-config={cfg}", "--max-concurrency=2")
