@@ -4,6 +4,7 @@ in tests/integration/test_router_k8s.py)."""
 from __future__ import annotations
 
 import json
+import signal
 import math
 import subprocess
 import threading
@@ -289,3 +290,21 @@ def test_metric_contract_names_are_exported(router_bin, backends, routers, tmp_p
     assert set(labels["router_requests_total"]) == {"rollout", "version", "role", "outcome"}
     assert set(labels["router_shadow_comparisons_total"]) == {"rollout", "stable_version", "candidate_version", "result"}
     assert set(labels["router_mirror_percent"]) == {"rollout", "version"}
+
+
+def test_sigterm_lets_in_flight_requests_finish_then_exits_cleanly(router_bin, backends, routers, tmp_path):
+    v1 = backends("v1", "--delay", "1")
+    cfg = tmp_path / "split.json"
+    write_static(cfg, weights("v1", 100), {"v1": [v1.addr]})
+    router = routers(router_bin, tmp_path, f"--static-config={cfg}", "--shutdown-grace=10s")
+    router.wait_ready()
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(router.client().post)
+        deadline = time.monotonic() + 10
+        while v1.hits() < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        router.proc.send_signal(signal.SIGTERM)
+        answer = pending.result()
+    assert answer.status == 200 and answer.json()["served_by"] == "v1"
+    assert router.proc.wait(timeout=15) == 0
+    assert any(rec.get("msg") == "shutting down" for rec in router.log_records())
