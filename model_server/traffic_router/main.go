@@ -75,9 +75,11 @@ func run(cfg settings.Settings, log *slog.Logger) error {
 		return err
 	case <-ctx.Done():
 	}
-	// Fail readiness first, then let in-flight requests finish.
+	// Fail readiness first and keep serving while endpoints catch up; then close the listener
+	// and let in-flight requests finish.
 	router.Drain()
-	log.Info("shutting down", "grace", cfg.ShutdownGrace.String())
+	log.Info("shutting down", "delay", cfg.ShutdownDelay.String(), "grace", cfg.ShutdownGrace.String())
+	time.Sleep(cfg.ShutdownDelay)
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
 	defer cancel()
 	return srv.Shutdown(sctx)

@@ -296,7 +296,7 @@ def test_sigterm_lets_in_flight_requests_finish_then_exits_cleanly(router_bin, b
     v1 = backends("v1", "--delay", "1")
     cfg = tmp_path / "split.json"
     write_static(cfg, weights("v1", 100), {"v1": [v1.addr]})
-    router = routers(router_bin, tmp_path, f"--static-config={cfg}", "--shutdown-grace=10s")
+    router = routers(router_bin, tmp_path, f"--static-config={cfg}", "--shutdown-delay=3s", "--shutdown-grace=10s")
     router.wait_ready()
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(router.client().post)
@@ -304,6 +304,12 @@ def test_sigterm_lets_in_flight_requests_finish_then_exits_cleanly(router_bin, b
         while v1.hits() < 1 and time.monotonic() < deadline:
             time.sleep(0.01)
         router.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while router.is_ready() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # Unready but still serving during --shutdown-delay, so the Service can drop it first.
+        readyz = router.client().request("GET", "/readyz")
+        assert readyz.status == 503 and readyz.json()["reason"] == "shutting down"
         answer = pending.result()
     assert answer.status == 200 and answer.json()["served_by"] == "v1"
     assert router.proc.wait(timeout=15) == 0

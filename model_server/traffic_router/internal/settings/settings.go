@@ -34,6 +34,7 @@ type Settings struct {
 	MirrorWorkers      int           // concurrent shadow requests
 	MirrorTimeout      time.Duration // timeout of one shadow request
 	MirrorMaxBodyBytes int64         // larger stable answers are not compared
+	ShutdownDelay      time.Duration // keep serving (readiness failing) this long after SIGTERM
 	ShutdownGrace      time.Duration // drain time after SIGTERM
 	LogLevel           string        // debug|info|warn|error
 	AccessLog          bool          // one JSON line per request (costly at high rates)
@@ -64,6 +65,7 @@ func newFlagSet(s *Settings) *flag.FlagSet {
 	fs.IntVar(&s.MirrorWorkers, "mirror-workers", 8, "concurrent shadow requests")
 	fs.DurationVar(&s.MirrorTimeout, "mirror-timeout", 10*time.Second, "timeout of one shadow request")
 	fs.Int64Var(&s.MirrorMaxBodyBytes, "mirror-max-body-bytes", 1<<20, "stable answers larger than this are not compared")
+	fs.DurationVar(&s.ShutdownDelay, "shutdown-delay", 0, "after SIGTERM keep serving this long with /readyz failing, so Service endpoints drop the pod before its listener closes")
 	fs.DurationVar(&s.ShutdownGrace, "shutdown-grace", 10*time.Second, "drain time after SIGTERM")
 	fs.StringVar(&s.LogLevel, "log-level", "info", "debug|info|warn|error")
 	fs.BoolVar(&s.AccessLog, "access-log", false, "log one JSON line per request")
@@ -136,6 +138,9 @@ func (s Settings) Validate() error {
 	}
 	if s.ShutdownGrace < 0 {
 		bad("shutdown-grace", "expected a duration >= 0, got %s", s.ShutdownGrace)
+	}
+	if s.ShutdownDelay < 0 {
+		bad("shutdown-delay", "expected a duration >= 0, got %s", s.ShutdownDelay)
 	}
 	positiveInt := map[string]int64{
 		"max-request-bytes": s.MaxRequestBytes, "max-concurrency": int64(s.MaxConcurrency),
