@@ -29,13 +29,14 @@ type Router struct {
 	transport *http.Transport
 	slots     chan struct{} // bounded concurrency: a token per request in flight
 	draining  atomic.Bool
+	metricsH  http.Handler
 	log       *slog.Logger
 }
 
 // New builds a router; the mirror workers live as long as ctx.
 func New(ctx context.Context, cfg settings.Settings, m *metrics.Metrics, log *slog.Logger) *Router {
 	r := &Router{cfg: cfg, Pools: &backend.Registry{}, metrics: m, log: log,
-		transport: NewTransport(cfg), slots: make(chan struct{}, cfg.MaxConcurrency)}
+		transport: NewTransport(cfg), slots: make(chan struct{}, cfg.MaxConcurrency), metricsH: m.Handler()}
 	r.mirror = shadow.New(ctx, cfg.MirrorQueue, cfg.MirrorWorkers, cfg.MirrorTimeout, r.Pools,
 		r.transport, m, log)
 	return r
@@ -109,7 +110,7 @@ func (r *Router) Drain() { r.draining.Store(true) }
 func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	switch req.URL.Path {
 	case "/metrics":
-		r.metrics.Handler().ServeHTTP(w, req)
+		r.metricsH.ServeHTTP(w, req)
 	case "/healthz":
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	case "/readyz":
