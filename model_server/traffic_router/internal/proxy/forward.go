@@ -219,6 +219,14 @@ func (r *Router) writeResponse(w http.ResponseWriter, resp *http.Response, versi
 	}
 	h.Set("X-Modelrollout-Role", string(role))
 	w.WriteHeader(resp.StatusCode)
+	n, kept := copyBody(w, resp.Body, capture, r.cfg.MirrorMaxBodyBytes)
+	vm.ResponseBytes.Add(float64(n))
+	return kept
+}
+
+// copyBody streams the answer to the client; with capture it also keeps up to limit bytes
+// (nil when the body was larger) for the shadow comparison.
+func copyBody(w io.Writer, body io.Reader, capture bool, limit int64) (int64, []byte) {
 	var kept *bytes.Buffer
 	if capture {
 		kept = &bytes.Buffer{}
@@ -227,13 +235,13 @@ func (r *Router) writeResponse(w http.ResponseWriter, resp *http.Response, versi
 	defer copyPool.Put(bufp)
 	var n int64
 	for {
-		m, err := resp.Body.Read(*bufp)
+		m, err := body.Read(*bufp)
 		if m > 0 {
 			n += int64(m)
 			if _, werr := w.Write((*bufp)[:m]); werr != nil {
 				break
 			}
-			if kept != nil && int64(kept.Len()+m) <= r.cfg.MirrorMaxBodyBytes {
+			if kept != nil && int64(kept.Len()+m) <= limit {
 				kept.Write((*bufp)[:m])
 			} else {
 				kept = nil
@@ -243,11 +251,10 @@ func (r *Router) writeResponse(w http.ResponseWriter, resp *http.Response, versi
 			break
 		}
 	}
-	vm.ResponseBytes.Add(float64(n))
 	if kept == nil {
-		return nil
+		return n, nil
 	}
-	return kept.Bytes()
+	return n, kept.Bytes()
 }
 
 func (r *Router) offerMirror(req *http.Request, body []byte, s *split.Split, status int, stableBody []byte) {

@@ -126,32 +126,7 @@ func (s Settings) Validate() error {
 	if s.Port < 1 || s.Port > 65535 {
 		bad("port", "expected 1..65535, got %d", s.Port)
 	}
-	positiveDur := map[string]time.Duration{
-		"initial-sync-timeout": s.InitialSyncTimeout, "request-timeout": s.RequestTimeout,
-		"connect-timeout": s.ConnectTimeout, "eject-duration": s.EjectDuration,
-		"mirror-timeout": s.MirrorTimeout,
-	}
-	for _, name := range sortedKeys(positiveDur) {
-		if positiveDur[name] <= 0 {
-			bad(name, "expected a positive duration such as 500ms or 5s, got %s", positiveDur[name])
-		}
-	}
-	if s.ShutdownGrace < 0 {
-		bad("shutdown-grace", "expected a duration >= 0, got %s", s.ShutdownGrace)
-	}
-	if s.ShutdownDelay < 0 {
-		bad("shutdown-delay", "expected a duration >= 0, got %s", s.ShutdownDelay)
-	}
-	positiveInt := map[string]int64{
-		"max-request-bytes": s.MaxRequestBytes, "max-concurrency": int64(s.MaxConcurrency),
-		"max-idle-conns-per-endpoint": int64(s.MaxIdleConnsPerEP), "mirror-queue": int64(s.MirrorQueue),
-		"mirror-workers": int64(s.MirrorWorkers), "mirror-max-body-bytes": s.MirrorMaxBodyBytes,
-	}
-	for _, name := range sortedKeys(positiveInt) {
-		if positiveInt[name] < 1 {
-			bad(name, "expected an integer >= 1, got %d", positiveInt[name])
-		}
-	}
+	errs = append(errs, s.validateNumbers()...)
 	switch s.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -164,6 +139,38 @@ func (s Settings) Validate() error {
 		bad("stable-version", "%q is not a valid version name (lowercase letters, digits and '-')", s.StableVersion)
 	}
 	return errors.Join(errs...)
+}
+
+// validateNumbers checks durations and counts; one error per bad flag, in flag-name order.
+func (s Settings) validateNumbers() []error {
+	var errs []error
+	positiveDur := map[string]time.Duration{
+		"initial-sync-timeout": s.InitialSyncTimeout, "request-timeout": s.RequestTimeout,
+		"connect-timeout": s.ConnectTimeout, "eject-duration": s.EjectDuration,
+		"mirror-timeout": s.MirrorTimeout,
+	}
+	for _, name := range sortedKeys(positiveDur) {
+		if positiveDur[name] <= 0 {
+			errs = append(errs, fmt.Errorf("--%s: expected a positive duration such as 500ms or 5s, got %s", name, positiveDur[name]))
+		}
+	}
+	nonNegDur := map[string]time.Duration{"shutdown-grace": s.ShutdownGrace, "shutdown-delay": s.ShutdownDelay}
+	for _, name := range sortedKeys(nonNegDur) {
+		if nonNegDur[name] < 0 {
+			errs = append(errs, fmt.Errorf("--%s: expected a duration >= 0, got %s", name, nonNegDur[name]))
+		}
+	}
+	positiveInt := map[string]int64{
+		"max-request-bytes": s.MaxRequestBytes, "max-concurrency": int64(s.MaxConcurrency),
+		"max-idle-conns-per-endpoint": int64(s.MaxIdleConnsPerEP), "mirror-queue": int64(s.MirrorQueue),
+		"mirror-workers": int64(s.MirrorWorkers), "mirror-max-body-bytes": s.MirrorMaxBodyBytes,
+	}
+	for _, name := range sortedKeys(positiveInt) {
+		if positiveInt[name] < 1 {
+			errs = append(errs, fmt.Errorf("--%s: expected an integer >= 1, got %d", name, positiveInt[name]))
+		}
+	}
+	return errs
 }
 
 func isDNSLabel(v string) bool {

@@ -23,13 +23,15 @@ func TestEnvFillsUnsetFlagsAndFlagsWin(t *testing.T) {
 
 func TestInvalidValuesNameTheFlag(t *testing.T) {
 	cases := map[string][]string{
-		"--rollout: is required":       {},
-		"--port: expected 1..65535":    {"--rollout=a", "--port=70000"},
-		"--request-timeout: expected":  {"--rollout=a", "--request-timeout=0s"},
-		"--max-concurrency: expected":  {"--rollout=a", "--max-concurrency=0"},
-		"--log-level: expected one of": {"--rollout=a", "--log-level=loud"},
-		"--rollout: \"A_b\" is not":    {"--rollout=A_b"},
-		"-port":                        {"--rollout=a", "--port=abc"},
+		"--rollout: is required":                              {},
+		"--port: expected 1..65535":                           {"--rollout=a", "--port=70000"},
+		"--request-timeout: expected":                         {"--rollout=a", "--request-timeout=0s"},
+		"--max-concurrency: expected":                         {"--rollout=a", "--max-concurrency=0"},
+		"--log-level: expected one of":                        {"--rollout=a", "--log-level=loud"},
+		"--rollout: \"A_b\" is not":                           {"--rollout=A_b"},
+		"-port":                                               {"--rollout=a", "--port=abc"},
+		"--endpoints-source: expected endpointslices or pods": {"--rollout=a", "--endpoints-source=dns"},
+		"--shutdown-delay: expected a duration >= 0":          {"--rollout=a", "--shutdown-delay=-1s"},
 	}
 	for want, args := range cases {
 		_, err := Parse(args, env(nil), io.Discard)
