@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from kubernetes import client
+
 from e2e import rollouts, scenario
 from e2e.load import DEMO_MIX, LoadRunner
 from e2e.timeline import compute_threshold, write_timeline_png
@@ -157,6 +159,7 @@ def run_demo(args: argparse.Namespace) -> int:
                                                     "routerEndpointsSource": "pods"}})
     api = cluster.api()
     scenario.ensure_namespace(cluster, NS)
+    delete_previous_run(cluster, api)
     log(f"\n== v1: first version of {rollouts.MODEL_NAME} (trained on male voices, clean audio)")
     scenario.apply_manifest(cluster, rollouts.compute_canary(NAME, "v1"))
     scenario.wait_for_rollout(api, NS, NAME, scenario.is_phase("Healthy"), "v1 Healthy",
@@ -175,6 +178,25 @@ def run_demo(args: argparse.Namespace) -> int:
     log(f"\ndemo finished in {time.monotonic() - started:.0f}s")
     print_next_steps(cluster)
     return 0 if all(s.outcome in s.expect for s in stages) else 1
+
+
+def delete_previous_run(cluster: scenario.Cluster, api) -> None:
+    """A rerun starts from scratch: remove the last run's ModelRollout and wait for its workloads
+    (owned by it) to be garbage-collected."""
+    proc = scenario.run_tool(cluster, cluster.kubectl, "delete", "modelrollout", NAME, "-n", NS,
+                             "--ignore-not-found", "--wait=true", "--timeout=120s")
+    if proc.stdout.strip():
+        log(f"removed the previous demo run ({proc.stdout.strip()}); waiting for its pods to go")
+    deadline = time.monotonic() + 120
+    while scenario.fetch_ready_addresses(api, NS, NAME) or _has_workloads(api):
+        if time.monotonic() > deadline:
+            raise scenario.ScenarioError(f"the previous demo's workloads in {NS} did not go away")
+        time.sleep(1)
+
+
+def _has_workloads(api) -> bool:
+    return bool(client.AppsV1Api(api).list_namespaced_deployment(
+        NS, label_selector=f"modelrollout.dev/rollout={NAME}").items)
 
 
 def _front_door(api) -> Callable[[], str | None]:
