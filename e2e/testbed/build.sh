@@ -110,6 +110,15 @@ go_install_tool() {
   log "$name done"
 }
 
+# Only the file, http and kubernetes discovery plugins: a fraction of the full build.
+build_prometheus() {
+  local release="${PROMETHEUS_VERSION#v0.}" major minor patch
+  major="${release:0:1}"; minor="${release:1:2}"; minor="${minor#0}"; patch="${release#*.}"
+  GOFLAGS="$GOFLAGS -tags=remove_all_sd,enable_kubernetes_sd" go_install_tool prometheus \
+    github.com/prometheus/prometheus/cmd/prometheus "$PROMETHEUS_VERSION" \
+    "-X github.com/prometheus/common/version.Version=$major.$minor.$patch"
+}
+
 module_dir() { go mod download -json "$1@$2" | sed -n 's/.*"Dir": "\(.*\)",*/\1/p'; }
 
 fetch_kwok_stages() {
@@ -143,6 +152,7 @@ main() {
   go_install_tool kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION"
   go_install_tool helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" \
     "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  build_prometheus
   build_kubernetes
   log "all testbed binaries ready under $BIN"
 }

@@ -124,8 +124,6 @@ def up(b: Binaries, lay: Layout) -> None:
     missing = [str(p) for p in b.missing() if p != b.router]
     if missing:
         raise TestbedError("missing testbed binaries (run `make testbed-bin`): " + ", ".join(missing))
-    if shutil.which("prometheus") is None:
-        raise TestbedError("prometheus not on PATH (Debian package `prometheus`; run `make sysdeps`)")
     if _has_leftovers(lay):
         clock.say(f"found a stopped or partial testbed in {lay.state_dir}; cleaning it first")
         down(lay, quiet=True)

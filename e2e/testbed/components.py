@@ -82,8 +82,8 @@ def kwok_argv(b: Binaries, lay: Layout) -> list[str]:
     ]
 
 
-def prometheus_argv(lay: Layout) -> list[str]:
-    return compute_prometheus_argv("prometheus", lay.state_dir / "prometheus.yml",
+def prometheus_argv(b: Binaries, lay: Layout) -> list[str]:
+    return compute_prometheus_argv(str(b.prometheus), lay.state_dir / "prometheus.yml",
                                    lay.state_dir / "prometheus-data", lay.ports.prometheus)
 
 
@@ -99,7 +99,7 @@ def compute_argv(name: str, b: Binaries, lay: Layout) -> list[str]:
         "kwok": kwok_argv,
     }
     if name == "prometheus":
-        return prometheus_argv(lay)
+        return prometheus_argv(b, lay)
     if name == "pod-runner":
         return pod_runner_argv(lay)
     return builders[name](b, lay)

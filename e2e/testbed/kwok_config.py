@@ -105,7 +105,8 @@ def write_kwok_config(target: Path, stage_dir: Path, images: list[str]) -> None:
 
 
 def compute_node(name: str = NODE_NAME) -> dict:
-    """The simulated node kwok manages (selected by annotation); no taints, so pods land on it."""
+    """The simulated node kwok manages (selected by annotation); no taints and room for
+    thousands of pods (benchmarks create hundreds), so pods land on it."""
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -115,6 +116,6 @@ def compute_node(name: str = NODE_NAME) -> dict:
             "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
                        "kubernetes.io/arch": "amd64", "type": "kwok"},
         },
-        "status": {"allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
-                   "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"}},
+        "status": {"allocatable": {"cpu": "1k", "memory": "1Ti", "pods": "10k"},
+                   "capacity": {"cpu": "1k", "memory": "1Ti", "pods": "10k"}},
     }

@@ -71,6 +71,7 @@ class Binaries:
     etcd: Path
     kwok: Path
     helm: Path
+    prometheus: Path
     kwok_stages: Path
     gateway_api_crds: Path
     router: Path
@@ -91,6 +92,7 @@ def find_binaries(versions: dict[str, str] | None = None) -> Binaries:
         etcd=bin_dir / f"etcd-{v['ETCD_VERSION']}" / "etcd",
         kwok=bin_dir / f"kwok-{v['KWOK_VERSION']}" / "kwok",
         helm=bin_dir / f"helm-{v['HELM_VERSION']}" / "helm",
+        prometheus=bin_dir / f"prometheus-{v['PROMETHEUS_VERSION']}" / "prometheus",
         kwok_stages=share / f"kwok-{v['KWOK_VERSION']}" / "stage",
         gateway_api_crds=share / f"gateway-api-{v['GATEWAY_API_VERSION']}" / "crds",
         router=bin_dir / "router" / "router",
