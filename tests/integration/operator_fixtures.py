@@ -16,7 +16,8 @@ import pytest
 from kubernetes import config
 
 from e2e import scenario
-from operator_harness import CRD, OperatorProcess, TestbedMissing, connect_testbed, kubectl
+from operator_harness import (CRD, OperatorProcess, TestbedMissing, connect_testbed, delete_rollouts,
+                              kubectl)
 from rollout_operator.adapters.kube import KubeApi
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "operator"))
@@ -83,6 +84,7 @@ def ns(tb: scenario.Cluster, crd: None, gates: Gates) -> Iterator[str]:
     kubectl(tb, "create", "namespace", name)
     gates.error_rate.clear()
     yield name
+    delete_rollouts(tb, name, operator_running=False)  # the operator fixture already cleaned up
     kubectl(tb, "delete", "namespace", name, "--wait=false", check=False)
 
 
@@ -90,4 +92,5 @@ def ns(tb: scenario.Cluster, crd: None, gates: Gates) -> Iterator[str]:
 def operator(tb: scenario.Cluster, ns: str, prom: StubPrometheus, tmp_path: Path) -> Iterator[OperatorProcess]:
     proc = OperatorProcess(tb, ns, prom.url, tmp_path).start()
     yield proc
+    delete_rollouts(tb, ns, operator_running=proc.proc is not None and proc.proc.poll() is None)
     proc.stop()

@@ -110,6 +110,20 @@ def kubectl(cluster: scenario.Cluster, *args: str, stdin: str | None = None,
     return scenario.run_tool(cluster, cluster.kubectl, *args, stdin=stdin, check=check)
 
 
+def delete_rollouts(cluster: scenario.Cluster, namespace: str, operator_running: bool) -> None:
+    """Removes every ModelRollout of a test namespace so the namespace can go away.
+
+    With the operator running, kopf releases its finalizer itself; otherwise (or if it did not
+    within the timeout) the finalizer is stripped, as a person would after uninstalling.
+    """
+    if operator_running:
+        kubectl(cluster, "delete", "modelrollouts", "--all", "-n", namespace, "--timeout=90s", check=False)
+    names = kubectl(cluster, "get", "modelrollouts", "-n", namespace, "-o", "name", check=False).stdout.split()
+    for name in names:
+        kubectl(cluster, "patch", "-n", namespace, name, "--type=merge",
+                "-p", '{"metadata":{"finalizers":null}}', check=False)
+
+
 def apply(cluster: scenario.Cluster, obj: dict[str, Any], check: bool = True) -> subprocess.CompletedProcess:
     return kubectl(cluster, "apply", "-f", "-", stdin=yaml.safe_dump(obj), check=check)
 
