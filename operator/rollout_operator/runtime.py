@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
 from . import metrics as m
-from .adapters import Adapters, KubeError, build_adapters
+from .adapters import Adapters, KubeError, Owner, build_adapters
 from .adapters.gateway_api import RouteError
 from .adapters.kube import load_api_client
 from .reconcile import Schedule, reconcile
@@ -28,6 +28,8 @@ class Runtime:
     settings: Settings
     adapters: Adapters
     schedule: Schedule = field(default_factory=Schedule)
+    # uid -> the last error reported as an event; so a persisting failure is one event, not one per retry
+    reported: dict[str, str] = field(default_factory=dict)
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
     monotonic: Callable[[], float] = time.monotonic
 
@@ -47,6 +49,7 @@ class Runtime:
             log.exception("reconcile of %s/%s crashed", meta["namespace"], meta["name"])
             self._failed(uid, rv, meta, "crash", err)
             return
+        self.reported.pop(uid, None)
         # After our own write the object has a new resourceVersion, so the next tick runs at once
         # and re-reads; otherwise sleep until decide() wants to look again.
         self.schedule.set(uid, rv, self.monotonic() + (0.0 if outcome.conflict else outcome.requeue_after))
@@ -56,9 +59,15 @@ class Runtime:
         log.warning("reconcile of %s/%s failed (%s), retrying in %.0fs: %s", meta["namespace"],
                     meta["name"], kind, ERROR_RETRY_SECONDS, err)
         self.schedule.set(uid, rv, self.monotonic() + ERROR_RETRY_SECONDS)
+        message = f"{err}; retrying every {ERROR_RETRY_SECONDS:.0f}s"
+        if self.reported.get(uid) != message:  # status may not move at all: say why in an event
+            self.reported[uid] = message
+            owner = Owner(meta["name"], meta["namespace"], uid)
+            self.adapters.events.emit(owner, "Warning", "ReconcileError", message)
 
     def forget(self, namespace: str, name: str, uid: str) -> None:
         self.schedule.forget(uid)
+        self.reported.pop(uid, None)
         m.ROLLOUTS.forget(namespace, name)
 
 

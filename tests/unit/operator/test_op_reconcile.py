@@ -232,3 +232,8 @@ def test_runtime_turns_api_errors_into_a_retry_not_an_exception():
     assert "status" not in w.obj  # nothing decided on a failed observation
     assert not rt.schedule.is_due("u1", w.obj["metadata"]["resourceVersion"], clock[0] + 1)
     assert rt.schedule.is_due("u1", w.obj["metadata"]["resourceVersion"], clock[0] + 5)
+    # The failure is explained once in an event (status may not move at all), not once per retry.
+    clock[0] += 5
+    rt.tick(copy.deepcopy(w.obj))
+    assert w.adapters.events.events == [
+        ("Warning", "ReconcileError", "GET /apis/apps/v1/...: HTTP 503: etcd leader changed; retrying every 5s")]
