@@ -84,7 +84,7 @@ func (r *Router) Split() *split.Split { return r.split.Load() }
 // SetEndpoints replaces a version's ready endpoints.
 func (r *Router) SetEndpoints(version string, addrs []string) {
 	if r.Pools.Set(version, addrs) {
-		r.log.Info("endpoints updated", "version", version, "endpoints", addrs)
+		r.log.Info("endpoints updated", "version", version, "endpoints", r.Pools.Addrs(version)) // sorted
 	}
 }
 
