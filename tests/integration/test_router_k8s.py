@@ -144,7 +144,9 @@ def procs():
     started = []
     yield started
     for p in started:
-        if hasattr(p, "stop"):
+        if isinstance(p, TcpProxy):
+            p.close()
+        elif hasattr(p, "stop"):
             p.stop()
         elif p.proc.poll() is None:
             p.kill()
@@ -271,24 +273,24 @@ def test_sticky_header_from_spec(tb, ns, router_bin, procs, tmp_path):
 
 
 class TcpProxy:
-    """A loopback TCP forwarder to the API server that a test can cut (close every connection)."""
+    """A loopback TCP forwarder to the API server that a test can cut: while cut, it drops every
+    connection (existing and new) but keeps its port, so nothing else can take it meanwhile."""
 
     def __init__(self, target: tuple[str, int]) -> None:
-        self.target, self.conns, self.listener = target, [], None
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.target, self.conns, self.cut_off = target, [], False
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
 
-    def start(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
-        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
-
-    def _accept(self, listener) -> None:
+    def _accept(self) -> None:
         while True:
             try:
-                client, _ = listener.accept()
+                client, _ = self.listener.accept()
             except OSError:
                 return
+            if self.cut_off:
+                client.close()
+                continue
             upstream = socket.create_connection(self.target)
             self.conns += [client, upstream]
             for src, dst in ((client, upstream), (upstream, client)):
@@ -309,13 +311,20 @@ class TcpProxy:
                     pass
 
     def cut(self) -> None:
-        self.listener.close()
+        self.cut_off = True
         for c in self.conns:
             try:
                 c.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
         self.conns = []
+
+    def restore(self) -> None:
+        self.cut_off = False
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()
 
 
 def test_api_blip_keeps_the_last_split_and_recovers(tb, ns, router_bin, procs, tmp_path):
@@ -324,7 +333,7 @@ def test_api_blip_keeps_the_last_split_and_recovers(tb, ns, router_bin, procs, t
     admin = yaml.safe_load(tb.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
     host, port = admin.split("//")[1].rsplit(":", 1)
     proxy = TcpProxy((host, int(port)))
-    proxy.start()
+    procs.append(proxy)
     router = pods_router(router_bin, tmp_path, tb, ns, server=f"https://127.0.0.1:{proxy.port}")
     procs.append(router)
     router.wait_ready()
@@ -332,7 +341,7 @@ def test_api_blip_keeps_the_last_split_and_recovers(tb, ns, router_bin, procs, t
     time.sleep(1.0)  # let the watches notice the cut and start backing off
     assert router.is_ready()
     assert set(versions_seen(router, 60)) == {"v1", "v2"}  # last known 50/50 still in force
-    proxy.start()
+    proxy.restore()
     set_traffic(tb, ns, {"stable": {"version": "v1", "weight": 100}, "candidate": None})
     wait_until(lambda: router.metric("router_traffic_weight", version="v2", role="candidate") == 0
                and router.metric("router_traffic_weight", version="v1", role="stable") == 100,
