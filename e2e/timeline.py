@@ -79,7 +79,8 @@ def _mark_decisions(axes, decisions: list[tuple[float, str]]) -> None:
         colour = "tab:green" if label.endswith("promoted") else "tab:red"
         for ax in axes:
             ax.axvline(t, color=colour, linestyle=":", linewidth=1)
-        axes[0].annotate(label, (t, 102), fontsize=7, rotation=90, va="top", ha="right", color=colour)
+        axes[0].annotate(label, (t, 97), xytext=(2, 0), textcoords="offset points", fontsize=7,
+                         rotation=90, va="top", ha="left", color=colour)
 
 
 def write_timeline_png(snapshots: Sequence[Snapshot], path: Path) -> Path:
