@@ -13,7 +13,7 @@ import time
 import urllib.error
 import urllib.request
 
-from . import procs
+from . import netroute, procs
 from .components import COMPONENTS, component_cwd, compute_argv
 from .kwok_config import compute_node, write_kwok_config
 from .paths import Binaries, Layout
@@ -127,6 +127,10 @@ def up(b: Binaries, lay: Layout) -> None:
     if _has_leftovers(lay):
         clock.say(f"found a stopped or partial testbed in {lay.state_dir}; cleaning it first")
         down(lay, quiet=True)
+    try:
+        netroute.ensure_local_route(lay.pod_cidr)
+    except netroute.RouteError as exc:
+        raise TestbedError(str(exc)) from None
     _prepare_state(b, lay)
     clock.say(f"PKI and configs written to {lay.state_dir}")
     _start("etcd", b, lay)
@@ -175,6 +179,7 @@ def down(lay: Layout, quiet: bool = False) -> None:
             stopped.append(f"pod process {path.stem}")
     if lay.state_dir.exists():
         shutil.rmtree(lay.state_dir)
+    netroute.remove_local_route(lay.pod_cidr)
     if not quiet:
         clock.say(f"testbed down; stopped: {', '.join(stopped) or 'nothing was running'}; "
                   f"removed {lay.state_dir}")

@@ -6,6 +6,7 @@ kubeconfig and Prometheus instead of guessing paths.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from pathlib import Path
 
@@ -19,6 +20,11 @@ IMAGES_FILE = TESTBED_DIR / "images.yaml"
 STATE_DIR_ENV = "MODELROLLOUT_TESTBED_DIR"
 PORT_OFFSET_ENV = "MODELROLLOUT_TESTBED_PORT_OFFSET"
 POD_CIDR_ENV = "MODELROLLOUT_TESTBED_POD_CIDR"
+
+# Pod IPs. Not 127.x: EndpointSlice validation rejects loopback addresses. `up` makes the whole
+# range local with `ip route add local <range> dev lo` (RFC 2544 benchmark block: never routed
+# on real networks), so every pod IP is a bindable address on this machine only.
+DEFAULT_POD_CIDR = "198.18.0.0/16"
 
 NODE_NAME = "kwok-node-0"
 NODE_ANNOTATION = "kwok.x-k8s.io/node"
@@ -146,10 +152,15 @@ def default_layout() -> Layout:
         offset = int(offset_raw)
     except ValueError:
         raise ValueError(f"{PORT_OFFSET_ENV}={offset_raw!r}: expected an integer port offset") from None
-    cidr = os.environ.get(POD_CIDR_ENV, "127.1.0.0/16")
-    if not cidr.startswith("127."):
-        raise ValueError(f"{POD_CIDR_ENV}={cidr!r}: expected a 127.x.x.x/NN loopback range")
-    return Layout(state_dir=state_dir, ports=Ports().shifted(offset), pod_cidr=cidr)
+    cidr = os.environ.get(POD_CIDR_ENV, DEFAULT_POD_CIDR)
+    try:
+        network = ipaddress.IPv4Network(cidr)
+    except ValueError:
+        raise ValueError(f"{POD_CIDR_ENV}={cidr!r}: expected an IPv4 range like {DEFAULT_POD_CIDR}") from None
+    if network.is_loopback:
+        raise ValueError(f"{POD_CIDR_ENV}={cidr!r}: the API server rejects loopback addresses in "
+                         f"EndpointSlices; use a range like {DEFAULT_POD_CIDR} (routed to lo by `up`)")
+    return Layout(state_dir=state_dir, ports=Ports().shifted(offset), pod_cidr=str(network))
 
 
 def kubectl() -> Path:

@@ -3,6 +3,7 @@ Prometheus discovery, restarts, RBAC with the pod's own token, and a clean `down
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
@@ -126,11 +127,15 @@ def is_listening(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def test_deployment_pods_are_real_processes_on_loopback_ips(core, apps, ns):
+def in_pod_range(lay: paths.Layout, ip: str) -> bool:
+    return ipaddress.ip_address(ip) in ipaddress.ip_network(lay.pod_cidr)
+
+
+def test_deployment_pods_are_real_processes_on_local_pod_ips(layout, core, apps, ns):
     create_echo_deployment(apps, ns)
     pods = wait_for(lambda: ready_pods(core, ns, 2), "2 Running+Ready echo pods")
     ips = {p.status.pod_ip for p in pods}
-    assert len(ips) == 2 and all(ip.startswith("127.") for ip in ips), ips
+    assert len(ips) == 2 and all(in_pod_range(layout, ip) for ip in ips), ips
     for pod in pods:
         answer = http_get_json(f"http://{pod.status.pod_ip}:8080/")
         # The process got the pod's identity through fieldRefs and bound $(POD_IP).
@@ -236,7 +241,7 @@ def test_unmapped_image_is_left_to_kwok(layout, core, ns):
     core.create_namespaced_pod(ns, {"metadata": {"name": "sim", "labels": {"app": "echo"}},
                                     "spec": {"containers": [{"name": "c", "image": "nginx:1.27"}]}})
     pod = wait_for(lambda: ready_pods(core, ns, 1), "the simulated pod Running+Ready")[0]
-    assert pod.status.pod_ip.startswith("127.")
+    assert in_pod_range(layout, pod.status.pod_ip)
     assert not (layout.pod_logs_dir / f"{ns}_sim.log").exists(), "the pod runner started a process"
 
 
@@ -251,7 +256,7 @@ def test_down_leaves_no_listener_and_up_works_again(tmp_path, layout):
     """A second, independent instance (own state dir, ports +1000, own pod range) so the
     shared testbed other tests use stays up."""
     env = {**os.environ, paths.STATE_DIR_ENV: str(tmp_path / "cluster"), paths.PORT_OFFSET_ENV: "1000",
-           paths.POD_CIDR_ENV: "127.2.0.0/16"}
+           paths.POD_CIDR_ENV: "198.19.0.0/16"}
     ports = paths.Ports().shifted(1000)
     assert not any(is_listening("127.0.0.1", p) for p in ports.all()), "ports of the second instance are busy"
     try:
@@ -263,17 +268,25 @@ def test_down_leaves_no_listener_and_up_works_again(tmp_path, layout):
             core.create_namespaced_pod("default", {"metadata": {"name": "echo", "labels": {"app": "echo"}},
                                                    "spec": {"containers": [echo_container()]}})
             pod = wait_for(lambda: ready_pods(core, "default", 1), "the echo pod Ready")[0]
-            assert pod.status.pod_ip.startswith("127.2.")
+            assert pod.status.pod_ip.startswith("198.19.")
             pid = http_get_json(f"http://{pod.status.pod_ip}:8080/")["pid"]
             run_testbed("down", env)
-            left = [p for p in ports.all() if is_listening("127.0.0.1", p)]
+            listeners = listening_sockets()
+            left = [p for p in ports.all() if f"127.0.0.1:{p}" in listeners]
             assert not left, f"ports still listening after down: {left}"
-            assert not is_listening(pod.status.pod_ip, 8080)
+            assert f"{pod.status.pod_ip}:8080" not in listeners, "the pod's socket is still open"
             assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid), "pod process survived down"
             assert not (tmp_path / "cluster").exists(), "down left the state directory behind"
     finally:
         subprocess.run([sys.executable, "-m", "e2e.testbed", "down"], env=env, cwd=paths.REPO_ROOT,
                        capture_output=True, timeout=120)
+
+
+def listening_sockets() -> set[str]:
+    """Every listening TCP socket on the machine as "ip:port" (from `ss`, not by connecting:
+    once the pod range's local route is gone, a connect may be answered elsewhere)."""
+    out = subprocess.run(["ss", "-Hltn"], capture_output=True, text=True, check=True).stdout
+    return {line.split()[3] for line in out.splitlines() if len(line.split()) >= 4}
 
 
 def _is_zombie(pid: int) -> bool:

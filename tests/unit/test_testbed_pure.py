@@ -179,10 +179,14 @@ def test_versions_file_and_layout_env(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match=paths.PORT_OFFSET_ENV):
         paths.default_layout()
     monkeypatch.setenv(paths.PORT_OFFSET_ENV, "1000")
-    monkeypatch.setenv(paths.POD_CIDR_ENV, "10.0.0.0/8")
+    monkeypatch.setenv(paths.POD_CIDR_ENV, "127.3.0.0/16")
     with pytest.raises(ValueError, match="loopback"):
         paths.default_layout()
-    monkeypatch.setenv(paths.POD_CIDR_ENV, "127.3.0.0/16")
+    monkeypatch.setenv(paths.POD_CIDR_ENV, "198.18.0/16")
+    with pytest.raises(ValueError, match="IPv4 range"):
+        paths.default_layout()
+    monkeypatch.setenv(paths.POD_CIDR_ENV, "198.20.0.0/16")
     monkeypatch.setenv(paths.STATE_DIR_ENV, str(tmp_path))
     lay = paths.default_layout()
     assert lay.ports.apiserver == 7443 and lay.kubeconfig == tmp_path / "kubeconfig"
+    assert lay.pod_cidr == "198.20.0.0/16"

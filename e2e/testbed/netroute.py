@@ -1,0 +1,43 @@
+"""Makes the pod IP range local to this machine: `ip route add local <range> dev lo`.
+
+Every address in the range then behaves like 127.x (bindable, reachable only from here), while
+staying valid for EndpointSlices, which reject loopback addresses. Needs CAP_NET_ADMIN.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+
+class RouteError(RuntimeError):
+    """The local route could not be set up; the message says what to do."""
+
+
+def _ip(*args: str) -> subprocess.CompletedProcess:
+    ip = shutil.which("ip") or "/usr/sbin/ip"
+    argv = [ip, *args]
+    if os.geteuid() != 0 and shutil.which("sudo"):
+        argv = ["sudo", "-n", *argv]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=10)
+
+
+def is_local_route_present(cidr: str) -> bool:
+    out = _ip("route", "show", "table", "local", "dev", "lo")
+    return any(line.split()[:2] == ["local", cidr] for line in out.stdout.splitlines())
+
+
+def ensure_local_route(cidr: str) -> None:
+    if is_local_route_present(cidr):
+        return
+    result = _ip("route", "add", "local", cidr, "dev", "lo", "table", "local")
+    if result.returncode != 0 and not is_local_route_present(cidr):
+        raise RouteError(
+            f"cannot make the pod range {cidr} local (`ip route add local {cidr} dev lo table local`: "
+            f"{result.stderr.strip() or 'failed'}); run as root or with CAP_NET_ADMIN, "
+            "or passwordless sudo for `ip`")
+
+
+def remove_local_route(cidr: str) -> None:
+    if is_local_route_present(cidr):
+        _ip("route", "del", "local", cidr, "dev", "lo", "table", "local")
