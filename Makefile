@@ -17,7 +17,7 @@ export MODELROLLOUT_CACHE := $(CACHE_DIR)
 export KUBECONFIG_TESTBED := $(CURDIR)/.cluster/kubeconfig
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-DEB_PACKAGES := espeak-ng sox prometheus nginx-light openssl
+DEB_PACKAGES := espeak-ng sox prometheus nginx-light openssl iproute2
 
 .PHONY: deps sysdeps bins testbed-bin router-bin cluster-up cluster-down \
         test test-unit test-integration test-e2e lint demo bench clean
