@@ -24,7 +24,10 @@ BACKEND_SCRIPT = Path(__file__).resolve().parent / "router_backend.py"
 
 
 def build_router() -> Path:
-    """Builds (or reuses the cached) router binary via the project's build script."""
+    """Builds (or reuses the cached) router binary via the project's build script;
+    $MODELROLLOUT_ROUTER_BINARY points the tests at another build (e.g. one built with -race)."""
+    if os.environ.get("MODELROLLOUT_ROUTER_BINARY"):
+        return Path(os.environ["MODELROLLOUT_ROUTER_BINARY"])
     out = subprocess.run([str(ROUTER_DIR / "build.sh")], check=True, capture_output=True, text=True, timeout=900)
     return Path(out.stdout.strip().splitlines()[-1])
 

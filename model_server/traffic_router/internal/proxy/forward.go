@@ -24,7 +24,8 @@ var errNoEndpoints = errors.New("no ready endpoints")
 var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
 	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
 
-var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+// Request bodies are not pooled on purpose: the transport may still be reading one after
+// RoundTrip returns (an early answer), so a reused buffer could corrupt a request in flight.
 var copyPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 func (r *Router) forward(w http.ResponseWriter, req *http.Request) {
@@ -35,9 +36,7 @@ func (r *Router) forward(w http.ResponseWriter, req *http.Request) {
 	r.metrics.InFlight.Inc()
 	defer r.metrics.InFlight.Dec()
 	start := time.Now()
-	bufp := bodyPool.Get().(*[]byte)
-	defer releaseBody(bufp)
-	body, err := r.readBody(req, bufp)
+	body, err := r.readBody(req)
 	if err != nil {
 		r.rejectBody(w, err)
 		return
@@ -86,12 +85,6 @@ func (r *Router) tryAcquire(w http.ResponseWriter) bool {
 	}
 }
 
-func releaseBody(bufp *[]byte) {
-	if cap(*bufp) <= 1<<20 { // don't let one huge upload pin memory in the pool
-		bodyPool.Put(bufp)
-	}
-}
-
 type tooLargeError struct{ limit int64 }
 
 func (e tooLargeError) Error() string {
@@ -99,35 +92,24 @@ func (e tooLargeError) Error() string {
 		"send shorter audio or split it into several requests", e.limit, e.limit)
 }
 
-// readBody reads the whole body into the pooled buffer, refusing more than the limit.
-func (r *Router) readBody(req *http.Request, bufp *[]byte) ([]byte, error) {
+// readBody reads the whole body, refusing more than the limit.
+func (r *Router) readBody(req *http.Request) ([]byte, error) {
 	limit := r.cfg.MaxRequestBytes
 	if req.ContentLength > limit {
 		return nil, tooLargeError{limit}
 	}
-	buf := (*bufp)[:0]
-	if req.ContentLength > int64(cap(buf)) {
-		buf = make([]byte, 0, req.ContentLength)
+	size := int64(4 << 10)
+	if req.ContentLength >= 0 {
+		size = req.ContentLength + 1 // +1 so a correct length ends in one read plus EOF
 	}
-	lr := io.LimitReader(req.Body, limit+1)
-	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := lr.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("could not read the request body: %w", err)
-		}
+	buf := bytes.NewBuffer(make([]byte, 0, size))
+	if _, err := buf.ReadFrom(io.LimitReader(req.Body, limit+1)); err != nil {
+		return nil, fmt.Errorf("could not read the request body: %w", err)
 	}
-	*bufp = buf
-	if int64(len(buf)) > limit {
+	if int64(buf.Len()) > limit {
 		return nil, tooLargeError{limit}
 	}
-	return buf, nil
+	return buf.Bytes(), nil
 }
 
 func (r *Router) rejectBody(w http.ResponseWriter, err error) {
@@ -261,7 +243,7 @@ func (r *Router) offerMirror(req *http.Request, body []byte, s *split.Split, sta
 	header := req.Header.Clone()
 	r.mirror.Offer(shadow.Job{
 		Method: req.Method, URI: req.URL.RequestURI(), Header: header,
-		Body: bytes.Clone(body), StableVersion: s.Stable.Version, StableStatus: status,
+		Body: body, StableVersion: s.Stable.Version, StableStatus: status,
 		StableBody: stableBody, MirrorVersion: s.Mirror.Version,
 	})
 }

@@ -20,7 +20,7 @@ type Job struct {
 	Method        string
 	URI           string // path and query, as received
 	Header        http.Header
-	Body          []byte // owned by the job (copied from the request buffer)
+	Body          []byte // the request body (never reused, so safe to read later)
 	StableVersion string
 	StableStatus  int
 	StableBody    []byte // nil when the stable answer was too large to compare
