@@ -77,6 +77,15 @@ def is_up(lay: Layout) -> bool:
     return is_http_ok(f"{lay.apiserver_url}/readyz", _ssl_context(lay))
 
 
+def _is_repairable(lay: Layout) -> bool:
+    """etcd and the API server run and answer: restart the others in place, keep the data."""
+    if not (lay.pki_dir / ".complete").exists():
+        return False
+    if any(procs.read_live_pid(lay.pids_dir / f"{c}.pid") is None for c in COMPONENTS[:2]):
+        return False
+    return is_http_ok(f"{lay.apiserver_url}/readyz", _ssl_context(lay))
+
+
 def _has_leftovers(lay: Layout) -> bool:
     return lay.state_dir.exists() and any(lay.state_dir.iterdir())
 
@@ -99,6 +108,8 @@ def _prepare_state(b: Binaries, lay: Layout) -> None:
 
 
 def _start(name: str, b: Binaries, lay: Layout) -> None:
+    if name == "pod-runner":
+        (lay.state_dir / "pod-runner.ready").unlink(missing_ok=True)
     procs.spawn(name, compute_argv(name, b, lay), lay.logs_dir / f"{name}.log", lay.pids_dir,
                 cwd=component_cwd())
 
@@ -124,6 +135,14 @@ def up(b: Binaries, lay: Layout) -> None:
     missing = [str(p) for p in b.missing() if p != b.router]
     if missing:
         raise TestbedError("missing testbed binaries (run `make testbed-bin`): " + ", ".join(missing))
+    if _is_repairable(lay):
+        dead = [c for c in COMPONENTS if procs.read_live_pid(lay.pids_dir / f"{c}.pid") is None]
+        clock.say(f"API server is up; restarting only: {', '.join(dead)}")
+        for name in dead:
+            _start(name, b, lay)
+        _finish_bootstrap(b, lay, clock)
+        clock.say("testbed repaired")
+        return
     if _has_leftovers(lay):
         clock.say(f"found a stopped or partial testbed in {lay.state_dir}; cleaning it first")
         down(lay, quiet=True)
