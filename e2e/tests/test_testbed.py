@@ -270,6 +270,8 @@ def test_down_leaves_no_listener_and_up_works_again(tmp_path, layout):
             pod = wait_for(lambda: ready_pods(core, "default", 1), "the echo pod Ready")[0]
             assert pod.status.pod_ip.startswith("198.19.")
             pid = http_get_json(f"http://{pod.status.pod_ip}:8080/")["pid"]
+            if attempt == "first":
+                pid = _check_repair_after_pod_runner_dies(env, tmp_path / "cluster", core, pod, pid)
             run_testbed("down", env)
             listeners = listening_sockets()
             left = [p for p in ports.all() if f"127.0.0.1:{p}" in listeners]
@@ -280,6 +282,23 @@ def test_down_leaves_no_listener_and_up_works_again(tmp_path, layout):
     finally:
         subprocess.run([sys.executable, "-m", "e2e.testbed", "down"], env=env, cwd=paths.REPO_ROOT,
                        capture_output=True, timeout=120)
+
+
+def _check_repair_after_pod_runner_dies(env, state_dir: Path, core, pod, old_pid: int) -> int:
+    """`up` with only the pod runner dead restarts just it; the pod's process comes back."""
+    runner_pid = int((state_dir / "pids" / "pod-runner.pid").read_text().split()[0])
+    os.kill(runner_pid, signal.SIGKILL)
+    assert "restarting only: pod-runner" in run_testbed("up", env).stdout
+    name = pod.metadata.name
+
+    def restarted():
+        p = core.read_namespaced_pod(name, "default")
+        return is_pod_ready(p) and p.status.container_statuses[0].restart_count == 1
+    wait_for(restarted, "the pod Ready again with restartCount 1 after the pod runner restart")
+    new_pid = wait_for(lambda: (try_get_json(f"http://{pod.status.pod_ip}:8080/") or {}).get("pid"), "new process")
+    assert new_pid != old_pid
+    assert not Path(f"/proc/{old_pid}").exists() or _is_zombie(old_pid), "the orphaned process still runs"
+    return new_pid
 
 
 def listening_sockets() -> set[str]:
