@@ -81,8 +81,9 @@ def set_slice(tb, ns: str, version: str, endpoints: list[tuple[str, bool]], suff
 
 
 def deploy_version(tb, ns: str, version: str, replicas: int = 1) -> None:
-    """Real pods (the testbed's echo image, run by the pod runner on their pod IPs), labelled as
-    the operator labels a model version's pods, with a readiness probe the pod runner honours."""
+    """Real pods (the testbed's echo image, run by the pod runner on their pod IPs) labelled as the
+    operator labels a model version, with a readiness probe the pod runner honours, behind the
+    version's Service `<rollout>-<version>` (port `http`), whose EndpointSlices the router reads."""
     labels = {"modelrollout.dev/rollout": ROLLOUT, "modelrollout.dev/version": version,
               "app.kubernetes.io/name": "model-server"}
     apply(tb, {"apiVersion": "apps/v1", "kind": "Deployment",
@@ -95,6 +96,9 @@ def deploy_version(tb, ns: str, version: str, replicas: int = 1) -> None:
                                     {"name": "ECHO_MESSAGE", "value": version}],
                             "ports": [{"name": "http", "containerPort": 8080}],
                             "readinessProbe": {"httpGet": {"path": "/readyz", "port": 8080}, "periodSeconds": 1}}]}}}})
+    apply(tb, {"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": f"{ROLLOUT}-{version}", "namespace": ns, "labels": labels},
+               "spec": {"selector": labels, "ports": [{"name": "http", "port": 8080, "targetPort": 8080}]}})
 
 
 def wait_versions_ready(tb, ns: str, *versions: str) -> None:
@@ -181,17 +185,16 @@ def start_two_versions(tb, ns):
     wait_versions_ready(tb, ns, "v1", "v2")
 
 
-def pods_router(router_bin, tmp_path, tb, ns, *args, **kc):
-    """The router as the testbed can run it: backends from ready pods (EndpointSlices cannot hold
-    the testbed's loopback pod IPs; see docs/router.md)."""
-    return start_router(router_bin, tmp_path, f"--namespace={ns}", "--endpoints-source=pods", *args,
+def k8s_router(router_bin, tmp_path, tb, ns, *args, source: str = "endpointslices", **kc):
+    """The router as a pod would run it, with a least-privilege ServiceAccount kubeconfig."""
+    return start_router(router_bin, tmp_path, f"--namespace={ns}", f"--endpoints-source={source}", *args,
                         env={"KUBECONFIG": str(router_kubeconfig(tb, ns, tmp_path, **kc))})
 
 
 def test_split_follows_the_rollout_status(tb, ns, router_bin, procs, tmp_path):
     start_two_versions(tb, ns)
     create_rollout(tb, ns, {"stable": {"version": "v1", "weight": 100}, "candidate": None})
-    router = pods_router(router_bin, tmp_path, tb, ns)
+    router = k8s_router(router_bin, tmp_path, tb, ns)
     procs.append(router)
     router.wait_ready()
     assert versions_seen(router) == {"v1": 40}
@@ -207,18 +210,20 @@ def test_split_follows_the_rollout_status(tb, ns, router_bin, procs, tmp_path):
     assert set(versions_seen(router, 60)) == {"v1", "v2"}  # one-sided with p = 2^-59
 
 
-def test_pod_readiness_decides_the_endpoints(tb, ns, router_bin, procs, tmp_path):
+@pytest.mark.parametrize("source", ["endpointslices", "pods"])
+def test_pod_readiness_decides_the_endpoints(tb, ns, router_bin, procs, tmp_path, source):
     deploy_version(tb, ns, "v1", replicas=2)
     wait_versions_ready(tb, ns, "v1")
     create_rollout(tb, ns, {"stable": {"version": "v1", "weight": 100}})
-    router = pods_router(router_bin, tmp_path, tb, ns)
+    router = k8s_router(router_bin, tmp_path, tb, ns, source=source)
     procs.append(router)
     router.wait_ready()
     client = router.client()
     hosts = {client.request("GET", "/who").json()["host"] for _ in range(10)}
     assert len(hosts) == 2  # round robin over both ready pods
     # Turn one pod's readiness off through its own endpoint; the pod runner's probe flips the
-    # Pod's Ready condition and the router must stop using it.
+    # Pod's Ready condition (and the EndpointSlice controller the endpoint's), and the router must
+    # stop using it.
     down = sorted(hosts)[0]
     import http.client
     conn = http.client.HTTPConnection(down, 8080, timeout=5)
@@ -230,8 +235,9 @@ def test_pod_readiness_decides_the_endpoints(tb, ns, router_bin, procs, tmp_path
 
 
 def test_endpointslice_watch_keeps_ready_endpoints_on_port_http(tb, ns, router_bin, procs, tmp_path):
-    # Non-loopback documentation addresses: the API server refuses loopback IPs in EndpointSlices,
-    # so this test checks the endpoint sets the router derives (from its logs), not traffic.
+    # Hand-written slices (documentation addresses, nothing listens) pin the edge cases: several
+    # slices per Service, a port per slice, ready unset/false, deletion, other Services' slices.
+    # Only the endpoint sets the router derives (its logs) are checked, not traffic.
     set_slice(tb, ns, "v1", [("192.0.2.10", True), ("192.0.2.11", False)], suffix="a")
     create_rollout(tb, ns, {"stable": {"version": "v1", "weight": 100}})
     router = start_router(router_bin, tmp_path, f"--namespace={ns}",
@@ -264,7 +270,7 @@ def test_sticky_header_from_spec(tb, ns, router_bin, procs, tmp_path):
     start_two_versions(tb, ns)
     create_rollout(tb, ns, {"stable": {"version": "v1", "weight": 50}, "candidate": {"version": "v2", "weight": 50}},
                    sticky="x-user-id")
-    router = pods_router(router_bin, tmp_path, tb, ns)
+    router = k8s_router(router_bin, tmp_path, tb, ns)
     procs.append(router)
     router.wait_ready()
     per_user = {u: versions_seen(router, 4, {"x-user-id": u}) for u in (f"user-{i}" for i in range(30))}
@@ -334,7 +340,7 @@ def test_api_blip_keeps_the_last_split_and_recovers(tb, ns, router_bin, procs, t
     host, port = admin.split("//")[1].rsplit(":", 1)
     proxy = TcpProxy((host, int(port)))
     procs.append(proxy)
-    router = pods_router(router_bin, tmp_path, tb, ns, server=f"https://127.0.0.1:{proxy.port}")
+    router = k8s_router(router_bin, tmp_path, tb, ns, server=f"https://127.0.0.1:{proxy.port}")
     procs.append(router)
     router.wait_ready()
     proxy.cut()
@@ -353,7 +359,7 @@ def test_unreadable_status_routes_everything_to_stable(tb, ns, router_bin, procs
     start_two_versions(tb, ns)
     create_rollout(tb, ns, {"stable": {"version": "v1", "weight": 50}, "candidate": {"version": "v2", "weight": 50}})
     # RBAC forbids reading ModelRollouts, so the status (50/50) is invisible to the router.
-    router = pods_router(router_bin, tmp_path, tb, ns, "--stable-version=v1", "--initial-sync-timeout=1s",
+    router = k8s_router(router_bin, tmp_path, tb, ns, "--stable-version=v1", "--initial-sync-timeout=1s",
                          rollouts=False)
     procs.append(router)
     router.wait_ready()
