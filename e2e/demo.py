@@ -153,10 +153,8 @@ def run_demo(args: argparse.Namespace) -> int:
     started = time.monotonic()
     cluster = scenario.ensure_testbed(start=True, log=log)
     log(f"installing the operator with helm ({scenario.CHART.relative_to(scenario.REPO)}) ...")
-    # routerEndpointsSource=pods: the testbed's loopback pod IPs never appear in EndpointSlices.
     scenario.ensure_operator(cluster, {"operator": {"prometheusUrl": cluster.prometheus_url,
-                                                    "tickInterval": 0.5,
-                                                    "routerEndpointsSource": "pods"}})
+                                                    "tickInterval": 0.5}})
     api = cluster.api()
     scenario.ensure_namespace(cluster, NS)
     delete_previous_run(cluster, api)

@@ -115,8 +115,8 @@ def fetch_ready_addresses(api: client.ApiClient, namespace: str, service: str,
                           port_name: str = "http") -> list[str]:
     """host:port of the Ready pods behind a Service's selector, on the Service port `port_name`.
 
-    Pods rather than EndpointSlices: the API server keeps loopback addresses (the testbed's pod
-    IPs) out of EndpointSlices, so there a Service's slices stay empty.
+    Read from the pods themselves (the same Ready condition the EndpointSlice controller uses),
+    so a test sees a pod's readiness without waiting for the slice to be rewritten.
     """
     core = client.CoreV1Api(api)
     try:

@@ -27,57 +27,66 @@ class EchoState:
         self.lock = threading.Lock()
 
 
-def make_handler(state: EchoState, host: str, port: int):
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, fmt, *args):  # one line per request in the pod log
-            print(f"{self.address_string()} {fmt % args}", flush=True)
+class EchoHandler(BaseHTTPRequestHandler):
+    state: EchoState
+    host: str
+    port: int
 
-        def _send(self, code: int, body: bytes, ctype: str = "application/json") -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def log_message(self, fmt, *args):  # one line per request in the pod log
+        print(f"{self.address_string()} {fmt % args}", flush=True)
 
-        def do_GET(self):  # noqa: N802 - http.server naming
-            path = urlparse(self.path).path
-            with state.lock:
-                state.requests += 1
-            if path == "/healthz":
-                self._send(200, b"ok\n", "text/plain")
-            elif path == "/readyz":
-                self._send(200 if state.ready else 503, b"ready\n" if state.ready else b"not ready\n", "text/plain")
-            elif path == "/api":
-                api_path = parse_qs(urlparse(self.path).query).get("path", [""])[0]
-                if not api_path.startswith("/"):
-                    self._send(400, b"query parameter path must be an absolute API path\n", "text/plain")
-                    return
-                self._send(200, json.dumps({"status": call_api_as_pod(api_path)}).encode())
-            elif path == "/metrics":
-                text = ("# HELP echo_requests_total HTTP requests served.\n# TYPE echo_requests_total counter\n"
-                        f"echo_requests_total {state.requests}\n")
-                self._send(200, text.encode(), "text/plain; version=0.0.4")
-            else:
-                body = {"pod": os.environ.get("POD_NAME", ""), "namespace": os.environ.get("POD_NAMESPACE", ""),
-                        "host": host, "port": port, "path": self.path, "pid": os.getpid(),
-                        "message": os.environ.get("ECHO_MESSAGE", ""),
-                        "in_cluster_env": "KUBERNETES_SERVICE_HOST" in os.environ,
-                        "has_kubeconfig": bool(os.environ.get("KUBECONFIG"))}
-                self._send(200, json.dumps(body).encode() + b"\n")
+    def _send(self, code: int, body: bytes, ctype: str = "text/plain") -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
-        def do_POST(self):  # noqa: N802
-            url = urlparse(self.path)
-            if url.path != "/readyz":
-                self._send(404, b"not found\n", "text/plain")
-                return
-            value = parse_qs(url.query).get("ready", [""])[0]
-            if value not in ("0", "1"):
-                self._send(400, b"query parameter ready must be 0 or 1\n", "text/plain")
-                return
-            state.ready = value == "1"
-            self._send(200, b"ok\n", "text/plain")
+    def do_GET(self):  # noqa: N802 - http.server naming
+        url = urlparse(self.path)
+        with self.state.lock:
+            self.state.requests += 1
+        if url.path == "/healthz":
+            self._send(200, b"ok\n")
+        elif url.path == "/readyz":
+            self._send(200, b"ready\n") if self.state.ready else self._send(503, b"not ready\n")
+        elif url.path == "/api":
+            self._api(parse_qs(url.query).get("path", [""])[0])
+        elif url.path == "/metrics":
+            text = ("# HELP echo_requests_total HTTP requests served.\n# TYPE echo_requests_total counter\n"
+                    f"echo_requests_total {self.state.requests}\n")
+            self._send(200, text.encode(), "text/plain; version=0.0.4")
+        else:
+            self._send(200, json.dumps(self._identity()).encode() + b"\n", "application/json")
 
-    return Handler
+    def _identity(self) -> dict:
+        return {"pod": os.environ.get("POD_NAME", ""), "namespace": os.environ.get("POD_NAMESPACE", ""),
+                "host": self.host, "port": self.port, "path": self.path, "pid": os.getpid(),
+                "message": os.environ.get("ECHO_MESSAGE", ""),
+                "in_cluster_env": "KUBERNETES_SERVICE_HOST" in os.environ,
+                "has_kubeconfig": bool(os.environ.get("KUBECONFIG"))}
+
+    def _api(self, api_path: str) -> None:
+        if not api_path.startswith("/"):
+            self._send(400, b"query parameter path must be an absolute API path\n")
+            return
+        self._send(200, json.dumps({"status": call_api_as_pod(api_path)}).encode(), "application/json")
+
+    def do_POST(self):  # noqa: N802
+        url = urlparse(self.path)
+        if url.path != "/readyz":
+            self._send(404, b"not found\n")
+            return
+        value = parse_qs(url.query).get("ready", [""])[0]
+        if value not in ("0", "1"):
+            self._send(400, b"query parameter ready must be 0 or 1\n")
+            return
+        self.state.ready = value == "1"
+        self._send(200, b"ok\n")
+
+
+def make_handler(state: EchoState, host: str, port: int) -> type[EchoHandler]:
+    return type("BoundEchoHandler", (EchoHandler,), {"state": state, "host": host, "port": port})
 
 
 def call_api_as_pod(api_path: str) -> int:

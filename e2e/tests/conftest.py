@@ -12,11 +12,9 @@ from kubernetes import client
 from e2e import scenario
 
 # Chart values for the e2e tier: the testbed's Prometheus as the operator's default (added by
-# the fixture), a short tick so decisions follow checks quickly (the analysis interval still
-# governs checks), and routers that find backends from pods (the API server keeps the testbed's
-# loopback pod IPs out of EndpointSlices).
-OPERATOR_VALUES = {"operator": {"tickInterval": 0.5, "logLevel": "debug",
-                                "routerEndpointsSource": "pods"}}
+# the fixture) and a short tick so decisions follow checks quickly (the analysis interval still
+# governs checks). Routers use the default EndpointSlices source, as on a real cluster.
+OPERATOR_VALUES = {"operator": {"tickInterval": 0.5, "logLevel": "debug"}}
 
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,6 @@ items = client.CustomObjectsApi().list_namespaced_custom_object(
 print(f"CRD served: modelrollouts.modelrollout.dev/v1alpha1 lists {len(items)} object(s) in {namespace}")
 
 # 2. The operator is ready: a pod behind its metrics Service is Ready and its /readyz says so.
-# (Pods, not EndpointSlices: the API server keeps loopback pod IPs, as on the local testbed, out
-# of EndpointSlices.)
 core = client.CoreV1Api()
 svc = core.read_namespaced_service(service, namespace)
 port_name = next(p.target_port for p in svc.spec.ports if p.name == "metrics")

@@ -109,8 +109,8 @@ ConfigMaps: the operator never reads credentials, and a compromise of it must no
 - apiGroups: [discovery.k8s.io]
   resources: [endpointslices]
   verbs: [get, list, watch]
-# Likewise for the router's `--endpoints-source=pods` mode (ready pods as backends), used where
-# EndpointSlices cannot list pods, e.g. the local testbed's loopback pod IPs. Read-only.
+# Likewise for the router's `--endpoints-source=pods` mode (ready pods as backends, see
+# operator.routerEndpointsSource). Read-only.
 - apiGroups: [""]
   resources: [pods]
   verbs: [list, watch]
