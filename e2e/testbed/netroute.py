@@ -5,9 +5,12 @@ staying valid for EndpointSlices, which reject loopback addresses. Needs CAP_NET
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
+import socket
 import subprocess
+from pathlib import Path
 
 
 class RouteError(RuntimeError):
@@ -38,6 +41,21 @@ def ensure_local_route(cidr: str) -> None:
             "or passwordless sudo for `ip`")
 
 
+def listening_ipv4_addresses() -> set[str]:
+    """Addresses with a listening TCP socket, from /proc/net/tcp (state 0A = LISTEN)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 3 and fields[3] == "0A":
+            found.add(str(ipaddress.IPv4Address(socket.ntohl(int(fields[1].split(":")[0], 16)))))
+    return found
+
+
 def remove_local_route(cidr: str) -> None:
+    """Removes the route unless something still listens in the range (another testbed
+    instance started with the same range would lose its pods' addresses)."""
+    network = ipaddress.IPv4Network(cidr)
+    if any(ipaddress.IPv4Address(a) in network for a in listening_ipv4_addresses()):
+        return
     if is_local_route_present(cidr):
         _ip("route", "del", "local", cidr, "dev", "lo", "table", "local")

@@ -27,6 +27,8 @@ pytestmark = pytest.mark.e2e
 
 ECHO_IMAGE = "modelrollout/testbed-echo:dev"
 WAIT_S = 60
+# The second instance's pod range: the top of 198.19/16, away from ranges helpers commonly use.
+SECOND_POD_CIDR = "198.19.240.0/20"
 
 
 @pytest.fixture(scope="module")
@@ -256,7 +258,7 @@ def test_down_leaves_no_listener_and_up_works_again(tmp_path, layout):
     """A second, independent instance (own state dir, ports +1000, own pod range) so the
     shared testbed other tests use stays up."""
     env = {**os.environ, paths.STATE_DIR_ENV: str(tmp_path / "cluster"), paths.PORT_OFFSET_ENV: "1000",
-           paths.POD_CIDR_ENV: "198.19.0.0/16"}
+           paths.POD_CIDR_ENV: SECOND_POD_CIDR}
     ports = paths.Ports().shifted(1000)
     assert not any(is_listening("127.0.0.1", p) for p in ports.all()), "ports of the second instance are busy"
     try:
@@ -268,7 +270,7 @@ def test_down_leaves_no_listener_and_up_works_again(tmp_path, layout):
             core.create_namespaced_pod("default", {"metadata": {"name": "echo", "labels": {"app": "echo"}},
                                                    "spec": {"containers": [echo_container()]}})
             pod = wait_for(lambda: ready_pods(core, "default", 1), "the echo pod Ready")[0]
-            assert pod.status.pod_ip.startswith("198.19.")
+            assert ipaddress.ip_address(pod.status.pod_ip) in ipaddress.ip_network(SECOND_POD_CIDR)
             pid = http_get_json(f"http://{pod.status.pod_ip}:8080/")["pid"]
             if attempt == "first":
                 pid = _check_repair_after_pod_runner_dies(env, tmp_path / "cluster", core, pod, pid)
