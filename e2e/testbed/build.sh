@@ -123,13 +123,15 @@ module_dir() { go mod download -json "$1@$2" | sed -n 's/.*"Dir": "\(.*\)",*/\1/
 
 fetch_kwok_stages() {
   local out="$SHARE/kwok-$KWOK_VERSION" dir
-  [ -f "$out/.complete" ] && return
+  [ -f "$out/.complete" ] && [ -d "$out/crds" ] && return
   dir="$(module_dir sigs.k8s.io/kwok "$KWOK_VERSION")"
-  mkdir -p "$out"
+  mkdir -p "$out/stage" "$out/crds"
   cp -r "$dir/kustomize/stage/." "$out/stage/"
+  # The Logs CRD maps a pod's container to a log file, which makes `kubectl logs` work.
+  cp "$dir/kustomize/crd/bases/kwok.x-k8s.io_logs.yaml" "$out/crds/"
   chmod -R u+w "$out"
   touch "$out/.complete"
-  log "kwok stage configs in $out/stage"
+  log "kwok stage configs and Logs CRD in $out"
 }
 
 fetch_gateway_api_crds() {

@@ -161,6 +161,8 @@ def up(b: Binaries, lay: Layout) -> None:
     wait_until(lay, "kube-apiserver", "API server /readyz",
                lambda: is_http_ok(f"{lay.apiserver_url}/readyz", ctx), 120)
     clock.say("kube-apiserver ready")
+    # kwok watches Logs objects from its start, so their CRD must exist first.
+    _kubectl(b, lay, "apply", "--server-side", "-f", str(b.kwok_crds))
     for name in COMPONENTS[2:]:
         _start(name, b, lay)
     _finish_bootstrap(b, lay, clock)

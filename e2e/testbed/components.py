@@ -44,6 +44,9 @@ def apiserver_argv(b: Binaries, lay: Layout) -> list[str]:
         f"--service-account-signing-key-file={pki / 'sa.key'}",
         f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
         "--allow-privileged=true", "--profiling=false", "--v=1",
+        # `kubectl logs` goes API server -> "kubelet" (kwok's server, at the node's InternalIP).
+        f"--kubelet-client-certificate={pki / 'admin.crt'}", f"--kubelet-client-key={pki / 'admin.key'}",
+        "--kubelet-preferred-address-types=InternalIP",
     ]
 
 
@@ -79,6 +82,10 @@ def kwok_argv(b: Binaries, lay: Layout) -> list[str]:
         "--manage-all-nodes=false", f"--manage-nodes-with-annotation-selector={NODE_ANNOTATION}=fake",
         f"--cidr={lay.pod_cidr}", "--node-ip=127.0.0.1",
         f"--server-address=127.0.0.1:{lay.ports.kwok}", "--node-lease-duration-seconds=40",
+        # The node advertises kwok's server as its kubelet endpoint; it serves pod logs over TLS
+        # for the Logs objects the pod runner creates.
+        f"--node-port={lay.ports.kwok}", "--enable-crds=Logs",
+        f"--tls-cert-file={lay.pki_dir / 'apiserver.crt'}", f"--tls-private-key-file={lay.pki_dir / 'apiserver.key'}",
     ]
 
 

@@ -79,6 +79,7 @@ class Binaries:
     helm: Path
     prometheus: Path
     kwok_stages: Path
+    kwok_crds: Path
     gateway_api_crds: Path
     router: Path
 
@@ -100,6 +101,7 @@ def find_binaries(versions: dict[str, str] | None = None) -> Binaries:
         helm=bin_dir / f"helm-{v['HELM_VERSION']}" / "helm",
         prometheus=bin_dir / f"prometheus-{v['PROMETHEUS_VERSION']}" / "prometheus",
         kwok_stages=share / f"kwok-{v['KWOK_VERSION']}" / "stage",
+        kwok_crds=share / f"kwok-{v['KWOK_VERSION']}" / "crds",
         gateway_api_crds=share / f"gateway-api-{v['GATEWAY_API_VERSION']}" / "crds",
         router=bin_dir / "router" / "router",
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import os
 import signal
 import socket
@@ -237,6 +238,23 @@ def test_pod_token_is_subject_to_rbac(core, ns):
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "read-secrets"},
         "subjects": [{"kind": "ServiceAccount", "name": "nobody", "namespace": ns}]})
     wait_for(lambda: http_get_json(url)["status"] == 200, "200 after the RoleBinding")
+
+
+def test_kubectl_logs_shows_the_process_output(layout, core, ns):
+    core.create_namespaced_pod(ns, {"metadata": {"name": "logs", "labels": {"app": "echo"}},
+                                    "spec": {"containers": [echo_container()]}})
+    pod = wait_for(lambda: ready_pods(core, ns, 1), "the echo pod Ready")[0]
+    http_get_json(f"http://{pod.status.pod_ip}:8080/marker-{ns}")
+    kubectl = [str(paths.find_binaries().kubectl), f"--kubeconfig={layout.kubeconfig}", "-n", ns, "logs", "logs"]
+
+    def logged():
+        out = subprocess.run(kubectl, capture_output=True, text=True, timeout=30)
+        return out.returncode == 0 and f"GET /marker-{ns}" in out.stdout and out.stdout
+    text = wait_for(logged, "the request line in `kubectl logs`", timeout_s=20)
+    assert f"echo server listening on {pod.status.pod_ip}:8080" in text
+    file_text = (layout.pod_logs_dir / f"{ns}_logs.log").read_text()
+    assert f"GET /marker-{ns}" in file_text
+    assert all(re.match(r"\S+Z (stdout|stderr) [FP] ", line) for line in file_text.splitlines()), "not CRI format"
 
 
 def test_unmapped_image_is_left_to_kwok(layout, core, ns):

@@ -190,3 +190,13 @@ def test_versions_file_and_layout_env(monkeypatch, tmp_path):
     lay = paths.default_layout()
     assert lay.ports.apiserver == 7443 and lay.kubeconfig == tmp_path / "kubeconfig"
     assert lay.pod_cidr == "198.20.0.0/16"
+
+
+def test_cri_log_lines_mark_full_and_partial_lines():
+    import datetime as dt
+
+    from e2e.testbed.pod_runner.crilog import format_cri_line
+
+    ts = dt.datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=dt.timezone.utc)
+    assert format_cri_line(ts, "stdout", b"hello\n") == b"2026-01-02T03:04:05.123456Z stdout F hello\n"
+    assert format_cri_line(ts, "stderr", b"no newline") == b"2026-01-02T03:04:05.123456Z stderr P no newline\n"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
@@ -19,6 +20,7 @@ class PodApi:
     def __init__(self, kubeconfig: str):
         self.api_client = config.new_client_from_config(config_file=kubeconfig)
         self.core = client.CoreV1Api(self.api_client)
+        self.custom = client.CustomObjectsApi(self.api_client)
 
     def list_node_pods(self, node: str) -> tuple[list[dict], str]:
         resp = self.core.list_pod_for_all_namespaces(
@@ -63,6 +65,23 @@ class PodApi:
         resp = self.core.create_namespaced_service_account_token(
             spec.get("serviceAccountName") or "default", meta["namespace"], body, _preload_content=False)
         return json.loads(resp.data)["status"]["token"]
+
+    def ensure_logs_object(self, pod: dict, container: str, log_path: Path) -> None:
+        """A kwok Logs object pointing `kubectl logs` at the pod's log file (owned by the pod,
+        so garbage collection removes it with the pod)."""
+        meta = pod["metadata"]
+        body = {
+            "apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Logs",
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"], "ownerReferences": [
+                {"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "uid": meta["uid"]}]},
+            "spec": {"logs": [{"containers": [container], "logsFile": str(log_path), "follow": True}]},
+        }
+        try:
+            self.custom.create_namespaced_custom_object("kwok.x-k8s.io", "v1alpha1", meta["namespace"], "logs", body)
+        except ApiException as exc:
+            if exc.status != 409:
+                log.warning("%s/%s: cannot create the kwok Logs object (kubectl logs will not work): %s",
+                            meta["namespace"], meta["name"], exc.reason)
 
     def lookup(self, kind: str, namespace: str, name: str) -> dict | None:
         """ConfigMap or Secret as a dict, None if absent."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from .. import procs
 from ..pki import compute_kubeconfig, write_private_yaml
 from .api import PodApi
+from .crilog import spawn_with_cri_log
 from .podspec import ContainerConfigError, compute_argv, compute_container_env
 from .probes import ProbeTracker, run_probe
 from .status import ContainerState, Terminated, compute_status_patch
@@ -131,8 +132,9 @@ class PodWorker(threading.Thread):
         workdir.mkdir(parents=True, exist_ok=True)
         log_path = self.env.state_dir / "logs" / "pods" / f"{self.key}.log"
         try:
-            self.proc = procs.spawn(self.key, argv, log_path, self.env.state_dir / "pids" / "pods",
-                                    env=self.proc_env, cwd=workdir)
+            self.proc = spawn_with_cri_log(argv, self.proc_env, workdir, log_path)
+            procs.write_pidfile(self._pidfile(), self.proc.pid)
+            self.api.ensure_logs_object(self.pod, self.state.name, log_path)
         except OSError as exc:
             self._wait(now, "RunContainerError", f"{argv[0]}: {exc}", retry_s=compute_backoff(self.state.restart_count + 1))
             return
