@@ -82,6 +82,8 @@ class PodApi:
             if exc.status != 409:
                 log.warning("%s/%s: cannot create the kwok Logs object (kubectl logs will not work): %s",
                             meta["namespace"], meta["name"], exc.reason)
+        except Exception as exc:  # noqa: BLE001 - logs are a convenience; never fail the pod for them
+            log.warning("%s/%s: cannot create the kwok Logs object: %s", meta["namespace"], meta["name"], exc)
 
     def lookup(self, kind: str, namespace: str, name: str) -> dict | None:
         """ConfigMap or Secret as a dict, None if absent."""
