@@ -109,6 +109,7 @@ class ProbeAnswer:
     t: float  # seconds since the probe started
     version: str  # "error" when the request failed
     status: int
+    detail: str = ""  # why it failed (exception or response body), for failure messages
 
 
 class SequentialProbe:
@@ -150,11 +151,13 @@ class SequentialProbe:
         try:
             async with session.post(loadgen.compute_endpoint(spec), data=body,
                                     headers={"content-type": "application/json"}) as resp:
-                version = "error"
-                if resp.status == 200:
-                    payload = await resp.json(content_type=None)
-                    version = loadgen.parse_answer(self.protocol, payload,
-                                                   resp.headers.get("x-model-version"))[2]
+                if resp.status != 200:
+                    detail = (await resp.text())[:200]
+                    self.answers.append(ProbeAnswer(seq, t, "error", resp.status, detail))
+                    return
+                payload = await resp.json(content_type=None)
+                version = loadgen.parse_answer(self.protocol, payload,
+                                               resp.headers.get("x-model-version"))[2]
                 self.answers.append(ProbeAnswer(seq, t, version, resp.status))
-        except (aiohttp.ClientError, asyncio.TimeoutError, KeyError, ValueError):
-            self.answers.append(ProbeAnswer(seq, t, "error", 0))
+        except (aiohttp.ClientError, asyncio.TimeoutError, KeyError, ValueError) as exc:
+            self.answers.append(ProbeAnswer(seq, t, "error", 0, f"{type(exc).__name__}: {exc}"))
