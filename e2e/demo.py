@@ -117,6 +117,9 @@ def print_summary(stages: list[Stage], load: LoadRunner, png: Path) -> None:
             bound_txt = "" if bound is None else f" (bound {bound:.3f})"
             log(f"  gate {format_gate(m)}{bound_txt}, samples {m.get('samples')}")
         for version, t in sorted(st.accuracy.items()):
+            if version == "unknown":  # the load generator's bucket for requests nobody answered
+                log(f"  FAILED (no answer): {t['errors']} requests")
+                continue
             acc = "-" if t["accuracy"] is None else f"{t['accuracy'] * 100:.1f}%"
             log(f"  answered by {version}: {t['requests']} requests, {t['errors']} errors, accuracy {acc}")
     log("\naccuracy per version over the whole demo (load generator ground truth):")
