@@ -4,9 +4,13 @@ its own ServiceAccount (real RBAC), its CRD is served, `helm test` passes, metri
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
+import yaml
 from kubernetes import client
 
 from e2e import scenario
@@ -82,3 +86,25 @@ def test_upgrade_with_the_same_values_keeps_one_ready_operator(cluster, api, ope
     scenario.ensure_operator(cluster, operator)
     desired, ready = scenario.fetch_deployment_replicas(api, NS, RELEASE)
     assert (desired, ready) == (1, 1)
+
+
+def test_alert_rules_and_dashboard_queries_are_valid_promql(cluster):
+    """Every PrometheusRule expression and dashboard query parses in the testbed's real Prometheus."""
+    rendered = scenario.run_tool(cluster, cluster.helm, "template", "mr", str(scenario.CHART),
+                                 "--kube-version", "1.36.3",
+                                 "--set", "prometheusRule.enabled=true,dashboards.enabled=true").stdout
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    exprs = [r["expr"] for d in docs if d["kind"] == "PrometheusRule"
+             for g in d["spec"]["groups"] for r in g["rules"]]
+    (dashboard,) = [json.loads(d["data"]["modelrollout.json"]) for d in docs if d["kind"] == "ConfigMap"]
+    exprs += [t["expr"].replace("$namespace", ".*").replace("$rollout", ".*")
+              for p in dashboard["panels"] for t in p["targets"]]
+    assert len(exprs) >= 15
+    rejected = []
+    for expr in exprs:
+        url = f"{cluster.prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        try:
+            urllib.request.urlopen(url, timeout=10).read()
+        except urllib.error.HTTPError as err:  # 400 bad_data: the expression does not parse
+            rejected.append((expr, err.read()[:200]))
+    assert rejected == []
