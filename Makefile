@@ -19,7 +19,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 DEB_PACKAGES := espeak-ng sox prometheus nginx-light openssl iproute2
 
-.PHONY: deps sysdeps bins testbed-bin router-bin cluster-up cluster-down \
+.PHONY: deps sysdeps bins testbed-bin router-bin helm-bin cluster-up cluster-down \
         test test-unit test-integration test-e2e lint demo bench clean
 
 $(VENV)/.installed: pyproject.toml
@@ -44,6 +44,10 @@ testbed-bin:
 router-bin:
 	model_server/traffic_router/build.sh
 
+# helm alone (the unit tier's chart tests need it; a minute or two when cold).
+helm-bin:
+	e2e/testbed/build.sh helm
+
 bins: testbed-bin router-bin
 
 cluster-up: deps sysdeps bins
@@ -55,7 +59,7 @@ cluster-down:
 lint: deps
 	$(VENV)/bin/lint-imports
 
-test-unit: deps sysdeps router-bin
+test-unit: deps sysdeps router-bin helm-bin
 	$(PYTEST) -m unit tests/unit
 
 test-integration: cluster-up

@@ -145,15 +145,21 @@ fetch_gateway_api_crds() {
   log "Gateway API $GATEWAY_API_VERSION standard CRDs in $out/crds ($(ls "$out/crds" | wc -l) files)"
 }
 
+build_helm() {
+  go_install_tool helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" \
+    "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+}
+
 main() {
   log "Go: $(go version | cut -d' ' -f3-); cache: $CACHE"
   mkdir -p "$BIN" "$SHARE"
+  # `build.sh helm`: only helm, which the fast unit tier needs for the chart tests.
+  if [ "${1:-}" = helm ]; then build_helm; return; fi
   fetch_kwok_stages
   fetch_gateway_api_crds
   build_etcd
   go_install_tool kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION"
-  go_install_tool helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" \
-    "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  build_helm
   build_prometheus
   build_kubernetes
   log "all testbed binaries ready under $BIN"

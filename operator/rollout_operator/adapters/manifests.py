@@ -86,8 +86,13 @@ def compute_version_deployment(owner: Owner, version: str, replicas: int,
                  "--host=$(POD_IP)", f"--port={PORT}", *server.args],
         "env": [POD_IP_ENV, *server.env],
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+        # A busy 2-core node answered health checks in > 1 s (the default timeout) and flapped
+        # readiness, emptying a version's endpoints for seconds: allow 5 s.
         "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": PORT},
-                           "periodSeconds": 2, "failureThreshold": 3},
+                           "periodSeconds": 2, "timeoutSeconds": 5, "failureThreshold": 3},
+        # Liveness is lenient: restarting a slow but working server only loses capacity.
+        "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": PORT},
+                          "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 6},
     }
     if server.resources:
         container["resources"] = dict(server.resources)
@@ -143,6 +148,12 @@ def compute_router_deployment(owner: Owner, image: str, replicas: int = 1,
         "args": args,
         "env": [POD_IP_ENV],
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+        # The router is ready once it has a split and a stable endpoint; before that the front
+        # door's Service must not send clients to it.
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": PORT},
+                           "periodSeconds": 2, "timeoutSeconds": 5, "failureThreshold": 3},
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": PORT},
+                          "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 6},
     }
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",

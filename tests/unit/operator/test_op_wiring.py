@@ -90,3 +90,19 @@ def test_router_endpoints_source_flag_only_when_not_the_default():
     assert pods["spec"]["template"]["spec"]["containers"][0]["args"][-1] == "--endpoints-source=pods"
     default = compute_router_deployment(OWNER, "r")
     assert not any("endpoints-source" in a for a in default["spec"]["template"]["spec"]["containers"][0]["args"])
+
+
+def test_router_probes_use_its_health_endpoints_with_a_tolerant_timeout():
+    (c,) = compute_router_deployment(OWNER, "r")["spec"]["template"]["spec"]["containers"]
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 8080}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": 8080}
+    # A 1 s default timeout flapped readiness on a loaded node (seen in the e2e runs).
+    assert c["readinessProbe"]["timeoutSeconds"] >= 5
+
+
+def test_model_server_probes_use_the_kserve_health_endpoints():
+    dep = compute_version_deployment(OWNER, "v1", 1, ServerTemplate("m", "", "img"))
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": 8080}
+    assert c["readinessProbe"]["timeoutSeconds"] >= 5
