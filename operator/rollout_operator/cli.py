@@ -140,14 +140,23 @@ def fetch_events(api: KubeApi, namespace: str, name: str, limit: int = 8) -> lis
     return items[-limit:]
 
 
+def _add_connection_flags(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument("-n", "--namespace", default=default,
+                        help="namespace (default: the kubeconfig context's)")
+    parser.add_argument("--kubeconfig", default=default,
+                        help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+    parser.add_argument("--context", default=default, help="kubeconfig context to use")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kubectl modelrollout",
         description="Inspect and steer ModelRollouts. Intents are patches on the ModelRollout; "
                     "the operator acts on each once and records who asked.")
-    parser.add_argument("-n", "--namespace", help="namespace (default: the kubeconfig context's)")
-    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
-    parser.add_argument("--context", help="kubeconfig context to use")
+    _add_connection_flags(parser, default=None)
+    # kubectl users write `-n ns` after the subcommand too; SUPPRESS keeps an earlier value.
+    connection = argparse.ArgumentParser(add_help=False)
+    _add_connection_flags(connection, default=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     helps = {"status": "phase, step, weights, gates vs thresholds, recent events",
              "promote": "advance past the current pause/gate (--full: straight to 100%%)",
@@ -156,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
              "pause": "hold the rollout where it is", "resume": "continue a paused rollout",
              "history": "past rollouts and their outcomes"}
     for command, text in helps.items():
-        p = sub.add_parser(command, help=text, description=text)
+        p = sub.add_parser(command, help=text, description=text, parents=[connection])
         p.add_argument("name", metavar="NAME", help="the ModelRollout's name")
         if command == "status":
             p.add_argument("-w", "--watch", action="store_true", help="redraw every --interval seconds")

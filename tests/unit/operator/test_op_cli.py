@@ -20,7 +20,7 @@ WHO = Identity("ml", "alice")
     (["status"], "the following arguments are required: NAME"),
     (["launch", "speech"], "invalid choice: 'launch'"),
     (["promote", "Speech_1"], "NAME 'Speech_1' is not a valid object name"),
-    (["abort", "speech", "-n", "Bad NS"], "unrecognized arguments") ,
+    (["abort", "speech", "-n", "Bad NS"], "--namespace 'Bad NS' is not a valid namespace name"),
     (["-n", "Bad_NS", "abort", "speech"], "--namespace 'Bad_NS' is not a valid namespace name"),
     (["status", "speech", "--watch", "--interval=0"], "--interval must be > 0 seconds"),
     (["pause", "speech", "--full"], "unrecognized arguments: --full"),
@@ -124,3 +124,20 @@ def test_history_lists_outcomes_newest_first(cluster):
 def test_status_of_a_never_reconciled_rollout():
     text = compute_status_text({"metadata": {"name": "a", "namespace": "b"}}, [])
     assert "Pending (not reconciled yet)" in text and "Traffic:   none yet" in text
+
+
+@pytest.mark.parametrize("argv", [["-n", "ml", "status", "speech"], ["status", "speech", "-n", "ml"],
+                                  ["status", "-n", "ml", "speech"]])
+def test_namespace_flag_works_before_or_after_the_subcommand(argv):
+    args = parse_args(argv)
+    assert (args.namespace, args.command, args.name) == ("ml", "status", "speech")
+
+
+def test_namespace_defaults_to_none_when_not_given_anywhere():
+    assert parse_args(["abort", "speech"]).namespace is None
+
+
+def test_bad_namespace_after_the_subcommand_is_still_rejected(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["pause", "speech", "-n", "Bad_NS"])
+    assert "--namespace 'Bad_NS' is not a valid namespace name" in capsys.readouterr().err
