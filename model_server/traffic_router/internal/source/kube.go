@@ -159,14 +159,7 @@ func StartEndpointWatch(ctx context.Context, rc *rest.Config, namespace, rollout
 		}
 		sink.SetEndpoints(strings.TrimPrefix(svc, prefix), ComputeReadyAddrs(all))
 	}
-	_, err = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: resync, UpdateFunc: func(_, obj any) { resync(obj) }, DeleteFunc: resync,
-	})
-	if err != nil {
-		return err
-	}
-	factory.Start(ctx.Done())
-	return nil
+	return startResyncing(ctx, factory, inf, resync)
 }
 
 // ComputeReadyAddrs lists host:port of ready endpoints (ready unset counts as ready, per the
@@ -194,4 +187,18 @@ func ComputeReadyAddrs(all []*discoveryv1.EndpointSlice) []string {
 		}
 	}
 	return out
+}
+
+// startResyncing calls resync for every add, update and delete the informer sees (each call
+// recomputes a whole version's endpoints, so the event kind doesn't matter) and starts the factory.
+func startResyncing(ctx context.Context, factory interface{ Start(<-chan struct{}) },
+	inf cache.SharedIndexInformer, resync func(any)) error {
+	_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: resync, UpdateFunc: func(_, obj any) { resync(obj) }, DeleteFunc: resync,
+	})
+	if err != nil {
+		return err
+	}
+	factory.Start(ctx.Done())
+	return nil
 }

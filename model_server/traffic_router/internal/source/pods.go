@@ -53,14 +53,7 @@ func StartPodWatch(ctx context.Context, rc *rest.Config, namespace, rollout stri
 			sink.SetEndpoints(version, ComputePodAddrs(all))
 		}
 	}
-	_, err = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: resync, UpdateFunc: func(_, obj any) { resync(obj) }, DeleteFunc: resync,
-	})
-	if err != nil {
-		return err
-	}
-	factory.Start(ctx.Done())
-	return nil
+	return startResyncing(ctx, factory, inf, resync)
 }
 
 // ComputePodAddrs lists podIP:port of pods that are Ready and not terminating; the port is
