@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # The testbed's Service range is a /24: each rollout holds 3 ClusterIPs mid-rollout (router, two
     # versions), so about 80 rollouts fit there; a real cluster's range takes the design target of 200.
-    parser.add_argument("--rollouts", type=int, default=75)
+    parser.add_argument("--rollouts", type=int, default=200)
     args = parser.parse_args(argv)
     tmp = REPO / ".cluster" / "bench-operator"
     tmp.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,8 @@ import yaml
 
 # SANs clients may use to reach the API server: loopback, the first service IP of
 # --service-cluster-ip-range (the `kubernetes` Service) and its DNS names.
-SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
+# /16: room for 200+ concurrent rollouts (3 Services each mid-rollout); a /24 ran out at ~80.
+SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/16"
 API_SERVER_SANS = (
     "IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
     "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
