@@ -45,6 +45,7 @@ type Metrics struct {
 	MirrorReqs    *prometheus.CounterVec
 	MirrorDropped prometheus.Counter
 	Comparisons   *prometheus.CounterVec
+	SegmentComps  *prometheus.CounterVec
 	ConfDelta     *prometheus.HistogramVec
 	children      sync.Map // version+"\x00"+role -> *VersionMetrics
 }
@@ -73,6 +74,9 @@ func New(rollout string) *Metrics {
 		Retries:       c("router_upstream_retries_total", "Requests retried on another endpoint after a connection failure.", "rollout", "version"),
 		MirrorReqs:    c("router_mirror_requests_total", "Shadow copies sent, by outcome.", "rollout", "version", "outcome"),
 		Comparisons:   c("router_shadow_comparisons_total", "Shadow answers compared with the stable answer.", "rollout", "stable_version", "candidate_version", "result"),
+		SegmentComps: c("router_shadow_segment_comparisons_total",
+			"Stable segments compared with the shadow's by time overlap (agree, disagree, missing, error), plus unmatched shadow segments (extra).",
+			"rollout", "stable_version", "candidate_version", "result"),
 		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "router_request_duration_seconds", Help: "Time from request read to response written, upstream included.",
 			Buckets: latencyBuckets}, []string{"rollout", "version", "role"}),
@@ -90,7 +94,7 @@ func New(rollout string) *Metrics {
 	m.InFlight = inFlight.WithLabelValues(rollout)
 	m.MirrorDropped = dropped.WithLabelValues(rollout)
 	m.Registry.MustRegister(m.Requests, m.Duration, m.RequestBytes, m.ResponseBytes, inFlight, m.Rejected,
-		m.Retries, m.Weight, m.MirrorPercent, m.MirrorReqs, dropped, m.Comparisons, m.ConfDelta,
+		m.Retries, m.Weight, m.MirrorPercent, m.MirrorReqs, dropped, m.Comparisons, m.SegmentComps, m.ConfDelta,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, reason := range []string{TooLarge, Overloaded, Timeout} {
 		m.Rejected.WithLabelValues(rollout, reason) // export zeros so rate() has a series from the start

@@ -79,19 +79,37 @@ func (mr *Mirror) handle(ctx context.Context, j Job) {
 	if j.StableStatus != http.StatusOK || j.StableBody == nil {
 		return // nothing trustworthy to compare against
 	}
-	result, deltas := Error, []float64(nil)
+	var cmp Comparison
 	if err == nil && status == http.StatusOK {
 		var cmpErr error
-		result, deltas, cmpErr = EvaluateAgreement(j.StableBody, body)
+		cmp, cmpErr = EvaluateAgreement(j.StableBody, body)
 		if errors.Is(cmpErr, ErrStableUnusable) {
 			return
 		}
+		if cmpErr != nil {
+			mr.log.Debug("shadow answer unreadable", "version", j.MirrorVersion, "error", cmpErr.Error())
+		}
+	} else {
+		cmp = EvaluateFailedShadow(j.StableBody)
 	}
+	if cmp.SegmentsErr != nil {
+		mr.log.Debug("shadow segments unreadable", "version", j.MirrorVersion, "error", cmp.SegmentsErr.Error())
+	}
+	mr.record(j, cmp)
+}
+
+// record counts one comparison under its (stable, candidate) pair.
+func (mr *Mirror) record(j Job, cmp Comparison) {
 	labels := []string{mr.metrics.Rollout, j.StableVersion, j.MirrorVersion}
-	mr.metrics.Comparisons.WithLabelValues(append(labels, result)...).Inc()
+	mr.metrics.Comparisons.WithLabelValues(append(labels, cmp.Result)...).Inc()
 	hist := mr.metrics.ConfDelta.WithLabelValues(labels...)
-	for _, d := range deltas {
+	for _, d := range cmp.Deltas {
 		hist.Observe(d)
+	}
+	for _, result := range SegmentResults {
+		if n := cmp.Segments[result]; n > 0 {
+			mr.metrics.SegmentComps.WithLabelValues(append(labels, result)...).Add(float64(n))
+		}
 	}
 }
 
