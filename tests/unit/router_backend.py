@@ -1,6 +1,7 @@
 """A controllable model-server stand-in for router tests, run as a subprocess so a test can kill -9 it.
 
-Answers KServe v1 (`:predict`) and v2 (`/infer`) with a fixed label, status and delay; GET /hits counts.
+Answers KServe v1 (`:predict`) and v2 (`/infer`) with a fixed label, status, delay and (optional)
+segments; GET /hits counts.
 """
 from __future__ import annotations
 
@@ -12,9 +13,20 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+def parse_segments(spec: str) -> list[dict]:
+    """`yes@0.1-0.6,no@1.2-1.7` -> the model server's segment objects."""
+    out = []
+    for item in filter(None, spec.split(",")):
+        label, span = item.split("@")
+        start, end = (float(x) for x in span.split("-"))
+        out.append({"start_s": start, "end_s": end, "label": label, "confidence": 0.9})
+    return out
+
+
 def build_handler(args: argparse.Namespace) -> type[BaseHTTPRequestHandler]:
     lock = threading.Lock()
     hits = {"n": 0}
+    segments = parse_segments(args.segments) if args.segments is not None else None
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -34,12 +46,17 @@ def build_handler(args: argparse.Namespace) -> type[BaseHTTPRequestHandler]:
                 self._send(args.status, {"error": f"{args.version} refuses: bad input"})
                 return
             if self.path.startswith("/v2/"):
-                self._send(200, {"model_name": "m", "model_version": args.version, "outputs": [
-                    {"name": "label", "datatype": "BYTES", "shape": [1], "data": [args.label]},
-                    {"name": "confidence", "datatype": "FP32", "shape": [1], "data": [args.confidence]}]})
+                outputs = [{"name": "label", "datatype": "BYTES", "shape": [1], "data": [args.label]},
+                           {"name": "confidence", "datatype": "FP32", "shape": [1], "data": [args.confidence]}]
+                if segments is not None:
+                    outputs.append({"name": "segments", "datatype": "BYTES", "shape": [1],
+                                    "data": [json.dumps(segments)]})
+                self._send(200, {"model_name": "m", "model_version": args.version, "outputs": outputs})
                 return
-            self._send(200, {"predictions": [{"label": args.label, "confidence": args.confidence}],
-                             "echo_bytes": len(body), "served_by": args.version})
+            prediction = {"label": args.label, "confidence": args.confidence}
+            if segments is not None:
+                prediction["segments"] = segments
+            self._send(200, {"predictions": [prediction], "echo_bytes": len(body), "served_by": args.version})
 
         def _send(self, code: int, payload: dict) -> None:
             data = json.dumps(payload).encode()
@@ -65,6 +82,8 @@ def main() -> None:
     p.add_argument("--label", default="yes")
     p.add_argument("--confidence", type=float, default=0.9)
     p.add_argument("--version-header", default="")
+    p.add_argument("--segments", default=None,
+                   help="segments per prediction, e.g. yes@0.1-0.6,no@1.2-1.7 ('' = an empty list); unset = none")
     args = p.parse_args()
     server = ThreadingHTTPServer(("127.0.0.1", 0), build_handler(args))
     server.daemon_threads = True

@@ -272,23 +272,27 @@ def test_invalid_flags_and_config_name_the_field(router_bin, tmp_path):
 
 
 def test_metric_contract_names_are_exported(router_bin, backends, routers, tmp_path):
-    v1, v2 = backends("v1"), backends("v2")
+    v1, v2 = backends("v1", "--segments", "yes@0.1-0.6"), backends("v2", "--segments", "yes@0.1-0.6")
     cfg = tmp_path / "split.json"
     write_static(cfg, weights("v1", 50, "v2", mirror=("v2", 100)), {"v1": [v1.addr], "v2": [v2.addr]})
     router = routers(router_bin, tmp_path, f"--static-config={cfg}")
     router.wait_ready()
     run_parallel(router, 20)
-    router.wait_metric("router_mirror_requests_total", router.metric("router_requests_total", role="stable"))
+    stable_requests = router.metric("router_requests_total", role="stable")
+    router.wait_metric("router_mirror_requests_total", stable_requests)
+    router.wait_metric("router_shadow_segment_comparisons_total", stable_requests, result="agree")
     names = {name for name, _ in router.metrics()}
     for name in ["router_requests_total", "router_request_duration_seconds_bucket", "router_request_bytes_total",
                  "router_response_bytes_total", "router_in_flight_requests", "router_rejected_total",
                  "router_upstream_retries_total", "router_traffic_weight", "router_mirror_percent",
                  "router_mirror_requests_total", "router_mirror_dropped_total", "router_shadow_comparisons_total",
-                 "router_shadow_confidence_delta_bucket"]:
+                 "router_shadow_confidence_delta_bucket", "router_shadow_segment_comparisons_total"]:
         assert name in names, name
     labels = {n: dict(lbls) for (n, lbls) in router.metrics() if n.startswith("router_")}
     assert set(labels["router_requests_total"]) == {"rollout", "version", "role", "outcome"}
     assert set(labels["router_shadow_comparisons_total"]) == {"rollout", "stable_version", "candidate_version", "result"}
+    assert set(labels["router_shadow_segment_comparisons_total"]) == {"rollout", "stable_version", "candidate_version",
+                                                                      "result"}
     assert set(labels["router_mirror_percent"]) == {"rollout", "version"}
 
 
