@@ -177,3 +177,13 @@ def test_schema_defaults_match_the_domain_defaults():
     assert props["trafficRouting"]["properties"]["router"]["properties"]["image"]["default"] == \
         parsed.traffic_routing.router.image
     assert props["historyLimit"]["default"] == parsed.history_limit
+
+
+def test_template_enum_and_pairwise_rule_match_the_built_in_templates():
+    from rollout_operator.domain.templates import PAIRWISE_TEMPLATES, TEMPLATES
+    metric = (load_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+              ["properties"]["analysis"]["properties"]["metrics"]["items"])
+    assert metric["properties"]["template"]["enum"] == list(TEMPLATES)
+    (pairwise,) = [r for r in metric["x-kubernetes-validations"] if "relativeTo: cannot be used" in r["message"]]
+    for name in PAIRWISE_TEMPLATES:
+        assert f"'{name}'" in pairwise["rule"] and name in pairwise["message"]

@@ -62,10 +62,19 @@ TEMPLATES: dict[str, Template] = {
                f"sum(rate(router_shadow_comparisons_total{{{_SHADOW_SEL}}}[{{{{window}}}}]))"),
         samples=f"sum(increase(router_shadow_comparisons_total{{{_SHADOW_SEL}}}[{{{{window}}}}]))",
         description="share of mirrored requests where the candidate's label matched stable's"),
+    "shadow-segment-agreement": Template(
+        # Every stable segment is agree, disagree, missing or error, and every candidate segment
+        # stable did not have is extra; all but agree count against the candidate.
+        query=(f'(sum(rate(router_shadow_segment_comparisons_total{{{_SHADOW_SEL},result="agree"}}'
+               "[{{window}}])) or vector(0)) / "
+               f"sum(rate(router_shadow_segment_comparisons_total{{{_SHADOW_SEL}}}[{{{{window}}}}]))"),
+        samples=f"sum(increase(router_shadow_segment_comparisons_total{{{_SHADOW_SEL}}}[{{{{window}}}}]))",
+        description="share of segment comparisons of mirrored requests where the candidate heard the same "
+                    "word at the same time as stable"),
 }
 
 # Templates that compare the candidate with stable by construction (no per-version baseline).
-PAIRWISE_TEMPLATES = frozenset({"shadow-agreement"})
+PAIRWISE_TEMPLATES = frozenset({"shadow-agreement", "shadow-segment-agreement"})
 
 # Sample count for user queries: the version's requests in the window.
 DEFAULT_SAMPLES_QUERY = _REQUEST_COUNT

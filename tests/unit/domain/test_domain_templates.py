@@ -15,12 +15,12 @@ VARS = dict(namespace="models", rollout="speech", model="speech-commands", versi
 # The metric contract (names fixed by the shared brief); every template must use only these.
 CONTRACT = {"speech_requests_total", "speech_request_duration_seconds_bucket",
             "speech_predictions_total", "speech_confidence_sum", "speech_confidence_count",
-            "router_shadow_comparisons_total"}
+            "router_shadow_comparisons_total", "router_shadow_segment_comparisons_total"}
 
 
 def test_the_built_in_template_names():
     assert set(TEMPLATES) == {"error-rate", "latency-p99", "unknown-rate", "mean-confidence",
-                              "request-rate", "shadow-agreement"}
+                              "request-rate", "shadow-agreement", "shadow-segment-agreement"}
 
 
 @pytest.mark.parametrize("name", sorted(TEMPLATES))
@@ -47,6 +47,17 @@ def test_shadow_agreement_compares_the_pair_and_counts_errors_as_disagreement():
     assert 'result="agree"' in out
     denominator = out.split(" / ")[1]
     assert "result=" not in denominator  # agree + disagree + error
+
+
+def test_shadow_segment_agreement_counts_every_other_result_against_the_candidate():
+    t = TEMPLATES["shadow-segment-agreement"]
+    out = render(t.query, VARS)
+    numerator, denominator = out.split(" / ")
+    assert "router_shadow_segment_comparisons_total{" in numerator and 'result="agree"' in numerator
+    assert 'stable_version="v1",candidate_version="v2"' in denominator
+    assert "result=" not in denominator  # agree + disagree + missing + extra + error
+    samples = render(t.samples, VARS)
+    assert samples.startswith("sum(increase(router_shadow_segment_comparisons_total{") and "result=" not in samples
 
 
 def test_error_rate_counts_no_errors_as_zero_not_no_data():
