@@ -262,6 +262,7 @@ def test_optional_monitoring_objects_are_well_formed(tmp_path):
     dashboard = json.loads(dashboard_json)
     exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p.get("targets", []))
     for series in ("router_traffic_weight", "router_shadow_comparisons_total",
+                   "router_shadow_segment_comparisons_total",
                    "router_request_duration_seconds_bucket", "router_requests_total"):
         assert series in exprs
     (pm,) = _by_kind(docs, "PodMonitor")
