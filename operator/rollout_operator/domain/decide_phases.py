@@ -120,7 +120,8 @@ def decide_after_rollout(tick: Tick, status: RolloutStatus, out: Outcome) -> Out
     """RolledBack / Stopped: wait for a retry or a different spec version."""
     version = tick.spec.model.version
     if "retry" in tick.pending and version == status.candidate_version:
-        out = out.then(status, used="retry")
+        out = out.then(status, normal("Retry", f"retrying {version} from step 1 "
+                                      f"(requested by {tick.by})"), used="retry")
         return decide_start_rollout(tick, status, out, retry=True)
     if version == status.stable_version:
         if status.candidate_version is None:

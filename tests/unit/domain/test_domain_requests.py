@@ -36,8 +36,12 @@ def test_retry_after_rollback_runs_the_same_version_again_from_step_one():
     world = in_rollout()
     world.request("abort")
     world.run_until_phase(Phase.ROLLED_BACK)
-    world.request("retry")
+    world.request("retry", by="carol")
     world.tick()
+    assert "Retry" in world.reasons()
+    assert any(e.message == "retrying v2 from step 1 (requested by carol)"
+               for e in world.events if e.reason == "Retry")
+    assert world.status.last_request == "retry by carol"
     assert world.status.phase is Phase.PROGRESSING
     assert world.status.candidate_version == "v2" and world.status.current_step_index == 0
     assert all(m.failures == 0 for m in world.status.analysis.metrics)
