@@ -89,9 +89,11 @@ def compute_shadow(name: str, version: str, *, duration: str = "45s", then: str 
 
 
 def compute_blue_green(name: str, version: str, *, preview: str = "20s",
-                       post_promotion: str = "20s", **kw: Any) -> dict[str, Any]:
-    """Preview at full scale, analysis, atomic switch, post-promotion bake."""
+                       post_promotion: str = "20s", auto_promote: bool = True,
+                       **kw: Any) -> dict[str, Any]:
+    """Preview at full scale, analysis, (approval if not `auto_promote`), atomic switch,
+    post-promotion bake."""
     kw.setdefault("gates", [g for g in CANARY_GATES if "relativeTo" not in g])
     return compute_rollout(name, version, {"blueGreen": {
-        "autoPromote": True, "previewDuration": preview, "scaleDownDelay": "10s",
+        "autoPromote": auto_promote, "previewDuration": preview, "scaleDownDelay": "10s",
         "postPromotionDuration": post_promotion}}, **kw)

@@ -1,0 +1,71 @@
+"""Shared steps of the e2e rollout tests: apply a manifest and wait for it to settle, deploy the
+first version, check who answered the load generator, run the kubectl plugin."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from e2e import rollouts, scenario
+
+NAME = "speech"
+HEALTHY_TIMEOUT = 240  # first model-server start: onnxruntime + VAD load, readiness probe
+ROLLOUT_TIMEOUT = 360
+# The user in the testbed's admin kubeconfig; the plugin records it as who asked.
+KUBECONFIG_USER = "testbed"
+
+
+def apply_and_wait(cluster, api, manifest, phases, timeout=ROLLOUT_TIMEOUT):
+    """Apply, wait until the rollout of this version settles, and check it settled in `phases`."""
+    scenario.apply_manifest(cluster, manifest)
+    ns, version = manifest["metadata"]["namespace"], manifest["spec"]["model"]["version"]
+    generation = scenario.fetch_rollout(api, ns, NAME)["metadata"]["generation"]
+    obj = scenario.wait_for_rollout(api, ns, NAME, scenario.is_settled(version, generation),
+                                    f"{version} to settle (generation {generation})", timeout)
+    status = obj["status"]
+    assert status["phase"] in phases, (
+        f"{version} settled in {status['phase']}, expected {'/'.join(phases)}: {status.get('message')}\n"
+        + scenario.describe_state(api, ns, NAME, obj))
+    return obj
+
+
+def deploy_first(cluster, api, namespace, version="v1"):
+    obj = apply_and_wait(cluster, api, rollouts.compute_canary(NAME, version, namespace=namespace),
+                         ["Healthy"], HEALTHY_TIMEOUT)
+    assert obj["status"]["stableVersion"] == version
+    assert obj["status"]["traffic"]["stable"] == {"version": version, "weight": 100}
+    return obj
+
+
+def assert_answered_only_by(totals: dict, version: str, when: str) -> None:
+    """Two separate properties, so a failure says which broke: no other version's answer
+    reached users, and no user request failed (the load generator files failures under
+    "unknown" since no version answered them)."""
+    answered = {v for v, t in totals.items() if t["requests"] > t["errors"]}
+    assert answered == {version}, f"{when}: users got answers from {answered}: {totals}"
+    failed = sum(t["errors"] for t in totals.values())
+    assert failed == 0, f"{when}: {failed} user requests failed: {totals}"
+
+
+def metric(status: dict, name: str) -> dict:
+    return next(m for m in status["analysis"]["metrics"] if m["name"] == name)
+
+
+def run_kubectl(cluster, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """kubectl as a user runs it, with the package's `kubectl-modelrollout` plugin on PATH
+    (the venv's bin, where `pip install` put it)."""
+    env = {**cluster.env(),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.run([str(cluster.kubectl), *args], capture_output=True, text=True,
+                          env=env, timeout=120)
+    if check:
+        assert proc.returncode == 0, (f"kubectl {' '.join(args)} exited {proc.returncode}:\n"
+                                      f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return proc
+
+
+def plugin(cluster, namespace: str, command: str, *args: str) -> str:
+    """`kubectl modelrollout <command> speech -n <namespace> [args]`; its stdout."""
+    return run_kubectl(cluster, "modelrollout", command, NAME, "-n", namespace, *args).stdout
