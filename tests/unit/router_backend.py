@@ -1,7 +1,7 @@
 """A controllable model-server stand-in for router tests, run as a subprocess so a test can kill -9 it.
 
 Answers KServe v1 (`:predict`) and v2 (`/infer`) with a fixed label, status, delay and (optional)
-segments; GET /hits counts.
+segments, or holds answers until the test releases them; GET /hits counts.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 
 def parse_segments(spec: str) -> list[dict]:
@@ -21,6 +22,16 @@ def parse_segments(spec: str) -> list[dict]:
         start, end = (float(x) for x in span.split("-"))
         out.append({"start_s": start, "end_s": end, "label": label, "confidence": 0.9})
     return out
+
+
+HOLD_LIMIT_S = 30.0
+
+
+def wait_for_file(path: Path) -> None:
+    """Holds a request until the test releases it by creating `path` (bounded)."""
+    deadline = time.monotonic() + HOLD_LIMIT_S
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def build_handler(args: argparse.Namespace) -> type[BaseHTTPRequestHandler]:
@@ -42,6 +53,8 @@ def build_handler(args: argparse.Namespace) -> type[BaseHTTPRequestHandler]:
                 hits["n"] += 1
             if args.delay:
                 time.sleep(args.delay)
+            if args.hold_until:
+                wait_for_file(Path(args.hold_until))
             if args.status != 200:
                 self._send(args.status, {"error": f"{args.version} refuses: bad input"})
                 return
@@ -79,6 +92,8 @@ def main() -> None:
     p.add_argument("--version", required=True)
     p.add_argument("--status", type=int, default=200)
     p.add_argument("--delay", type=float, default=0.0)
+    p.add_argument("--hold-until", default="",
+                   help="answer POSTs only once this file exists (at most HOLD_LIMIT_S)")
     p.add_argument("--label", default="yes")
     p.add_argument("--confidence", type=float, default=0.9)
     p.add_argument("--version-header", default="")

@@ -107,7 +107,8 @@ def test_sticky_header_keeps_each_key_on_one_version(router_bin, backends, route
 
 
 def test_weight_change_applies_without_dropping_in_flight_requests(router_bin, backends, routers, tmp_path):
-    v1, v2 = backends("v1", "--delay", "1"), backends("v2")
+    release = tmp_path / "release-v1"
+    v1, v2 = backends("v1", "--hold-until", str(release)), backends("v2")
     cfg = tmp_path / "split.json"
     eps = {"v1": [v1.addr], "v2": [v2.addr]}
     write_static(cfg, weights("v1", 100), eps)
@@ -117,11 +118,13 @@ def test_weight_change_applies_without_dropping_in_flight_requests(router_bin, b
         in_flight = [pool.submit(router.client().post) for _ in range(8)]
         deadline = time.monotonic() + 10
         while v1.hits() < 8 and time.monotonic() < deadline:
-            time.sleep(0.01)  # v1 counts a request on arrival, then takes 1 s to answer
+            time.sleep(0.01)  # v1 counts a request on arrival and holds it until released
         assert v1.hits() == 8 and not any(f.done() for f in in_flight)
         write_static(cfg, weights("v1", 0, "v2"), eps)
         router.wait_metric("router_traffic_weight", 100, version="v2", role="candidate")
         after = [router.client().post() for _ in range(20)]
+        assert not any(f.done() for f in in_flight), "v1's requests are still held across the switch"
+        release.touch()
         answered = [f.result() for f in in_flight]
     assert [r.status for r in answered] == [200] * 8
     assert {r.headers["x-model-version"] for r in answered} == {"v1"}
