@@ -103,6 +103,12 @@ def _broken(path, value):
      ["setWeight", "100"]),
     (_broken(["analysis", "interval"], "soon"), ["spec.analysis.interval"]),
     (_broken(["model", "version"], "V_2"), ["spec.model.version"]),
+    (_broken(["analysis", "metrics"], [{"name": "g", "template": "p95", "max": 1}]),
+     ["spec.analysis.metrics[0].template", 'supported values: "error-rate"', '"shadow-segment-agreement"']),
+    (_broken(["analysis", "metrics"], [{"name": "g", "template": "shadow-segment-agreement",
+                                        "relativeTo": "stable", "maxDecrease": 0.1}]),
+     ["spec.analysis.metrics[0].relativeTo",
+      "cannot be used with shadow-agreement or shadow-segment-agreement"]),
 ])
 def test_malformed_manifests_are_rejected_naming_the_field(tb, crd, ns, manifest, needles):
     manifest["metadata"]["namespace"] = ns
