@@ -87,6 +87,14 @@ def build_handler(args: argparse.Namespace) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class Server(ThreadingHTTPServer):
+    # socketserver listens with a backlog of 5: a test opening 8 connections at once on a busy
+    # machine overflowed it, the dropped SYN outlived the router's 1 s --connect-timeout and the
+    # request failed (seen in test_weight_change_applies_without_dropping_in_flight_requests).
+    request_queue_size = 128
+    daemon_threads = True
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--version", required=True)
@@ -100,8 +108,7 @@ def main() -> None:
     p.add_argument("--segments", default=None,
                    help="segments per prediction, e.g. yes@0.1-0.6,no@1.2-1.7 ('' = an empty list); unset = none")
     args = p.parse_args()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), build_handler(args))
-    server.daemon_threads = True
+    server = Server(("127.0.0.1", 0), build_handler(args))
     print(server.server_address[1], flush=True)
     server.serve_forever()
 
