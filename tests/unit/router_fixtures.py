@@ -66,13 +66,16 @@ def start_backend(version: str, *extra: str) -> Backend:
 
 
 def write_static(path: Path, traffic: dict | None = None, endpoints: dict | None = None,
-                 sticky: str | None = None) -> None:
-    """Writes the --static-config file atomically (rename) so the router never reads half a file."""
+                 sticky: str | None = None, not_ready: dict | None = None) -> None:
+    """Writes the --static-config file atomically (rename) so the router never reads half a file.
+    `not_ready` lists endpoints as an EndpointSlice lists pods failing their readiness probe."""
     doc: dict = {}
     if traffic is not None:
         doc["traffic"] = traffic
     if endpoints is not None:
         doc["endpoints"] = endpoints
+    if not_ready is not None:
+        doc["notReadyEndpoints"] = not_ready
     if sticky is not None:
         doc["stickyHeader"] = sticky
     tmp = path.with_suffix(".tmp")
@@ -147,6 +150,20 @@ class RouterProcess:
             return Client(self.port).request("GET", "/readyz").status == 200
         except OSError:
             return False
+
+    def wait_listening(self, timeout: float = 20.0) -> None:
+        """Waits for /healthz (the process answers), whether or not it is ready."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"router exited with {self.proc.returncode}:\n{self.logs()}")
+            try:
+                if Client(self.port).request("GET", "/healthz").status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"router not listening in {timeout}s:\n{self.logs()}")
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout

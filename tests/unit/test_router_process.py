@@ -289,7 +289,8 @@ def test_metric_contract_names_are_exported(router_bin, backends, routers, tmp_p
                  "router_response_bytes_total", "router_in_flight_requests", "router_rejected_total",
                  "router_upstream_retries_total", "router_traffic_weight", "router_mirror_percent",
                  "router_mirror_requests_total", "router_mirror_dropped_total", "router_shadow_comparisons_total",
-                 "router_shadow_confidence_delta_bucket", "router_shadow_segment_comparisons_total"]:
+                 "router_shadow_confidence_delta_bucket", "router_shadow_segment_comparisons_total",
+                 "router_panic_routing"]:
         assert name in names, name
     labels = {n: dict(lbls) for (n, lbls) in router.metrics() if n.startswith("router_")}
     assert set(labels["router_requests_total"]) == {"rollout", "version", "role", "outcome"}
@@ -297,6 +298,47 @@ def test_metric_contract_names_are_exported(router_bin, backends, routers, tmp_p
     assert set(labels["router_shadow_segment_comparisons_total"]) == {"rollout", "stable_version", "candidate_version",
                                                                       "result"}
     assert set(labels["router_mirror_percent"]) == {"rollout", "version"}
+    assert set(labels["router_panic_routing"]) == {"rollout", "version"}
+
+
+def test_panic_routing_serves_a_not_ready_endpoint_until_one_is_ready(router_bin, backends, routers, tmp_path):
+    slow = backends("v1")
+    cfg = tmp_path / "split.json"
+    # v1's only pod fails its readiness probe (slow, not dead): listed, but not ready.
+    write_static(cfg, weights("v1", 100), {"v1": []}, not_ready={"v1": [slow.addr]})
+    router = routers(router_bin, tmp_path, f"--static-config={cfg}")
+    router.wait_ready()  # serving from a not-ready endpoint counts as ready (docs/router.md)
+    assert "panic routing" in router.client().request("GET", "/readyz").json()["reason"]
+    responses = run_parallel(router, 20)
+    assert {(r.status, r.json()["served_by"]) for r in responses} == {(200, "v1")}
+    assert slow.hits() == 20
+    assert router.metric("router_panic_routing", version="v1") == 1
+    assert router.metric("router_requests_total", version="v1", outcome="ok") == 20
+    fresh = backends("v1")
+    write_static(cfg, weights("v1", 100), {"v1": [fresh.addr]}, not_ready={"v1": [slow.addr]})
+    router.wait_metric("router_panic_routing", 0, version="v1")
+    assert {r.status for r in run_parallel(router, 20)} == {200}
+    assert fresh.hits() == 20 and slow.hits() == 20  # only the ready endpoint once there is one
+    assert router.client().request("GET", "/readyz").json()["reason"] == "ok"
+    msgs = [rec["msg"] for rec in router.log_records() if rec.get("version") == "v1" and "panic" in rec.get("msg", "")]
+    assert msgs == ["panic routing: no ready endpoints, routing to not-ready ones (--panic-routing)",
+                    "panic routing ended: ready endpoints are back"]
+
+
+def test_panic_routing_off_keeps_the_503_naming_the_version(router_bin, backends, routers, tmp_path):
+    slow = backends("v1")
+    cfg = tmp_path / "split.json"
+    write_static(cfg, weights("v1", 100), {"v1": []}, not_ready={"v1": [slow.addr]})
+    router = routers(router_bin, tmp_path, f"--static-config={cfg}", "--panic-routing=false")
+    router.wait_listening()  # the static file is applied before the router listens
+    readyz = router.client().request("GET", "/readyz")
+    assert readyz.status == 503 and "no ready endpoints for stable version v1" in readyz.json()["reason"]
+    r = router.client().post()
+    assert r.status == 503
+    assert "no ready endpoints for version v1 (Service speech-v1 has none)" in r.json()["error"]
+    assert "--panic-routing=false" in r.json()["error"]
+    assert slow.hits() == 0
+    assert router.metric("router_panic_routing", version="v1") == 0
 
 
 def test_sigterm_lets_in_flight_requests_finish_then_exits_cleanly(router_bin, backends, routers, tmp_path):

@@ -42,6 +42,7 @@ type Metrics struct {
 	Retries       *prometheus.CounterVec
 	Weight        *prometheus.GaugeVec
 	MirrorPercent *prometheus.GaugeVec
+	PanicRouting  *prometheus.GaugeVec
 	MirrorReqs    *prometheus.CounterVec
 	MirrorDropped prometheus.Counter
 	Comparisons   *prometheus.CounterVec
@@ -87,6 +88,9 @@ func New(rollout string) *Metrics {
 			Help: "Percent of traffic the router sends to a version."}, []string{"rollout", "version", "role"}),
 		MirrorPercent: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "router_mirror_percent",
 			Help: "Percent of stable requests copied to the mirror version."}, []string{"rollout", "version"}),
+		PanicRouting: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "router_panic_routing",
+			Help: "1 while a version has no ready endpoint and is served from its not-ready ones, else 0."},
+			[]string{"rollout", "version"}),
 	}
 	inFlight := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "router_in_flight_requests",
 		Help: "Requests being served."}, []string{"rollout"})
@@ -94,7 +98,7 @@ func New(rollout string) *Metrics {
 	m.InFlight = inFlight.WithLabelValues(rollout)
 	m.MirrorDropped = dropped.WithLabelValues(rollout)
 	m.Registry.MustRegister(m.Requests, m.Duration, m.RequestBytes, m.ResponseBytes, inFlight, m.Rejected,
-		m.Retries, m.Weight, m.MirrorPercent, m.MirrorReqs, dropped, m.Comparisons, m.SegmentComps, m.ConfDelta,
+		m.Retries, m.Weight, m.MirrorPercent, m.PanicRouting, m.MirrorReqs, dropped, m.Comparisons, m.SegmentComps, m.ConfDelta,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, reason := range []string{TooLarge, Overloaded, Timeout} {
 		m.Rejected.WithLabelValues(rollout, reason) // export zeros so rate() has a series from the start
@@ -136,6 +140,15 @@ func (m *Metrics) SetSplit(stable string, stableW int, cand string, candW int, m
 	if mirror != "" {
 		m.MirrorPercent.WithLabelValues(m.Rollout, mirror).Set(float64(mirrorP))
 	}
+}
+
+// SetPanicRouting publishes whether a version is served from not-ready endpoints.
+func (m *Metrics) SetPanicRouting(version string, on bool) {
+	v := 0.0
+	if on {
+		v = 1
+	}
+	m.PanicRouting.WithLabelValues(m.Rollout, version).Set(v)
 }
 
 // Handler serves /metrics.

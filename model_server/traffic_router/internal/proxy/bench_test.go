@@ -23,8 +23,8 @@ func BenchmarkForward(b *testing.B) {
 	r, _ := newTestRouter(b, nil)
 	r.SetSplit(split.Split{Stable: split.Target{Version: "v1", Weight: 90}, Candidate: &split.Target{Version: "v2", Weight: 10}})
 	addr := strings.TrimPrefix(backend.URL, "http://")
-	r.SetEndpoints("v1", []string{addr})
-	r.SetEndpoints("v2", []string{addr})
+	r.SetEndpoints("v1", ready(addr))
+	r.SetEndpoints("v2", ready(addr))
 	front := httptest.NewServer(r)
 	defer front.Close()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}

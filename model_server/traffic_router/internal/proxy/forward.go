@@ -178,7 +178,7 @@ func (r *Router) answerUpstreamError(w http.ResponseWriter, req *http.Request, e
 			"--request-timeout=%s", version, r.cfg.RequestTimeout))
 	case errors.Is(err, errNoEndpoints):
 		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("no ready endpoints for version %s "+
-			"(Service %s has none)", version, service))
+			"(Service %s has none)%s", version, service, r.panicHint(r.Pools.Pool(version))))
 	default:
 		writeError(w, http.StatusBadGateway, fmt.Sprintf("could not reach version %s (Service %s): %v",
 			version, service, err))

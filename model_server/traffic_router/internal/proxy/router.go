@@ -5,6 +5,7 @@ package proxy
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -35,7 +36,7 @@ type Router struct {
 
 // New builds a router; the mirror workers live as long as ctx.
 func New(ctx context.Context, cfg settings.Settings, m *metrics.Metrics, log *slog.Logger) *Router {
-	r := &Router{cfg: cfg, Pools: &backend.Registry{}, metrics: m, log: log,
+	r := &Router{cfg: cfg, Pools: &backend.Registry{PanicRouting: cfg.PanicRouting}, metrics: m, log: log,
 		transport: NewTransport(cfg), slots: make(chan struct{}, cfg.MaxConcurrency), metricsH: m.Handler()}
 	r.mirror = shadow.New(ctx, cfg.MirrorQueue, cfg.MirrorWorkers, cfg.MirrorTimeout, r.Pools,
 		r.transport, m, log)
@@ -81,14 +82,27 @@ func (r *Router) SetSplit(s split.Split) {
 // Split returns the split in force, or nil.
 func (r *Router) Split() *split.Split { return r.split.Load() }
 
-// SetEndpoints replaces a version's ready endpoints.
-func (r *Router) SetEndpoints(version string, addrs []string) {
-	if r.Pools.Set(version, addrs) {
-		r.log.Info("endpoints updated", "version", version, "endpoints", r.Pools.Addrs(version)) // sorted
+// SetEndpoints replaces a version's endpoints and reports entering or leaving panic routing.
+func (r *Router) SetEndpoints(version string, a backend.Addrs) {
+	ch := r.Pools.Set(version, a)
+	r.metrics.SetPanicRouting(version, ch.Panic)
+	now := r.Pools.Pool(version).Addrs() // normalized: sorted, so logs are deterministic
+	if ch.Changed {
+		r.log.Info("endpoints updated", "version", version, "endpoints", now.Ready, "not_ready", now.Fallback())
+	}
+	switch {
+	case ch.Panic && !ch.WasPanic:
+		r.log.Warn("panic routing: no ready endpoints, routing to not-ready ones (--panic-routing)",
+			"version", version, "not_ready", now.Fallback(), "serving", now.Serving)
+	case !ch.Panic && ch.WasPanic && len(now.Ready) > 0:
+		r.log.Info("panic routing ended: ready endpoints are back", "version", version, "endpoints", now.Ready)
+	case !ch.Panic && ch.WasPanic:
+		r.log.Warn("panic routing ended: no endpoints left, ready or not", "version", version)
 	}
 }
 
-// IsReady: a split (or the safe default) is in force and stable has an endpoint.
+// IsReady: a split (or the safe default) is in force and stable has an endpoint to route to:
+// a ready one, or with --panic-routing a not-ready one (see docs/router.md, "Panic routing").
 func (r *Router) IsReady() (bool, string) {
 	if r.draining.Load() {
 		return false, "shutting down"
@@ -97,10 +111,23 @@ func (r *Router) IsReady() (bool, string) {
 	if s == nil {
 		return false, "no traffic split yet: waiting for ModelRollout status.traffic (or --stable-version after --initial-sync-timeout)"
 	}
-	if r.Pools.Pool(s.Stable.Version).Len() == 0 {
-		return false, "no ready endpoints for stable version " + s.Stable.Version
+	pool := r.Pools.Pool(s.Stable.Version)
+	if pool.Len() == 0 {
+		return false, "no ready endpoints for stable version " + s.Stable.Version + r.panicHint(pool)
+	}
+	if pool.IsPanic() {
+		return true, fmt.Sprintf("ok, panic routing: stable version %s has no ready endpoints and is served by "+
+			"its %d not-ready ones", s.Stable.Version, pool.Len())
 	}
 	return true, "ok"
+}
+
+// panicHint explains, when panic routing is off, why listed not-ready endpoints are not used.
+func (r *Router) panicHint(pool *backend.Pool) string {
+	if n := len(pool.Addrs().Fallback()); n > 0 && !r.cfg.PanicRouting {
+		return fmt.Sprintf("; %d not-ready endpoint(s) listed but unused (--panic-routing=false)", n)
+	}
+	return ""
 }
 
 // Drain makes /readyz fail so the Service stops sending new requests.

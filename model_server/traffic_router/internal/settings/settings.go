@@ -29,6 +29,7 @@ type Settings struct {
 	MaxConcurrency     int           // in-flight requests above this get 503
 	ConnectTimeout     time.Duration // TCP connect timeout to a backend
 	EjectDuration      time.Duration // how long an endpoint that failed to connect is skipped
+	PanicRouting       bool          // route to not-ready endpoints while a version has no ready one
 	MaxIdleConnsPerEP  int           // keep-alive pool size per backend endpoint
 	MirrorQueue        int           // shadow jobs waiting; beyond this they are dropped
 	MirrorWorkers      int           // concurrent shadow requests
@@ -60,6 +61,7 @@ func newFlagSet(s *Settings) *flag.FlagSet {
 	fs.IntVar(&s.MaxConcurrency, "max-concurrency", 1024, "requests in flight before new ones get 503")
 	fs.DurationVar(&s.ConnectTimeout, "connect-timeout", time.Second, "TCP connect timeout to a backend endpoint")
 	fs.DurationVar(&s.EjectDuration, "eject-duration", 10*time.Second, "how long an endpoint that failed to connect is skipped")
+	fs.BoolVar(&s.PanicRouting, "panic-routing", true, "when a version has no ready endpoint, route to its not-ready ones (terminating-but-serving first) instead of answering 503")
 	fs.IntVar(&s.MaxIdleConnsPerEP, "max-idle-conns-per-endpoint", 256, "keep-alive connections kept per backend endpoint")
 	fs.IntVar(&s.MirrorQueue, "mirror-queue", 256, "shadow requests waiting for a worker; more are dropped and counted")
 	fs.IntVar(&s.MirrorWorkers, "mirror-workers", 8, "concurrent shadow requests")

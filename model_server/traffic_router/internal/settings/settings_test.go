@@ -44,3 +44,25 @@ func TestInvalidValuesNameTheFlag(t *testing.T) {
 		t.Fatalf("env error must name variable and flag: %v", err)
 	}
 }
+
+func TestPanicRoutingDefaultsOnAndCanBeTurnedOff(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		env  map[string]string
+		want bool
+	}{
+		{[]string{"--rollout=a"}, nil, true},
+		{[]string{"--rollout=a", "--panic-routing=false"}, nil, false},
+		{[]string{"--rollout=a"}, map[string]string{"ROUTER_PANIC_ROUTING": "false"}, false},
+		{[]string{"--rollout=a", "--panic-routing"}, map[string]string{"ROUTER_PANIC_ROUTING": "false"}, true},
+	} {
+		s, err := Parse(c.args, env(c.env), io.Discard)
+		if err != nil || s.PanicRouting != c.want {
+			t.Errorf("%v %v: got %v %v, want %v", c.args, c.env, s.PanicRouting, err, c.want)
+		}
+	}
+	_, err := Parse([]string{"--rollout=a"}, env(map[string]string{"ROUTER_PANIC_ROUTING": "sometimes"}), io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "ROUTER_PANIC_ROUTING (flag --panic-routing)") {
+		t.Fatalf("got %v", err)
+	}
+}

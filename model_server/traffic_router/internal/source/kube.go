@@ -1,5 +1,5 @@
 // Kubernetes sources: a dynamic informer on the one ModelRollout (field-selected by name)
-// for the split, and an EndpointSlice informer for the ready endpoints of each version.
+// for the split, and an EndpointSlice informer for the endpoints (ready or not) of each version.
 package source
 
 import (
@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"modelrollout.dev/traffic-router/internal/backend"
 	"modelrollout.dev/traffic-router/internal/split"
 )
 
@@ -129,8 +130,8 @@ func (w *RolloutWatch) safeDefaultAfter(ctx context.Context, d time.Duration) {
 	w.Sink.SetSplit(split.SafeDefault(w.StableVersion, ""))
 }
 
-// StartEndpointWatch keeps the sink's endpoints equal to the ready endpoints of every
-// `<rollout>-<version>` Service's EndpointSlices (port named "http").
+// StartEndpointWatch keeps the sink's endpoints equal to the endpoints of every
+// `<rollout>-<version>` Service's EndpointSlices (port named "http"), ready or not.
 func StartEndpointWatch(ctx context.Context, rc *rest.Config, namespace, rollout string, sink Sink, log *slog.Logger) error {
 	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {
@@ -157,36 +158,53 @@ func StartEndpointWatch(ctx context.Context, rc *rest.Config, namespace, rollout
 		if err != nil {
 			return
 		}
-		sink.SetEndpoints(strings.TrimPrefix(svc, prefix), ComputeReadyAddrs(all))
+		sink.SetEndpoints(strings.TrimPrefix(svc, prefix), ComputeAddrs(all))
 	}
 	return startResyncing(ctx, factory, inf, resync)
 }
 
-// ComputeReadyAddrs lists host:port of ready endpoints (ready unset counts as ready, per the
-// EndpointSlice API) on the port named "http", across all slices of one Service.
-func ComputeReadyAddrs(all []*discoveryv1.EndpointSlice) []string {
-	var out []string
+// ComputeAddrs sorts the endpoints on the port named "http", across all slices of one
+// Service, by their conditions: ready (true or unset, per the EndpointSlice API), not ready
+// but serving (a terminating pod still passing its probe), or neither (failing its probe).
+func ComputeAddrs(all []*discoveryv1.EndpointSlice) backend.Addrs {
+	var out backend.Addrs
 	for _, es := range all {
-		if es.AddressType == discoveryv1.AddressTypeFQDN {
-			continue
-		}
-		port := -1
-		for _, p := range es.Ports {
-			if p.Name != nil && *p.Name == "http" && p.Port != nil {
-				port = int(*p.Port)
-			}
-		}
+		port := sliceHTTPPort(es)
 		if port < 0 {
 			continue
 		}
 		for _, ep := range es.Endpoints {
-			if ep.Conditions.Ready != nil && !*ep.Conditions.Ready || len(ep.Addresses) == 0 {
+			if len(ep.Addresses) == 0 {
 				continue
 			}
-			out = append(out, net.JoinHostPort(ep.Addresses[0], strconv.Itoa(port)))
+			addr := net.JoinHostPort(ep.Addresses[0], strconv.Itoa(port))
+			c := ep.Conditions
+			switch {
+			case c.Ready == nil || *c.Ready:
+				out.Ready = append(out.Ready, addr)
+			case c.Serving != nil && *c.Serving:
+				out.Serving = append(out.Serving, addr)
+			default:
+				out.NotServing = append(out.NotServing, addr)
+			}
 		}
 	}
 	return out
+}
+
+// sliceHTTPPort is the slice's port named "http", or -1 (also for FQDN slices, which the
+// router cannot dial without resolving them).
+func sliceHTTPPort(es *discoveryv1.EndpointSlice) int {
+	port := -1
+	if es.AddressType == discoveryv1.AddressTypeFQDN {
+		return port
+	}
+	for _, p := range es.Ports {
+		if p.Name != nil && *p.Name == "http" && p.Port != nil {
+			port = int(*p.Port)
+		}
+	}
+	return port
 }
 
 // startResyncing calls resync for every add, update and delete the informer sees (each call

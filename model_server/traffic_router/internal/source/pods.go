@@ -15,6 +15,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
+
+	"modelrollout.dev/traffic-router/internal/backend"
 )
 
 const (
@@ -23,7 +25,7 @@ const (
 	defaultPort  = 8080 // the contract's containerPort when no port is named "http"
 )
 
-// StartPodWatch keeps the sink's endpoints equal to the ready pods of each version.
+// StartPodWatch keeps the sink's endpoints equal to the pods of each version, ready or not.
 func StartPodWatch(ctx context.Context, rc *rest.Config, namespace, rollout string, sink Sink, log *slog.Logger) error {
 	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {
@@ -56,15 +58,24 @@ func StartPodWatch(ctx context.Context, rc *rest.Config, namespace, rollout stri
 	return startResyncing(ctx, factory, inf, resync)
 }
 
-// ComputePodAddrs lists podIP:port of pods that are Ready and not terminating; the port is
-// the container port named "http" (else 8080).
-func ComputePodAddrs(pods []*corev1.Pod) []string {
-	var out []string
+// ComputePodAddrs sorts podIP:port of pods with an IP that have not finished, as the
+// EndpointSlice controller would: Ready and not terminating; terminating but still Ready
+// (serving); or not Ready. The port is the container port named "http" (else 8080).
+func ComputePodAddrs(pods []*corev1.Pod) backend.Addrs {
+	var out backend.Addrs
 	for _, p := range pods {
-		if p.DeletionTimestamp != nil || p.Status.PodIP == "" || !isPodReady(p) {
+		if p.Status.PodIP == "" || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 			continue
 		}
-		out = append(out, net.JoinHostPort(p.Status.PodIP, strconv.Itoa(podHTTPPort(p))))
+		addr := net.JoinHostPort(p.Status.PodIP, strconv.Itoa(podHTTPPort(p)))
+		switch ready := isPodReady(p); {
+		case ready && p.DeletionTimestamp == nil:
+			out.Ready = append(out.Ready, addr)
+		case ready:
+			out.Serving = append(out.Serving, addr)
+		default:
+			out.NotServing = append(out.NotServing, addr)
+		}
 	}
 	return out
 }

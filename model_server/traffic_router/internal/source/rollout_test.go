@@ -8,14 +8,15 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	"modelrollout.dev/traffic-router/internal/backend"
 	"modelrollout.dev/traffic-router/internal/split"
 )
 
 type fakeSink struct{ cur *split.Split }
 
-func (f *fakeSink) SetSplit(s split.Split)        { f.cur = &s }
-func (f *fakeSink) SetEndpoints(string, []string) {}
-func (f *fakeSink) Split() *split.Split           { return f.cur }
+func (f *fakeSink) SetSplit(s split.Split)             { f.cur = &s }
+func (f *fakeSink) SetEndpoints(string, backend.Addrs) {}
+func (f *fakeSink) Split() *split.Split                { return f.cur }
 
 func rollout(t *testing.T, doc string) *unstructured.Unstructured {
 	t.Helper()

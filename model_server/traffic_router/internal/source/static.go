@@ -11,22 +11,24 @@ import (
 	"os"
 	"time"
 
+	"modelrollout.dev/traffic-router/internal/backend"
 	"modelrollout.dev/traffic-router/internal/split"
 )
 
 // Sink receives what a source observes (implemented by proxy.Router).
 type Sink interface {
 	SetSplit(split.Split)
-	SetEndpoints(version string, addrs []string)
+	SetEndpoints(version string, addrs backend.Addrs)
 	Split() *split.Split
 }
 
 // Static is the parsed --static-config file. Each part is optional: what is present replaces
-// the corresponding watch (traffic -> ModelRollout status, endpoints -> EndpointSlices).
+// the corresponding watch (traffic -> ModelRollout status, endpoints and/or notReadyEndpoints
+// -> EndpointSlices).
 type Static struct {
-	Split        *split.Split        // nil when the file has no "traffic"
-	Endpoints    map[string][]string // nil when the file has no "endpoints"; version -> host:port
-	HasEndpoints bool
+	Split        *split.Split             // nil when the file has no "traffic"
+	Endpoints    map[string]backend.Addrs // nil unless HasEndpoints; file entries are ready or NotServing
+	HasEndpoints bool                     // the file has "endpoints" or "notReadyEndpoints"
 }
 
 // ParseStatic validates a static config document; errors name the JSON field.
@@ -36,8 +38,8 @@ func ParseStatic(data []byte) (Static, error) {
 		return Static{}, fmt.Errorf("not a JSON object: %v", err)
 	}
 	for k := range doc {
-		if k != "traffic" && k != "stickyHeader" && k != "endpoints" {
-			return Static{}, fmt.Errorf("%s: unknown field; expected traffic, stickyHeader, endpoints", k)
+		if k != "traffic" && k != "stickyHeader" && k != "endpoints" && k != "notReadyEndpoints" {
+			return Static{}, fmt.Errorf("%s: unknown field; expected traffic, stickyHeader, endpoints, notReadyEndpoints", k)
 		}
 	}
 	var st Static
@@ -56,31 +58,53 @@ func ParseStatic(data []byte) (Static, error) {
 		sp.Source = "static"
 		st.Split = &sp
 	}
-	if raw, ok := doc["endpoints"]; ok {
-		eps, err := parseEndpoints(raw)
-		if err != nil {
-			return st, err
-		}
-		st.Endpoints, st.HasEndpoints = eps, true
-	}
-	return st, nil
+	return st, parseAllEndpoints(doc, &st)
 }
 
-func parseEndpoints(raw any) (map[string][]string, error) {
+// parseAllEndpoints fills st.Endpoints from "endpoints" (ready) and "notReadyEndpoints" (listed
+// but not ready, as an EndpointSlice lists a pod failing its readiness probe).
+func parseAllEndpoints(doc map[string]any, st *Static) error {
+	for _, field := range []string{"endpoints", "notReadyEndpoints"} {
+		raw, ok := doc[field]
+		if !ok {
+			continue
+		}
+		eps, err := parseEndpoints(field, raw)
+		if err != nil {
+			return err
+		}
+		if st.Endpoints == nil {
+			st.Endpoints, st.HasEndpoints = map[string]backend.Addrs{}, true
+		}
+		for version, addrs := range eps {
+			a := st.Endpoints[version]
+			if field == "endpoints" {
+				a.Ready = addrs
+			} else {
+				a.NotServing = addrs
+			}
+			st.Endpoints[version] = a
+		}
+	}
+	return nil
+}
+
+func parseEndpoints(field string, raw any) (map[string][]string, error) {
 	m, ok := raw.(map[string]any)
 	if !ok {
-		return nil, fmt.Errorf("endpoints: expected an object {version: [\"host:port\", ...]}")
+		return nil, fmt.Errorf("%s: expected an object {version: [\"host:port\", ...]}", field)
 	}
 	out := map[string][]string{}
 	for version, list := range m {
 		items, ok := list.([]any)
 		if !ok {
-			return nil, fmt.Errorf("endpoints.%s: expected a list of \"host:port\" strings", version)
+			return nil, fmt.Errorf("%s.%s: expected a list of \"host:port\" strings", field, version)
 		}
+		out[version] = []string{}
 		for i, it := range items {
 			s, ok := it.(string)
 			if !ok || s == "" {
-				return nil, fmt.Errorf("endpoints.%s[%d]: expected a \"host:port\" string, got %v", version, i, it)
+				return nil, fmt.Errorf("%s.%s[%d]: expected a \"host:port\" string, got %v", field, version, i, it)
 			}
 			out[version] = append(out[version], s)
 		}
@@ -119,7 +143,7 @@ func (st Static) apply(sink Sink, known map[string]bool) {
 	}
 	for version := range known {
 		if _, ok := st.Endpoints[version]; !ok {
-			sink.SetEndpoints(version, nil) // a version removed from the file has no endpoints
+			sink.SetEndpoints(version, backend.Addrs{}) // a version removed from the file has no endpoints
 		}
 	}
 }
