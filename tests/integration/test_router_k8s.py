@@ -234,6 +234,36 @@ def test_pod_readiness_decides_the_endpoints(tb, ns, router_bin, procs, tmp_path
     assert {client.request("GET", "/who").json()["host"] for _ in range(10)} == {sorted(hosts)[1]}
 
 
+def set_pod_ready(host: str, ready: bool) -> None:
+    """Flips an echo pod's own readiness answer; the probe then flips its Ready condition."""
+    import http.client
+    conn = http.client.HTTPConnection(host, 8080, timeout=5)
+    conn.request("POST", f"/readyz?ready={int(ready)}")
+    assert conn.getresponse().status == 200
+
+
+@pytest.mark.parametrize("source", ["endpointslices", "pods"])
+def test_only_pod_turning_unready_is_still_served_by_panic_routing(tb, ns, router_bin, procs, tmp_path, source):
+    # The incident in docs/demo.md: stable's one pod fails its readiness probe (slow, not dead).
+    deploy_version(tb, ns, "v1")
+    wait_versions_ready(tb, ns, "v1")
+    create_rollout(tb, ns, {"stable": {"version": "v1", "weight": 100}})
+    router = k8s_router(router_bin, tmp_path, tb, ns, source=source)
+    procs.append(router)
+    router.wait_ready()
+    host = router.client().request("GET", "/who").json()["host"]
+    set_pod_ready(host, False)
+    router.wait_metric("router_panic_routing", 1, timeout=30, version="v1")
+    assert versions_seen(router, 20) == {"v1": 20}  # answered by the not-ready pod
+    assert router.is_ready()
+    assert any(r.get("msg", "").startswith("panic routing: no ready endpoints") and r.get("not_ready") == [f"{host}:8080"]
+               for r in router.log_records())
+    set_pod_ready(host, True)
+    router.wait_metric("router_panic_routing", 0, timeout=30, version="v1")
+    assert versions_seen(router, 20) == {"v1": 20}
+    assert any(r.get("msg") == "panic routing ended: ready endpoints are back" for r in router.log_records())
+
+
 def test_endpointslice_watch_keeps_ready_endpoints_on_port_http(tb, ns, router_bin, procs, tmp_path):
     # Hand-written slices (documentation addresses, nothing listens) pin the edge cases: several
     # slices per Service, a port per slice, ready unset/false, deletion, other Services' slices.
