@@ -148,8 +148,8 @@ def compute_router_deployment(owner: Owner, image: str, replicas: int = 1,
         "args": args,
         "env": [POD_IP_ENV],
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
-        # The router is ready once it has a split and a stable endpoint; before that the front
-        # door's Service must not send clients to it.
+        # The router is ready once it has a split and a stable endpoint (a not-ready one counts
+        # while panic routing serves it); before that the front door must not send clients to it.
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": PORT},
                            "periodSeconds": 2, "timeoutSeconds": 5, "failureThreshold": 3},
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": PORT},
@@ -182,10 +182,11 @@ def compute_router_rbac(owner: Owner) -> list[dict[str, Any]]:
     rules = [
         # The desired split is read from status.traffic of the ModelRollout (watch, not poll).
         {"apiGroups": [GROUP], "resources": ["modelrollouts"], "verbs": ["get", "list", "watch"]},
-        # Backends of a version are the ready endpoints of its Service's EndpointSlices.
+        # Backends of a version are the endpoints of its Service's EndpointSlices (ready ones;
+        # the not-ready ones only when none is ready - panic routing).
         {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
          "verbs": ["get", "list", "watch"]},
-        # With --endpoints-source=pods the backends are the ready pods of a version instead.
+        # With --endpoints-source=pods the backends are a version's pods instead.
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
     ]
     return [
