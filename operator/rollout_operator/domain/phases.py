@@ -51,7 +51,8 @@ TRANSITIONS: dict[Phase, frozenset[Phase]] = {
     P.INITIALIZING: frozenset({P.HEALTHY, P.FAILED, P.INVALID}),
     P.HEALTHY: frozenset({P.PROGRESSING, P.INVALID}),
     P.PROGRESSING: frozenset({P.PAUSED, P.PROMOTING, P.ROLLING_BACK, P.STOPPED, P.INVALID}),
-    P.PAUSED: frozenset({P.PROGRESSING, P.PROMOTING, P.ROLLING_BACK, P.INVALID}),
+    # Stopped: resuming (or approving) a shadow whose next step is its final stop.
+    P.PAUSED: frozenset({P.PROGRESSING, P.PROMOTING, P.ROLLING_BACK, P.STOPPED, P.INVALID}),
     P.PROMOTING: frozenset({P.HEALTHY, P.ROLLING_BACK, P.INVALID}),
     P.ROLLING_BACK: frozenset({P.ROLLED_BACK, P.HEALTHY, P.PROGRESSING, P.INVALID}),
     P.ROLLED_BACK: frozenset({P.PROGRESSING, P.HEALTHY, P.INVALID}),

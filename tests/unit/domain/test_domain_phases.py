@@ -65,6 +65,17 @@ def targeted_transitions() -> set:
         apply_event(shadow, event, 0)
     seen |= transitions(shadow)
 
+    # A promote request skips the shadow's analysis onto its stop step; paused there by the
+    # user, resuming runs the stop at once: Paused -> Stopped.
+    paused_shadow = new_world(3)
+    paused_shadow.run_until_phase(Phase.HEALTHY)
+    apply_event(paused_shadow, "new_version", 0)
+    paused_shadow.run_until(lambda w: w.status.current_step_index == 1)
+    for event in ("promote", "pause", "resume"):
+        apply_event(paused_shadow, event, 0)
+    assert paused_shadow.status.phase is Phase.STOPPED
+    seen |= transitions(paused_shadow)
+
     failing = new_world(0)
     failing.never_ready.add("v1")
     failing.run_until_phase(Phase.FAILED)
