@@ -43,7 +43,10 @@ class Cluster:
     prometheus_url: str
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        """The environment kubectl/helm run in: this cluster's kubeconfig, and the venv's bin first
+        on PATH so `kubectl modelrollout` finds the package's plugin, as it does for a user."""
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PATH": path}
 
     def api(self) -> client.ApiClient:
         return config.new_client_from_config(config_file=str(self.kubeconfig))

@@ -3,11 +3,6 @@ first version, check who answered the load generator, run the kubectl plugin."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 from e2e import rollouts, scenario
 
 NAME = "speech"
@@ -53,19 +48,7 @@ def metric(status: dict, name: str) -> dict:
     return next(m for m in status["analysis"]["metrics"] if m["name"] == name)
 
 
-def run_kubectl(cluster, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """kubectl as a user runs it, with the package's `kubectl-modelrollout` plugin on PATH
-    (the venv's bin, where `pip install` put it)."""
-    env = {**cluster.env(),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    proc = subprocess.run([str(cluster.kubectl), *args], capture_output=True, text=True,
-                          env=env, timeout=120)
-    if check:
-        assert proc.returncode == 0, (f"kubectl {' '.join(args)} exited {proc.returncode}:\n"
-                                      f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    return proc
-
-
 def plugin(cluster, namespace: str, command: str, *args: str) -> str:
     """`kubectl modelrollout <command> speech -n <namespace> [args]`; its stdout."""
-    return run_kubectl(cluster, "modelrollout", command, NAME, "-n", namespace, *args).stdout
+    return scenario.run_tool(cluster, cluster.kubectl, "modelrollout", command, NAME, "-n", namespace,
+                             *args, timeout=120).stdout

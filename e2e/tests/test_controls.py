@@ -14,7 +14,7 @@ from e2e.load import LoadRunner
 from e2e.tests.conftest import front_door
 from e2e.tests.support import (
     KUBECONFIG_USER, NAME, ROLLOUT_TIMEOUT, apply_and_wait, assert_answered_only_by, deploy_first,
-    metric, plugin, run_kubectl)
+    metric, plugin)
 
 pytestmark = pytest.mark.e2e
 
@@ -40,8 +40,8 @@ def _condition(status: dict, kind: str) -> dict:
 
 def _wait_condition(cluster, namespace: str, condition: str) -> None:
     """`kubectl wait` exactly as the README shows it; exit 0 is the assertion."""
-    run_kubectl(cluster, "wait", f"mro/{NAME}", "-n", namespace, f"--for=condition={condition}",
-                "--timeout=120s")
+    scenario.run_tool(cluster, cluster.kubectl, "wait", f"mro/{NAME}", "-n", namespace,
+                      f"--for=condition={condition}", "--timeout=120s", timeout=150)
 
 
 def test_plugin_aborts_retries_and_approves_a_canary(cluster, api, namespace):
