@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Mapping
 
 from . import metrics as m
-from .adapters import Adapters, Owner, ServerTemplate
+from .adapters import Adapters, KubeError, Owner, ServerTemplate, TakeoverRefused
 from .domain import (Action, Decision, DeleteVersion, EmitEvent, EnsurePreviewService,
                      EnsureRouter, EnsureVersion, Measurement, Observations, QueryRequest,
                      RemovePreviewService, RolloutSpec, RolloutStatus, ScaleDownVersion,
@@ -112,10 +112,48 @@ def fetch_observations(spec: RolloutSpec, status: RolloutStatus, adapters: Adapt
                 "no Prometheus address: set spec.analysis.prometheus.address or the operator's "
                 "--prometheus-url")
         else:
-            measurement = adapters.metrics.fetch_measurement(address, request)
+            measurement = fetch_measurement(adapters, address, request)
         results.append((request, measurement))
     return Observations(workloads=workloads, measurements=compute_metric_observations(results),
                         generation=generation)
+
+
+def fetch_measurement(adapters: Adapters, address: str, request: QueryRequest) -> Measurement:
+    """The provider's answer; whatever it raises is an error measurement too, counted against
+    consecutiveErrorLimit, so decide() still runs (and the deadline and limits still fire)."""
+    try:
+        return adapters.metrics.fetch_measurement(address, request)
+    except Exception as err:  # noqa: BLE001 - STYLE §6: failures are measurements
+        log.warning("metrics provider raised for %s: %r", request.metric, err)
+        return Measurement.error(f"metrics provider failed: {type(err).__name__}: {str(err)[:200]}")
+
+
+# Where in the ModelRollout a field the API server rejected came from, per action and by
+# the prefix of the rejected object's field (the Status body's details.causes[].field).
+_CONTAINER = "spec.template.spec.containers[0]."
+_REJECTED_FIELDS: dict[type, tuple[tuple[str, str], ...]] = {
+    EnsureVersion: ((_CONTAINER + "resources", "spec.server.resources"),
+                    (_CONTAINER + "env", "spec.server.env"), (_CONTAINER + "args", "spec.server.args"),
+                    (_CONTAINER + "image", "spec.server.image"), ("spec.replicas", "spec.server.replicas"),
+                    ("", "spec.server")),
+    EnsureRouter: (("", "spec.trafficRouting.router"),),
+    EnsurePreviewService: (("", "spec.strategy.blueGreen"),),
+    SetTraffic: (("", "spec.trafficRouting"),),
+}
+_TAKEOVER_FIELDS = {EnsureVersion: "spec.model.version"}
+
+
+def compute_rejection(action: Action, err: Exception) -> SpecError | None:
+    """A SpecError naming the ModelRollout field when the API server refused what `action`
+    sent (sending it again cannot succeed) or the object's name belongs to someone else."""
+    if isinstance(err, TakeoverRefused):
+        return SpecError(_TAKEOVER_FIELDS.get(type(action), "metadata.name"), str(err))
+    if not (isinstance(err, KubeError) and err.invalid):
+        return None
+    cause = err.causes[0] if err.causes else ""
+    field = next((ours for prefix, ours in _REJECTED_FIELDS.get(type(action), (("", "spec"),))
+                  if cause.startswith(prefix)), "spec")
+    return SpecError(field, f"rejected by the API server: {err.message}")
 
 
 @dataclass(frozen=True)
@@ -185,8 +223,18 @@ def reconcile(body: Mapping[str, Any], adapters: Adapters, settings: Settings,
         ctx = _Context(owner, spec, body.get("spec") or {}, adapters, settings,
                        status_from_dict(old_dict).traffic)
         for action in decision.actions:
-            if not isinstance(action, EmitEvent):
+            if isinstance(action, EmitEvent):
+                continue
+            try:
                 execute_action(action, ctx, decision.status.traffic)
+            except (KubeError, TakeoverRefused) as err:
+                rejection = compute_rejection(action, err)
+                if rejection is None:
+                    raise  # transport trouble: the runtime retries the tick
+                # Permanent: end Invalid naming the field; traffic stays as persisted.
+                decision = decide_invalid(status_from_dict(old_dict), rejection,
+                                          int(meta.get("generation", 0)), now)
+                break
     patch = compute_status_patch(old_dict, status_to_dict(decision.status))
     written = conflict = False
     if patch:

@@ -21,10 +21,18 @@ CallHook = Callable[[str, str, int], None]  # (verb, resource path kind, HTTP st
 class KubeError(RuntimeError):
     """A non-2xx answer from the API server, with the status code and the server's message."""
 
-    def __init__(self, status: int, message: str, *, method: str = "", path: str = "") -> None:
+    def __init__(self, status: int, message: str, *, method: str = "", path: str = "",
+                 causes: tuple[str, ...] = ()) -> None:
         super().__init__(f"{method} {path}: HTTP {status}: {message}".strip())
         self.status = status
         self.message = message
+        self.causes = causes  # the Status body's details.causes[].field: what was rejected
+
+    @property
+    def invalid(self) -> bool:
+        """The server refused the object itself (422 Invalid, 400 e.g. an undecodable quantity):
+        sending it again cannot succeed."""
+        return self.status in (400, 422)
 
     @property
     def not_found(self) -> bool:
@@ -33,6 +41,27 @@ class KubeError(RuntimeError):
     @property
     def conflict(self) -> bool:
         return self.status == 409
+
+
+class TakeoverRefused(RuntimeError):
+    """An object we would create already exists and is not ours; we leave it alone."""
+
+    def __init__(self, kind: str, namespace: str, name: str, existing_meta: Mapping[str, Any]) -> None:
+        refs = [r for r in existing_meta.get("ownerReferences") or [] if r.get("controller")]
+        holder = (f"controlled by {refs[0].get('kind')} {refs[0].get('name')}" if refs
+                  else "not created by this operator")
+        super().__init__(f"{kind} {namespace}/{name} already exists and is {holder}; the operator "
+                         "does not take over objects it did not create: rename this ModelRollout "
+                         "(or the version), or delete that object")
+        self.kind, self.name = kind, name
+
+
+def compute_controller_uid(meta: Mapping[str, Any]) -> str | None:
+    """The uid of the object's controller owner reference, if any."""
+    for ref in meta.get("ownerReferences") or []:
+        if isinstance(ref, Mapping) and ref.get("controller"):
+            return ref.get("uid")
+    return None
 
 
 @dataclass(frozen=True)
@@ -84,7 +113,11 @@ class KubeApi:
             self._on_call(method, _resource_of(path), response.status)
         data = json.loads(raw)
         if not 200 <= response.status <= 299:
-            raise KubeError(response.status, data.get("message", str(data)), method=method, path=path)
+            details = data.get("details") if isinstance(data.get("details"), dict) else {}
+            causes = tuple(c["field"] for c in details.get("causes") or []
+                           if isinstance(c, dict) and isinstance(c.get("field"), str))
+            raise KubeError(response.status, data.get("message", str(data)), method=method, path=path,
+                            causes=causes)
         return data
 
     def get(self, ref: ResourceRef, namespace: str, name: str) -> dict | None:
@@ -100,8 +133,17 @@ class KubeApi:
         return self.request("GET", ref.path(namespace), query={"labelSelector": label_selector})["items"]
 
     def apply(self, ref: ResourceRef, obj: Mapping[str, Any]) -> dict:
-        """Server-side apply: idempotent create-or-update of exactly the fields we own."""
+        """Server-side apply: idempotent create-or-update of exactly the fields we own.
+
+        Apply with force takes over whatever has the name, so an object that names a controller
+        is applied only over nothing or over an object that controller already owns."""
         meta = obj["metadata"]
+        controller = compute_controller_uid(meta)
+        if controller is not None:
+            existing = self.get(ref, meta["namespace"], meta["name"])
+            if existing is not None and compute_controller_uid(existing.get("metadata") or {}) != controller:
+                raise TakeoverRefused(obj.get("kind", ref.plural), meta["namespace"], meta["name"],
+                                      existing.get("metadata") or {})
         return self.request(
             "PATCH", ref.path(meta["namespace"], meta["name"]), body=dict(obj), content_type=APPLY,
             query={"fieldManager": self.field_manager, "force": "true"})

@@ -9,6 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+# Names are derived in one place, where parse_spec also checks they are valid and distinct.
+from ..domain.names import (compute_preview_name, compute_router_account_name,  # noqa: F401
+                            compute_router_name, compute_version_name)
+
+
 GROUP = "modelrollout.dev"
 ROLLOUT_LABEL = f"{GROUP}/rollout"
 VERSION_LABEL = f"{GROUP}/version"
@@ -49,19 +54,6 @@ class ServerTemplate:
     resources: Mapping[str, Any] = field(default_factory=dict)
     env: tuple[Mapping[str, Any], ...] = ()
     args: tuple[str, ...] = ()  # extra model-server flags from spec.server.args
-
-
-def compute_version_name(rollout: str, version: str) -> str:
-    """`<rollout>-<version>`: the Deployment and the Service of one model version."""
-    return f"{rollout}-{version}"
-
-
-def compute_preview_name(rollout: str) -> str:
-    return f"{rollout}-preview"
-
-
-def compute_router_account_name(rollout: str) -> str:
-    return f"{rollout}-router"
 
 
 def _meta(owner: Owner, name: str, labels: Mapping[str, str]) -> dict[str, Any]:
@@ -157,7 +149,7 @@ def compute_router_deployment(owner: Owner, image: str, replicas: int = 1,
     }
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": _meta(owner, owner.name, labels),
+        "metadata": _meta(owner, compute_router_name(owner.name), labels),
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": labels},
@@ -172,7 +164,7 @@ def compute_router_deployment(owner: Owner, image: str, replicas: int = 1,
 
 def compute_router_service(owner: Owner) -> dict[str, Any]:
     labels = compute_router_labels(owner.name)
-    return _service(owner, owner.name, labels, labels)
+    return _service(owner, compute_router_name(owner.name), labels, labels)
 
 
 def compute_router_rbac(owner: Owner) -> list[dict[str, Any]]:

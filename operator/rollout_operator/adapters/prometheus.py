@@ -1,25 +1,35 @@
-"""Metrics provider on Prometheus (`prometheus-api-client`): a rendered query becomes a Measurement.
+"""Metrics provider on the Prometheus HTTP API (`GET /api/v1/query`): a rendered query becomes a Measurement.
 
-Nothing here raises for a bad answer: outages, HTTP errors, several series, non-numeric or infinite
-values are error Measurements whose message says what was wrong; an empty result is no data.
+Nothing here raises: outages, slow or oversized answers, HTTP errors, several series, non-numeric or
+infinite values are error Measurements whose message says what was wrong; an empty result is no data.
+Every query has a total deadline (connect, send and the whole answer), not only a per-read timeout.
 """
 
 from __future__ import annotations
 
-import ast
 import json
 import math
-import re
-import threading
+import time
 from typing import Any, Callable
 
-from prometheus_api_client import PrometheusConnect
-from urllib3.util.retry import Retry
+import urllib3
 
 from ..domain.analysis import Measurement, MeasurementKind
 from ..domain.observations import QueryRequest
 
 QueryHook = Callable[[str], None]  # called with the outcome: value | noData | error
+# An instant query answered with one number is a few hundred bytes; 1 MiB leaves room for
+# error bodies and many-series answers (which are errors anyway) and bounds what one read costs.
+MAX_ANSWER_BYTES = 1 << 20
+_CHUNK = 64 * 1024
+
+
+class DeadlineExceeded(Exception):
+    """The whole query took longer than the total deadline (e.g. an answer trickling in)."""
+
+
+class AnswerTooLarge(Exception):
+    """The answer body is larger than MAX_ANSWER_BYTES."""
 
 
 def _short(text: Any, limit: int = 200) -> str:
@@ -57,33 +67,48 @@ def compute_measurement(result: Any) -> Measurement:
 
 
 class PrometheusMetrics:
-    """One `PrometheusConnect` per address, no client-side retries (the next tick is the retry)."""
+    """One connection pool for every address; no retries or redirects (the next tick is the retry,
+    and a redirect could send the query to a server the rollout did not name)."""
 
-    def __init__(self, timeout: float = 10.0, on_query: QueryHook | None = None) -> None:
-        self._timeout = timeout
+    def __init__(self, timeout: float = 10.0, on_query: QueryHook | None = None,
+                 max_answer_bytes: int = MAX_ANSWER_BYTES) -> None:
+        self._timeout = timeout  # total seconds per query
         self._on_query = on_query
-        self._clients: dict[str, PrometheusConnect] = {}
-        self._lock = threading.Lock()
-
-    def _client(self, address: str) -> PrometheusConnect:
-        with self._lock:
-            if address not in self._clients:
-                self._clients[address] = PrometheusConnect(
-                    url=address.rstrip("/"), disable_ssl=False, retry=Retry(total=0),
-                    timeout=self._timeout)
-            return self._clients[address]
+        self._max_bytes = max_answer_bytes
+        self._pool = urllib3.PoolManager(retries=False)  # thread-safe; kopf ticks in threads
 
     def fetch_scalar(self, address: str, query: str) -> Measurement:
         """Runs one instant query and judges the answer."""
         try:
-            result = self._client(address).custom_query(query)
+            status, body = self._fetch(address, query, time.monotonic() + self._timeout)
+            measurement = compute_answer(status, body, f"Prometheus at {address}")
         except Exception as err:  # noqa: BLE001 - every failure is a measurement (STYLE §6)
             measurement = Measurement.error(f"Prometheus at {address} failed: {_describe(err)}")
-        else:
-            measurement = compute_measurement(result)
         if self._on_query:
             self._on_query(measurement.kind.value)
         return measurement
+
+    def _fetch(self, address: str, query: str, deadline: float) -> tuple[int, bytes]:
+        """(HTTP status, body) read under the total deadline and the size bound."""
+        response = self._pool.request(
+            "GET", address.rstrip("/") + "/api/v1/query", fields={"query": query},
+            headers={"Accept": "application/json"}, preload_content=False, redirect=False,
+            timeout=urllib3.Timeout(connect=_remaining(deadline, self._timeout),
+                                    read=_remaining(deadline, self._timeout)))
+        try:
+            body = bytearray()
+            # read1: at most one socket read per call, so the deadline is checked between reads
+            # however slowly the bytes come (read(n) would wait for all n).
+            while chunk := response.read1(_CHUNK):
+                body += chunk
+                if len(body) > self._max_bytes:
+                    raise AnswerTooLarge(f"answer larger than {self._max_bytes} bytes")
+                if time.monotonic() > deadline:
+                    raise DeadlineExceeded(f"no complete answer within {self._timeout:g}s "
+                                           f"({len(body)} bytes so far)")
+            return response.status, bytes(body)
+        finally:
+            response.release_conn() if response.isclosed() else response.close()
 
     def fetch_measurement(self, address: str, request: QueryRequest) -> Measurement:
         """The metric's value with the sample count from its companion query."""
@@ -99,14 +124,29 @@ class PrometheusMetrics:
         return Measurement.of(value.value, samples=samples)  # type: ignore[arg-type]
 
 
+def compute_answer(status: int, body: bytes, source: str = "Prometheus") -> Measurement:
+    """Judge an HTTP answer of /api/v1/query: the JSON envelope, then `data.result`.
+
+    Prometheus' own error (e.g. a PromQL parse error) is the `error` field of the JSON body."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python parses
+        return Measurement.error(f"{source} answered HTTP Status Code {status}: not JSON: {_short(body[:200])}")
+    if not isinstance(doc, dict):
+        return Measurement.error(f"{source} answered HTTP Status Code {status}: expected a JSON object, got {_short(doc)}")
+    if status != 200 or doc.get("status") != "success":
+        reason = doc.get("error") if isinstance(doc.get("error"), str) else _short(doc)
+        return Measurement.error(_short(f"{source} answered HTTP Status Code {status}: {reason}", 400))
+    data = doc.get("data")
+    return compute_measurement(data.get("result") if isinstance(data, dict) else None)
+
+
+def _remaining(deadline: float, cap: float) -> float:
+    return max(0.001, min(cap, deadline - time.monotonic()))
+
+
 def _describe(err: Exception) -> str:
-    """A one-line reason; Prometheus' own error text for HTTP 4xx/5xx (e.g. a PromQL parse error)."""
-    text = str(err)
-    found = re.match(r"HTTP Status Code (\d+) \((b['\"].*['\"])\)$", text, re.DOTALL)
-    if found:
-        try:
-            body = json.loads(ast.literal_eval(found.group(2)))
-            return _short(f"HTTP Status Code {found.group(1)}: {body.get('error') or body}", 300)
-        except (ValueError, SyntaxError, AttributeError):
-            return _short(f"HTTP Status Code {found.group(1)}: {found.group(2)}", 300)
-    return _short(f"{type(err).__name__}: {text}", 300)
+    """A one-line reason: the exception's class says what kind of failure it was."""
+    if isinstance(err, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError)):
+        return _short(f"ConnectionError: {err}", 300)
+    return _short(f"{type(err).__name__}: {err}", 300)

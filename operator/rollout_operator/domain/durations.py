@@ -11,6 +11,9 @@ from datetime import datetime, timedelta, timezone
 DURATION_PATTERN = r"^[0-9]+(ms|s|m|h)$"
 _DURATION_RE = re.compile(DURATION_PATTERN)
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+# Longer than any step, deadline or window needs; also keeps timedelta and timestamp arithmetic
+# (now + duration) far from overflow.
+MAX_DURATION = timedelta(days=366)
 
 
 def parse_duration(text: str) -> timedelta:
@@ -20,8 +23,10 @@ def parse_duration(text: str) -> timedelta:
     match = _DURATION_RE.match(text)
     assert match is not None
     unit = match.group(1)
-    number = int(text[: -len(unit)])
-    return timedelta(seconds=number * _UNIT_SECONDS[unit])
+    digits = text[: -len(unit)]
+    if len(digits) > 12 or int(digits) * _UNIT_SECONDS[unit] > MAX_DURATION.total_seconds():
+        raise ValueError(f"must be at most {MAX_DURATION.days * 24}h, got {text!r}")
+    return timedelta(seconds=int(digits) * _UNIT_SECONDS[unit])
 
 
 def format_duration(value: timedelta) -> str:

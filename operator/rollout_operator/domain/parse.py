@@ -4,31 +4,48 @@ the field, what was wrong and what is expected. Mirrors every rule of the CRD sc
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any, Mapping
 
 from . import parse_fields as f
+from .names import check_rollout_name, check_version_name
 from .spec import (DEFAULT_ROUTER_IMAGE, DEFAULT_SERVER_IMAGE, AnalysisSpec, BlueGreenStrategy,
                    CanaryStrategy, GatewayAPISpec, MetricSpec, ModelSpec, OnNoData, Requests,
                    RolloutSpec, RouterSpec, ServerSpec, ShadowStrategy, ShadowThen, SpecError,
                    Strategy, TrafficRoutingSpec)
 from .steps import (Analysis, Pause, Promote, SetMirror, SetWeight, Step, USER_STEP_KINDS,
                     expand_blue_green, expand_canary, expand_shadow)
-from .templates import PAIRWISE_TEMPLATES, TEMPLATES, TemplateError, check_template
+from .templates import PAIRWISE_TEMPLATES, TEMPLATES, TemplateError, check_query
 
-VERSION_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-_VERSION_RE = re.compile(VERSION_PATTERN)
+# The model name is a KServe model name, a Prometheus label value and part of a URL path.
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9._]*[A-Za-z0-9])?$"
+_MODEL_NAME_RE = re.compile(MODEL_NAME_PATTERN)
+# An HTTP header name is an RFC 7230 token.
+HEADER_NAME_PATTERN = r"^[-!#$%&'*+.^_`|~0-9A-Za-z]+$"
+_HEADER_NAME_RE = re.compile(HEADER_NAME_PATTERN)
+# http(s)://host[:port][/path], no credentials, query or fragment (they would be sent to, or
+# hide, another server).
+PROMETHEUS_ADDRESS_PATTERN = (r"^https?://[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?"
+                              r"(/[-A-Za-z0-9._~/]*)?$")
+_PROMETHEUS_ADDRESS_RE = re.compile(PROMETHEUS_ADDRESS_PATTERN)
+# The operator ticks about once a second: checks cannot usefully run more often, and a
+# rate() over less than a second holds at most one scrape.
+MIN_INTERVAL = timedelta(seconds=1)
+MIN_WINDOW = timedelta(seconds=1)
 S = "spec"
-
 
 def parse_spec(spec: Mapping[str, Any], *, name: str, namespace: str) -> RolloutSpec:
     """Validate and type a ModelRollout spec; raises SpecError on the first problem found."""
     if not isinstance(spec, Mapping):
         raise SpecError(S, "must be an object")
+    check_rollout_name(name)
     model = _parse_model(spec, name)
     strategy, steps = _parse_strategy(spec)
+    analysis = _parse_analysis(spec)
+    _check_analysis_has_metrics(spec, analysis)
     return RolloutSpec(
         name=name, namespace=namespace, model=model, strategy=strategy, steps=steps,
-        server=_parse_server(spec), analysis=_parse_analysis(spec),
+        server=_parse_server(spec), analysis=analysis,
         traffic_routing=_parse_traffic_routing(spec),
         progress_deadline=f.read_duration(spec, "progressDeadline", S, positive=True,
                                           default=RolloutSpec.progress_deadline),
@@ -43,12 +60,13 @@ def _parse_model(spec: Mapping[str, Any], rollout: str) -> ModelSpec:
     path = f"{S}.model"
     version = f.read_str(d, "version", path, required=True)
     assert version is not None
-    budget = 63 - len(rollout) - 1  # Deployment/Service <rollout>-<version> is a DNS label
-    if not _VERSION_RE.match(version) or len(version) > budget:
-        raise SpecError(f"{path}.version", f"must be lowercase letters, digits and '-' "
-                        f"(a DNS label part, at most {max(budget, 0)} characters here), got {version!r}")
-    return ModelSpec(name=f.read_str(d, "name", path, required=True) or "",
-                     version=version, uri=f.read_str(d, "uri", path, default="", max_len=2048) or "")
+    check_version_name(rollout, version, f"{path}.version")
+    model_name = f.read_str(d, "name", path, required=True) or ""
+    if not _MODEL_NAME_RE.match(model_name):
+        raise SpecError(f"{path}.name", "must be letters, digits, '-', '_' and '.', starting and "
+                        f"ending with a letter or digit, got {f.show(model_name)}")
+    return ModelSpec(name=model_name, version=version,
+                     uri=f.read_str(d, "uri", path, default="", max_len=2048) or "")
 
 
 def _parse_server(spec: Mapping[str, Any]) -> ServerSpec:
@@ -158,7 +176,7 @@ def _parse_analysis(spec: Mapping[str, Any]) -> AnalysisSpec | None:
         return None
     path = f"{S}.analysis"
     prometheus = f.read_map(d, "prometheus", path) or {}
-    interval = f.read_duration(d, "interval", path, positive=True, default=AnalysisSpec.interval)
+    interval = f.read_duration(d, "interval", path, at_least=MIN_INTERVAL, default=AnalysisSpec.interval)
     metrics = [_parse_metric(m, f"{path}.metrics[{i}]") for i, m in enumerate(f.read_list(d, "metrics", path))]
     names = [m.name for m in metrics]
     for i, metric_name in enumerate(names):
@@ -166,9 +184,9 @@ def _parse_analysis(spec: Mapping[str, Any]) -> AnalysisSpec | None:
             raise SpecError(f"{path}.metrics[{i}].name", f"must be unique, {metric_name!r} is used twice")
     return AnalysisSpec(
         interval=interval or AnalysisSpec.interval,
-        window=f.read_duration(d, "window", path, positive=True, default=AnalysisSpec.window)
+        window=f.read_duration(d, "window", path, at_least=MIN_WINDOW, default=AnalysisSpec.window)
         or AnalysisSpec.window,
-        prometheus_address=f.read_str(prometheus, "address", f"{path}.prometheus", max_len=2048) or None,
+        prometheus_address=_parse_prometheus_address(prometheus, f"{path}.prometheus"),
         min_samples=f.read_int(d, "minSamples", path, default=50, lo=0) or 0,
         on_no_data=OnNoData(f.read_enum(d, "onNoData", path, tuple(o.value for o in OnNoData),
                                         default="hold")),
@@ -190,7 +208,7 @@ def _parse_metric(item: Any, here: str) -> MetricSpec:
     else:
         query = f.read_str(item, "query", here, required=True, max_len=4096)
         try:
-            check_template(query or "")
+            check_query(query or "")
         except TemplateError as err:
             raise SpecError(f"{here}.query", str(err)) from None
     metric = MetricSpec(
@@ -219,6 +237,30 @@ def _check_thresholds(m: MetricSpec, here: str) -> None:
         raise SpecError(here, "needs a threshold: min, max, or relativeTo with maxIncrease/maxDecrease")
 
 
+def _parse_prometheus_address(d: Mapping[str, Any], path: str) -> str | None:
+    address = f.read_str(d, "address", path, max_len=2048) or None
+    if address is not None and not _PROMETHEUS_ADDRESS_RE.match(address):
+        raise SpecError(f"{path}.address", "must be http(s)://host[:port][/path] without "
+                        f"credentials, query or fragment, got {f.show(address)}")
+    return address
+
+
+def _check_analysis_has_metrics(spec: Mapping[str, Any], analysis: AnalysisSpec | None) -> None:
+    """An analysis stage with no metric would pass without checking anything."""
+    if analysis is not None and analysis.metrics:
+        return
+    strategy = spec.get("strategy") or {}
+    need = "needs spec.analysis.metrics: with no metric it would pass without checking anything"
+    if strategy.get("shadow") is not None:
+        raise SpecError(f"{S}.strategy.shadow", need + " (a shadow is judged only by its gates, "
+                        "e.g. the shadow-agreement template)")
+    for path, body in ((f"{S}.strategy.canary", strategy.get("canary")),
+                       (f"{S}.strategy.shadow.canary", (strategy.get("shadow") or {}).get("canary"))):
+        for i, step in enumerate((body or {}).get("steps") or []):
+            if isinstance(step, Mapping) and step.get("analysis") is not None:
+                raise SpecError(f"{path}.steps[{i}].analysis", need)
+
+
 def _parse_traffic_routing(spec: Mapping[str, Any]) -> TrafficRoutingSpec:
     d = f.read_map(spec, "trafficRouting", S)
     if d is None:
@@ -228,8 +270,12 @@ def _parse_traffic_routing(spec: Mapping[str, Any]) -> TrafficRoutingSpec:
     body = f.read_map(d, kind, path) or {}
     here = f"{path}.{kind}"
     if kind == "router":
+        sticky = f.read_str(body, "stickyHeader", here, max_len=128) or None
+        if sticky is not None and not _HEADER_NAME_RE.match(sticky):
+            raise SpecError(f"{here}.stickyHeader", "must be an HTTP header name (an RFC 7230 token: "
+                            f"letters, digits and !#$%&'*+-.^_`|~), got {f.show(sticky)}")
         return TrafficRoutingSpec(router=RouterSpec(
-            sticky_header=f.read_str(body, "stickyHeader", here, max_len=128) or None,
+            sticky_header=sticky,
             replicas=f.read_int(body, "replicas", here, default=1, lo=1, hi=20) or 1,
             image=f.read_str(body, "image", here, default=DEFAULT_ROUTER_IMAGE) or DEFAULT_ROUTER_IMAGE))
     return TrafficRoutingSpec(router=None, gateway_api=GatewayAPISpec(

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any, Mapping
 
-from .durations import parse_duration
+from .durations import format_duration, parse_duration
 from .spec import SpecError
 
 _MISSING = object()
@@ -92,7 +92,8 @@ def read_bool(d: Mapping[str, Any], key: str, path: str, *, default: bool) -> bo
 
 
 def read_duration(d: Mapping[str, Any], key: str, path: str, *,
-                  default: timedelta | None = None, positive: bool = False) -> timedelta | None:
+                  default: timedelta | None = None, positive: bool = False,
+                  at_least: timedelta | None = None) -> timedelta | None:
     value = d.get(key)
     if value is None:
         return default
@@ -102,6 +103,8 @@ def read_duration(d: Mapping[str, Any], key: str, path: str, *,
         raise SpecError(child(path, key), str(err)) from None
     if positive and parsed <= timedelta(0):
         raise SpecError(child(path, key), f"must be greater than 0, got {value!r}")
+    if at_least is not None and parsed < at_least:
+        raise SpecError(child(path, key), f"must be at least {format_duration(at_least)}, got {value!r}")
     return parsed
 
 
@@ -129,6 +132,11 @@ def _range(lo: int | None, hi: int | None) -> str:
     if lo is not None:
         return f" >= {lo}"
     return ""
+
+
+def show(value: Any) -> str:
+    """A value as an error message quotes it: repr, cut to 60 characters."""
+    return _show(value)
 
 
 def _show(value: Any) -> str:

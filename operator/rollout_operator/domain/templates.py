@@ -1,7 +1,8 @@
-"""Built-in PromQL templates keyed by name, and strict {{var}} rendering.
+"""Built-in PromQL templates keyed by name, strict {{var}} rendering, and the PromQL check.
 
 Written against the metric contract (model server speech_*, router router_*); an undefined
-variable is an error, never an empty string.
+variable is an error, never an empty string; every value but {{window}} is a label value and is
+rendered as PromQL string-literal content (escaped), so no name can change what a query selects.
 """
 
 from __future__ import annotations
@@ -10,9 +11,14 @@ import re
 from dataclasses import dataclass
 from typing import Mapping
 
+import promql_parser
+
 # Variables every query may use. {{version}} is the version being measured (the candidate,
 # or stable for the baseline of a relative threshold); {{candidate}}/{{stable}} are fixed.
 TEMPLATE_VARIABLES = ("namespace", "rollout", "model", "version", "candidate", "stable", "window")
+# Rendered as written (the operator formats it from a parsed duration); all others are label
+# values and must sit inside a double-quoted string.
+RAW_VARIABLES = frozenset({"window"})
 
 _SEL = 'namespace="{{namespace}}",model="{{model}}",version="{{version}}"'
 _REQ = f"speech_requests_total{{{_SEL}}}"
@@ -100,14 +106,88 @@ def check_template(text: str) -> None:
         raise TemplateError("malformed placeholder: use {{name}} with a variable name inside")
 
 
+def escape_label_value(value: str) -> str:
+    """`value` as the content of a double-quoted PromQL string (Go escaping, which PromQL uses):
+    a quote, backslash or control character can never end the string or change the selector."""
+    out = []
+    for char in value:
+        if char in ('"', "\\"):
+            out.append("\\" + char)
+        elif char in _NAMED_ESCAPES:
+            out.append(_NAMED_ESCAPES[char])
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\x{ord(char):02x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
 def render(text: str, variables: Mapping[str, str]) -> str:
-    """Substitute every {{var}}; an undefined one raises TemplateError."""
+    """Substitute every {{var}}, escaping label values; an undefined one raises TemplateError."""
     check_template(text)
 
     def substitute(match: re.Match[str]) -> str:
         name = match.group(1)
         if name not in variables or variables[name] is None:
             raise TemplateError(f"variable {{{{{name}}}}} is not defined here")
-        return str(variables[name])
+        value = str(variables[name])
+        return value if name in RAW_VARIABLES else escape_label_value(value)
 
     return _VAR.sub(substitute, text)
+
+
+# Placeholder values for checking a query before any rollout runs. The probe values hold a
+# quote and a brace: a label-value variable written outside a double-quoted string then makes
+# the rendered text fail to parse (or not carry the value), which check_query reports.
+_SAMPLE = {"namespace": "ns", "rollout": "r", "model": "m", "version": "v1", "candidate": "v2",
+           "stable": "v1", "window": "1m"}
+_PROBE = {k: (v if k in RAW_VARIABLES else f'mr-probe-{k}"}}') for k, v in _SAMPLE.items()}
+
+
+def check_query(text: str) -> None:
+    """Raise TemplateError unless `text` is PromQL an instant query can run once rendered:
+    known variables, label-value variables inside double quotes, parses, not a range vector."""
+    check_template(text)
+    try:
+        expr = promql_parser.parse(render(text, _SAMPLE))
+    except ValueError as err:
+        raise TemplateError(f"is not valid PromQL: {err}") from None
+    if isinstance(_unwrap(expr), (promql_parser.MatrixSelector, promql_parser.SubqueryExpr,
+                                  promql_parser.StringLiteral)):
+        raise TemplateError("must return a number or one series (an instant vector or scalar), "
+                            "not a range vector or string; wrap a range in e.g. rate(...)")
+    used = [v for v in dict.fromkeys(find_variables(text)) if v not in RAW_VARIABLES]
+    try:
+        values = compute_string_values(promql_parser.parse(render(text, _PROBE)))
+    except ValueError:
+        values = []
+    for name in used:
+        if not any(_PROBE[name] in value for value in values):
+            raise TemplateError(f"{{{{{name}}}}} must be inside a double-quoted label value, "
+                                f'e.g. {name}="{{{{{name}}}}}"')
+
+
+def compute_string_values(expr: object) -> list[str]:
+    """Every label-matcher value and string literal in a parsed expression (walk() descends
+    into range and subquery selectors itself)."""
+    values: list[str] = []
+
+    def visit(node: object) -> None:
+        if isinstance(node, promql_parser.VectorSelector):
+            values.extend(m.value for m in node.matchers.matchers)
+            for group in node.matchers.or_matchers:
+                values.extend(m.value for m in group)
+        elif isinstance(node, promql_parser.StringLiteral):
+            values.append(node.val)
+
+    promql_parser.walk(expr, visit)
+    return values
+
+
+def _unwrap(expr: object) -> object:
+    while isinstance(expr, promql_parser.ParenExpr):
+        expr = expr.expr
+    return expr

@@ -6,6 +6,7 @@ Used by unit tests of the metrics adapter and by integration tests (the operator
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
@@ -80,3 +81,55 @@ class StubPrometheus:
                 pass
 
         return Handler
+
+
+class TricklingPrometheus:
+    """A loopback HTTP server that answers every request with a valid Prometheus answer, one
+    byte every `delay` seconds: each read sees progress, so only a total deadline stops it."""
+
+    def __init__(self, answer: Answer | None = None, delay: float = 0.05) -> None:
+        code, body = answer or vector(0.5)
+        self.body = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.head = (f"HTTP/1.1 {code} OK\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {len(self.body)}\r\nConnection: close\r\n\r\n").encode()
+        self.delay = delay
+        self.connections = 0
+        self._stop = threading.Event()
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._sock.settimeout(0.1)
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._sock.getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self) -> "TricklingPrometheus":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._sock.close()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+
+    def _trickle(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.recv(65536)  # the request; its content does not matter
+                conn.sendall(self.head)
+                for i in range(len(self.body)):
+                    if self._stop.wait(self.delay):
+                        return
+                    conn.sendall(self.body[i:i + 1])
+            except OSError:  # the client gave up (what a deadline does)
+                return

@@ -44,7 +44,8 @@ def test_ensure_version_applies_service_and_deployment_once(kube, api):
     assert dep["spec"]["replicas"] == 2 and svc["spec"]["ports"][0]["name"] == "http"
     applies = [r for r in kube.writes() if r[2] == "application/apply-patch+yaml"]
     assert len(applies) == 2
-    assert api.calls[0] == ("PATCH", "services", 200)
+    # Each apply is preceded by a GET (the takeover check); the Service is applied first.
+    assert [c for c in api.calls if c[0] == "PATCH"][0] == ("PATCH", "services", 200)
     # The next tick lists (learning the applied hash) and the same ensure writes nothing.
     w.fetch_workloads("ml", "speech")
     before = len(kube.writes())

@@ -3,7 +3,7 @@
 import socket
 
 import pytest
-from stub_prometheus import StubPrometheus, bad_query, scalar, vector
+from stub_prometheus import StubPrometheus, TricklingPrometheus, bad_query, scalar, vector
 
 from rollout_operator.adapters.prometheus import PrometheusMetrics
 from rollout_operator.domain import Measurement, MeasurementKind, QueryRequest, Role
@@ -77,3 +77,34 @@ def test_outage_is_an_error_measurement_not_an_exception():
     assert m.kind is MeasurementKind.ERROR
     assert f"Prometheus at http://127.0.0.1:{port} failed: ConnectionError" in m.message
     assert outcomes == ["error"]
+
+
+def test_an_answer_trickling_in_is_stopped_by_the_total_deadline():
+    # ~8 s of one byte per 50 ms: every read makes progress, so a per-read timeout never fires.
+    with TricklingPrometheus(vector(0.5), delay=0.05) as slow:
+        m = PrometheusMetrics(timeout=0.5).fetch_measurement(slow.url, REQUEST)
+    assert m.kind is MeasurementKind.ERROR
+    assert "DeadlineExceeded: no complete answer within 0.5s" in m.message
+
+
+def test_a_deeply_nested_error_body_is_an_error_measurement(prom):
+    nested = b'{"status": "error", "error": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    prom.answers = {Q: (400, nested)}
+    m = PrometheusMetrics().fetch_measurement(prom.url, REQUEST)
+    assert m.kind is MeasurementKind.ERROR and "not JSON" in m.message
+
+
+def test_an_answer_above_the_size_bound_is_an_error_measurement(prom):
+    prom.answers = {Q: vector(0.5, labels={"pad": "x" * 5000})}
+    m = PrometheusMetrics(max_answer_bytes=4096).fetch_measurement(prom.url, REQUEST)
+    assert m.kind is MeasurementKind.ERROR
+    assert "AnswerTooLarge: answer larger than 4096 bytes" in m.message
+    prom.answers = {Q: vector(0.5, labels={"pad": "x" * 3000}), N: vector(10)}
+    assert PrometheusMetrics(max_answer_bytes=4096).fetch_measurement(prom.url, REQUEST).value == 0.5
+
+
+def test_prometheus_error_comes_from_the_json_body_not_exception_text(prom):
+    prom.answers = {Q: (422, {"status": "error", "errorType": "execution", "error": "many-to-many matching"})}
+    m = PrometheusMetrics().fetch_measurement(prom.url, REQUEST)
+    assert m.message == f"Prometheus at {prom.url} answered HTTP Status Code 422: many-to-many matching"
+

@@ -237,3 +237,37 @@ def test_runtime_turns_api_errors_into_a_retry_not_an_exception():
     rt.tick(copy.deepcopy(w.obj))
     assert w.adapters.events.events == [
         ("Warning", "ReconcileError", "GET /apis/apps/v1/...: HTTP 503: etcd leader changed; retrying every 5s")]
+
+
+def _rolls_back_on_errors(w, needle):
+    w.run_until(healthy("v1"))
+    w.set_version("v2")
+    w.run_until(lambda s: s.get("phase") == "RolledBack")
+    gate = w.status["analysis"]["metrics"][0]
+    assert needle in gate["message"], gate
+    assert gate["consecutiveErrors"] == 4  # spec default consecutiveErrorLimit
+    assert w.status["stableVersion"] == "v1" and "Promoted" not in w.adapters.events.reasons()[1:]
+
+
+def test_a_metrics_provider_that_raises_is_an_error_measurement_counted_to_the_limit():
+    w = World()
+
+    def explode(q):
+        raise RecursionError("maximum recursion depth exceeded while decoding")
+    w.adapters.metrics._answer = explode
+    _rolls_back_on_errors(w, "metrics provider failed: RecursionError")
+
+
+def test_a_trickling_prometheus_rolls_back_at_the_error_limit_instead_of_freezing():
+    from dataclasses import replace
+
+    from stub_prometheus import TricklingPrometheus, vector
+
+    from rollout_operator.adapters.prometheus import PrometheusMetrics
+    spec = copy.deepcopy(SPEC)
+    with TricklingPrometheus(vector(0.001), delay=0.05) as slow:
+        spec["analysis"]["prometheus"]["address"] = slow.url
+        w = World(spec)
+        w.adapters = replace(w.adapters, metrics=PrometheusMetrics(timeout=0.3))
+        _rolls_back_on_errors(w, "DeadlineExceeded")
+        assert slow.connections >= 4
