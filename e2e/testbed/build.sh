@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the testbed's binaries (etcd, kube-apiserver/-controller-manager/-scheduler, kubectl,
-# kwok, helm) from the Go module proxy and caches them by version; fetches Gateway API CRDs and
+# kubelet, kube-proxy, kwok, helm, Prometheus, the pod sandbox binary) from the Go module proxy and caches them by version; fetches Gateway API CRDs and
 # kwok stage configs. A rerun with everything cached only checks stamps and takes seconds.
 set -euo pipefail
 
@@ -67,10 +67,8 @@ generate_etcd_module() {
 # The wrapper go.mod/go.sum are committed; regenerate only when the version moved.
 module_is_current() { grep -q "$2 $3\$" "$1/go.mod" 2>/dev/null && [ -s "$1/go.sum" ]; }
 
-build_kubernetes() {
-  local out="$BIN/kubernetes-$K8S_VERSION" dir="$HERE/gobuild/kubernetes"
-  [ -f "$out/.complete" ] && { log "kubernetes $K8S_VERSION cached in $out"; return; }
-  module_is_current "$dir" k8s.io/kubernetes "$K8S_VERSION" || generate_k8s_module
+# -X flags so the binaries report K8S_VERSION instead of v0.0.0-master.
+k8s_version_ldflags() {
   local major minor ld="" pkg
   major="${K8S_VERSION#v}"; major="${major%%.*}"
   minor="${K8S_VERSION#v*.}"; minor="${minor%%.*}"
@@ -78,6 +76,15 @@ build_kubernetes() {
     ld+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
     ld+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
   done
+  echo "$ld"
+}
+
+build_kubernetes() {
+  local out="$BIN/kubernetes-$K8S_VERSION" dir="$HERE/gobuild/kubernetes"
+  [ -f "$out/.complete" ] && { log "kubernetes $K8S_VERSION cached in $out"; return; }
+  module_is_current "$dir" k8s.io/kubernetes "$K8S_VERSION" || generate_k8s_module
+  local ld
+  ld="$(k8s_version_ldflags)"
   log "building kubernetes $K8S_VERSION (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl); cold: 20-40 min on 2 cores"
   mkdir -p "$out"
   (cd "$dir" && go_progress kubernetes build -v -trimpath -tags selinux,notest,grpcnotrace \
@@ -86,6 +93,32 @@ build_kubernetes() {
       k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
   touch "$out/.complete"
   log "kubernetes done: $(ls "$out" | tr '\n' ' ')"
+}
+
+# The real node's kubelet and kube-proxy: same wrapper module and flags as the control plane,
+# a separate stamp so a cache built before the real node existed only adds these two.
+build_kubernetes_node() {
+  local out="$BIN/kubernetes-$K8S_VERSION" dir="$HERE/gobuild/kubernetes"
+  [ -f "$out/.node-complete" ] && { log "kubelet, kube-proxy $K8S_VERSION cached in $out"; return; }
+  module_is_current "$dir" k8s.io/kubernetes "$K8S_VERSION" || generate_k8s_module
+  log "building kubelet, kube-proxy $K8S_VERSION (a few minutes after the control plane)"
+  mkdir -p "$out"
+  (cd "$dir" && go_progress kubelet build -v -trimpath -tags selinux,notest,grpcnotrace \
+      -ldflags "-s -w$(k8s_version_ldflags)" -o "$out/" \
+      k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy)
+  touch "$out/.node-complete"
+  log "kubelet, kube-proxy done"
+}
+
+# The pod sandbox ("pause") binary, rebuilt when its source changes (the stamp holds its hash).
+build_pause() {
+  local out="$BIN/testbed-pause" dir="$HERE/gobuild/pause" sum
+  sum="$(cat "$dir/main.go" "$dir/go.mod" | sha256sum | cut -c1-16)"
+  [ "$(cat "$out/.complete" 2>/dev/null)" = "$sum" ] && return
+  mkdir -p "$out"
+  (cd "$dir" && go build -trimpath -ldflags "-s -w" -o "$out/pause" .)
+  echo "$sum" > "$out/.complete"
+  log "pod sandbox binary built: $out/pause"
 }
 
 build_etcd() {
@@ -162,6 +195,8 @@ main() {
   build_helm
   build_prometheus
   build_kubernetes
+  build_pause
+  build_kubernetes_node
   log "all testbed binaries ready under $BIN"
 }
 

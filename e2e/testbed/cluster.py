@@ -1,7 +1,8 @@
 """`up` and `down` for the testbed: start the daemons in order, wait until usable, tear down.
 
 `up` is idempotent (a running, healthy testbed is left alone; a half-dead one is replaced);
-`down` stops every recorded process group and removes the state directory.
+`down` stops every recorded process group, removes the real node's host state (node_host.py)
+and the state directory.
 """
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ import time
 import urllib.error
 import urllib.request
 
-from . import netroute, procs
-from .components import COMPONENTS, component_cwd, compute_argv
+from . import netroute, node_config, node_host, procs
+from .components import COMPONENTS, NODE_COMPONENTS, component_cwd, components_of, compute_argv
 from .kwok_config import compute_node, write_kwok_config
-from .paths import Binaries, Layout
+from .ociimage import write_image_archive
+from .paths import PROCESS_NODE_TAINT, Binaries, Layout, images_dir
 from .pki import ensure_pki, write_admin_kubeconfig
 from .pod_runner.images import load_image_map
 from .prometheus import write_prometheus_config
@@ -72,7 +74,7 @@ def is_up(lay: Layout) -> bool:
     """All components alive and the API server ready."""
     if not (lay.pki_dir / "ca.crt").exists():
         return False
-    if any(procs.read_live_pid(lay.pids_dir / f"{c}.pid") is None for c in COMPONENTS):
+    if any(procs.read_live_pid(lay.pids_dir / f"{c}.pid") is None for c in components_of(lay)):
         return False
     return is_http_ok(f"{lay.apiserver_url}/readyz", _ssl_context(lay))
 
@@ -103,6 +105,8 @@ def _prepare_state(b: Binaries, lay: Layout) -> None:
         d.mkdir(parents=True, exist_ok=True)
     ensure_pki(lay.pki_dir)
     write_admin_kubeconfig(lay.pki_dir, lay.apiserver_url, lay.kubeconfig)
+    if lay.is_real_node:
+        node_host.write_node_configs(lay)
     write_kwok_config(lay.state_dir / "kwok.yaml", b.kwok_stages, sorted(load_image_map()))
     write_prometheus_config(lay.state_dir / "prometheus.yml", lay.kubeconfig)
 
@@ -127,29 +131,69 @@ def _has_default_sa(b: Binaries, lay: Layout) -> bool:
     return out.returncode == 0
 
 
+def _missing_binaries(b: Binaries, lay: Layout) -> list[str]:
+    node_only = {b.kubelet, b.kube_proxy, b.pause}
+    return [str(p) for p in b.missing() if p != b.router and (lay.is_real_node or p not in node_only)]
+
+
+def compute_listeners(lay: Layout) -> list[tuple[str, int, str]]:
+    """(address, port, component) of every TCP listener this instance will open."""
+    p, ip, lo = lay.ports, lay.listen_ip, "127.0.0.1"
+    listeners = [(lo, p.etcd_client, "etcd"), (lo, p.etcd_peer, "etcd"), (ip, p.apiserver, "kube-apiserver"),
+                 (lo, p.controller_manager, "kube-controller-manager"), (lo, p.scheduler, "kube-scheduler"),
+                 (lo, p.kwok, "kwok"), (ip, p.prometheus, "prometheus")]
+    if lay.is_real_node:
+        listeners += [(lay.node_ip, p.kubelet, "kubelet"), (lo, p.kubelet_healthz, "kubelet"),
+                      (lo, p.kube_proxy_metrics, "kube-proxy"), (lo, p.kube_proxy_healthz, "kube-proxy")]
+    return listeners
+
+
+def _check_ports_free(lay: Layout) -> None:
+    taken = netroute.listening_sockets()
+    busy = [f"{port} ({name}, on {addr})" for addr, port, name in compute_listeners(lay)
+            if netroute.is_port_taken(taken, addr, port)]
+    if busy:
+        raise TestbedError("ports already in use by another process: " + ", ".join(busy) +
+                           " (see `ss -ltnp`; stop that process, or run this instance with "
+                           "MODELROLLOUT_TESTBED_PORT_OFFSET=<n> to shift every port)")
+
+
 def up(b: Binaries, lay: Layout) -> None:
     clock = _Clock()
     if is_up(lay):
         clock.say(f"already up (kubeconfig {lay.kubeconfig}); nothing to do")
         return
-    missing = [str(p) for p in b.missing() if p != b.router]
+    missing = _missing_binaries(b, lay)
     if missing:
         raise TestbedError("missing testbed binaries (run `make testbed-bin`): " + ", ".join(missing))
+    if lay.is_real_node:
+        try:
+            node_host.check_host(lay)
+        except node_host.NodeError as exc:
+            raise TestbedError(f"step 'check the host for the real node': {exc}") from None
     if _is_repairable(lay):
-        dead = [c for c in COMPONENTS if procs.read_live_pid(lay.pids_dir / f"{c}.pid") is None]
+        dead = [c for c in components_of(lay) if procs.read_live_pid(lay.pids_dir / f"{c}.pid") is None]
         clock.say(f"API server is up; restarting only: {', '.join(dead)}")
         for name in dead:
+            if name in NODE_COMPONENTS:
+                continue
             _start(name, b, lay)
         _finish_bootstrap(b, lay, clock)
+        if lay.is_real_node:
+            _start_node(b, lay, clock, [c for c in NODE_COMPONENTS if c in dead])
         clock.say("testbed repaired")
         return
-    if _has_leftovers(lay):
+    if _has_leftovers(lay) or (lay.is_real_node and node_host.find_leftovers(lay)):
         clock.say(f"found a stopped or partial testbed in {lay.state_dir}; cleaning it first")
         down(lay, quiet=True)
+    _check_ports_free(lay)
     try:
         netroute.ensure_local_route(lay.pod_cidr)
     except netroute.RouteError as exc:
         raise TestbedError(str(exc)) from None
+    if lay.is_real_node:
+        node_host.record_host_state(lay)
+        node_host.ensure_node_address(lay)
     _prepare_state(b, lay)
     clock.say(f"PKI and configs written to {lay.state_dir}")
     _start("etcd", b, lay)
@@ -166,13 +210,16 @@ def up(b: Binaries, lay: Layout) -> None:
     for name in COMPONENTS[2:]:
         _start(name, b, lay)
     _finish_bootstrap(b, lay, clock)
+    if lay.is_real_node:
+        _start_node(b, lay, clock, list(NODE_COMPONENTS))
     clock.say(f"testbed up: {lay.apiserver_url}, Prometheus {lay.prometheus_url}")
     print(f"  kubeconfig: {lay.kubeconfig}\n  kubectl:    {b.kubectl}\n  helm:       {b.helm}\n"
           f"  logs:       {lay.logs_dir} (pods: {lay.pod_logs_dir}/<namespace>_<pod>.log)", flush=True)
 
 
 def _finish_bootstrap(b: Binaries, lay: Layout, clock: _Clock) -> None:
-    _kubectl(b, lay, "apply", "-f", "-", stdin=json.dumps(compute_node()))
+    taints = [PROCESS_NODE_TAINT] if lay.is_real_node else None
+    _kubectl(b, lay, "apply", "-f", "-", stdin=json.dumps(compute_node(taints=taints)))
     _kubectl(b, lay, "apply", "--server-side", "-f", str(b.gateway_api_crds))
     clock.say("node object and Gateway API CRDs applied")
     wait_until(lay, "kwok", "the kwok node to be Ready",
@@ -186,9 +233,76 @@ def _finish_bootstrap(b: Binaries, lay: Layout, clock: _Clock) -> None:
     _kubectl(b, lay, "wait", "--for=condition=Established", "--timeout=60s", "-f", str(b.gateway_api_crds))
 
 
+# RBAC runs without the Node authorizer, so the kubelet's group gets the node role by binding.
+NODE_RBAC = {
+    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+    "metadata": {"name": "modelrollout-testbed:system-nodes"},
+    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:node"},
+    "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:nodes"}],
+}
+
+
+def _node_step(step: str, fn, *args):
+    """Runs one step of the node's start; a failure names the step."""
+    try:
+        return fn(*args)
+    except (node_host.NodeError, TestbedError, OSError) as exc:
+        raise TestbedError(f"real node, step '{step}': {exc}") from None
+
+
+def _import_images(lay: Layout, b: Binaries, clock: _Clock) -> None:
+    pause_archive = node_config.node_dir(lay) / "pause.oci.tar"
+    write_image_archive(pause_archive, node_config.PAUSE_IMAGE, b.pause, "/pause")
+    archives = [pause_archive, *sorted(images_dir().glob("*.tar"))]
+    for archive in archives:
+        node_host.import_image_archive(lay, archive)
+    node_host.tag_docker_io_names(lay)
+    have = node_host.list_images(lay)
+    absent = [i for i in node_config.CHART_IMAGES if node_config.cri_name(i) not in have]
+    clock.say(f"imported {len(archives)} image archives into containerd")
+    if absent:
+        print(f"  WARNING: no archive for {', '.join(absent)} in {images_dir()}: pods of these images "
+              "will not start on the real node; run `make images` (it exports them there)", flush=True)
+
+
+def _start_node(b: Binaries, lay: Layout, clock: _Clock, names: list[str]) -> None:
+    objects = {"apiVersion": "v1", "kind": "List",
+               "items": [NODE_RBAC, *node_config.compute_kubernetes_endpoints(lay)]}
+    _node_step("RBAC and the kubernetes Service endpoints",
+               lambda: _kubectl(b, lay, "apply", "-f", "-", stdin=json.dumps(objects)))
+    if "containerd" in names:
+        _start("containerd", b, lay)
+        _node_step("start containerd", wait_until, lay, "containerd", "containerd's socket",
+                   lambda: node_host.is_containerd_ready(lay), 30)
+        _node_step("import images into containerd", _import_images, lay, b, clock)
+    if "kubelet" in names:
+        _start("kubelet", b, lay)
+        _node_step("start the kubelet", wait_until, lay, "kubelet", f"node {node_config.NODE_NAME} Ready",
+                   lambda: _is_node_ready(b, lay, node_config.NODE_NAME), 90)
+        clock.say(f"kubelet: node {node_config.NODE_NAME} Ready")
+    if "kube-proxy" in names:
+        _start("kube-proxy", b, lay)
+        _node_step("start kube-proxy", wait_until, lay, "kube-proxy", "kube-proxy /healthz",
+                   lambda: is_http_ok(f"http://127.0.0.1:{lay.ports.kube_proxy_healthz}/healthz"), 60)
+        clock.say("kube-proxy synced (Service virtual IPs)")
+
+
+def _stop_node(lay: Layout, stopped: list[str]) -> None:
+    for name in ("kube-proxy", "kubelet"):
+        if procs.stop_pidfile(lay.pids_dir / f"{name}.pid", 10):
+            stopped.append(name)
+    killed = node_host.remove_containers(lay)
+    if killed:
+        stopped.append(f"{killed} containers")
+    if procs.stop_pidfile(lay.pids_dir / "containerd.pid", 10):
+        stopped.append("containerd")
+
+
 def down(lay: Layout, quiet: bool = False) -> None:
     clock = _Clock()
-    stopped = []
+    stopped: list[str] = []
+    if lay.is_real_node:
+        _stop_node(lay, stopped)
     for name in reversed(COMPONENTS):
         # The pod runner stops its pods' processes on SIGTERM; give it time for their grace.
         grace = 20 if name == "pod-runner" else 10
@@ -198,13 +312,17 @@ def down(lay: Layout, quiet: bool = False) -> None:
     for path in pod_pids:
         if procs.stop_pidfile(path, 5):
             stopped.append(f"pod process {path.stem}")
+    cleaned = node_host.clean_host(lay) if lay.is_real_node else []
+    left = node_host.find_leftovers(lay) if lay.is_real_node else []
     if lay.state_dir.exists():
         shutil.rmtree(lay.state_dir)
     netroute.remove_local_route(lay.pod_cidr)
     if not quiet:
         clock.say(f"testbed down; stopped: {', '.join(stopped) or 'nothing was running'}; "
-                  f"removed {lay.state_dir}")
+                  f"host state removed: {len(cleaned)} items; removed {lay.state_dir}")
+    if left:
+        raise TestbedError("down left host state behind: " + "; ".join(left))
 
 
 def status(lay: Layout) -> dict[str, int | None]:
-    return {c: procs.read_live_pid(lay.pids_dir / f"{c}.pid") for c in COMPONENTS}
+    return {c: procs.read_live_pid(lay.pids_dir / f"{c}.pid") for c in components_of(lay)}

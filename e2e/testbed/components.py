@@ -1,12 +1,14 @@
 """Command lines of the testbed's daemons (pure: layout and binaries in, argv out).
 
-Every listener binds a loopback address; ports come from the Layout.
+Every listener binds a loopback address, or in real-node mode the node address on lo (so pod
+network namespaces reach the API server and Prometheus); ports come from the Layout.
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+from . import node_config
 from .paths import NODE_ANNOTATION, Binaries, Layout
 from .pki import SERVICE_CLUSTER_IP_RANGE
 from .prometheus import compute_prometheus_argv
@@ -14,6 +16,12 @@ from .prometheus import compute_prometheus_argv
 # Start order; `down` stops them in reverse (pod runner first, so it can stop pod processes).
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
               "kwok", "prometheus", "pod-runner")
+# The real node's daemons, started after the control plane in real mode.
+NODE_COMPONENTS = ("containerd", "kubelet", "kube-proxy")
+
+
+def components_of(lay: Layout) -> tuple[str, ...]:
+    return COMPONENTS + NODE_COMPONENTS if lay.is_real_node else COMPONENTS
 
 
 def etcd_argv(b: Binaries, lay: Layout) -> list[str]:
@@ -33,9 +41,10 @@ def apiserver_argv(b: Binaries, lay: Layout) -> list[str]:
     pki = lay.pki_dir
     return [
         str(b.kube_apiserver), f"--etcd-servers=http://127.0.0.1:{lay.ports.etcd_client}",
-        "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+        f"--bind-address={lay.listen_ip}", f"--advertise-address={lay.listen_ip}",
         f"--secure-port={lay.ports.apiserver}",
-        # A loopback advertise address cannot go into the `kubernetes` Endpoints.
+        # A loopback advertise address cannot go into the `kubernetes` Endpoints; in real mode
+        # `up` writes them (cluster.py), the reconciler would also need a routable interface.
         "--endpoint-reconciler-type=none",
         f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
         f"--client-ca-file={pki / 'ca.crt'}", "--authorization-mode=RBAC",
@@ -91,7 +100,8 @@ def kwok_argv(b: Binaries, lay: Layout) -> list[str]:
 
 def prometheus_argv(b: Binaries, lay: Layout) -> list[str]:
     return compute_prometheus_argv(str(b.prometheus), lay.state_dir / "prometheus.yml",
-                                   lay.state_dir / "prometheus-data", lay.ports.prometheus)
+                                   lay.state_dir / "prometheus-data", lay.ports.prometheus,
+                                   lay.listen_ip)
 
 
 def pod_runner_argv(lay: Layout) -> list[str]:
@@ -109,6 +119,12 @@ def compute_argv(name: str, b: Binaries, lay: Layout) -> list[str]:
         return prometheus_argv(b, lay)
     if name == "pod-runner":
         return pod_runner_argv(lay)
+    if name == "containerd":
+        return node_config.containerd_argv(lay)
+    if name == "kubelet":
+        return node_config.kubelet_argv(b, lay)
+    if name == "kube-proxy":
+        return node_config.kube_proxy_argv(b, lay)
     return builders[name](b, lay)
 
 

@@ -104,9 +104,11 @@ def write_kwok_config(target: Path, stage_dir: Path, images: list[str]) -> None:
     target.write_text(yaml.safe_dump_all(compute_stages(stage_dir, images), sort_keys=False))
 
 
-def compute_node(name: str = NODE_NAME) -> dict:
-    """The simulated node kwok manages (selected by annotation); no taints and room for
-    thousands of pods (benchmarks create hundreds), so pods land on it."""
+def compute_node(name: str = NODE_NAME, taints: list[dict] | None = None) -> dict:
+    """The simulated node kwok manages (selected by annotation), with room for thousands of
+    pods (benchmarks create hundreds). Untainted in process mode, so pods land on it; in real
+    mode tainted (paths.PROCESS_NODE_TAINT), so only pods that tolerate it do."""
+    spec = {"taints": taints} if taints else {}
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -116,6 +118,7 @@ def compute_node(name: str = NODE_NAME) -> dict:
             "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
                        "kubernetes.io/arch": "amd64", "type": "kwok"},
         },
+        "spec": spec,
         "status": {"allocatable": {"cpu": "1k", "memory": "1Ti", "pods": "10k"},
                    "capacity": {"cpu": "1k", "memory": "1Ti", "pods": "10k"}},
     }

@@ -51,6 +51,34 @@ def listening_ipv4_addresses() -> set[str]:
     return found
 
 
+def _parse_listeners(path: Path, v6: bool) -> set[tuple[str, int]]:
+    found = set()
+    try:
+        lines = path.read_text().splitlines()[1:]
+    except OSError:
+        return found
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 3 and fields[3] == "0A":
+            addr_hex, port_hex = fields[1].split(":")
+            if v6:
+                addr = "::" if int(addr_hex, 16) == 0 else "v6"
+            else:
+                addr = str(ipaddress.IPv4Address(socket.ntohl(int(addr_hex, 16))))
+            found.add((addr, int(port_hex, 16)))
+    return found
+
+
+def listening_sockets() -> set[tuple[str, int]]:
+    """(address, port) of listening TCP sockets; IPv6 ones as "::" (any) or "v6" (specific)."""
+    return _parse_listeners(Path("/proc/net/tcp"), False) | _parse_listeners(Path("/proc/net/tcp6"), True)
+
+
+def is_port_taken(listeners: set[tuple[str, int]], addr: str, port: int) -> bool:
+    """Whether binding `addr:port` would fail: the same address, or a wildcard, holds the port."""
+    return any(p == port and a in (addr, "0.0.0.0", "::") for a, p in listeners)
+
+
 def remove_local_route(cidr: str) -> None:
     """Removes the route unless something still listens in the range (another testbed
     instance started with the same range would lose its pods' addresses)."""

@@ -20,6 +20,12 @@ IMAGES_FILE = TESTBED_DIR / "images.yaml"
 STATE_DIR_ENV = "MODELROLLOUT_TESTBED_DIR"
 PORT_OFFSET_ENV = "MODELROLLOUT_TESTBED_PORT_OFFSET"
 POD_CIDR_ENV = "MODELROLLOUT_TESTBED_POD_CIDR"
+# "real": containerd + kubelet node (pods in containers) beside the tainted kwok node;
+# "process": only the kwok node, its pods run as local processes. Default: real for the main
+# instance (no port offset), process for extra instances (one real node per machine: kube-proxy's
+# iptables chains and the cni0 bridge are host-global).
+NODE_MODE_ENV = "MODELROLLOUT_TESTBED_NODE"
+NODE_MODES = ("real", "process")
 
 # Pod IPs. Not 127.x: EndpointSlice validation rejects loopback addresses. `up` makes the whole
 # range local with `ip route add local <range> dev lo` (RFC 2544 benchmark block: never routed
@@ -28,6 +34,15 @@ DEFAULT_POD_CIDR = "198.18.0.0/16"
 
 NODE_NAME = "kwok-node-0"
 NODE_ANNOTATION = "kwok.x-k8s.io/node"
+# In real mode the kwok node carries this taint: only pods that tolerate it (the testbed's own
+# self-tests) run as local processes; everything else goes to the real node.
+PROCESS_NODE_TAINT = {"key": "modelrollout.dev/process-runner", "value": "true", "effect": "NoSchedule"}
+
+# The real node's address: on `lo` (no dummy interfaces on this machine kind), so it is local to
+# this host yet not loopback, which pod network namespaces could not reach. The API server and
+# Prometheus listen here in real mode; pods get addresses from the node's pod range on cni0.
+NODE_IP = "10.245.0.1"
+NODE_POD_CIDR = "10.244.0.0/24"
 
 
 def read_versions(path: Path = VERSIONS_FILE) -> dict[str, str]:
@@ -47,6 +62,15 @@ def cache_root() -> Path:
     return Path(os.environ.get("MODELROLLOUT_CACHE") or Path.home() / ".cache" / "modelrollout")
 
 
+IMAGES_DIR_ENV = "MODELROLLOUT_IMAGES_DIR"
+
+
+def images_dir() -> Path:
+    """Where `make images` exports the project's images as OCI archives (*.tar); `up` imports
+    every archive there into the real node's containerd."""
+    return Path(os.environ.get(IMAGES_DIR_ENV) or cache_root() / "images")
+
+
 @dataclasses.dataclass(frozen=True)
 class Ports:
     """Loopback TCP ports of one testbed instance."""
@@ -58,6 +82,10 @@ class Ports:
     scheduler: int = 10259
     kwok: int = 10247
     prometheus: int = 9090
+    kubelet: int = 10250
+    kubelet_healthz: int = 10248
+    kube_proxy_metrics: int = 10249
+    kube_proxy_healthz: int = 10256
 
     def shifted(self, offset: int) -> "Ports":
         return Ports(**{f.name: getattr(self, f.name) + offset for f in dataclasses.fields(self)})
@@ -82,6 +110,9 @@ class Binaries:
     kwok_crds: Path
     gateway_api_crds: Path
     router: Path
+    kubelet: Path
+    kube_proxy: Path
+    pause: Path
 
     def missing(self) -> list[Path]:
         return [p for p in dataclasses.astuple(self) if not Path(p).exists()]
@@ -104,6 +135,9 @@ def find_binaries(versions: dict[str, str] | None = None) -> Binaries:
         kwok_crds=share / f"kwok-{v['KWOK_VERSION']}" / "crds",
         gateway_api_crds=share / f"gateway-api-{v['GATEWAY_API_VERSION']}" / "crds",
         router=bin_dir / "router" / "router",
+        kubelet=k8s / "kubelet",
+        kube_proxy=k8s / "kube-proxy",
+        pause=bin_dir / "testbed-pause" / "pause",
     )
 
 
@@ -114,6 +148,18 @@ class Layout:
     state_dir: Path
     ports: Ports
     pod_cidr: str
+    node_mode: str = "process"
+    node_ip: str = NODE_IP
+    node_pod_cidr: str = NODE_POD_CIDR
+
+    @property
+    def is_real_node(self) -> bool:
+        return self.node_mode == "real"
+
+    @property
+    def listen_ip(self) -> str:
+        """Where the API server and Prometheus listen: the node IP when pods must reach them."""
+        return self.node_ip if self.is_real_node else "127.0.0.1"
 
     @property
     def kubeconfig(self) -> Path:
@@ -139,11 +185,11 @@ class Layout:
 
     @property
     def apiserver_url(self) -> str:
-        return f"https://127.0.0.1:{self.ports.apiserver}"
+        return f"https://{self.listen_ip}:{self.ports.apiserver}"
 
     @property
     def prometheus_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports.prometheus}"
+        return f"http://{self.listen_ip}:{self.ports.prometheus}"
 
 
 def default_layout() -> Layout:
@@ -162,7 +208,12 @@ def default_layout() -> Layout:
     if network.is_loopback:
         raise ValueError(f"{POD_CIDR_ENV}={cidr!r}: the API server rejects loopback addresses in "
                          f"EndpointSlices; use a range like {DEFAULT_POD_CIDR} (routed to lo by `up`)")
-    return Layout(state_dir=state_dir, ports=Ports().shifted(offset), pod_cidr=str(network))
+    mode = os.environ.get(NODE_MODE_ENV) or ("real" if offset == 0 else "process")
+    if mode not in NODE_MODES:
+        raise ValueError(f"{NODE_MODE_ENV}={mode!r}: expected one of {', '.join(NODE_MODES)} "
+                         "(real: containerd + kubelet node; process: kwok node, pods as processes)")
+    return Layout(state_dir=state_dir, ports=Ports().shifted(offset), pod_cidr=str(network),
+                  node_mode=mode)
 
 
 def kubectl() -> Path:

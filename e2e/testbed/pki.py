@@ -1,7 +1,7 @@
 """Certificates and kubeconfigs for the testbed, made with the openssl command line.
 
-One CA signs the API server's serving cert and an admin client cert (O=system:masters);
-a separate RSA key pair signs and verifies service-account tokens.
+One CA signs the API server's serving cert and the client certs (admin in system:masters, the
+real node's kubelet in system:nodes, kube-proxy); an RSA key pair signs service-account tokens.
 """
 from __future__ import annotations
 
@@ -11,14 +11,18 @@ from pathlib import Path
 
 import yaml
 
-# SANs clients may use to reach the API server: loopback, the first service IP of
-# --service-cluster-ip-range (the `kubernetes` Service) and its DNS names.
+# SANs clients may use to reach the API server: loopback, the real node's address (where it
+# listens in real mode, see paths.NODE_IP), the first service IP of --service-cluster-ip-range
+# (the `kubernetes` Service, which in-cluster clients use) and its DNS names.
 # /16: room for 200+ concurrent rollouts (3 Services each mid-rollout); a /24 ran out at ~80.
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/16"
 API_SERVER_SANS = (
-    "IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
+    "IP:127.0.0.1,IP:10.245.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
     "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
 )
+
+
+CLIENT_EXT = "extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -48,8 +52,10 @@ def ensure_pki(pki: Path) -> None:
     _issue_cert(pki, "apiserver", "/CN=kube-apiserver",
                 f"subjectAltName={API_SERVER_SANS}\nextendedKeyUsage=serverAuth\n"
                 "keyUsage=critical,digitalSignature,keyEncipherment\n")
-    _issue_cert(pki, "admin", "/O=system:masters/CN=testbed-admin",
-                "extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n")
+    _issue_cert(pki, "admin", "/O=system:masters/CN=testbed-admin", CLIENT_EXT)
+    _issue_cert(pki, "node", "/O=system:nodes/CN=system:node:testbed-node-0", CLIENT_EXT)
+    # The default ClusterRoleBinding system:node-proxier names this user.
+    _issue_cert(pki, "kube-proxy", "/CN=system:kube-proxy", CLIENT_EXT)
     _openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "sa.key", cwd=pki)
     _openssl("pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
     (pki / ".complete").touch()
@@ -76,8 +82,9 @@ def compute_kubeconfig(server: str, ca_pem: bytes, user: dict, name: str = "test
     }
 
 
-def write_admin_kubeconfig(pki: Path, server: str, target: Path) -> None:
-    user = {"client-certificate-data": _b64(pki / "admin.crt"), "client-key-data": _b64(pki / "admin.key")}
+def write_admin_kubeconfig(pki: Path, server: str, target: Path, cert: str = "admin") -> None:
+    """A kubeconfig with the client cert `cert` (admin; node and kube-proxy for the real node)."""
+    user = {"client-certificate-data": _b64(pki / f"{cert}.crt"), "client-key-data": _b64(pki / f"{cert}.key")}
     config = compute_kubeconfig(server, (pki / "ca.crt").read_bytes(), user)
     write_private_yaml(target, config)
 

@@ -38,10 +38,12 @@ def compute_prometheus_config(kubeconfig: Path) -> dict:
     }
 
 
-def compute_prometheus_argv(binary: str, config: Path, data_dir: Path, port: int) -> list[str]:
+def compute_prometheus_argv(binary: str, config: Path, data_dir: Path, port: int,
+                            listen_ip: str = "127.0.0.1") -> list[str]:
+    """`listen_ip`: loopback, or the real node's address so pods (the operator) can query it."""
     return [
         binary, f"--config.file={config}", f"--storage.tsdb.path={data_dir}",
-        f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=1d",
+        f"--web.listen-address={listen_ip}:{port}", "--storage.tsdb.retention.time=1d",
         "--web.enable-lifecycle", "--log.level=warn",
     ]
 

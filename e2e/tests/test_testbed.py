@@ -1,5 +1,6 @@
-"""Self-tests of the local testbed: real processes behind pods, probes, EndpointSlices,
-Prometheus discovery, restarts, RBAC with the pod's own token, and a clean `down`.
+"""Self-tests of the local testbed's process-runner node: real processes behind pods, probes,
+EndpointSlices, Prometheus discovery, restarts, RBAC with the pod's own token, and a clean `down`.
+In real-node mode the kwok node is tainted, so these pods tolerate the taint and select it.
 """
 from __future__ import annotations
 
@@ -90,6 +91,15 @@ def echo_container(**extra) -> dict:
     }
 
 
+# Puts a pod on the process-runner (kwok) node in either node mode.
+ON_PROCESS_NODE = {"nodeSelector": {"kubernetes.io/hostname": paths.NODE_NAME},
+                   "tolerations": [{**paths.PROCESS_NODE_TAINT, "operator": "Equal"}]}
+
+
+def process_pod(name: str, **spec) -> dict:
+    return {"metadata": {"name": name, "labels": {"app": "echo"}}, "spec": {**ON_PROCESS_NODE, **spec}}
+
+
 def create_echo_deployment(apps: client.AppsV1Api, ns: str, replicas: int = 2) -> None:
     labels = {"app": "echo"}
     apps.create_namespaced_deployment(ns, {
@@ -97,7 +107,8 @@ def create_echo_deployment(apps: client.AppsV1Api, ns: str, replicas: int = 2) -
         "spec": {"replicas": replicas, "selector": {"matchLabels": labels}, "template": {
             "metadata": {"labels": labels, "annotations": {
                 "prometheus.io/scrape": "true", "prometheus.io/port": "8080", "prometheus.io/path": "/metrics"}},
-            "spec": {"terminationGracePeriodSeconds": 5, "containers": [echo_container()]}}},
+            "spec": {**ON_PROCESS_NODE, "terminationGracePeriodSeconds": 5,
+                     "containers": [echo_container()]}}},
     })
 
 
@@ -216,8 +227,7 @@ def test_scale_down_stops_the_process(core, apps, ns):
 def test_env_from_configmap_reaches_the_process(core, ns):
     core.create_namespaced_config_map(ns, {"metadata": {"name": "cfg"}, "data": {"msg": "hello from a ConfigMap"}})
     env = [{"name": "ECHO_MESSAGE", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "msg"}}}]
-    core.create_namespaced_pod(ns, {"metadata": {"name": "cm", "labels": {"app": "echo"}},
-                                    "spec": {"containers": [echo_container(env=env)]}})
+    core.create_namespaced_pod(ns, process_pod("cm", containers=[echo_container(env=env)]))
     pod = wait_for(lambda: ready_pods(core, ns, 1), "the echo pod Ready")[0]
     assert http_get_json(f"http://{pod.status.pod_ip}:8080/")["message"] == "hello from a ConfigMap"
 
@@ -225,8 +235,8 @@ def test_env_from_configmap_reaches_the_process(core, ns):
 def test_pod_token_is_subject_to_rbac(core, ns):
     """403 listing Secrets with the pod's own token; 200 once a Role grants it (not admin)."""
     core.create_namespaced_service_account(ns, {"metadata": {"name": "nobody"}})
-    core.create_namespaced_pod(ns, {"metadata": {"name": "rbac", "labels": {"app": "echo"}}, "spec": {
-        "serviceAccountName": "nobody", "containers": [echo_container()]}})
+    core.create_namespaced_pod(ns, process_pod("rbac", serviceAccountName="nobody",
+                                               containers=[echo_container()]))
     pod = wait_for(lambda: ready_pods(core, ns, 1), "the echo pod Ready")[0]
     secrets = urllib.parse.quote(f"/api/v1/namespaces/{ns}/secrets")
     url = f"http://{pod.status.pod_ip}:8080/api?path={secrets}"
@@ -241,8 +251,7 @@ def test_pod_token_is_subject_to_rbac(core, ns):
 
 
 def test_kubectl_logs_shows_the_process_output(layout, core, ns):
-    core.create_namespaced_pod(ns, {"metadata": {"name": "logs", "labels": {"app": "echo"}},
-                                    "spec": {"containers": [echo_container()]}})
+    core.create_namespaced_pod(ns, process_pod("logs", containers=[echo_container()]))
     pod = wait_for(lambda: ready_pods(core, ns, 1), "the echo pod Ready")[0]
     http_get_json(f"http://{pod.status.pod_ip}:8080/marker-{ns}")
     kubectl = [str(paths.find_binaries().kubectl), f"--kubeconfig={layout.kubeconfig}", "-n", ns, "logs", "logs"]
@@ -258,8 +267,7 @@ def test_kubectl_logs_shows_the_process_output(layout, core, ns):
 
 
 def test_unmapped_image_is_left_to_kwok(layout, core, ns):
-    core.create_namespaced_pod(ns, {"metadata": {"name": "sim", "labels": {"app": "echo"}},
-                                    "spec": {"containers": [{"name": "c", "image": "nginx:1.27"}]}})
+    core.create_namespaced_pod(ns, process_pod("sim", containers=[{"name": "c", "image": "nginx:1.27"}]))
     pod = wait_for(lambda: ready_pods(core, ns, 1), "the simulated pod Running+Ready")[0]
     assert in_pod_range(layout, pod.status.pod_ip)
     assert not (layout.pod_logs_dir / f"{ns}_sim.log").exists(), "the pod runner started a process"
@@ -276,17 +284,19 @@ def test_down_leaves_no_listener_and_up_works_again(tmp_path, layout):
     """A second, independent instance (own state dir, ports +1000, own pod range) so the
     shared testbed other tests use stays up."""
     env = {**os.environ, paths.STATE_DIR_ENV: str(tmp_path / "cluster"), paths.PORT_OFFSET_ENV: "1000",
-           paths.POD_CIDR_ENV: SECOND_POD_CIDR}
-    ports = paths.Ports().shifted(1000)
-    assert not any(is_listening("127.0.0.1", p) for p in ports.all()), "ports of the second instance are busy"
+           paths.POD_CIDR_ENV: SECOND_POD_CIDR, paths.NODE_MODE_ENV: "process"}
+    second = paths.Layout(state_dir=tmp_path / "cluster", ports=paths.Ports().shifted(1000),
+                          pod_cidr=SECOND_POD_CIDR)
+    # A process-mode instance opens no node ports (kubelet, kube-proxy).
+    ports = [port for _, port, _ in testbed_cluster.compute_listeners(second)]
+    assert not any(is_listening("127.0.0.1", p) for p in ports), "ports of the second instance are busy"
     try:
         for attempt in ("first", "after down"):
             run_testbed("up", env)
             assert "nothing to do" in run_testbed("up", env).stdout, "a second `up` should be a no-op"
-            assert all(is_listening("127.0.0.1", p) for p in ports.all()), attempt
+            assert all(is_listening("127.0.0.1", p) for p in ports), attempt
             core = client.CoreV1Api(config.new_client_from_config(config_file=str(tmp_path / "cluster" / "kubeconfig")))
-            core.create_namespaced_pod("default", {"metadata": {"name": "echo", "labels": {"app": "echo"}},
-                                                   "spec": {"containers": [echo_container()]}})
+            core.create_namespaced_pod("default", process_pod("echo", containers=[echo_container()]))
             pod = wait_for(lambda: ready_pods(core, "default", 1), "the echo pod Ready")[0]
             assert ipaddress.ip_address(pod.status.pod_ip) in ipaddress.ip_network(SECOND_POD_CIDR)
             pid = http_get_json(f"http://{pod.status.pod_ip}:8080/")["pid"]
@@ -294,7 +304,7 @@ def test_down_leaves_no_listener_and_up_works_again(tmp_path, layout):
                 pid = _check_repair_after_pod_runner_dies(env, tmp_path / "cluster", core, pod, pid)
             run_testbed("down", env)
             listeners = listening_sockets()
-            left = [p for p in ports.all() if f"127.0.0.1:{p}" in listeners]
+            left = [p for p in ports if f"127.0.0.1:{p}" in listeners]
             assert not left, f"ports still listening after down: {left}"
             assert f"{pod.status.pod_ip}:8080" not in listeners, "the pod's socket is still open"
             assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid), "pod process survived down"

@@ -200,3 +200,122 @@ def test_cri_log_lines_mark_full_and_partial_lines():
     ts = dt.datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=dt.timezone.utc)
     assert format_cri_line(ts, "stdout", b"hello\n") == b"2026-01-02T03:04:05.123456Z stdout F hello\n"
     assert format_cri_line(ts, "stderr", b"no newline") == b"2026-01-02T03:04:05.123456Z stderr P no newline\n"
+
+
+# --- the real node (node_config, ociimage, listeners): pure configuration -------------------
+
+def _real_layout(tmp_path):
+    return paths.Layout(state_dir=tmp_path, ports=paths.Ports(), pod_cidr="198.18.0.0/16", node_mode="real")
+
+
+def test_node_mode_defaults_real_for_the_main_instance_and_is_validated(monkeypatch, tmp_path):
+    for var in (paths.NODE_MODE_ENV, paths.PORT_OFFSET_ENV, paths.POD_CIDR_ENV):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv(paths.STATE_DIR_ENV, str(tmp_path))
+    lay = paths.default_layout()
+    assert lay.is_real_node and lay.apiserver_url == f"https://{paths.NODE_IP}:6443"
+    assert lay.prometheus_url == f"http://{paths.NODE_IP}:9090"
+    monkeypatch.setenv(paths.PORT_OFFSET_ENV, "1000")
+    lay = paths.default_layout()
+    assert not lay.is_real_node and lay.apiserver_url == "https://127.0.0.1:7443"
+    monkeypatch.setenv(paths.NODE_MODE_ENV, "kind")
+    with pytest.raises(ValueError, match=f"{paths.NODE_MODE_ENV}='kind'.*real, process"):
+        paths.default_layout()
+
+
+def test_cri_name_normalises_like_docker():
+    from e2e.testbed.node_config import cri_name
+
+    assert cri_name("modelrollout/router:dev") == "docker.io/modelrollout/router:dev"
+    assert cri_name("busybox:1") == "docker.io/library/busybox:1"
+    assert cri_name("localhost/modelrollout/testbed-pause:1") == "localhost/modelrollout/testbed-pause:1"
+    assert cri_name("registry.example:5000/a/b:c") == "registry.example:5000/a/b:c"
+
+
+def test_node_configs_keep_everything_in_the_state_dir_and_off_wildcard_addresses(tmp_path):
+    from e2e.testbed import components, node_config
+
+    lay = _real_layout(tmp_path)
+    toml = node_config.compute_containerd_config(lay)
+    assert "restrict_oom_score_adj = true" in toml and "SystemdCgroup = false" in toml
+    for key in ("root", "state"):
+        assert f'{key} = "{tmp_path}/node/containerd/' in toml
+    assert f'sandbox_image = "{node_config.PAUSE_IMAGE}"' in toml
+    assert 'stream_server_address = "127.0.0.1"' in toml
+    kubelet = node_config.compute_kubelet_config(lay)
+    assert kubelet["address"] == paths.NODE_IP and kubelet["readOnlyPort"] == 0
+    assert kubelet["authentication"]["anonymous"] == {"enabled": False}
+    assert kubelet["cgroupDriver"] == "cgroupfs" and kubelet["failCgroupV1"] is False
+    assert kubelet["healthzBindAddress"] == "127.0.0.1"
+    cni = node_config.compute_cni_conflist(lay)["plugins"][0]
+    assert cni["bridge"] == node_config.BRIDGE and cni["ipam"]["ranges"] == [[{"subnet": paths.NODE_POD_CIDR}]]
+    assert cni["ipam"]["dataDir"].startswith(str(tmp_path))
+    proxy = node_config.compute_kube_proxy_config(lay)
+    assert proxy["mode"] == "iptables" and proxy["metricsBindAddress"].startswith("127.0.0.1:")
+    assert proxy["nodePortAddresses"] == [f"{paths.NODE_IP}/32"]
+    b = paths.find_binaries()
+    api = components.apiserver_argv(b, lay)
+    assert f"--bind-address={paths.NODE_IP}" in api and f"--advertise-address={paths.NODE_IP}" in api
+    assert f"--web.listen-address={paths.NODE_IP}:9090" in components.prometheus_argv(b, lay)
+    kubelet_argv = node_config.kubelet_argv(b, lay)
+    assert f"--root-dir={tmp_path}/node/kubelet" in kubelet_argv
+    assert f"--hostname-override={node_config.NODE_NAME}" in kubelet_argv
+
+
+def test_kubernetes_service_endpoints_point_at_the_node_ip(tmp_path):
+    from e2e.testbed.node_config import compute_kubernetes_endpoints
+
+    endpoints, slice_ = compute_kubernetes_endpoints(_real_layout(tmp_path))
+    assert endpoints["subsets"] == [{"addresses": [{"ip": paths.NODE_IP}],
+                                     "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}]}]
+    assert slice_["metadata"]["labels"]["kubernetes.io/service-name"] == "kubernetes"
+    assert slice_["endpoints"][0]["addresses"] == [paths.NODE_IP]
+
+
+def test_process_node_is_tainted_only_in_real_mode():
+    assert "taints" not in kwok_config.compute_node()["spec"]
+    node = kwok_config.compute_node(taints=[paths.PROCESS_NODE_TAINT])
+    assert node["spec"]["taints"] == [paths.PROCESS_NODE_TAINT]
+
+
+def test_oci_archive_is_deterministic_and_names_the_image():
+    import io
+    import json
+    import tarfile
+
+    from e2e.testbed.ociimage import compute_image_archive
+
+    first = compute_image_archive("localhost/x/pause:1", b"\x7fELF-binary", "/pause")
+    assert first == compute_image_archive("localhost/x/pause:1", b"\x7fELF-binary", "/pause")
+    with tarfile.open(fileobj=io.BytesIO(first)) as tar:
+        index = json.load(tar.extractfile("index.json"))
+        assert all(m.mtime == 0 and m.uid == 0 for m in tar.getmembers())
+        (entry,) = index["manifests"]
+        assert entry["annotations"]["io.containerd.image.name"] == "localhost/x/pause:1"
+        manifest = json.load(tar.extractfile(f"blobs/sha256/{entry['digest'][7:]}"))
+        layer = tar.extractfile(f"blobs/sha256/{manifest['layers'][0]['digest'][7:]}").read()
+    with tarfile.open(fileobj=io.BytesIO(layer)) as inner:
+        member = inner.getmember("pause")
+        assert member.mode == 0o755 and inner.extractfile(member).read() == b"\x7fELF-binary"
+
+
+def test_port_taken_by_same_address_or_wildcard_only():
+    from e2e.testbed.netroute import is_port_taken
+
+    listeners = {("127.0.0.1", 6443), ("0.0.0.0", 9090), ("::", 10250), ("v6", 10248)}
+    assert is_port_taken(listeners, "127.0.0.1", 6443)
+    assert not is_port_taken(listeners, paths.NODE_IP, 6443)
+    assert is_port_taken(listeners, paths.NODE_IP, 9090) and is_port_taken(listeners, paths.NODE_IP, 10250)
+    assert not is_port_taken(listeners, "127.0.0.1", 10248)
+
+
+def test_listeners_cover_the_node_only_in_real_mode(tmp_path):
+    from e2e.testbed.cluster import compute_listeners
+
+    real = compute_listeners(_real_layout(tmp_path))
+    process = compute_listeners(paths.Layout(state_dir=tmp_path, ports=paths.Ports().shifted(1000),
+                                             pod_cidr="198.19.0.0/16"))
+    assert (paths.NODE_IP, 10250, "kubelet") in real and (paths.NODE_IP, 6443, "kube-apiserver") in real
+    assert {name for _, _, name in process} == {"etcd", "kube-apiserver", "kube-controller-manager",
+                                                 "kube-scheduler", "kwok", "prometheus"}
+    assert all(addr == "127.0.0.1" for addr, _, _ in process)
