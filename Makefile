@@ -18,6 +18,8 @@ export KUBECONFIG_TESTBED := $(CURDIR)/.cluster/kubeconfig
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 DEB_PACKAGES := espeak-ng sox prometheus nginx-light openssl iproute2
+# The testbed's real node (e2e/testbed/node_host.py): CRI runtime, CNI plugins, kube-proxy's tools.
+DEB_PACKAGES += containerd runc containernetworking-plugins iptables conntrack
 
 .PHONY: deps sysdeps bins testbed-bin router-bin helm-bin cluster-up cluster-down \
         test test-unit test-integration test-e2e lint demo bench clean
@@ -34,6 +36,8 @@ deps: $(VENV)/.installed
 
 sysdeps:
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" != 0 ]; then \
+	  echo "sysdeps: missing Debian packages:$$missing; installing them needs root (run as root, or apt-get install them)" >&2; exit 1; fi; \
 	if [ -n "$$missing" ]; then echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
 
@@ -62,8 +66,17 @@ lint: deps
 test-unit: deps sysdeps router-bin helm-bin
 	$(PYTEST) -m unit tests/unit
 
-test-integration: cluster-up
-	$(PYTEST) -m integration tests/integration
+# The integration tier runs the operator as a local process against pods the process-runner
+# (kwok) node runs from the checked-out source, so it needs no image build: its own kwok-only
+# testbed instance (ports +3000), started and stopped here. See docs/testbed.md.
+INTEGRATION_TESTBED := MODELROLLOUT_TESTBED_DIR=$(CURDIR)/.cluster-integration \
+  MODELROLLOUT_TESTBED_PORT_OFFSET=3000 MODELROLLOUT_TESTBED_POD_CIDR=198.19.0.0/17 \
+  MODELROLLOUT_TESTBED_NODE=process
+
+test-integration: deps sysdeps bins
+	$(INTEGRATION_TESTBED) $(PY) -m e2e.testbed up
+	rc=0; $(INTEGRATION_TESTBED) $(PYTEST) -m integration tests/integration || rc=$$?; \
+	  $(INTEGRATION_TESTBED) $(PY) -m e2e.testbed down; exit $$rc
 
 test-e2e: cluster-up
 	$(PYTEST) -m e2e e2e/tests
@@ -73,8 +86,9 @@ test-e2e: cluster-up
 test: deps sysdeps bins
 	$(MAKE) lint
 	$(MAKE) test-unit
+	$(MAKE) test-integration
 	$(MAKE) cluster-up
-	rc=0; $(MAKE) test-integration test-e2e || rc=$$?; $(MAKE) cluster-down; exit $$rc
+	rc=0; $(MAKE) test-e2e || rc=$$?; $(MAKE) cluster-down; exit $$rc
 
 demo: deps sysdeps bins
 	$(PY) -m e2e.demo
