@@ -82,7 +82,7 @@ def test_every_cel_rule_has_a_message_naming_a_spec_field():
     rules = list(cel_rules(load_crd()))
     assert len(rules) >= 12
     for path, rule in rules:
-        assert rule["message"].startswith("spec."), (path, rule)
+        assert rule["message"].startswith(("spec.", "metadata.name: ")), (path, rule)
         assert "rule" in rule and rule["rule"].strip()
 
 
@@ -105,6 +105,15 @@ SCHEMA_REJECTS = {
     "replicas zero": lambda s: s["server"].__setitem__("replicas", 0),
     "missing model": lambda s: s.pop("model"),
     "negative maxIncrease": lambda s: s["analysis"]["metrics"][2].__setitem__("maxIncrease", -1),
+    # Hostile strings that would reach PromQL, a header or an outside call.
+    "model name with a quote": lambda s: s["model"].__setitem__("name", 'speech"} or vector(1)'),
+    "model name with a brace": lambda s: s["model"].__setitem__("name", "a}b"),
+    "sticky header not a token": lambda s: s["trafficRouting"].__setitem__(
+        "router", {"stickyHeader": "X-User: evil"}),
+    "prometheus address with credentials": lambda s: s["analysis"].__setitem__(
+        "prometheus", {"address": "http://u:p@prom:9090"}),
+    "prometheus address not http": lambda s: s["analysis"].__setitem__(
+        "prometheus", {"address": "gopher://prom:70"}),
 }
 
 
@@ -144,6 +153,13 @@ CEL_CASES = {
         3, {"analysis": {"checks": 2, "duration": "1m"}}), "spec.strategy.canary.steps[3].analysis"),
     "shadow canary missing": (lambda s: s.__setitem__("strategy", {"shadow": {"then": "canary"}}),
                               "spec.strategy.shadow.canary"),
+    "version named preview": (lambda s: s["model"].__setitem__("version", "preview"), "spec.model.version"),
+    "interval below 1s": (lambda s: s["analysis"].__setitem__("interval", "500ms"), "spec.analysis.interval"),
+    "window below 1s": (lambda s: s["analysis"].__setitem__("window", "999ms"), "spec.analysis.window"),
+    "analysis step without metrics": (lambda s: s["analysis"].__setitem__("metrics", []),
+                                      "spec.strategy.canary.steps[3].analysis"),
+    "shadow without metrics": (lambda s: (s.pop("analysis"), s.__setitem__("strategy", {"shadow": {}})),
+                               "spec.strategy.shadow"),
 }
 
 
@@ -187,3 +203,14 @@ def test_template_enum_and_pairwise_rule_match_the_built_in_templates():
     (pairwise,) = [r for r in metric["x-kubernetes-validations"] if "relativeTo: cannot be used" in r["message"]]
     for name in PAIRWISE_TEMPLATES:
         assert f"'{name}'" in pairwise["rule"] and name in pairwise["message"]
+
+
+def test_the_cel_rules_for_the_new_limits_exist():
+    """The API server rejects these at admission (integration tests check its answers); here:
+    the rules are in the CRD with the messages parse_spec uses."""
+    messages = [rule["message"] for _, rule in cel_rules(load_crd())]
+    for needle in ("spec.model.version: must not be 'preview'", "spec.analysis.interval: must be at least 1s",
+                   "spec.analysis.window: must be at least 1s", "metadata.name: must be a DNS-1035 label",
+                   "spec.strategy.canary.steps[].analysis: needs spec.analysis.metrics",
+                   "spec.strategy.shadow: needs spec.analysis.metrics"):
+        assert any(m.startswith(needle) for m in messages), needle

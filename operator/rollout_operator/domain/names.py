@@ -54,6 +54,13 @@ def check_rollout_name(name: str) -> None:
                         f"names the router's Service and <name>-{PREVIEW_SUFFIX}), got {name!r}")
 
 
+def check_namespace(namespace: str) -> None:
+    """The API server only stores namespaces that are DNS-1123 labels; anything else (e.g. an
+    empty one from a hand-built body) would leave every query without its namespace matcher."""
+    if not isinstance(namespace, str) or not _VERSION_RE.match(namespace) or len(namespace) > DNS_LABEL_MAX:
+        raise SpecError("metadata.namespace", f"must be a DNS-1123 label, got {namespace!r}")
+
+
 def check_version_name(rollout: str, version: str, field: str) -> None:
     """`<rollout>-<version>` must be a DNS label and distinct from every other name we derive."""
     budget = DNS_LABEL_MAX - len(rollout) - 1

@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any, Mapping
 
 from . import parse_fields as f
-from .names import check_rollout_name, check_version_name
+from .names import check_namespace, check_rollout_name, check_version_name
 from .spec import (DEFAULT_ROUTER_IMAGE, DEFAULT_SERVER_IMAGE, AnalysisSpec, BlueGreenStrategy,
                    CanaryStrategy, GatewayAPISpec, MetricSpec, ModelSpec, OnNoData, Requests,
                    RolloutSpec, RouterSpec, ServerSpec, ShadowStrategy, ShadowThen, SpecError,
@@ -39,6 +39,7 @@ def parse_spec(spec: Mapping[str, Any], *, name: str, namespace: str) -> Rollout
     if not isinstance(spec, Mapping):
         raise SpecError(S, "must be an object")
     check_rollout_name(name)
+    check_namespace(namespace)
     model = _parse_model(spec, name)
     strategy, steps = _parse_strategy(spec)
     analysis = _parse_analysis(spec)
