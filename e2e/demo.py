@@ -156,10 +156,12 @@ def run_demo(args: argparse.Namespace) -> int:
     started = time.monotonic()
     cluster = scenario.ensure_testbed(start=True, log=log)
     log(f"installing the operator with helm ({scenario.CHART.relative_to(scenario.REPO)}) ...")
-    scenario.ensure_operator(cluster, {"operator": {"prometheusUrl": cluster.prometheus_url,
-                                                    "tickInterval": 0.5}})
-    api = cluster.api()
+    # Namespaced, as the chart installs by default: the operator's rules exist only in NS (which
+    # must exist first: the chart puts a Role there).
     scenario.ensure_namespace(cluster, NS)
+    scenario.ensure_operator(cluster, {"operator": {"prometheusUrl": cluster.prometheus_url,
+                                                    "tickInterval": 0.5, "watchNamespaces": [NS]}})
+    api = cluster.api()
     delete_previous_run(cluster, api)
     log(f"\n== v1: first version of {rollouts.MODEL_NAME} (trained on male voices, clean audio)")
     scenario.apply_manifest(cluster, rollouts.compute_canary(NAME, "v1"))

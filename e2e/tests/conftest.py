@@ -14,7 +14,8 @@ from e2e import scenario
 # Chart values for the e2e tier: the testbed's Prometheus as the operator's default (added by
 # the fixture) and a short tick so decisions follow checks quickly (the analysis interval still
 # governs checks). Routers use the default EndpointSlices source, as on a real cluster.
-OPERATOR_VALUES = {"operator": {"tickInterval": 0.5, "logLevel": "debug"}}
+# Cluster-wide (the chart's opt-in): every test makes a fresh namespace for its rollouts.
+OPERATOR_VALUES = {"operator": {"tickInterval": 0.5, "logLevel": "debug", "clusterWide": True}}
 
 
 @pytest.fixture(scope="session")

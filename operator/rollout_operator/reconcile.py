@@ -88,13 +88,11 @@ def _drop_nones(value: Any) -> Any:
     return value
 
 
-def compute_server_template(spec: RolloutSpec, raw_spec: Mapping[str, Any], uri: str,
-                            settings: Settings) -> ServerTemplate:
-    """The model-server pod inputs; the operator's --model-server-image fills an unset spec.server.image."""
-    image_set = bool((raw_spec.get("server") or {}).get("image"))
+def compute_server_template(spec: RolloutSpec, action: EnsureVersion) -> ServerTemplate:
+    """The model-server pod inputs: the image and URI exactly as decided (the action), the
+    vetted resources/env/args from the parsed spec."""
     return ServerTemplate(
-        model_name=spec.model.name, model_uri=uri,
-        image=spec.server.image if image_set else settings.model_server_image,
+        model_name=spec.model.name, model_uri=action.uri, image=action.image,
         resources=spec.server.resources, env=spec.server.env, args=spec.server.args)
 
 
@@ -159,8 +157,7 @@ def compute_rejection(action: Action, err: Exception) -> SpecError | None:
 @dataclass(frozen=True)
 class _Context:
     owner: Owner
-    spec: RolloutSpec
-    raw_spec: Mapping[str, Any]
+    spec: RolloutSpec  # parsed and vetted; the raw spec never reaches the actions
     adapters: Adapters
     settings: Settings
     persisted: TrafficSplit  # status.traffic as read this tick: what the router routes to now
@@ -177,12 +174,10 @@ def execute_action(action: Action, ctx: _Context, new_traffic: TrafficSplit) -> 
                   ns, name, action.version)
         return
     if isinstance(action, EnsureVersion):
-        template = compute_server_template(ctx.spec, ctx.raw_spec, action.uri, ctx.settings)
-        w.ensure_version(ctx.owner, action.version, action.replicas, template)
+        w.ensure_version(ctx.owner, action.version, action.replicas,
+                         compute_server_template(ctx.spec, action))
     elif isinstance(action, EnsureRouter):
-        image_set = bool(((ctx.raw_spec.get("trafficRouting") or {}).get("router") or {}).get("image"))
-        w.ensure_router(ctx.owner, action.image if image_set else ctx.settings.router_image,
-                        action.replicas)
+        w.ensure_router(ctx.owner, action.image, action.replicas)
     elif isinstance(action, SetTraffic):
         split = TrafficSplit(stable=action.stable, candidate=action.candidate, mirror=action.mirror)
         routing = ctx.spec.traffic_routing
@@ -204,7 +199,8 @@ def compute_decision(body: Mapping[str, Any], adapters: Adapters, settings: Sett
     status = status_from_dict(body.get("status"))
     generation = int(meta.get("generation", 0))
     try:
-        spec = parse_spec(body.get("spec") or {}, name=meta["name"], namespace=meta["namespace"])
+        spec = parse_spec(body.get("spec") or {}, name=meta["name"], namespace=meta["namespace"],
+                          policy=settings.pod_policy())
     except SpecError as err:
         return decide_invalid(status, err, generation, now), None
     observations = fetch_observations(spec, status, adapters, settings, generation, now)
@@ -220,7 +216,7 @@ def reconcile(body: Mapping[str, Any], adapters: Adapters, settings: Settings,
     old_dict = dict(body.get("status") or {})
     decision, spec = compute_decision(body, adapters, settings, now)
     if spec is not None:
-        ctx = _Context(owner, spec, body.get("spec") or {}, adapters, settings,
+        ctx = _Context(owner, spec, adapters, settings,
                        status_from_dict(old_dict).traffic)
         for action in decision.actions:
             if isinstance(action, EmitEvent):

@@ -84,6 +84,7 @@ def build_runtime(settings: Settings) -> Runtime:
     adapters = build_adapters(load_api_client(), prometheus_timeout=settings.prometheus_timeout,
                               field_manager=settings.field_manager,
                               router_endpoints_source=settings.router_endpoints_source,
+                              pods=settings.pod_settings(),
                               on_call=m.record_api_call,
                               on_query=m.record_query)
     return Runtime(settings=settings, adapters=adapters)

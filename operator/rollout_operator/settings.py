@@ -14,6 +14,10 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 from urllib.parse import urlparse
 
+from .adapters.manifests import PodSettings
+from .domain.pod_policy import (DEFAULT_ALLOWED_ARGS, DEFAULT_ROUTER_IMAGE, DEFAULT_SERVER_IMAGE,
+                                PodPolicy)
+
 ENV_PREFIX = "MODELROLLOUT_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -38,19 +42,60 @@ class Settings:
     prometheus_url: str = ""
     # Per-query timeout (seconds) for Prometheus; a timeout is an error measurement, not a crash.
     prometheus_timeout: float = 10.0
-    # Image of the built-in traffic router Deployment.
-    router_image: str = "modelrollout/router:dev"
+    # Image of the built-in traffic router Deployment when spec.trafficRouting.router.image is empty.
+    router_image: str = DEFAULT_ROUTER_IMAGE
     # Where the built-in router finds backends: `endpointslices` (default) or `pods` (ready pods by
     # label; needed where EndpointSlices cannot hold pod IPs, e.g. the loopback testbed).
     router_endpoints_source: str = "endpointslices"
     # Model-server image used when spec.server.image is empty.
-    model_server_image: str = "modelrollout/model-server:dev"
+    model_server_image: str = DEFAULT_SERVER_IMAGE
+    # Image prefixes (registry, optionally a path) every pod image must start with; empty = any.
+    allowed_image_registries: tuple[str, ...] = ()
+    # Let spec.server.env use valueFrom (secretKeyRef, configMapKeyRef, ...); off: literal values only.
+    allow_env_value_from: bool = False
+    # Model-server flags (without --) a spec may pass in spec.server.args as --flag=value.
+    model_server_allowed_args: tuple[str, ...] = DEFAULT_ALLOWED_ARGS
+    # UID (and GID) every router and model-server container runs as (non-root; the images' user).
+    pod_run_as_user: int = PodSettings.run_as_user
+    # The router's resources: requests always, limits when non-empty (Kubernetes quantities).
+    router_cpu_request: str = PodSettings.router_cpu_request
+    router_memory_request: str = PodSettings.router_memory_request
+    # Empty: no CPU limit (throttling would add latency to every request through the router).
+    router_cpu_limit: str = PodSettings.router_cpu_limit
+    router_memory_limit: str = PodSettings.router_memory_limit
+    # ClusterRole (installed by the chart) each router's RoleBinding refers to; the operator
+    # creates only the binding, never a Role.
+    router_cluster_role: str = PodSettings.router_cluster_role
+    # One NetworkPolicy per rollout with the built-in router: model-server pods admit only the
+    # rollout's router and Prometheus; the router admits clients on its port.
+    network_policies: bool = PodSettings.network_policies
+    # Which pods are Prometheus for those policies: a namespace label selector (empty = every
+    # namespace) and a pod label selector, both `key=value,...`.
+    prometheus_namespace_selector: str = ""
+    prometheus_pod_selector: str = "app.kubernetes.io/name=prometheus"
     # Threads kopf runs our (synchronous) reconciles in; bounds concurrent API/Prometheus calls.
     max_workers: int = 16
     # Log level of the operator process.
     log_level: str = "info"
     # Field manager name used for server-side apply and status patches (shows in managedFields).
     field_manager: str = "modelrollout-operator"
+
+    def pod_policy(self) -> PodPolicy:
+        """The domain's view of the pod-bound settings: images and what specs may set."""
+        return PodPolicy(server_image=self.model_server_image, router_image=self.router_image,
+                         allowed_registries=self.allowed_image_registries,
+                         allow_env_value_from=self.allow_env_value_from,
+                         allowed_args=self.model_server_allowed_args)
+
+    def pod_settings(self) -> PodSettings:
+        """What the manifests need for every pod, PDB and NetworkPolicy the operator creates."""
+        return PodSettings(
+            run_as_user=self.pod_run_as_user, router_cpu_request=self.router_cpu_request,
+            router_memory_request=self.router_memory_request, router_cpu_limit=self.router_cpu_limit,
+            router_memory_limit=self.router_memory_limit, router_cluster_role=self.router_cluster_role,
+            network_policies=self.network_policies,
+            prometheus_namespace_labels=compute_match_labels(self.prometheus_namespace_selector),
+            prometheus_pod_labels=compute_match_labels(self.prometheus_pod_selector))
 
 
 @dataclass(frozen=True)
@@ -104,6 +149,62 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
+_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+
+
+def _quantity(optional: bool) -> Callable[[object], str | None]:
+    def check(value: object) -> str | None:
+        if (optional and value == "") or _QUANTITY.match(str(value)):
+            return None
+        return "a Kubernetes quantity such as 100m, 0.5, 64Mi or 1Gi" + (", or empty" if optional else "")
+    return check
+
+
+def compute_match_labels(selector: str) -> dict[str, str]:
+    """`key=value,...` -> matchLabels; ValueError names the first bad part."""
+    labels: dict[str, str] = {}
+    for part in _names(selector):
+        key, sep, value = part.partition("=")
+        if not sep or not _LABEL_KEY.match(key.strip()) or not _LABEL_VALUE.match(value.strip()):
+            raise ValueError(part)
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+def _selector(value: object) -> str | None:
+    try:
+        compute_match_labels(str(value))
+        return None
+    except ValueError as bad:
+        return f"a label selector key=value[,key=value] (bad part: {bad})"
+
+
+def _image_prefixes(value: object) -> str | None:
+    bad = [p for p in value if not re.fullmatch(r"[a-z0-9][a-z0-9._:/-]*", p)]  # type: ignore[union-attr]
+    return f"comma-separated image prefixes such as registry.example.com/ml (invalid: {', '.join(bad)})" if bad else None
+
+
+def _flag_names(value: object) -> str | None:
+    bad = [n for n in value if not re.fullmatch(r"[a-z][a-z0-9-]*", n)]  # type: ignore[union-attr]
+    return f"comma-separated flag names without -- such as max-batch (invalid: {', '.join(bad)})" if bad else None
+
+
+def _dns_subdomain(value: object) -> str | None:
+    ok = re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", str(value))
+    return None if ok else "a ClusterRole name (lowercase letters, digits, '-', '.')"
+
+
 def _dns_labels(value: object) -> str | None:
     bad = [n for n in value if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", n)]  # type: ignore[union-attr]
     return f"comma-separated namespace names (invalid: {', '.join(bad)})" if bad else None
@@ -122,6 +223,26 @@ OPTIONS: tuple[_Option, ...] = (
     _Option("router_endpoints_source", "where the router finds backends: endpointslices|pods", str.lower,
             lambda v: None if v in ("endpointslices", "pods") else "endpointslices or pods"),
     _Option("model_server_image", "model-server image when spec.server.image is empty", str, _non_empty),
+    _Option("allowed_image_registries", "comma-separated image prefixes pod images must start with "
+            "(empty: any)", _names, _image_prefixes),
+    _Option("allow_env_value_from", "let spec.server.env use valueFrom (secrets, config maps): true|false",
+            _bool, lambda _: None),
+    _Option("model_server_allowed_args", "comma-separated model-server flags spec.server.args may set",
+            _names, _flag_names),
+    _Option("pod_run_as_user", "UID/GID of router and model-server containers", int,
+            _in_range(1, 2**31 - 1, "a non-root UID")),
+    _Option("router_cpu_request", "CPU request of each router container", str, _quantity(False)),
+    _Option("router_memory_request", "memory request of each router container", str, _quantity(False)),
+    _Option("router_cpu_limit", "CPU limit of each router container (empty: none)", str, _quantity(True)),
+    _Option("router_memory_limit", "memory limit of each router container (empty: none)", str,
+            _quantity(True)),
+    _Option("router_cluster_role", "ClusterRole each router's RoleBinding refers to", str, _dns_subdomain),
+    _Option("network_policies", "create a NetworkPolicy per rollout with the built-in router: true|false",
+            _bool, lambda _: None),
+    _Option("prometheus_namespace_selector", "namespace labels of Prometheus for NetworkPolicies "
+            "(key=value,...; empty: every namespace)", str, _selector),
+    _Option("prometheus_pod_selector", "pod labels of Prometheus for NetworkPolicies (key=value,...)",
+            str, _selector),
     _Option("max_workers", "threads running reconciles concurrently", int, _in_range(1, 512, "an integer")),
     _Option("log_level", "one of " + "|".join(LOG_LEVELS), str.lower,
             lambda v: None if v in LOG_LEVELS else "one of " + ", ".join(LOG_LEVELS)),
@@ -165,12 +286,21 @@ def load_settings(argv: Sequence[str] | None = None,
             problems.append(f"{source} ({opt.flag} / {opt.env}): expected {problem}, got {raw!r}")
             continue
         values[opt.name] = value
-    if problems:
+    settings = Settings(**values) if not problems else None  # type: ignore[arg-type]
+    if settings is not None:
+        policy = settings.pod_policy()
+        for name, image in (("--model-server-image", settings.model_server_image),
+                            ("--router-image", settings.router_image)):
+            if not policy.is_allowed_image(image):
+                problems.append(f"{name}: {image!r} is not under --allowed-image-registries "
+                                f"({', '.join(settings.allowed_image_registries)}); every rollout "
+                                "without its own image would be Invalid")
+    if problems or settings is None:
         raise SettingsError("invalid operator settings:\n  " + "\n  ".join(problems))
-    return Settings(**values)  # type: ignore[arg-type]
+    return settings
 
 
 def _expected(opt: _Option) -> str:
     """What a parse failure should have looked like, derived from the option's parser."""
-    kinds = {int: "an integer", float: "a number"}
+    kinds = {int: "an integer", float: "a number", _bool: "true or false"}
     return kinds.get(opt.parse, "a valid value")  # type: ignore[call-overload]

@@ -15,8 +15,9 @@ from kubernetes import config
 from operator_fixtures import api, crd, gates, ns, operator, prom, tb  # noqa: F401 - fixtures
 from operator_harness import MRO, apply, kubectl, rollout_manifest, wait_for
 from rollout_operator.cli import main as plugin
-from rollout_operator.adapters.kube import (DEPLOYMENTS, EVENTS, MODEL_ROLLOUTS, ROLE_BINDINGS, ROLES,
-                                            SERVICE_ACCOUNTS, SERVICES)
+from rollout_operator.adapters.kube import (DEPLOYMENTS, EVENTS, MODEL_ROLLOUTS, NETWORK_POLICIES,
+                                            POD_DISRUPTION_BUDGETS, ROLE_BINDINGS, SERVICE_ACCOUNTS,
+                                            SERVICES)
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +41,9 @@ def test_apply_creates_owned_workloads_router_and_healthy_status(tb, api, ns, op
     assert status["traffic"] == {"stable": {"version": "v1", "weight": 100}}
     assert status["observedGeneration"] == obj["metadata"]["generation"]
     owned = [(DEPLOYMENTS, "speech-v1"), (SERVICES, "speech-v1"), (DEPLOYMENTS, "speech"), (SERVICES, "speech"),
-             (SERVICE_ACCOUNTS, "speech-router"), (ROLES, "speech-router"), (ROLE_BINDINGS, "speech-router")]
+             (SERVICE_ACCOUNTS, "speech-router"), (ROLE_BINDINGS, "speech-router"),
+             (POD_DISRUPTION_BUDGETS, "speech-v1"), (POD_DISRUPTION_BUDGETS, "speech"),
+             (NETWORK_POLICIES, "speech.router"), (NETWORK_POLICIES, "speech.model-servers")]
     for ref, name in owned:
         child = api.get(ref, ns, name)
         assert child is not None, f"{ref.plural}/{name} missing"

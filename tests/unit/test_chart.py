@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from e2e.helm import find_helm
-from rollout_operator.settings import load_settings
+from rollout_operator.settings import Settings, load_settings
 
 pytestmark = pytest.mark.unit
 
@@ -79,8 +79,11 @@ def test_lint_strict_passes_for_default_and_non_default_values(tmp_path):
 
 def test_default_render_has_the_expected_objects_and_no_optional_ones():
     kinds = sorted(d["kind"] for d in _render())
-    assert kinds == sorted(["ServiceAccount", "ClusterRole", "ClusterRole", "ClusterRoleBinding",
-                            "ClusterRoleBinding", "Service", "Deployment",
+    assert kinds == sorted(["ServiceAccount", "Service", "Deployment",
+                            # discovery (CRDs, namespace names) and the routers' read-only role
+                            "ClusterRole", "ClusterRole", "ClusterRoleBinding",
+                            # the operator's rules, in the release namespace only
+                            "Role", "RoleBinding",
                             # the helm test hook: its pod and its own read-only identity
                             "Pod", "ServiceAccount", "Role", "RoleBinding"])
 
@@ -117,10 +120,14 @@ def test_default_args_are_accepted_by_the_operator_settings():
     settings = _settings_from_container(container)
     assert settings.host == "127.0.0.9"
     assert settings.port == 8080
-    assert settings.namespaces == ()
+    assert settings.namespaces == ("modelrollout-system",), "namespaced by default: the release namespace"
     assert settings.router_image == "modelrollout/router:dev"
     assert settings.router_endpoints_source == "endpointslices"
     assert settings.model_server_image == "modelrollout/model-server:dev"
+    assert settings.router_cluster_role == "mr-modelrollout-router"
+    # The chart's defaults are the operator's: pods, policies and what specs may set.
+    assert settings.pod_settings() == Settings(router_cluster_role="mr-modelrollout-router").pod_settings()
+    assert settings.pod_policy() == Settings().pod_policy()
     env = {e["name"]: e for e in container["env"]}
     assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
     annotations = _deployment(_render())["spec"]["template"]["metadata"]["annotations"]
@@ -155,33 +162,115 @@ def test_namespaced_mode_grants_workload_rules_only_in_the_watched_namespaces(tm
     for b in bindings:
         assert b["subjects"] == [{"kind": "ServiceAccount", "name": "mr-modelrollout",
                                   "namespace": "modelrollout-system"}]
+    # (The routers' read-only ClusterRole is only ever bound per namespace, by RoleBindings.)
     cluster_resources = {res for d in _by_kind(docs, "ClusterRole") for r in d["rules"]
-                         for res in r["resources"]}
+                         for res in r["resources"] if d["metadata"]["name"] != "mr-modelrollout-router"}
     assert cluster_resources == {"customresourcedefinitions", "namespaces"}, \
         "in namespaced mode the only cluster-wide grants are reading CRDs and namespace names"
-    cluster_verbs = {v for d in _by_kind(docs, "ClusterRole") for r in d["rules"] for v in r["verbs"]}
+    cluster_verbs = {v for d in _by_kind(docs, "ClusterRole") for r in d["rules"] for v in r["verbs"]
+                     if d["metadata"]["name"] != "mr-modelrollout-router"}
     assert cluster_verbs <= {"get", "list", "watch"}
     assert not any("gateway.networking.k8s.io" in r["apiGroups"] for r in _all_rules(docs))
 
 
+def _operator_rules(docs: list[dict]) -> list[dict]:
+    """The rules granted to the operator's own ServiceAccount (not the routers', not helm test's)."""
+    bound = {(b["roleRef"]["kind"], b["roleRef"]["name"], b["metadata"].get("namespace"))
+             for b in docs if b["kind"] in ("RoleBinding", "ClusterRoleBinding") and not _is_hook(b)
+             and any(s["name"] == "mr-modelrollout" for s in b["subjects"])}
+    return [r for d in docs if d["kind"] in ("Role", "ClusterRole")
+            and (d["kind"], d["metadata"]["name"],
+                 d["metadata"].get("namespace") if d["kind"] == "Role" else None) in
+            {(k, n, ns if k == "Role" else None) for k, n, ns in bound} for r in d["rules"]]
+
+
+def _grants(rules: list[dict]) -> set[tuple[str, str, str]]:
+    return {(g, res, v) for r in rules for g in r["apiGroups"] for res in r["resources"] for v in r["verbs"]}
+
+
 def test_default_rbac_covers_what_the_operator_manages():
-    rules = _all_rules(_render())
-    granted = {(g, res, v) for r in rules for g in r["apiGroups"] for res in r["resources"]
-               for v in r["verbs"]}
+    granted = _grants(_operator_rules(_render()))
     needed = [("modelrollout.dev", "modelrollouts", "watch"),
               ("modelrollout.dev", "modelrollouts/status", "patch"),
               ("apps", "deployments", "create"), ("apps", "deployments", "delete"),
               ("apps", "deployments", "patch"), ("apps", "deployments", "list"),
               ("", "services", "create"), ("", "services", "delete"), ("", "events", "create"),
-              # the router's own identity, applied by the operator
-              ("", "serviceaccounts", "patch"), ("rbac.authorization.k8s.io", "roles", "patch"),
+              # the router's own identity and its binding to the chart's ClusterRole
+              ("", "serviceaccounts", "patch"), ("rbac.authorization.k8s.io", "rolebindings", "create"),
               ("rbac.authorization.k8s.io", "rolebindings", "patch"),
-              # held so the operator may grant them to the router's Role
-              ("discovery.k8s.io", "endpointslices", "watch"), ("modelrollout.dev", "modelrollouts", "list"),
-              ("", "pods", "watch"),
+              ("rbac.authorization.k8s.io", "clusterroles", "bind"),
+              # a budget per Deployment (deleted with a retired version), the rollout's policies
+              ("policy", "poddisruptionbudgets", "create"), ("policy", "poddisruptionbudgets", "patch"),
+              ("policy", "poddisruptionbudgets", "delete"),
+              ("networking.k8s.io", "networkpolicies", "create"), ("networking.k8s.io", "networkpolicies", "patch"),
               ("gateway.networking.k8s.io", "httproutes", "patch")]
     missing = [n for n in needed if n not in granted]
     assert not missing
+
+
+def test_the_operator_creates_no_roles_and_holds_none_of_the_routers_reads():
+    docs = _render()
+    granted = _grants(_operator_rules(docs))
+    assert not [g for g in granted if g[1] == "roles"], "the operator never writes RBAC rules"
+    assert not [g for g in granted if g[1] in ("endpointslices", "pods")]
+    (bind,) = [r for r in _operator_rules(docs) if "bind" in r["verbs"]]
+    assert bind == {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"],
+                    "verbs": ["bind"], "resourceNames": ["mr-modelrollout-router"]}
+    (router_role,) = [d for d in _by_kind(docs, "ClusterRole") if d["metadata"]["name"] == "mr-modelrollout-router"]
+    assert _grants(router_role["rules"]) == {
+        ("modelrollout.dev", "modelrollouts", v) for v in ("get", "list", "watch")} | {
+        ("discovery.k8s.io", "endpointslices", v) for v in ("get", "list", "watch")} | {
+        ("", "pods", "list"), ("", "pods", "watch")}
+    assert not [b for b in docs if b["kind"] in ("RoleBinding", "ClusterRoleBinding")
+                and b["roleRef"]["name"] == "mr-modelrollout-router"], "the operator binds it per rollout"
+
+
+def test_default_is_namespaced_to_the_release_namespace():
+    docs = _render()
+    (role,) = [r for r in _by_kind(docs, "Role") if not _is_hook(r)]
+    (binding,) = [b for b in _by_kind(docs, "RoleBinding") if not _is_hook(b)]
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "modelrollout-system"
+    cluster = [r for d in _by_kind(docs, "ClusterRole") if d["metadata"]["name"] != "mr-modelrollout-router"
+               for r in d["rules"]]
+    assert {res for r in cluster for res in r["resources"]} == {"customresourcedefinitions", "namespaces"}
+    assert {v for r in cluster for v in r["verbs"]} <= {"get", "list", "watch"}
+    assert not [b for b in _by_kind(docs, "ClusterRoleBinding") if b["roleRef"]["name"] == "mr-modelrollout"]
+
+
+def test_cluster_wide_is_an_opt_in_with_the_same_rules(tmp_path):
+    docs = _render("--set", "operator.clusterWide=true")
+    (container,) = _deployment(docs)["spec"]["template"]["spec"]["containers"]
+    assert _settings_from_container(container).namespaces == ()
+    (cluster_role,) = [d for d in _by_kind(docs, "ClusterRole") if d["metadata"]["name"] == "mr-modelrollout"]
+    assert [r for r in _by_kind(docs, "Role") if not _is_hook(r)] == []
+    namespaced = [r for r in _by_kind(_render(), "Role") if not _is_hook(r)][0]
+    assert cluster_role["rules"] == namespaced["rules"]
+    proc = _run_helm("template", "mr", str(CHART), "--kube-version", KUBE_VERSION, "--set",
+                     "operator.clusterWide=true,operator.watchNamespaces={team-a}", check=False)
+    assert proc.returncode != 0 and "leave operator.watchNamespaces empty" in proc.stderr
+
+
+def test_pod_and_policy_values_reach_the_operator(tmp_path):
+    values = {"operator": {"allowedImageRegistries": ["registry.example/ml"],
+                           "routerImage": "registry.example/ml/router:1",
+                           "modelServerImage": "registry.example/ml/model-server:1",
+                           "allowEnvValueFrom": True, "modelServerAllowedArgs": ["max-batch"],
+                           "podRunAsUser": 10001,
+                           "routerResources": {"requests": {"cpu": "1", "memory": "1Gi"},
+                                               "limits": {"cpu": "2", "memory": "2Gi"}},
+                           "networkPolicies": {"enabled": False,
+                                               "prometheusNamespaceSelector": "team=obs",
+                                               "prometheusPodSelector": "app=prom,tier=db"}}}
+    (container,) = _deployment(_render("-f", _values_file(tmp_path, values)))["spec"]["template"]["spec"]["containers"]
+    s = _settings_from_container(container)
+    assert s.allowed_image_registries == ("registry.example/ml",) and s.allow_env_value_from is True
+    assert s.model_server_allowed_args == ("max-batch",) and s.pod_run_as_user == 10001
+    assert (s.router_cpu_request, s.router_memory_request, s.router_cpu_limit, s.router_memory_limit) == \
+        ("1", "1Gi", "2", "2Gi")
+    pods = s.pod_settings()
+    assert pods.network_policies is False
+    assert pods.prometheus_namespace_labels == {"team": "obs"}
+    assert pods.prometheus_pod_labels == {"app": "prom", "tier": "db"}
 
 
 @pytest.mark.parametrize("values", [{}, NON_DEFAULT], ids=["default", "non-default"])
@@ -192,7 +281,11 @@ def test_rbac_never_grants_secrets_or_wildcards(tmp_path, values):
         assert "secrets" not in rule["resources"], rule
         assert "*" not in rule["resources"] and "*" not in rule["verbs"], rule
         assert "*" not in rule["apiGroups"], rule
-        assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), rule
+        assert not {"escalate", "impersonate"} & set(rule["verbs"]), rule
+        # `bind` only on the routers' read-only ClusterRole, by name.
+        if "bind" in rule["verbs"]:
+            assert rule["verbs"] == ["bind"] and rule["resources"] == ["clusterroles"], rule
+            assert rule["resourceNames"] == ["mr-modelrollout-router"], rule
 
 
 def test_every_rbac_rule_carries_a_comment_saying_why():

@@ -114,6 +114,12 @@ SCHEMA_REJECTS = {
         "prometheus", {"address": "http://u:p@prom:9090"}),
     "prometheus address not http": lambda s: s["analysis"].__setitem__(
         "prometheus", {"address": "gopher://prom:70"}),
+    # What reaches pods (pod_policy.py): shapes the schema can check without the operator's flags.
+    "image with a space": lambda s: s["server"].__setitem__("image", "registry.example/m:1 --privileged"),
+    "router image uppercase": lambda s: s["trafficRouting"]["router"].__setitem__("image", "Evil/router"),
+    "env name with a dash": lambda s: s["server"].__setitem__("env", [{"name": "MY-VAR", "value": "1"}]),
+    "arg as two words": lambda s: s["server"].__setitem__("args", ["--max-batch", "8"]),
+    "arg with a newline": lambda s: s["server"].__setitem__("args", ["--max-batch=8\n--port=1"]),
 }
 
 
@@ -160,6 +166,13 @@ CEL_CASES = {
                                       "spec.strategy.canary.steps[3].analysis"),
     "shadow without metrics": (lambda s: (s.pop("analysis"), s.__setitem__("strategy", {"shadow": {}})),
                                "spec.strategy.shadow"),
+    "reserved env prefix": (lambda s: s["server"].__setitem__("env", [{"name": "LD_PRELOAD", "value": "/x.so"}]),
+                            "spec.server.env[0].name"),
+    "reserved env prefix, lowercase": (lambda s: s["server"].__setitem__(
+        "env", [{"name": "pythonpath", "value": "/x"}]), "spec.server.env[0].name"),
+    "env value and valueFrom": (lambda s: s["server"].__setitem__(
+        "env", [{"name": "A", "value": "1", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]),
+        "spec.server.env[0].valueFrom"),
 }
 
 
@@ -189,9 +202,10 @@ def test_schema_defaults_match_the_domain_defaults():
     assert a["inconclusiveLimit"]["default"] == parsed.analysis.inconclusive_limit
     assert a["consecutiveErrorLimit"]["default"] == parsed.analysis.consecutive_error_limit
     assert a["onNoData"]["default"] == parsed.analysis.on_no_data.value
-    assert props["server"]["properties"]["image"]["default"] == parsed.server.image
-    assert props["trafficRouting"]["properties"]["router"]["properties"]["image"]["default"] == \
-        parsed.traffic_routing.router.image
+    # No image defaults in the schema: the API server would store them and the operator's
+    # --model-server-image / --router-image could never apply (issue 11).
+    assert "default" not in props["server"]["properties"]["image"]
+    assert "default" not in props["trafficRouting"]["properties"]["router"]["properties"]["image"]
     assert props["historyLimit"]["default"] == parsed.history_limit
 
 

@@ -50,12 +50,31 @@ app.kubernetes.io/part-of: modelrollout
 {{- printf "%s:%s" .Values.image.repository .Values.image.tag -}}
 {{- end -}}
 
+{{/* The namespaces the operator watches and holds a Role in: watchNamespaces, or the release
+namespace when that is empty. Unused when operator.clusterWide is set. */}}
+{{- define "modelrollout.watchedNamespaces" -}}
+{{- if .Values.operator.clusterWide -}}
+{{- if .Values.operator.watchNamespaces -}}
+{{- fail "operator.clusterWide=true watches every namespace: leave operator.watchNamespaces empty (or set clusterWide=false to watch only those)" -}}
+{{- end -}}
+{{- else -}}
+{{- join "," (default (list .Release.Namespace) .Values.operator.watchNamespaces) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The read-only ClusterRole every router is bound to (by a RoleBinding in its namespace). */}}
+{{- define "modelrollout.routerRoleName" -}}
+{{- printf "%s-router" (include "modelrollout.fullname" .) -}}
+{{- end -}}
+
 {{/* Operator flags, one per setting of operator/rollout_operator/settings.py. */}}
 {{- define "modelrollout.operatorArgs" -}}
+{{- $res := .Values.operator.routerResources -}}
+{{- $np := .Values.operator.networkPolicies -}}
 - --host=$(POD_IP)
 - --port={{ .Values.operator.port }}
 - --log-level={{ .Values.operator.logLevel }}
-- --namespaces={{ join "," .Values.operator.watchNamespaces }}
+- --namespaces={{ include "modelrollout.watchedNamespaces" . }}
 - --prometheus-url={{ .Values.operator.prometheusUrl }}
 - --prometheus-timeout={{ .Values.operator.prometheusTimeout }}
 - --tick-interval={{ .Values.operator.tickInterval }}
@@ -63,15 +82,30 @@ app.kubernetes.io/part-of: modelrollout
 - --router-image={{ .Values.operator.routerImage }}
 - --router-endpoints-source={{ .Values.operator.routerEndpointsSource }}
 - --model-server-image={{ .Values.operator.modelServerImage }}
+- --allowed-image-registries={{ join "," .Values.operator.allowedImageRegistries }}
+- --allow-env-value-from={{ .Values.operator.allowEnvValueFrom }}
+{{- with .Values.operator.modelServerAllowedArgs }}
+- --model-server-allowed-args={{ join "," . }}
+{{- end }}
+- --pod-run-as-user={{ .Values.operator.podRunAsUser }}
+- --router-cpu-request={{ $res.requests.cpu }}
+- --router-memory-request={{ $res.requests.memory }}
+- --router-cpu-limit={{ ($res.limits | default dict).cpu | default "" }}
+- --router-memory-limit={{ ($res.limits | default dict).memory | default "" }}
+- --router-cluster-role={{ include "modelrollout.routerRoleName" . }}
+- --network-policies={{ $np.enabled }}
+- --prometheus-namespace-selector={{ $np.prometheusNamespaceSelector }}
+- --prometheus-pod-selector={{ $np.prometheusPodSelector }}
 {{- range .Values.operator.extraArgs }}
 - {{ . | quote }}
 {{- end }}
 {{- end -}}
 
 {{/*
-The namespaced rules of the operator: granted cluster-wide (ClusterRole) when it watches every
-namespace, or per watched namespace (Role). There is deliberately no rule for Secrets or
-ConfigMaps: the operator never reads credentials, and a compromise of it must not leak them.
+The namespaced rules of the operator: granted per watched namespace (Role, the default) or
+cluster-wide (ClusterRole, operator.clusterWide). There is deliberately no rule for Secrets or
+ConfigMaps (the operator never reads credentials, and a compromise of it must not leak them),
+none for Roles (it creates no Role), and none for Pods (the Deployments make them).
 */}}
 {{- define "modelrollout.namespacedRules" -}}
 # Watch ModelRollouts (the desired state); get for the traffic adapter's read-back; patch
@@ -94,26 +128,33 @@ ConfigMaps: the operator never reads credentials, and a compromise of it must no
 - apiGroups: [""]
   resources: [services]
   verbs: [get, list, create, patch, delete]
-# The router of each ModelRollout runs under its own ServiceAccount, bound to a Role that lets
-# it read only its rollout and EndpointSlices; the operator applies all three (owned by the
-# ModelRollout, so garbage collection removes them).
+# Each router runs under its own ServiceAccount (owned by its ModelRollout, so garbage
+# collection removes it); model servers mount no token at all.
 - apiGroups: [""]
   resources: [serviceaccounts]
   verbs: [get, create, patch]
-# The router's Role and RoleBinding (no bind/escalate: it only grants rules it holds below).
+# The router's RoleBinding to the read-only ClusterRole below, in the rollout's namespace.
+# No Roles: the operator never writes a rule, it only binds the one the chart installed.
 - apiGroups: [rbac.authorization.k8s.io]
-  resources: [roles, rolebindings]
+  resources: [rolebindings]
   verbs: [get, create, patch]
-# Not used by the operator itself: Kubernetes only lets it grant the router's Role rules it
-# holds, and that Role reads EndpointSlices (the router's backends).
-- apiGroups: [discovery.k8s.io]
-  resources: [endpointslices]
-  verbs: [get, list, watch]
-# Likewise for the router's `--endpoints-source=pods` mode (ready pods as backends, see
-# operator.routerEndpointsSource). Read-only.
-- apiGroups: [""]
-  resources: [pods]
-  verbs: [list, watch]
+# Kubernetes lets a RoleBinding refer to a role only if its creator holds every rule of it or
+# may `bind` it. `bind` on exactly the router's ClusterRole (resourceNames) means the operator
+# needs none of the router's reads itself and can bind nothing else.
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [clusterroles]
+  verbs: [bind]
+  resourceNames: [{{ include "modelrollout.routerRoleName" . }}]
+# A PodDisruptionBudget per Deployment (maxUnavailable 1): applied with it, deleted with a
+# retired version.
+- apiGroups: [policy]
+  resources: [poddisruptionbudgets]
+  verbs: [get, create, patch, delete]
+# The rollout's NetworkPolicies (model servers admit only the router and Prometheus); owned by
+# the ModelRollout, so garbage collection removes them.
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [get, create, patch]
 # Every decision is recorded as a Kubernetes event on the ModelRollout.
 - apiGroups: [""]
   resources: [events]

@@ -14,6 +14,7 @@ from .kube import CallHook, KubeApi
 from .kube_events import KubeEvents
 from .kube_status import KubeStatusWriter
 from .kube_workloads import KubeWorkloads
+from .manifests import PodSettings
 from .prometheus import PrometheusMetrics, QueryHook
 from .protocols import EventRecorder, MetricsProvider, StatusWriter, TrafficRouter, Workloads
 from .router import RouterTraffic
@@ -42,11 +43,12 @@ class Adapters:
 
 def build_adapters(api_client: Any, *, prometheus_timeout: float = 10.0, field_manager: str,
                    router_endpoints_source: str = "endpointslices",
+                   pods: PodSettings = PodSettings(),
                    on_call: CallHook | None = None, on_query: QueryHook | None = None) -> Adapters:
     api = KubeApi(api_client, on_call=on_call, field_manager=field_manager)
     return Adapters(
         metrics=PrometheusMetrics(timeout=prometheus_timeout, on_query=on_query),
-        workloads=KubeWorkloads(api, router_endpoints_source),
+        workloads=KubeWorkloads(api, router_endpoints_source, pods),
         traffic={name: make(api) for name, make in TRAFFIC_PROVIDERS.items()},
         events=KubeEvents(api),
         status=KubeStatusWriter(api),

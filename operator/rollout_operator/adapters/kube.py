@@ -87,6 +87,8 @@ EVENTS = ResourceRef("/api/v1", "events")
 ROLES = ResourceRef("/apis/rbac.authorization.k8s.io/v1", "roles")
 ROLE_BINDINGS = ResourceRef("/apis/rbac.authorization.k8s.io/v1", "rolebindings")
 HTTP_ROUTES = ResourceRef("/apis/gateway.networking.k8s.io/v1", "httproutes")
+POD_DISRUPTION_BUDGETS = ResourceRef("/apis/policy/v1", "poddisruptionbudgets")
+NETWORK_POLICIES = ResourceRef("/apis/networking.k8s.io/v1", "networkpolicies")
 MODEL_ROLLOUTS = ResourceRef("/apis/modelrollout.dev/v1alpha1", "modelrollouts")
 
 

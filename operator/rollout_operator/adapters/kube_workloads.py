@@ -1,4 +1,5 @@
-"""Workloads provider on the Kubernetes API: per-version model servers, the router and its RBAC.
+"""Workloads provider on the Kubernetes API: per-version model servers, the router and its RBAC,
+their PodDisruptionBudgets and the rollout's NetworkPolicies.
 
 Every ensure is a server-side apply (idempotent). To keep API calls per tick low, the Deployment
 carries a hash of everything applied with it; when the last list shows that hash, the apply is skipped.
@@ -12,17 +13,19 @@ import threading
 from typing import Any, Mapping
 
 from ..domain.observations import WorkloadState
-from .kube import (DEPLOYMENTS, ROLE_BINDINGS, ROLES, SERVICE_ACCOUNTS, SERVICES, KubeApi,
-                   ResourceRef)
-from .manifests import (NAME_LABEL, ROLLOUT_LABEL, VERSION_LABEL, Owner, ServerTemplate,
-                        compute_preview_name, compute_preview_service, compute_router_deployment,
+from .kube import (DEPLOYMENTS, NETWORK_POLICIES, POD_DISRUPTION_BUDGETS, ROLE_BINDINGS,
+                   SERVICE_ACCOUNTS, SERVICES, KubeApi, ResourceRef)
+from .manifests import (NAME_LABEL, ROLLOUT_LABEL, VERSION_LABEL, Owner, PodSettings,
+                        ServerTemplate, compute_network_policies, compute_preview_name,
+                        compute_preview_service, compute_router_deployment, compute_router_pdb,
                         compute_router_rbac, compute_router_service, compute_version_deployment,
-                        compute_version_name, compute_version_service)
+                        compute_version_name, compute_version_pdb, compute_version_service)
 
 HASH_ANNOTATION = "modelrollout.dev/applied-hash"
 _KINDS: dict[str, ResourceRef] = {
     "Deployment": DEPLOYMENTS, "Service": SERVICES, "ServiceAccount": SERVICE_ACCOUNTS,
-    "Role": ROLES, "RoleBinding": ROLE_BINDINGS,
+    "RoleBinding": ROLE_BINDINGS, "PodDisruptionBudget": POD_DISRUPTION_BUDGETS,
+    "NetworkPolicy": NETWORK_POLICIES,
 }
 
 
@@ -46,9 +49,11 @@ def compute_workload_state(deployment: Mapping[str, Any]) -> WorkloadState:
 class KubeWorkloads:
     """Workloads backed by the API server through `KubeApi`."""
 
-    def __init__(self, api: KubeApi, router_endpoints_source: str = "endpointslices") -> None:
+    def __init__(self, api: KubeApi, router_endpoints_source: str = "endpointslices",
+                 pods: PodSettings = PodSettings()) -> None:
         self._api = api
         self._endpoints_source = router_endpoints_source
+        self._pods = pods
         self._seen_hashes: dict[tuple[str, str], str] = {}  # (namespace, deployment) → applied hash
         self._lock = threading.Lock()
 
@@ -83,8 +88,9 @@ class KubeWorkloads:
             self._seen_hashes[(namespace, name)] = digest
 
     def ensure_version(self, owner: Owner, version: str, replicas: int, server: ServerTemplate) -> None:
-        deployment = compute_version_deployment(owner, version, replicas, server)
-        self._apply_group(owner.namespace, deployment, [compute_version_service(owner, version)])
+        deployment = compute_version_deployment(owner, version, replicas, server, self._pods)
+        self._apply_group(owner.namespace, deployment, [compute_version_service(owner, version),
+                                                        compute_version_pdb(owner, version)])
 
     def scale_version(self, namespace: str, rollout: str, version: str, replicas: int) -> None:
         name = compute_version_name(rollout, version)
@@ -98,13 +104,16 @@ class KubeWorkloads:
         name = compute_version_name(rollout, version)
         self._api.delete(DEPLOYMENTS, namespace, name)
         self._api.delete(SERVICES, namespace, name)
+        self._api.delete(POD_DISRUPTION_BUDGETS, namespace, name)
         with self._lock:
             self._seen_hashes.pop((namespace, name), None)
 
     def ensure_router(self, owner: Owner, image: str, replicas: int = 1) -> None:
-        deployment = compute_router_deployment(owner, image, replicas, self._endpoints_source)
+        deployment = compute_router_deployment(owner, image, replicas, self._endpoints_source, self._pods)
+        policies = compute_network_policies(owner, self._pods) if self._pods.network_policies else []
         self._apply_group(owner.namespace, deployment,
-                          [*compute_router_rbac(owner), compute_router_service(owner)])
+                          [*compute_router_rbac(owner, self._pods.router_cluster_role),
+                           compute_router_service(owner), compute_router_pdb(owner), *policies])
 
     def ensure_preview(self, owner: Owner, version: str) -> None:
         self._api.apply(SERVICES, compute_preview_service(owner, version))

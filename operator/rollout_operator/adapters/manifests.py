@@ -1,7 +1,10 @@
-"""Pure builders of the Kubernetes objects the operator owns: per-version model servers, the router, its RBAC.
+"""Pure builders of the Kubernetes objects the operator owns: per-version model servers, the router,
+its RoleBinding, PodDisruptionBudgets and NetworkPolicies.
 
 Names, labels, ports and annotations follow the project contract (shared brief); every object
 carries a controller owner reference to its ModelRollout so deleting the rollout garbage-collects it.
+Every pod is hardened the same way (non-root, read-only root filesystem, no capabilities,
+RuntimeDefault seccomp, a scratch /tmp); only the router mounts a ServiceAccount token.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from typing import Any, Mapping
 # Names are derived in one place, where parse_spec also checks they are valid and distinct.
 from ..domain.names import (compute_preview_name, compute_router_account_name,  # noqa: F401
                             compute_router_name, compute_version_name)
-
 
 GROUP = "modelrollout.dev"
 ROLLOUT_LABEL = f"{GROUP}/rollout"
@@ -27,6 +29,33 @@ SCRAPE_ANNOTATIONS = {
     "prometheus.io/path": "/metrics",
 }
 POD_IP_ENV = {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
+# The one writable path a process gets (Python's tempfile, the images' HOME); bounded so a
+# runaway writer is evicted instead of filling the node's disk.
+TMP_VOLUME = {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}
+TMP_MOUNT = {"name": "tmp", "mountPath": "/tmp"}
+
+
+@dataclass(frozen=True)
+class PodSettings:
+    """Operator-wide choices for every pod and policy it creates (Settings.pod_settings() builds
+    it; these defaults are the settings' defaults)."""
+
+    run_as_user: int = 65532  # UID and GID; the project's images run as 65532 too
+    router_cpu_request: str = "100m"
+    router_memory_request: str = "64Mi"
+    router_cpu_limit: str = ""  # empty: none
+    router_memory_limit: str = "256Mi"  # bounds a router whose mirror queue or bodies grow
+    router_cluster_role: str = "modelrollout-router"  # installed by the chart
+    network_policies: bool = True
+    prometheus_namespace_labels: Mapping[str, str] = field(default_factory=dict)  # empty: any namespace
+    prometheus_pod_labels: Mapping[str, str] = field(
+        default_factory=lambda: {"app.kubernetes.io/name": "prometheus"})
+
+    def router_resources(self) -> dict[str, Any]:
+        requests = {"cpu": self.router_cpu_request, "memory": self.router_memory_request}
+        limits = {k: v for k, v in (("cpu", self.router_cpu_limit),
+                                    ("memory", self.router_memory_limit)) if v}
+        return {"requests": requests, **({"limits": limits} if limits else {})}
 
 
 @dataclass(frozen=True)
@@ -65,8 +94,39 @@ def compute_version_labels(rollout: str, version: str) -> dict[str, str]:
     return {ROLLOUT_LABEL: rollout, VERSION_LABEL: version, NAME_LABEL: "model-server"}
 
 
+def compute_pod_security(pods: PodSettings) -> dict[str, Any]:
+    """Pod-level: a fixed non-root UID/GID (so runAsNonRoot holds whatever the image says) and
+    the container runtime's default seccomp profile."""
+    uid = pods.run_as_user
+    return {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": uid, "fsGroup": uid,
+            "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+# Container-level: nothing to escalate to, no capabilities, nothing written outside /tmp.
+CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                      "privileged": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def _pod_spec(pods: PodSettings, container: dict[str, Any], *, token: bool,
+              account: str | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        # A model server talks to nobody; the router needs its token to watch its rollout and
+        # its backends. A token a process does not use is only something to steal.
+        "automountServiceAccountToken": token,
+        # No $<SERVICE>_PORT variables of every Service in the namespace in the environment.
+        "enableServiceLinks": False,
+        "securityContext": compute_pod_security(pods),
+        "containers": [{**container, "securityContext": dict(CONTAINER_SECURITY),
+                        "volumeMounts": [TMP_MOUNT]}],
+        "volumes": [TMP_VOLUME],
+    }
+    if account:
+        spec["serviceAccountName"] = account
+    return spec
+
+
 def compute_version_deployment(owner: Owner, version: str, replicas: int,
-                               server: ServerTemplate) -> dict[str, Any]:
+                               server: ServerTemplate, pods: PodSettings = PodSettings()) -> dict[str, Any]:
     """The model-server Deployment of one version (args only: the image's entrypoint runs)."""
     labels = compute_version_labels(owner.name, version)
     container = {
@@ -96,7 +156,7 @@ def compute_version_deployment(owner: Owner, version: str, replicas: int,
             "selector": {"matchLabels": labels},
             "template": {
                 "metadata": {"labels": labels, "annotations": SCRAPE_ANNOTATIONS},
-                "spec": {"containers": [container]},
+                "spec": _pod_spec(pods, container, token=False),
             },
         },
     }
@@ -129,7 +189,8 @@ def compute_router_labels(rollout: str) -> dict[str, str]:
 
 
 def compute_router_deployment(owner: Owner, image: str, replicas: int = 1,
-                              endpoints_source: str = "endpointslices") -> dict[str, Any]:
+                              endpoints_source: str = "endpointslices",
+                              pods: PodSettings = PodSettings()) -> dict[str, Any]:
     """The built-in router: the model's front door, reading its split from the rollout's status."""
     labels = compute_router_labels(owner.name)
     args = [f"--rollout={owner.name}", f"--namespace={owner.namespace}", "--host=$(POD_IP)", f"--port={PORT}"]
@@ -146,6 +207,7 @@ def compute_router_deployment(owner: Owner, image: str, replicas: int = 1,
                            "periodSeconds": 2, "timeoutSeconds": 5, "failureThreshold": 3},
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": PORT},
                           "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 6},
+        "resources": pods.router_resources(),
     }
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
@@ -155,8 +217,8 @@ def compute_router_deployment(owner: Owner, image: str, replicas: int = 1,
             "selector": {"matchLabels": labels},
             "template": {
                 "metadata": {"labels": labels, "annotations": SCRAPE_ANNOTATIONS},
-                "spec": {"serviceAccountName": compute_router_account_name(owner.name),
-                         "containers": [container]},
+                "spec": _pod_spec(pods, container, token=True,
+                                  account=compute_router_account_name(owner.name)),
             },
         },
     }
@@ -167,26 +229,67 @@ def compute_router_service(owner: Owner) -> dict[str, Any]:
     return _service(owner, compute_router_name(owner.name), labels, labels)
 
 
-def compute_router_rbac(owner: Owner) -> list[dict[str, Any]]:
-    """ServiceAccount, Role and RoleBinding: the router watches its rollout and EndpointSlices only."""
+def compute_router_rbac(owner: Owner, cluster_role: str) -> list[dict[str, Any]]:
+    """ServiceAccount and RoleBinding: the router gets the chart's read-only ClusterRole
+    `cluster_role` (its rollout, EndpointSlices, pods) in this namespace only. The operator
+    creates no Role: it may bind exactly that ClusterRole (RBAC `bind` with resourceNames)."""
     name = compute_router_account_name(owner.name)
     labels = compute_router_labels(owner.name)
-    rules = [
-        # The desired split is read from status.traffic of the ModelRollout (watch, not poll).
-        {"apiGroups": [GROUP], "resources": ["modelrollouts"], "verbs": ["get", "list", "watch"]},
-        # Backends of a version are the endpoints of its Service's EndpointSlices (ready ones;
-        # the not-ready ones only when none is ready - panic routing).
-        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
-         "verbs": ["get", "list", "watch"]},
-        # With --endpoints-source=pods the backends are a version's pods instead.
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
-    ]
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(owner, name, labels)},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-         "metadata": _meta(owner, name, labels), "rules": rules},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
          "metadata": _meta(owner, name, labels),
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role},
          "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": owner.namespace}]},
+    ]
+
+
+def _pdb(owner: Owner, name: str, labels: Mapping[str, str]) -> dict[str, Any]:
+    # maxUnavailable 1, not minAvailable: it never blocks a node drain (a 1-replica Deployment
+    # may lose its pod, as it would without a PDB) and keeps at most one pod of a multi-replica
+    # Deployment voluntarily down at a time; it also holds when the Deployment is scaled to 0.
+    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": _meta(owner, name, labels),
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": dict(labels)}}}
+
+
+def compute_version_pdb(owner: Owner, version: str) -> dict[str, Any]:
+    """The version Deployment's PodDisruptionBudget, named like the Deployment."""
+    return _pdb(owner, compute_version_name(owner.name, version),
+                compute_version_labels(owner.name, version))
+
+
+def compute_router_pdb(owner: Owner) -> dict[str, Any]:
+    return _pdb(owner, compute_router_name(owner.name), compute_router_labels(owner.name))
+
+
+def compute_router_policy_name(rollout: str) -> str:
+    """NetworkPolicy names end in `.router` / `.model-servers` (dots: Services and Deployments
+    can't have them), so no rollout's or version's name can produce another's."""
+    return f"{rollout}.router"
+
+
+def compute_model_server_policy_name(rollout: str) -> str:
+    return f"{rollout}.model-servers"
+
+
+def compute_network_policies(owner: Owner, pods: PodSettings) -> list[dict[str, Any]]:
+    """Ingress for a rollout with the built-in router: clients reach the router's port; model
+    servers (every version, and so the preview Service) admit only this rollout's router and
+    Prometheus. Egress is left alone (the router must reach the API server and backends)."""
+    port = [{"protocol": "TCP", "port": PORT}]
+    server_labels = {ROLLOUT_LABEL: owner.name, NAME_LABEL: "model-server"}
+    prometheus = {"namespaceSelector": {"matchLabels": dict(pods.prometheus_namespace_labels)},
+                  "podSelector": {"matchLabels": dict(pods.prometheus_pod_labels)}}
+    router = compute_router_labels(owner.name)
+    return [
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+         "metadata": _meta(owner, compute_router_policy_name(owner.name), router),
+         "spec": {"podSelector": {"matchLabels": router}, "policyTypes": ["Ingress"],
+                  "ingress": [{"ports": port}]}},
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+         "metadata": _meta(owner, compute_model_server_policy_name(owner.name), server_labels),
+         "spec": {"podSelector": {"matchLabels": server_labels}, "policyTypes": ["Ingress"],
+                  "ingress": [{"from": [{"podSelector": {"matchLabels": router}}, prometheus],
+                               "ports": port}]}},
     ]

@@ -14,6 +14,7 @@ from .observations import (MetricObservation, Observations, QueryRequest, Role, 
                            compute_metric_observations)
 from .parse import parse_spec
 from .phases import TRANSITIONS, Phase, is_allowed_transition
+from .pod_policy import PodPolicy
 from .queries import is_check_due, plan_queries
 from .spec import (AnalysisSpec, BlueGreenStrategy, CanaryStrategy, GatewayAPISpec, MetricSpec,
                    ModelSpec, OnNoData, Requests, RolloutSpec, RouterSpec, ServerSpec,
@@ -30,7 +31,7 @@ __all__ = [
     "EnsureRouter", "EnsureVersion", "Evaluation", "GatewayAPISpec", "HandledRequests",
     "HistoryEntry", "Measurement", "MeasurementKind", "MetricObservation", "MetricSpec",
     "MetricStatus", "MirrorTarget", "ModelSpec", "Observations", "OnNoData", "Pause", "Phase",
-    "Promote", "QueryRequest", "RemovePreviewService", "Requests", "Role", "RolloutSpec",
+    "PodPolicy", "Promote", "QueryRequest", "RemovePreviewService", "Requests", "Role", "RolloutSpec",
     "RolloutStatus", "RouterSpec", "ScaleDownVersion", "ServerSpec", "SetMirror", "SetTraffic",
     "SetWeight", "ShadowStrategy", "ShadowThen", "SpecError", "Step", "Stop", "TEMPLATES",
     "TRANSITIONS", "TemplateError", "TrafficRoutingSpec", "TrafficSplit", "Verdict",

@@ -15,17 +15,20 @@ from .status import MirrorTarget, RolloutStatus, VersionWeight
 
 @dataclass(frozen=True)
 class EnsureVersion:
-    """Deployment + Service `<rollout>-<version>` exist with this many replicas."""
+    """Deployment + Service `<rollout>-<version>` exist with this many replicas, running `image`
+    (spec.server.image or the operator's default, decided by parse_spec: the shell runs exactly it)."""
 
     version: str
     uri: str
     replicas: int
     role: Role
+    image: str
 
 
 @dataclass(frozen=True)
 class EnsureRouter:
-    """The built-in router Deployment + Service `<rollout>` exist (only for trafficRouting.router)."""
+    """The built-in router Deployment + Service `<rollout>` exist (only for trafficRouting.router),
+    running `image` (the spec's router image or the operator's default, already resolved)."""
 
     image: str
     replicas: int

@@ -32,12 +32,12 @@ def compute_standing_actions(tick: Tick, new: RolloutStatus) -> list[Action]:
         actions.append(EnsureRouter(router.image, router.replicas, router.sticky_header))
     if new.stable_version:
         actions.append(EnsureVersion(new.stable_version, new.stable_uri, spec.server.replicas,
-                                     Role.STABLE))
+                                     Role.STABLE, spec.server.image))
     if new.candidate_version and new.phase in _IN_FLIGHT:
         replicas = (spec.server.replicas if new.phase is Phase.PROMOTING
                     else compute_replicas(spec, new.current_step_index))
         actions.append(EnsureVersion(new.candidate_version, new.candidate_uri, replicas,
-                                     Role.CANDIDATE))
+                                     Role.CANDIDATE, spec.server.image))
     if new.traffic.stable is not None:
         t = new.traffic
         actions.append(SetTraffic(t.stable, t.candidate, t.mirror))

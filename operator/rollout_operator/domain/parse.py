@@ -9,7 +9,8 @@ from typing import Any, Mapping
 
 from . import parse_fields as f
 from .names import check_namespace, check_rollout_name, check_version_name
-from .spec import (DEFAULT_ROUTER_IMAGE, DEFAULT_SERVER_IMAGE, AnalysisSpec, BlueGreenStrategy,
+from .pod_policy import PodPolicy, check_args, check_env, resolve_image
+from .spec import (AnalysisSpec, BlueGreenStrategy,
                    CanaryStrategy, GatewayAPISpec, MetricSpec, ModelSpec, OnNoData, Requests,
                    RolloutSpec, RouterSpec, ServerSpec, ShadowStrategy, ShadowThen, SpecError,
                    Strategy, TrafficRoutingSpec)
@@ -34,8 +35,13 @@ MIN_INTERVAL = timedelta(seconds=1)
 MIN_WINDOW = timedelta(seconds=1)
 S = "spec"
 
-def parse_spec(spec: Mapping[str, Any], *, name: str, namespace: str) -> RolloutSpec:
-    """Validate and type a ModelRollout spec; raises SpecError on the first problem found."""
+
+def parse_spec(spec: Mapping[str, Any], *, name: str, namespace: str,
+               policy: PodPolicy = PodPolicy()) -> RolloutSpec:
+    """Validate and type a ModelRollout spec; raises SpecError on the first problem found.
+
+    `policy` is the operator's say over pod-bound fields: default images, allowed registries,
+    env and args (pod_policy.py); the parsed spec carries the resolved images."""
     if not isinstance(spec, Mapping):
         raise SpecError(S, "must be an object")
     check_rollout_name(name)
@@ -46,8 +52,8 @@ def parse_spec(spec: Mapping[str, Any], *, name: str, namespace: str) -> Rollout
     _check_analysis_has_metrics(spec, analysis)
     return RolloutSpec(
         name=name, namespace=namespace, model=model, strategy=strategy, steps=steps,
-        server=_parse_server(spec), analysis=analysis,
-        traffic_routing=_parse_traffic_routing(spec),
+        server=_parse_server(spec, policy), analysis=analysis,
+        traffic_routing=_parse_traffic_routing(spec, policy),
         progress_deadline=f.read_duration(spec, "progressDeadline", S, positive=True,
                                           default=RolloutSpec.progress_deadline),
         paused=f.read_bool(spec, "paused", S, default=False),
@@ -70,22 +76,16 @@ def _parse_model(spec: Mapping[str, Any], rollout: str) -> ModelSpec:
                      uri=f.read_str(d, "uri", path, default="", max_len=2048) or "")
 
 
-def _parse_server(spec: Mapping[str, Any]) -> ServerSpec:
+def _parse_server(spec: Mapping[str, Any], policy: PodPolicy) -> ServerSpec:
     d = f.read_map(spec, "server", S) or {}
     path = f"{S}.server"
     resources = f.read_map(d, "resources", path) or {}
-    env = f.read_list(d, "env", path)
-    for i, item in enumerate(env):
-        if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
-            raise SpecError(f"{path}.env[{i}]", "must be an object with a string name")
-    args = f.read_list(d, "args", path)
-    for i, arg in enumerate(args):
-        if not isinstance(arg, str):
-            raise SpecError(f"{path}.args[{i}]", f"must be a string, got {arg!r}")
     return ServerSpec(
-        image=f.read_str(d, "image", path, default=DEFAULT_SERVER_IMAGE) or DEFAULT_SERVER_IMAGE,
+        image=resolve_image(f.read_str(d, "image", path, max_len=512), policy.server_image, policy,
+                            f"{path}.image"),
         replicas=f.read_int(d, "replicas", path, default=1, lo=1, hi=100) or 1,
-        resources=dict(resources), env=tuple(dict(e) for e in env), args=tuple(args))
+        resources=dict(resources), env=check_env(f.read_list(d, "env", path), policy, f"{path}.env"),
+        args=check_args(f.read_list(d, "args", path), policy, f"{path}.args"))
 
 
 def _parse_strategy(spec: Mapping[str, Any]) -> tuple[Strategy, tuple[Step, ...]]:
@@ -262,10 +262,10 @@ def _check_analysis_has_metrics(spec: Mapping[str, Any], analysis: AnalysisSpec 
                 raise SpecError(f"{path}.steps[{i}].analysis", need)
 
 
-def _parse_traffic_routing(spec: Mapping[str, Any]) -> TrafficRoutingSpec:
+def _parse_traffic_routing(spec: Mapping[str, Any], policy: PodPolicy) -> TrafficRoutingSpec:
     d = f.read_map(spec, "trafficRouting", S)
     if d is None:
-        return TrafficRoutingSpec()
+        return TrafficRoutingSpec(router=RouterSpec(image=policy.router_image))
     path = f"{S}.trafficRouting"
     kind = f.exactly_one(d, ("router", "gatewayAPI"), path, "traffic provider")
     body = f.read_map(d, kind, path) or {}
@@ -278,7 +278,8 @@ def _parse_traffic_routing(spec: Mapping[str, Any]) -> TrafficRoutingSpec:
         return TrafficRoutingSpec(router=RouterSpec(
             sticky_header=sticky,
             replicas=f.read_int(body, "replicas", here, default=1, lo=1, hi=20) or 1,
-            image=f.read_str(body, "image", here, default=DEFAULT_ROUTER_IMAGE) or DEFAULT_ROUTER_IMAGE))
+            image=resolve_image(f.read_str(body, "image", here, max_len=512), policy.router_image,
+                                policy, f"{here}.image")))
     return TrafficRoutingSpec(router=None, gateway_api=GatewayAPISpec(
         http_route=f.read_str(body, "httpRoute", here, required=True) or "",
         port=f.read_int(body, "port", here, default=8080, lo=1, hi=65535) or 8080))

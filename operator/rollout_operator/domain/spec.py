@@ -12,10 +12,6 @@ from typing import Any, Mapping, Union
 
 from .steps import Step
 
-DEFAULT_SERVER_IMAGE = "modelrollout/model-server:dev"
-DEFAULT_ROUTER_IMAGE = "modelrollout/router:dev"
-
-
 class SpecError(ValueError):
     """A spec the operator cannot act on; `field` is the JSON path, e.g. spec.analysis.interval."""
 
@@ -50,11 +46,13 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class ServerSpec:
-    image: str = DEFAULT_SERVER_IMAGE
+    # The image every version runs: parse_spec puts spec.server.image there, or the operator's
+    # --model-server-image when that is empty (pod_policy.resolve_image); "" only in a hand-built spec.
+    image: str = ""
     replicas: int = 1
     resources: Mapping[str, Any] = field(default_factory=dict)  # a core/v1 ResourceRequirements
-    env: tuple[Mapping[str, Any], ...] = ()  # core/v1 EnvVar objects, passed through
-    args: tuple[str, ...] = ()  # extra model-server arguments
+    env: tuple[Mapping[str, Any], ...] = ()  # name + literal value (valueFrom only if the operator allows)
+    args: tuple[str, ...] = ()  # extra --flag=value model-server arguments from the allow-list
 
 
 @dataclass(frozen=True)
@@ -115,7 +113,7 @@ class AnalysisSpec:
 class RouterSpec:
     sticky_header: str | None = None
     replicas: int = 1
-    image: str = DEFAULT_ROUTER_IMAGE
+    image: str = ""  # resolved like ServerSpec.image, from the operator's --router-image
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ def test_every_tick_repeats_the_ensures_in_a_fixed_order():
     d = world.tick()
     assert kinds(d)[:4] == ["EnsureRouter", "EnsureVersion", "EnsureVersion", "SetTraffic"]
     assert d.actions[0] == EnsureRouter("modelrollout/router:dev", 1, "x-user")
-    assert d.actions[1] == EnsureVersion("v1", "file:///models/v1.onnx", 2, Role.STABLE)
-    assert d.actions[2] == EnsureVersion("v2", "file:///models/v2.onnx", 2, Role.CANDIDATE)
+    assert d.actions[1] == EnsureVersion("v1", "file:///models/v1.onnx", 2, Role.STABLE, "modelrollout/model-server:dev")
+    assert d.actions[2] == EnsureVersion("v2", "file:///models/v2.onnx", 2, Role.CANDIDATE, "modelrollout/model-server:dev")
     assert d.actions[3].candidate.weight == 10 and d.actions[3].stable.weight == 90
     events = [i for i, a in enumerate(d.actions) if isinstance(a, EmitEvent)]
     assert all(i >= 4 for i in events)  # events describe what the ensures did

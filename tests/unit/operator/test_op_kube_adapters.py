@@ -17,6 +17,8 @@ pytestmark = pytest.mark.unit
 NS = "/namespaces/ml"
 DEPLOY = "/apis/apps/v1" + NS + "/deployments"
 SVC = "/api/v1" + NS + "/services"
+PDB = "/apis/policy/v1" + NS + "/poddisruptionbudgets"
+NETPOL = "/apis/networking.k8s.io/v1" + NS + "/networkpolicies"
 ROUTES = "/apis/gateway.networking.k8s.io/v1" + NS + "/httproutes"
 MROS = "/apis/modelrollout.dev/v1alpha1" + NS + "/modelrollouts"
 OWNER = Owner("speech", "ml", "uid-1")
@@ -37,13 +39,14 @@ def api(kube):
     return api
 
 
-def test_ensure_version_applies_service_and_deployment_once(kube, api):
+def test_ensure_version_applies_service_pdb_and_deployment_once(kube, api):
     w = KubeWorkloads(api)
     w.ensure_version(OWNER, "v2", 2, SERVER)
     dep, svc = kube.get(DEPLOY, "speech-v2"), kube.get(SVC, "speech-v2")
     assert dep["spec"]["replicas"] == 2 and svc["spec"]["ports"][0]["name"] == "http"
+    assert kube.get(PDB, "speech-v2")["spec"]["maxUnavailable"] == 1
     applies = [r for r in kube.writes() if r[2] == "application/apply-patch+yaml"]
-    assert len(applies) == 2
+    assert len(applies) == 3
     # Each apply is preceded by a GET (the takeover check); the Service is applied first.
     assert [c for c in api.calls if c[0] == "PATCH"][0] == ("PATCH", "services", 200)
     # The next tick lists (learning the applied hash) and the same ensure writes nothing.
@@ -83,19 +86,29 @@ def test_scale_down_then_ensure_scales_back_up(kube, api):
 def test_delete_version_removes_deployment_and_service_and_tolerates_absence(kube, api):
     w = KubeWorkloads(api)
     w.ensure_version(OWNER, "v1", 1, SERVER)
+    assert kube.get(PDB, "speech-v1") is not None
     w.delete_version("ml", "speech", "v1")
     assert kube.get(DEPLOY, "speech-v1") is None and kube.get(SVC, "speech-v1") is None
+    assert kube.get(PDB, "speech-v1") is None
     w.delete_version("ml", "speech", "v1")  # idempotent
 
 
-def test_router_gets_rbac_service_and_deployment(kube, api):
+def test_router_gets_a_binding_to_the_chart_role_service_pdb_policies_and_deployment(kube, api):
     KubeWorkloads(api).ensure_router(OWNER, "modelrollout/router:dev")
     kinds = sorted(p.split("/")[-2] for p in kube.objects)
-    assert kinds == ["deployments", "rolebindings", "roles", "serviceaccounts", "services"]
-    role = kube.get("/apis/rbac.authorization.k8s.io/v1" + NS + "/roles", "speech-router")
-    resources = {r for rule in role["rules"] for r in rule["resources"]}
-    assert resources == {"modelrollouts", "endpointslices", "pods"}
-    assert all(v in ("get", "list", "watch") for rule in role["rules"] for v in rule["verbs"])
+    assert kinds == ["deployments", "networkpolicies", "networkpolicies", "poddisruptionbudgets",
+                     "rolebindings", "serviceaccounts", "services"], "no Role: the chart's ClusterRole is bound"
+    binding = kube.get("/apis/rbac.authorization.k8s.io/v1" + NS + "/rolebindings", "speech-router")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                  "name": "modelrollout-router"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "speech-router", "namespace": "ml"}]
+    assert kube.get(NETPOL, "speech.model-servers") and kube.get(NETPOL, "speech.router")
+
+
+def test_network_policies_can_be_switched_off(kube, api):
+    from rollout_operator.adapters.manifests import PodSettings
+    KubeWorkloads(api, pods=PodSettings(network_policies=False)).ensure_router(OWNER, "r:1")
+    assert not [p for p in kube.objects if "/networkpolicies/" in p]
 
 
 def test_preview_service_selects_the_candidate(kube, api):

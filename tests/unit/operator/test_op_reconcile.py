@@ -89,6 +89,27 @@ def healthy(version):
     return lambda s: s.get("phase") == "Healthy" and s.get("stableVersion") == version
 
 
+def test_images_are_the_operators_when_the_spec_names_none():
+    w = World()
+    w.settings = Settings(prometheus_url="", model_server_image="registry.example/ml/model-server:7",
+                          router_image="registry.example/ml/router:7")
+    w.run_until(healthy("v1"))
+    assert w.adapters.workloads.routers == {("ml", "speech"): "registry.example/ml/router:7"}
+    (dep,) = w.adapters.workloads.deployments.values()
+    assert dep.server.image == "registry.example/ml/model-server:7"
+
+
+def test_a_pod_field_the_operator_does_not_allow_makes_the_rollout_invalid():
+    spec = copy.deepcopy(SPEC)
+    spec["server"]["env"] = [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "db", "key": "pw"}}}]
+    w = World(spec)
+    w.tick()
+    assert w.status["phase"] == "Invalid"
+    assert "spec.server.env[0].valueFrom" in w.status["message"]
+    assert "--allow-env-value-from" in w.status["message"]
+    assert w.adapters.workloads.deployments == {}, "nothing reaches a pod"
+
+
 def test_first_version_comes_up_with_router_and_full_traffic():
     w = World()
     w.run_until(healthy("v1"))
