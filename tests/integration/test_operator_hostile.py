@@ -1,0 +1,81 @@
+"""Hostile and careless ModelRollouts against the testbed API server: what admission rejects (with the
+field in the message), what only Kubernetes rejects downstream (the rollout ends Invalid naming the
+field instead of retrying with no phase), and objects the operator did not create (never taken over).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from operator_fixtures import api, crd, gates, ns, operator, prom, tb  # noqa: F401 - fixtures
+from operator_harness import apply, kubectl, rollout_manifest, wait_for
+from rollout_operator.adapters.kube import DEPLOYMENTS, MODEL_ROLLOUTS, SERVICES
+
+pytestmark = pytest.mark.integration
+
+BASE = rollout_manifest("speech", "default", "v1")
+
+
+def _changed(change):
+    obj = copy.deepcopy(BASE)
+    change(obj)
+    return obj
+
+
+def _status(api, ns, name="speech"):
+    return (api.get(MODEL_ROLLOUTS, ns, name) or {}).get("status") or {}
+
+
+@pytest.mark.parametrize("manifest, needles", [
+    (_changed(lambda o: o["spec"]["model"].__setitem__("name", 'speech"} or vector(1)')),
+     ["spec.model.name", "should match"]),
+    (_changed(lambda o: o["spec"]["model"].__setitem__("version", "preview")),
+     ["spec.model.version", "must not be 'preview'"]),
+    (_changed(lambda o: o["metadata"].__setitem__("name", "my.model")),
+     ["metadata.name: must be a DNS-1035 label of at most 55 characters"]),
+    (_changed(lambda o: o["spec"]["analysis"].__setitem__("interval", "100ms")),
+     ["spec.analysis.interval", "must be at least 1s"]),
+    (_changed(lambda o: o["spec"]["analysis"].__setitem__("window", "500ms")),
+     ["spec.analysis.window", "must be at least 1s"]),
+    (_changed(lambda o: o["spec"]["analysis"].__setitem__("metrics", [])),
+     ["spec.strategy.canary.steps[].analysis: needs spec.analysis.metrics"]),
+    (_changed(lambda o: o["spec"].__setitem__("trafficRouting", {"router": {"stickyHeader": "X-User: 1"}})),
+     ["spec.trafficRouting.router.stickyHeader", "should match"]),
+    (_changed(lambda o: o["spec"]["analysis"].__setitem__("prometheus", {"address": "http://u:p@prom:9090"})),
+     ["spec.analysis.prometheus.address", "should match"]),
+])
+def test_hostile_manifests_are_rejected_at_admission_naming_the_field(tb, crd, ns, manifest, needles):
+    manifest["metadata"]["namespace"] = ns
+    result = apply(tb, manifest, check=False)
+    assert result.returncode != 0, f"accepted: {yaml.safe_dump(manifest)}"
+    for needle in needles:
+        assert needle in result.stderr, result.stderr
+
+
+def test_an_object_the_operator_did_not_create_is_not_taken_over(tb, api, ns, operator):
+    kubectl(tb, "-n", ns, "create", "service", "clusterip", "speech-v1", "--tcp=80:8080")
+    before = api.get(SERVICES, ns, "speech-v1")
+    apply(tb, rollout_manifest("speech", ns, "v1"))
+    status = wait_for(lambda: _status(api, ns).get("phase") == "Invalid" and _status(api, ns),
+                      "phase Invalid", timeout=120, describe=operator.log_tail)
+    assert status["message"].startswith(f"spec.model.version: Service {ns}/speech-v1 already exists "
+                                        "and is not created by this operator"), status["message"]
+    after = api.get(SERVICES, ns, "speech-v1")
+    assert after["spec"]["selector"] == before["spec"]["selector"]
+    assert not after["metadata"].get("ownerReferences")
+    assert api.get(DEPLOYMENTS, ns, "speech-v1") is None
+
+
+def test_a_spec_only_kubernetes_rejects_ends_invalid_naming_the_field(tb, api, ns, operator):
+    # Valid quantities (admission accepts them) that no Deployment may have: requests above limits.
+    manifest = rollout_manifest("speech", ns, "v1")
+    manifest["spec"]["server"]["resources"] = {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}
+    apply(tb, manifest)
+    status = wait_for(lambda: _status(api, ns).get("phase") == "Invalid" and _status(api, ns),
+                      "phase Invalid", timeout=120, describe=operator.log_tail)
+    assert status["message"].startswith("spec.server.resources: rejected by the API server: "), status["message"]
+    assert "must be less than or equal to cpu limit" in status["message"]
+    assert api.get(DEPLOYMENTS, ns, "speech-v1") is None
