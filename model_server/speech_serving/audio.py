@@ -23,19 +23,30 @@ class AudioError(ValueError):
 
 @dataclass(frozen=True)
 class AudioLimits:
-    """Bounds a single clip must respect (the server's --max-clip-seconds)."""
+    """Bounds a clip and a request must respect (the server's --max-clip-seconds and per-request limits)."""
 
-    max_seconds: float = 30.0
+    max_seconds: float = 30.0  # per clip (--max-clip-seconds)
+    max_clips: int = 64  # per request (--max-clips-per-request)
+    max_total_seconds: float = 120.0  # per request, all clips together (--max-request-audio-seconds)
 
     @property
     def max_samples(self) -> int:
         return int(self.max_seconds * SAMPLE_RATE)
 
 
+_JSON_TYPE_NAMES = {type(None): "null", bool: "true/false", int: "a number", float: "a number", list: "a list",
+                    dict: "an object"}
+
+
+def json_type_name(value: object) -> str:
+    """What a decoded JSON value is, in JSON's words (null, not NoneType) for error messages."""
+    return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+
+
 def decode_base64(text: object, field: str) -> bytes:
     """Decode a base64 string field, with an error that names the field."""
     if not isinstance(text, (str, bytes)):
-        raise AudioError(f"{field}: expected a base64 string, got {type(text).__name__}")
+        raise AudioError(f"{field}: expected a base64 string, got {json_type_name(text)}")
     try:
         # strict a2b_base64 validates in C: half the cost of b64decode(validate=True)'s regex pre-check
         return binascii.a2b_base64(text, strict_mode=True)
@@ -157,6 +168,25 @@ def _check_length(n_samples: int, field: str, limits: AudioLimits) -> None:
     if n_samples > limits.max_samples:
         raise AudioError(
             f"{field}: audio too long: {n_samples / SAMPLE_RATE:.2f} s, limit is {limits.max_seconds:g} s"
+            " per clip (--max-clip-seconds)"
+        )
+
+
+def check_clip_count(n_clips: int, field: str, limits: AudioLimits) -> None:
+    """Refuse a request with more clips than allowed, before any of them is decoded."""
+    if n_clips > limits.max_clips:
+        raise AudioError(
+            f"{field}: {n_clips} clips in one request, limit is {limits.max_clips} (--max-clips-per-request);"
+            " split them over several requests"
+        )
+
+
+def check_total_samples(n_samples: int, limits: AudioLimits) -> None:
+    """Refuse a request whose clips hold more audio together than allowed."""
+    if n_samples > limits.max_total_seconds * SAMPLE_RATE:
+        raise AudioError(
+            f"request audio: {n_samples / SAMPLE_RATE:.2f} s in total, limit is {limits.max_total_seconds:g} s per"
+            " request (--max-request-audio-seconds); split the clips over several requests"
         )
 
 

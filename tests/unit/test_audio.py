@@ -89,8 +89,10 @@ def test_base64_errors_name_the_field():
     assert decode_base64(base64.b64encode(b"abcd").decode(), "f") == b"abcd"
     with pytest.raises(AudioError, match=r"^instances\[0\]\.audio_b64: not valid base64"):
         decode_base64("###not base64###", "instances[0].audio_b64")
-    with pytest.raises(AudioError, match="expected a base64 string, got int"):
+    with pytest.raises(AudioError, match="expected a base64 string, got a number"):  # JSON's words
         decode_base64(12, "f")
+    with pytest.raises(AudioError, match="expected a base64 string, got null"):
+        decode_base64(None, "f")
 
 
 def test_arrays_int16_and_float32_and_their_rejections():

@@ -132,7 +132,7 @@ BAD_REQUESTS = [
     ("empty", V1, {"instances": [{"audio_b64": ""}]}, 400, "empty audio"),
     ("too long", V2, v2_body("INT16", [40000], [0] * 40000), 400, "audio too long: 2.50 s, limit is 2 s"),
     ("wrong dtype", V2, v2_body("FP64", [3], [0.0, 0.1, 0.2]), 400, "wrong datatype FP64, expected BYTES, INT16 or FP32"),
-    ("int16 out of range", V2, v2_body("INT16", [2], [1, 70000]), 400, "data does not fit shape [2] and datatype INT16"),
+    ("int16 out of range", V2, v2_body("INT16", [2], [1, 70000]), 400, "INT16 values must lie in -32768..32767, got 1..70000"),
     ("wrong shape", V2, v2_body("INT16", [1, 2, 2], [0, 0, 0, 0]), 400, "wrong shape [1, 2, 2]"),
     ("shape/data mismatch", V2, v2_body("INT16", [5], [1, 2]), 400, "data does not fit shape [5]"),
     ("two inputs", V2, {"inputs": [v2_body("INT16", [1], [0])["inputs"][0]] * 2}, 400,

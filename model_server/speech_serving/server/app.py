@@ -1,6 +1,7 @@
-"""The HTTP application: KServe's v1/v2 endpoints for a SpeechModel, behind a small ASGI gate.
+"""The HTTP application: an allow-listed set of KServe routes for one SpeechModel, behind a small ASGI gate.
 
-The gate sets x-model-version on every response, bounds request bodies and counts outcomes per protocol.
+The gate refuses paths outside the allow-list, bounds request bodies, sets x-model-version on every
+response and counts inference outcomes per protocol.
 """
 
 from __future__ import annotations
@@ -11,17 +12,13 @@ import time
 import orjson
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, disable_created_metrics, generate_latest
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
-from kserve.errors import InvalidInput, ModelNotFound
 from kserve.model_repository import ModelRepository
 from kserve.protocol.dataplane import DataPlane
-from kserve.protocol.model_repository_extension import ModelRepositoryExtension
-from kserve.protocol.rest.server import RESTServer
 
 from speech_serving.metrics import ServerMetrics
 from speech_serving.server.fastpath import FastInference
 from speech_serving.server.model import SpeechModel
+from speech_serving.server.routes import build_fastapi_app, compute_not_served, match_route
 
 log = logging.getLogger("speech_serving.server")
 VERSION_HEADER = b"x-model-version"
@@ -47,18 +44,20 @@ def compute_outcome(status: int) -> str:
 class InferenceGate:
     """Pure ASGI middleware (no BaseHTTPMiddleware: it costs a task and a queue per request)."""
 
-    def __init__(self, app, metrics: ServerMetrics, version: str, max_request_bytes: int,
+    def __init__(self, app, metrics: ServerMetrics, model_name: str, version: str, max_request_bytes: int,
                  fast: FastInference | None = None):
         self.app = app
         self.fast = fast
         self.metrics = metrics
+        self.model_name = model_name
         self.version_header = (VERSION_HEADER, version.encode())
         self.max_request_bytes = max_request_bytes
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        protocol = compute_protocol(scope["method"], scope["path"])
+        method, path = scope["method"], scope["path"]
+        protocol = compute_protocol(method, path)
         status = [500]
 
         async def send_with_version(message):
@@ -67,25 +66,38 @@ class InferenceGate:
                 message["headers"] = list(message.get("headers", [])) + [self.version_header]
             await send(message)
 
-        if scope["path"] == "/metrics" and scope["method"] == "GET":
-            return await _send_metrics(send_with_version)
-        if protocol is None:
-            return await self.app(scope, receive, send_with_version)
         start = time.perf_counter()
         try:
-            body = await self._read_body(scope, receive)
-            if body is None:
-                await self._reject_too_large(send_with_version)
-            elif self.fast is not None and self.fast.is_handled(scope):
-                await self.fast.handle(scope, body, send_with_version)
-            else:
-                await self.app(scope, _replay(body), send_with_version)
+            await self._dispatch(scope, receive, send_with_version, method, path, protocol)
         finally:
-            self.metrics.count_request(protocol, compute_outcome(status[0]))
-            self.metrics.observe_stage("total", time.perf_counter() - start)
+            if protocol is not None:
+                self.metrics.count_request(protocol, compute_outcome(status[0]))
+                self.metrics.observe_stage("total", time.perf_counter() - start)
+
+    async def _dispatch(self, scope, receive, send, method: str, path: str, protocol: str | None) -> None:
+        match = match_route(method, path)
+        if match.route is None:
+            code, message = compute_not_served(method, path, match)
+            headers = [(b"allow", ", ".join(match.allowed).encode())] if code == 405 else []
+            return await send_error(send, code, message, headers)
+        if match.model is not None and match.model != self.model_name:
+            return await send_error(send, 404, f"model {match.model!r} is not served here; this server serves "
+                                               f"{self.model_name!r}")
+        if path == "/metrics":
+            return await _send_metrics(send)
+        if protocol is None:
+            return await self.app(scope, receive, send)
+        body = await self._read_body(scope, receive)
+        if body is None:
+            await send_error(send, 413, f"request body larger than the limit of {self.max_request_bytes} bytes "
+                                        "(--max-request-bytes); send shorter clips or fewer per request")
+        elif self.fast is not None:
+            await self.fast.handle(scope, body, send)
+        else:
+            await self.app(scope, _replay(body), send)
 
     async def _read_body(self, scope, receive) -> bytes | None:
-        """The whole body, or None when it is larger than allowed (checked before reading when declared)."""
+        """The whole body, or None as soon as it is larger than allowed (before reading it when declared)."""
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > self.max_request_bytes:
                 return None
@@ -100,12 +112,13 @@ class InferenceGate:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    async def _reject_too_large(self, send) -> None:
-        body = orjson.dumps({"error": f"request body larger than the limit of {self.max_request_bytes} bytes "
-                                      "(--max-request-bytes); send shorter clips or fewer per request"})
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+
+async def send_error(send, status: int, message: str, headers: list | None = None) -> None:
+    body = orjson.dumps({"error": message})
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _send_metrics(send) -> None:
@@ -130,33 +143,17 @@ def _replay(body: bytes):
     return receive
 
 
-async def _client_error(_, exc):
-    # KServe's own handler logs a full traceback at ERROR for every bad request; a client error is not ours.
-    log.info("rejected request: %s", exc)
-    status = 404 if isinstance(exc, ModelNotFound) else 400
-    return JSONResponse(status_code=status, content={"error": str(exc)})
-
-
 def build_app(model: SpeechModel, fast_path: bool = True) -> InferenceGate:
-    """KServe's REST endpoints (v1, v2, health, metadata, /metrics) for one loaded model, wrapped in the gate."""
+    """The allow-listed endpoints (routes.py) for one loaded model, wrapped in the gate."""
     if not model.ready:
         model.load()
     # *_created series double every counter/histogram on /metrics and no rollout query reads them.
     disable_created_metrics()
     repository = ModelRepository()
     repository.update(model)
-    dataplane = DataPlane(model_registry=repository)
-    extension = ModelRepositoryExtension(model_registry=repository)
-    app = FastAPI(title="speech-server", docs_url=None, redoc_url=None)
-    # RESTServer only builds a uvicorn config here; we reuse its endpoint and error wiring, not its server,
-    # because it always binds 0.0.0.0 and we must bind --host.
-    rest = RESTServer("speech_serving", dataplane, extension, http_port=model.settings.port)
-    rest._register_endpoints(app)
-    rest._add_exception_handlers(app)
-    app.add_exception_handler(InvalidInput, _client_error)
-    app.add_exception_handler(ModelNotFound, _client_error)
+    app = build_fastapi_app(model, DataPlane(model_registry=repository))
     fast = FastInference(model) if fast_path else None
-    return InferenceGate(app, model.metrics, model.version, model.settings.max_request_bytes, fast)
+    return InferenceGate(app, model.metrics, model.name, model.version, model.settings.max_request_bytes, fast)
 
 
 def build_uvicorn_server(model: SpeechModel) -> uvicorn.Server:

@@ -24,7 +24,12 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     max_clip_seconds: float = 30.0  # longer clips get 400
-    max_request_bytes: int = 8 * 1024 * 1024  # larger bodies get 413
+    # Per-request bounds: one request's memory and pipeline time must not take the server down. Each clip is
+    # scored in at least a 1 s window, so the clip count bounds the work a request of tiny clips causes (a
+    # [20000, 1] INT16 request of 120 kB once took 29 s and 2 GB); the audio seconds bound long clips.
+    max_clips_per_request: int = 64  # more clips in one request get 400
+    max_request_audio_seconds: float = 120.0  # more audio in one request (sum over its clips) gets 400
+    max_request_bytes: int = 8 * 1024 * 1024  # larger bodies get 413, before they are read in full
     max_batch: int = 16  # most clips one adaptive batch may hold
     inference_threads: int = 2  # batches run at once, each on its own thread (ORT releases the GIL)
     ort_threads: int = 1  # onnxruntime intra-op threads per session
@@ -44,6 +49,8 @@ _HELP = {
     "host": "address to bind (the pod IP in a cluster)",
     "port": "TCP port for HTTP",
     "max_clip_seconds": "longest accepted clip in seconds",
+    "max_clips_per_request": "most clips accepted in one request",
+    "max_request_audio_seconds": "most seconds of audio accepted in one request (all its clips together)",
     "max_request_bytes": "largest accepted request body in bytes",
     "max_batch": "most clips run together in one adaptive batch",
     "inference_threads": "pipeline batches that may run at once",
@@ -92,6 +99,9 @@ def validate_settings(s: ServerSettings) -> None:
         (bool(s.model_version), "--model-version", "a non-empty version string"),
         (0 < s.port < 65536, "--port", "a TCP port 1..65535"),
         (s.max_clip_seconds > 0, "--max-clip-seconds", "a positive number of seconds"),
+        (1 <= s.max_clips_per_request <= 10_000, "--max-clips-per-request", "an integer 1..10000"),
+        (s.max_request_audio_seconds >= s.max_clip_seconds, "--max-request-audio-seconds",
+         f"at least --max-clip-seconds ({s.max_clip_seconds:g}), so one clip of the longest length is accepted"),
         (s.max_request_bytes >= 1024, "--max-request-bytes", "at least 1024"),
         (1 <= s.max_batch <= 256, "--max-batch", "an integer 1..256"),
         (1 <= s.inference_threads <= 16, "--inference-threads", "an integer 1..16"),

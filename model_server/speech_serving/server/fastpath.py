@@ -9,11 +9,13 @@ metadata, unknown model names) still goes through KServe's endpoints.
 from __future__ import annotations
 
 import logging
+import struct
 
 import orjson
 from kserve import InferInput, InferRequest, InferResponse
 from kserve.errors import InvalidInput
 
+from speech_serving.server.batching import BatcherClosed
 from speech_serving.server.model import SpeechModel
 
 log = logging.getLogger("speech_serving.server")
@@ -28,11 +30,12 @@ class FastInference:
         self.v1_path = f"/v1/models/{model.name}:predict"
         self.v2_path = f"/v2/models/{model.name}/infer"
 
-    def is_handled(self, scope) -> bool:
-        return scope["method"] == "POST" and scope["path"] in (self.v1_path, self.v2_path)
-
     async def handle(self, scope, body: bytes, send) -> None:
+        """Answer one inference request the gate let through (allow-listed path, this model's name)."""
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        problem = self.model.serving_problem()
+        if problem is not None:
+            return await _send_json(send, 503, {"error": f"model {self.model.name!r} cannot serve: {problem}"})
         try:
             payload = self._decode(scope["path"] == self.v2_path, body, headers)
             response, _ = await self.model(payload, headers)
@@ -42,6 +45,8 @@ class FastInference:
         except InvalidInput as exc:
             log.info("rejected request: %s", exc)
             await _send_json(send, 400, {"error": str(exc)})
+        except BatcherClosed as exc:
+            await _send_json(send, 503, {"error": f"model {self.model.name!r} cannot serve: {exc}"})
         except Exception as exc:  # noqa: BLE001 - any other failure is ours: answer 500 and keep serving
             log.exception("inference failed")
             await _send_json(send, 500, {"error": f"{type(exc).__name__}: {exc}"})
@@ -50,18 +55,19 @@ class FastInference:
         json_length = headers.get(BINARY_HEADER)
         raw = b""
         if is_v2 and json_length is not None:
-            if not json_length.isdigit() or int(json_length) > len(body):
-                raise InvalidInput(f"{BINARY_HEADER}: expected the JSON header's byte length (0..{len(body)}), "
-                                   f"got {json_length!r}")
+            # str.isdigit() is true of '²' and '١', which int() then refuses (once a 500): ASCII digits only.
+            if not (json_length.isascii() and json_length.isdigit()) or int(json_length) > len(body):
+                raise InvalidInput(f"{BINARY_HEADER}: expected the JSON header's byte length as ASCII digits "
+                                   f"(0..{len(body)}), got {json_length!r}")
             body, raw = body[: int(json_length)], body[int(json_length) :]
         try:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise InvalidInput(f"request body: not valid JSON ({exc})") from None
-        return compute_infer_request(parsed, self.model.name, raw) if is_v2 else parsed
+        return compute_infer_request(parsed, self.model.name, raw, self.model.limits.max_clips) if is_v2 else parsed
 
 
-def compute_infer_request(body: object, model_name: str, raw: bytes = b"") -> InferRequest:
+def compute_infer_request(body: object, model_name: str, raw: bytes = b"", max_elements: int = 64) -> InferRequest:
     """A KServe InferRequest from a v2 JSON body (plus binary tensor data), checked as pydantic would.
 
     Binary tensors stay bytes (InferRequest raw_inputs → numpy.frombuffer); KServe's own from_bytes
@@ -69,6 +75,9 @@ def compute_infer_request(body: object, model_name: str, raw: bytes = b"") -> In
     """
     if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
         raise InvalidInput("inputs: expected a JSON object with an 'inputs' list of tensors")
+    _check_optional(body, "id", str, "a string")
+    _check_optional(body, "parameters", dict, "an object")
+    _check_optional(body, "outputs", list, "a list of requested outputs")
     inputs, raw_inputs, offset = [], [], 0
     for i, tensor in enumerate(body["inputs"]):
         field = f"inputs[{i}]"
@@ -77,20 +86,58 @@ def compute_infer_request(body: object, model_name: str, raw: bytes = b"") -> In
         for key, kind in (("name", str), ("datatype", str), ("shape", list)):
             if not isinstance(tensor.get(key), kind):
                 raise InvalidInput(f"{field}.{key}: missing or not a {kind.__name__}")
+        _check_optional(tensor, "parameters", dict, "an object", field + ".")
         params = tensor.get("parameters") or {}
-        size = params.get("binary_data_size") if isinstance(params, dict) else None
-        if isinstance(tensor.get("data"), list):
+        size = params.get("binary_data_size")
+        data = tensor.get("data")
+        if isinstance(data, list):
             raw_inputs.append(None)
-        elif isinstance(size, int) and 0 <= size <= len(raw) - offset:
-            raw_inputs.append(raw[offset : offset + size])
+        elif type(size) is int and 0 <= size <= len(raw) - offset:
+            chunk = raw[offset : offset + size]
             offset += size
+            if tensor["datatype"] == "BYTES":  # elements as data: KServe's reader trusts the length prefixes
+                data = split_bytes_elements(chunk, f"{field} (binary BYTES)", max_elements)
+                raw_inputs.append(None)
+            else:
+                raw_inputs.append(chunk)
         else:
             raise InvalidInput(f"{field}.data: missing or not a list (or parameters.binary_data_size not within "
                                f"the {len(raw) - offset} binary bytes left)")
-        inputs.append(InferInput(tensor["name"], tensor["shape"], tensor["datatype"], tensor.get("data"), params))
-    request_id = body.get("id")
-    return InferRequest(model_name, inputs, request_id=request_id if isinstance(request_id, str) else None,
-                        parameters=body.get("parameters"), raw_inputs=raw_inputs if offset else None)
+        inputs.append(InferInput(tensor["name"], tensor["shape"], tensor["datatype"], data, params))
+    if offset != len(raw):
+        raise InvalidInput(f"binary data: {len(raw) - offset} bytes after the last binary tensor; the inputs' "
+                           f"parameters.binary_data_size must add up to the {len(raw)} bytes after the JSON header")
+    has_raw = any(chunk is not None for chunk in raw_inputs)
+    return InferRequest(model_name, inputs, request_id=body.get("id"), parameters=body.get("parameters"),
+                        raw_inputs=raw_inputs if has_raw else None)
+
+
+def _check_optional(obj: dict, key: str, kind: type, expected: str, prefix: str = "") -> None:
+    if obj.get(key) is not None and not isinstance(obj[key], kind):
+        raise InvalidInput(f"{prefix}{key}: expected {expected}, got {type(obj[key]).__name__}")
+
+
+def split_bytes_elements(raw: bytes, field: str, max_elements: int) -> list[bytes]:
+    """A binary BYTES tensor's elements: each a 4-byte little-endian length, then that many bytes.
+
+    KServe's deserialize_bytes_tensor raises struct.error on a length that lies (a 500) and reads every
+    element before the count is checked; this stops at the first bad prefix or past `max_elements`.
+    """
+    elements, pos = [], 0
+    while pos < len(raw):
+        if len(elements) == max_elements:
+            raise InvalidInput(f"{field}: more than {max_elements} elements; limit is {max_elements} clips per "
+                               "request (--max-clips-per-request)")
+        left = len(raw) - pos
+        if left < 4:
+            raise InvalidInput(f"{field}: element {len(elements)}: {left} bytes left, expected a 4-byte length prefix")
+        (length,) = struct.unpack_from("<I", raw, pos)
+        if length > left - 4:
+            raise InvalidInput(f"{field}: element {len(elements)}: length prefix says {length} bytes, only "
+                               f"{left - 4} follow within parameters.binary_data_size")
+        elements.append(raw[pos + 4 : pos + 4 + length])
+        pos += 4 + length
+    return elements
 
 
 async def _send_json(send, status: int, content) -> None:

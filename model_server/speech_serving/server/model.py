@@ -19,7 +19,8 @@ from speech_serving.server.config import ServerSettings, resolve_model_uri
 from speech_serving.server.payloads import (
     V2_INPUT,
     compute_v1_response,
-    decode_json_body,     compute_v2_outputs,
+    compute_v2_outputs,
+    decode_json_body,
     parse_v1,
     parse_v2,
 )
@@ -32,7 +33,10 @@ class SpeechModel(Model):
         super().__init__(settings.model_name)
         self.settings = settings
         self.version = settings.model_version
-        self.limits = AudioLimits(max_seconds=settings.max_clip_seconds)
+        self.limits = AudioLimits(
+            max_seconds=settings.max_clip_seconds, max_clips=settings.max_clips_per_request,
+            max_total_seconds=settings.max_request_audio_seconds,
+        )
         self.pipeline = pipeline
         self.metrics: ServerMetrics | None = None
         self.batcher: AdaptiveBatcher | None = None
@@ -46,6 +50,17 @@ class SpeechModel(Model):
         )
         self.ready = True
         return self.ready
+
+    def serving_problem(self) -> str | None:
+        """Why this model cannot answer inference (None when it can); liveness, readiness and inference read it.
+
+        Every state named here is permanent for the process, so liveness failing (a restart) is the remedy.
+        """
+        if not self.ready:
+            return "the model is not loaded (or was stopped)"
+        if self.batcher is None or self.batcher.closed:
+            return "the pipeline workers are stopped"
+        return None
 
     def stop(self) -> None:
         if self.batcher is not None:
