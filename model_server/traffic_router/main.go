@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
@@ -63,9 +62,7 @@ func run(cfg settings.Settings, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("--host/--port: cannot listen on %s:%d: %v", cfg.Host, cfg.Port, err)
 	}
-	// ReadTimeout bounds a slow client's upload; --request-timeout bounds the upstream exchange.
-	srv := &http.Server{Handler: router, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: cfg.RequestTimeout,
-		IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10}
+	srv := proxy.NewServer(cfg, router)
 	log.Info("router listening", "address", ln.Addr().String(), "rollout", cfg.Rollout,
 		"namespace", cfg.Namespace, "static_config", cfg.StaticConfig)
 	errc := make(chan error, 1)

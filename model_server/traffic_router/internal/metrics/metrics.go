@@ -21,9 +21,18 @@ const (
 
 // Rejection reasons (router_rejected_total{reason}).
 const (
-	TooLarge   = "too_large"
-	Overloaded = "overloaded"
-	Timeout    = "timeout"
+	TooLarge    = "too_large"    // 413: body over --max-request-bytes
+	Overloaded  = "overloaded"   // 503: --max-concurrency requests in flight
+	Timeout     = "timeout"      // 504: no answer within --request-timeout
+	BodyTimeout = "body_timeout" // 408: body not received within --body-read-timeout
+	BufferFull  = "buffer_full"  // 503: bodies held reached --max-buffered-request-bytes
+	BadRequest  = "bad_request"  // 400/404: unreadable body, or a path the router does not forward
+)
+
+// Reasons a shadow copy is dropped (router_mirror_dropped_total{reason}).
+const (
+	DropQueueFull = "queue_full" // --mirror-queue copies already waiting
+	DropBytes     = "bytes"      // the copy would take the queue over --mirror-max-queued-bytes
 )
 
 var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
@@ -44,7 +53,7 @@ type Metrics struct {
 	MirrorPercent *prometheus.GaugeVec
 	PanicRouting  *prometheus.GaugeVec
 	MirrorReqs    *prometheus.CounterVec
-	MirrorDropped prometheus.Counter
+	MirrorDropped map[string]prometheus.Counter // by DropQueueFull / DropBytes
 	Comparisons   *prometheus.CounterVec
 	SegmentComps  *prometheus.CounterVec
 	ConfDelta     *prometheus.HistogramVec
@@ -71,7 +80,7 @@ func New(rollout string) *Metrics {
 		Requests:      c("router_requests_total", "Requests routed, by version, role and outcome.", "rollout", "version", "role", "outcome"),
 		RequestBytes:  c("router_request_bytes_total", "Request body bytes forwarded.", "rollout", "version"),
 		ResponseBytes: c("router_response_bytes_total", "Response body bytes returned.", "rollout", "version"),
-		Rejected:      c("router_rejected_total", "Requests the router answered itself: too_large (413), overloaded (503), timeout (504).", "rollout", "reason"),
+		Rejected:      c("router_rejected_total", "Requests the router answered itself: too_large (413), overloaded or buffer_full (503), timeout (504), body_timeout (408), bad_request (400/404).", "rollout", "reason"),
 		Retries:       c("router_upstream_retries_total", "Requests retried on another endpoint after a connection failure.", "rollout", "version"),
 		MirrorReqs:    c("router_mirror_requests_total", "Shadow copies sent, by outcome.", "rollout", "version", "outcome"),
 		Comparisons:   c("router_shadow_comparisons_total", "Shadow answers compared with the stable answer.", "rollout", "stable_version", "candidate_version", "result"),
@@ -94,16 +103,23 @@ func New(rollout string) *Metrics {
 	}
 	inFlight := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "router_in_flight_requests",
 		Help: "Requests being served."}, []string{"rollout"})
-	dropped := c("router_mirror_dropped_total", "Shadow copies dropped because the mirror queue was full.", "rollout")
+	dropped := c("router_mirror_dropped_total", "Shadow copies dropped: queue_full (--mirror-queue) or bytes (--mirror-max-queued-bytes).", "rollout", "reason")
 	m.InFlight = inFlight.WithLabelValues(rollout)
-	m.MirrorDropped = dropped.WithLabelValues(rollout)
+	m.MirrorDropped = map[string]prometheus.Counter{
+		DropQueueFull: dropped.WithLabelValues(rollout, DropQueueFull), DropBytes: dropped.WithLabelValues(rollout, DropBytes)}
 	m.Registry.MustRegister(m.Requests, m.Duration, m.RequestBytes, m.ResponseBytes, inFlight, m.Rejected,
 		m.Retries, m.Weight, m.MirrorPercent, m.PanicRouting, m.MirrorReqs, dropped, m.Comparisons, m.SegmentComps, m.ConfDelta,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	for _, reason := range []string{TooLarge, Overloaded, Timeout} {
+	for _, reason := range []string{TooLarge, Overloaded, Timeout, BodyTimeout, BufferFull, BadRequest} {
 		m.Rejected.WithLabelValues(rollout, reason) // export zeros so rate() has a series from the start
 	}
 	return m
+}
+
+// ObserveBytes exports a gauge read from fn at scrape time (the memory budgets in use).
+func (m *Metrics) ObserveBytes(name, help string, fn func() int64) {
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help,
+		ConstLabels: prometheus.Labels{"rollout": m.Rollout}}, func() float64 { return float64(fn()) }))
 }
 
 // For returns the cached series of (version, role).

@@ -1,5 +1,7 @@
-// Forwarding path: read the body once (so it can be retried and mirrored), send it to one
-// endpoint of the chosen version, retry once elsewhere only if no HTTP answer came back.
+// Forwarding path: read the bounded body before taking a concurrency slot, then hand the
+// request to httputil.ReverseProxy (hop-by-hop headers, forwarding headers, 1xx, trailers),
+// whose transport picks an endpoint of the chosen version and tries a second one only when
+// the first attempt provably never left the router.
 package proxy
 
 import (
@@ -9,7 +11,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
+	"net/http/httputil"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"modelrollout.dev/traffic-router/internal/backend"
@@ -20,27 +25,61 @@ import (
 
 var errNoEndpoints = errors.New("no ready endpoints")
 
-// hopHeaders are connection-scoped (RFC 9110 §7.6.1) and must not be forwarded.
-var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
-	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+// answerGrace is how long after --request-timeout the router may still write to the client,
+// so that a 504 naming the flag can be sent before the write deadline closes the connection.
+const answerGrace = time.Second
 
-// Request bodies are not pooled on purpose: the transport may still be reading one after
-// RoundTrip returns (an early answer), so a reused buffer could corrupt a request in flight.
-var copyPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+// exchange is one forwarded request as the ReverseProxy hooks see it (through the context).
+type exchange struct {
+	body      []byte
+	version   string
+	role      split.Role
+	vm        *metrics.VersionMetrics
+	clientCtx context.Context // the client's own request context: done = nobody to answer
+	capture   bool            // mirrored: keep the outbound header and the stable answer
+	status    int             // the backend's status; 0 until an answer came
+	header    http.Header     // outbound header (hop-by-hop stripped) for the shadow copy
+	answer    answerBody
+}
+
+type exchangeKey struct{}
+
+func exchangeOf(req *http.Request) *exchange { return req.Context().Value(exchangeKey{}).(*exchange) }
+
+// newReverseProxy is the one ReverseProxy all requests share; per-request state travels in
+// the request context as an *exchange.
+func (r *Router) newReverseProxy() *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite:        r.rewrite,
+		Transport:      upstream{r},
+		ModifyResponse: r.decorateResponse,
+		ErrorHandler:   r.answerUpstreamError,
+		BufferPool:     bufferPool{},
+		ErrorLog:       newStdLogger(r.log),
+	}
+}
 
 func (r *Router) forward(w http.ResponseWriter, req *http.Request) {
+	start := time.Now()
+	if msg, code := refusePath(req.URL.Path); code != 0 {
+		r.metrics.Reject(metrics.BadRequest)
+		writeError(w, code, msg)
+		return
+	}
+	// The body is read before a slot is taken, so slow uploads cost a connection and the
+	// bytes they actually sent (bounded by --max-buffered-request-bytes), not capacity.
+	body, held, err := r.readBody(w, req)
+	defer r.bodies.Release(held)
+	if err != nil {
+		r.rejectBody(w, req, err)
+		return
+	}
 	if !r.tryAcquire(w) {
 		return
 	}
 	defer func() { <-r.slots }()
 	r.metrics.InFlight.Inc()
 	defer r.metrics.InFlight.Dec()
-	start := time.Now()
-	body, err := r.readBody(req)
-	if err != nil {
-		r.rejectBody(w, err)
-		return
-	}
 	s := r.split.Load()
 	if s == nil {
 		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("no traffic split yet for ModelRollout %s/%s: "+
@@ -48,25 +87,28 @@ func (r *Router) forward(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	role, version, mirrored := decideRoute(s, req)
-	vm := r.metrics.For(version, string(role))
-	vm.RequestBytes.Add(float64(len(body)))
-	ctx, cancel := context.WithTimeout(req.Context(), r.cfg.RequestTimeout)
+	ex := &exchange{body: body, version: version, role: role, vm: r.metrics.For(version, string(role)),
+		clientCtx: req.Context(), capture: mirrored}
+	ex.vm.RequestBytes.Add(float64(len(body)))
+	ex.answer.limit = r.cfg.MirrorMaxBodyBytes
+	ctx, cancel := context.WithTimeout(context.WithValue(req.Context(), exchangeKey{}, ex), r.cfg.RequestTimeout)
 	defer cancel()
-	resp, err := r.roundTrip(ctx, req, body, version, vm)
-	if err != nil {
-		r.answerUpstreamError(w, req, err, version, vm, start)
-		return
+	// A client reading the answer slowly must not hold the slot past the deadline either.
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(r.cfg.RequestTimeout + answerGrace))
+	defer func() { // also when ReverseProxy aborts a half-copied answer (panic ErrAbortHandler)
+		ex.vm.ResponseBytes.Add(float64(ex.answer.n))
+		ex.vm.Duration.Observe(time.Since(start).Seconds())
+	}()
+	r.rp.ServeHTTP(w, req.WithContext(ctx))
+	if ex.status == 0 {
+		return // answered by answerUpstreamError
 	}
-	defer resp.Body.Close()
-	captured := r.writeResponse(w, resp, version, role, vm, mirrored)
-	vm.Outcomes[metrics.OutcomeOf(resp.StatusCode)].Inc()
-	vm.Duration.Observe(time.Since(start).Seconds())
-	if mirrored {
-		r.offerMirror(req, body, s, resp.StatusCode, captured)
+	if mirrored && ex.header != nil {
+		r.offerMirror(req, ex, s)
 	}
 	if r.cfg.AccessLog {
 		r.log.Info("request", "method", req.Method, "path", req.URL.Path, "version", version, "role", role,
-			"status", resp.StatusCode, "duration_ms", float64(time.Since(start).Microseconds())/1000)
+			"status", ex.status, "duration_ms", float64(time.Since(start).Microseconds())/1000)
 	}
 }
 
@@ -85,54 +127,43 @@ func (r *Router) tryAcquire(w http.ResponseWriter) bool {
 	}
 }
 
-type tooLargeError struct{ limit int64 }
-
-func (e tooLargeError) Error() string {
-	return fmt.Sprintf("request body larger than %d bytes (limit --max-request-bytes=%d); "+
-		"send shorter audio or split it into several requests", e.limit, e.limit)
+// rewrite shapes the outbound request: ReverseProxy has already removed the hop-by-hop
+// headers (RFC 9110 §7.6.1, including those named in Connection) and the client's forwarding
+// headers; the router adds its own and the buffered body.
+func (r *Router) rewrite(pr *httputil.ProxyRequest) {
+	ex := exchangeOf(pr.In)
+	// Keep the chain a proxy in front (an ingress) started; SetXForwarded appends the peer.
+	pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
+	pr.SetXForwarded()
+	// No protocol upgrades (websocket, h2c): a hijacked connection would escape
+	// --request-timeout and the slot, and no KServe endpoint needs one.
+	if pr.Out.Header.Get("Upgrade") != "" {
+		pr.Out.Header.Del("Upgrade")
+		pr.Out.Header.Del("Connection")
+	}
+	pr.Out.URL.Scheme = "http"
+	pr.Out.Host = pr.In.Host
+	// The body is sent from the buffer with its exact length, whatever framing the client
+	// used (chunked, or chunked plus Content-Length), so the backend cannot parse it differently.
+	pr.Out.ContentLength = int64(len(ex.body))
+	pr.Out.TransferEncoding, pr.Out.Trailer = nil, nil
+	pr.Out.Body, pr.Out.GetBody = nil, nil
 }
 
-// readBody reads the whole body, refusing more than the limit.
-func (r *Router) readBody(req *http.Request) ([]byte, error) {
-	limit := r.cfg.MaxRequestBytes
-	if req.ContentLength > limit {
-		return nil, tooLargeError{limit}
-	}
-	size := int64(4 << 10)
-	if req.ContentLength >= 0 {
-		size = req.ContentLength + 1 // +1 so a correct length ends in one read plus EOF
-	}
-	buf := bytes.NewBuffer(make([]byte, 0, size))
-	if _, err := buf.ReadFrom(io.LimitReader(req.Body, limit+1)); err != nil {
-		return nil, fmt.Errorf("could not read the request body: %w", err)
-	}
-	if int64(buf.Len()) > limit {
-		return nil, tooLargeError{limit}
-	}
-	return buf.Bytes(), nil
-}
+// upstream is the ReverseProxy's transport: endpoint choice, ejection and the one retry.
+type upstream struct{ r *Router }
 
-func (r *Router) rejectBody(w http.ResponseWriter, err error) {
-	var tl tooLargeError
-	if errors.As(err, &tl) {
-		r.metrics.Reject(metrics.TooLarge)
-		writeError(w, http.StatusRequestEntityTooLarge, err.Error())
-		return
+// RoundTrip sends to one endpoint of the exchange's version. Only when that attempt never got
+// a connection (refused, connect timeout) is the endpoint ejected and another one tried: once
+// a connection was handed to the request, its bytes may have reached the backend, and a POST
+// must not run twice. Failures after that are neither retried nor ejected, so a request that
+// makes backends drop the connection cannot eject them all. An HTTP answer, even a 5xx, is final.
+func (u upstream) RoundTrip(out *http.Request) (*http.Response, error) {
+	ex := exchangeOf(out)
+	if ex.capture {
+		ex.header = out.Header.Clone()
 	}
-	writeError(w, http.StatusBadRequest, err.Error())
-}
-
-// roundTrip sends to one endpoint; if no HTTP answer comes back (refused, reset) it ejects
-// that endpoint and tries once more on another. An HTTP answer, even a 5xx, is final.
-func (r *Router) roundTrip(ctx context.Context, in *http.Request, body []byte, version string,
-	vm *metrics.VersionMetrics) (*http.Response, error) {
-	pool := r.Pools.Pool(version)
-	for _, h := range hopHeaders {
-		in.Header.Del(h)
-	}
-	// A nil-valued Idempotency-Key marks the request replayable on a stale keep-alive
-	// connection without sending the header (documented net/http behaviour).
-	in.Header["Idempotency-Key"] = nil
+	pool := u.r.Pools.Pool(ex.version)
 	var failed *backend.Endpoint
 	var lastErr error = errNoEndpoints
 	for attempt := 0; attempt < 2; attempt++ {
@@ -141,109 +172,134 @@ func (r *Router) roundTrip(ctx context.Context, in *http.Request, body []byte, v
 			return nil, lastErr
 		}
 		if failed != nil {
-			vm.Retries.Inc()
+			ex.vm.Retries.Inc()
 		}
-		out, err := http.NewRequestWithContext(ctx, in.Method, "http://"+ep.Addr+in.URL.RequestURI(), bytes.NewReader(body))
-		if err != nil {
-			return nil, err
-		}
-		out.Header, out.Host = in.Header, in.Host
-		resp, err := r.transport.RoundTrip(out)
+		var connected atomic.Bool // hooks may run on the transport's goroutines
+		trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { connected.Store(true) }}
+		resp, err := u.r.transport.RoundTrip(attemptRequest(out, ep.Addr, ex.body, trace))
 		if err == nil {
 			return resp, nil
 		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
+		if out.Context().Err() != nil {
+			return nil, out.Context().Err()
 		}
-		ep.Eject(time.Now(), r.cfg.EjectDuration)
-		r.log.Warn("endpoint failed, ejected", "version", version, "endpoint", ep.Addr,
-			"eject_for", r.cfg.EjectDuration.String(), "error", err.Error())
+		if connected.Load() {
+			u.r.log.Warn("endpoint failed after the request was sent; not retried", "version", ex.version,
+				"endpoint", ep.Addr, "error", err.Error())
+			return nil, err
+		}
+		ep.Eject(time.Now(), u.r.cfg.EjectDuration)
+		u.r.log.Warn("endpoint failed, ejected", "version", ex.version, "endpoint", ep.Addr,
+			"eject_for", u.r.cfg.EjectDuration.String(), "error", err.Error())
 		failed, lastErr = ep, err
 	}
 	return nil, lastErr
 }
 
-func (r *Router) answerUpstreamError(w http.ResponseWriter, req *http.Request, err error, version string,
-	vm *metrics.VersionMetrics, start time.Time) {
-	if req.Context().Err() != nil {
-		return // the client went away; nobody to answer
+// attemptRequest is the outbound request aimed at one endpoint, with a fresh body reader.
+// GetBody lets the transport itself replay the body when it found a pooled connection dead
+// before writing anything (its own, equally safe, retry).
+func attemptRequest(out *http.Request, addr string, body []byte, trace *httptrace.ClientTrace) *http.Request {
+	req := out.WithContext(httptrace.WithClientTrace(out.Context(), trace))
+	u := *out.URL
+	u.Host = addr
+	req.URL = &u
+	if len(body) > 0 {
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	}
-	vm.Outcomes[metrics.Unavailable].Inc()
-	vm.Duration.Observe(time.Since(start).Seconds())
-	service := r.cfg.Rollout + "-" + version
+	return req
+}
+
+// decorateResponse adds the version headers and counts (and, when mirrored, keeps) the body
+// as ReverseProxy copies it to the client.
+func (r *Router) decorateResponse(resp *http.Response) error {
+	ex := exchangeOf(resp.Request)
+	ex.status = resp.StatusCode
+	ex.vm.Outcomes[metrics.OutcomeOf(resp.StatusCode)].Inc()
+	h := resp.Header
+	if h.Get("X-Model-Version") == "" {
+		h.Set("X-Model-Version", ex.version)
+	}
+	h.Set("X-Modelrollout-Role", string(ex.role))
+	ex.answer.rc, ex.answer.capture = resp.Body, ex.capture
+	resp.Body = &ex.answer
+	return nil
+}
+
+// answerBody counts the answer's bytes and, with capture, keeps up to limit of them for the
+// shadow comparison (kept is nil once the answer is larger).
+type answerBody struct {
+	rc      io.ReadCloser
+	capture bool
+	limit   int64
+	n       int64
+	kept    []byte
+	over    bool
+}
+
+func (a *answerBody) Read(p []byte) (int, error) {
+	m, err := a.rc.Read(p)
+	a.n += int64(m)
+	if a.capture && !a.over && m > 0 {
+		if int64(len(a.kept)+m) > a.limit {
+			a.over, a.kept = true, nil
+		} else {
+			a.kept = append(a.kept, p[:m]...)
+		}
+	}
+	return m, err
+}
+
+func (a *answerBody) Close() error { return a.rc.Close() }
+
+// answerUpstreamError answers when no HTTP answer came back: 504 on --request-timeout, 503
+// without endpoints, 502 otherwise.
+func (r *Router) answerUpstreamError(w http.ResponseWriter, out *http.Request, err error) {
+	ex := exchangeOf(out)
+	ex.status = 0
+	service := r.cfg.Rollout + "-" + ex.version
+	if ex.clientCtx.Err() != nil {
+		// The client closed its side: not the backend's failure, so not counted. Still
+		// answered, as a client that only half-closed reads on and would get an empty 200.
+		writeError(w, http.StatusBadGateway, fmt.Sprintf("request to version %s canceled: the client "+
+			"closed its connection before the answer", ex.version))
+		return
+	}
+	ex.vm.Outcomes[metrics.Unavailable].Inc()
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
 		r.metrics.Reject(metrics.Timeout)
 		writeError(w, http.StatusGatewayTimeout, fmt.Sprintf("version %s did not answer within "+
-			"--request-timeout=%s", version, r.cfg.RequestTimeout))
+			"--request-timeout=%s", ex.version, r.cfg.RequestTimeout))
 	case errors.Is(err, errNoEndpoints):
 		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("no ready endpoints for version %s "+
-			"(Service %s has none)%s", version, service, r.panicHint(r.Pools.Pool(version))))
+			"(Service %s has none)%s", ex.version, service, r.panicHint(r.Pools.Pool(ex.version))))
 	default:
 		writeError(w, http.StatusBadGateway, fmt.Sprintf("could not reach version %s (Service %s): %v",
-			version, service, err))
+			ex.version, service, err))
 	}
 }
 
-// writeResponse copies status, headers and body; returns the body when it must be kept
-// for a shadow comparison (mirrored and not larger than --mirror-max-body-bytes).
-func (r *Router) writeResponse(w http.ResponseWriter, resp *http.Response, version string, role split.Role,
-	vm *metrics.VersionMetrics, capture bool) []byte {
-	h := w.Header()
-	for k, vv := range resp.Header {
-		h[k] = vv
-	}
-	for _, k := range hopHeaders {
-		h.Del(k)
-	}
-	if h.Get("X-Model-Version") == "" {
-		h.Set("X-Model-Version", version)
-	}
-	h.Set("X-Modelrollout-Role", string(role))
-	w.WriteHeader(resp.StatusCode)
-	n, kept := copyBody(w, resp.Body, capture, r.cfg.MirrorMaxBodyBytes)
-	vm.ResponseBytes.Add(float64(n))
-	return kept
-}
-
-// copyBody streams the answer to the client; with capture it also keeps up to limit bytes
-// (nil when the body was larger) for the shadow comparison.
-func copyBody(w io.Writer, body io.Reader, capture bool, limit int64) (int64, []byte) {
-	var kept *bytes.Buffer
-	if capture {
-		kept = &bytes.Buffer{}
-	}
-	bufp := copyPool.Get().(*[]byte)
-	defer copyPool.Put(bufp)
-	var n int64
-	for {
-		m, err := body.Read(*bufp)
-		if m > 0 {
-			n += int64(m)
-			if _, werr := w.Write((*bufp)[:m]); werr != nil {
-				break
-			}
-			if kept != nil && int64(kept.Len()+m) <= limit {
-				kept.Write((*bufp)[:m])
-			} else {
-				kept = nil
-			}
-		}
-		if err != nil {
-			break
+func (r *Router) offerMirror(req *http.Request, ex *exchange, s *split.Split) {
+	var stableBody []byte
+	if !ex.answer.over {
+		stableBody = ex.answer.kept
+		if stableBody == nil {
+			stableBody = []byte{}
 		}
 	}
-	if kept == nil {
-		return n, nil
-	}
-	return n, kept.Bytes()
-}
-
-func (r *Router) offerMirror(req *http.Request, body []byte, s *split.Split, status int, stableBody []byte) {
-	header := req.Header.Clone()
 	r.mirror.Offer(shadow.Job{
-		Method: req.Method, URI: req.URL.RequestURI(), Header: header,
-		Body: body, StableVersion: s.Stable.Version, StableStatus: status,
+		Method: req.Method, URI: req.URL.RequestURI(), Header: ex.header,
+		Body: ex.body, StableVersion: s.Stable.Version, StableStatus: ex.status,
 		StableBody: stableBody, MirrorVersion: s.Mirror.Version,
 	})
 }
+
+// bufferPool lends ReverseProxy its copy buffers (32 KiB, like the transport's).
+type bufferPool struct{}
+
+var copyPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *copyPool.Get().(*[]byte) }
+func (bufferPool) Put(b []byte) { copyPool.Put(&b) }

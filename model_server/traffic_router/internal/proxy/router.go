@@ -1,19 +1,23 @@
 // Package proxy is the router's HTTP front: limits, the per-request version choice, forwarding
-// with one retry on connection failure, response headers, metrics, health and readiness.
+// with one retry when a connection could not be made, response headers, metrics, health and
+// readiness. Reading order: router.go, request.go (what a client may send), forward.go.
 package proxy
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
+	stdlog "log"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httputil"
 	"sync/atomic"
 	"time"
 
 	"modelrollout.dev/traffic-router/internal/backend"
+	"modelrollout.dev/traffic-router/internal/budget"
 	"modelrollout.dev/traffic-router/internal/metrics"
 	"modelrollout.dev/traffic-router/internal/settings"
 	"modelrollout.dev/traffic-router/internal/shadow"
@@ -28,7 +32,9 @@ type Router struct {
 	metrics   *metrics.Metrics
 	mirror    *shadow.Mirror
 	transport *http.Transport
+	rp        *httputil.ReverseProxy
 	slots     chan struct{} // bounded concurrency: a token per request in flight
+	bodies    *budget.Bytes // request body bytes held by all requests (--max-buffered-request-bytes)
 	draining  atomic.Bool
 	metricsH  http.Handler
 	log       *slog.Logger
@@ -37,26 +43,51 @@ type Router struct {
 // New builds a router; the mirror workers live as long as ctx.
 func New(ctx context.Context, cfg settings.Settings, m *metrics.Metrics, log *slog.Logger) *Router {
 	r := &Router{cfg: cfg, Pools: &backend.Registry{PanicRouting: cfg.PanicRouting}, metrics: m, log: log,
-		transport: NewTransport(cfg), slots: make(chan struct{}, cfg.MaxConcurrency), metricsH: m.Handler()}
-	r.mirror = shadow.New(ctx, cfg.MirrorQueue, cfg.MirrorWorkers, cfg.MirrorTimeout, r.Pools,
-		r.transport, m, log)
+		transport: NewTransport(cfg), slots: make(chan struct{}, cfg.MaxConcurrency), metricsH: m.Handler(),
+		bodies: budget.New(cfg.MaxBufferedBytes)}
+	r.rp = r.newReverseProxy()
+	r.mirror = shadow.New(ctx, shadow.Limits{Queue: cfg.MirrorQueue, MaxBytes: cfg.MirrorMaxBytes,
+		Workers: cfg.MirrorWorkers, Timeout: cfg.MirrorTimeout, MaxAnswer: cfg.MirrorMaxBodyBytes},
+		r.Pools, r.transport, m, log)
+	m.ObserveBytes("router_buffered_request_bytes", "Request body bytes held now (limit --max-buffered-request-bytes).",
+		r.bodies.InUse)
+	m.ObserveBytes("router_mirror_queued_bytes", "Bytes held by waiting and running shadow copies (limit --mirror-max-queued-bytes).",
+		r.mirror.QueuedBytes)
 	return r
+}
+
+// newStdLogger routes ReverseProxy's own messages (e.g. a failed copy to the client) into slog.
+func newStdLogger(log *slog.Logger) *stdlog.Logger {
+	return slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 }
 
 // NewTransport is a keep-alive pool sized for many requests per endpoint. Compression is off
 // so bodies and Accept-Encoding pass through unchanged.
 func NewTransport(cfg settings.Settings) *http.Transport {
 	return &http.Transport{
-		DialContext:           (&net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:          0,
-		MaxIdleConnsPerHost:   cfg.MaxIdleConnsPerEP,
-		IdleConnTimeout:       90 * time.Second,
-		DisableCompression:    true,
-		ForceAttemptHTTP2:     false,
-		ResponseHeaderTimeout: 0, // the per-request context carries the timeout
-		WriteBufferSize:       32 << 10,
-		ReadBufferSize:        32 << 10,
+		DialContext:         (&net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        0,
+		MaxIdleConnsPerHost: cfg.MaxIdleConnsPerEP,
+		// Below the backends' keep-alive timeout, so the router closes an idle connection before
+		// the backend does: a POST on a connection the backend is closing is not retried.
+		IdleConnTimeout:        cfg.UpstreamIdleTimeout,
+		DisableCompression:     true,
+		ForceAttemptHTTP2:      false,
+		ResponseHeaderTimeout:  0, // the per-request context carries the timeout, body included
+		MaxResponseHeaderBytes: 64 << 10,
+		WriteBufferSize:        32 << 10,
+		ReadBufferSize:         32 << 10,
 	}
+}
+
+// NewServer is the client-facing HTTP server with the router's client limits: headers within
+// --read-header-timeout and --max-header-bytes (431 above), the body within
+// --body-read-timeout (set per request by readBody; ReadTimeout is the backstop for requests
+// the router answers itself, e.g. a body sent to /metrics).
+func NewServer(cfg settings.Settings, h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		ReadTimeout: cfg.ReadHeaderTimeout + cfg.BodyReadTimeout, IdleTimeout: 120 * time.Second,
+		MaxHeaderBytes: cfg.MaxHeaderBytes, ErrorLog: newStdLogger(slog.Default())}
 }
 
 // SetSplit installs a new split; requests already forwarded keep the version they got.

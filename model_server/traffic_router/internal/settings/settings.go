@@ -16,29 +16,35 @@ import (
 
 // Settings are the router's tunables; defaults are documented in docs/router.md.
 type Settings struct {
-	Rollout            string        // ModelRollout name; also the metrics' rollout label
-	Namespace          string        // namespace of the ModelRollout and its EndpointSlices
-	Host               string        // bind address (the pod IP in a cluster)
-	Port               int           // bind port
-	StaticConfig       string        // JSON file replacing the watch (split and/or endpoints); empty = watch only
-	EndpointsSource    string        // "endpointslices" (default) or "pods" (ready pods by label)
-	StableVersion      string        // fallback stable version when the status cannot be read
-	InitialSyncTimeout time.Duration // wait this long for the status before deciding the safe default
-	MaxRequestBytes    int64         // larger request bodies get 413
-	RequestTimeout     time.Duration // whole upstream exchange; exceeded before headers -> 504
-	MaxConcurrency     int           // in-flight requests above this get 503
-	ConnectTimeout     time.Duration // TCP connect timeout to a backend
-	EjectDuration      time.Duration // how long an endpoint that failed to connect is skipped
-	PanicRouting       bool          // route to not-ready endpoints while a version has no ready one
-	MaxIdleConnsPerEP  int           // keep-alive pool size per backend endpoint
-	MirrorQueue        int           // shadow jobs waiting; beyond this they are dropped
-	MirrorWorkers      int           // concurrent shadow requests
-	MirrorTimeout      time.Duration // timeout of one shadow request
-	MirrorMaxBodyBytes int64         // larger stable answers are not compared
-	ShutdownDelay      time.Duration // keep serving (readiness failing) this long after SIGTERM
-	ShutdownGrace      time.Duration // drain time after SIGTERM
-	LogLevel           string        // debug|info|warn|error
-	AccessLog          bool          // one JSON line per request (costly at high rates)
+	Rollout             string        // ModelRollout name; also the metrics' rollout label
+	Namespace           string        // namespace of the ModelRollout and its EndpointSlices
+	Host                string        // bind address (the pod IP in a cluster)
+	Port                int           // bind port
+	StaticConfig        string        // JSON file replacing the watch (split and/or endpoints); empty = watch only
+	EndpointsSource     string        // "endpointslices" (default) or "pods" (ready pods by label)
+	StableVersion       string        // fallback stable version when the status cannot be read
+	InitialSyncTimeout  time.Duration // wait this long for the status before deciding the safe default
+	MaxRequestBytes     int64         // larger request bodies get 413
+	MaxBufferedBytes    int64         // request body bytes held by all requests together; 503 above
+	BodyReadTimeout     time.Duration // the whole body must arrive within this after the headers; 408 after
+	ReadHeaderTimeout   time.Duration // the request line and headers must arrive within this (slowloris)
+	MaxHeaderBytes      int           // request line plus headers; 431 above
+	RequestTimeout      time.Duration // whole upstream exchange; exceeded before headers -> 504
+	MaxConcurrency      int           // in-flight requests above this get 503
+	ConnectTimeout      time.Duration // TCP connect timeout to a backend
+	EjectDuration       time.Duration // how long an endpoint that failed to connect is skipped
+	PanicRouting        bool          // route to not-ready endpoints while a version has no ready one
+	MaxIdleConnsPerEP   int           // keep-alive pool size per backend endpoint
+	UpstreamIdleTimeout time.Duration // close idle backend connections before the backend does
+	MirrorQueue         int           // shadow jobs waiting; beyond this they are dropped
+	MirrorMaxBytes      int64         // bytes held by queued and running shadow jobs; beyond this they are dropped
+	MirrorWorkers       int           // concurrent shadow requests
+	MirrorTimeout       time.Duration // timeout of one shadow request
+	MirrorMaxBodyBytes  int64         // larger stable answers are not compared
+	ShutdownDelay       time.Duration // keep serving (readiness failing) this long after SIGTERM
+	ShutdownGrace       time.Duration // drain time after SIGTERM
+	LogLevel            string        // debug|info|warn|error
+	AccessLog           bool          // one JSON line per request (costly at high rates)
 }
 
 // EnvName is the environment variable that sets a flag: --max-request-bytes -> ROUTER_MAX_REQUEST_BYTES.
@@ -57,13 +63,19 @@ func newFlagSet(s *Settings) *flag.FlagSet {
 	fs.StringVar(&s.StableVersion, "stable-version", "", "version that gets all traffic when the ModelRollout status cannot be read")
 	fs.DurationVar(&s.InitialSyncTimeout, "initial-sync-timeout", 5*time.Second, "how long to wait for the status before routing all traffic to --stable-version")
 	fs.Int64Var(&s.MaxRequestBytes, "max-request-bytes", 8<<20, "largest request body accepted (413 above)")
+	fs.Int64Var(&s.MaxBufferedBytes, "max-buffered-request-bytes", 256<<20, "request body bytes all requests together may hold in memory (being read or in flight); 503 above")
+	fs.DurationVar(&s.BodyReadTimeout, "body-read-timeout", 30*time.Second, "time a client has to send the whole request body after its headers (408 after)")
+	fs.DurationVar(&s.ReadHeaderTimeout, "read-header-timeout", 10*time.Second, "time a client has to send the request line and headers (the connection is closed after)")
+	fs.IntVar(&s.MaxHeaderBytes, "max-header-bytes", 64<<10, "largest request line plus headers accepted (431 above)")
 	fs.DurationVar(&s.RequestTimeout, "request-timeout", 30*time.Second, "per-request upstream timeout (504 when exceeded)")
 	fs.IntVar(&s.MaxConcurrency, "max-concurrency", 1024, "requests in flight before new ones get 503")
 	fs.DurationVar(&s.ConnectTimeout, "connect-timeout", time.Second, "TCP connect timeout to a backend endpoint")
 	fs.DurationVar(&s.EjectDuration, "eject-duration", 10*time.Second, "how long an endpoint that failed to connect is skipped")
 	fs.BoolVar(&s.PanicRouting, "panic-routing", true, "when a version has no ready endpoint, route to its not-ready ones (terminating-but-serving first) instead of answering 503")
 	fs.IntVar(&s.MaxIdleConnsPerEP, "max-idle-conns-per-endpoint", 256, "keep-alive connections kept per backend endpoint")
+	fs.DurationVar(&s.UpstreamIdleTimeout, "upstream-idle-timeout", 60*time.Second, "idle keep-alive connections to backends are closed after this; keep it below the backends' own keep-alive timeout (KServe: 65s)")
 	fs.IntVar(&s.MirrorQueue, "mirror-queue", 256, "shadow requests waiting for a worker; more are dropped and counted")
+	fs.Int64Var(&s.MirrorMaxBytes, "mirror-max-queued-bytes", 64<<20, "memory (request plus stable answer bytes) all waiting and running shadow copies may hold; more are dropped and counted")
 	fs.IntVar(&s.MirrorWorkers, "mirror-workers", 8, "concurrent shadow requests")
 	fs.DurationVar(&s.MirrorTimeout, "mirror-timeout", 10*time.Second, "timeout of one shadow request")
 	fs.Int64Var(&s.MirrorMaxBodyBytes, "mirror-max-body-bytes", 1<<20, "stable answers larger than this are not compared")
@@ -129,6 +141,10 @@ func (s Settings) Validate() error {
 		bad("port", "expected 1..65535, got %d", s.Port)
 	}
 	errs = append(errs, s.validateNumbers()...)
+	if s.MaxRequestBytes >= 1 && s.MaxBufferedBytes < s.MaxRequestBytes {
+		bad("max-buffered-request-bytes", "%d is below --max-request-bytes=%d, so a body of the allowed size "+
+			"could never be read; expected at least %d", s.MaxBufferedBytes, s.MaxRequestBytes, s.MaxRequestBytes)
+	}
 	switch s.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -149,7 +165,8 @@ func (s Settings) validateNumbers() []error {
 	positiveDur := map[string]time.Duration{
 		"initial-sync-timeout": s.InitialSyncTimeout, "request-timeout": s.RequestTimeout,
 		"connect-timeout": s.ConnectTimeout, "eject-duration": s.EjectDuration,
-		"mirror-timeout": s.MirrorTimeout,
+		"mirror-timeout": s.MirrorTimeout, "body-read-timeout": s.BodyReadTimeout,
+		"read-header-timeout": s.ReadHeaderTimeout, "upstream-idle-timeout": s.UpstreamIdleTimeout,
 	}
 	for _, name := range sortedKeys(positiveDur) {
 		if positiveDur[name] <= 0 {
@@ -166,6 +183,8 @@ func (s Settings) validateNumbers() []error {
 		"max-request-bytes": s.MaxRequestBytes, "max-concurrency": int64(s.MaxConcurrency),
 		"max-idle-conns-per-endpoint": int64(s.MaxIdleConnsPerEP), "mirror-queue": int64(s.MirrorQueue),
 		"mirror-workers": int64(s.MirrorWorkers), "mirror-max-body-bytes": s.MirrorMaxBodyBytes,
+		"max-buffered-request-bytes": s.MaxBufferedBytes, "mirror-max-queued-bytes": s.MirrorMaxBytes,
+		"max-header-bytes": int64(s.MaxHeaderBytes),
 	}
 	for _, name := range sortedKeys(positiveInt) {
 		if positiveInt[name] < 1 {

@@ -1,17 +1,20 @@
-// Mirror worker pool: a bounded queue of shadow jobs, drained by a fixed number of workers,
-// so a slow or dead mirror version can never hold up a user's request.
+// Mirror worker pool: a queue of shadow jobs bounded by count and by bytes, drained by a fixed
+// number of workers, so a slow or dead mirror version can never hold up a user's request nor
+// grow the router's memory past --mirror-max-queued-bytes.
 package shadow
 
 import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"time"
 
 	"modelrollout.dev/traffic-router/internal/backend"
+	"modelrollout.dev/traffic-router/internal/budget"
 	"modelrollout.dev/traffic-router/internal/metrics"
 )
 
@@ -25,11 +28,27 @@ type Job struct {
 	StableStatus  int
 	StableBody    []byte // nil when the stable answer was too large to compare
 	MirrorVersion string
+	size          int64 // Size(), fixed when offered
+}
+
+// Size is what the job holds in memory, as counted against --mirror-max-queued-bytes: the
+// request and stable bodies plus the header bytes (keys and values; map overhead ignored).
+func (j Job) Size() int64 {
+	n := int64(len(j.Body) + len(j.StableBody) + len(j.Method) + len(j.URI))
+	for k, vv := range j.Header {
+		n += int64(len(k))
+		for _, v := range vv {
+			n += int64(len(v))
+		}
+	}
+	return n
 }
 
 // Mirror owns the queue and the workers.
 type Mirror struct {
 	queue     chan Job
+	bytes     *budget.Bytes // held by queued and running jobs
+	maxAnswer int64         // shadow answers larger than this are not compared (--mirror-max-body-bytes)
 	pools     *backend.Registry
 	transport http.RoundTripper
 	metrics   *metrics.Metrics
@@ -37,26 +56,46 @@ type Mirror struct {
 	log       *slog.Logger
 }
 
-// New starts `workers` goroutines that live until ctx ends.
-func New(ctx context.Context, queue, workers int, timeout time.Duration, pools *backend.Registry,
-	rt http.RoundTripper, m *metrics.Metrics, log *slog.Logger) *Mirror {
-	mr := &Mirror{queue: make(chan Job, queue), pools: pools, transport: rt, metrics: m, timeout: timeout, log: log}
-	for range workers {
+// Limits bound the mirror: jobs waiting, bytes they hold, concurrency, time and answer size.
+type Limits struct {
+	Queue     int           // jobs waiting (--mirror-queue)
+	MaxBytes  int64         // bytes held by waiting and running jobs (--mirror-max-queued-bytes)
+	Workers   int           // concurrent shadow requests (--mirror-workers)
+	Timeout   time.Duration // one shadow request, answer included (--mirror-timeout)
+	MaxAnswer int64         // largest shadow answer read for comparison (--mirror-max-body-bytes)
+}
+
+// New starts lim.Workers goroutines that live until ctx ends.
+func New(ctx context.Context, lim Limits, pools *backend.Registry, rt http.RoundTripper, m *metrics.Metrics,
+	log *slog.Logger) *Mirror {
+	mr := &Mirror{queue: make(chan Job, lim.Queue), bytes: budget.New(lim.MaxBytes), maxAnswer: lim.MaxAnswer,
+		pools: pools, transport: rt, metrics: m, timeout: lim.Timeout, log: log}
+	for range lim.Workers {
 		go mr.work(ctx)
 	}
 	return mr
 }
 
-// Offer enqueues without blocking; a full queue drops the job and counts it.
+// Offer enqueues without blocking; a job that would take the queue over its count or its
+// bytes is dropped and counted by reason.
 func (mr *Mirror) Offer(j Job) bool {
+	j.size = j.Size()
+	if !mr.bytes.TryTake(j.size) {
+		mr.metrics.MirrorDropped[metrics.DropBytes].Inc()
+		return false
+	}
 	select {
 	case mr.queue <- j:
 		return true
 	default:
-		mr.metrics.MirrorDropped.Inc()
+		mr.bytes.Release(j.size)
+		mr.metrics.MirrorDropped[metrics.DropQueueFull].Inc()
 		return false
 	}
 }
+
+// QueuedBytes is what waiting and running jobs hold now (router_mirror_queued_bytes).
+func (mr *Mirror) QueuedBytes() int64 { return mr.bytes.InUse() }
 
 func (mr *Mirror) work(ctx context.Context) {
 	for {
@@ -65,6 +104,7 @@ func (mr *Mirror) work(ctx context.Context) {
 			return
 		case j := <-mr.queue:
 			mr.handle(ctx, j)
+			mr.bytes.Release(j.size) // the job's bodies are garbage from here on
 		}
 	}
 }
@@ -133,6 +173,11 @@ func (mr *Mirror) send(ctx context.Context, j Job) (int, []byte, error) {
 		return 0, nil, err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	// Bounded like the stable side: a candidate answering megabytes (or without end) costs at
+	// most maxAnswer+1 bytes per worker and counts as an unreadable answer.
+	body, err := io.ReadAll(io.LimitReader(resp.Body, mr.maxAnswer+1))
+	if err == nil && int64(len(body)) > mr.maxAnswer {
+		err = fmt.Errorf("shadow answer larger than %d bytes (limit --mirror-max-body-bytes)", mr.maxAnswer)
+	}
 	return resp.StatusCode, body, err
 }
