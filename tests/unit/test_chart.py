@@ -107,6 +107,11 @@ def test_default_deployment_is_secure_single_replica_recreate():
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert pod["serviceAccountName"] == "mr-modelrollout"
+    # The token is needed (it is the operator's API identity); nothing else is injected, and the
+    # read-only root filesystem leaves only a bounded /tmp to write.
+    assert pod["automountServiceAccountToken"] is True and pod["enableServiceLinks"] is False
+    assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    assert pod["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
 
 
 def _settings_from_container(container: dict, pod_ip: str = "127.0.0.9"):
