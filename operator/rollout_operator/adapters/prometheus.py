@@ -7,12 +7,14 @@ Every query has a total deadline (connect, send and the whole answer), not only 
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
+import socket
+import threading
 import time
 from typing import Any, Callable
-
-import urllib3
+from urllib.parse import urlencode, urlsplit
 
 from ..domain.analysis import Measurement, MeasurementKind
 from ..domain.observations import QueryRequest
@@ -21,7 +23,6 @@ QueryHook = Callable[[str], None]  # called with the outcome: value | noData | e
 # An instant query answered with one number is a few hundred bytes; 1 MiB leaves room for
 # error bodies and many-series answers (which are errors anyway) and bounds what one read costs.
 MAX_ANSWER_BYTES = 1 << 20
-_CHUNK = 64 * 1024
 
 
 class DeadlineExceeded(Exception):
@@ -67,15 +68,15 @@ def compute_measurement(result: Any) -> Measurement:
 
 
 class PrometheusMetrics:
-    """One connection pool for every address; no retries or redirects (the next tick is the retry,
-    and a redirect could send the query to a server the rollout did not name)."""
+    """A fresh connection per query (a handful per analysis interval), no retries and no redirects
+    (the next tick is the retry, and a redirect could send the query to a server the rollout did
+    not name)."""
 
     def __init__(self, timeout: float = 10.0, on_query: QueryHook | None = None,
                  max_answer_bytes: int = MAX_ANSWER_BYTES) -> None:
-        self._timeout = timeout  # total seconds per query
+        self._timeout = timeout  # total seconds per query: connect, send, headers and body
         self._on_query = on_query
         self._max_bytes = max_answer_bytes
-        self._pool = urllib3.PoolManager(retries=False)  # thread-safe; kopf ticks in threads
 
     def fetch_scalar(self, address: str, query: str) -> Measurement:
         """Runs one instant query and judges the answer."""
@@ -89,26 +90,40 @@ class PrometheusMetrics:
         return measurement
 
     def _fetch(self, address: str, query: str, deadline: float) -> tuple[int, bytes]:
-        """(HTTP status, body) read under the total deadline and the size bound."""
-        response = self._pool.request(
-            "GET", address.rstrip("/") + "/api/v1/query", fields={"query": query},
-            headers={"Accept": "application/json"}, preload_content=False, redirect=False,
-            timeout=urllib3.Timeout(connect=_remaining(deadline, self._timeout),
-                                    read=_remaining(deadline, self._timeout)))
+        """(HTTP status, body), or DeadlineExceeded/AnswerTooLarge.
+
+        Socket timeouts bound each read, not the whole answer: a server can send one byte per
+        read forever, in the headers or the body. A watchdog shuts the socket down at the
+        deadline, which ends whatever read is waiting."""
+        url = urlsplit(address.rstrip("/"))
+        kind = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+        conn = kind(url.hostname or "", url.port, timeout=self._timeout)
+        expired, sockets = threading.Event(), []  # sockets: the one to shut down at the deadline
+        watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), _expire, (sockets, expired))
+        watchdog.daemon = True
+        watchdog.start()
         try:
-            body = bytearray()
-            # read1: at most one socket read per call, so the deadline is checked between reads
-            # however slowly the bytes come (read(n) would wait for all n).
-            while chunk := response.read1(_CHUNK):
-                body += chunk
-                if len(body) > self._max_bytes:
-                    raise AnswerTooLarge(f"answer larger than {self._max_bytes} bytes")
-                if time.monotonic() > deadline:
-                    raise DeadlineExceeded(f"no complete answer within {self._timeout:g}s "
-                                           f"({len(body)} bytes so far)")
-            return response.status, bytes(body)
+            conn.connect()
+            # Kept here: http.client drops conn.sock when the answer says Connection: close.
+            sockets.append(conn.sock)
+            if expired.is_set():  # the watchdog fired before it had the socket
+                raise DeadlineExceeded(f"no complete answer within {self._timeout:g}s")
+            conn.request("GET", f"{url.path}/api/v1/query?{urlencode({'query': query})}",
+                         headers={"Accept": "application/json"})
+            response = conn.getresponse()
+            body = response.read(self._max_bytes + 1)
+        except (OSError, http.client.HTTPException):
+            if expired.is_set():
+                raise DeadlineExceeded(f"no complete answer within {self._timeout:g}s") from None
+            raise
         finally:
-            response.release_conn() if response.isclosed() else response.close()
+            watchdog.cancel()
+            conn.close()
+        if expired.is_set():  # the shutdown can also look like an early end of the body
+            raise DeadlineExceeded(f"no complete answer within {self._timeout:g}s")
+        if len(body) > self._max_bytes:
+            raise AnswerTooLarge(f"answer larger than {self._max_bytes} bytes")
+        return response.status, body
 
     def fetch_measurement(self, address: str, request: QueryRequest) -> Measurement:
         """The metric's value with the sample count from its companion query."""
@@ -141,12 +156,19 @@ def compute_answer(status: int, body: bytes, source: str = "Prometheus") -> Meas
     return compute_measurement(data.get("result") if isinstance(data, dict) else None)
 
 
-def _remaining(deadline: float, cap: float) -> float:
-    return max(0.001, min(cap, deadline - time.monotonic()))
+def _expire(sockets: list[socket.socket], expired: threading.Event) -> None:
+    """At the deadline: wake whatever read waits on the query's socket (before it connected,
+    the connect timeout bounds the wait)."""
+    expired.set()
+    for sock in sockets:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:  # already closed: the query ended as the deadline passed
+            pass
 
 
 def _describe(err: Exception) -> str:
     """A one-line reason: the exception's class says what kind of failure it was."""
-    if isinstance(err, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError)):
-        return _short(f"ConnectionError: {err}", 300)
+    if isinstance(err, (ConnectionError, socket.gaierror)):
+        return _short(f"ConnectionError: {type(err).__name__}: {err}", 300)
     return _short(f"{type(err).__name__}: {err}", 300)

@@ -87,11 +87,14 @@ class TricklingPrometheus:
     """A loopback HTTP server that answers every request with a valid Prometheus answer, one
     byte every `delay` seconds: each read sees progress, so only a total deadline stops it."""
 
-    def __init__(self, answer: Answer | None = None, delay: float = 0.05) -> None:
+    def __init__(self, answer: Answer | None = None, delay: float = 0.05,
+                 endless_header: bool = False) -> None:
         code, body = answer or vector(0.5)
         self.body = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.head = (f"HTTP/1.1 {code} OK\r\nContent-Type: application/json\r\n"
                      f"Content-Length: {len(self.body)}\r\nConnection: close\r\n\r\n").encode()
+        if endless_header:  # a header line that never ends: the answer's body never starts
+            self.head, self.body = b"HTTP/1.1 200 OK\r\nX-Slow: ", b"a" * 10_000_000
         self.delay = delay
         self.connections = 0
         self._stop = threading.Event()

@@ -87,6 +87,14 @@ def test_an_answer_trickling_in_is_stopped_by_the_total_deadline():
     assert "DeadlineExceeded: no complete answer within 0.5s" in m.message
 
 
+def test_headers_trickling_in_are_stopped_by_the_total_deadline():
+    # One header byte per 10 ms in a line that never ends: reads progress, the headers never do.
+    with TricklingPrometheus(delay=0.01, endless_header=True) as slow:
+        m = PrometheusMetrics(timeout=0.5).fetch_measurement(slow.url, REQUEST)
+    assert m.kind is MeasurementKind.ERROR
+    assert "DeadlineExceeded: no complete answer within 0.5s" in m.message
+
+
 def test_a_deeply_nested_error_body_is_an_error_measurement(prom):
     nested = b'{"status": "error", "error": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     prom.answers = {Q: (400, nested)}
