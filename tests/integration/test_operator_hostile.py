@@ -46,6 +46,8 @@ def _status(api, ns, name="speech"):
      ["spec.trafficRouting.router.stickyHeader", "should match"]),
     (_changed(lambda o: o["spec"]["analysis"].__setitem__("prometheus", {"address": "http://u:p@prom:9090"})),
      ["spec.analysis.prometheus.address", "should match"]),
+    (_changed(lambda o: o["spec"].__setitem__("trafficRouting", {"gatewayAPI": {"httpRoute": "../../secrets/x"}})),
+     ["spec.trafficRouting.gatewayAPI.httpRoute", "should match"]),
 ])
 def test_hostile_manifests_are_rejected_at_admission_naming_the_field(tb, crd, ns, manifest, needles):
     manifest["metadata"]["namespace"] = ns

@@ -114,6 +114,8 @@ SCHEMA_REJECTS = {
         "prometheus", {"address": "http://u:p@prom:9090"}),
     "prometheus address not http": lambda s: s["analysis"].__setitem__(
         "prometheus", {"address": "gopher://prom:70"}),
+    "httpRoute that is a path": lambda s: s.__setitem__(
+        "trafficRouting", {"gatewayAPI": {"httpRoute": "../../secrets/x"}}),
     # What reaches pods (pod_policy.py): shapes the schema can check without the operator's flags.
     "image with a space": lambda s: s["server"].__setitem__("image", "registry.example/m:1 --privileged"),
     "router image uppercase": lambda s: s["trafficRouting"]["router"].__setitem__("image", "Evil/router"),

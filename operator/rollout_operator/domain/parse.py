@@ -29,6 +29,9 @@ _HEADER_NAME_RE = re.compile(HEADER_NAME_PATTERN)
 PROMETHEUS_ADDRESS_PATTERN = (r"^https?://[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?"
                               r"(/[-A-Za-z0-9._~/]*)?$")
 _PROMETHEUS_ADDRESS_RE = re.compile(PROMETHEUS_ADDRESS_PATTERN)
+# A DNS-1123 subdomain: what Kubernetes allows as an object name.
+OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+_OBJECT_NAME_RE = re.compile(OBJECT_NAME_PATTERN)
 # The operator ticks about once a second: checks cannot usefully run more often, and a
 # rate() over less than a second holds at most one scrape.
 MIN_INTERVAL = timedelta(seconds=1)
@@ -280,8 +283,13 @@ def _parse_traffic_routing(spec: Mapping[str, Any], policy: PodPolicy) -> Traffi
             replicas=f.read_int(body, "replicas", here, default=1, lo=1, hi=20) or 1,
             image=resolve_image(f.read_str(body, "image", here, max_len=512), policy.router_image,
                                 policy, f"{here}.image")))
+    http_route = f.read_str(body, "httpRoute", here, required=True) or ""
+    if not _OBJECT_NAME_RE.match(http_route):
+        # It becomes part of the REST path the operator reads and patches.
+        raise SpecError(f"{here}.httpRoute", "must be a Kubernetes object name (lowercase letters, "
+                        f"digits, '-' and '.'), got {f.show(http_route)}")
     return TrafficRoutingSpec(router=None, gateway_api=GatewayAPISpec(
-        http_route=f.read_str(body, "httpRoute", here, required=True) or "",
+        http_route=http_route,
         port=f.read_int(body, "port", here, default=8080, lo=1, hi=65535) or 8080))
 
 

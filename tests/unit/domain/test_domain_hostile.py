@@ -96,6 +96,10 @@ def test_window_is_not_escaped_it_is_a_duration_the_operator_formats():
      "spec.analysis.metrics[0].query", "{{model}} must be inside a double-quoted label value"),
     (("analysis", "metrics"), [{"name": "q", "query": "sum(x{model=`{{model}}`})", "max": 1}],
      "spec.analysis.metrics[0].query", "{{model}} must be inside a double-quoted label value"),
+    (("trafficRouting",), {"gatewayAPI": {"httpRoute": "../../../api/v1/namespaces/kube-system/secrets/x"}},
+     "spec.trafficRouting.gatewayAPI.httpRoute", "must be a Kubernetes object name"),
+    (("trafficRouting",), {"gatewayAPI": {"httpRoute": "route?dryRun=All"}},
+     "spec.trafficRouting.gatewayAPI.httpRoute", "must be a Kubernetes object name"),
     (("analysis", "metrics"), [], "spec.strategy.canary.steps[3].analysis",
      "needs spec.analysis.metrics: with no metric it would pass without checking anything"),
 ])
