@@ -246,14 +246,14 @@ def _node_step(step: str, fn, *args):
     """Runs one step of the node's start; a failure names the step."""
     try:
         return fn(*args)
-    except (node_host.NodeError, TestbedError, OSError) as exc:
+    except (node_host.NodeError, TestbedError, OSError, ValueError) as exc:
         raise TestbedError(f"real node, step '{step}': {exc}") from None
 
 
 def _import_images(lay: Layout, b: Binaries, clock: _Clock) -> None:
     pause_archive = node_config.node_dir(lay) / "pause.oci.tar"
     write_image_archive(pause_archive, node_config.PAUSE_IMAGE, b.pause, "/pause")
-    archives = [pause_archive, *sorted(images_dir().glob("*.tar"))]
+    archives = [pause_archive, *node_config.find_image_archives(images_dir())]
     for archive in archives:
         node_host.import_image_archive(lay, archive)
     node_host.tag_docker_io_names(lay)

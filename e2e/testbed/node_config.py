@@ -20,6 +20,19 @@ CONTAINERD_NAMESPACE = "k8s.io"  # the containerd namespace the CRI plugin uses
 CHART_IMAGES = ("modelrollout/operator:dev", "modelrollout/model-server:dev", "modelrollout/router:dev")
 
 
+def find_image_archives(directory: Path) -> list[Path]:
+    """The OCI archives `make images` exported: those its index.json lists (images.<x>.archive),
+    else every *.tar in `directory`."""
+    try:
+        index = json.loads((directory / "index.json").read_text())
+        return sorted(Path(entry["archive"]) for entry in index["images"].values())
+    except FileNotFoundError:
+        return sorted(directory.glob("*.tar"))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{directory / 'index.json'}: expected {{\"images\": {{<name>: {{\"archive\": "
+                         f"<path>}}}}}} as `make images` writes it ({exc}); rerun `make images`") from None
+
+
 def cri_name(image: str) -> str:
     """The fully qualified name the CRI looks an image up by (`modelrollout/router:dev` ->
     `docker.io/modelrollout/router:dev`), as Docker's reference normalisation does."""

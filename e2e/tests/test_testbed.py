@@ -343,3 +343,34 @@ def _is_zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_down_removes_the_real_nodes_host_state_and_up_restores_it(layout):
+    """On the main instance itself (one real node per machine): after `down` no container or
+    node process, no mount under the state dir, no cni-* netns, no cni0, no KUBE-* chain, no
+    kubepods cgroup, no node address, sysctls as before; `up` brings it all back.
+    Runs last in the e2e tier (the file's last test), so the restart costs the other tests nothing."""
+    from e2e.testbed import node_config, node_host
+
+    if not layout.is_real_node:
+        pytest.skip(f"the main instance runs in {layout.node_mode} mode ({paths.NODE_MODE_ENV})")
+    before_up = json.loads((layout.state_dir / "node" / "host-before-up.json").read_text())["sysctls"]
+    assert node_host.is_bridge_present() and node_host.iptables_chains() and node_host.cni_netns(), \
+        "the running real node should have its bridge, chains and pod netns"
+    env = {**os.environ, paths.STATE_DIR_ENV: str(layout.state_dir)}
+    try:
+        run_testbed("down", env)
+        left = node_host.find_leftovers(layout)
+        assert left == [], f"host state left after down: {left}"
+        assert not layout.state_dir.exists()
+        # find_leftovers is the code under test too: check the main points independently.
+        assert not Path(f"/sys/class/net/{node_config.BRIDGE}").exists()
+        assert not list(Path("/run/netns").glob("cni-*"))
+        assert "KUBE-" not in subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
+        assert "KUBE-" not in subprocess.run(["ip6tables-save"], capture_output=True, text=True).stdout
+        assert not list(Path("/sys/fs/cgroup/memory").glob("kubepods*"))
+        assert not [a for a in listening_sockets() if a.startswith(f"{layout.node_ip}:")]
+        assert {k: (Path("/proc/sys") / k).read_text().strip() for k in node_host.SYSCTLS} == before_up
+    finally:
+        run_testbed("up", env)
+    assert testbed_cluster.is_up(layout)
