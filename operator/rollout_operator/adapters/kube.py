@@ -72,6 +72,11 @@ class ResourceRef:
     plural: str
 
     def path(self, namespace: str, name: str = "", sub: str = "") -> str:
+        for part in (namespace, name):
+            # Names come from specs: '/', '..' or '?' would address another object (the HTTP
+            # client resolves dot segments), so refuse them here whatever validated them.
+            if any(c in part for c in "/?#%") or part in (".", ".."):
+                raise ValueError(f"not a Kubernetes object name: {part!r}")
         base = f"{self.prefix}/namespaces/{namespace}/{self.plural}"
         if name:
             base += f"/{name}"
