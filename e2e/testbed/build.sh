@@ -15,6 +15,11 @@ START=$(date +%s)
 
 log() { printf '[testbed-bin %4ss] %s\n' "$(( $(date +%s) - START ))" "$*"; }
 
+# A failed build names its step once, at the end, after the compiler's own output.
+STEP="start"
+trap 'rc=$?; if [ "$rc" -ne 0 ]; then log "FAILED at step: $STEP (exit $rc); the error is above"; fi' EXIT
+step() { STEP="$1"; shift; "$@"; }
+
 # Runs `go build|install -v ...` and prints one progress line per 100 compiled packages,
 # because a cold Kubernetes build compiles a few thousand packages over many minutes.
 go_progress() {
@@ -187,16 +192,16 @@ main() {
   log "Go: $(go version | cut -d' ' -f3-); cache: $CACHE"
   mkdir -p "$BIN" "$SHARE"
   # `build.sh helm`: only helm, which the fast unit tier needs for the chart tests.
-  if [ "${1:-}" = helm ]; then build_helm; return; fi
-  fetch_kwok_stages
-  fetch_gateway_api_crds
-  build_etcd
-  go_install_tool kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION"
-  build_helm
-  build_prometheus
-  build_kubernetes
-  build_pause
-  build_kubernetes_node
+  if [ "${1:-}" = helm ]; then step "helm $HELM_VERSION" build_helm; return; fi
+  step "kwok stage configs" fetch_kwok_stages
+  step "Gateway API CRDs" fetch_gateway_api_crds
+  step "etcd $ETCD_VERSION" build_etcd
+  step "kwok $KWOK_VERSION" go_install_tool kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION"
+  step "helm $HELM_VERSION" build_helm
+  step "Prometheus $PROMETHEUS_VERSION" build_prometheus
+  step "kubernetes $K8S_VERSION (control plane, kubectl)" build_kubernetes
+  step "pod sandbox binary (gobuild/pause)" build_pause
+  step "kubelet, kube-proxy $K8S_VERSION" build_kubernetes_node
   log "all testbed binaries ready under $BIN"
 }
 

@@ -184,3 +184,29 @@ def test_a_container_over_its_memory_limit_is_oom_killed(cluster, api, layout):
         assert last.restart_count >= 1
     finally:
         core.delete_namespace(ns)
+
+
+def test_pods_reach_the_api_through_its_service_ip_and_prometheus_at_the_node_ip(cluster, api, layout, operator):
+    """From inside the operator's container: the `kubernetes` Service's ClusterIP (kube-proxy's
+    NAT to the API server on the node address) with the pod's own token, and Prometheus."""
+    pod = _operator_pod(api)
+    probe = (
+        "import os, ssl, urllib.request\n"
+        "sa = '/var/run/secrets/kubernetes.io/serviceaccount'\n"
+        "ctx = ssl.create_default_context(cafile=f'{sa}/ca.crt')\n"
+        "host, port = os.environ['KUBERNETES_SERVICE_HOST'], os.environ['KUBERNETES_SERVICE_PORT']\n"
+        "req = urllib.request.Request(f'https://{host}:{port}/version',\n"
+        "    headers={'Authorization': 'Bearer ' + open(f'{sa}/token').read()})\n"
+        "print(host, urllib.request.urlopen(req, context=ctx, timeout=10).status)\n"
+        "print(urllib.request.urlopen(os.environ['PROM'] + '/-/ready', timeout=10).status)\n")
+    out = scenario.run_tool(cluster, cluster.kubectl, "exec", "-n", pod.metadata.namespace,
+                            pod.metadata.name, "--", "env", f"PROM={layout.prometheus_url}",
+                            "python3", "-c", probe, timeout=60).stdout.split()
+    assert out == ["10.0.0.1", "200", "200"], out
+
+
+def test_kubectl_logs_reads_the_real_containers_output(cluster, api, operator):
+    pod = _operator_pod(api)
+    logs = scenario.run_tool(cluster, cluster.kubectl, "logs", "-n", pod.metadata.namespace,
+                             pod.metadata.name, "--tail=200", timeout=60).stdout
+    assert "kopf" in logs, logs[-2000:]

@@ -319,3 +319,40 @@ def test_listeners_cover_the_node_only_in_real_mode(tmp_path):
     assert {name for _, _, name in process} == {"etcd", "kube-apiserver", "kube-controller-manager",
                                                  "kube-scheduler", "kwok", "prometheus"}
     assert all(addr == "127.0.0.1" for addr, _, _ in process)
+
+
+def test_real_node_refuses_to_start_without_root_naming_the_way_out(monkeypatch, tmp_path):
+    from e2e.testbed import node_host
+
+    monkeypatch.setattr(node_host.os, "geteuid", lambda: 1000)
+    with pytest.raises(node_host.NodeError, match=f"needs root.*{paths.NODE_MODE_ENV}=process"):
+        node_host.check_host(_real_layout(tmp_path))
+
+
+def test_image_archives_come_from_the_index_and_a_bad_index_says_so(tmp_path):
+    import json
+
+    from e2e.testbed.node_config import find_image_archives
+
+    (tmp_path / "stray.tar").write_bytes(b"")
+    assert find_image_archives(tmp_path) == [tmp_path / "stray.tar"]
+    (tmp_path / "index.json").write_text(json.dumps({"images": {
+        "router": {"archive": str(tmp_path / "router.oci.tar")},
+        "operator": {"archive": str(tmp_path / "operator.oci.tar")}}}))
+    assert find_image_archives(tmp_path) == [tmp_path / "operator.oci.tar", tmp_path / "router.oci.tar"]
+    (tmp_path / "index.json").write_text(json.dumps({"images": {"router": {"path": "x"}}}))
+    with pytest.raises(ValueError, match="index.json.*rerun `make images`"):
+        find_image_archives(tmp_path)
+
+
+def test_iptables_leftover_parsing_finds_the_nodes_chains_and_jumps(monkeypatch):
+    from e2e.testbed import node_host
+
+    rules = "\n".join([
+        "-P INPUT ACCEPT", "-N KUBE-SERVICES", "-N KUBE-FORWARD", "-N CNI-HOSTPORT-DNAT", "-N OTHER",
+        '-A INPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+        "-A FORWARD -j OTHER", "-A KUBE-FORWARD -j ACCEPT", "-A OUTPUT -j CNI-HOSTPORT-DNAT"])
+    monkeypatch.setattr(node_host, "_run", lambda *a, **k: node_host.subprocess.CompletedProcess(a, 0, rules, ""))
+    chains, jumps = node_host._chains("iptables", "filter")
+    assert chains == ["KUBE-SERVICES", "KUBE-FORWARD", "CNI-HOSTPORT-DNAT"]
+    assert jumps == [rules.splitlines()[5], "-A OUTPUT -j CNI-HOSTPORT-DNAT"]
