@@ -168,6 +168,8 @@ CEL_CASES = {
                                       "spec.strategy.canary.steps[3].analysis"),
     "shadow without metrics": (lambda s: (s.pop("analysis"), s.__setitem__("strategy", {"shadow": {}})),
                                "spec.strategy.shadow"),
+    "blue-green analysis without metrics": (lambda s: (s.pop("analysis"), s.__setitem__(
+        "strategy", {"blueGreen": {"previewDuration": "1m"}})), "spec.strategy.blueGreen.previewDuration"),
     "reserved env prefix": (lambda s: s["server"].__setitem__("env", [{"name": "LD_PRELOAD", "value": "/x.so"}]),
                             "spec.server.env[0].name"),
     "reserved env prefix, lowercase": (lambda s: s["server"].__setitem__(

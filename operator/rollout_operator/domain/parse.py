@@ -258,6 +258,11 @@ def _check_analysis_has_metrics(spec: Mapping[str, Any], analysis: AnalysisSpec 
     if strategy.get("shadow") is not None:
         raise SpecError(f"{S}.strategy.shadow", need + " (a shadow is judged only by its gates, "
                         "e.g. the shadow-agreement template)")
+    blue_green = strategy.get("blueGreen")
+    for key in ("previewDuration", "postPromotionDuration"):
+        if isinstance(blue_green, Mapping) and blue_green.get(key) is not None:
+            raise SpecError(f"{S}.strategy.blueGreen.{key}", need + " (leave it unset for a plain "
+                            "switch without analysis)")
     for path, body in ((f"{S}.strategy.canary", strategy.get("canary")),
                        (f"{S}.strategy.shadow.canary", (strategy.get("shadow") or {}).get("canary"))):
         for i, step in enumerate((body or {}).get("steps") or []):

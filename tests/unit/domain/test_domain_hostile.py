@@ -127,6 +127,17 @@ def test_a_shadow_without_metrics_is_rejected():
     assert err.value.field == "spec.strategy.shadow" and "shadow-agreement" in err.value.message
 
 
+def test_blue_green_analysis_durations_without_metrics_are_rejected_a_plain_switch_is_not():
+    spec = copy.deepcopy(CANARY)
+    del spec["analysis"]
+    spec["strategy"] = {"blueGreen": {"postPromotionDuration": "5m"}}
+    with pytest.raises(SpecError) as err:
+        parse(spec)
+    assert err.value.field == "spec.strategy.blueGreen.postPromotionDuration"
+    spec["strategy"] = {"blueGreen": {}}
+    assert parse(spec).strategy.kind == "blueGreen"
+
+
 @pytest.mark.parametrize("name, expected", [
     ("my.model", "DNS-1035 label"), ("1speech", "starting with a letter"), ("a" * 56, "at most 55"),
     ("Speech", "lowercase"),
