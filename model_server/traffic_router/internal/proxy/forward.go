@@ -10,12 +10,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/http/httputil"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 
 	"modelrollout.dev/traffic-router/internal/backend"
 	"modelrollout.dev/traffic-router/internal/metrics"
@@ -132,8 +135,11 @@ func (r *Router) tryAcquire(w http.ResponseWriter) bool {
 // headers; the router adds its own and the buffered body.
 func (r *Router) rewrite(pr *httputil.ProxyRequest) {
 	ex := exchangeOf(pr.In)
-	// Keep the chain a proxy in front (an ingress) started; SetXForwarded appends the peer.
-	pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
+	// Keep the chain a proxy in front (an ingress) started, unless the client named it
+	// hop-by-hop; SetXForwarded appends the peer.
+	if !httpguts.HeaderValuesContainsToken(pr.In.Header["Connection"], "X-Forwarded-For") {
+		pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
+	}
 	pr.SetXForwarded()
 	// No protocol upgrades (websocket, h2c): a hijacked connection would escape
 	// --request-timeout and the slot, and no KServe endpoint needs one.
@@ -153,8 +159,9 @@ func (r *Router) rewrite(pr *httputil.ProxyRequest) {
 // upstream is the ReverseProxy's transport: endpoint choice, ejection and the one retry.
 type upstream struct{ r *Router }
 
-// RoundTrip sends to one endpoint of the exchange's version. Only when that attempt never got
-// a connection (refused, connect timeout) is the endpoint ejected and another one tried: once
+// RoundTrip sends to one endpoint of the exchange's version. Only when that attempt failed to
+// dial (refused, connect timeout) and never got a connection is the endpoint ejected and
+// another one tried: once
 // a connection was handed to the request, its bytes may have reached the backend, and a POST
 // must not run twice. Failures after that are neither retried nor ejected, so a request that
 // makes backends drop the connection cannot eject them all. An HTTP answer, even a 5xx, is final.
@@ -183,9 +190,12 @@ func (u upstream) RoundTrip(out *http.Request) (*http.Response, error) {
 		if out.Context().Err() != nil {
 			return nil, out.Context().Err()
 		}
-		if connected.Load() {
-			u.r.log.Warn("endpoint failed after the request was sent; not retried", "version", ex.version,
-				"endpoint", ep.Addr, "error", err.Error())
+		var opErr *net.OpError
+		if connected.Load() || !errors.As(err, &opErr) || opErr.Op != "dial" {
+			// Sent (or possibly sent), or refused before dialing (e.g. a header the transport
+			// rejects): the endpoint is not to blame and another would fare no better.
+			u.r.log.Warn("request to endpoint failed; not retried", "version", ex.version,
+				"endpoint", ep.Addr, "connected", connected.Load(), "error", err.Error())
 			return nil, err
 		}
 		ep.Eject(time.Now(), u.r.cfg.EjectDuration)

@@ -26,6 +26,9 @@ func refusePath(path string) (msg string, code int) {
 		return fmt.Sprintf("request path %q: expected an absolute path such as /v2/models/<name>/infer", path),
 			http.StatusBadRequest
 	}
+	if path == "/" {
+		return "", 0
+	}
 	for seg := range strings.SplitSeq(strings.TrimSuffix(path[1:], "/"), "/") {
 		if seg == "" || seg == "." || seg == ".." {
 			return fmt.Sprintf("request path %q: empty, '.' or '..' segments are not forwarded; "+

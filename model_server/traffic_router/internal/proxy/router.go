@@ -31,7 +31,7 @@ type Router struct {
 	Pools     *backend.Registry
 	metrics   *metrics.Metrics
 	mirror    *shadow.Mirror
-	transport *http.Transport
+	transport http.RoundTripper // to backends, shared with the mirror; tests may swap in a fake
 	rp        *httputil.ReverseProxy
 	slots     chan struct{} // bounded concurrency: a token per request in flight
 	bodies    *budget.Bytes // request body bytes held by all requests (--max-buffered-request-bytes)
