@@ -102,3 +102,31 @@ def test_label_values_and_counts_after_a_few_requests(scraped):
     (level_sum,) = [s.value for s in scraped["speech_input_level_dbfs"][1] if s.name == "speech_input_level_dbfs_sum"]
     assert level_sum < -120  # three clips, one at -120 dBFS, the others below 0
     assert np.isclose(sum(v for v in values(scraped, "speech_batch_size", "model").values()), 3)
+
+
+async def test_outcome_is_the_status_class_client_mistakes_never_count_as_server_error(tmp_path):
+    """The error-rate gate reads outcome="server_error": a client must not be able to raise it (issue 12)."""
+    model = make_speech_model(write_tiny_recognizer(tmp_path / "tiny.onnx"), model_version="outcome-v1",
+                              max_request_bytes=4096)
+    app = build_app(model)
+    v2 = "/v2/models/speech-commands/infer"
+    headers = {"content-type": "application/octet-stream", "inference-header-content-length": "2"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://speech") as client:
+        mistakes = [
+            client.post(v2, json={"inputs": [{"name": "audio", "datatype": "BYTES", "shape": [1], "data": [None]}]}),
+            client.post("/v2/models/speech-commands/versions/v2/infer", json={}),  # unserved path: 404
+            client.post("/v2/models/other/infer", json={}),  # another model: 404
+            client.post(v2, content=b"{}" + b"\0" * 5000, headers=headers),  # over --max-request-bytes: 413
+            client.post("/v1/models/speech-commands:predict", json={"instances": [{"audio_b64": "AAAA"}] * 65}),
+        ]
+        statuses = [(await m).status_code for m in mistakes]
+        assert statuses == [400, 404, 404, 413, 400]
+        assert (await client.post("/v2/repository/models/speech-commands/unload")).status_code == 404  # not inference
+        model.stop()  # the server's own failure: 503, and that is a server_error
+        assert (await client.post(v2, json={})).status_code == 503
+        text = (await client.get("/metrics")).text
+    requests = {(s.labels["protocol"], s.labels["outcome"]): s.value for fam in text_string_to_metric_families(text)
+                if fam.name == "speech_requests" for s in fam.samples
+                if s.name == "speech_requests_total" and s.labels["version"] == "outcome-v1"}
+    assert requests == {("v1", "ok"): 0, ("v1", "client_error"): 1, ("v1", "server_error"): 0,
+                        ("v2", "ok"): 0, ("v2", "client_error"): 4, ("v2", "server_error"): 1}
