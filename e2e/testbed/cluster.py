@@ -17,7 +17,7 @@ import urllib.request
 from . import netroute, node_config, node_host, procs
 from .components import COMPONENTS, NODE_COMPONENTS, component_cwd, components_of, compute_argv
 from .kwok_config import compute_node, write_kwok_config
-from .ociimage import write_image_archive
+from .ociimage import compute_image_archive
 from .paths import PROCESS_NODE_TAINT, Binaries, Layout, images_dir
 from .pki import ensure_pki, write_admin_kubeconfig
 from .pod_runner.images import load_image_map
@@ -251,15 +251,17 @@ def _node_step(step: str, fn, *args):
 
 
 def _import_images(lay: Layout, b: Binaries, clock: _Clock) -> None:
-    pause_archive = node_config.node_dir(lay) / "pause.oci.tar"
-    write_image_archive(pause_archive, node_config.PAUSE_IMAGE, b.pause, "/pause")
+    pause_archive = node_config.image_store_dir() / "pause.oci.tar"
+    data = compute_image_archive(node_config.PAUSE_IMAGE, b.pause.read_bytes(), "/pause")
+    if not pause_archive.exists() or pause_archive.read_bytes() != data:
+        pause_archive.write_bytes(data)  # rewritten only when it changed: keeps the import cached
     archives = [pause_archive, *node_config.find_image_archives(images_dir())]
-    for archive in archives:
-        node_host.import_image_archive(lay, archive)
+    done = [a.name for a in archives if node_host.import_image_archive(lay, a)]
     node_host.tag_docker_io_names(lay)
     have = node_host.list_images(lay)
     absent = [i for i in node_config.CHART_IMAGES if node_config.cri_name(i) not in have]
-    clock.say(f"imported {len(archives)} image archives into containerd")
+    clock.say(f"images in containerd: imported {', '.join(done) or 'nothing'}; "
+              f"{len(archives) - len(done)} unchanged archives already there")
     if absent:
         print(f"  WARNING: no archive for {', '.join(absent)} in {images_dir()}: pods of these images "
               "will not start on the real node; run `make images` (it exports them there)", flush=True)

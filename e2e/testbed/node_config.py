@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .paths import Binaries, Layout
+from .paths import Binaries, Layout, cache_root
 
 NODE_NAME = "testbed-node-0"
 BRIDGE = "cni0"
@@ -48,6 +48,13 @@ def node_dir(lay: Layout) -> Path:
     return lay.state_dir / "node"
 
 
+def image_store_dir() -> Path:
+    """containerd's root (content store, unpacked snapshots, metadata): a cache kept across
+    `down` like the Go build cache, so a warm `up` imports no unchanged image again. Containers
+    never outlive `down`; delete this directory to drop the images."""
+    return cache_root() / "containerd"
+
+
 def containerd_socket(lay: Layout) -> Path:
     return node_dir(lay) / "containerd" / "containerd.sock"
 
@@ -58,7 +65,7 @@ def compute_containerd_config(lay: Layout) -> str:
     cri = 'plugins."io.containerd.grpc.v1.cri"'
     return "\n".join([
         "version = 2",
-        f'root = "{base / "root"}"',
+        f'root = "{image_store_dir() / "root"}"',
         f'state = "{base / "state"}"',
         # Plugins this node never uses; "opt" would otherwise create /opt/containerd.
         'disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.v1.aufs",'

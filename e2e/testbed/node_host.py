@@ -119,6 +119,7 @@ def write_node_configs(lay: Layout) -> None:
     from .pki import write_admin_kubeconfig  # the kubeconfig writer, with the node's certs
 
     d = node_dir(lay)
+    node_config.image_store_dir().mkdir(parents=True, exist_ok=True)
     for sub in ("containerd", "cni/net.d", "kubelet", "kubelet-pki", "pod-logs"):
         (d / sub).mkdir(parents=True, exist_ok=True)
     (d / "containerd.toml").write_text(node_config.compute_containerd_config(lay))
@@ -139,10 +140,34 @@ def is_containerd_ready(lay: Layout) -> bool:
     return containerd_socket(lay).exists() and ctr(lay, "version", timeout=10).returncode == 0
 
 
-def import_image_archive(lay: Layout, archive: Path) -> None:
-    result = ctr(lay, "images", "import", "--no-unpack=false", str(archive), timeout=600)
+def _imported_file() -> Path:
+    return node_config.image_store_dir() / "imported.json"
+
+
+def _archive_key(archive: Path) -> str:
+    st = archive.stat()
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def import_image_archive(lay: Layout, archive: Path) -> bool:
+    """Imports an OCI archive unless this very file (size, mtime) was imported into the kept
+    image store before and its images are still there. Returns whether it imported."""
+    try:
+        imported = json.loads(_imported_file().read_text())
+    except (OSError, ValueError):
+        imported = {}
+    entry = imported.get(str(archive))
+    if entry and entry["key"] == _archive_key(archive) and set(entry["names"]) <= list_images(lay):
+        return False
+    before = list_images(lay)
+    result = ctr(lay, "images", "import", str(archive), timeout=600)
     if result.returncode != 0:
         raise NodeError(f"importing {archive} into containerd failed: {result.stderr.strip()}")
+    names = sorted(n for n in list_images(lay) - before if not n.startswith("sha256:"))
+    names = names or (entry or {}).get("names", [])
+    imported[str(archive)] = {"key": _archive_key(archive), "names": names}
+    _imported_file().write_text(json.dumps(imported, indent=1))
+    return True
 
 
 def list_images(lay: Layout) -> set[str]:
@@ -328,6 +353,9 @@ def find_leftovers(lay: Layout) -> list[str]:
     """Everything of a real node still on the host; empty after a clean `down` (call before
     the state dir is removed: it holds which host dirs existed before `up`)."""
     found = [f"mount {m}" for m in mounts_under(lay.state_dir)] if lay.state_dir.exists() else []
+    found += [f"mount {m}" for m in mounts_under(node_config.image_store_dir())]
+    if is_containerd_ready(lay):
+        found.append(f"containerd still answers on {containerd_socket(lay)}")
     found += [f"directory {d}" for d in _dirs_absent_before_up(lay) if d.exists()]
     found += [f"netns {n}" for n in cni_netns()]
     found += [f"bridge {BRIDGE}"] if is_bridge_present() else []
@@ -352,6 +380,7 @@ def clean_host(lay: Layout) -> list[str]:
     """Removes the node's host state; run after its daemons stopped. Returns what it did."""
     done = [f"killed pid {p}" for p in kill_node_processes(lay)]
     done += [f"unmounted {m}" for m in unmount_under(lay.state_dir)] if lay.state_dir.exists() else []
+    done += [f"unmounted {m}" for m in unmount_under(node_config.image_store_dir())]
     done += [f"netns {n}" for n in remove_netns()]
     done += [f"bridge {BRIDGE}"] if remove_bridge() else []
     done += [f"chain {c}" for c in remove_iptables_chains()]

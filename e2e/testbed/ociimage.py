@@ -9,7 +9,6 @@ import hashlib
 import io
 import json
 import tarfile
-from pathlib import Path
 
 MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -57,7 +56,3 @@ def compute_image_archive(name: str, binary: bytes, entrypoint: str) -> bytes:
         files[f"blobs/sha256/{_digest(blob)[7:]}"] = (blob, 0o644)
     return _tar_bytes(files)
 
-
-def write_image_archive(target: Path, name: str, binary: Path, entrypoint: str) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(compute_image_archive(name, binary.read_bytes(), entrypoint))
