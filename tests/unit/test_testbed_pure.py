@@ -232,14 +232,17 @@ def test_cri_name_normalises_like_docker():
     assert cri_name("registry.example:5000/a/b:c") == "registry.example:5000/a/b:c"
 
 
-def test_node_configs_keep_everything_in_the_state_dir_and_off_wildcard_addresses(tmp_path):
+def test_node_configs_keep_runtime_state_in_the_state_dir_and_off_wildcard_addresses(tmp_path, monkeypatch):
     from e2e.testbed import components, node_config
 
+    monkeypatch.setenv("MODELROLLOUT_CACHE", str(tmp_path / "cache"))
     lay = _real_layout(tmp_path)
     toml = node_config.compute_containerd_config(lay)
     assert "restrict_oom_score_adj = true" in toml and "SystemdCgroup = false" in toml
-    for key in ("root", "state"):
-        assert f'{key} = "{tmp_path}/node/containerd/' in toml
+    assert f'state = "{tmp_path}/node/containerd/state"' in toml
+    assert f'Root = "{tmp_path}/node/containerd/runc"' in toml
+    # Only the image store outlives `down`, as a cache.
+    assert f'root = "{tmp_path}/cache/containerd/root"' in toml
     assert f'sandbox_image = "{node_config.PAUSE_IMAGE}"' in toml
     assert 'stream_server_address = "127.0.0.1"' in toml
     kubelet = node_config.compute_kubelet_config(lay)
