@@ -21,7 +21,7 @@ DEB_PACKAGES := espeak-ng sox prometheus nginx-light openssl iproute2
 # The testbed's real node (e2e/testbed/node_host.py): CRI runtime, CNI plugins, kube-proxy's tools.
 DEB_PACKAGES += containerd runc containernetworking-plugins iptables conntrack
 
-.PHONY: deps sysdeps bins testbed-bin router-bin helm-bin cluster-up cluster-down \
+.PHONY: deps sysdeps bins images testbed-bin router-bin helm-bin cluster-up cluster-down \
         test test-unit test-integration test-e2e lint demo bench clean
 
 $(VENV)/.installed: pyproject.toml
@@ -53,6 +53,11 @@ helm-bin:
 	e2e/testbed/build.sh helm
 
 bins: testbed-bin router-bin
+
+# The operator, model-server and router images from their Dockerfiles (buildah; needs root), with
+# OCI archives and index.json under $(CACHE_DIR)/images/. See images/README.md.
+images:
+	images/build.sh
 
 cluster-up: deps sysdeps bins
 	$(PY) -m e2e.testbed up

@@ -1,0 +1,1 @@
+"""Container images of the project: catalog (names, paths, keys) and build (buildah driver)."""
