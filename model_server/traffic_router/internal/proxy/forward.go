@@ -64,7 +64,7 @@ func (r *Router) newReverseProxy() *httputil.ReverseProxy {
 
 func (r *Router) forward(w http.ResponseWriter, req *http.Request) {
 	start := time.Now()
-	if msg, code := refusePath(req.URL.Path); code != 0 {
+	if msg, code := refusePath(req.URL); code != 0 {
 		r.metrics.Reject(metrics.BadRequest)
 		writeError(w, code, msg)
 		return

@@ -105,7 +105,7 @@ func FuzzForward(f *testing.F) {
 		if rt.got == nil {
 			return
 		}
-		if _, code := refusePath(req.URL.Path); code != 0 {
+		if _, code := refusePath(req.URL); code != 0 {
 			t.Fatalf("refused path %q reached the backend", req.URL.Path)
 		}
 		named := append([]string{}, hopByHop...)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -18,12 +19,14 @@ import (
 // rollout needs it, and one unload request takes a version down while it still reports ready.
 const repositoryPrefix = "/v2/repository"
 
-// refusePath says why a path is not forwarded (message and status), or code 0 to forward it.
-// Dot segments and empty segments are refused because a backend may resolve them (after
-// decoding %2F or %2E) to a path the prefix check did not see.
-func refusePath(path string) (msg string, code int) {
+// refusePath says why a request path is not forwarded (message and status), or code 0 to
+// forward it. The checks run on the decoded path: dot segments and empty segments are refused
+// because a backend may resolve them (after decoding %2F or %2E) to a path the prefix check
+// did not see. Messages quote the path as the client sent it.
+func refusePath(u *url.URL) (msg string, code int) {
+	path, sent := u.Path, u.EscapedPath()
 	if !strings.HasPrefix(path, "/") {
-		return fmt.Sprintf("request path %q: expected an absolute path such as /v2/models/<name>/infer", path),
+		return fmt.Sprintf("request path %q: expected an absolute path such as /v2/models/<name>/infer", sent),
 			http.StatusBadRequest
 	}
 	if path == "/" {
@@ -32,13 +35,13 @@ func refusePath(path string) (msg string, code int) {
 	for seg := range strings.SplitSeq(strings.TrimSuffix(path[1:], "/"), "/") {
 		if seg == "" || seg == "." || seg == ".." {
 			return fmt.Sprintf("request path %q: empty, '.' or '..' segments are not forwarded; "+
-				"send the plain path such as /v2/models/<name>/infer", path), http.StatusBadRequest
+				"send the plain path such as /v2/models/<name>/infer", sent), http.StatusBadRequest
 		}
 	}
 	if lower := strings.ToLower(path); lower == repositoryPrefix || strings.HasPrefix(lower, repositoryPrefix+"/") {
 		return fmt.Sprintf("request path %q: the model-repository API (%s/...) is not served through the router; "+
 			"it forwards inference, metadata and health requests (/v1/models/..., /v2/models/..., /v2/health/...)",
-			path, repositoryPrefix), http.StatusNotFound
+			sent, repositoryPrefix), http.StatusNotFound
 	}
 	return "", 0
 }
