@@ -66,3 +66,36 @@ func TestPanicRoutingDefaultsOnAndCanBeTurnedOff(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+func TestClientAndMemoryLimitsHaveDocumentedDefaults(t *testing.T) {
+	s, err := Parse([]string{"--rollout=a"}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.MaxBufferedBytes != 256<<20 || s.BodyReadTimeout != 30*time.Second || s.ReadHeaderTimeout != 10*time.Second ||
+		s.MaxHeaderBytes != 64<<10 || s.MirrorMaxBytes != 64<<20 || s.UpstreamIdleTimeout != 60*time.Second {
+		t.Fatalf("defaults changed (update docs/router.md with them): %+v", s)
+	}
+	s, err = Parse([]string{"--rollout=a"}, env(map[string]string{"ROUTER_MIRROR_MAX_QUEUED_BYTES": "1000",
+		"ROUTER_BODY_READ_TIMEOUT": "2s"}), io.Discard)
+	if err != nil || s.MirrorMaxBytes != 1000 || s.BodyReadTimeout != 2*time.Second {
+		t.Fatalf("env: %+v %v", s, err)
+	}
+}
+
+func TestLimitsThatCannotWorkTogetherAreRefused(t *testing.T) {
+	cases := map[string][]string{
+		"--max-buffered-request-bytes: 1000 is below --max-request-bytes=2000": {"--rollout=a", "--max-request-bytes=2000", "--max-buffered-request-bytes=1000"},
+		"--body-read-timeout: expected a positive duration":                    {"--rollout=a", "--body-read-timeout=0s"},
+		"--read-header-timeout: expected a positive duration":                  {"--rollout=a", "--read-header-timeout=-1s"},
+		"--mirror-max-queued-bytes: expected an integer >= 1":                  {"--rollout=a", "--mirror-max-queued-bytes=0"},
+		"--max-header-bytes: expected an integer >= 1":                         {"--rollout=a", "--max-header-bytes=0"},
+		"--upstream-idle-timeout: expected a positive duration":                {"--rollout=a", "--upstream-idle-timeout=0s"},
+	}
+	for want, args := range cases {
+		_, err := Parse(args, env(nil), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%v: got %v, want %q", args, err, want)
+		}
+	}
+}
