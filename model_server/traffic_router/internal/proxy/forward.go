@@ -21,6 +21,7 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"modelrollout.dev/traffic-router/internal/backend"
+	"modelrollout.dev/traffic-router/internal/budget"
 	"modelrollout.dev/traffic-router/internal/metrics"
 	"modelrollout.dev/traffic-router/internal/shadow"
 	"modelrollout.dev/traffic-router/internal/split"
@@ -93,12 +94,13 @@ func (r *Router) forward(w http.ResponseWriter, req *http.Request) {
 	ex := &exchange{body: body, version: version, role: role, vm: r.metrics.For(version, string(role)),
 		clientCtx: req.Context(), capture: mirrored}
 	ex.vm.RequestBytes.Add(float64(len(body)))
-	ex.answer.limit = r.cfg.MirrorMaxBodyBytes
+	ex.answer.limit, ex.answer.budget = r.cfg.MirrorMaxBodyBytes, r.bodies
 	ctx, cancel := context.WithTimeout(context.WithValue(req.Context(), exchangeKey{}, ex), r.cfg.RequestTimeout)
 	defer cancel()
 	// A client reading the answer slowly must not hold the slot past the deadline either.
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(r.cfg.RequestTimeout + answerGrace))
 	defer func() { // also when ReverseProxy aborts a half-copied answer (panic ErrAbortHandler)
+		r.bodies.Release(ex.answer.held) // the shadow job, if any, is charged to the mirror's own budget
 		ex.vm.ResponseBytes.Add(float64(ex.answer.n))
 		ex.vm.Duration.Observe(time.Since(start).Seconds())
 	}()
@@ -238,11 +240,14 @@ func (r *Router) decorateResponse(resp *http.Response) error {
 }
 
 // answerBody counts the answer's bytes and, with capture, keeps up to limit of them for the
-// shadow comparison (kept is nil once the answer is larger).
+// shadow comparison (kept is nil once the answer is larger, or when the bytes kept would take
+// the shared request budget over its bound: the copy is then not compared).
 type answerBody struct {
 	rc      io.ReadCloser
 	capture bool
 	limit   int64
+	budget  *budget.Bytes // --max-buffered-request-bytes, shared with request bodies
+	held    int64         // taken from budget; the caller gives it back
 	n       int64
 	kept    []byte
 	over    bool
@@ -252,9 +257,10 @@ func (a *answerBody) Read(p []byte) (int, error) {
 	m, err := a.rc.Read(p)
 	a.n += int64(m)
 	if a.capture && !a.over && m > 0 {
-		if int64(len(a.kept)+m) > a.limit {
+		if int64(len(a.kept)+m) > a.limit || !a.budget.TryTake(int64(m)) {
 			a.over, a.kept = true, nil
 		} else {
+			a.held += int64(m) // len, not capacity: append's slack is at most the same again
 			a.kept = append(a.kept, p[:m]...)
 		}
 	}

@@ -440,3 +440,39 @@ func TestClientThatNeverReadsTheAnswerFreesTheSlot(t *testing.T) {
 	waitFor(t, "the request to start", func() bool { return len(r.slots) == 1 })
 	waitFor(t, "the slot to be given back", func() bool { return len(r.slots) == 0 })
 }
+
+func TestStableAnswerKeptForTheShadowIsChargedToTheRequestBudget(t *testing.T) {
+	answer := `{"predictions":[{"label":"yes","confidence":0.9}]}`
+	n := int64(len(answer))
+	stable := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		io.WriteString(w, answer)
+	}))
+	t.Cleanup(stable.Close)
+	cand := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		io.WriteString(w, answer)
+	}))
+	t.Cleanup(cand.Close)
+	for _, c := range []struct {
+		budget   int64
+		compared float64
+	}{{2 + n, 1}, {2 + n - 1, 0}} { // the 2-byte body plus the answer: exactly at, and one byte under
+		r, m := newTestRouter(t, func(s *settings.Settings) { s.MaxRequestBytes, s.MaxBufferedBytes = 2, c.budget })
+		r.SetSplit(split.Split{Stable: split.Target{Version: "v1", Weight: 100}, Mirror: &split.Mirror{Version: "v2", Percent: 100}})
+		r.SetEndpoints("v1", ready(strings.TrimPrefix(stable.URL, "http://")))
+		r.SetEndpoints("v2", ready(strings.TrimPrefix(cand.URL, "http://")))
+		if w := post(r, "{}"); w.Code != 200 || w.Body.String() != answer {
+			t.Fatalf("budget %d: the user's answer must not depend on the shadow: %d %s", c.budget, w.Code, w.Body)
+		}
+		mirrored := m.MirrorReqs.WithLabelValues("speech", "v2", "ok")
+		waitFor(t, "the shadow copy", func() bool { return testutil.ToFloat64(mirrored) == 1 })
+		agree := m.Comparisons.WithLabelValues("speech", "v1", "v2", "agree")
+		if c.compared == 1 {
+			waitFor(t, "the comparison", func() bool { return testutil.ToFloat64(agree) == 1 })
+		} else if got := testutil.ToFloat64(agree); got != 0 {
+			t.Fatalf("budget %d: compared although the answer did not fit", c.budget)
+		}
+		if r.bodies.InUse() != 0 {
+			t.Fatalf("budget %d: %d bytes not given back", c.budget, r.bodies.InUse())
+		}
+	}
+}

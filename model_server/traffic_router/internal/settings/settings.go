@@ -63,7 +63,7 @@ func newFlagSet(s *Settings) *flag.FlagSet {
 	fs.StringVar(&s.StableVersion, "stable-version", "", "version that gets all traffic when the ModelRollout status cannot be read")
 	fs.DurationVar(&s.InitialSyncTimeout, "initial-sync-timeout", 5*time.Second, "how long to wait for the status before routing all traffic to --stable-version")
 	fs.Int64Var(&s.MaxRequestBytes, "max-request-bytes", 8<<20, "largest request body accepted (413 above)")
-	fs.Int64Var(&s.MaxBufferedBytes, "max-buffered-request-bytes", 256<<20, "request body bytes all requests together may hold in memory (being read or in flight); 503 above")
+	fs.Int64Var(&s.MaxBufferedBytes, "max-buffered-request-bytes", 256<<20, "request body bytes (plus stable answers kept for the shadow comparison) all requests together may hold in memory, being read or in flight; 503 above")
 	fs.DurationVar(&s.BodyReadTimeout, "body-read-timeout", 30*time.Second, "time a client has to send the whole request body after its headers (408 after)")
 	fs.DurationVar(&s.ReadHeaderTimeout, "read-header-timeout", 10*time.Second, "time a client has to send the request line and headers (the connection is closed after)")
 	fs.IntVar(&s.MaxHeaderBytes, "max-header-bytes", 64<<10, "largest request line plus headers accepted (431 above)")
