@@ -5,8 +5,13 @@ Software metrics per stage, input metrics (duration, level, speech share) and ou
 
 from __future__ import annotations
 
+import bisect
+import math
+import threading
+
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
-from prometheus_client.samples import Sample
+from prometheus_client.metrics_core import Metric
+from prometheus_client.utils import floatToGoString
 
 from speech_serving.pipeline import ClipResult, StageTimes
 
@@ -37,19 +42,67 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...], str]] = {
 _FAMILIES: dict[int, dict[str, object]] = {}
 
 
-class SignedHistogram(Histogram):
-    """A histogram that keeps `_sum` with negative buckets (dBFS levels are all negative).
+class SignedHistogram:
+    """A histogram with negative buckets that keeps `_sum` (dBFS levels are all negative), as a custom collector.
 
-    prometheus_client drops `_sum` once the first bucket bound is negative (an OpenMetrics rule for
-    counter-like sums), but the chart's input-level drift alert needs the mean: sum / count.
-    Prometheus ingests a negative `_sum` from the text format without complaint.
+    prometheus_client's Histogram and HistogramMetricFamily drop `_sum` once the first bucket bound is negative
+    (an OpenMetrics rule for counter-like sums), but the chart's input-level drift alert needs the mean:
+    sum / count. Prometheus ingests a negative `_sum` from the classic text format. Built on the public
+    custom-collector API (collect() yielding a Metric), where this once overrode Histogram._child_samples.
     """
 
-    def _child_samples(self):
-        samples = tuple(super()._child_samples())
-        if any(s.name == "_sum" for s in samples):
-            return samples
-        return samples + (Sample("_sum", {}, self._sum.get(), None, None),)
+    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...], buckets: tuple[float, ...],
+                 registry: CollectorRegistry):
+        self._name, self._documentation, self._labelnames = name, documentation, tuple(labelnames)
+        self._bounds = tuple(float(b) for b in buckets) + (math.inf,)
+        self._children: dict[tuple[str, ...], _SignedChild] = {}
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def labels(self, **labels: str) -> "_SignedChild":
+        key = tuple(str(labels[n]) for n in self._labelnames)
+        with self._lock:
+            if key not in self._children:
+                self._children[key] = _SignedChild(self._bounds)
+            return self._children[key]
+
+    def describe(self) -> list[Metric]:
+        return [Metric(self._name, self._documentation, "histogram")]
+
+    def collect(self):
+        metric = Metric(self._name, self._documentation, "histogram")
+        with self._lock:
+            children = list(self._children.items())
+        for key, child in children:
+            labels = dict(zip(self._labelnames, key))
+            counts, total = child.snapshot()
+            cumulative = 0
+            for bound, n in zip(self._bounds, counts):
+                cumulative += n
+                metric.add_sample(self._name + "_bucket", {**labels, "le": floatToGoString(bound)}, cumulative)
+            metric.add_sample(self._name + "_count", labels, cumulative)
+            metric.add_sample(self._name + "_sum", labels, total)
+        yield metric
+
+
+class _SignedChild:
+    """One label set's bucket counts and sum."""
+
+    def __init__(self, bounds: tuple[float, ...]):
+        self._bounds = bounds
+        self._counts = [0] * len(bounds)
+        self._sum = 0.0
+        self._lock = threading.Lock()
+
+    def observe(self, value: float) -> None:
+        index = bisect.bisect_left(self._bounds, value)  # the first bucket whose upper bound is >= value (le)
+        with self._lock:
+            self._counts[index] += 1
+            self._sum += value
+
+    def snapshot(self) -> tuple[list[int], float]:
+        with self._lock:
+            return list(self._counts), self._sum
 
 
 def _families(registry: CollectorRegistry) -> dict[str, object]:

@@ -383,3 +383,24 @@ def test_limit_defaults_and_environment_variables():
     env = {"SPEECH_SERVER_MAX_CLIPS_PER_REQUEST": "8", "SPEECH_SERVER_MAX_REQUEST_AUDIO_SECONDS": "45"}
     settings = parse_settings([], environ=env)
     assert (settings.max_clips_per_request, settings.max_request_audio_seconds) == (8, 45.0)
+
+
+def test_the_kserve_endpoint_classes_routes_py_builds_on_keep_their_shape():
+    """routes.py uses KServe's endpoint classes (not underscored, not documented): pyproject pins kserve <0.22,
+    and this fails first when an upgrade changes what routes.py relies on."""
+    import importlib.metadata
+    import inspect
+
+    from kserve.protocol.dataplane import DataPlane
+    from kserve.protocol.rest.v1_endpoints import V1Endpoints
+    from kserve.protocol.rest.v2_endpoints import V2Endpoints
+
+    def params(fn):
+        return list(inspect.signature(fn).parameters)
+
+    assert importlib.metadata.version("kserve").startswith("0.21.")
+    assert params(DataPlane.__init__)[:2] == ["self", "model_registry"]
+    assert params(V1Endpoints.__init__)[:2] == params(V2Endpoints.__init__)[:2] == ["self", "dataplane"]
+    assert params(V1Endpoints.predict) == ["self", "model_name", "request"]
+    assert params(V2Endpoints.infer)[:5] == ["self", "raw_request", "raw_response", "model_name", "request_body"]
+    assert params(V2Endpoints.model_metadata)[:2] == ["self", "model_name"]

@@ -74,7 +74,10 @@ def compute_not_served(method: str, path: str, match: RouteMatch) -> tuple[int, 
 
 
 def build_fastapi_app(model, dataplane: DataPlane) -> FastAPI:
-    """The allow-listed routes, backed by KServe's public endpoint classes (metadata, KServe-path inference).
+    """The allow-listed routes, backed by KServe's endpoint classes (metadata, KServe-path inference).
+
+    V1Endpoints/V2Endpoints/DataPlane are not underscored but not documented either: this is the one
+    place that uses them, pyproject pins kserve to 0.21.x, and test_server_hostile.py checks their shape.
 
     Health is answered here, not by KServe: KServe's readiness is "every model in the registry is ready",
     which is true of an empty registry, so it stayed 200 after the model was unloaded.
