@@ -81,3 +81,28 @@ def test_a_spec_only_kubernetes_rejects_ends_invalid_naming_the_field(tb, api, n
     assert status["message"].startswith("spec.server.resources: rejected by the API server: "), status["message"]
     assert "must be less than or equal to cpu limit" in status["message"]
     assert api.get(DEPLOYMENTS, ns, "speech-v1") is None
+
+
+def test_a_prometheus_trickling_its_answers_rolls_the_candidate_back_at_the_error_limit(tb, api, ns, tmp_path):
+    # Before the total deadline, each query waited as long as bytes kept coming: the rollout
+    # froze at its current weight and neither the error limit nor the deadline fired.
+    from operator_harness import OperatorProcess
+    from stub_prometheus import TricklingPrometheus, vector
+    with TricklingPrometheus(vector(0.001), delay=0.05) as slow:
+        proc = OperatorProcess(tb, ns, slow.url, tmp_path)
+        proc.args.append("--prometheus-timeout=1")
+        proc.start()
+        try:
+            apply(tb, rollout_manifest("speech", ns, "v1"))
+            wait_for(lambda: _status(api, ns).get("phase") == "Healthy", "v1 Healthy", timeout=180,
+                     describe=proc.log_tail)
+            apply(tb, rollout_manifest("speech", ns, "v2"))
+            status = wait_for(lambda: _status(api, ns).get("phase") == "RolledBack" and _status(api, ns),
+                              "v2 rolled back", timeout=180, describe=proc.log_tail)
+        finally:
+            proc.stop()
+    gate = status["analysis"]["metrics"][0]
+    assert "DeadlineExceeded: no complete answer within 1s" in gate["message"], gate
+    assert gate["consecutiveErrors"] == 4  # the CRD's default consecutiveErrorLimit
+    assert status["stableVersion"] == "v1"
+    assert status["traffic"] == {"stable": {"version": "v1", "weight": 100}}
