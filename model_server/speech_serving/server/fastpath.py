@@ -80,36 +80,37 @@ def compute_infer_request(body: object, model_name: str, raw: bytes = b"", max_e
     _check_optional(body, "outputs", list, "a list of requested outputs")
     inputs, raw_inputs, offset = [], [], 0
     for i, tensor in enumerate(body["inputs"]):
-        field = f"inputs[{i}]"
-        if not isinstance(tensor, dict):
-            raise InvalidInput(f"{field}: expected a tensor object with name, datatype, shape and data")
-        for key, kind in (("name", str), ("datatype", str), ("shape", list)):
-            if not isinstance(tensor.get(key), kind):
-                raise InvalidInput(f"{field}.{key}: missing or not a {kind.__name__}")
-        _check_optional(tensor, "parameters", dict, "an object", field + ".")
-        params = tensor.get("parameters") or {}
-        size = params.get("binary_data_size")
-        data = tensor.get("data")
-        if isinstance(data, list):
-            raw_inputs.append(None)
-        elif type(size) is int and 0 <= size <= len(raw) - offset:
-            chunk = raw[offset : offset + size]
-            offset += size
-            if tensor["datatype"] == "BYTES":  # elements as data: KServe's reader trusts the length prefixes
-                data = split_bytes_elements(chunk, f"{field} (binary BYTES)", max_elements)
-                raw_inputs.append(None)
-            else:
-                raw_inputs.append(chunk)
-        else:
-            raise InvalidInput(f"{field}.data: missing or not a list (or parameters.binary_data_size not within "
-                               f"the {len(raw) - offset} binary bytes left)")
-        inputs.append(InferInput(tensor["name"], tensor["shape"], tensor["datatype"], data, params))
+        infer_input, chunk, offset = _compute_input(tensor, f"inputs[{i}]", raw, offset, max_elements)
+        inputs.append(infer_input)
+        raw_inputs.append(chunk)
     if offset != len(raw):
         raise InvalidInput(f"binary data: {len(raw) - offset} bytes after the last binary tensor; the inputs' "
                            f"parameters.binary_data_size must add up to the {len(raw)} bytes after the JSON header")
     has_raw = any(chunk is not None for chunk in raw_inputs)
     return InferRequest(model_name, inputs, request_id=body.get("id"), parameters=body.get("parameters"),
                         raw_inputs=raw_inputs if has_raw else None)
+
+
+def _compute_input(tensor: object, field: str, raw: bytes, offset: int,
+                   max_elements: int) -> tuple[InferInput, bytes | None, int]:
+    """One input tensor: the InferInput, its binary chunk (None for JSON data) and the next binary offset."""
+    if not isinstance(tensor, dict):
+        raise InvalidInput(f"{field}: expected a tensor object with name, datatype, shape and data")
+    for key, kind in (("name", str), ("datatype", str), ("shape", list)):
+        if not isinstance(tensor.get(key), kind):
+            raise InvalidInput(f"{field}.{key}: missing or not a {kind.__name__}")
+    _check_optional(tensor, "parameters", dict, "an object", field + ".")
+    params = tensor.get("parameters") or {}
+    size = params.get("binary_data_size")
+    data, chunk = tensor.get("data"), None
+    if not isinstance(data, list):
+        if not (type(size) is int and 0 <= size <= len(raw) - offset):
+            raise InvalidInput(f"{field}.data: missing or not a list (or parameters.binary_data_size not within "
+                               f"the {len(raw) - offset} binary bytes left)")
+        chunk, offset = raw[offset : offset + size], offset + size
+        if tensor["datatype"] == "BYTES":  # elements as data: KServe's reader trusts the length prefixes
+            data, chunk = split_bytes_elements(chunk, f"{field} (binary BYTES)", max_elements), None
+    return InferInput(tensor["name"], tensor["shape"], tensor["datatype"], data, params), chunk, offset
 
 
 def _check_optional(obj: dict, key: str, kind: type, expected: str, prefix: str = "") -> None:
