@@ -62,6 +62,7 @@ func run(cfg settings.Settings, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("--host/--port: cannot listen on %s:%d: %v", cfg.Host, cfg.Port, err)
 	}
+	ln = proxy.LimitConnections(ln, cfg)
 	srv := proxy.NewServer(cfg, router)
 	log.Info("router listening", "address", ln.Addr().String(), "rollout", cfg.Rollout,
 		"namespace", cfg.Namespace, "static_config", cfg.StaticConfig)

@@ -63,6 +63,7 @@ func (r *Router) newReverseProxy() *httputil.ReverseProxy {
 	}
 }
 
+// forward admits a request (path, body, slot, a split in force) and hands it to proxyTo.
 func (r *Router) forward(w http.ResponseWriter, req *http.Request) {
 	start := time.Now()
 	if msg, code := refusePath(req.URL); code != 0 {
@@ -90,6 +91,12 @@ func (r *Router) forward(w http.ResponseWriter, req *http.Request) {
 			"waiting for its status.traffic", r.cfg.Namespace, r.cfg.Rollout))
 		return
 	}
+	r.proxyTo(w, req, body, s, start)
+}
+
+// proxyTo forwards an admitted request to the version its split picks, then offers the shadow
+// copy; start is when the request arrived (router_request_duration_seconds).
+func (r *Router) proxyTo(w http.ResponseWriter, req *http.Request, body []byte, s *split.Split, start time.Time) {
 	role, version, mirrored := decideRoute(s, req)
 	ex := &exchange{body: body, version: version, role: role, vm: r.metrics.For(version, string(role)),
 		clientCtx: req.Context(), capture: mirrored}

@@ -5,11 +5,13 @@ package proxy
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -474,5 +476,42 @@ func TestStableAnswerKeptForTheShadowIsChargedToTheRequestBudget(t *testing.T) {
 		if r.bodies.InUse() != 0 {
 			t.Fatalf("budget %d: %d bytes not given back", c.budget, r.bodies.InUse())
 		}
+	}
+}
+
+func TestConnectionsBeyondTheLimitWaitToBeAccepted(t *testing.T) {
+	// Before: every connection was accepted, each costing a goroutine and its buffers, so
+	// enough idle or slow connections could take the router's memory (no test could hold it).
+	r, _ := newTestRouter(t, func(s *settings.Settings) { s.MaxConnections = 2 })
+	var hits atomic.Int64
+	r.SetEndpoints("v1", ready(backendAnswering(t, 200, &hits)))
+	var open atomic.Int64
+	ts := httptest.NewUnstartedServer(r)
+	ts.Config = NewServer(r.cfg, r)
+	ts.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateNew:
+			open.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			open.Add(-1)
+		}
+	}
+	ts.Listener = LimitConnections(ts.Listener, r.cfg)
+	ts.Start()
+	t.Cleanup(ts.Close)
+	addr := strings.TrimPrefix(ts.URL, "http://")
+	first := rawConn(t, addr, "")
+	rawConn(t, addr, "")
+	waitFor(t, "two connections accepted", func() bool { return open.Load() == 2 })
+	third := rawConn(t, addr, "GET /v2/models/m HTTP/1.1\r\nHost: s\r\n\r\n")
+	// While two are held the third waits to be accepted, so nothing answers it. (A short read
+	// deadline can only make this check pass wrongly on a slow machine, never fail wrongly.)
+	_ = third.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, err := third.Read(make([]byte, 64)); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) || open.Load() != 2 {
+		t.Fatalf("third connection served past --max-connections=2: %d bytes, %v, %d open", n, err, open.Load())
+	}
+	first.Close()
+	if resp, body := readAnswer(t, third); resp.StatusCode != 200 {
+		t.Fatalf("once a connection closed the waiting one must be served: %d %s", resp.StatusCode, body)
 	}
 }

@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/net/netutil"
+
 	"modelrollout.dev/traffic-router/internal/backend"
 	"modelrollout.dev/traffic-router/internal/budget"
 	"modelrollout.dev/traffic-router/internal/metrics"
@@ -88,6 +90,13 @@ func NewServer(cfg settings.Settings, h http.Handler) *http.Server {
 	return &http.Server{Handler: h, ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		ReadTimeout: cfg.ReadHeaderTimeout + cfg.BodyReadTimeout, IdleTimeout: 120 * time.Second,
 		MaxHeaderBytes: cfg.MaxHeaderBytes, ErrorLog: newStdLogger(slog.Default())}
+}
+
+// LimitConnections bounds the client connections held open at once (--max-connections): past
+// it, new ones wait in the kernel's accept queue instead of each costing a goroutine and its
+// buffers (about 20 KiB) without bound, idle keep-alive connections included.
+func LimitConnections(ln net.Listener, cfg settings.Settings) net.Listener {
+	return netutil.LimitListener(ln, cfg.MaxConnections)
 }
 
 // SetSplit installs a new split; requests already forwarded keep the version they got.

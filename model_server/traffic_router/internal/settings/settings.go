@@ -31,6 +31,7 @@ type Settings struct {
 	MaxHeaderBytes      int           // request line plus headers; 431 above
 	RequestTimeout      time.Duration // whole upstream exchange; exceeded before headers -> 504
 	MaxConcurrency      int           // in-flight requests above this get 503
+	MaxConnections      int           // client connections held open at once; more wait to be accepted
 	ConnectTimeout      time.Duration // TCP connect timeout to a backend
 	EjectDuration       time.Duration // how long an endpoint that failed to connect is skipped
 	PanicRouting        bool          // route to not-ready endpoints while a version has no ready one
@@ -69,6 +70,7 @@ func newFlagSet(s *Settings) *flag.FlagSet {
 	fs.IntVar(&s.MaxHeaderBytes, "max-header-bytes", 64<<10, "largest request line plus headers accepted (431 above)")
 	fs.DurationVar(&s.RequestTimeout, "request-timeout", 30*time.Second, "per-request upstream timeout (504 when exceeded)")
 	fs.IntVar(&s.MaxConcurrency, "max-concurrency", 1024, "requests in flight before new ones get 503")
+	fs.IntVar(&s.MaxConnections, "max-connections", 4096, "client connections held open at once (idle keep-alive ones included); more wait in the kernel's accept queue")
 	fs.DurationVar(&s.ConnectTimeout, "connect-timeout", time.Second, "TCP connect timeout to a backend endpoint")
 	fs.DurationVar(&s.EjectDuration, "eject-duration", 10*time.Second, "how long an endpoint that failed to connect is skipped")
 	fs.BoolVar(&s.PanicRouting, "panic-routing", true, "when a version has no ready endpoint, route to its not-ready ones (terminating-but-serving first) instead of answering 503")
@@ -184,7 +186,7 @@ func (s Settings) validateNumbers() []error {
 		"max-idle-conns-per-endpoint": int64(s.MaxIdleConnsPerEP), "mirror-queue": int64(s.MirrorQueue),
 		"mirror-workers": int64(s.MirrorWorkers), "mirror-max-body-bytes": s.MirrorMaxBodyBytes,
 		"max-buffered-request-bytes": s.MaxBufferedBytes, "mirror-max-queued-bytes": s.MirrorMaxBytes,
-		"max-header-bytes": int64(s.MaxHeaderBytes),
+		"max-header-bytes": int64(s.MaxHeaderBytes), "max-connections": int64(s.MaxConnections),
 	}
 	for _, name := range sortedKeys(positiveInt) {
 		if positiveInt[name] < 1 {

@@ -73,7 +73,8 @@ func TestClientAndMemoryLimitsHaveDocumentedDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if s.MaxBufferedBytes != 256<<20 || s.BodyReadTimeout != 30*time.Second || s.ReadHeaderTimeout != 10*time.Second ||
-		s.MaxHeaderBytes != 64<<10 || s.MirrorMaxBytes != 64<<20 || s.UpstreamIdleTimeout != 60*time.Second {
+		s.MaxHeaderBytes != 64<<10 || s.MirrorMaxBytes != 64<<20 || s.UpstreamIdleTimeout != 60*time.Second ||
+		s.MaxConnections != 4096 {
 		t.Fatalf("defaults changed (update docs/router.md with them): %+v", s)
 	}
 	s, err = Parse([]string{"--rollout=a"}, env(map[string]string{"ROUTER_MIRROR_MAX_QUEUED_BYTES": "1000",
@@ -91,6 +92,7 @@ func TestLimitsThatCannotWorkTogetherAreRefused(t *testing.T) {
 		"--mirror-max-queued-bytes: expected an integer >= 1":                  {"--rollout=a", "--mirror-max-queued-bytes=0"},
 		"--max-header-bytes: expected an integer >= 1":                         {"--rollout=a", "--max-header-bytes=0"},
 		"--upstream-idle-timeout: expected a positive duration":                {"--rollout=a", "--upstream-idle-timeout=0s"},
+		"--max-connections: expected an integer >= 1":                          {"--rollout=a", "--max-connections=0"},
 	}
 	for want, args := range cases {
 		_, err := Parse(args, env(nil), io.Discard)
