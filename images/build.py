@@ -6,6 +6,7 @@ Run through images/build.sh (`make images`); see images/README.md.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -30,12 +31,19 @@ LOG_TAIL_LINES = 25
 
 
 class StepFailed(Exception):
-    def __init__(self, step: str, message: str):
-        super().__init__(f"images: step {step!r} failed: {message}")
+    """A step of the build failed; the message names the step, what failed and where the log is."""
+
+    def __init__(self, step: str, detail: str):
+        super().__init__(f"images: step {step!r} failed: {detail}")
+        self.step, self.detail = step, detail
 
 
 def say(message: str) -> None:
     print(f"images: {message}", flush=True)
+
+
+def short_command(argv: list[str], words: int = 4) -> str:
+    return " ".join(argv[:words]) + (" ..." if len(argv) > words else "")
 
 
 def run_logged(step: str, argv: list[str], log: Path, timeout: float = BUILD_TIMEOUT_S, **kw) -> str:
@@ -51,16 +59,16 @@ def run_logged(step: str, argv: list[str], log: Path, timeout: float = BUILD_TIM
         except FileNotFoundError:
             raise StepFailed(step, f"{argv[0]} is not installed") from None
         except subprocess.TimeoutExpired:
-            raise StepFailed(step, f"`{' '.join(argv[:3])} ...` took longer than {timeout:.0f} s; log: {log}") from None
+            raise StepFailed(step, f"`{short_command(argv)}` took longer than {timeout:g} s; log: {log}") from None
         out.write(proc.stdout)
     if proc.returncode != 0:
         tail = "\n".join(proc.stdout.splitlines()[-LOG_TAIL_LINES:])
-        raise StepFailed(step, f"`{' '.join(argv[:4])} ...` exited {proc.returncode}; full log: {log}\n{tail}")
+        raise StepFailed(step, f"`{short_command(argv)}` exited {proc.returncode}; full log: {log}\n{tail}")
     return proc.stdout
 
 
-def ensure_preflight(logs: Path) -> None:
-    if os.geteuid() != 0:
+def ensure_preflight(logs: Path, euid: int) -> None:
+    if euid != 0:
         raise StepFailed("preflight", "needs root (buildah's storage, debootstrap's chroot); "
                          "run `sudo make images`, or as root")
     missing = [pkg for tool, pkg in TOOLS.items() if shutil.which(tool) is None]
@@ -72,7 +80,7 @@ def ensure_preflight(logs: Path) -> None:
             run_logged("install-tools", ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
                        logs / "apt.log", env=env, timeout=900)
         except StepFailed as err:
-            raise StepFailed("install-tools", f"{err}\ninstall them yourself: apt-get install {' '.join(missing)}"
+            raise StepFailed("install-tools", f"{err.detail}\ninstall them yourself: apt-get install {' '.join(missing)}"
                              " (Debian 12 or newer)") from None
     if shutil.which("go") is None:
         raise StepFailed("preflight", "the router binary is built on the host with Go >= 1.26 "
@@ -122,23 +130,42 @@ def ensure_router_binary(logs: Path) -> Path:
     return Path(out.strip().splitlines()[-1]).parent
 
 
-def build_image(image: catalog.Image, base: dict[str, str], router_dir: Path, logs: Path) -> None:
+def compute_build_plan(image: catalog.Image, base: dict[str, str], router_dir: Path) -> tuple[dict[str, str], Path]:
+    """The build args and the build context of one image on this machine."""
+    if image.base_arg == "RUNTIME_IMAGE":
+        return {"RUNTIME_IMAGE": base["static"]}, router_dir
+    args = {"BASE_IMAGE": base["python"]}
+    if HOST_CA_BUNDLE.is_file():
+        args["PIP_CERT"] = str(HOST_CA_BUNDLE)
+    return args, catalog.REPO_ROOT
+
+
+def fetch_input_digests(context: Path, inputs: tuple[str, ...]) -> dict[str, tuple[int, str]]:
+    """relpath -> (mode, sha256) of every file a build COPYs, ignored paths left out."""
+    files: dict[str, tuple[int, str]] = {}
+    for top in inputs:
+        root = context / top
+        paths = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for path in paths:
+            rel = path.relative_to(context).as_posix()
+            if not catalog.is_ignored(rel):
+                files[rel] = (path.stat().st_mode & 0o777, hashlib.sha256(path.read_bytes()).hexdigest())
+    return files
+
+
+def build_image(image: catalog.Image, args: dict[str, str], context: Path, logs: Path) -> None:
     argv = ["buildah", "bud", "--pull=never", "--layers", "--timestamp", "0", "--network", "host",
             "-f", str(catalog.REPO_ROOT / image.dockerfile), "-t", catalog.local_ref(image.ref)]
     if image.target:
         argv += ["--target", image.target]
-    if image.base_arg == "RUNTIME_IMAGE":
-        argv += ["--build-arg", f"RUNTIME_IMAGE={base['static']}"]
-        context = router_dir
-    else:
-        argv += ["--build-arg", f"BASE_IMAGE={base['python']}"]
-        if HOST_CA_BUNDLE.is_file():
-            argv += ["-v", f"{HOST_CA_BUNDLE}:{HOST_CA_BUNDLE}:ro", "--build-arg", f"PIP_CERT={HOST_CA_BUNDLE}"]
-        context = catalog.REPO_ROOT
+    for name, value in args.items():
+        argv += ["--build-arg", f"{name}={value}"]
+    if "PIP_CERT" in args:
+        argv += ["-v", f"{HOST_CA_BUNDLE}:{HOST_CA_BUNDLE}:ro"]
     run_logged(f"build {image.name}", argv + [str(context)], logs / f"{image.name}.log")
 
 
-def ensure_archive(image: catalog.Image, cache: Path, previous: dict, logs: Path) -> dict:
+def ensure_archive(image: catalog.Image, cache: Path, previous: dict, logs: Path, build_key: str) -> dict:
     local = catalog.local_ref(image.ref)
     image_id, size = fetch_image_id(local), fetch_image_size(local)
     archive = catalog.archive_path(image.name, cache)
@@ -149,7 +176,7 @@ def ensure_archive(image: catalog.Image, cache: Path, previous: dict, logs: Path
                                             f"oci-archive:{tmp}:{catalog.qualify_ref(image.ref)}"],
                    logs / f"{image.name}.log", timeout=900)
         tmp.replace(archive)
-    return catalog.compute_index_entry(image, image_id, size, archive)
+    return catalog.compute_index_entry(image, image_id, size, archive, build_key)
 
 
 def main(argv: list[str]) -> int:
@@ -159,16 +186,28 @@ def main(argv: list[str]) -> int:
     started = time.monotonic()
     try:
         images = [catalog.find_image(name) for name in names]
-        ensure_preflight(logs)
+        ensure_preflight(logs, os.geteuid())
         base = ensure_base(cache, logs)
         say(f"base images: {base['python']}, {base['static']}")
         router_dir = ensure_router_binary(logs) if any(i.name == "router" for i in images) else Path()
         index = catalog.read_index(catalog.index_path(cache))
+        base_ids = {ref: fetch_image_id(ref) for ref in base.values()}
         for image in images:
             t0 = time.monotonic()
-            build_image(image, base, router_dir, logs)
-            index["images"][image.name] = ensure_archive(image, cache, index["images"], logs)
-            say(f"{image.name}: {index['images'][image.name]['image']} built in {time.monotonic() - t0:.1f} s")
+            args, context = compute_build_plan(image, base, router_dir)
+            key = catalog.compute_build_key((catalog.REPO_ROOT / image.dockerfile).read_bytes(),
+                                            fetch_input_digests(context, image.inputs), args,
+                                            base_ids[args.get("BASE_IMAGE") or args["RUNTIME_IMAGE"]])
+            entry = index["images"].get(image.name) or {}
+            local = catalog.local_ref(image.ref)
+            # Same inputs as the image in storage was built from: buildah would only confirm its
+            # cache (15-20 s for the model server: it digests the 500 MB venv to do so).
+            fresh = entry.get("build_key") == key and image_exists(local) and fetch_image_id(local) == entry.get("image_id")
+            if not fresh:
+                build_image(image, args, context, logs)
+            index["images"][image.name] = ensure_archive(image, cache, index["images"], logs, key)
+            how = "unchanged" if fresh else "built"
+            say(f"{image.name}: {index['images'][image.name]['image']} {how} in {time.monotonic() - t0:.1f} s")
         index["base_images"] = base
         catalog.index_path(cache).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     except (StepFailed, KeyError) as err:

@@ -37,6 +37,10 @@ class Image:
     chart_value: str  # the values.yaml key holding `ref`
     dockerfile: str  # relative to the repo root
     base_arg: str  # the build ARG naming its base image
+    # What the Dockerfile COPYs from its build context (relative to the repo root; for the router,
+    # to its prebuilt binary's directory). With the Dockerfile, the build args and the base image
+    # they make the build key: an unchanged key skips buildah (tests check these match the COPYs).
+    inputs: tuple[str, ...]
     # Stage built on our machines (None: the last one). The router's `prebuilt` stage takes the
     # binary built on the host instead of compiling Go inside a container (see its Dockerfile).
     target: str | None = None
@@ -44,12 +48,35 @@ class Image:
 
 IMAGES = (
     Image("operator", "modelrollout/operator:dev", "image.repository + image.tag",
-          "operator/Dockerfile", "BASE_IMAGE"),
+          "operator/Dockerfile", "BASE_IMAGE", ("pyproject.toml", "README.md", "operator")),
     Image("model-server", "modelrollout/model-server:dev", "operator.modelServerImage",
-          "model_server/Dockerfile.model-server", "BASE_IMAGE"),
+          "model_server/Dockerfile.model-server", "BASE_IMAGE", ("pyproject.toml", "README.md", "model_server")),
     Image("router", "modelrollout/router:dev", "operator.routerImage",
-          "model_server/Dockerfile.router", "RUNTIME_IMAGE", target="prebuilt"),
+          "model_server/Dockerfile.router", "RUNTIME_IMAGE", ("router",), target="prebuilt"),
 )
+
+# Build-context paths the Dockerfiles never see (the repo's .dockerignore says the same; a test
+# checks): bytecode and caches that test runs leave next to the sources.
+IGNORED_NAMES = ("__pycache__", ".pytest_cache", ".hypothesis")
+IGNORED_SUFFIXES = (".pyc", ".egg-info")
+
+
+def is_ignored(relpath: str) -> bool:
+    return any(part in IGNORED_NAMES or part.endswith(IGNORED_SUFFIXES) for part in relpath.split("/"))
+
+
+def compute_build_key(dockerfile: bytes, files: dict[str, tuple[int, str]], build_args: dict[str, str],
+                      base_image_id: str) -> str:
+    """Content hash of everything a build reads: the Dockerfile, each context file's path, mode and
+    sha256 (`files`: relpath -> (mode, digest)), the build args and the base image's ID."""
+    digest = hashlib.sha256(dockerfile)
+    for path in sorted(files):
+        mode, file_digest = files[path]
+        digest.update(f"\0{path}\0{mode:o}\0{file_digest}".encode())
+    for name in sorted(build_args):
+        digest.update(f"\0arg {name}={build_args[name]}".encode())
+    digest.update(f"\0base {base_image_id}".encode())
+    return digest.hexdigest()
 
 
 def find_image(name: str) -> Image:
@@ -133,8 +160,9 @@ def read_index(path: Path) -> dict:
     return data if isinstance(data.get("images"), dict) else {"images": {}}
 
 
-def compute_index_entry(image: Image, image_id: str, size_bytes: int, archive: Path) -> dict:
+def compute_index_entry(image: Image, image_id: str, size_bytes: int, archive: Path, build_key: str = "") -> dict:
     return {
+        "build_key": build_key,
         "image": qualify_ref(image.ref),
         "short_name": image.ref,
         "local_name": local_ref(image.ref),

@@ -284,3 +284,113 @@ def test_make_images_runs_the_build_script():
     assert re.search(r"^images:.*\n\timages/build\.sh", makefile, re.M)
     phony = re.search(r"^\.PHONY:(.*(?:\\\n.*)*)", makefile, re.M).group(1)
     assert "images" in phony.split()
+
+
+@pytest.mark.parametrize("name", sorted(DOCKERFILES))
+def test_build_inputs_are_what_the_dockerfile_copies_from_its_context(name):
+    # The build key (which lets `make images` skip buildah) must cover every COPY source, or an
+    # edit to an uncovered file would leave a stale image.
+    image = catalog.find_image(name)
+    all_stages = stages(DOCKERFILES[name].read_text())
+    if image.target:  # only the stages the target builds read the context
+        def stage_name(stage):
+            words = stage[0][1].split()
+            return words[-1] if len(words) == 3 and words[1].upper() == "AS" else None
+
+        wanted = {image.target}
+        for stage in reversed(all_stages[1:]):
+            if stage_name(stage) in wanted:
+                wanted.add(stage[0][1].split()[0])
+        all_stages = [s for s in all_stages[1:] if stage_name(s) in wanted]
+        assert len(all_stages) == 2  # the router's `runtime` and `prebuilt`
+    sources = set()
+    for stage in all_stages:
+        for kw, args in stage:
+            if kw in ("COPY", "ADD") and not args.startswith("--from"):
+                sources |= {src.rstrip("/").removeprefix("./") for src in args.split()[:-1]}
+    assert sources == set(image.inputs)
+
+
+def test_ignored_paths_are_the_dockerignore():
+    patterns = {line for line in (ROOT / ".dockerignore").read_text().split() if line.startswith("**/")}
+    assert patterns == {f"**/{n}" for n in catalog.IGNORED_NAMES} | {f"**/*{s}" for s in catalog.IGNORED_SUFFIXES}
+    assert catalog.is_ignored("operator/rollout_operator/__pycache__/main.cpython-311.pyc")
+    assert catalog.is_ignored("model_server/x.pyc") and catalog.is_ignored("a/modelrollout.egg-info/PKG-INFO")
+    assert not catalog.is_ignored("model_server/speech_serving/models/v1.onnx")
+
+
+def test_build_key_covers_every_input():
+    files = {"operator/a.py": (0o644, "d1"), "README.md": (0o644, "d2")}
+    args = {"BASE_IMAGE": "localhost/modelrollout-base-python:bookworm-x"}
+    key = catalog.compute_build_key(b"FROM x", files, args, "sha256:base")
+    assert catalog.compute_build_key(b"FROM x", dict(reversed(files.items())), args, "sha256:base") == key
+    variants = [
+        (b"FROM y", files, args, "sha256:base"),
+        (b"FROM x", {**files, "operator/a.py": (0o644, "d3")}, args, "sha256:base"),
+        (b"FROM x", {**files, "operator/a.py": (0o755, "d1")}, args, "sha256:base"),
+        (b"FROM x", {**files, "operator/b.py": (0o644, "d1")}, args, "sha256:base"),
+        (b"FROM x", files, {**args, "PIP_CERT": "/etc/ssl/certs/ca-certificates.crt"}, "sha256:base"),
+        (b"FROM x", files, args, "sha256:other-base"),
+    ]
+    assert len({catalog.compute_build_key(*v) for v in variants} | {key}) == len(variants) + 1
+
+
+# --- images/build.py: a bad environment is named by step (fake tools on PATH, no real build) ---
+
+from images import build  # noqa: E402
+
+
+def fake_tool(bin_dir: Path, name: str, script: str) -> None:
+    path = bin_dir / name
+    path.write_text(f"#!/bin/sh\n{script}\n")
+    path.chmod(0o755)
+
+
+def test_preflight_without_root_says_how_to_run(tmp_path):
+    with pytest.raises(build.StepFailed, match=r"step 'preflight' failed: needs root .*sudo make images"):
+        build.ensure_preflight(tmp_path, euid=1000)
+
+
+def test_missing_tools_with_failing_apt_names_the_step_and_the_packages(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake_tool(bin_dir, "apt-get", 'echo "E: Unable to locate package $5" >&2; exit 100')
+    monkeypatch.setenv("PATH", str(bin_dir))
+    with pytest.raises(build.StepFailed) as err:
+        build.ensure_preflight(tmp_path / "logs", euid=0)
+    message = str(err.value)
+    assert message.startswith("images: step 'install-tools' failed: `apt-get update -qq` exited 100")
+    assert "E: Unable to locate package" in message
+    assert "install them yourself: apt-get install buildah skopeo debootstrap podman" in message
+    assert (tmp_path / "logs" / "apt.log").is_file()
+
+
+def test_missing_go_is_named(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in build.TOOLS:
+        fake_tool(bin_dir, tool, "exit 0")
+    monkeypatch.setenv("PATH", str(bin_dir))
+    with pytest.raises(build.StepFailed, match=r"step 'preflight' failed: the router binary .* `go` is not on PATH"):
+        build.ensure_preflight(tmp_path, euid=0)
+
+
+def test_a_failing_command_names_its_step_exit_code_log_and_last_lines(tmp_path):
+    log = tmp_path / "model-server.log"
+    with pytest.raises(build.StepFailed) as err:
+        build.run_logged("build model-server", ["sh", "-c", "echo STEP 6/8; echo 'pip: no matching distribution'; exit 3"], log)
+    message = str(err.value)
+    assert message.startswith("images: step 'build model-server' failed: `sh -c")
+    assert "exited 3" in message and f"full log: {log}" in message
+    assert message.endswith("STEP 6/8\npip: no matching distribution")
+    assert "no matching distribution" in log.read_text()
+
+
+def test_a_hanging_command_is_bounded(tmp_path):
+    with pytest.raises(build.StepFailed, match=r"step 'export router' failed: `sleep 5` took longer than 0.2 s"):
+        build.run_logged("export router", ["sleep", "5"], tmp_path / "x.log", timeout=0.2)
+
+
+def test_a_missing_program_is_named(tmp_path):
+    with pytest.raises(build.StepFailed, match=r"step 'base' failed: no-such-tool-x is not installed"):
+        build.run_logged("base", ["no-such-tool-x"], tmp_path / "x.log")
