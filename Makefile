@@ -92,10 +92,11 @@ test: deps sysdeps bins
 	$(MAKE) lint
 	$(MAKE) test-unit
 	$(MAKE) test-integration
+	$(MAKE) images
 	$(MAKE) cluster-up
 	rc=0; $(MAKE) test-e2e || rc=$$?; $(MAKE) cluster-down; exit $$rc
 
-demo: deps sysdeps bins
+demo: deps sysdeps bins images
 	$(PY) -m e2e.demo
 
 bench: deps sysdeps bins
