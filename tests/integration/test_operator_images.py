@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from e2e import scenario
-from operator_fixtures import api, crd, gates, ns, prom, tb  # noqa: F401 - fixtures
+from operator_fixtures import api, crd, gates, ns, operator, prom, tb  # noqa: F401 - fixtures
 from operator_harness import OperatorProcess, apply, delete_rollouts, kubectl, rollout_manifest, wait_for
 from rollout_operator.adapters.kube import (DEPLOYMENTS, MODEL_ROLLOUTS, NETWORK_POLICIES,
                                             POD_DISRUPTION_BUDGETS, ROLE_BINDINGS, ROLES)
@@ -99,6 +99,23 @@ def test_a_secret_in_env_makes_the_rollout_invalid_and_reaches_no_pod(tb, api, n
     assert api.get(DEPLOYMENTS, ns, "speech-v1") is None
 
 
+def test_a_router_binding_left_by_an_older_operator_does_not_block_the_rollout(tb, api, ns, operator):
+    """Older operators bound `<rollout>-router` to their own Role; a roleRef cannot change, so
+    the new binding to the chart's ClusterRole must not be applied over that one."""
+    rules = [{"apiGroups": ["modelrollout.dev"], "resources": ["modelrollouts"], "verbs": ["get"]}]
+    kubectl(tb, "apply", "-f", "-", stdin=yaml.safe_dump_all([
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": {"name": "speech-router", "namespace": ns}, "rules": rules},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": {"name": "speech-router", "namespace": ns},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "speech-router"},
+         "subjects": [{"kind": "ServiceAccount", "name": "speech-router", "namespace": ns}]}]))
+    apply(tb, rollout_manifest("speech", ns, "v1"))
+    wait_for(lambda: _status(api, ns).get("phase") == "Healthy", "phase Healthy", timeout=180,
+             describe=operator.log_tail)
+    assert api.get(ROLE_BINDINGS, ns, "speech.router")["roleRef"]["kind"] == "ClusterRole"
+
+
 # --- the chart's namespaced RBAC, for real ---------------------------------------------------
 
 def _render_rbac(helm: Path, release: str, namespace: str) -> list[dict]:
@@ -145,7 +162,7 @@ def test_chart_rbac_is_enough_and_the_api_server_accepts_every_object(tb, api, n
     assert status["stableVersion"] == "v1"
     uid = api.get(MODEL_ROLLOUTS, ns, "speech")["metadata"]["uid"]
     role = chart_rbac_operator.args[-1].split("=", 1)[1]
-    binding = api.get(ROLE_BINDINGS, ns, "speech-router")
+    binding = api.get(ROLE_BINDINGS, ns, "speech.router")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role}
     assert api.list(ROLES, ns, "app.kubernetes.io/managed-by=modelrollout-operator") == []
     owned = [(POD_DISRUPTION_BUDGETS, "speech-v1"), (POD_DISRUPTION_BUDGETS, "speech"),

@@ -41,7 +41,7 @@ def test_apply_creates_owned_workloads_router_and_healthy_status(tb, api, ns, op
     assert status["traffic"] == {"stable": {"version": "v1", "weight": 100}}
     assert status["observedGeneration"] == obj["metadata"]["generation"]
     owned = [(DEPLOYMENTS, "speech-v1"), (SERVICES, "speech-v1"), (DEPLOYMENTS, "speech"), (SERVICES, "speech"),
-             (SERVICE_ACCOUNTS, "speech-router"), (ROLE_BINDINGS, "speech-router"),
+             (SERVICE_ACCOUNTS, "speech-router"), (ROLE_BINDINGS, "speech.router"),
              (POD_DISRUPTION_BUDGETS, "speech-v1"), (POD_DISRUPTION_BUDGETS, "speech"),
              (NETWORK_POLICIES, "speech.router"), (NETWORK_POLICIES, "speech.model-servers")]
     for ref, name in owned:

@@ -229,6 +229,13 @@ def compute_router_service(owner: Owner) -> dict[str, Any]:
     return _service(owner, compute_router_name(owner.name), labels, labels)
 
 
+def compute_router_binding_name(rollout: str) -> str:
+    """`<rollout>.router`, not the account's `<rollout>-router`: earlier operators made a
+    RoleBinding of that name to their own Role, and a RoleBinding's roleRef cannot change, so
+    applying ours over it would be refused. The dot keeps it apart from every rollout's names."""
+    return f"{rollout}.router"
+
+
 def compute_router_rbac(owner: Owner, cluster_role: str) -> list[dict[str, Any]]:
     """ServiceAccount and RoleBinding: the router gets the chart's read-only ClusterRole
     `cluster_role` (its rollout, EndpointSlices, pods) in this namespace only. The operator
@@ -238,7 +245,7 @@ def compute_router_rbac(owner: Owner, cluster_role: str) -> list[dict[str, Any]]
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(owner, name, labels)},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-         "metadata": _meta(owner, name, labels),
+         "metadata": _meta(owner, compute_router_binding_name(owner.name), labels),
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role},
          "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": owner.namespace}]},
     ]

@@ -98,7 +98,7 @@ def test_router_gets_a_binding_to_the_chart_role_service_pdb_policies_and_deploy
     kinds = sorted(p.split("/")[-2] for p in kube.objects)
     assert kinds == ["deployments", "networkpolicies", "networkpolicies", "poddisruptionbudgets",
                      "rolebindings", "serviceaccounts", "services"], "no Role: the chart's ClusterRole is bound"
-    binding = kube.get("/apis/rbac.authorization.k8s.io/v1" + NS + "/rolebindings", "speech-router")
+    binding = kube.get("/apis/rbac.authorization.k8s.io/v1" + NS + "/rolebindings", "speech.router")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                                   "name": "modelrollout-router"}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "speech-router", "namespace": "ml"}]

@@ -74,6 +74,9 @@ def test_router_rbac_is_a_binding_to_the_chart_cluster_role_and_no_role():
     account, binding = compute_router_rbac(OWNER, "mr-modelrollout-router")
     assert account["kind"] == "ServiceAccount" and account["metadata"]["name"] == "speech-router"
     assert binding["kind"] == "RoleBinding" and binding["metadata"]["namespace"] == "ml"
+    # Not `speech-router`: an older operator's RoleBinding of that name refers to a Role, and a
+    # roleRef cannot change (the integration test applies ours next to one).
+    assert binding["metadata"]["name"] == "speech.router"
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                                   "name": "mr-modelrollout-router"}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "speech-router", "namespace": "ml"}]
