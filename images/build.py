@@ -209,7 +209,10 @@ def main(argv: list[str]) -> int:
             how = "unchanged" if fresh else "built"
             say(f"{image.name}: {index['images'][image.name]['image']} {how} in {time.monotonic() - t0:.1f} s")
         index["base_images"] = base
-        catalog.index_path(cache).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+        # Written whole and renamed, so a reader (the testbed importing archives) never sees half.
+        tmp = catalog.index_path(cache).with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+        tmp.replace(catalog.index_path(cache))
     except (StepFailed, KeyError) as err:
         print(err.args[0] if isinstance(err, KeyError) else err, file=sys.stderr, flush=True)
         return 1
