@@ -1,6 +1,7 @@
 """Command line of the local testbed: `python -m e2e.testbed up|down|status|env`.
 
-`up` starts etcd, the control plane, kwok, Prometheus and the pod runner; `down` removes it all.
+`up` starts etcd, the control plane, kwok, Prometheus, the pod runner and (real mode) the
+node: containerd, kubelet, kube-proxy; `down` removes it all, host changes included.
 """
 from __future__ import annotations
 

@@ -303,7 +303,9 @@ def _stop_node(lay: Layout, stopped: list[str]) -> None:
 def down(lay: Layout, quiet: bool = False) -> None:
     clock = _Clock()
     stopped: list[str] = []
-    if lay.is_real_node:
+    # Also when the state dir says a real node ran, whatever MODELROLLOUT_TESTBED_NODE says now.
+    has_node = lay.is_real_node or node_config.node_dir(lay).exists()
+    if has_node:
         _stop_node(lay, stopped)
     for name in reversed(COMPONENTS):
         # The pod runner stops its pods' processes on SIGTERM; give it time for their grace.
@@ -314,8 +316,8 @@ def down(lay: Layout, quiet: bool = False) -> None:
     for path in pod_pids:
         if procs.stop_pidfile(path, 5):
             stopped.append(f"pod process {path.stem}")
-    cleaned = node_host.clean_host(lay) if lay.is_real_node else []
-    left = node_host.find_leftovers(lay) if lay.is_real_node else []
+    cleaned = node_host.clean_host(lay) if has_node else []
+    left = node_host.find_leftovers(lay) if has_node else []
     if lay.state_dir.exists():
         shutil.rmtree(lay.state_dir)
     netroute.remove_local_route(lay.pod_cidr)
