@@ -118,8 +118,8 @@ async def test_unload_is_refused_and_the_model_keeps_serving_and_stays_ready(cli
     before = count("v2", "server_error")
     assert (await client.post("/v2/repository/models/speech-commands/unload")).status_code == 404
     assert (await client.post("/v2/models/speech-commands/versions/v2/infer", json={})).status_code == 404
-    for _ in range(3):  # before: 500, 500, then a hang
-        resp = await client.post(V2, json=v2_body("INT16", [len(word)], word.tolist()))
+    for _ in range(3):  # before: 500, 500, then a hang (wait_for turns it into a failure; no latency bound)
+        resp = await asyncio.wait_for(client.post(V2, json=v2_body("INT16", [len(word)], word.tolist())), 60)
         assert resp.status_code == 200, resp.text
     assert (await client.get("/v2/health/ready")).status_code == 200
     assert count("v2", "server_error") == before
