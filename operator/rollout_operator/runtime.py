@@ -82,6 +82,7 @@ def compute_snapshot(value: Any) -> Any:
 
 def build_runtime(settings: Settings) -> Runtime:
     adapters = build_adapters(load_api_client(), prometheus_timeout=settings.prometheus_timeout,
+                              kube_timeout=settings.kube_timeout,
                               field_manager=settings.field_manager,
                               router_endpoints_source=settings.router_endpoints_source,
                               pods=settings.pod_settings(),

@@ -42,6 +42,11 @@ class Settings:
     prometheus_url: str = ""
     # Per-query timeout (seconds) for Prometheus; a timeout is an error measurement, not a crash.
     prometheus_timeout: float = 10.0
+    # Total seconds per Kubernetes API call (connect, send, headers, body): a late call fails the
+    # tick, which is retried. Above the API server's admission-webhook timeouts (10 s default,
+    # 30 s at most each) so a slow webhook is not mistaken for a hung server. Also kopf's own
+    # request timeout (handlers/rollouts.py).
+    kube_timeout: float = 30.0
     # Image of the built-in traffic router Deployment when spec.trafficRouting.router.image is empty.
     router_image: str = DEFAULT_ROUTER_IMAGE
     # Where the built-in router finds backends: `endpointslices` (default) or `pods` (ready pods by
@@ -219,6 +224,8 @@ OPTIONS: tuple[_Option, ...] = (
     _Option("prometheus_url", "default Prometheus URL for rollouts that name none", str, _is_url),
     _Option("prometheus_timeout", "seconds before a Prometheus query counts as an error", float,
             _in_range(0.1, 300, "a number of seconds")),
+    _Option("kube_timeout", "total seconds per Kubernetes API call before the tick fails and is retried",
+            float, _in_range(1, 300, "a number of seconds")),
     _Option("router_image", "image of the built-in traffic router", str, _non_empty),
     _Option("router_endpoints_source", "where the router finds backends: endpointslices|pods", str.lower,
             lambda v: None if v in ("endpointslices", "pods") else "endpointslices or pods"),

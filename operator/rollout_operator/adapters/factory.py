@@ -41,11 +41,12 @@ class Adapters:
         return self.traffic[name]
 
 
-def build_adapters(api_client: Any, *, prometheus_timeout: float = 10.0, field_manager: str,
+def build_adapters(api_client: Any, *, prometheus_timeout: float = 10.0, kube_timeout: float = 30.0,
+                   field_manager: str,
                    router_endpoints_source: str = "endpointslices",
                    pods: PodSettings = PodSettings(),
                    on_call: CallHook | None = None, on_query: QueryHook | None = None) -> Adapters:
-    api = KubeApi(api_client, on_call=on_call, field_manager=field_manager)
+    api = KubeApi(api_client, timeout=kube_timeout, on_call=on_call, field_manager=field_manager)
     return Adapters(
         metrics=PrometheusMetrics(timeout=prometheus_timeout, on_query=on_query),
         workloads=KubeWorkloads(api, router_endpoints_source, pods),

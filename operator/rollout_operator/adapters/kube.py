@@ -2,6 +2,7 @@
 
 The adapters speak plain dicts (server-side apply, merge patches, lists by label) so that fakes
 and manifests stay simple; every call is reported to an `on_call` hook (the API-calls metric).
+Every call has a total deadline (deadline.py); a failed or late call is a KubeTransportError.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import json
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
+
+from .deadline import Deadline, install_on_pool_manager
 
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
@@ -41,6 +44,16 @@ class KubeError(RuntimeError):
     @property
     def conflict(self) -> bool:
         return self.status == 409
+
+
+class KubeTransportError(KubeError):
+    """No answer: the API server could not be reached, broke the connection, or did not answer
+    within the total deadline (`deadline` True). Transient: the tick is retried."""
+
+    def __init__(self, message: str, *, method: str, path: str, deadline: bool = False) -> None:
+        super().__init__(0, message, method=method, path=path)
+        self.args = (f"{method} {path}: {message}",)  # no HTTP status: none was answered
+        self.deadline = deadline
 
 
 class TakeoverRefused(RuntimeError):
@@ -103,7 +116,12 @@ class KubeApi:
     def __init__(self, api_client: Any, *, timeout: float = 30.0, on_call: CallHook | None = None,
                  field_manager: str = "modelrollout-operator") -> None:
         self._client = api_client
-        self._timeout = timeout
+        self._timeout = timeout  # total seconds per call: connect, send, headers and body
+        install_on_pool_manager(api_client.rest_client.pool_manager)
+        from kubernetes.client.exceptions import ApiException  # the client's SSL failures
+        import urllib3
+
+        self._transport_errors = (urllib3.exceptions.HTTPError, OSError, ApiException)
         self._on_call = on_call
         self.field_manager = field_manager
 
@@ -114,8 +132,18 @@ class KubeApi:
         request = self._client.param_serialize(
             method, path, query_params=list((query or {}).items()), header_params=headers,
             body=body, auth_settings=["BearerToken"])
-        response = self._client.call_api(*request, _request_timeout=self._timeout)
-        raw = response.read() or b"{}"
+        with Deadline(self._timeout) as deadline:
+            try:
+                response = self._client.call_api(*request, _request_timeout=self._timeout)
+                raw = response.read() or b"{}"
+            except self._transport_errors as err:
+                if deadline.expired:
+                    raise KubeTransportError(str(deadline.error()), method=method, path=path,
+                                             deadline=True) from None
+                raise KubeTransportError(f"{type(err).__name__}: {str(err)[:300]}",
+                                         method=method, path=path) from err
+        if deadline.expired:  # the shutdown can also look like an early end of the body
+            raise KubeTransportError(str(deadline.error()), method=method, path=path, deadline=True)
         if self._on_call:
             self._on_call(method, _resource_of(path), response.status)
         data = json.loads(raw)

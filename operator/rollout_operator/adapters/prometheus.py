@@ -11,22 +11,17 @@ import http.client
 import json
 import math
 import socket
-import threading
-import time
 from typing import Any, Callable
 from urllib.parse import urlencode, urlsplit
 
 from ..domain.analysis import Measurement, MeasurementKind
 from ..domain.observations import QueryRequest
+from .deadline import Deadline
 
 QueryHook = Callable[[str], None]  # called with the outcome: value | noData | error
 # An instant query answered with one number is a few hundred bytes; 1 MiB leaves room for
 # error bodies and many-series answers (which are errors anyway) and bounds what one read costs.
 MAX_ANSWER_BYTES = 1 << 20
-
-
-class DeadlineExceeded(Exception):
-    """The whole query took longer than the total deadline (e.g. an answer trickling in)."""
 
 
 class AnswerTooLarge(Exception):
@@ -81,7 +76,7 @@ class PrometheusMetrics:
     def fetch_scalar(self, address: str, query: str) -> Measurement:
         """Runs one instant query and judges the answer."""
         try:
-            status, body = self._fetch(address, query, time.monotonic() + self._timeout)
+            status, body = self._fetch(address, query)
             measurement = compute_answer(status, body, f"Prometheus at {address}")
         except Exception as err:  # noqa: BLE001 - every failure is a measurement (STYLE §6)
             measurement = Measurement.error(f"Prometheus at {address} failed: {_describe(err)}")
@@ -89,38 +84,29 @@ class PrometheusMetrics:
             self._on_query(measurement.kind.value)
         return measurement
 
-    def _fetch(self, address: str, query: str, deadline: float) -> tuple[int, bytes]:
-        """(HTTP status, body), or DeadlineExceeded/AnswerTooLarge.
-
-        Socket timeouts bound each read, not the whole answer: a server can send one byte per
-        read forever, in the headers or the body. A watchdog shuts the socket down at the
-        deadline, which ends whatever read is waiting."""
+    def _fetch(self, address: str, query: str) -> tuple[int, bytes]:
+        """(HTTP status, body), or DeadlineExceeded/AnswerTooLarge; the deadline covers connect,
+        send, headers and body (deadline.py says why socket timeouts alone do not)."""
         url = urlsplit(address.rstrip("/"))
         kind = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
         conn = kind(url.hostname or "", url.port, timeout=self._timeout)
-        expired, sockets = threading.Event(), []  # sockets: the one to shut down at the deadline
-        watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), _expire, (sockets, expired))
-        watchdog.daemon = True
-        watchdog.start()
-        try:
-            conn.connect()
-            # Kept here: http.client drops conn.sock when the answer says Connection: close.
-            sockets.append(conn.sock)
-            if expired.is_set():  # the watchdog fired before it had the socket
-                raise DeadlineExceeded(f"no complete answer within {self._timeout:g}s")
-            conn.request("GET", f"{url.path}/api/v1/query?{urlencode({'query': query})}",
-                         headers={"Accept": "application/json"})
-            response = conn.getresponse()
-            body = response.read(self._max_bytes + 1)
-        except (OSError, http.client.HTTPException):
-            if expired.is_set():
-                raise DeadlineExceeded(f"no complete answer within {self._timeout:g}s") from None
-            raise
-        finally:
-            watchdog.cancel()
-            conn.close()
-        if expired.is_set():  # the shutdown can also look like an early end of the body
-            raise DeadlineExceeded(f"no complete answer within {self._timeout:g}s")
+        with Deadline(self._timeout) as deadline:
+            try:
+                conn.connect()  # before it connects, the connect timeout bounds the wait
+                # Watched as a socket: http.client drops conn.sock when the answer says Connection: close.
+                deadline.watch(conn.sock)
+                conn.request("GET", f"{url.path}/api/v1/query?{urlencode({'query': query})}",
+                             headers={"Accept": "application/json"})
+                response = conn.getresponse()
+                body = response.read(self._max_bytes + 1)
+            except (OSError, http.client.HTTPException):
+                if deadline.expired:
+                    raise deadline.error() from None
+                raise
+            finally:
+                conn.close()
+        if deadline.expired:  # the shutdown can also look like an early end of the body
+            raise deadline.error()
         if len(body) > self._max_bytes:
             raise AnswerTooLarge(f"answer larger than {self._max_bytes} bytes")
         return response.status, body
@@ -154,17 +140,6 @@ def compute_answer(status: int, body: bytes, source: str = "Prometheus") -> Meas
         return Measurement.error(_short(f"{source} answered HTTP Status Code {status}: {reason}", 400))
     data = doc.get("data")
     return compute_measurement(data.get("result") if isinstance(data, dict) else None)
-
-
-def _expire(sockets: list[socket.socket], expired: threading.Event) -> None:
-    """At the deadline: wake whatever read waits on the query's socket (before it connected,
-    the connect timeout bounds the wait)."""
-    expired.set()
-    for sock in sockets:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:  # already closed: the query ended as the deadline passed
-            pass
 
 
 def _describe(err: Exception) -> str:

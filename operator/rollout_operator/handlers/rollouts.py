@@ -17,6 +17,21 @@ RESOURCE = ("modelrollout.dev", "v1alpha1", "modelrollouts")
 FINALIZER = "modelrollout.dev/finalizer"
 
 
+# The API server ends each watch after this long and kopf starts a new one; the client gives
+# up on a watch request that outlives it by more than one call's deadline.
+WATCH_SERVER_TIMEOUT = 300.0
+
+
+def configure_kopf_timeouts(settings: kopf.OperatorSettings, kube_timeout: float) -> None:
+    """Bounds kopf's own API calls (its patches, lists and watches) like ours: kopf's defaults
+    are 5 minutes per request and no bound on a watch stream or its connect."""
+    settings.networking.request_timeout = kube_timeout  # aiohttp's total: connect to last byte
+    settings.networking.connect_timeout = kube_timeout
+    settings.watching.connect_timeout = kube_timeout
+    settings.watching.server_timeout = WATCH_SERVER_TIMEOUT
+    settings.watching.client_timeout = WATCH_SERVER_TIMEOUT + kube_timeout
+
+
 def register(registry: kopf.OperatorRegistry, config: Settings, runtime: Runtime | None = None) -> None:
     """Attaches the handlers; `runtime` lets tests inject adapters."""
 
@@ -26,6 +41,7 @@ def register(registry: kopf.OperatorRegistry, config: Settings, runtime: Runtime
         settings.posting.level = logging.WARNING  # our own events explain decisions
         settings.peering.standalone = True
         settings.execution.max_workers = config.max_workers
+        configure_kopf_timeouts(settings, config.kube_timeout)
         memo.runtime = runtime or build_runtime(config)
 
     @kopf.on.login(registry=registry)  # a custom registry does not get kopf's default login

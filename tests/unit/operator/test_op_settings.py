@@ -21,6 +21,11 @@ def test_env_vars_are_read_and_flags_override_them():
     assert s.host == "127.0.0.5"
 
 
+def test_kube_timeout_defaults_to_30s_and_reads_its_env():
+    assert Settings().kube_timeout == 30.0
+    assert load_settings([], {"MODELROLLOUT_KUBE_TIMEOUT": "7.5"}).kube_timeout == 7.5
+
+
 def test_every_option_has_a_kebab_flag_and_prefixed_env():
     for opt in OPTIONS:
         assert opt.flag == "--" + opt.name.replace("_", "-")
@@ -38,6 +43,8 @@ def test_every_option_has_a_kebab_flag_and_prefixed_env():
     (["--router-image= "], {}, "expected a non-empty image reference"),
     (["--host=not a host"], {}, "expected an IP address or host name"),
     (["--router-endpoints-source=dns"], {}, "expected endpointslices or pods, got 'dns'"),
+    (["--kube-timeout=0.5"], {}, "--kube-timeout (--kube-timeout / MODELROLLOUT_KUBE_TIMEOUT): expected a "
+                                 "number of seconds between 1 and 300, got '0.5'"),
 ])
 def test_bad_values_name_the_flag_env_and_expectation(argv, env, needle):
     with pytest.raises(SettingsError) as err:

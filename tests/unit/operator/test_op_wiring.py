@@ -74,6 +74,21 @@ def test_handlers_are_a_timer_and_an_event_watcher_only():
     assert len(list(registry._watching.get_all_handlers())) == 1
 
 
+def test_startup_bounds_kopfs_own_api_calls_by_the_kube_timeout():
+    registry = kopf.OperatorRegistry()
+    register(registry, Settings(kube_timeout=12.0), runtime=object())  # type: ignore[arg-type]
+    (startup,) = [h for h in registry._activities.get_all_handlers()
+                  if h.activity.value == "startup"]
+    settings = kopf.OperatorSettings()
+    assert settings.networking.request_timeout == 300  # kopf's default, which we replace
+    startup.fn(settings=settings, memo=kopf.Memo())
+    assert settings.networking.request_timeout == 12.0
+    assert settings.networking.connect_timeout == 12.0
+    assert settings.watching.connect_timeout == 12.0
+    assert settings.watching.server_timeout == 300.0
+    assert settings.watching.client_timeout == 312.0
+
+
 def test_main_rejects_bad_settings_before_starting(capsys):
     assert main(["--port=99999"]) == 2
     assert "--port (--port / MODELROLLOUT_PORT): expected an integer between 1 and 65535" in capsys.readouterr().err
