@@ -21,7 +21,9 @@ failures=0
 step() { echo "smoke: $*"; }
 fail() { echo "smoke: FAIL: $*" >&2; failures=$((failures + 1)); }
 cleanup() {
-  podman rm -f -t 2 "$pod-router" "$pod-server" >/dev/null 2>&1 || true
+  # One name per call: podman 4.3's `rm -f a b` with `a` already gone silently removed neither.
+  # The router first: it lives in the server's network namespace.
+  for c in "$pod-router" "$pod-server"; do podman rm -f -t 2 "$c" >/dev/null 2>&1 || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -114,6 +116,9 @@ for c in server router; do
     if podman exec "$pod-server" sh -c 'touch /opt/venv/x' 2>/dev/null; then fail "server: root filesystem is writable"
     else step "server: writing /opt/venv fails (read-only root)"; fi
     step "server: /tmp holds $(podman exec "$pod-server" sh -c 'ls -A /tmp | wc -l') entries after a predict"
+    caps="$(podman exec "$pod-server" sh -c 'grep -E "^Cap(Eff|Prm|Bnd)" /proc/1/status' | tr -s '\t\n' '  ')"
+    if [[ "$caps" =~ ^(Cap(Prm|Eff|Bnd):\ 0+\ ?)+$ ]]; then step "server: no capabilities: $caps"
+    else fail "server: capabilities left: $caps"; fi
   fi
 done
 podman stats --no-stream --format '{{.Name}} {{.MemUsage}}' "$pod-server" "$pod-router" 2>/dev/null | sed 's/^/smoke: memory /' || true
