@@ -17,8 +17,8 @@ from . import metrics as m
 from .adapters import Adapters, KubeError, Owner, ServerTemplate, TakeoverRefused
 from .domain import (Action, Decision, DeleteVersion, EmitEvent, EnsurePreviewService,
                      EnsureRouter, EnsureVersion, Measurement, Observations, QueryRequest,
-                     RemovePreviewService, RolloutSpec, RolloutStatus, ScaleDownVersion,
-                     SetTraffic, SpecError, TrafficSplit, compute_metric_observations, decide,
+                     RemoveNetworkPolicies, RemovePreviewService, RolloutSpec, RolloutStatus,
+                     ScaleDownVersion, SetTraffic, SpecError, TrafficSplit, compute_metric_observations, decide,
                      decide_invalid, parse_spec, plan_queries, status_from_dict, status_to_dict)
 from .settings import Settings
 
@@ -177,7 +177,9 @@ def execute_action(action: Action, ctx: _Context, new_traffic: TrafficSplit) -> 
         w.ensure_version(ctx.owner, action.version, action.replicas,
                          compute_server_template(ctx.spec, action))
     elif isinstance(action, EnsureRouter):
-        w.ensure_router(ctx.owner, action.image, action.replicas)
+        w.ensure_router(ctx.owner, action.image, action.replicas, action.network_policies)
+    elif isinstance(action, RemoveNetworkPolicies):
+        w.delete_network_policies(ctx.owner)
     elif isinstance(action, SetTraffic):
         split = TrafficSplit(stable=action.stable, candidate=action.candidate, mirror=action.mirror)
         routing = ctx.spec.traffic_routing

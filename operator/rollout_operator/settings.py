@@ -73,7 +73,7 @@ class Settings:
     router_cluster_role: str = PodSettings.router_cluster_role
     # One NetworkPolicy per rollout with the built-in router: model-server pods admit only the
     # rollout's router and Prometheus; the router admits clients on its port.
-    network_policies: bool = PodSettings.network_policies
+    network_policies: bool = True
     # Which pods are Prometheus for those policies: a namespace label selector (empty = every
     # namespace) and a pod label selector, both `key=value,...`.
     prometheus_namespace_selector: str = ""
@@ -86,11 +86,13 @@ class Settings:
     field_manager: str = "modelrollout-operator"
 
     def pod_policy(self) -> PodPolicy:
-        """The domain's view of the pod-bound settings: images and what specs may set."""
+        """The domain's view of the pod-bound settings: images, what specs may set, and whether
+        rollouts with the built-in router get NetworkPolicies (decided there, like the images)."""
         return PodPolicy(server_image=self.model_server_image, router_image=self.router_image,
                          allowed_registries=self.allowed_image_registries,
                          allow_env_value_from=self.allow_env_value_from,
-                         allowed_args=self.model_server_allowed_args)
+                         allowed_args=self.model_server_allowed_args,
+                         network_policies=self.network_policies)
 
     def pod_settings(self) -> PodSettings:
         """What the manifests need for every pod, PDB and NetworkPolicy the operator creates."""
@@ -98,7 +100,6 @@ class Settings:
             run_as_user=self.pod_run_as_user, router_cpu_request=self.router_cpu_request,
             router_memory_request=self.router_memory_request, router_cpu_limit=self.router_cpu_limit,
             router_memory_limit=self.router_memory_limit, router_cluster_role=self.router_cluster_role,
-            network_policies=self.network_policies,
             prometheus_namespace_labels=compute_match_labels(self.prometheus_namespace_selector),
             prometheus_pod_labels=compute_match_labels(self.prometheus_pod_selector))
 

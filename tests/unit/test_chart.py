@@ -208,6 +208,7 @@ def test_default_rbac_covers_what_the_operator_manages():
               ("policy", "poddisruptionbudgets", "create"), ("policy", "poddisruptionbudgets", "patch"),
               ("policy", "poddisruptionbudgets", "delete"),
               ("networking.k8s.io", "networkpolicies", "create"), ("networking.k8s.io", "networkpolicies", "patch"),
+              ("networking.k8s.io", "networkpolicies", "delete"),
               ("gateway.networking.k8s.io", "httproutes", "patch")]
     missing = [n for n in needed if n not in granted]
     assert not missing
@@ -273,7 +274,7 @@ def test_pod_and_policy_values_reach_the_operator(tmp_path):
     assert (s.router_cpu_request, s.router_memory_request, s.router_cpu_limit, s.router_memory_limit) == \
         ("1", "1Gi", "2", "2Gi")
     pods = s.pod_settings()
-    assert pods.network_policies is False
+    assert s.pod_policy().network_policies is False
     assert pods.prometheus_namespace_labels == {"team": "obs"}
     assert pods.prometheus_pod_labels == {"app": "prom", "tier": "db"}
 

@@ -151,10 +151,11 @@ none for Roles (it creates no Role), and none for Pods (the Deployments make the
   resources: [poddisruptionbudgets]
   verbs: [get, create, patch, delete]
 # The rollout's NetworkPolicies (model servers admit only the router and Prometheus); owned by
-# the ModelRollout, so garbage collection removes them.
+# the ModelRollout, so garbage collection removes them; deleted (only those it controls) once a
+# rollout no longer uses the built-in router or --network-policies is off.
 - apiGroups: [networking.k8s.io]
   resources: [networkpolicies]
-  verbs: [get, create, patch]
+  verbs: [get, create, patch, delete]
 # Every decision is recorded as a Kubernetes event on the ModelRollout.
 - apiGroups: [""]
   resources: [events]

@@ -49,6 +49,7 @@ class FakeWorkloads:
         self.deployments: dict[tuple[str, str, str], FakeDeployment] = {}
         self.routers: dict[tuple[str, str], str] = {}
         self.previews: dict[tuple[str, str], str] = {}
+        self.policies: set[tuple[str, str]] = set()  # rollouts whose NetworkPolicies exist
         self.deleted: list[str] = []
 
     def fetch_workloads(self, namespace: str, rollout: str) -> dict[str, WorkloadState]:
@@ -74,8 +75,14 @@ class FakeWorkloads:
         if self.deployments.pop((namespace, rollout, version), None) is not None:
             self.deleted.append(version)
 
-    def ensure_router(self, owner: Owner, image: str, replicas: int = 1) -> None:
+    def ensure_router(self, owner: Owner, image: str, replicas: int = 1,
+                      network_policies: bool = True) -> None:
         self.routers[(owner.namespace, owner.name)] = image
+        if network_policies:
+            self.policies.add((owner.namespace, owner.name))
+
+    def delete_network_policies(self, owner: Owner) -> None:
+        self.policies.discard((owner.namespace, owner.name))
 
     def ensure_preview(self, owner: Owner, version: str) -> None:
         self.previews[(owner.namespace, owner.name)] = version

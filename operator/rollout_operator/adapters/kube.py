@@ -189,11 +189,14 @@ class KubeApi:
         return self.request("PATCH", ref.path(namespace, name, sub), body=dict(patch), content_type=MERGE,
                             query={"fieldManager": self.field_manager})
 
-    def delete(self, ref: ResourceRef, namespace: str, name: str) -> bool:
-        """Deletes with foreground-independent background propagation; False if already gone."""
+    def delete(self, ref: ResourceRef, namespace: str, name: str, uid: str | None = None) -> bool:
+        """Deletes with foreground-independent background propagation; False if already gone.
+        With `uid`, only that object (a precondition: a 409 if the name now holds another)."""
+        options: dict[str, Any] = {"propagationPolicy": "Background"}
+        if uid:
+            options["preconditions"] = {"uid": uid}
         try:
-            self.request("DELETE", ref.path(namespace, name),
-                         body={"propagationPolicy": "Background"})
+            self.request("DELETE", ref.path(namespace, name), body=options)
             return True
         except KubeError as err:
             if err.not_found:

@@ -14,10 +14,12 @@ from typing import Any, Mapping
 
 from ..domain.observations import WorkloadState
 from .kube import (DEPLOYMENTS, NETWORK_POLICIES, POD_DISRUPTION_BUDGETS, ROLE_BINDINGS,
-                   SERVICE_ACCOUNTS, SERVICES, KubeApi, ResourceRef)
+                   SERVICE_ACCOUNTS, SERVICES, KubeApi, KubeError, ResourceRef,
+                   compute_controller_uid)
 from .manifests import (NAME_LABEL, ROLLOUT_LABEL, VERSION_LABEL, Owner, PodSettings,
-                        ServerTemplate, compute_network_policies, compute_preview_name,
-                        compute_preview_service, compute_router_deployment, compute_router_pdb,
+                        ServerTemplate, compute_model_server_policy_name, compute_network_policies,
+                        compute_preview_name, compute_preview_service, compute_router_deployment,
+                        compute_router_name, compute_router_pdb, compute_router_policy_name,
                         compute_router_rbac, compute_router_service, compute_version_deployment,
                         compute_version_name, compute_version_pdb, compute_version_service)
 
@@ -55,6 +57,9 @@ class KubeWorkloads:
         self._endpoints_source = router_endpoints_source
         self._pods = pods
         self._seen_hashes: dict[tuple[str, str], str] = {}  # (namespace, deployment) → applied hash
+        # Rollout uids whose NetworkPolicies were seen gone (or never ours): the ensure-absent
+        # then costs no API call per tick. Lost on restart, which only means one more look.
+        self._policies_absent: set[str] = set()
         self._lock = threading.Lock()
 
     def fetch_workloads(self, namespace: str, rollout: str) -> dict[str, WorkloadState]:
@@ -108,12 +113,53 @@ class KubeWorkloads:
         with self._lock:
             self._seen_hashes.pop((namespace, name), None)
 
-    def ensure_router(self, owner: Owner, image: str, replicas: int = 1) -> None:
+    def ensure_router(self, owner: Owner, image: str, replicas: int = 1,
+                      network_policies: bool = True) -> None:
         deployment = compute_router_deployment(owner, image, replicas, self._endpoints_source, self._pods)
-        policies = compute_network_policies(owner, self._pods) if self._pods.network_policies else []
+        policies = compute_network_policies(owner, self._pods) if network_policies else []
+        if policies:
+            with self._lock:
+                self._policies_absent.discard(owner.uid)
         self._apply_group(owner.namespace, deployment,
                           [*compute_router_rbac(owner, self._pods.router_cluster_role),
                            compute_router_service(owner), compute_router_pdb(owner), *policies])
+
+    def delete_network_policies(self, owner: Owner) -> None:
+        """Ensure-absent of `<rollout>.router` and `<rollout>.model-servers`: deletes only a
+        policy this rollout controls, and only that object (uid precondition)."""
+        with self._lock:
+            if owner.uid in self._policies_absent:
+                return
+        deleted, settled = False, True
+        for name in (compute_router_policy_name(owner.name), compute_model_server_policy_name(owner.name)):
+            existing = self._api.get(NETWORK_POLICIES, owner.namespace, name)
+            meta = (existing or {}).get("metadata") or {}
+            if existing is None or compute_controller_uid(meta) != owner.uid:
+                continue  # gone, or someone else's object under that name: left alone
+            try:
+                deleted |= self._api.delete(NETWORK_POLICIES, owner.namespace, name, uid=meta.get("uid"))
+            except KubeError as err:
+                if not err.conflict:
+                    raise
+                settled = False  # replaced since the read: look again next tick
+        if deleted:
+            self._forget_router_hash(owner)
+        if settled:
+            with self._lock:
+                self._policies_absent.add(owner.uid)
+
+    def _forget_router_hash(self, owner: Owner) -> None:
+        """The router Deployment's hash vouches for its whole group, policies included; once a
+        policy is deleted it no longer does, so a router that wants them again re-applies."""
+        name = compute_router_name(owner.name)
+        with self._lock:
+            self._seen_hashes.pop((owner.namespace, name), None)
+        try:
+            self._api.patch(DEPLOYMENTS, owner.namespace, name,
+                            {"metadata": {"annotations": {HASH_ANNOTATION: None}}})
+        except KubeError as err:
+            if not err.not_found:  # no router Deployment: nothing vouches for anything
+                raise
 
     def ensure_preview(self, owner: Owner, version: str) -> None:
         self._api.apply(SERVICES, compute_preview_service(owner, version))

@@ -46,7 +46,6 @@ class PodSettings:
     router_cpu_limit: str = ""  # empty: none
     router_memory_limit: str = "256Mi"  # bounds a router whose mirror queue or bodies grow
     router_cluster_role: str = "modelrollout-router"  # installed by the chart
-    network_policies: bool = True
     prometheus_namespace_labels: Mapping[str, str] = field(default_factory=dict)  # empty: any namespace
     prometheus_pod_labels: Mapping[str, str] = field(
         default_factory=lambda: {"app.kubernetes.io/name": "prometheus"})

@@ -4,8 +4,8 @@ No I/O, no clock reads, no kopf/kubernetes (import-linter enforces it); the shel
 """
 
 from .actions import (Action, Decision, DeleteVersion, EmitEvent, EnsurePreviewService,
-                      EnsureRouter, EnsureVersion, RemovePreviewService, ScaleDownVersion,
-                      SetTraffic)
+                      EnsureRouter, EnsureVersion, RemoveNetworkPolicies, RemovePreviewService,
+                      ScaleDownVersion, SetTraffic)
 from .analysis import (Criteria, Evaluation, Measurement, MeasurementKind, Verdict, evaluate,
                        worst)
 from .decide import decide, decide_invalid
@@ -31,7 +31,7 @@ __all__ = [
     "EnsureRouter", "EnsureVersion", "Evaluation", "GatewayAPISpec", "HandledRequests",
     "HistoryEntry", "Measurement", "MeasurementKind", "MetricObservation", "MetricSpec",
     "MetricStatus", "MirrorTarget", "ModelSpec", "Observations", "OnNoData", "Pause", "Phase",
-    "PodPolicy", "Promote", "QueryRequest", "RemovePreviewService", "Requests", "Role", "RolloutSpec",
+    "PodPolicy", "Promote", "QueryRequest", "RemoveNetworkPolicies", "RemovePreviewService", "Requests", "Role", "RolloutSpec",
     "RolloutStatus", "RouterSpec", "ScaleDownVersion", "ServerSpec", "SetMirror", "SetTraffic",
     "SetWeight", "ShadowStrategy", "ShadowThen", "SpecError", "Step", "Stop", "TEMPLATES",
     "TRANSITIONS", "TemplateError", "TrafficRoutingSpec", "TrafficSplit", "Verdict",

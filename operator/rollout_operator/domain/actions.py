@@ -33,6 +33,14 @@ class EnsureRouter:
     image: str
     replicas: int
     sticky_header: str | None = None
+    network_policies: bool = True  # apply `<rollout>.router` / `<rollout>.model-servers` with it
+
+
+@dataclass(frozen=True)
+class RemoveNetworkPolicies:
+    """`<rollout>.router` and `<rollout>.model-servers` are gone (no built-in router, or the
+    operator runs with --network-policies=false): a policy left behind would block the traffic
+    of whatever routes instead (a gateway). Only policies this rollout controls are deleted."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +89,7 @@ class EmitEvent:
     message: str
 
 
-Action = Union[EnsureVersion, EnsureRouter, SetTraffic, EnsurePreviewService,
+Action = Union[EnsureVersion, EnsureRouter, RemoveNetworkPolicies, SetTraffic, EnsurePreviewService,
                RemovePreviewService, ScaleDownVersion, DeleteVersion, EmitEvent]
 
 

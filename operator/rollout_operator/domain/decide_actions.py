@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from .actions import (Action, DeleteVersion, EnsurePreviewService, EnsureRouter, EnsureVersion,
-                      RemovePreviewService, ScaleDownVersion, SetTraffic)
+                      RemoveNetworkPolicies, RemovePreviewService, ScaleDownVersion, SetTraffic)
 from .context import Tick, compute_replicas
 from .decide_steps import compute_step_deadline, compute_step_end, is_traffic_at_target
 from .observations import Role
@@ -29,7 +29,11 @@ def compute_standing_actions(tick: Tick, new: RolloutStatus) -> list[Action]:
     actions: list[Action] = []
     router = spec.traffic_routing.router
     if router is not None:
-        actions.append(EnsureRouter(router.image, router.replicas, router.sticky_header))
+        actions.append(EnsureRouter(router.image, router.replicas, router.sticky_header,
+                                    router.network_policies))
+    if router is None or not router.network_policies:
+        # Before SetTraffic: a gateway taking over reaches the model servers only once they go.
+        actions.append(RemoveNetworkPolicies())
     if new.stable_version:
         actions.append(EnsureVersion(new.stable_version, new.stable_uri, spec.server.replicas,
                                      Role.STABLE, spec.server.image))

@@ -273,7 +273,8 @@ def _check_analysis_has_metrics(spec: Mapping[str, Any], analysis: AnalysisSpec 
 def _parse_traffic_routing(spec: Mapping[str, Any], policy: PodPolicy) -> TrafficRoutingSpec:
     d = f.read_map(spec, "trafficRouting", S)
     if d is None:
-        return TrafficRoutingSpec(router=RouterSpec(image=policy.router_image))
+        return TrafficRoutingSpec(router=RouterSpec(image=policy.router_image,
+                                                    network_policies=policy.network_policies))
     path = f"{S}.trafficRouting"
     kind = f.exactly_one(d, ("router", "gatewayAPI"), path, "traffic provider")
     body = f.read_map(d, kind, path) or {}
@@ -287,7 +288,8 @@ def _parse_traffic_routing(spec: Mapping[str, Any], policy: PodPolicy) -> Traffi
             sticky_header=sticky,
             replicas=f.read_int(body, "replicas", here, default=1, lo=1, hi=20) or 1,
             image=resolve_image(f.read_str(body, "image", here, max_len=512), policy.router_image,
-                                policy, f"{here}.image")))
+                                policy, f"{here}.image"),
+            network_policies=policy.network_policies))
     http_route = f.read_str(body, "httpRoute", here, required=True) or ""
     if not _OBJECT_NAME_RE.match(http_route):
         # It becomes part of the REST path the operator reads and patches.

@@ -48,6 +48,7 @@ class PodPolicy:
     allowed_registries: tuple[str, ...] = ()
     allow_env_value_from: bool = False  # env valueFrom (secretKeyRef, configMapKeyRef, ...)
     allowed_args: tuple[str, ...] = DEFAULT_ALLOWED_ARGS  # flag names without the leading --
+    network_policies: bool = True  # NetworkPolicies for rollouts with the built-in router
 
     def is_allowed_image(self, image: str) -> bool:
         """True when no allow-list is set or `image` lies under one of its prefixes."""

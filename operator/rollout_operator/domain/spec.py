@@ -114,6 +114,7 @@ class RouterSpec:
     sticky_header: str | None = None
     replicas: int = 1
     image: str = ""  # resolved like ServerSpec.image, from the operator's --router-image
+    network_policies: bool = True  # the operator's --network-policies: this router gets its policies
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ import pytest
 
 from domain_sim import CANARY, World, with_version
 from rollout_operator.domain import (DeleteVersion, EmitEvent, EnsureRouter, EnsureVersion, Phase,
-                                     Role, ScaleDownVersion, SetTraffic, WorkloadState)
+                                     RemoveNetworkPolicies, Role, ScaleDownVersion, SetTraffic,
+                                     WorkloadState)
 
 pytestmark = pytest.mark.unit
 
@@ -57,3 +58,28 @@ def test_nothing_is_scaled_down_twice():
     world.run(3)
     downs = [a for d in world.decisions for a in d.actions if isinstance(a, ScaleDownVersion)]
     assert downs == [ScaleDownVersion("v1")]
+
+
+def test_a_gateway_api_rollout_asks_every_tick_for_the_routers_network_policies_to_be_gone():
+    """A rollout switched from the built-in router keeps `NAME.model-servers`, which would block
+    the gateway: the domain asks for its removal, before the split is set."""
+    world = World(GATEWAY)
+    world.run_until_phase(Phase.HEALTHY)
+    d = world.tick()
+    assert RemoveNetworkPolicies() in d.actions
+    assert kinds(d).index("RemoveNetworkPolicies") < kinds(d).index("SetTraffic")
+
+
+def test_the_built_in_router_keeps_its_policies_unless_the_operator_turns_them_off():
+    from datetime import datetime, timezone
+
+    from rollout_operator.domain import (Observations, PodPolicy, RolloutStatus, decide,
+                                         parse_spec)
+
+    now = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    for policy, wanted in ((PodPolicy(), True), (PodPolicy(network_policies=False), False)):
+        spec = parse_spec(CANARY, name="speech", namespace="models", policy=policy)
+        d = decide(spec, RolloutStatus(), Observations(workloads={}, generation=1), now)
+        (router,) = [a for a in d.actions if isinstance(a, EnsureRouter)]
+        assert router.network_policies is wanted
+        assert (RemoveNetworkPolicies() in d.actions) is not wanted

@@ -106,8 +106,50 @@ def test_router_gets_a_binding_to_the_chart_role_service_pdb_policies_and_deploy
 
 
 def test_network_policies_can_be_switched_off(kube, api):
-    from rollout_operator.adapters.manifests import PodSettings
-    KubeWorkloads(api, pods=PodSettings(network_policies=False)).ensure_router(OWNER, "r:1")
+    KubeWorkloads(api).ensure_router(OWNER, "r:1", network_policies=False)
+    assert not [p for p in kube.objects if "/networkpolicies/" in p]
+
+
+def test_removing_network_policies_deletes_only_the_ones_this_rollout_controls(kube, api):
+    w = KubeWorkloads(api)
+    w.ensure_router(OWNER, "r:1")
+    # Someone else's policy now holds the router policy's name: it is left alone.
+    foreign = {"metadata": {"name": "speech.router", "namespace": "ml", "uid": "np-foreign",
+                            "ownerReferences": [{"kind": "ModelRollout", "name": "speech",
+                                                 "uid": "uid-other", "controller": True}]}}
+    kube.put(NETPOL, foreign)
+    kube.objects[NETPOL + "/speech.model-servers"]["metadata"]["uid"] = "np-ours"
+    w.delete_network_policies(OWNER)
+    assert kube.get(NETPOL, "speech.model-servers") is None
+    assert kube.get(NETPOL, "speech.router")["metadata"]["uid"] == "np-foreign"
+    deletes = [r for r in kube.requests if r[0] == "DELETE"]
+    assert deletes == [("DELETE", NETPOL + "/speech.model-servers", "application/json",
+                        {"propagationPolicy": "Background", "preconditions": {"uid": "np-ours"}})]
+    # Settled: the next ticks' ensure-absent costs no API call.
+    before = len(kube.requests)
+    w.delete_network_policies(OWNER)
+    assert len(kube.requests) == before
+
+
+def test_removing_network_policies_is_idempotent_and_they_come_back_with_the_router(kube, api):
+    w = KubeWorkloads(api)
+    w.ensure_router(OWNER, "r:1")
+    w.fetch_workloads("ml", "speech")  # learns the router group's hash (policies included)
+    w.delete_network_policies(OWNER)
+    assert not [p for p in kube.objects if "/networkpolicies/" in p]
+    assert HASH_ANNOTATION not in kube.get(DEPLOY, "speech")["metadata"].get("annotations", {})
+    KubeWorkloads(api).delete_network_policies(OWNER)  # nothing left: no error, no delete
+    # Back to the built-in router: the same group is applied again, policies and all.
+    w.fetch_workloads("ml", "speech")
+    w.ensure_router(OWNER, "r:1")
+    assert kube.get(NETPOL, "speech.model-servers") and kube.get(NETPOL, "speech.router")
+
+
+def test_removing_network_policies_without_a_router_deployment(kube, api):
+    from rollout_operator.adapters.manifests import PodSettings, compute_network_policies
+    for policy in compute_network_policies(OWNER, PodSettings()):
+        kube.put(NETPOL, policy)
+    KubeWorkloads(api).delete_network_policies(OWNER)  # e.g. a gatewayAPI rollout from the start
     assert not [p for p in kube.objects if "/networkpolicies/" in p]
 
 

@@ -65,7 +65,7 @@ def test_settings_defaults_are_the_manifest_defaults_and_flags_reach_them():
                        "--prometheus-pod-selector=app=prom,role=server"], environ={})
     pods = s.pod_settings()
     assert (pods.run_as_user, pods.router_cpu_limit, pods.router_memory_limit) == (10001, "500m", "")
-    assert pods.router_cluster_role == "team-router" and pods.network_policies is False
+    assert pods.router_cluster_role == "team-router" and s.pod_policy().network_policies is False
     assert pods.prometheus_namespace_labels == {"kubernetes.io/metadata.name": "monitoring"}
     assert pods.prometheus_pod_labels == {"app": "prom", "role": "server"}
 

@@ -292,3 +292,18 @@ def test_a_trickling_prometheus_rolls_back_at_the_error_limit_instead_of_freezin
         w.adapters = replace(w.adapters, metrics=PrometheusMetrics(timeout=0.3))
         _rolls_back_on_errors(w, "DeadlineExceeded")
         assert slow.connections >= 4
+
+
+def test_switching_to_gateway_api_or_turning_policies_off_removes_the_routers_policies():
+    w = World()
+    w.run_until(healthy("v1"))
+    assert w.adapters.workloads.policies == {("ml", "speech")}
+    w.obj["spec"]["trafficRouting"] = {"gatewayAPI": {"httpRoute": "speech"}}
+    w.obj["metadata"]["resourceVersion"] = str(int(w.obj["metadata"]["resourceVersion"]) + 1)
+    w.tick()
+    assert w.adapters.workloads.policies == set()
+
+    off = World()
+    off.settings = Settings(prometheus_url="", network_policies=False)
+    off.run_until(healthy("v1"))
+    assert off.adapters.workloads.routers and off.adapters.workloads.policies == set()
