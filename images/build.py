@@ -30,6 +30,9 @@ BUILD_TIMEOUT_S = 1800  # the model server's cold pip install is the slowest ste
 LOG_TAIL_LINES = 25
 
 
+_LOGS_THIS_RUN: set[Path] = set()
+
+
 class StepFailed(Exception):
     """A step of the build failed; the message names the step, what failed and where the log is."""
 
@@ -50,7 +53,10 @@ def run_logged(step: str, argv: list[str], log: Path, timeout: float = BUILD_TIM
     """Runs argv with output appended to `log`; returns stdout+stderr. A failure raises StepFailed
     with the command, its exit code and the log's last lines."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("a") as out:
+    # Each log holds this run only (the first write of a run truncates it), so logs stay bounded.
+    mode = "a" if log in _LOGS_THIS_RUN else "w"
+    _LOGS_THIS_RUN.add(log)
+    with log.open(mode) as out:
         out.write(f"\n$ {' '.join(argv)}\n")
         out.flush()
         try:

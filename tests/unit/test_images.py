@@ -394,3 +394,12 @@ def test_a_hanging_command_is_bounded(tmp_path):
 def test_a_missing_program_is_named(tmp_path):
     with pytest.raises(build.StepFailed, match=r"step 'base' failed: no-such-tool-x is not installed"):
         build.run_logged("base", ["no-such-tool-x"], tmp_path / "x.log")
+
+
+def test_a_log_keeps_only_this_run(tmp_path):
+    log = tmp_path / "router.log"
+    log.write_text("output of an earlier run\n")
+    build.run_logged("build router", ["sh", "-c", "echo first"], log)
+    build.run_logged("export router", ["sh", "-c", "echo second"], log)
+    text = log.read_text()
+    assert "earlier run" not in text and "first" in text and "second" in text
