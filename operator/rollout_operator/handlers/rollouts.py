@@ -18,8 +18,9 @@ FINALIZER = "modelrollout.dev/finalizer"
 
 
 # The API server ends each watch after this long and kopf starts a new one; the client gives
-# up on a watch request that outlives it by more than one call's deadline.
-WATCH_SERVER_TIMEOUT = 300.0
+# up on a watch request that outlives it by more than one call's deadline. An int: kopf sends
+# it as `timeoutSeconds=str(value)`, and the API server refuses "300.0" (400, ParseInt).
+WATCH_SERVER_TIMEOUT = 300
 
 
 def configure_kopf_timeouts(settings: kopf.OperatorSettings, kube_timeout: float) -> None:

@@ -86,6 +86,9 @@ def test_startup_bounds_kopfs_own_api_calls_by_the_kube_timeout():
     assert settings.networking.connect_timeout == 12.0
     assert settings.watching.connect_timeout == 12.0
     assert settings.watching.server_timeout == 300.0
+    # kopf sends str(server_timeout) as timeoutSeconds; the API server parses an integer and
+    # answers 400 to "300.0", so every watch (and the operator) would fail.
+    assert str(settings.watching.server_timeout) == "300"
     assert settings.watching.client_timeout == 312.0
 
 
