@@ -170,10 +170,10 @@ type upstream struct{ r *Router }
 
 // RoundTrip sends to one endpoint of the exchange's version. Only when that attempt failed to
 // dial (refused, connect timeout) and never got a connection is the endpoint ejected and
-// another one tried: once
-// a connection was handed to the request, its bytes may have reached the backend, and a POST
-// must not run twice. Failures after that are neither retried nor ejected, so a request that
-// makes backends drop the connection cannot eject them all. An HTTP answer, even a 5xx, is final.
+// another one tried: once a connection was handed to the request, its bytes may have reached
+// the backend, and a POST must not run twice. Failures after that are neither retried nor
+// ejected, so a request that makes backends drop the connection cannot eject them all. An
+// HTTP answer, even a 5xx, is final.
 func (u upstream) RoundTrip(out *http.Request) (*http.Response, error) {
 	ex := exchangeOf(out)
 	if ex.capture {
