@@ -44,7 +44,7 @@ class PodSettings:
     router_cpu_request: str = "100m"
     router_memory_request: str = "64Mi"
     router_cpu_limit: str = ""  # empty: none
-    router_memory_limit: str = "256Mi"  # bounds a router whose mirror queue or bodies grow
+    router_memory_limit: str = "512Mi"  # above the router's worst case with its default budgets (~410 MiB: docs/router.md)
     router_cluster_role: str = "modelrollout-router"  # installed by the chart
     prometheus_namespace_labels: Mapping[str, str] = field(default_factory=dict)  # empty: any namespace
     prometheus_pod_labels: Mapping[str, str] = field(

@@ -43,7 +43,7 @@ def test_only_the_router_mounts_a_service_account_token():
 
 def test_the_router_has_resources_from_the_settings():
     (c,) = _pods()["router"]["containers"]
-    assert c["resources"] == {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}
+    assert c["resources"] == {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}}
     pods = PodSettings(router_cpu_request="1", router_memory_request="1Gi", router_cpu_limit="2",
                        router_memory_limit="")
     (c,) = compute_router_deployment(OWNER, "r:1", pods=pods)["spec"]["template"]["spec"]["containers"]
