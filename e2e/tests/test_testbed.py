@@ -345,7 +345,7 @@ def _is_zombie(pid: int) -> bool:
         return True
 
 
-def test_down_removes_the_real_nodes_host_state_and_up_restores_it(layout):
+def test_down_removes_the_real_nodes_host_state_and_up_restores_it(layout, tmp_path):
     """On the main instance itself (one real node per machine): after `down` no container or
     node process, no mount under the state dir, no cni-* netns, no cni0, no KUBE-* chain, no
     kubepods cgroup, no node address, sysctls as before; `up` brings it all back.
@@ -355,6 +355,14 @@ def test_down_removes_the_real_nodes_host_state_and_up_restores_it(layout):
     if not layout.is_real_node:
         pytest.skip(f"the main instance runs in {layout.node_mode} mode ({paths.NODE_MODE_ENV})")
     before_up = json.loads((layout.state_dir / "node" / "host-before-up.json").read_text())["sysctls"]
+    # A pod on the real node (the local sandbox image as its container), so there is a netns,
+    # a bridge, volume mounts and a running container for `down` to remove.
+    core = client.CoreV1Api(config.new_client_from_config(config_file=str(layout.kubeconfig)))
+    core.create_namespaced_pod("default", {"metadata": {"name": "host-state"}, "spec": {
+        "nodeName": node_config.NODE_NAME, "containers": [
+            {"name": "c", "image": node_config.PAUSE_IMAGE, "imagePullPolicy": "Never"}]}})
+    wait_for(lambda: core.read_namespaced_pod("host-state", "default").status.phase == "Running",
+             "a pod Running on the real node")
     assert node_host.is_bridge_present() and node_host.iptables_chains() and node_host.cni_netns(), \
         "the running real node should have its bridge, chains and pod netns"
     env = {**os.environ, paths.STATE_DIR_ENV: str(layout.state_dir)}
@@ -371,6 +379,16 @@ def test_down_removes_the_real_nodes_host_state_and_up_restores_it(layout):
         assert not list(Path("/sys/fs/cgroup/memory").glob("kubepods*"))
         assert not [a for a in listening_sockets() if a.startswith(f"{layout.node_ip}:")]
         assert {k: (Path("/proc/sys") / k).read_text().strip() for k in node_host.SYSCTLS} == before_up
+        # A failed `up` (after containerd started and the host was changed) names its step,
+        # and `down` still removes everything.
+        (tmp_path / "index.json").write_text('{"images": {"router": {}}}')
+        failed = subprocess.run([sys.executable, "-m", "e2e.testbed", "up"], cwd=paths.REPO_ROOT,
+                                env={**env, paths.IMAGES_DIR_ENV: str(tmp_path)},
+                                capture_output=True, text=True, timeout=300)
+        assert failed.returncode == 1 and "step 'import images into containerd'" in failed.stderr, failed
+        assert node_host.is_containerd_ready(layout), "the failed up should have got as far as containerd"
+        run_testbed("down", env)
+        assert node_host.find_leftovers(layout) == []
     finally:
         run_testbed("up", env)
     assert testbed_cluster.is_up(layout)
