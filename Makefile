@@ -22,7 +22,7 @@ DEB_PACKAGES := espeak-ng sox prometheus nginx-light openssl iproute2
 DEB_PACKAGES += containerd runc containernetworking-plugins iptables conntrack
 
 .PHONY: deps sysdeps bins images testbed-bin router-bin helm-bin cluster-up cluster-down \
-        test test-unit test-integration test-e2e lint demo bench clean
+        test test-unit test-fuzz test-integration test-e2e lint demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,14 @@ lint: deps
 test-unit: deps sysdeps router-bin helm-bin
 	$(PYTEST) -m unit tests/unit
 
+# The fuzz tier: property-based fuzzers on the server's decode path and the operator's spec
+# parsing (tests/fuzz, seed corpus in tests/fuzz/corpus), and Go's coverage-guided fuzzer on
+# the router's request handling (model_server/traffic_router/fuzz.sh). Each is bounded in
+# examples or seconds, so the tier's cost is fixed; see docs/security.md.
+test-fuzz: deps router-bin
+	$(PYTEST) -m fuzz tests/fuzz
+	model_server/traffic_router/fuzz.sh
+
 # The integration tier runs the operator as a local process against pods the process-runner
 # (kwok) node runs from the checked-out source, so it needs no image build: its own kwok-only
 # testbed instance (ports +3000), started and stopped here. See docs/testbed.md.
@@ -91,6 +99,7 @@ test-e2e: cluster-up
 test: deps sysdeps bins
 	$(MAKE) lint
 	$(MAKE) test-unit
+	$(MAKE) test-fuzz
 	$(MAKE) test-integration
 	$(MAKE) images
 	$(MAKE) cluster-up
