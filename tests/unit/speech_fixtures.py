@@ -5,6 +5,7 @@ The tiny model has the shipped models' I/O (features [B,40,frames] → probabili
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
@@ -106,3 +107,12 @@ class ServedApp:
     async def __aexit__(self, *_) -> None:
         self.server.should_exit = True
         await self._task
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def v2_body(datatype: str, shape: list, data: list, **extra) -> dict:
+    """An Open Inference Protocol v2 request with one `audio` input; `extra` adds top-level keys."""
+    return {"inputs": [{"name": "audio", "datatype": datatype, "shape": shape, "data": data}], **extra}

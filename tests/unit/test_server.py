@@ -5,14 +5,13 @@ Both protocols answer per the API contract; every bad-input class gets its 4xx a
 
 from __future__ import annotations
 
-import base64
 import json
 
 import httpx
 import numpy as np
 import pytest
 from prometheus_client import REGISTRY
-from speech_fixtures import LABELS, make_speech_model, synthesize_word, write_tiny_recognizer
+from speech_fixtures import LABELS, b64, make_speech_model, synthesize_word, v2_body, write_tiny_recognizer
 
 from speech_serving.audio import encode_wav
 from speech_serving.server.app import build_app
@@ -40,12 +39,6 @@ def word() -> np.ndarray:
     return synthesize_word("yes")
 
 
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def v2_body(datatype: str, shape: list, data: list) -> dict:
-    return {"inputs": [{"name": "audio", "datatype": datatype, "shape": shape, "data": data}]}
 
 
 def count(protocol: str, outcome: str) -> float:

@@ -6,7 +6,6 @@ Each test here reproduces a finding from a review of main (issue 12); every one 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import tracemalloc
 
@@ -14,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 from prometheus_client import REGISTRY
-from speech_fixtures import make_speech_model, synthesize_word, write_tiny_recognizer
+from speech_fixtures import b64, make_speech_model, synthesize_word, v2_body, write_tiny_recognizer
 
 from speech_serving.server.app import build_app
 
@@ -49,12 +48,6 @@ def word() -> np.ndarray:
     return synthesize_word("yes")
 
 
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def v2_body(datatype: str, shape: list, data: list, **extra) -> dict:
-    return {"inputs": [{"name": "audio", "datatype": datatype, "shape": shape, "data": data}], **extra}
 
 
 def binary_request(tensor: dict, raw: bytes, trailing: bytes = b"") -> tuple[bytes, dict]:
