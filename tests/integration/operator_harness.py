@@ -128,6 +128,16 @@ def apply(cluster: scenario.Cluster, obj: dict[str, Any], check: bool = True) ->
     return kubectl(cluster, "apply", "-f", "-", stdin=yaml.safe_dump(obj), check=check)
 
 
+def assert_rejected_at_admission(cluster: scenario.Cluster, manifest: dict[str, Any], namespace: str,
+                                 needles: list[str]) -> None:
+    """`kubectl apply` of `manifest` in `namespace` fails, and its message contains every needle."""
+    manifest["metadata"]["namespace"] = namespace
+    result = apply(cluster, manifest, check=False)
+    assert result.returncode != 0, f"accepted: {yaml.safe_dump(manifest)}"
+    for needle in needles:
+        assert needle in result.stderr, result.stderr
+
+
 def rollout_manifest(name: str, namespace: str, version: str, *, steps: list[dict] | None = None,
                      metrics: bool = True, routing: dict | None = None,
                      strategy: dict | None = None) -> dict[str, Any]:
