@@ -71,6 +71,13 @@ class Settings:
     # ClusterRole (installed by the chart) each router's RoleBinding refers to; the operator
     # creates only the binding, never a Role.
     router_cluster_role: str = PodSettings.router_cluster_role
+    # Model-server resources when a rollout's spec.server.resources is empty (a spec that sets
+    # them keeps exactly its own): requests always, limits when non-empty. No CPU limit by default,
+    # as for the router; the memory limit bounds every model server (PodSettings says why 1Gi).
+    model_server_cpu_request: str = PodSettings.server_cpu_request
+    model_server_memory_request: str = PodSettings.server_memory_request
+    model_server_cpu_limit: str = PodSettings.server_cpu_limit
+    model_server_memory_limit: str = PodSettings.server_memory_limit
     # One NetworkPolicy per rollout with the built-in router: model-server pods admit only the
     # rollout's router and Prometheus; the router admits clients on its port.
     network_policies: bool = True
@@ -100,6 +107,9 @@ class Settings:
             run_as_user=self.pod_run_as_user, router_cpu_request=self.router_cpu_request,
             router_memory_request=self.router_memory_request, router_cpu_limit=self.router_cpu_limit,
             router_memory_limit=self.router_memory_limit, router_cluster_role=self.router_cluster_role,
+            server_cpu_request=self.model_server_cpu_request,
+            server_memory_request=self.model_server_memory_request,
+            server_cpu_limit=self.model_server_cpu_limit, server_memory_limit=self.model_server_memory_limit,
             prometheus_namespace_labels=compute_match_labels(self.prometheus_namespace_selector),
             prometheus_pod_labels=compute_match_labels(self.prometheus_pod_selector))
 
@@ -245,6 +255,14 @@ OPTIONS: tuple[_Option, ...] = (
     _Option("router_memory_limit", "memory limit of each router container (empty: none)", str,
             _quantity(True)),
     _Option("router_cluster_role", "ClusterRole each router's RoleBinding refers to", str, _dns_subdomain),
+    _Option("model_server_cpu_request", "CPU request of model servers whose spec sets no resources", str,
+            _quantity(False)),
+    _Option("model_server_memory_request", "memory request of model servers whose spec sets no resources",
+            str, _quantity(False)),
+    _Option("model_server_cpu_limit", "CPU limit of model servers whose spec sets no resources (empty: none)",
+            str, _quantity(True)),
+    _Option("model_server_memory_limit", "memory limit of model servers whose spec sets no resources "
+            "(empty: none)", str, _quantity(True)),
     _Option("network_policies", "create a NetworkPolicy per rollout with the built-in router: true|false",
             _bool, lambda _: None),
     _Option("prometheus_namespace_selector", "namespace labels of Prometheus for NetworkPolicies "

@@ -264,6 +264,8 @@ def test_pod_and_policy_values_reach_the_operator(tmp_path):
                            "podRunAsUser": 10001,
                            "routerResources": {"requests": {"cpu": "1", "memory": "1Gi"},
                                                "limits": {"cpu": "2", "memory": "2Gi"}},
+                           "modelServerResources": {"requests": {"cpu": "500m", "memory": "512Mi"},
+                                                    "limits": {"cpu": "3", "memory": "4Gi"}},
                            "networkPolicies": {"enabled": False,
                                                "prometheusNamespaceSelector": "team=obs",
                                                "prometheusPodSelector": "app=prom,tier=db"}}}
@@ -273,6 +275,8 @@ def test_pod_and_policy_values_reach_the_operator(tmp_path):
     assert s.model_server_allowed_args == ("max-batch",) and s.pod_run_as_user == 10001
     assert (s.router_cpu_request, s.router_memory_request, s.router_cpu_limit, s.router_memory_limit) == \
         ("1", "1Gi", "2", "2Gi")
+    assert (s.model_server_cpu_request, s.model_server_memory_request, s.model_server_cpu_limit,
+            s.model_server_memory_limit) == ("500m", "512Mi", "3", "4Gi")
     pods = s.pod_settings()
     assert s.pod_policy().network_policies is False
     assert pods.prometheus_namespace_labels == {"team": "obs"}
@@ -312,6 +316,9 @@ def test_every_rbac_rule_carries_a_comment_saying_why():
     ("operator.logLevel=verbose", "logLevel"),
     ("operator.prometheusUrl=prometheus:9090", "prometheusUrl"),
     ("operator.routerEndpointsSource=dns", "routerEndpointsSource"),
+    # The path of the bad quantity, not "additional properties": the key is known, its value wrong.
+    ("operator.modelServerResources.limits.memory=1GB", "/operator/modelServerResources/limits/memory"),
+    ("operator.modelServerResources.requests.cpu=fast", "/operator/modelServerResources/requests/cpu"),
 ])
 def test_values_schema_rejects_unknown_keys_and_bad_values(override, message):
     proc = _run_helm("template", "mr", str(CHART), "--kube-version", KUBE_VERSION,

@@ -70,6 +70,7 @@ namespace when that is empty. Unused when operator.clusterWide is set. */}}
 {{/* Operator flags, one per setting of operator/rollout_operator/settings.py. */}}
 {{- define "modelrollout.operatorArgs" -}}
 {{- $res := .Values.operator.routerResources -}}
+{{- $srv := .Values.operator.modelServerResources -}}
 {{- $np := .Values.operator.networkPolicies -}}
 - --host=$(POD_IP)
 - --port={{ .Values.operator.port }}
@@ -93,6 +94,10 @@ namespace when that is empty. Unused when operator.clusterWide is set. */}}
 - --router-cpu-limit={{ ($res.limits | default dict).cpu | default "" }}
 - --router-memory-limit={{ ($res.limits | default dict).memory | default "" }}
 - --router-cluster-role={{ include "modelrollout.routerRoleName" . }}
+- --model-server-cpu-request={{ $srv.requests.cpu }}
+- --model-server-memory-request={{ $srv.requests.memory }}
+- --model-server-cpu-limit={{ ($srv.limits | default dict).cpu | default "" }}
+- --model-server-memory-limit={{ ($srv.limits | default dict).memory | default "" }}
 - --network-policies={{ $np.enabled }}
 - --prometheus-namespace-selector={{ $np.prometheusNamespaceSelector }}
 - --prometheus-pod-selector={{ $np.prometheusPodSelector }}

@@ -46,15 +46,33 @@ class PodSettings:
     router_cpu_limit: str = ""  # empty: none
     router_memory_limit: str = "512Mi"  # above the router's worst case with its default budgets (~410 MiB: docs/router.md)
     router_cluster_role: str = "modelrollout-router"  # installed by the chart
+    # Model servers whose spec.server.resources is empty get these, so no pod runs unbounded.
+    # The image idles at ~190 MB RSS and one request at the 8 MiB body limit adds ~80 MB at peak
+    # (docs/security.md "Model server"): 256Mi requested, 1Gi leaves room for a few concurrent
+    # large requests. No CPU limit, as for the router: throttling adds latency to every request.
+    server_cpu_request: str = "250m"
+    server_memory_request: str = "256Mi"
+    server_cpu_limit: str = ""  # empty: none
+    server_memory_limit: str = "1Gi"
     prometheus_namespace_labels: Mapping[str, str] = field(default_factory=dict)  # empty: any namespace
     prometheus_pod_labels: Mapping[str, str] = field(
         default_factory=lambda: {"app.kubernetes.io/name": "prometheus"})
 
     def router_resources(self) -> dict[str, Any]:
-        requests = {"cpu": self.router_cpu_request, "memory": self.router_memory_request}
-        limits = {k: v for k, v in (("cpu", self.router_cpu_limit),
-                                    ("memory", self.router_memory_limit)) if v}
-        return {"requests": requests, **({"limits": limits} if limits else {})}
+        return _resources(self.router_cpu_request, self.router_memory_request,
+                          self.router_cpu_limit, self.router_memory_limit)
+
+    def server_resources(self) -> dict[str, Any]:
+        """The default of a model server whose spec gives no resources."""
+        return _resources(self.server_cpu_request, self.server_memory_request,
+                          self.server_cpu_limit, self.server_memory_limit)
+
+
+def _resources(cpu_request: str, memory_request: str, cpu_limit: str, memory_limit: str) -> dict[str, Any]:
+    """Requests always; a limits key only for the non-empty limits (empty means none)."""
+    limits = {k: v for k, v in (("cpu", cpu_limit), ("memory", memory_limit)) if v}
+    return {"requests": {"cpu": cpu_request, "memory": memory_request},
+            **({"limits": limits} if limits else {})}
 
 
 @dataclass(frozen=True)
@@ -144,9 +162,10 @@ def compute_version_deployment(owner: Owner, version: str, replicas: int,
         # Liveness is lenient: restarting a slow but working server only loses capacity.
         "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": PORT},
                           "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 6},
+        # A spec's own resources are kept exactly (not merged with the defaults): it may mean to
+        # leave a limit out.
+        "resources": dict(server.resources) if server.resources else pods.server_resources(),
     }
-    if server.resources:
-        container["resources"] = dict(server.resources)
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": _meta(owner, compute_version_name(owner.name, version), labels),

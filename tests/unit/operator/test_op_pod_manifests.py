@@ -57,6 +57,30 @@ def test_model_server_resources_come_from_the_spec_and_the_uid_from_the_settings
     assert pod["securityContext"]["runAsUser"] == 10001 == pod["securityContext"]["runAsGroup"]
 
 
+def test_model_servers_whose_spec_sets_no_resources_get_the_bounded_defaults():
+    # Without a memory limit the kubelet enforces nothing: a careless spec must not run unbounded.
+    (c,) = _pods()["model-server"]["containers"]
+    assert c["resources"] == {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+    pods = PodSettings(server_cpu_request="500m", server_memory_request="512Mi", server_cpu_limit="2",
+                       server_memory_limit="2Gi")
+    (c,) = compute_version_deployment(OWNER, "v1", 1, SERVER, pods)["spec"]["template"]["spec"]["containers"]
+    assert c["resources"] == {"requests": {"cpu": "500m", "memory": "512Mi"},
+                              "limits": {"cpu": "2", "memory": "2Gi"}}
+
+
+def test_a_spec_with_resources_keeps_exactly_its_own_not_merged_with_the_defaults():
+    own = {"requests": {"cpu": "1"}}
+    server = ServerTemplate("m", "", "img:1", resources=own)
+    (c,) = compute_version_deployment(OWNER, "v1", 1, server)["spec"]["template"]["spec"]["containers"]
+    assert c["resources"] == {"requests": {"cpu": "1"}}, "no default memory request or limit added"
+
+
+def test_an_empty_model_server_limit_means_no_limits_key():
+    pods = PodSettings(server_memory_limit="")
+    (c,) = compute_version_deployment(OWNER, "v1", 1, SERVER, pods)["spec"]["template"]["spec"]["containers"]
+    assert c["resources"] == {"requests": {"cpu": "250m", "memory": "256Mi"}}
+
+
 def test_settings_defaults_are_the_manifest_defaults_and_flags_reach_them():
     assert Settings().pod_settings() == PodSettings()
     s = load_settings(["--pod-run-as-user=10001", "--router-memory-limit=", "--router-cpu-limit=500m",
@@ -66,6 +90,10 @@ def test_settings_defaults_are_the_manifest_defaults_and_flags_reach_them():
     pods = s.pod_settings()
     assert (pods.run_as_user, pods.router_cpu_limit, pods.router_memory_limit) == (10001, "500m", "")
     assert pods.router_cluster_role == "team-router" and s.pod_policy().network_policies is False
+    s = load_settings(["--model-server-cpu-request=1", "--model-server-memory-request=1Gi",
+                       "--model-server-cpu-limit=3", "--model-server-memory-limit="], environ={})
+    assert s.pod_settings().server_resources() == {"requests": {"cpu": "1", "memory": "1Gi"},
+                                                   "limits": {"cpu": "3"}}
     assert pods.prometheus_namespace_labels == {"kubernetes.io/metadata.name": "monitoring"}
     assert pods.prometheus_pod_labels == {"app": "prom", "role": "server"}
 

@@ -52,6 +52,31 @@ def test_bad_values_name_the_flag_env_and_expectation(argv, env, needle):
     assert needle in str(err.value)
 
 
+def test_model_server_resources_default_to_bounded_and_read_their_env():
+    s = Settings()
+    assert (s.model_server_cpu_request, s.model_server_memory_request, s.model_server_cpu_limit,
+            s.model_server_memory_limit) == ("250m", "256Mi", "", "1Gi")
+    s = load_settings([], {"MODELROLLOUT_MODEL_SERVER_MEMORY_LIMIT": "2Gi",
+                           "MODELROLLOUT_MODEL_SERVER_CPU_REQUEST": "500m"})
+    assert (s.model_server_memory_limit, s.model_server_cpu_request) == ("2Gi", "500m")
+
+
+@pytest.mark.parametrize("flag", ["--model-server-cpu-request", "--model-server-memory-request",
+                                  "--model-server-cpu-limit", "--model-server-memory-limit"])
+def test_a_bad_model_server_quantity_names_the_flag(flag):
+    with pytest.raises(SettingsError) as err:
+        load_settings([f"{flag}=1 GB"], {})
+    assert f"{flag} ({flag} / MODELROLLOUT_" in str(err.value)
+    assert "a Kubernetes quantity such as 100m, 0.5, 64Mi or 1Gi" in str(err.value)
+
+
+@pytest.mark.parametrize("flag", ["--model-server-cpu-request", "--model-server-memory-request"])
+def test_model_server_requests_cannot_be_empty(flag):
+    with pytest.raises(SettingsError) as err:
+        load_settings([f"{flag}="], {})
+    assert flag in str(err.value)
+
+
 def test_all_problems_are_reported_at_once():
     with pytest.raises(SettingsError) as err:
         load_settings(["--port=-1", "--max-workers=0"], {"MODELROLLOUT_PROMETHEUS_TIMEOUT": "0"})
