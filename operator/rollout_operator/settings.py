@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 from urllib.parse import urlparse
 
+from kubernetes.utils.quantity import parse_quantity
+
 from .adapters.manifests import PodSettings
 from .domain.pod_policy import (DEFAULT_ALLOWED_ARGS, DEFAULT_ROUTER_IMAGE, DEFAULT_SERVER_IMAGE,
                                 PodPolicy)
@@ -321,9 +323,26 @@ def load_settings(argv: Sequence[str] | None = None,
                 problems.append(f"{name}: {image!r} is not under --allowed-image-registries "
                                 f"({', '.join(settings.allowed_image_registries)}); every rollout "
                                 "without its own image would be Invalid")
+    if settings is not None:
+        problems.extend(compute_request_limit_problems(settings))
     if problems or settings is None:
         raise SettingsError("invalid operator settings:\n  " + "\n  ".join(problems))
     return settings
+
+
+def compute_request_limit_problems(settings: Settings) -> list[str]:
+    """A request above its limit: the API server would refuse every Deployment built from these
+    defaults, and each rollout would end Invalid blaming a spec field its author never set."""
+    problems = []
+    for prefix in ("router", "model_server"):
+        for resource in ("cpu", "memory"):
+            request = getattr(settings, f"{prefix}_{resource}_request")
+            limit = getattr(settings, f"{prefix}_{resource}_limit")
+            if limit and parse_quantity(request) > parse_quantity(limit):
+                flag = "--" + f"{prefix}_{resource}".replace("_", "-")
+                problems.append(f"{flag}-request ({request}) is above {flag}-limit ({limit}): "
+                                "a request must not exceed its limit")
+    return problems
 
 
 def _expected(opt: _Option) -> str:

@@ -77,6 +77,25 @@ def test_model_server_requests_cannot_be_empty(flag):
     assert flag in str(err.value)
 
 
+@pytest.mark.parametrize("args, flag", [
+    (["--model-server-memory-limit=128Mi"], "--model-server-memory"),  # default request 256Mi
+    (["--model-server-cpu-request=2", "--model-server-cpu-limit=1500m"], "--model-server-cpu"),
+    (["--router-memory-request=1Gi"], "--router-memory"),  # default limit 512Mi
+    (["--router-cpu-limit=50m"], "--router-cpu"),  # default request 100m
+])
+def test_a_request_above_its_limit_is_refused_at_startup(args, flag):
+    # The API server would refuse every Deployment built from these defaults, and each rollout
+    # would end Invalid blaming spec.server.resources, which its author never set.
+    with pytest.raises(SettingsError) as err:
+        load_settings(args, {})
+    assert f"{flag}-request (" in str(err.value) and f"is above {flag}-limit (" in str(err.value)
+
+
+def test_a_request_equal_to_its_limit_is_accepted():
+    s = load_settings(["--model-server-memory-limit=256Mi", "--router-cpu-limit=0.1"], {})
+    assert (s.model_server_memory_limit, s.router_cpu_limit) == ("256Mi", "0.1")
+
+
 def test_all_problems_are_reported_at_once():
     with pytest.raises(SettingsError) as err:
         load_settings(["--port=-1", "--max-workers=0"], {"MODELROLLOUT_PROMETHEUS_TIMEOUT": "0"})
