@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 from prometheus_client import REGISTRY
-from speech_fixtures import LABELS, b64, make_speech_model, synthesize_word, v2_body, write_tiny_recognizer
+from speech_fixtures import LABELS, b64, make_speech_model, v2_body, write_tiny_recognizer
 
 from speech_serving.audio import encode_wav
 from speech_serving.server.app import build_app
@@ -26,17 +26,6 @@ V2 = "/v2/models/speech-commands/infer"
 def app(tmp_path_factory):
     path = write_tiny_recognizer(tmp_path_factory.mktemp("m") / "tiny.onnx")
     return build_app(make_speech_model(path, model_version=VERSION, max_clip_seconds=2.0, max_request_bytes=200_000))
-
-
-@pytest.fixture
-async def client(app):
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://speech") as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def word() -> np.ndarray:
-    return synthesize_word("yes")
 
 
 

@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 from prometheus_client import REGISTRY
-from speech_fixtures import b64, make_speech_model, synthesize_word, v2_body, write_tiny_recognizer
+from speech_fixtures import b64, make_speech_model, v2_body, write_tiny_recognizer
 
 from speech_serving.server.app import build_app
 
@@ -35,17 +35,6 @@ def model_path(tmp_path_factory):
 @pytest.fixture(scope="module")
 def app(model_path):
     return build_app(make_speech_model(model_path, model_version=VERSION, **LIMITS))
-
-
-@pytest.fixture
-async def client(app):
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://speech") as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def word() -> np.ndarray:
-    return synthesize_word("yes")
 
 
 

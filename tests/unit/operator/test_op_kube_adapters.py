@@ -1,7 +1,6 @@
 """Workloads, events, status and traffic adapters through the real client against a stub API on loopback."""
 
 import pytest
-from stub_kube import StubKube
 
 from rollout_operator.adapters.gateway_api import GatewayApiTraffic, RouteError
 from rollout_operator.adapters.kube import KubeApi
@@ -23,12 +22,6 @@ ROUTES = "/apis/gateway.networking.k8s.io/v1" + NS + "/httproutes"
 MROS = "/apis/modelrollout.dev/v1alpha1" + NS + "/modelrollouts"
 OWNER = Owner("speech", "ml", "uid-1")
 SERVER = ServerTemplate("speech-commands", "file:///models/v2.onnx", "modelrollout/model-server:dev")
-
-
-@pytest.fixture
-def kube():
-    with StubKube() as stub:
-        yield stub
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ an object this ModelRollout does not control, and reconcile ends the rollout Inv
 import copy
 
 import pytest
-from stub_kube import StubKube
 
 from rollout_operator.adapters import TakeoverRefused
 from rollout_operator.adapters.kube import KubeApi, KubeError
@@ -19,12 +18,6 @@ DEPLOY = "/apis/apps/v1/namespaces/ml/deployments"
 SVC = "/api/v1/namespaces/ml/services"
 OWNER = Owner("speech", "ml", "uid-1")
 SERVER = ServerTemplate("speech-commands", "", "modelrollout/model-server:dev")
-
-
-@pytest.fixture
-def kube():
-    with StubKube() as stub:
-        yield stub
 
 
 def test_an_object_someone_else_created_is_not_taken_over(kube):
