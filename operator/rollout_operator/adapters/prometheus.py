@@ -125,21 +125,49 @@ class PrometheusMetrics:
         return Measurement.of(value.value, samples=samples)  # type: ignore[arg-type]
 
 
+# What /api/v1/query answers (https://prometheus.io/docs/prometheus/latest/querying/api/#format-overview).
+ENVELOPE = ('the Prometheus HTTP API\'s JSON ({"status": "success", "data": ...} or '
+            '{"status": "error", "errorType": ..., "error": ...})')
+
+
 def compute_answer(status: int, body: bytes, source: str = "Prometheus") -> Measurement:
     """Judge an HTTP answer of /api/v1/query: the JSON envelope, then `data.result`.
 
-    Prometheus' own error (e.g. a PromQL parse error) is the `error` field of the JSON body."""
+    Prometheus' own error (e.g. a PromQL parse error) is the `error` field of the JSON body; anything
+    else (a proxy's HTML page, some other JSON) is an error naming what was expected, with a short excerpt."""
+    said = f"{source} answered HTTP Status Code {status}"
     try:
         doc = json.loads(body)
     except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python parses
-        return Measurement.error(f"{source} answered HTTP Status Code {status}: not JSON: {_short(body[:200])}")
+        excerpt = _short(body[:200].decode("utf-8", errors="replace"), 120)
+        return Measurement.error(f"{said}: not JSON; expected {ENVELOPE}; the body starts {excerpt!r}")
     if not isinstance(doc, dict):
-        return Measurement.error(f"{source} answered HTTP Status Code {status}: expected a JSON object, got {_short(doc)}")
-    if status != 200 or doc.get("status") != "success":
-        reason = doc.get("error") if isinstance(doc.get("error"), str) else _short(doc)
-        return Measurement.error(_short(f"{source} answered HTTP Status Code {status}: {reason}", 400))
+        return Measurement.error(f"{said}: expected {ENVELOPE}, got a JSON {_json_kind(doc)}: {_short(doc, 80)}")
+    outcome = doc.get("status")
+    if outcome == "error":
+        return Measurement.error(_short(f"{said}: {_compute_error_reason(doc)}", 400))
+    if outcome != "success":
+        keys = _short(", ".join(sorted(str(k) for k in doc)), 80)
+        return Measurement.error(f"{said}: expected {ENVELOPE}, got an object without a 'status' of 'success' or "
+                                 f"'error' (keys: {keys})")
+    if status != 200:
+        return Measurement.error(f"{said} with status 'success'; expected HTTP 200 for a successful query")
     data = doc.get("data")
     return compute_measurement(data.get("result") if isinstance(data, dict) else None)
+
+
+def _compute_error_reason(doc: dict) -> str:
+    """Prometheus' `error` message; its `errorType` when the message is missing."""
+    if isinstance(doc.get("error"), str):
+        return doc["error"]
+    if isinstance(doc.get("errorType"), str):
+        return f"{doc['errorType']} (no 'error' message)"
+    return f"an error answer without 'error' or 'errorType': {_short(doc)}"
+
+
+def _json_kind(doc: Any) -> str:
+    kinds = {list: "list", str: "string", bool: "boolean", type(None): "null"}
+    return kinds.get(type(doc), "number")
 
 
 def _describe(err: Exception) -> str:

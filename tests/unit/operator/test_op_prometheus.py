@@ -116,3 +116,33 @@ def test_prometheus_error_comes_from_the_json_body_not_exception_text(prom):
     m = PrometheusMetrics().fetch_measurement(prom.url, REQUEST)
     assert m.message == f"Prometheus at {prom.url} answered HTTP Status Code 422: many-to-many matching"
 
+
+
+ENVELOPE = ('expected the Prometheus HTTP API\'s JSON ({"status": "success", "data": ...} or '
+            '{"status": "error", "errorType": ..., "error": ...})')
+
+
+@pytest.mark.parametrize("answer, message", [
+    # a proxy in front of Prometheus answering for it
+    ((502, b"<html><body>Bad Gateway</body></html>"),
+     f"answered HTTP Status Code 502: not JSON; {ENVELOPE}; the body starts '<html><body>Bad Gateway</body></html>'"),
+    ((200, ["success"]), f"answered HTTP Status Code 200: {ENVELOPE}, got a JSON list: ['success']"),
+    ((200, {"result": [1, "2"]}), f"answered HTTP Status Code 200: {ENVELOPE}, got an object without a "
+                                  "'status' of 'success' or 'error' (keys: result)"),
+    ((500, {"status": "error", "errorType": "internal"}), "answered HTTP Status Code 500: internal (no 'error' message)"),
+    ((400, {"status": "success", "data": {"resultType": "vector", "result": []}}),
+     "answered HTTP Status Code 400 with status 'success'; expected HTTP 200 for a successful query"),
+])
+def test_an_answer_that_is_not_the_api_envelope_says_what_was_expected(prom, answer, message):
+    prom.answers = {Q: answer, N: vector(1)}
+    m = PrometheusMetrics().fetch_measurement(prom.url, REQUEST)
+    assert m.kind is MeasurementKind.ERROR
+    assert m.message == f"Prometheus at {prom.url} {message}"
+
+
+def test_the_excerpt_of_a_large_non_json_body_is_bounded(prom):
+    prom.answers = {Q: (200, b"\xff" + b"x" * 500_000)}
+    m = PrometheusMetrics().fetch_measurement(prom.url, REQUEST)
+    assert m.kind is MeasurementKind.ERROR and "not JSON" in m.message and ENVELOPE in m.message
+    assert len(m.message) < 400 and m.message.endswith("xxx…'")
+    assert "\\ufffd" not in m.message and "\ufffd" in m.message  # undecodable bytes shown as U+FFFD, not escaped
