@@ -6,12 +6,12 @@ Software metrics per stage, input metrics (duration, level, speech share) and ou
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import threading
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
-from prometheus_client.metrics_core import Metric
-from prometheus_client.utils import floatToGoString
+from prometheus_client.core import HistogramMetricFamily
 
 from speech_serving.pipeline import ClipResult, StageTimes
 
@@ -43,18 +43,22 @@ _FAMILIES: dict[int, dict[str, object]] = {}
 
 
 class SignedHistogram:
-    """A histogram with negative buckets that keeps `_sum` (dBFS levels are all negative), as a custom collector.
+    """A histogram with negative buckets that keeps `_count` and `_sum` (dBFS levels are all negative).
 
-    prometheus_client's Histogram and HistogramMetricFamily drop `_sum` once the first bucket bound is negative
-    (an OpenMetrics rule for counter-like sums), but the chart's input-level drift alert needs the mean:
-    sum / count. Prometheus ingests a negative `_sum` from the classic text format. Built on the public
-    custom-collector API (collect() yielding a Metric), where this once overrode Histogram._child_samples.
+    prometheus_client follows OpenMetrics, where a histogram's sum is counter-like: once the first bucket
+    bound is negative its Histogram drops `_sum`, and HistogramMetricFamily.add_metric drops `_count` and
+    `_sum`. The chart's input-level drift alert needs the mean, `_sum / _count`, and Prometheus ingests a
+    negative `_sum` from the classic text format that /metrics serves (app.py). So this is a custom
+    collector on the public API: HistogramMetricFamily for the buckets, and the family's add_sample for
+    whichever of `_count`/`_sum` the library left out. tests/unit/test_metric_contract_server.py pins
+    both the library's omission and what this exposes.
     """
 
     def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...], buckets: tuple[float, ...],
                  registry: CollectorRegistry):
         self._name, self._documentation, self._labelnames = name, documentation, tuple(labelnames)
         self._bounds = tuple(float(b) for b in buckets) + (math.inf,)
+        self._le = compute_le_labels(buckets)
         self._children: dict[tuple[str, ...], _SignedChild] = {}
         self._lock = threading.Lock()
         registry.register(self)
@@ -66,23 +70,31 @@ class SignedHistogram:
                 self._children[key] = _SignedChild(self._bounds)
             return self._children[key]
 
-    def describe(self) -> list[Metric]:
-        return [Metric(self._name, self._documentation, "histogram")]
+    def describe(self) -> list[HistogramMetricFamily]:
+        return [HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)]
 
     def collect(self):
-        metric = Metric(self._name, self._documentation, "histogram")
+        family = HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
         with self._lock:
             children = list(self._children.items())
         for key, child in children:
-            labels = dict(zip(self._labelnames, key))
             counts, total = child.snapshot()
-            cumulative = 0
-            for bound, n in zip(self._bounds, counts):
-                cumulative += n
-                metric.add_sample(self._name + "_bucket", {**labels, "le": floatToGoString(bound)}, cumulative)
-            metric.add_sample(self._name + "_count", labels, cumulative)
-            metric.add_sample(self._name + "_sum", labels, total)
-        yield metric
+            buckets = list(zip(self._le, itertools.accumulate(counts)))
+            first = len(family.samples)
+            family.add_metric(list(key), buckets, total)
+            added = {sample.name for sample in family.samples[first:]}
+            labels = dict(zip(self._labelnames, key))
+            for suffix, value in (("_count", buckets[-1][1]), ("_sum", total)):
+                if self._name + suffix not in added:
+                    family.add_sample(self._name + suffix, labels, value)
+        yield family
+
+
+def compute_le_labels(buckets: tuple[float, ...]) -> list[str]:
+    """The `le` values prometheus_client's own Histogram writes for these bounds (+Inf last), so a
+    SignedHistogram's buckets read exactly like every other histogram's on /metrics."""
+    probe = Histogram("le_probe", "", buckets=buckets, registry=None)
+    return [s.labels["le"] for family in probe.collect() for s in family.samples if s.name == "le_probe_bucket"]
 
 
 class _SignedChild:

@@ -130,3 +130,45 @@ async def test_outcome_is_the_status_class_client_mistakes_never_count_as_server
                 if s.name == "speech_requests_total" and s.labels["version"] == "outcome-v1"}
     assert requests == {("v1", "ok"): 0, ("v1", "client_error"): 1, ("v1", "server_error"): 0,
                         ("v2", "ok"): 0, ("v2", "client_error"): 4, ("v2", "server_error"): 1}
+
+
+def test_the_signed_histogram_exposes_buckets_count_and_sum_once_with_the_library_s_le_labels():
+    """SignedHistogram (speech_input_level_dbfs) on prometheus_client's public custom-collector API: its
+    exposition must be a normal histogram's, plus the `_sum` the library would leave out."""
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from speech_serving.metrics import SignedHistogram
+
+    bounds = (-90.0, -30.0, -3.0, 0.0)
+    registry = CollectorRegistry()
+    level = SignedHistogram("level_dbfs", "level", ("model",), buckets=bounds, registry=registry)
+    for value in (-120.0, -30.0, -3.5):
+        level.labels(model="m").observe(value)
+    level.labels(model="idle")  # a child nobody observed yet: zero everywhere, still a complete histogram
+    (family,) = text_string_to_metric_families(generate_latest(registry).decode())
+    assert (family.name, family.type, family.documentation) == ("level_dbfs", "histogram", "level")
+    reference = Histogram("ref", "ref", buckets=bounds, registry=None)  # the library's own le labels
+    le = [s.labels["le"] for f in reference.collect() for s in f.samples if s.name == "ref_bucket"]
+    assert le == ["-90.0", "-30.0", "-3.0", "0.0", "+Inf"]
+
+    def expected(model, cumulative, total):
+        return ([("level_dbfs_bucket", {"model": model, "le": b}, n) for b, n in zip(le, cumulative)]
+                + [("level_dbfs_count", {"model": model}, cumulative[-1]), ("level_dbfs_sum", {"model": model}, total)])
+
+    assert [(s.name, s.labels, s.value) for s in family.samples] == (
+        expected("m", (1, 2, 3, 3, 3), -153.5) + expected("idle", (0, 0, 0, 0, 0), 0.0))
+
+
+def test_prometheus_client_still_leaves_count_and_sum_out_of_a_negative_bucket_family():
+    """Why SignedHistogram adds `_count`/`_sum` itself. It adds only what is missing, so if this starts failing
+    (prometheus_client changed), /metrics stays right and SignedHistogram can shrink to the plain family."""
+    from prometheus_client import Histogram
+    from prometheus_client.core import HistogramMetricFamily
+
+    family = HistogramMetricFamily("x", "x", labels=["m"])
+    family.add_metric(["a"], [("-1.0", 1), ("+Inf", 2)], -3.0)
+    assert {s.name for s in family.samples} == {"x_bucket"}
+    plain = Histogram("y", "y", buckets=(-1.0, 0.0), registry=None)
+    plain.observe(-2.0)
+    names = {s.name for f in plain.collect() for s in f.samples} - {"y_created"}  # build_app turns _created off
+    assert names == {"y_bucket", "y_count"}
