@@ -65,8 +65,14 @@ cluster-up: deps sysdeps bins
 cluster-down:
 	@if [ -x $(PY) ]; then $(PY) -m e2e.testbed down; fi
 
+# Static checks (see README "Lint"): import-layer contracts, the formatter (check only), the linter,
+# the type checker (config in pyproject.toml; strict on the operator's domain) and the router's Go
+# lint (go vet + staticcheck). Every step runs; the target fails if any step found something.
+LINT_STEPS := "lint-imports" "ruff format --check ." "ruff check ." "mypy" "model_server/traffic_router/lint.sh"
+
 lint: deps
-	$(VENV)/bin/lint-imports
+	@failed=""; for step in $(LINT_STEPS); do echo "== $$step"; $$step || failed="$$failed, $$step"; done; \
+	if [ -n "$$failed" ]; then echo "lint: failed: $${failed#, }" >&2; exit 1; fi; echo "lint: all checks passed"
 
 test-unit: deps sysdeps router-bin helm-bin
 	$(PYTEST) -m unit tests/unit
