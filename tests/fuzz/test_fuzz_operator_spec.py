@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rollout_operator.domain import Role, RolloutSpec, SpecError, parse_spec
-from rollout_operator.domain.queries import compute_query
+from rollout_operator.domain.gates import compute_query
 from rollout_operator.domain.status import RolloutStatus
 from rollout_operator.domain.templates import compute_string_values
 

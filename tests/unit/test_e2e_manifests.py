@@ -9,7 +9,7 @@ import pytest
 
 from e2e import rollouts
 from rollout_operator.domain.parse import parse_spec
-from rollout_operator.domain.steps import Analysis, Promote, SetMirror, SetWeight, Stop
+from rollout_operator.domain.spec import Analysis, Promote, SetMirror, SetWeight, Stop
 
 pytestmark = pytest.mark.unit
 

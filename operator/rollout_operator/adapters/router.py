@@ -10,7 +10,7 @@ from typing import Any
 
 from .kube import MODEL_ROLLOUTS, KubeApi
 from ..domain.status import TrafficSplit
-from ..domain.status_codec import status_from_dict
+from ..domain.status import status_from_dict
 
 
 class RouterTraffic:

@@ -1,28 +1,44 @@
 """The pure core of the ModelRollout operator: spec/status types, the step machine, analysis.
 
 No I/O, no clock reads, no kopf/kubernetes (import-linter enforces it); the shell calls in here.
+Modules by concept, in reading order:
+
+1. spec         what a user asks for: the spec types, the step kinds, the strategy presets
+2. parse        the raw .spec -> RolloutSpec, or a SpecError naming the field; its helpers:
+   names        the objects a rollout owns and the rules that keep their names valid
+   pod_policy   images (the one place defaults live) and what a spec may put into pods
+   templates    built-in PromQL templates, strict rendering, the PromQL check
+3. phases       where a rollout stands, and the transitions allowed between phases
+4. status       the only memory: types, the exact JSON of .status, conditions
+5. analysis     one measurement against one metric's criteria -> a verdict
+6. observations what the shell saw this tick: workloads, measurements, due queries
+7. decision     decide()'s contract: the Tick every handler takes and returns, actions, Decision
+8. decide       the entry point: a handler per phase, the finished status, standing actions, requeue
+9. lifecycle    the phases around a rollout: first version, start, promotion, rollback, after
+10. steps       the step machine of a running rollout: requests, cursor, traffic per step
+11. gates       the analysis of a running rollout: due queries, check rounds, limits
 """
 
-from .actions import (Action, Decision, DeleteVersion, EmitEvent, EnsurePreviewService,
-                      EnsureRouter, EnsureVersion, RemoveNetworkPolicies, RemovePreviewService,
-                      ScaleDownVersion, SetTraffic)
 from .analysis import (Criteria, Evaluation, Measurement, MeasurementKind, Verdict, evaluate,
                        worst)
 from .decide import decide, decide_invalid
+from .decision import (Action, Decision, DeleteVersion, EmitEvent, EnsurePreviewService,
+                       EnsureRouter, EnsureVersion, RemoveNetworkPolicies, RemovePreviewService,
+                       ScaleDownVersion, SetTraffic, Tick)
 from .durations import format_duration, parse_duration
+from .gates import is_check_due, plan_queries
 from .observations import (MetricObservation, Observations, QueryRequest, Role, WorkloadState,
                            compute_metric_observations)
 from .parse import parse_spec
-from .phases import TRANSITIONS, Phase, is_allowed_transition
+from .phases import TRANSITIONS, Phase, is_allowed_transition, is_rollout_in_flight
 from .pod_policy import PodPolicy
-from .queries import is_check_due, plan_queries
-from .spec import (AnalysisSpec, BlueGreenStrategy, CanaryStrategy, GatewayAPISpec, MetricSpec,
-                   ModelSpec, OnNoData, Requests, RolloutSpec, RouterSpec, ServerSpec,
-                   ShadowStrategy, ShadowThen, SpecError, TrafficRoutingSpec)
+from .spec import (Analysis, AnalysisSpec, BlueGreenStrategy, CanaryStrategy, GatewayAPISpec,
+                   MetricSpec, ModelSpec, OnNoData, Pause, Promote, Requests, RolloutSpec,
+                   RouterSpec, ServerSpec, SetMirror, SetWeight, ShadowStrategy, ShadowThen,
+                   SpecError, Step, Stop, TrafficRoutingSpec, describe_step)
 from .status import (AnalysisStatus, Condition, HandledRequests, HistoryEntry, MetricStatus,
-                     MirrorTarget, RolloutStatus, TrafficSplit, VersionWeight)
-from .status_codec import status_from_dict, status_to_dict
-from .steps import Analysis, Pause, Promote, SetMirror, SetWeight, Step, Stop, describe_step
+                     MirrorTarget, RolloutStatus, TrafficSplit, VersionWeight, status_from_dict,
+                     status_to_dict)
 from .templates import TEMPLATES, TemplateError, render
 
 __all__ = [
@@ -34,9 +50,10 @@ __all__ = [
     "PodPolicy", "Promote", "QueryRequest", "RemoveNetworkPolicies", "RemovePreviewService", "Requests", "Role", "RolloutSpec",
     "RolloutStatus", "RouterSpec", "ScaleDownVersion", "ServerSpec", "SetMirror", "SetTraffic",
     "SetWeight", "ShadowStrategy", "ShadowThen", "SpecError", "Step", "Stop", "TEMPLATES",
-    "TRANSITIONS", "TemplateError", "TrafficRoutingSpec", "TrafficSplit", "Verdict",
+    "TRANSITIONS", "TemplateError", "Tick", "TrafficRoutingSpec", "TrafficSplit", "Verdict",
     "VersionWeight", "WorkloadState", "compute_metric_observations", "decide", "decide_invalid",
     "describe_step", "evaluate", "format_duration", "is_allowed_transition", "is_check_due",
+    "is_rollout_in_flight",
     "parse_duration", "parse_spec", "plan_queries", "render", "status_from_dict",
     "status_to_dict", "worst",
 ]

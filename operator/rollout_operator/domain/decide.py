@@ -1,39 +1,53 @@
 """decide(spec, status, observations, now) -> Decision: the rollout state machine's entry point.
 
 Pure: the shell observes, calls this, executes the actions and writes decision.status once.
+One handler per phase (lifecycle.py, steps.py) works out the next status; this module then
+finishes it (conditions, requests handled), derives the standing actions from it (level-based:
+repeated every tick, idempotent) and the requeue delay (the next interesting moment, bounded).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Callable
 
-from .actions import Decision, EmitEvent
-from .conditions import with_conditions
-from .context import (REQUEST_NAMES, Outcome, Tick, compute_pending_requests, normal, warning)
-from .decide_actions import IDLE_REQUEUE, compute_requeue, compute_standing_actions
-from .decide_phases import (decide_after_rollout, decide_failed, decide_fresh, decide_healthy,
-                            decide_initializing, decide_promoting, decide_rolling_back)
-from .decide_rollout import decide_in_flight
+from .decision import (Action, Decision, DeleteVersion, EmitEvent, EnsurePreviewService,
+                       EnsureRouter, EnsureVersion, RemoveNetworkPolicies, RemovePreviewService,
+                       ScaleDownVersion, SetTraffic, Tick, normal, warning)
 from .durations import truncate_to_second
-from .observations import Observations
-from .phases import Phase
-from .spec import RolloutSpec, SpecError
-from .status import HandledRequests, RolloutStatus
-from .steps import describe_step
+from .gates import is_candidate_exposed
+from .lifecycle import (decide_after_rollout, decide_failed, decide_healthy, decide_initializing,
+                        decide_promoting, decide_rolling_back, decide_start_initializing)
+from .observations import Observations, Role
+from .phases import Phase, is_rollout_in_flight
+from .spec import BlueGreenStrategy, RolloutSpec, SpecError, describe_step
+from .status import HandledRequests, RolloutStatus, with_conditions
+from .steps import (compute_replicas, compute_step_deadline, compute_step_end, decide_in_flight,
+                    is_traffic_at_target)
 
-Handler = Callable[[Tick, RolloutStatus], Outcome]
+MIN_REQUEUE = timedelta(seconds=1)
+FOLLOW_UP = timedelta(seconds=1)  # the next step waits only for this tick's status write
+WORKLOAD_POLL = timedelta(seconds=5)  # while waiting for pods to become Ready
+IDLE_REQUEUE = timedelta(seconds=60)
+
+REQUEST_KINDS = ("promote", "promote_full", "abort", "retry")
+REQUEST_NAMES = {"promote": "promote", "promote_full": "promoteFull", "abort": "abort",
+                 "retry": "retry"}
+
+_AFTER = (Phase.ROLLING_BACK, Phase.ROLLED_BACK, Phase.STOPPED)
+
+Handler = Callable[[Tick], Tick]
 _HANDLERS: dict[Phase | None, Handler] = {
-    None: decide_fresh,
+    None: decide_start_initializing,
     Phase.INITIALIZING: decide_initializing,
     Phase.HEALTHY: decide_healthy,
     Phase.PROGRESSING: decide_in_flight,
     Phase.PAUSED: decide_in_flight,
     Phase.PROMOTING: decide_promoting,
     Phase.ROLLING_BACK: decide_rolling_back,
-    Phase.ROLLED_BACK: lambda tick, s: decide_after_rollout(tick, s, Outcome(s)),
-    Phase.STOPPED: lambda tick, s: decide_after_rollout(tick, s, Outcome(s)),
+    Phase.ROLLED_BACK: decide_after_rollout,
+    Phase.STOPPED: decide_after_rollout,
     Phase.FAILED: decide_failed,
 }
 
@@ -49,21 +63,22 @@ def decide(spec: RolloutSpec, status: RolloutStatus, observations: Observations,
     if index is not None and index >= len(spec.steps):
         # The strategy was edited mid-rollout to fewer steps: continue from its last one.
         working = replace(working, current_step_index=len(spec.steps) - 1)
-    tick = Tick(spec, observations, now, compute_pending_requests(spec, working), status)
-    out = _HANDLERS[working.phase](tick, working)
+    tick = Tick(spec=spec, status=working, observations=observations, now=now, persisted=status,
+                pending=compute_pending_requests(spec, working))
+    tick = _HANDLERS[working.phase](tick)
+    events = tick.events
     if status.phase is Phase.INVALID:
-        resumed = out.status.phase.value if out.status.phase else "new"
-        out = Outcome(out.status, (normal("SpecValid", f"the spec is valid again; phase {resumed}"),
-                                   *out.events), out.used)
-    ignored = tuple(_ignored_request(tick, out.status, kind)
-                    for kind in sorted(tick.pending - out.used))
-    new = _finish_status(tick, out.status)
-    if out.used:
+        resumed = tick.status.phase.value if tick.status.phase else "new"
+        events = (normal("SpecValid", f"the spec is valid again; phase {resumed}"), *events)
+    ignored = tuple(_ignored_request(tick, kind) for kind in sorted(tick.pending - tick.used))
+    new = _finish_status(tick)
+    if tick.used:
         # Who asked for what, and when: acted-on requests only (ignored ones are events).
-        names = ", ".join(REQUEST_NAMES[k] for k in sorted(out.used))
+        names = ", ".join(REQUEST_NAMES[k] for k in sorted(tick.used))
         new = replace(new, last_request=f"{names} by {tick.by}", last_request_at=now)
-    actions = (*compute_standing_actions(tick, new), *out.events, *ignored)
-    return Decision(status=new, actions=tuple(actions), requeue_after=compute_requeue(tick, new))
+    tick = tick.then(new)
+    actions = (*compute_standing_actions(tick), *events, *ignored)
+    return Decision(status=new, actions=tuple(actions), requeue_after=compute_requeue(tick))
 
 
 def decide_invalid(status: RolloutStatus, error: SpecError, generation: int,
@@ -81,18 +96,25 @@ def decide_invalid(status: RolloutStatus, error: SpecError, generation: int,
     return Decision(status=new, actions=events, requeue_after=IDLE_REQUEUE)
 
 
-def _ignored_request(tick: Tick, status: RolloutStatus, kind: str) -> EmitEvent:
-    phase = status.phase.value if status.phase else "new"
+def compute_pending_requests(spec: RolloutSpec, status: RolloutStatus) -> frozenset[str]:
+    """A request is pending when its spec counter moved past the handled one (a reset to a
+    lower number is just recorded, not acted on)."""
+    handled = status.handled_requests
+    return frozenset(k for k in REQUEST_KINDS
+                     if getattr(spec.requests, k) > getattr(handled, k))
+
+
+def _ignored_request(tick: Tick, kind: str) -> EmitEvent:
+    phase = tick.status.phase.value if tick.status.phase else "new"
     return normal("RequestIgnored", f"{REQUEST_NAMES[kind]} by {tick.by} ignored: "
                   f"nothing it applies to in phase {phase}")
 
 
-def _finish_status(tick: Tick, status: RolloutStatus) -> RolloutStatus:
-    spec = tick.spec
-    in_flight = status.phase in (Phase.PROGRESSING, Phase.PAUSED, Phase.PROMOTING)
+def _finish_status(tick: Tick) -> RolloutStatus:
+    spec, status = tick.spec, tick.status
     index = status.current_step_index
     current = ""
-    if in_flight and index is not None:
+    if is_rollout_in_flight(status.phase) and index is not None:
         current = f"{index + 1}/{len(spec.steps)} {describe_step(spec.steps[index])}"
     r = spec.requests
     status = replace(
@@ -100,3 +122,97 @@ def _finish_status(tick: Tick, status: RolloutStatus) -> RolloutStatus:
         observed_generation=tick.observations.generation,
         handled_requests=HandledRequests(r.promote, r.promote_full, r.abort, r.retry))
     return with_conditions(status, spec.model.version, tick.observations.generation, tick.now)
+
+
+def compute_standing_actions(tick: Tick) -> list[Action]:
+    """The ensures for the finished next status (tick.status), in a fixed order."""
+    spec, new = tick.spec, tick.status
+    actions: list[Action] = []
+    router = spec.traffic_routing.router
+    if router is not None:
+        actions.append(EnsureRouter(router.image, router.replicas, router.sticky_header,
+                                    router.network_policies))
+    if router is None or not router.network_policies:
+        # Before SetTraffic: a gateway taking over reaches the model servers only once they go.
+        actions.append(RemoveNetworkPolicies())
+    if new.stable_version:
+        actions.append(EnsureVersion(new.stable_version, new.stable_uri, spec.server.replicas,
+                                     Role.STABLE, spec.server.image))
+    if new.candidate_version and is_rollout_in_flight(new.phase):
+        replicas = (spec.server.replicas if new.phase is Phase.PROMOTING
+                    else compute_replicas(spec, new.current_step_index))
+        actions.append(EnsureVersion(new.candidate_version, new.candidate_uri, replicas,
+                                     Role.CANDIDATE, spec.server.image))
+    if new.traffic.stable is not None:
+        t = new.traffic
+        actions.append(SetTraffic(t.stable, t.candidate, t.mirror))
+    actions.extend(_preview_actions(tick))
+    actions.extend(_cleanup_actions(tick))
+    return actions
+
+
+def _preview_actions(tick: Tick) -> list[Action]:
+    new = tick.status
+    if not isinstance(tick.spec.strategy, BlueGreenStrategy):
+        return []
+    if is_rollout_in_flight(new.phase) and new.candidate_version:
+        return [EnsurePreviewService(new.candidate_version)]
+    if is_rollout_in_flight(tick.persisted.phase) or tick.persisted.phase is Phase.ROLLING_BACK:
+        return [RemovePreviewService()]
+    return []
+
+
+def _cleanup_actions(tick: Tick) -> list[Action]:
+    """Scale down or delete versions nothing routes to - judged on the persisted status too,
+    because the router may still be acting on it until this tick's write lands."""
+    actions: list[Action] = []
+    new, persisted = tick.status, tick.persisted
+    retained = {new.stable_version, new.candidate_version, new.previous_stable_version}
+    # Until this tick's status is written, the persisted one may still be acted on (a crash
+    # right now, then an abort): keep what it could route to again.
+    protected = {new.stable_version, persisted.stable_version}
+    if is_rollout_in_flight(persisted.phase):
+        protected.add(persisted.candidate_version)
+    for version, w in sorted(tick.observations.workloads.items()):
+        if not w.exists or version in protected:
+            continue
+        if persisted.traffic.routes_to(version) or new.traffic.routes_to(version):
+            continue
+        if version not in retained:
+            actions.append(DeleteVersion(version))
+        elif version == new.candidate_version:
+            if new.phase in _AFTER and w.desired_replicas > 0:
+                actions.append(ScaleDownVersion(version))
+        elif w.desired_replicas > 0 and (new.scale_down_at is None or tick.now >= new.scale_down_at):
+            actions.append(ScaleDownVersion(version))  # the previous stable, after its delay
+    return actions
+
+
+def compute_requeue(tick: Tick) -> timedelta:
+    """Time to the next interesting moment: a due check, a step's end, a deadline, a delayed
+    scale-down; short when a follow-up only waits for this tick's status write."""
+    new, persisted, spec, now = tick.status, tick.persisted, tick.spec, tick.now
+    if new.phase in (Phase.ROLLING_BACK, Phase.PROMOTING) or new.phase != persisted.phase or \
+            new.current_step_index != persisted.current_step_index:
+        return FOLLOW_UP
+    moments = [compute_step_end(spec, new), compute_step_deadline(spec, new)]
+    if is_rollout_in_flight(new.phase) and spec.metrics and is_candidate_exposed(spec, new):
+        moments.append(new.next_check_at)
+    if new.scale_down_at is not None and new.scale_down_at > now:
+        moments.append(new.scale_down_at)
+    delay = IDLE_REQUEUE
+    for moment in moments:
+        if moment is not None:
+            delay = min(delay, moment - now)
+    if _is_waiting_for_pods(tick):
+        delay = min(delay, WORKLOAD_POLL)
+    return max(delay, MIN_REQUEUE)
+
+
+def _is_waiting_for_pods(tick: Tick) -> bool:
+    new = tick.status
+    if new.phase is Phase.INITIALIZING:
+        return True
+    if not is_rollout_in_flight(new.phase):
+        return False
+    return new.step_started_at is None or not is_traffic_at_target(tick.spec, new)

@@ -17,7 +17,6 @@ class Role(str, Enum):
 
     STABLE = "stable"
     CANDIDATE = "candidate"
-    PREVIOUS = "previous"  # the stable before the last promotion, kept scaled down
 
 
 @dataclass(frozen=True)

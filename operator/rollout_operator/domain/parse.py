@@ -1,5 +1,7 @@
 """parse_spec: a ModelRollout's .spec (a plain mapping) -> RolloutSpec, or a SpecError naming
-the field, what was wrong and what is expected. Mirrors every rule of the CRD schema."""
+the field, what was wrong and what is expected. Mirrors every rule of the CRD schema, so the
+operator reports what `kubectl apply` would have rejected; the typed field readers are at the end.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +9,14 @@ import re
 from datetime import timedelta
 from typing import Any, Mapping
 
-from . import parse_fields as f
+from .durations import format_duration, parse_duration
 from .names import check_namespace, check_rollout_name, check_version_name
 from .pod_policy import PodPolicy, check_args, check_env, resolve_image
-from .spec import (AnalysisSpec, BlueGreenStrategy,
-                   CanaryStrategy, GatewayAPISpec, MetricSpec, ModelSpec, OnNoData, Requests,
-                   RolloutSpec, RouterSpec, ServerSpec, ShadowStrategy, ShadowThen, SpecError,
-                   Strategy, TrafficRoutingSpec)
-from .steps import (Analysis, Pause, Promote, SetMirror, SetWeight, Step, USER_STEP_KINDS,
-                    expand_blue_green, expand_canary, expand_shadow)
+from .spec import (USER_STEP_KINDS, Analysis, AnalysisSpec, BlueGreenStrategy, CanaryStrategy,
+                   GatewayAPISpec, MetricSpec, ModelSpec, OnNoData, Pause, Promote, Requests,
+                   RolloutSpec, RouterSpec, ServerSpec, SetMirror, SetWeight, ShadowStrategy,
+                   ShadowThen, SpecError, Step, Strategy, TrafficRoutingSpec, expand_blue_green,
+                   expand_canary, expand_shadow)
 from .templates import PAIRWISE_TEMPLATES, TEMPLATES, TemplateError, check_query
 
 # The model name is a KServe model name, a Prometheus label value and part of a URL path.
@@ -57,58 +58,58 @@ def parse_spec(spec: Mapping[str, Any], *, name: str, namespace: str,
         name=name, namespace=namespace, model=model, strategy=strategy, steps=steps,
         server=_parse_server(spec, policy), analysis=analysis,
         traffic_routing=_parse_traffic_routing(spec, policy),
-        progress_deadline=f.read_duration(spec, "progressDeadline", S, positive=True,
+        progress_deadline=read_duration(spec, "progressDeadline", S, positive=True,
                                           default=RolloutSpec.progress_deadline),
-        paused=f.read_bool(spec, "paused", S, default=False),
+        paused=read_bool(spec, "paused", S, default=False),
         requests=_parse_requests(spec),
-        history_limit=f.read_int(spec, "historyLimit", S, default=10, lo=1, hi=100),
+        history_limit=read_int(spec, "historyLimit", S, default=10, lo=1, hi=100),
     )
 
 
 def _parse_model(spec: Mapping[str, Any], rollout: str) -> ModelSpec:
-    d = f.read_map(spec, "model", S, required=True)
+    d = read_map(spec, "model", S, required=True)
     path = f"{S}.model"
-    version = f.read_str(d, "version", path, required=True)
+    version = read_str(d, "version", path, required=True)
     assert version is not None
     check_version_name(rollout, version, f"{path}.version")
-    model_name = f.read_str(d, "name", path, required=True) or ""
+    model_name = read_str(d, "name", path, required=True) or ""
     if not _MODEL_NAME_RE.match(model_name):
         raise SpecError(f"{path}.name", "must be letters, digits, '-', '_' and '.', starting and "
-                        f"ending with a letter or digit, got {f.show(model_name)}")
+                        f"ending with a letter or digit, got {show(model_name)}")
     return ModelSpec(name=model_name, version=version,
-                     uri=f.read_str(d, "uri", path, default="", max_len=2048) or "")
+                     uri=read_str(d, "uri", path, default="", max_len=2048) or "")
 
 
 def _parse_server(spec: Mapping[str, Any], policy: PodPolicy) -> ServerSpec:
-    d = f.read_map(spec, "server", S) or {}
+    d = read_map(spec, "server", S) or {}
     path = f"{S}.server"
-    resources = f.read_map(d, "resources", path) or {}
+    resources = read_map(d, "resources", path) or {}
     return ServerSpec(
-        image=resolve_image(f.read_str(d, "image", path, max_len=512), policy.server_image, policy,
+        image=resolve_image(read_str(d, "image", path, max_len=512), policy.server_image, policy,
                             f"{path}.image"),
-        replicas=f.read_int(d, "replicas", path, default=1, lo=1, hi=100) or 1,
-        resources=dict(resources), env=check_env(f.read_list(d, "env", path), policy, f"{path}.env"),
-        args=check_args(f.read_list(d, "args", path), policy, f"{path}.args"))
+        replicas=read_int(d, "replicas", path, default=1, lo=1, hi=100) or 1,
+        resources=dict(resources), env=check_env(read_list(d, "env", path), policy, f"{path}.env"),
+        args=check_args(read_list(d, "args", path), policy, f"{path}.args"))
 
 
 def _parse_strategy(spec: Mapping[str, Any]) -> tuple[Strategy, tuple[Step, ...]]:
-    d = f.read_map(spec, "strategy", S, required=True)
+    d = read_map(spec, "strategy", S, required=True)
     assert d is not None
     path = f"{S}.strategy"
-    kind = f.exactly_one(d, ("canary", "blueGreen", "shadow"), path, "strategy")
-    body = f.read_map(d, kind, path) or {}
+    kind = exactly_one(d, ("canary", "blueGreen", "shadow"), path, "strategy")
+    body = read_map(d, kind, path) or {}
     here = f"{path}.{kind}"
     if kind == "canary":
         steps = _parse_steps(body, here, required=True)
         return CanaryStrategy(steps=steps), expand_canary(steps)
     if kind == "blueGreen":
         bg = BlueGreenStrategy(
-            auto_promote=f.read_bool(body, "autoPromote", here, default=True),
-            preview_duration=f.read_duration(body, "previewDuration", here),
-            scale_down_delay=f.read_duration(body, "scaleDownDelay", here,
+            auto_promote=read_bool(body, "autoPromote", here, default=True),
+            preview_duration=read_duration(body, "previewDuration", here),
+            scale_down_delay=read_duration(body, "scaleDownDelay", here,
                                              default=BlueGreenStrategy.scale_down_delay),
-            post_promotion_duration=f.read_duration(body, "postPromotionDuration", here),
-            preview_replicas=f.read_int(body, "previewReplicas", here, lo=1, hi=100))
+            post_promotion_duration=read_duration(body, "postPromotionDuration", here),
+            preview_replicas=read_int(body, "previewReplicas", here, lo=1, hi=100))
         return bg, expand_blue_green(auto_promote=bg.auto_promote,
                                      preview_duration=bg.preview_duration,
                                      post_promotion_duration=bg.post_promotion_duration)
@@ -116,17 +117,17 @@ def _parse_strategy(spec: Mapping[str, Any]) -> tuple[Strategy, tuple[Step, ...]
 
 
 def _parse_shadow(body: Mapping[str, Any], here: str) -> tuple[Strategy, tuple[Step, ...]]:
-    then = ShadowThen(f.read_enum(body, "then", here, tuple(t.value for t in ShadowThen),
+    then = ShadowThen(read_enum(body, "then", here, tuple(t.value for t in ShadowThen),
                                   default="stop"))
-    canary = f.read_map(body, "canary", here)
+    canary = read_map(body, "canary", here)
     if then is ShadowThen.CANARY and canary is None:
         raise SpecError(f"{here}.canary", "is required when then is canary (give its steps)")
     if then is not ShadowThen.CANARY and canary is not None:
         raise SpecError(f"{here}.canary", f"is only used when then is canary, not {then.value}")
     canary_steps = _parse_steps(canary, f"{here}.canary", required=True) if canary else ()
     shadow = ShadowStrategy(
-        mirror_percent=f.read_int(body, "mirrorPercent", here, default=100, lo=1, hi=100) or 100,
-        duration=f.read_duration(body, "duration", here, positive=True,
+        mirror_percent=read_int(body, "mirrorPercent", here, default=100, lo=1, hi=100) or 100,
+        duration=read_duration(body, "duration", here, positive=True,
                                  default=ShadowStrategy.duration) or ShadowStrategy.duration,
         then=then, canary_steps=canary_steps)
     return shadow, expand_shadow(mirror_percent=shadow.mirror_percent, duration=shadow.duration,
@@ -134,7 +135,7 @@ def _parse_shadow(body: Mapping[str, Any], here: str) -> tuple[Strategy, tuple[S
 
 
 def _parse_steps(body: Mapping[str, Any], path: str, *, required: bool) -> tuple[Step, ...]:
-    raw = f.read_list(body, "steps", path)
+    raw = read_list(body, "steps", path)
     if required and not raw:
         raise SpecError(f"{path}.steps", "must list at least one step")
     steps: list[Step] = []
@@ -156,47 +157,47 @@ def _parse_steps(body: Mapping[str, Any], path: str, *, required: bool) -> tuple
 def _parse_step(item: Any, here: str) -> Step:
     if not isinstance(item, Mapping):
         raise SpecError(here, f"must be an object with one of {', '.join(USER_STEP_KINDS)}")
-    kind = f.exactly_one(item, USER_STEP_KINDS, here, "step kind")
+    kind = exactly_one(item, USER_STEP_KINDS, here, "step kind")
     if kind == "setWeight":
-        return SetWeight(f.read_int(item, "setWeight", here, lo=0, hi=100) or 0)
+        return SetWeight(read_int(item, "setWeight", here, lo=0, hi=100) or 0)
     if kind == "promote":
-        f.read_map(item, "promote", here)
+        read_map(item, "promote", here)
         return Promote()
-    body = f.read_map(item, kind, here) or {}
+    body = read_map(item, kind, here) or {}
     inner = f"{here}.{kind}"
     if kind == "setMirror":
-        return SetMirror(f.read_int(body, "percent", inner, lo=0, hi=100, required=True) or 0)
+        return SetMirror(read_int(body, "percent", inner, lo=0, hi=100, required=True) or 0)
     if kind == "pause":
-        return Pause(duration=f.read_duration(body, "duration", inner))
+        return Pause(duration=read_duration(body, "duration", inner))
     if body.get("duration") is not None and body.get("checks") is not None:
         raise SpecError(inner, "must set at most one of duration, checks")
-    return Analysis(duration=f.read_duration(body, "duration", inner, positive=True),
-                    checks=f.read_int(body, "checks", inner, lo=1, hi=1000))
+    return Analysis(duration=read_duration(body, "duration", inner, positive=True),
+                    checks=read_int(body, "checks", inner, lo=1, hi=1000))
 
 
 def _parse_analysis(spec: Mapping[str, Any]) -> AnalysisSpec | None:
-    d = f.read_map(spec, "analysis", S)
+    d = read_map(spec, "analysis", S)
     if d is None:
         return None
     path = f"{S}.analysis"
-    prometheus = f.read_map(d, "prometheus", path) or {}
-    interval = f.read_duration(d, "interval", path, at_least=MIN_INTERVAL, default=AnalysisSpec.interval)
-    metrics = [_parse_metric(m, f"{path}.metrics[{i}]") for i, m in enumerate(f.read_list(d, "metrics", path))]
+    prometheus = read_map(d, "prometheus", path) or {}
+    interval = read_duration(d, "interval", path, at_least=MIN_INTERVAL, default=AnalysisSpec.interval)
+    metrics = [_parse_metric(m, f"{path}.metrics[{i}]") for i, m in enumerate(read_list(d, "metrics", path))]
     names = [m.name for m in metrics]
     for i, metric_name in enumerate(names):
         if metric_name in names[:i]:
             raise SpecError(f"{path}.metrics[{i}].name", f"must be unique, {metric_name!r} is used twice")
     return AnalysisSpec(
         interval=interval or AnalysisSpec.interval,
-        window=f.read_duration(d, "window", path, at_least=MIN_WINDOW, default=AnalysisSpec.window)
+        window=read_duration(d, "window", path, at_least=MIN_WINDOW, default=AnalysisSpec.window)
         or AnalysisSpec.window,
         prometheus_address=_parse_prometheus_address(prometheus, f"{path}.prometheus"),
-        min_samples=f.read_int(d, "minSamples", path, default=50, lo=0) or 0,
-        on_no_data=OnNoData(f.read_enum(d, "onNoData", path, tuple(o.value for o in OnNoData),
+        min_samples=read_int(d, "minSamples", path, default=50, lo=0) or 0,
+        on_no_data=OnNoData(read_enum(d, "onNoData", path, tuple(o.value for o in OnNoData),
                                         default="hold")),
-        failure_limit=f.read_int(d, "failureLimit", path, default=2, lo=1, hi=1000) or 2,
-        inconclusive_limit=f.read_int(d, "inconclusiveLimit", path, default=10, lo=1, hi=1000) or 10,
-        consecutive_error_limit=f.read_int(d, "consecutiveErrorLimit", path, default=4, lo=1,
+        failure_limit=read_int(d, "failureLimit", path, default=2, lo=1, hi=1000) or 2,
+        inconclusive_limit=read_int(d, "inconclusiveLimit", path, default=10, lo=1, hi=1000) or 10,
+        consecutive_error_limit=read_int(d, "consecutiveErrorLimit", path, default=4, lo=1,
                                            hi=1000) or 4,
         metrics=tuple(metrics))
 
@@ -204,24 +205,24 @@ def _parse_analysis(spec: Mapping[str, Any]) -> AnalysisSpec | None:
 def _parse_metric(item: Any, here: str) -> MetricSpec:
     if not isinstance(item, Mapping):
         raise SpecError(here, "must be an object with name and template or query")
-    name = f.read_str(item, "name", here, required=True, max_len=63) or ""
-    source = f.exactly_one(item, ("template", "query"), here, "source")
+    name = read_str(item, "name", here, required=True, max_len=63) or ""
+    source = exactly_one(item, ("template", "query"), here, "source")
     template = query = None
     if source == "template":
-        template = f.read_enum(item, "template", here, tuple(TEMPLATES))
+        template = read_enum(item, "template", here, tuple(TEMPLATES))
     else:
-        query = f.read_str(item, "query", here, required=True, max_len=4096)
+        query = read_str(item, "query", here, required=True, max_len=4096)
         try:
             check_query(query or "")
         except TemplateError as err:
             raise SpecError(f"{here}.query", str(err)) from None
     metric = MetricSpec(
         name=name, template=template, query=query,
-        min=f.read_number(item, "min", here), max=f.read_number(item, "max", here),
-        relative_to=f.read_enum(item, "relativeTo", here, ("stable",)),
-        max_increase=f.read_number(item, "maxIncrease", here, lo=0),
-        max_decrease=f.read_number(item, "maxDecrease", here, lo=0),
-        min_samples=f.read_int(item, "minSamples", here, lo=0))
+        min=read_number(item, "min", here), max=read_number(item, "max", here),
+        relative_to=read_enum(item, "relativeTo", here, ("stable",)),
+        max_increase=read_number(item, "maxIncrease", here, lo=0),
+        max_decrease=read_number(item, "maxDecrease", here, lo=0),
+        min_samples=read_int(item, "minSamples", here, lo=0))
     _check_thresholds(metric, here)
     return metric
 
@@ -242,10 +243,10 @@ def _check_thresholds(m: MetricSpec, here: str) -> None:
 
 
 def _parse_prometheus_address(d: Mapping[str, Any], path: str) -> str | None:
-    address = f.read_str(d, "address", path, max_len=2048) or None
+    address = read_str(d, "address", path, max_len=2048) or None
     if address is not None and not _PROMETHEUS_ADDRESS_RE.match(address):
         raise SpecError(f"{path}.address", "must be http(s)://host[:port][/path] without "
-                        f"credentials, query or fragment, got {f.show(address)}")
+                        f"credentials, query or fragment, got {show(address)}")
     return address
 
 
@@ -271,39 +272,174 @@ def _check_analysis_has_metrics(spec: Mapping[str, Any], analysis: AnalysisSpec 
 
 
 def _parse_traffic_routing(spec: Mapping[str, Any], policy: PodPolicy) -> TrafficRoutingSpec:
-    d = f.read_map(spec, "trafficRouting", S)
+    d = read_map(spec, "trafficRouting", S)
     if d is None:
         return TrafficRoutingSpec(router=RouterSpec(image=policy.router_image,
                                                     network_policies=policy.network_policies))
     path = f"{S}.trafficRouting"
-    kind = f.exactly_one(d, ("router", "gatewayAPI"), path, "traffic provider")
-    body = f.read_map(d, kind, path) or {}
+    kind = exactly_one(d, ("router", "gatewayAPI"), path, "traffic provider")
+    body = read_map(d, kind, path) or {}
     here = f"{path}.{kind}"
     if kind == "router":
-        sticky = f.read_str(body, "stickyHeader", here, max_len=128) or None
+        sticky = read_str(body, "stickyHeader", here, max_len=128) or None
         if sticky is not None and not _HEADER_NAME_RE.match(sticky):
             raise SpecError(f"{here}.stickyHeader", "must be an HTTP header name (an RFC 7230 token: "
-                            f"letters, digits and !#$%&'*+-.^_`|~), got {f.show(sticky)}")
+                            f"letters, digits and !#$%&'*+-.^_`|~), got {show(sticky)}")
         return TrafficRoutingSpec(router=RouterSpec(
             sticky_header=sticky,
-            replicas=f.read_int(body, "replicas", here, default=1, lo=1, hi=20) or 1,
-            image=resolve_image(f.read_str(body, "image", here, max_len=512), policy.router_image,
+            replicas=read_int(body, "replicas", here, default=1, lo=1, hi=20) or 1,
+            image=resolve_image(read_str(body, "image", here, max_len=512), policy.router_image,
                                 policy, f"{here}.image"),
             network_policies=policy.network_policies))
-    http_route = f.read_str(body, "httpRoute", here, required=True) or ""
+    http_route = read_str(body, "httpRoute", here, required=True) or ""
     if not _OBJECT_NAME_RE.match(http_route):
         # It becomes part of the REST path the operator reads and patches.
         raise SpecError(f"{here}.httpRoute", "must be a Kubernetes object name (lowercase letters, "
-                        f"digits, '-' and '.'), got {f.show(http_route)}")
+                        f"digits, '-' and '.'), got {show(http_route)}")
     return TrafficRoutingSpec(router=None, gateway_api=GatewayAPISpec(
         http_route=http_route,
-        port=f.read_int(body, "port", here, default=8080, lo=1, hi=65535) or 8080))
+        port=read_int(body, "port", here, default=8080, lo=1, hi=65535) or 8080))
 
 
 def _parse_requests(spec: Mapping[str, Any]) -> Requests:
-    d = f.read_map(spec, "requests", S) or {}
+    d = read_map(spec, "requests", S) or {}
     path = f"{S}.requests"
-    return Requests(**{attr: f.read_int(d, key, path, default=0, lo=0) or 0
+    return Requests(**{attr: read_int(d, key, path, default=0, lo=0) or 0
                        for attr, key in (("promote", "promote"), ("promote_full", "promoteFull"),
                                          ("abort", "abort"), ("retry", "retry"))},
-                    by=f.read_str(d, "by", path, default="", max_len=253) or "")
+                    by=read_str(d, "by", path, default="", max_len=253) or "")
+
+
+# Typed field readers: each names the JSON path and what was expected.
+
+_MISSING = object()
+
+
+def child(path: str, key: str) -> str:
+    return f"{path}.{key}"
+
+
+def read_map(d: Mapping[str, Any], key: str, path: str, *, required: bool = False) -> Mapping[str, Any] | None:
+    value = d.get(key, _MISSING)
+    if value is _MISSING or value is None:
+        if required:
+            raise SpecError(child(path, key), "is required")
+        return None
+    if not isinstance(value, Mapping):
+        raise SpecError(child(path, key), f"must be an object, got {_show(value)}")
+    return value
+
+
+def read_list(d: Mapping[str, Any], key: str, path: str) -> list[Any]:
+    value = d.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise SpecError(child(path, key), f"must be a list, got {_show(value)}")
+    return value
+
+
+def read_str(d: Mapping[str, Any], key: str, path: str, *, default: str | None = None,
+             required: bool = False, max_len: int = 253) -> str | None:
+    value = d.get(key)
+    if value is None:
+        if required:
+            raise SpecError(child(path, key), "is required")
+        return default
+    if not isinstance(value, str):
+        raise SpecError(child(path, key), f"must be a string, got {_show(value)}")
+    if required and not value:
+        raise SpecError(child(path, key), "must not be empty")
+    if len(value) > max_len:
+        raise SpecError(child(path, key), f"must be at most {max_len} characters")
+    return value
+
+
+def read_int(d: Mapping[str, Any], key: str, path: str, *, default: int | None = None,
+             lo: int | None = None, hi: int | None = None, required: bool = False) -> int | None:
+    value = d.get(key)
+    if value is None:
+        if required:
+            raise SpecError(child(path, key), "is required")
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        if not (isinstance(value, float) and value.is_integer()):
+            raise SpecError(child(path, key), f"must be an integer{_range(lo, hi)}, got {_show(value)}")
+        value = int(value)
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise SpecError(child(path, key), f"must be an integer{_range(lo, hi)}, got {value}")
+    return value
+
+
+def read_number(d: Mapping[str, Any], key: str, path: str, *, lo: float | None = None) -> float | None:
+    value = d.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        bound = f" >= {lo:g}" if lo is not None else ""
+        raise SpecError(child(path, key), f"must be a number{bound}, got {_show(value)}")
+    if lo is not None and value < lo:
+        raise SpecError(child(path, key), f"must be a number >= {lo:g}, got {value}")
+    return float(value)
+
+
+def read_bool(d: Mapping[str, Any], key: str, path: str, *, default: bool) -> bool:
+    value = d.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise SpecError(child(path, key), f"must be true or false, got {_show(value)}")
+    return value
+
+
+def read_duration(d: Mapping[str, Any], key: str, path: str, *,
+                  default: timedelta | None = None, positive: bool = False,
+                  at_least: timedelta | None = None) -> timedelta | None:
+    value = d.get(key)
+    if value is None:
+        return default
+    try:
+        parsed = parse_duration(value)
+    except ValueError as err:
+        raise SpecError(child(path, key), str(err)) from None
+    if positive and parsed <= timedelta(0):
+        raise SpecError(child(path, key), f"must be greater than 0, got {value!r}")
+    if at_least is not None and parsed < at_least:
+        raise SpecError(child(path, key), f"must be at least {format_duration(at_least)}, got {value!r}")
+    return parsed
+
+
+def read_enum(d: Mapping[str, Any], key: str, path: str, allowed: tuple[str, ...], *,
+              default: str | None = None) -> str | None:
+    value = d.get(key)
+    if value is None:
+        return default
+    if value not in allowed:
+        raise SpecError(child(path, key), f"must be one of {', '.join(allowed)}, got {_show(value)}")
+    return value
+
+
+def exactly_one(d: Mapping[str, Any], keys: tuple[str, ...], path: str, what: str) -> str:
+    present = [k for k in keys if d.get(k) is not None]
+    if len(present) != 1:
+        got = ", ".join(present) if present else "none"
+        raise SpecError(path, f"must set exactly one {what} of {', '.join(keys)}, got {got}")
+    return present[0]
+
+
+def _range(lo: int | None, hi: int | None) -> str:
+    if lo is not None and hi is not None:
+        return f" in {lo}..{hi}"
+    if lo is not None:
+        return f" >= {lo}"
+    return ""
+
+
+def show(value: Any) -> str:
+    """A value as an error message quotes it: repr, cut to 60 characters."""
+    return _show(value)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

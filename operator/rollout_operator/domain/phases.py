@@ -38,11 +38,6 @@ class Phase(str, Enum):
     INVALID = ("Invalid",
         "The spec cannot be acted on; status.message says which field; nothing else changes.")
 
-    @property
-    def is_rollout_in_flight(self) -> bool:
-        """True while a candidate may carry traffic (and analysis runs)."""
-        return self in (Phase.PROGRESSING, Phase.PAUSED, Phase.PROMOTING)
-
 
 P = Phase
 
@@ -61,6 +56,11 @@ TRANSITIONS: dict[Phase, frozenset[Phase]] = {
     # Leaving Invalid restores the phase the rollout was in (status.suspendedPhase).
     P.INVALID: frozenset(set(Phase) - {P.INVALID}),
 }
+
+
+def is_rollout_in_flight(phase: Phase | None) -> bool:
+    """True while a candidate may carry traffic: Progressing, Paused or Promoting."""
+    return phase in (Phase.PROGRESSING, Phase.PAUSED, Phase.PROMOTING)
 
 
 def is_allowed_transition(old: Phase | None, new: Phase) -> bool:

@@ -1,121 +1,210 @@
-"""The one step machine's step kinds, and the strategy presets that expand into them.
+"""The step machine: a running rollout (Progressing / Paused) moving its cursor over spec.steps.
+User requests, the due analysis round, the traffic each step puts on the candidate (never on a
+version without ready pods), when a step is complete, its deadline, and entering the next one.
 
-Canary, blue-green and shadow are presets over these steps; there is no second engine.
+The step kinds and the strategy presets that expand into them are in spec.py.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import timedelta
-from typing import Union
+from dataclasses import replace
+from datetime import datetime, timedelta
 
-from .durations import format_duration
-
-
-@dataclass(frozen=True)
-class SetWeight:
-    """Send `weight` percent of user traffic to the candidate (the rest to stable)."""
-
-    weight: int
+from .decision import Tick, normal
+from .gates import decide_analysis_round, describe_gates, is_check_due, is_gate_open
+from .lifecycle import compute_history_entry, compute_with_history, decide_rollback
+from .phases import Phase
+from .spec import (Analysis, BlueGreenStrategy, Pause, Promote, RolloutSpec, SetMirror, SetWeight,
+                   Step, Stop, describe_step)
+from .status import MirrorTarget, RolloutStatus, TrafficSplit, VersionWeight
 
 
-@dataclass(frozen=True)
-class SetMirror:
-    """Copy `percent` of requests to the candidate; users only ever get stable's answers."""
-
-    percent: int
-
-
-@dataclass(frozen=True)
-class Pause:
-    """Hold the current traffic for `duration`; without one, wait for a person (promote/resume)."""
-
-    duration: timedelta | None = None
-
-
-@dataclass(frozen=True)
-class Analysis:
-    """Run the analysis metrics for `duration`, or until `checks` passing rounds (default one)."""
-
-    duration: timedelta | None = None
-    checks: int | None = None
-
-
-@dataclass(frozen=True)
-class Promote:
-    """Switch all traffic to the candidate and make it the stable version."""
-
-
-@dataclass(frozen=True)
-class Stop:
-    """Preset-only (shadow `then: stop`): take the candidate out of traffic and report, no promotion."""
-
-
-Step = Union[SetWeight, SetMirror, Pause, Analysis, Promote, Stop]
-
-# Steps a user may write in spec.strategy.canary.steps (Stop is reached only through presets).
-USER_STEP_KINDS = ("setWeight", "setMirror", "pause", "analysis", "promote")
+def decide_in_flight(tick: Tick) -> Tick:
+    """Abort and superseding first, then the due analysis round, pauses, and the step cursor."""
+    spec, status = tick.spec, tick.status
+    if "abort" in tick.pending:
+        return decide_rollback(tick.then(status, used="abort"), "Aborted",
+                               f"aborted by {tick.by} at {describe_position(spec, status)}",
+                               by=tick.by)
+    if spec.model.version != status.candidate_version:
+        return decide_superseded(tick)
+    if is_check_due(spec, status, tick.now):
+        tick, limit = decide_analysis_round(tick)
+        if limit is not None:
+            return decide_rollback(tick, limit.reason, limit.message)
+    if spec.paused:
+        return decide_user_paused(tick)
+    if tick.status.phase is Phase.PAUSED and tick.status.paused_by == "spec.paused":
+        resumed = compute_resumed(tick)
+        tick = tick.then(resumed, normal("Resumed", resumed.message))
+    if tick.status.step_started_at is None:
+        return decide_candidate_start(tick)
+    if "promote_full" in tick.pending:
+        promoted = decide_promote_full(tick.then(tick.status, used="promote_full"))
+        if promoted.status.phase is Phase.PROMOTING:
+            return promoted
+        tick = promoted
+    if "promote" in tick.pending:
+        index = tick.status.current_step_index or 0
+        tick = tick.then(tick.status, normal("PromoteRequested", f"{tick.by} skipped "
+                                             f"{describe_position(spec, tick.status)}"), used="promote")
+        if not isinstance(spec.steps[index], (Promote, Stop)):
+            return decide_enter_step(tick, index + 1)
+    return decide_step(tick)
 
 
-def describe_step(step: Step) -> str:
-    """Short human form used in status.currentStep, events and the printer column."""
-    if isinstance(step, SetWeight):
-        return f"setWeight {step.weight}"
-    if isinstance(step, SetMirror):
-        return f"setMirror {step.percent}"
-    if isinstance(step, Pause):
-        return f"pause {format_duration(step.duration)}" if step.duration else "pause (wait for promote)"
-    if isinstance(step, Analysis):
-        if step.duration is not None:
-            return f"analysis {format_duration(step.duration)}"
-        return f"analysis {step.checks or 1} check(s)"
+def decide_superseded(tick: Tick) -> Tick:
+    """spec.model.version moved on (or back) mid-rollout: abandon the candidate first."""
+    version, stable = tick.spec.model.version, tick.status.stable_version
+    why = (f"spec.model.version is back to {stable}" if version == stable
+           else f"spec.model.version changed to {version}")
+    return decide_rollback(tick, "Superseded",
+                           f"{why} while rolling out {tick.status.candidate_version}",
+                           outcome="Superseded")
+
+
+def compute_resumed(tick: Tick) -> RolloutStatus:
+    """Resuming restarts the current step's clock (and the wait for Ready, if still waiting)."""
+    status = tick.status
+    started = status.step_started_at is not None
+    return replace(status, phase=Phase.PROGRESSING, paused_by="", reason="Resumed",
+                   step_started_at=tick.now if started else None,
+                   rollout_started_at=status.rollout_started_at if started else tick.now,
+                   message=f"resumed at {describe_position(tick.spec, status)}")
+
+
+def decide_candidate_start(tick: Tick) -> Tick:
+    """Step 0 begins once the candidate is Ready; the progress deadline bounds the wait."""
+    spec, status = tick.spec, tick.status
+    version = status.candidate_version
+    w, replicas = tick.workload(version), compute_replicas(spec, 0)
+    if w.is_ready(replicas):
+        tick = tick.then(status, normal("CandidateReady", f"{version} is Ready "
+                                        f"({w.ready_replicas}/{replicas} pods)"))
+        return decide_enter_step(tick, 0)
+    started = status.rollout_started_at or tick.now
+    if tick.now >= started + spec.progress_deadline:
+        return decide_rollback(tick, "ProgressDeadlineExceeded",
+                               f"{version} not Ready within progressDeadline "
+                               f"({w.ready_replicas}/{replicas} pods ready)")
+    return tick
+
+
+def decide_user_paused(tick: Tick) -> Tick:
+    ignored = tick.pending & {"promote", "promote_full"}
+    for kind in sorted(ignored):
+        tick = tick.then(tick.status, normal("RequestIgnored", f"{kind} by {tick.by} ignored: "
+                                             "spec.paused is true; resume first"), used=kind)
+    # Still protect users: the candidate loses traffic if it has no ready pod.
+    status = replace(tick.status, traffic=compute_traffic(tick, hold=True))
+    if status.phase is not Phase.PAUSED or status.paused_by != "spec.paused":
+        status = replace(status, phase=Phase.PAUSED, paused_by="spec.paused", reason="PausedByUser",
+                         message=f"paused (spec.paused) at {describe_position(tick.spec, status)}")
+        return tick.then(status, normal("Paused", status.message))
+    return tick.then(status)
+
+
+def decide_promote_full(tick: Tick) -> Tick:
+    status = tick.status
+    w, full = tick.workload(status.candidate_version), tick.spec.server.replicas
+    if not w.is_ready(full):
+        return tick.then(status, normal("RequestIgnored", f"promoteFull by {tick.by} ignored: "
+                                        f"{status.candidate_version} has {w.ready_replicas}/{full} "
+                                        "pods ready"))
+    return decide_start_promoting(tick, f"promoteFull by {tick.by}")
+
+
+def decide_start_promoting(tick: Tick, why: str) -> Tick:
+    """All traffic to the candidate in this status write; the next tick makes it stable."""
+    stable, candidate = tick.status.stable_version or "", tick.status.candidate_version or ""
+    status = replace(tick.status, phase=Phase.PROMOTING, reason="Promoting", paused_by="",
+                     message=f"{why}: 100% of traffic to {candidate}", next_check_at=None,
+                     traffic=TrafficSplit(stable=VersionWeight(stable, 0),
+                                          candidate=VersionWeight(candidate, 100)))
+    return tick.then(status, normal("Promoting", f"{status.message} "
+                                    f"(last check: {describe_gates(status)})"))
+
+
+def decide_enter_step(tick: Tick, index: int) -> Tick:
+    """Move the cursor; the step's traffic applies as soon as the candidate can take it."""
+    spec = tick.spec
+    index = min(index, len(spec.steps) - 1)
+    interval = spec.analysis.interval if spec.analysis else None
+    tick = tick.then(replace(
+        tick.status, phase=Phase.PROGRESSING, paused_by="", current_step_index=index,
+        step_started_at=tick.now, analysis=replace(tick.status.analysis, step_passes=0),
+        next_check_at=tick.now + interval if interval else None, reason="StepStarted"))
+    status = replace(tick.status, traffic=compute_traffic(tick, hold=False))
+    status = replace(status, message=f"{describe_position(spec, status)} "
+                     f"(candidate {status.traffic.candidate_weight}%)")
+    tick = tick.then(status, normal("StepStarted", f"{status.message}; "
+                                    f"last check: {describe_gates(status)}"))
+    step = spec.steps[index]
+    if isinstance(step, (Promote, Stop)):
+        return decide_step(tick)
+    if isinstance(step, Pause) and step.duration is None:
+        return decide_step(tick)
+    return tick
+
+
+def decide_step(tick: Tick) -> Tick:
+    spec, status = tick.spec, tick.status
+    index = status.current_step_index or 0
+    step = spec.steps[index]
     if isinstance(step, Promote):
-        return "promote"
-    return "stop"
+        return decide_promote_step(tick)
+    if isinstance(step, Stop):
+        return decide_stop_step(tick)
+    traffic = compute_traffic(tick, hold=False)
+    if traffic != status.traffic:
+        interval = spec.analysis.interval if spec.analysis else None
+        status = replace(status, traffic=traffic, analysis=replace(status.analysis, step_passes=0),
+                         next_check_at=tick.now + interval if interval else None)
+        tick = tick.then(status)
+    if isinstance(step, Pause) and step.duration is None:
+        if status.phase is not Phase.PAUSED:
+            status = replace(status, phase=Phase.PAUSED, paused_by="step", reason="WaitingForPromote",
+                             message=f"{describe_position(spec, status)}: waiting for "
+                             "`kubectl modelrollout promote`")
+            tick = tick.then(status, normal("WaitingForPromote", status.message))
+        return tick
+    if is_step_complete(tick):
+        return decide_enter_step(tick, index + 1)
+    return decide_deadline(tick)
 
 
-def expand_canary(steps: tuple[Step, ...]) -> tuple[Step, ...]:
-    """A canary ends in promotion; the final promote is implied when the user leaves it out."""
-    if steps and isinstance(steps[-1], Promote):
-        return steps
-    return (*steps, Promote())
+def decide_deadline(tick: Tick) -> Tick:
+    deadline = compute_step_deadline(tick.spec, tick.status)
+    if deadline is None or tick.now < deadline:
+        return tick
+    w = tick.workload(tick.status.candidate_version)
+    return decide_rollback(tick, "ProgressDeadlineExceeded",
+                           f"{describe_position(tick.spec, tick.status)} did not complete within "
+                           f"progressDeadline (candidate {w.ready_replicas} pods ready; "
+                           f"last check: {describe_gates(tick.status)})")
 
 
-def expand_blue_green(
-    *,
-    auto_promote: bool,
-    preview_duration: timedelta | None,
-    post_promotion_duration: timedelta | None,
-) -> tuple[Step, ...]:
-    """Preview under analysis, optional approval, atomic 0->100 switch, post-promotion bake."""
-    steps: list[Step] = [Analysis(duration=preview_duration)]
-    if not auto_promote:
-        steps.append(Pause())
-    steps.append(SetWeight(100))
-    # The bake runs with stable still at full scale, so a failure switches straight back.
-    steps.append(Analysis(duration=post_promotion_duration))
-    steps.append(Promote())
-    return tuple(steps)
+def decide_promote_step(tick: Tick) -> Tick:
+    w, full = tick.workload(tick.status.candidate_version), tick.spec.server.replicas
+    if w.is_ready(full):
+        return decide_start_promoting(tick, f"{describe_position(tick.spec, tick.status)} reached")
+    status = replace(tick.status, traffic=compute_traffic(tick, hold=True))
+    return decide_deadline(tick.then(status))
 
 
-def expand_shadow(
-    *,
-    mirror_percent: int,
-    duration: timedelta,
-    then: str,
-    canary_steps: tuple[Step, ...] = (),
-) -> tuple[Step, ...]:
-    """Mirror under analysis (the agreement gate), then promote, continue as a canary, or stop."""
-    steps: list[Step] = [SetMirror(mirror_percent), Analysis(duration=duration)]
-    if then == "promote":
-        steps.append(Promote())
-    elif then == "canary":
-        # Stop copying before real traffic starts so the candidate is judged on one stream.
-        steps.append(SetMirror(0))
-        steps.extend(expand_canary(canary_steps))
-    else:
-        steps.append(Stop())
-    return tuple(steps)
+def decide_stop_step(tick: Tick) -> Tick:
+    """Shadow `then: stop`: out of traffic first, then report once that status is persisted."""
+    stable = tick.status.stable_version or ""
+    status = replace(tick.status, traffic=TrafficSplit(stable=VersionWeight(stable, 100)))
+    if tick.persisted.traffic.routes_to(status.candidate_version):
+        return tick.then(status)
+    msg = (f"shadow of {status.candidate_version} finished, not promoted (then: stop); "
+           f"{describe_gates(status)}")
+    status = replace(status, phase=Phase.STOPPED, reason="ShadowStopped", message=msg,
+                     current_step_index=None, step_started_at=None, next_check_at=None)
+    status = compute_with_history(tick.spec, status, compute_history_entry(
+        status, tick.now, "Stopped", "ShadowStopped", msg))
+    return tick.then(status, normal("ShadowStopped", msg))
 
 
 def compute_step_traffic(steps: tuple[Step, ...], index: int) -> tuple[int, int]:
@@ -128,3 +217,90 @@ def compute_step_traffic(steps: tuple[Step, ...], index: int) -> tuple[int, int]
         elif isinstance(step, SetMirror):
             mirror = step.percent
     return weight, mirror
+
+
+def compute_traffic(tick: Tick, *, hold: bool) -> TrafficSplit:
+    """The split for the current step of tick.status. Raising the candidate's share waits until
+    it is Ready at the step's size; a candidate without a ready pod gets nothing. `hold` keeps
+    the current shares."""
+    spec, status = tick.spec, tick.status
+    candidate = status.candidate_version or ""
+    current = status.traffic
+    cur_weight = current.candidate_weight
+    cur_mirror = current.mirror.percent if current.mirror else 0
+    if hold:
+        want_weight, want_mirror = cur_weight, cur_mirror
+    else:
+        want_weight, want_mirror = compute_step_traffic(spec.steps, status.current_step_index or 0)
+    w = tick.workload(candidate)
+    if not w.exists or w.ready_replicas < 1:
+        want_weight, want_mirror = 0, 0
+    elif not w.is_ready(compute_replicas(spec, status.current_step_index)):
+        want_weight = min(want_weight, cur_weight)
+        want_mirror = min(want_mirror, cur_mirror)
+    return TrafficSplit(
+        stable=VersionWeight(status.stable_version or "", 100 - want_weight),
+        candidate=VersionWeight(candidate, want_weight),
+        mirror=MirrorTarget(candidate, want_mirror) if want_mirror > 0 else None)
+
+
+def compute_replicas(spec: RolloutSpec, index: int | None) -> int:
+    """Candidate size at a step: blue-green may preview smaller until its 0->100 switch."""
+    strategy = spec.strategy
+    if isinstance(strategy, BlueGreenStrategy) and strategy.preview_replicas is not None:
+        switch = next((i for i, s in enumerate(spec.steps)
+                       if isinstance(s, SetWeight) and s.weight == 100), len(spec.steps))
+        if index is not None and index < switch:
+            return strategy.preview_replicas
+    return spec.server.replicas
+
+
+def is_traffic_at_target(spec: RolloutSpec, status: RolloutStatus) -> bool:
+    weight, mirror = compute_step_traffic(spec.steps, status.current_step_index or 0)
+    current_mirror = status.traffic.mirror.percent if status.traffic.mirror else 0
+    return status.traffic.candidate_weight == weight and current_mirror == mirror
+
+
+def is_step_complete(tick: Tick) -> bool:
+    spec, status, now = tick.spec, tick.status, tick.now
+    step = spec.steps[status.current_step_index or 0]
+    if not is_traffic_at_target(spec, status):
+        return False
+    if isinstance(step, (SetWeight, SetMirror)):
+        return is_gate_open(spec, status)
+    if isinstance(step, Pause):
+        return step.duration is not None and _elapsed(status, now, step.duration) and \
+            is_gate_open(spec, status)
+    if isinstance(step, Analysis):
+        if step.duration is not None:
+            return _elapsed(status, now, step.duration) and is_gate_open(spec, status)
+        return is_gate_open(spec, status, needed=step.checks or 1)
+    return False
+
+
+def compute_step_deadline(spec: RolloutSpec, status: RolloutStatus) -> datetime | None:
+    """A step may take its own duration plus progressDeadline; a pause for a person has none."""
+    if status.step_started_at is None or status.current_step_index is None:
+        return None
+    step = spec.steps[status.current_step_index]
+    if isinstance(step, Pause) and step.duration is None:
+        return None
+    own = getattr(step, "duration", None) or timedelta(0)
+    return status.step_started_at + own + spec.progress_deadline
+
+
+def compute_step_end(spec: RolloutSpec, status: RolloutStatus) -> datetime | None:
+    """When the current step's own wait ends (the next interesting moment besides checks)."""
+    if status.step_started_at is None or status.current_step_index is None:
+        return None
+    duration = getattr(spec.steps[status.current_step_index], "duration", None)
+    return status.step_started_at + duration if duration else None
+
+
+def _elapsed(status: RolloutStatus, now: datetime, duration: timedelta) -> bool:
+    return status.step_started_at is not None and now >= status.step_started_at + duration
+
+
+def describe_position(spec: RolloutSpec, status: RolloutStatus) -> str:
+    index = status.current_step_index or 0
+    return f"step {index + 1}/{len(spec.steps)} ({describe_step(spec.steps[index])})"

@@ -1,39 +1,40 @@
-"""Phase handlers outside a running rollout: first deploy, Healthy, Promoting, rolling back,
-and the resting phases after a rollout (RolledBack, Stopped, Failed)."""
+"""The phases around a running rollout: the first version (Initializing, Failed), Healthy and the
+start of a rollout, its two ends (Promoting -> Healthy, rolling back -> RolledBack), the resting
+phases after one (RolledBack, Stopped), and the bounded history each end writes.
+
+Every handler takes the Tick and returns it with the next status and its events.
+"""
 
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime
 
-from .context import (Outcome, Tick, compute_with_history, compute_history_entry, normal, warning)
-from .decide_analysis import compute_initial_metrics
+from .decision import Tick, normal, warning
 from .durations import format_duration
+from .gates import compute_initial_metrics
 from .phases import Phase
-from .status import AnalysisStatus, RolloutStatus, TrafficSplit, VersionWeight
-from .steps import describe_step
+from .spec import RolloutSpec, describe_step
+from .status import AnalysisStatus, HistoryEntry, RolloutStatus, TrafficSplit, VersionWeight
 
 
-def decide_fresh(tick: Tick, status: RolloutStatus) -> Outcome:
-    return decide_start_initializing(tick, status, Outcome(status))
-
-
-def decide_start_initializing(tick: Tick, status: RolloutStatus, out: Outcome) -> Outcome:
+def decide_start_initializing(tick: Tick) -> Tick:
     """Bring up spec.model.version as the first version; no traffic until it is Ready."""
     m = tick.spec.model
-    status = replace(status, phase=Phase.INITIALIZING, reason="Initializing",
+    status = replace(tick.status, phase=Phase.INITIALIZING, reason="Initializing",
                      message=f"waiting for {m.version} to become Ready",
                      stable_version=m.version, stable_uri=m.uri, candidate_version=None,
                      candidate_uri="", rollout_started_at=tick.now, traffic=TrafficSplit(),
                      current_step_index=None, step_started_at=None, next_check_at=None)
-    return out.then(status, normal("Initializing", f"deploying first version {m.version} "
-                                   f"({tick.spec.server.replicas} replicas)"))
+    return tick.then(status, normal("Initializing", f"deploying first version {m.version} "
+                                    f"({tick.spec.server.replicas} replicas)"))
 
 
-def decide_initializing(tick: Tick, status: RolloutStatus) -> Outcome:
-    out = Outcome(status)
+def decide_initializing(tick: Tick) -> Tick:
+    status = tick.status
     version = status.stable_version
     if tick.spec.model.version != version:
-        return decide_start_initializing(tick, status, out)
+        return decide_start_initializing(tick)
     w, replicas = tick.workload(version), tick.spec.server.replicas
     if w.is_ready(replicas):
         assert version is not None
@@ -42,7 +43,7 @@ def decide_initializing(tick: Tick, status: RolloutStatus) -> Outcome:
                          traffic=TrafficSplit(stable=VersionWeight(version, 100)))
         status = compute_with_history(tick.spec, status, compute_history_entry(
             status, tick.now, "Promoted", "InitialVersion", msg))
-        return out.then(status, normal("Ready", msg))
+        return tick.then(status, normal("Ready", msg))
     started = status.rollout_started_at or tick.now
     if tick.now >= started + tick.spec.progress_deadline:
         msg = (f"{version} not Ready after {format_duration(tick.spec.progress_deadline)} "
@@ -50,30 +51,29 @@ def decide_initializing(tick: Tick, status: RolloutStatus) -> Outcome:
         status = replace(status, phase=Phase.FAILED, reason="ProgressDeadlineExceeded", message=msg)
         status = compute_with_history(tick.spec, status, compute_history_entry(
             status, tick.now, "Failed", "ProgressDeadlineExceeded", msg))
-        return out.then(status, warning("ProgressDeadlineExceeded", msg))
-    return out
+        return tick.then(status, warning("ProgressDeadlineExceeded", msg))
+    return tick
 
 
-def decide_failed(tick: Tick, status: RolloutStatus) -> Outcome:
-    out = Outcome(status)
+def decide_failed(tick: Tick) -> Tick:
     if "retry" in tick.pending:
-        out = out.then(status, normal("Retry", f"retrying {tick.spec.model.version} "
-                                      f"(requested by {tick.by})"), used="retry")
-        return decide_start_initializing(tick, status, out)
-    if tick.spec.model.version != status.stable_version:
-        return decide_start_initializing(tick, status, out)
-    return out
+        tick = tick.then(tick.status, normal("Retry", f"retrying {tick.spec.model.version} "
+                                             f"(requested by {tick.by})"), used="retry")
+        return decide_start_initializing(tick)
+    if tick.spec.model.version != tick.status.stable_version:
+        return decide_start_initializing(tick)
+    return tick
 
 
-def decide_healthy(tick: Tick, status: RolloutStatus) -> Outcome:
-    if tick.spec.model.version != status.stable_version:
-        return decide_start_rollout(tick, status, Outcome(status), retry=False)
-    return Outcome(status)
+def decide_healthy(tick: Tick) -> Tick:
+    if tick.spec.model.version != tick.status.stable_version:
+        return decide_start_rollout(tick, retry=False)
+    return tick
 
 
-def decide_start_rollout(tick: Tick, status: RolloutStatus, out: Outcome, *, retry: bool) -> Outcome:
+def decide_start_rollout(tick: Tick, *, retry: bool) -> Tick:
     """Begin moving traffic to spec.model.version; step 0 starts once it is Ready."""
-    spec, m = tick.spec, tick.spec.model
+    spec, m, status = tick.spec, tick.spec.model, tick.status
     status = replace(
         status, phase=Phase.PROGRESSING, reason="RolloutStarted",
         message=f"waiting for {m.version} to become Ready",
@@ -84,31 +84,31 @@ def decide_start_rollout(tick: Tick, status: RolloutStatus, out: Outcome, *, ret
         analysis=AnalysisStatus(metrics=compute_initial_metrics(spec)))
     steps = ", ".join(describe_step(s) for s in spec.steps)
     verb = "retrying" if retry else "starting"
-    return out.then(status, normal("RolloutStarted", f"{verb} {spec.strategy.kind} of {m.version} "
-                                   f"(stable {status.stable_version}): {steps}"))
+    return tick.then(status, normal("RolloutStarted", f"{verb} {spec.strategy.kind} of {m.version} "
+                                    f"(stable {status.stable_version}): {steps}"))
 
 
-def decide_rollback(tick: Tick, status: RolloutStatus, out: Outcome, reason: str, message: str, *,
-             outcome: str = "RolledBack", by: str = "") -> Outcome:
+def decide_rollback(tick: Tick, reason: str, message: str, *, outcome: str = "RolledBack",
+                    by: str = "") -> Tick:
     """Traffic goes 100% to stable in this very status write; scale-down waits for the next tick."""
-    stable = status.stable_version or ""
-    status = replace(status, phase=Phase.ROLLING_BACK, reason=reason, paused_by="",
+    stable = tick.status.stable_version or ""
+    status = replace(tick.status, phase=Phase.ROLLING_BACK, reason=reason, paused_by="",
                      message=f"{message} -> rolled back to {stable}", next_check_at=None,
                      traffic=TrafficSplit(stable=VersionWeight(stable, 100)))
     status = compute_with_history(tick.spec, status, compute_history_entry(
         status, tick.now, outcome, reason, message, by))
-    return out.then(status, warning(reason, f"{message} -> rolling back to {stable}"))
+    return tick.then(status, warning(reason, f"{message} -> rolling back to {stable}"))
 
 
-def decide_rolling_back(tick: Tick, status: RolloutStatus) -> Outcome:
+def decide_rolling_back(tick: Tick) -> Tick:
     """Finish a rollback once the persisted status no longer routes to the candidate."""
-    out = Outcome(status)
+    status = tick.status
     if tick.persisted.traffic.routes_to(status.candidate_version):
-        return out  # the level pass re-asserts stable-only traffic; scale-down must wait
+        return tick  # the level pass re-asserts stable-only traffic; scale-down must wait
     rolled_back = compute_rolled_back(status)
-    out = out.then(rolled_back, normal("RolledBack", f"{status.candidate_version} takes no traffic "
-                                       f"any more; {status.stable_version} serves 100%"))
-    return decide_after_rollout(tick, rolled_back, out)
+    tick = tick.then(rolled_back, normal("RolledBack", f"{status.candidate_version} takes no "
+                                         f"traffic any more; {status.stable_version} serves 100%"))
+    return decide_after_rollout(tick)
 
 
 def compute_rolled_back(status: RolloutStatus) -> RolloutStatus:
@@ -116,31 +116,31 @@ def compute_rolled_back(status: RolloutStatus) -> RolloutStatus:
                    step_started_at=None, next_check_at=None)
 
 
-def decide_after_rollout(tick: Tick, status: RolloutStatus, out: Outcome) -> Outcome:
+def decide_after_rollout(tick: Tick) -> Tick:
     """RolledBack / Stopped: wait for a retry or a different spec version."""
-    version = tick.spec.model.version
+    version, status = tick.spec.model.version, tick.status
     if "retry" in tick.pending and version == status.candidate_version:
-        out = out.then(status, normal("Retry", f"retrying {version} from step 1 "
-                                      f"(requested by {tick.by})"), used="retry")
-        return decide_start_rollout(tick, status, out, retry=True)
+        tick = tick.then(status, normal("Retry", f"retrying {version} from step 1 "
+                                        f"(requested by {tick.by})"), used="retry")
+        return decide_start_rollout(tick, retry=True)
     if version == status.stable_version:
         if status.candidate_version is None:
-            return out.then(status)
+            return tick
         msg = f"spec.model.version is {version} again; {status.candidate_version} dropped"
         status = replace(status, phase=Phase.HEALTHY, reason="SpecReverted", message=msg,
                          candidate_version=None, candidate_uri="", current_step_index=None)
-        return out.then(status, normal("SpecReverted", msg))
+        return tick.then(status, normal("SpecReverted", msg))
     if version != status.candidate_version:
-        return decide_start_rollout(tick, status, out, retry=False)
-    return out.then(status)
+        return decide_start_rollout(tick, retry=False)
+    return tick
 
 
-def decide_promoting(tick: Tick, status: RolloutStatus) -> Outcome:
+def decide_promoting(tick: Tick) -> Tick:
     """The persisted status already sends everything to the candidate: make it stable."""
-    out = Outcome(status)
     if "abort" in tick.pending:
-        return decide_rollback(tick, status, out.then(status, used="abort"), "Aborted",
+        return decide_rollback(tick.then(tick.status, used="abort"), "Aborted",
                                f"aborted by {tick.by} during promotion", by=tick.by)
+    status = tick.status
     new, old = status.candidate_version or "", status.stable_version
     delay = getattr(tick.spec.strategy, "scale_down_delay", None)
     msg = (f"promoted {new}: 100% of traffic after {status.step_count} steps; "
@@ -153,4 +153,18 @@ def decide_promoting(tick: Tick, status: RolloutStatus) -> Outcome:
         traffic=TrafficSplit(stable=VersionWeight(new, 100)), paused_by="")
     status = compute_with_history(tick.spec, status, replace(
         compute_history_entry(status, tick.now, "Promoted", "Promoted", msg), version=new))
-    return out.then(status, normal("Promoted", msg))
+    return tick.then(status, normal("Promoted", msg))
+
+
+def compute_with_history(spec: RolloutSpec, status: RolloutStatus,
+                         entry: HistoryEntry) -> RolloutStatus:
+    """History is bounded by spec.historyLimit; the oldest entries go first."""
+    history = (*status.history, entry)[-spec.history_limit:]
+    return replace(status, history=history)
+
+
+def compute_history_entry(status: RolloutStatus, now: datetime, outcome: str, reason: str,
+                          message: str, by: str = "") -> HistoryEntry:
+    return HistoryEntry(version=status.candidate_version or status.stable_version or "",
+                        outcome=outcome, reason=reason, message=message,
+                        started_at=status.rollout_started_at, finished_at=now, by=by)

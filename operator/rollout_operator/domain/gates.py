@@ -1,18 +1,91 @@
-"""One analysis round: evaluate every metric, update its counters, and say whether a limit
-was reached (failureLimit, consecutiveErrorLimit, inconclusiveLimit) with the numbers why."""
+"""The analysis gates of a running rollout: which metric queries are due (fully rendered, so the
+shell runs only what decide() needs), one check round with its counters and limits
+(failureLimit, consecutiveErrorLimit, inconclusiveLimit), and whether a step's gate is open.
+
+A check round is due when the candidate is exposed (weight, mirror or blue-green preview) in a
+running step and status.nextCheckAt has passed. The verdict of one check is analysis.evaluate.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 from .analysis import Criteria, Evaluation, Measurement, Verdict, evaluate, worst
-from .context import Tick, warning
-from .actions import EmitEvent
+from .decision import EmitEvent, Tick, warning
+from .durations import format_promql_duration
+from .observations import QueryRequest, Role
 from .phases import Phase
-from .spec import AnalysisSpec, MetricSpec, RolloutSpec
+from .spec import AnalysisSpec, BlueGreenStrategy, MetricSpec, RolloutSpec
 from .status import AnalysisStatus, MetricStatus, RolloutStatus
+from .templates import DEFAULT_SAMPLES_QUERY, TEMPLATES, render
 
 _NOT_MEASURED = Measurement.error("the shell did not report this metric for the due round")
+
+
+def is_candidate_exposed(spec: RolloutSpec, status: RolloutStatus) -> bool:
+    """True when the candidate can receive requests whose metrics the gates read."""
+    if status.candidate_version is None or status.step_started_at is None:
+        return False
+    traffic = status.traffic
+    if traffic.routes_to(status.candidate_version):
+        return True
+    # Blue-green: the preview Service carries test traffic from the first step on.
+    return isinstance(spec.strategy, BlueGreenStrategy)
+
+
+def is_check_due(spec: RolloutSpec, status: RolloutStatus, now: datetime) -> bool:
+    if not spec.metrics or status.phase not in (Phase.PROGRESSING, Phase.PAUSED):
+        return False
+    if not is_candidate_exposed(spec, status):
+        return False
+    return status.next_check_at is None or now >= status.next_check_at
+
+
+def plan_queries(spec: RolloutSpec, status: RolloutStatus, now: datetime) -> list[QueryRequest]:
+    """The rendered queries for the check round due now (empty when none is due)."""
+    if not is_check_due(spec, status, now):
+        return []
+    assert status.candidate_version is not None
+    requests: list[QueryRequest] = []
+    for metric in spec.metrics:
+        requests.append(compute_query(spec, status, metric, Role.CANDIDATE))
+        if metric.relative_to == "stable" and status.stable_version:
+            requests.append(compute_query(spec, status, metric, Role.STABLE))
+    return requests
+
+
+def compute_query(
+    spec: RolloutSpec, status: RolloutStatus, metric: MetricSpec, role: Role
+) -> QueryRequest:
+    """Render one metric for one version; the same text serves both sides of a comparison."""
+    version = status.stable_version if role is Role.STABLE else status.candidate_version
+    assert version is not None
+    variables = compute_variables(spec, status, version)
+    if metric.template is not None:
+        template = TEMPLATES[metric.template]
+        query_text, samples_text = template.query, template.samples
+    else:
+        assert metric.query is not None
+        query_text, samples_text = metric.query, DEFAULT_SAMPLES_QUERY
+    return QueryRequest(metric=metric.name, role=role, version=version,
+                        query=render(query_text, variables),
+                        samples_query=render(samples_text, variables))
+
+
+def compute_variables(spec: RolloutSpec, status: RolloutStatus, version: str) -> dict[str, str]:
+    assert spec.analysis is not None
+    variables = {
+        "namespace": spec.namespace,
+        "rollout": spec.name,
+        "model": spec.model.name,
+        "version": version,
+        "candidate": status.candidate_version or "",
+        "stable": status.stable_version or "",
+        "window": format_promql_duration(spec.analysis.window),
+    }
+    # An empty value would silently match nothing; leave it undefined so rendering fails.
+    return {k: v for k, v in variables.items() if v}
 
 
 @dataclass(frozen=True)
@@ -29,11 +102,9 @@ def compute_initial_metrics(spec: RolloutSpec) -> tuple[MetricStatus, ...]:
                  for m in spec.metrics)
 
 
-def decide_analysis_round(
-    tick: Tick, status: RolloutStatus
-) -> tuple[RolloutStatus, tuple[EmitEvent, ...], LimitReached | None]:
+def decide_analysis_round(tick: Tick) -> tuple[Tick, LimitReached | None]:
     """Evaluate the due round (the caller checked is_check_due on the persisted status)."""
-    analysis = tick.spec.analysis
+    status, analysis = tick.status, tick.spec.analysis
     assert analysis is not None
     previous = {m.name: m for m in status.analysis.metrics}
     # Waiting for a person is not waiting for evidence: quiet traffic during an approval
@@ -58,7 +129,7 @@ def decide_analysis_round(
     events: tuple[EmitEvent, ...] = ()
     if limit is None and verdict is not Verdict.PASS:
         events = (warning(f"Check{verdict.value}", summarize_round(analysis, new_analysis)),)
-    return status, events, limit
+    return tick.then(status, *events), limit
 
 
 def _criteria(metric: MetricSpec, analysis: AnalysisSpec) -> Criteria:
@@ -95,6 +166,15 @@ def compute_limit_reached(analysis: AnalysisSpec, metrics: tuple[MetricStatus, .
     return None
 
 
+def is_gate_open(spec: RolloutSpec, status: RolloutStatus, needed: int = 1) -> bool:
+    """Analysis after every step: `needed` passing rounds since the step (or its traffic)
+    started, the latest one a pass. Nothing to measure means nothing to wait for."""
+    if not spec.metrics or not is_candidate_exposed(spec, status):
+        return True
+    a = status.analysis
+    return a.step_passes >= needed and a.last_verdict is Verdict.PASS
+
+
 def summarize_round(analysis: AnalysisSpec, a: AnalysisStatus) -> str:
     """One line per round with each gate's reading, e.g. for events on a non-passing round."""
     parts = []
@@ -109,3 +189,16 @@ def summarize_round(analysis: AnalysisSpec, a: AnalysisStatus) -> str:
         verdict = m.verdict.value.lower() if m.verdict else "unchecked"
         parts.append(f"{m.name} {verdict}: {m.message}{count}")
     return "; ".join(parts) if parts else "no metrics"
+
+
+def describe_gates(status: RolloutStatus) -> str:
+    """Each gate's latest reading, e.g. "error-rate 0.002 (<= 0.01, n=530)"."""
+    parts = []
+    for m in status.analysis.metrics:
+        if m.verdict is None:
+            parts.append(f"{m.name} not checked yet")
+            continue
+        value = "no value" if m.value is None else f"{m.value:.4g}"
+        samples = f", n={m.samples}" if m.samples is not None else ""
+        parts.append(f"{m.name} {value} ({m.threshold}{samples}) {m.verdict.value.lower()}")
+    return "; ".join(parts) if parts else "no analysis metrics"

@@ -1,16 +1,64 @@
-"""The side effects decide() asks for; the shell executes each as an idempotent ensure.
+"""decide()'s contract with the shell: the Tick every phase handler takes and returns, the
+actions the shell executes (each an idempotent ensure), and the Decision that carries them.
 
-Actions are data: the shell may repeat them after a crash without harm.
+Actions are data: the shell may repeat them after a crash without harm, and does exactly what
+they say (it never re-reads the spec to second-guess one).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Union
 
-from .observations import Role
+from .observations import Observations, Role, WorkloadState
+from .spec import RolloutSpec
 from .status import MirrorTarget, RolloutStatus, VersionWeight
+
+
+@dataclass(frozen=True)
+class EmitEvent:
+    """A Kubernetes event on the ModelRollout; the message carries the numbers behind it."""
+
+    type: str  # "Normal" or "Warning"
+    reason: str
+    message: str
+
+
+def normal(reason: str, message: str) -> EmitEvent:
+    return EmitEvent("Normal", reason, message)
+
+
+def warning(reason: str, message: str) -> EmitEvent:
+    return EmitEvent("Warning", reason, message)
+
+
+@dataclass(frozen=True)
+class Tick:
+    """The one input of every phase handler, and its result: what the tick reads (spec,
+    observations, now, the persisted status) and what it has worked out so far (status, events,
+    requests acted on). A handler returns `tick.then(next_status, *events)`."""
+
+    spec: RolloutSpec
+    status: RolloutStatus  # the next status as worked out so far (starts as the persisted one)
+    observations: Observations
+    now: datetime
+    persisted: RolloutStatus  # the status as read, before this tick's changes
+    pending: frozenset[str] = frozenset()  # request kinds bumped since the last tick
+    events: tuple[EmitEvent, ...] = ()  # what explains the changes so far
+    used: frozenset[str] = frozenset()  # pending requests a handler acted on
+
+    @property
+    def by(self) -> str:
+        return self.spec.requests.by or "someone"
+
+    def workload(self, version: str | None) -> WorkloadState:
+        return self.observations.workload(version)
+
+    def then(self, status: RolloutStatus, *events: EmitEvent, used: str = "") -> "Tick":
+        """This tick with `status` as the next status, `events` added, `used` acted on."""
+        extra = frozenset({used}) if used else frozenset()
+        return replace(self, status=status, events=self.events + events, used=self.used | extra)
 
 
 @dataclass(frozen=True)
@@ -78,15 +126,6 @@ class DeleteVersion:
     """Delete the version's Deployment and Service (superseded; nothing routes to it)."""
 
     version: str
-
-
-@dataclass(frozen=True)
-class EmitEvent:
-    """A Kubernetes event on the ModelRollout; the message carries the numbers behind it."""
-
-    type: str  # "Normal" or "Warning"
-    reason: str
-    message: str
 
 
 Action = Union[EnsureVersion, EnsureRouter, RemoveNetworkPolicies, SetTraffic, EnsurePreviewService,
