@@ -202,6 +202,24 @@ async def test_health_metadata_and_version_header_everywhere(client):
     assert (await client.get("/v2/models/nope/ready")).status_code == 404
 
 
+async def test_metadata_from_the_public_model_api_is_the_answer_kserve_itself_gives(tmp_path):
+    """routes.py builds metadata from kserve.Model (name, get_input_types, get_output_types), not through
+    KServe's DataPlane; the answer must stay exactly the one KServe's own v2 endpoint gives."""
+    from kserve import ModelRepository
+    from kserve.protocol.dataplane import DataPlane
+    from kserve.protocol.rest.v2_datamodels import ModelMetadataResponse
+
+    model = make_speech_model(write_tiny_recognizer(tmp_path / "t.onnx"), model_version=VERSION)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(model)), base_url="http://s") as c:
+        resp = await c.get("/v2/models/speech-commands")
+    repository = ModelRepository()
+    repository.update(model)
+    kserve_answer = await DataPlane(model_registry=repository).model_metadata(model.name)
+    expected = ModelMetadataResponse.model_validate(kserve_answer).model_dump(mode="json")
+    assert resp.status_code == 200 and resp.headers["content-type"] == "application/json"
+    assert list(resp.json().items()) == list(expected.items())
+
+
 def test_settings_flags_beat_env_and_empty_model_uri_means_the_version():
     from speech_serving.server.config import parse_settings, resolve_model_uri
 

@@ -117,12 +117,18 @@ async def test_a_wrong_method_on_a_served_path_gets_405_and_allow(client, method
     assert resp.json()["error"] == f"method {method} is not allowed on {path!r}; use {allow}"
 
 
-def test_the_fastapi_app_holds_exactly_the_allow_listed_routes(app):
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_the_fastapi_app_holds_exactly_the_allow_listed_routes(app, model_path, fast_path):
     from speech_serving.server.routes import ROUTES
 
+    if not fast_path:
+        app = build_app(make_speech_model(model_path, model_version="routes-v1"), fast_path=False)
     served = {(method, route.path) for route in app.app.routes for method in route.methods}
-    shown = {tuple(r.shown.replace("<name>", "{model_name}").split(" ")) for r in ROUTES if r.shown != "GET /metrics"}
-    assert served == shown  # /metrics is answered by the gate (classic text format, see app.py)
+    shown = {tuple(r.shown.replace("<name>", "{model_name}").split(" ")) for r in ROUTES}
+    # The gate answers /metrics (classic text format, see app.py) and, on the fast path, inference itself.
+    by_gate = {("GET", "/metrics")} | ({("POST", "/v2/models/{model_name}/infer"),
+                                       ("POST", "/v1/models/{model_name}:predict")} if fast_path else set())
+    assert served == shown - by_gate and by_gate <= shown
 
 
 async def test_a_stopped_model_fails_readiness_and_liveness_and_inference_gets_503_not_a_hang(model_path, word):
@@ -368,8 +374,8 @@ def test_limit_defaults_and_environment_variables():
 
 
 def test_the_kserve_endpoint_classes_routes_py_builds_on_keep_their_shape():
-    """routes.py uses KServe's endpoint classes (not underscored, not documented): pyproject pins kserve <0.22,
-    and this fails first when an upgrade changes what routes.py relies on."""
+    """routes.py's KServe reference inference (the fast path off) uses KServe's endpoint classes (not underscored,
+    not documented): pyproject pins kserve <0.22, and this fails first when an upgrade changes what it relies on."""
     import importlib.metadata
     import inspect
 
@@ -385,4 +391,3 @@ def test_the_kserve_endpoint_classes_routes_py_builds_on_keep_their_shape():
     assert params(V1Endpoints.__init__)[:2] == params(V2Endpoints.__init__)[:2] == ["self", "dataplane"]
     assert params(V1Endpoints.predict) == ["self", "model_name", "request"]
     assert params(V2Endpoints.infer)[:5] == ["self", "raw_request", "raw_response", "model_name", "request_body"]
-    assert params(V2Endpoints.model_metadata)[:2] == ["self", "model_name"]

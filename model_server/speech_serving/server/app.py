@@ -1,4 +1,4 @@
-"""The HTTP application: an allow-listed set of KServe routes for one SpeechModel, behind a small ASGI gate.
+"""The HTTP application: the allow-listed routes (routes.py) for one SpeechModel, behind a small ASGI gate.
 
 The gate refuses paths outside the allow-list, bounds request bodies, sets x-model-version on every
 response and counts inference outcomes per protocol.
@@ -12,8 +12,6 @@ import time
 import orjson
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, disable_created_metrics, generate_latest
-from kserve.model_repository import ModelRepository
-from kserve.protocol.dataplane import DataPlane
 
 from speech_serving.metrics import ServerMetrics
 from speech_serving.server.fastpath import FastInference
@@ -149,9 +147,7 @@ def build_app(model: SpeechModel, fast_path: bool = True) -> InferenceGate:
         model.load()
     # *_created series double every counter/histogram on /metrics and no rollout query reads them.
     disable_created_metrics()
-    repository = ModelRepository()
-    repository.update(model)
-    app = build_fastapi_app(model, DataPlane(model_registry=repository))
+    app = build_fastapi_app(model, kserve_inference=not fast_path)
     fast = FastInference(model) if fast_path else None
     return InferenceGate(app, model.metrics, model.name, model.version, model.settings.max_request_bytes, fast)
 

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from kserve import ModelRepository
 from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.rest.v1_endpoints import V1Endpoints
 from kserve.protocol.rest.v2_endpoints import V2Endpoints
-from kserve.protocol.rest.v2_datamodels import ModelMetadataResponse
 
 _MODEL = r"(?P<model>[^/]+)"
 _V1_MODEL = r"(?P<model>[^/:]+)"  # so GET /v1/models/<name>:predict is a wrong method, not a model name
@@ -73,16 +73,15 @@ def compute_not_served(method: str, path: str, match: RouteMatch) -> tuple[int, 
     return 404, f"path {path!r} is not served; this server answers {SERVED} (nothing else)"
 
 
-def build_fastapi_app(model, dataplane: DataPlane) -> FastAPI:
-    """The allow-listed routes, backed by KServe's endpoint classes (metadata, KServe-path inference).
+def build_fastapi_app(model, kserve_inference: bool = False) -> FastAPI:
+    """Health and metadata for the allow-listed routes, from the public `kserve.Model` API only.
 
-    V1Endpoints/V2Endpoints/DataPlane are not underscored but not documented either: this is the one
-    place that uses them, pyproject pins kserve to 0.21.x, and test_server_hostile.py checks their shape.
+    Inference is answered by the fast path (fastpath.py). With `kserve_inference` (the fast path off, a
+    test option) it goes through KServe's own REST endpoints instead, so tests can compare the two.
 
     Health is answered here, not by KServe: KServe's readiness is "every model in the registry is ready",
     which is true of an empty registry, so it stayed 200 after the model was unloaded.
     """
-    v1, v2 = V1Endpoints(dataplane), V2Endpoints(dataplane)
     app = FastAPI(title="speech-server", docs_url=None, redoc_url=None, openapi_url=None)
 
     def health(answer: dict):
@@ -95,20 +94,41 @@ def build_fastapi_app(model, dataplane: DataPlane) -> FastAPI:
         return endpoint
 
     async def model_metadata(model_name: str):
-        return await v2.model_metadata(model_name)
+        return JSONResponse(compute_model_metadata(model))
 
     app.add_api_route("/v2/health/live", health({"live": True}), methods=["GET"])
     app.add_api_route("/v2/health/ready", health({"ready": True}), methods=["GET"])
     app.add_api_route("/v2/models/{model_name}/ready", health({"name": model.name, "ready": True}), methods=["GET"])
     app.add_api_route("/v1/models/{model_name}", health({"name": model.name, "ready": True}), methods=["GET"])
-    app.add_api_route("/v2/models/{model_name}", model_metadata, methods=["GET"], response_model=ModelMetadataResponse)
-    # Inference normally takes the fast path (fastpath.py); these answer when it is off (tests compare both).
-    app.add_api_route("/v2/models/{model_name}/infer", v2.infer, methods=["POST"], response_model=None)
-    app.add_api_route("/v1/models/{model_name}:predict", v1.predict, methods=["POST"], response_model=None)
+    app.add_api_route("/v2/models/{model_name}", model_metadata, methods=["GET"])
+    if kserve_inference:
+        add_kserve_inference_routes(app, model)
     for exc_type, status in ((InvalidInput, 400), (RequestValidationError, 400), (ModelNotFound, 404),
                              (ModelNotReady, 503)):
         app.add_exception_handler(exc_type, _error_handler(status))
     return app
+
+
+def compute_model_metadata(model) -> dict:
+    """The v2 model metadata answer: the fields and order KServe's own endpoint gives (it leaves `versions`
+    null and `platform` empty; a test compares this with KServe's answer)."""
+    return {"name": model.name, "versions": None, "platform": "", "inputs": model.get_input_types(),
+            "outputs": model.get_output_types()}
+
+
+def add_kserve_inference_routes(app: FastAPI, model) -> None:
+    """KServe's reference inference endpoints for the two inference routes (the fast path's yardstick).
+
+    The one use of KServe internals: DataPlane and V1Endpoints/V2Endpoints are not underscored but not
+    documented either, and KServe's only public way to serve them (ModelServer) registers its whole REST
+    surface. pyproject pins kserve to 0.21.x, and test_server_hostile.py checks the shape used here.
+    """
+    repository = ModelRepository()
+    repository.update(model)
+    dataplane = DataPlane(model_registry=repository)
+    v1, v2 = V1Endpoints(dataplane), V2Endpoints(dataplane)
+    app.add_api_route("/v2/models/{model_name}/infer", v2.infer, methods=["POST"], response_model=None)
+    app.add_api_route("/v1/models/{model_name}:predict", v1.predict, methods=["POST"], response_model=None)
 
 
 def _error_handler(status: int):
