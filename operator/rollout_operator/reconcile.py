@@ -43,12 +43,32 @@ class Schedule:
     losing it (restart) just means reconciling at once. Any change to the object resets it."""
 
     due: dict[str, tuple[str, float]] = field(default_factory=dict)  # uid → (resourceVersion, monotonic)
+    # Rollouts whose workloads changed in a way that matters since their last tick started:
+    # due at once whatever `due` says (the Deployment watch, handlers/workloads.py).
+    woken: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def is_due(self, uid: str, resource_version: str, now_mono: float) -> bool:
         with self.lock:
-            entry = self.due.get(uid)
-        return entry is None or entry[0] != resource_version or now_mono >= entry[1]
+            return self._is_due(uid, resource_version, now_mono)
+
+    def claim(self, uid: str, resource_version: str, now_mono: float) -> bool:
+        """is_due(), and if so consumes the wake-up: one that lands while this tick runs (after
+        it observed the workloads) keeps the next tick due."""
+        with self.lock:
+            due = self._is_due(uid, resource_version, now_mono)
+            if due:
+                self.woken.discard(uid)
+        return due
+
+    def _is_due(self, uid: str, resource_version: str, now_mono: float) -> bool:
+        entry = self.due.get(uid)
+        return (uid in self.woken or entry is None or entry[0] != resource_version
+                or now_mono >= entry[1])
+
+    def wake(self, uid: str) -> None:
+        with self.lock:
+            self.woken.add(uid)
 
     def set(self, uid: str, resource_version: str, at_mono: float) -> None:
         with self.lock:
@@ -57,6 +77,7 @@ class Schedule:
     def forget(self, uid: str) -> None:
         with self.lock:
             self.due.pop(uid, None)
+            self.woken.discard(uid)
 
 
 def compute_status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ transport error retries on the next tick instead of entering kopf's long error b
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -32,13 +33,30 @@ class Runtime:
     reported: dict[str, str] = field(default_factory=dict)
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
     monotonic: Callable[[], float] = time.monotonic
+    # uid -> the lock serialising that rollout's ticks: its timer and the Deployment watch both tick it
+    tick_locks: dict[str, threading.Lock] = field(default_factory=dict)
+    tick_locks_guard: threading.Lock = field(default_factory=threading.Lock)
 
     def tick(self, live_body: Mapping[str, Any]) -> None:
-        """Reconciles when due (the object changed or the requeue time passed); never raises."""
+        """Reconciles when due (the object changed, the requeue time passed or a workload change
+        woke it); never raises."""
         body = compute_snapshot(live_body)  # kopf's body is live: freeze one consistent read
+        uid = body["metadata"]["uid"]
+        with self.tick_locks_guard:
+            lock = self.tick_locks.setdefault(uid, threading.Lock())
+        with lock:
+            self._tick(body)
+
+    def wake(self, live_body: Mapping[str, Any]) -> None:
+        """One of this rollout's workloads changed in a way that matters: tick now instead of at
+        the next requeue time (the timer stays the level-based safety net)."""
+        self.schedule.wake(live_body["metadata"]["uid"])
+        self.tick(live_body)
+
+    def _tick(self, body: Mapping[str, Any]) -> None:
         meta = body["metadata"]
         uid, rv = meta["uid"], str(meta.get("resourceVersion", ""))
-        if not self.schedule.is_due(uid, rv, self.monotonic()):
+        if not self.schedule.claim(uid, rv, self.monotonic()):
             return
         try:
             outcome = reconcile(body, self.adapters, self.settings, self.clock())
@@ -67,6 +85,8 @@ class Runtime:
 
     def forget(self, namespace: str, name: str, uid: str) -> None:
         self.schedule.forget(uid)
+        with self.tick_locks_guard:
+            self.tick_locks.pop(uid, None)
         self.reported.pop(uid, None)
         m.ROLLOUTS.forget(namespace, name)
 

@@ -199,6 +199,7 @@ def test_default_rbac_covers_what_the_operator_manages():
               ("modelrollout.dev", "modelrollouts/status", "patch"),
               ("apps", "deployments", "create"), ("apps", "deployments", "delete"),
               ("apps", "deployments", "patch"), ("apps", "deployments", "list"),
+              ("apps", "deployments", "watch"),  # readiness changes tick a rollout at once
               ("", "services", "create"), ("", "services", "delete"), ("", "events", "create"),
               # the router's own identity and its binding to the chart's ClusterRole
               ("", "serviceaccounts", "patch"), ("rbac.authorization.k8s.io", "rolebindings", "create"),

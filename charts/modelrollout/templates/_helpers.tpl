@@ -125,10 +125,11 @@ none for Roles (it creates no Role), and none for Pods (the Deployments make the
   verbs: [get, patch]
 # One model-server Deployment per version plus the router Deployment: server-side apply
 # (create + patch), replicas patched on promotion/rollback, deleted when a version is retired;
-# list finds a rollout's Deployments by label and reads their readiness.
+# list finds a rollout's Deployments by label and reads their readiness; watch (model-server
+# Deployments only, by label selector) ticks a rollout as soon as a version's readiness changes.
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 # One Service per version, the router's front-door Service and the blue-green preview Service.
 - apiGroups: [""]
   resources: [services]

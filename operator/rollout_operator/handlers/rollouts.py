@@ -1,4 +1,5 @@
-"""The kopf handlers: startup configuration, a level-based timer per ModelRollout, a delete watcher.
+"""The kopf handlers: startup configuration, a level-based timer per ModelRollout, a delete watcher
+and the Deployment watch (workloads.py).
 
 No change handlers on purpose: kopf then keeps no diff-base or progress annotations on the object.
 """
@@ -12,6 +13,7 @@ import kopf
 
 from ..runtime import Runtime, build_runtime
 from ..settings import Settings
+from .workloads import configure_workload_watch, register_workload_watch
 
 RESOURCE = ("modelrollout.dev", "v1alpha1", "modelrollouts")
 FINALIZER = "modelrollout.dev/finalizer"
@@ -44,6 +46,7 @@ def register(registry: kopf.OperatorRegistry, config: Settings, runtime: Runtime
         settings.execution.max_workers = config.max_workers
         configure_kopf_timeouts(settings, config.kube_timeout)
         memo.runtime = runtime or build_runtime(config)
+        configure_workload_watch(settings, memo)
 
     @kopf.on.login(registry=registry)  # a custom registry does not get kopf's default login
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -58,3 +61,4 @@ def register(registry: kopf.OperatorRegistry, config: Settings, runtime: Runtime
         if type == "DELETED":
             memo.runtime.forget(namespace, name, uid)
 
+    register_workload_watch(registry, RESOURCE)  # readiness changes tick at once; the timer stays

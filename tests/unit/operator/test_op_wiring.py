@@ -64,14 +64,16 @@ async def test_http_app_serves_probes_and_metrics():
         assert "modelrollout_api_calls_total" in text or "# HELP modelrollout_api_calls_total" in text
 
 
-def test_handlers_are_a_timer_and_an_event_watcher_only():
+def test_handlers_are_a_timer_event_watchers_and_an_index_only():
     registry = kopf.OperatorRegistry()
     register(registry, Settings(tick_interval=2.5))
     (timer,) = registry._spawning.get_all_handlers()
     assert timer.interval == 2.5
     # No change handlers: kopf keeps no last-handled-configuration annotation on user objects.
     assert list(registry._changing.get_all_handlers()) == []
-    assert len(list(registry._watching.get_all_handlers())) == 1
+    # The ModelRollout delete watcher and the Deployment watch (handlers/workloads.py).
+    assert sorted(h.fn.__name__ for h in registry._watching.get_all_handlers()) == ["forget", "workload_changed"]
+    assert [h.id for h in registry._indexing.get_all_handlers()] == ["rollouts_by_uid"]  # its kwarg name
 
 
 def test_startup_bounds_kopfs_own_api_calls_by_the_kube_timeout():
