@@ -9,8 +9,9 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from kubernetes import client
 
@@ -61,24 +62,41 @@ def format_snapshot(s: scenario.Snapshot) -> str:
 
 def compute_stages() -> list[Stage]:
     return [
-        Stage("v2: canary 20% -> 50% -> promote (better on young voices and noise)",
-              rollouts.compute_canary(NAME, "v2"), ("Healthy",)),
-        Stage("v3: canary of a broken training run (should roll back on its own)",
-              rollouts.compute_canary(NAME, "v3"), ("RolledBack",)),
-        Stage("v4: shadow against v2 - confident but wrong (only agreement catches it)",
-              rollouts.compute_shadow(NAME, "v4"), ("RolledBack", "Stopped")),
+        Stage(
+            "v2: canary 20% -> 50% -> promote (better on young voices and noise)",
+            rollouts.compute_canary(NAME, "v2"),
+            ("Healthy",),
+        ),
+        Stage(
+            "v3: canary of a broken training run (should roll back on its own)",
+            rollouts.compute_canary(NAME, "v3"),
+            ("RolledBack",),
+        ),
+        Stage(
+            "v4: shadow against v2 - confident but wrong (only agreement catches it)",
+            rollouts.compute_shadow(NAME, "v4"),
+            ("RolledBack", "Stopped"),
+        ),
     ]
 
 
-def run_stage(cluster: scenario.Cluster, api, stage: Stage, rec: scenario.StatusRecorder,
-              load: LoadRunner, timeout_s: float) -> None:
+def run_stage(
+    cluster: scenario.Cluster, api, stage: Stage, rec: scenario.StatusRecorder, load: LoadRunner, timeout_s: float
+) -> None:
     log(f"\n== {stage.title}")
     stage.t0, load_t0 = rec.elapsed(), load.elapsed()
     scenario.apply_manifest(cluster, stage.manifest)
     generation = scenario.fetch_rollout(api, NS, NAME)["metadata"]["generation"]
     version = stage.manifest["spec"]["model"]["version"]
-    obj = scenario.wait_for_rollout(api, NS, NAME, scenario.is_settled(version, generation),
-                                    f"the end of '{stage.title}'", timeout_s, fail_on=TERMINAL_FAIL)
+    obj = scenario.wait_for_rollout(
+        api,
+        NS,
+        NAME,
+        scenario.is_settled(version, generation),
+        f"the end of '{stage.title}'",
+        timeout_s,
+        fail_on=TERMINAL_FAIL,
+    )
     stage.t1 = rec.elapsed()
     status = obj["status"]
     stage.outcome, stage.message = status.get("phase", ""), status.get("message", "")
@@ -107,8 +125,10 @@ def _distinct(items: list[str]) -> list[str]:
 
 
 def print_summary(stages: list[Stage], load: LoadRunner, png: Path) -> None:
-    log("\n================ summary (demo intervals: analysis every "
-        f"{rollouts.DEMO_ANALYSIS_INTERVAL}, window {rollouts.DEMO_ANALYSIS_WINDOW}) ================")
+    log(
+        "\n================ summary (demo intervals: analysis every "
+        f"{rollouts.DEMO_ANALYSIS_INTERVAL}, window {rollouts.DEMO_ANALYSIS_WINDOW}) ================"
+    )
     for st in stages:
         log(f"\n{st.title}\n  outcome: {st.outcome} in {st.t1 - st.t0:.0f}s - {st.message}")
         log("  traffic: " + "  ->  ".join(st.weights))
@@ -133,7 +153,7 @@ def print_next_steps(cluster: scenario.Cluster) -> None:
     kc = f"KUBECONFIG={cluster.kubeconfig}"
     log(f"""
 The cluster is still running. Inspect it with:
-  export {kc} PATH={cluster.kubectl.parent}:{scenario.REPO / '.venv/bin'}:$PATH
+  export {kc} PATH={cluster.kubectl.parent}:{scenario.REPO / ".venv/bin"}:$PATH
   kubectl get mro -n {NS}
   kubectl describe modelrollout {NAME} -n {NS}
   kubectl modelrollout -n {NS} status {NAME}
@@ -145,9 +165,10 @@ def write_outputs(stages: list[Stage], rec: scenario.StatusRecorder, load: LoadR
     OUT.mkdir(exist_ok=True)
     snaps = rec.history()
     (OUT / "snapshots.json").write_text(json.dumps([dataclasses.asdict(s) for s in snaps], indent=1))
-    summary = {"stages": [{k: v for k, v in dataclasses.asdict(s).items() if k != "manifest"}
-                          for s in stages],
-               "accuracy": load.compute_totals()}
+    summary = {
+        "stages": [{k: v for k, v in dataclasses.asdict(s).items() if k != "manifest"} for s in stages],
+        "accuracy": load.compute_totals(),
+    }
     (OUT / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     return write_timeline_png(snaps, OUT / "timeline.png")
 
@@ -159,20 +180,23 @@ def run_demo(args: argparse.Namespace) -> int:
     # Namespaced, as the chart installs by default: the operator's rules exist only in NS (which
     # must exist first: the chart puts a Role there).
     scenario.ensure_namespace(cluster, NS)
-    scenario.ensure_operator(cluster, {"operator": {"prometheusUrl": cluster.prometheus_url,
-                                                    "tickInterval": 0.5, "watchNamespaces": [NS]}})
+    scenario.ensure_operator(
+        cluster, {"operator": {"prometheusUrl": cluster.prometheus_url, "tickInterval": 0.5, "watchNamespaces": [NS]}}
+    )
     api = cluster.api()
     delete_previous_run(cluster, api)
     log(f"\n== v1: first version of {rollouts.MODEL_NAME} (trained on male voices, clean audio)")
     scenario.apply_manifest(cluster, rollouts.compute_canary(NAME, "v1"))
-    scenario.wait_for_rollout(api, NS, NAME, scenario.is_phase("Healthy"), "v1 Healthy",
-                              args.timeout, fail_on=TERMINAL_FAIL)
-    log("-> v1 Healthy, serving 100%; starting the load generator "
-        f"({args.rate:g} req/s, slice weights {DEMO_MIX})")
+    scenario.wait_for_rollout(
+        api, NS, NAME, scenario.is_phase("Healthy"), "v1 Healthy", args.timeout, fail_on=TERMINAL_FAIL
+    )
+    log(f"-> v1 Healthy, serving 100%; starting the load generator ({args.rate:g} req/s, slice weights {DEMO_MIX})")
     stages = compute_stages()[: 3 if args.shadow else 2]
     resolver = _front_door(api)
-    with scenario.StatusRecorder(api, NS, NAME, on_change=_printer()) as rec, \
-            LoadRunner(resolver, rate=args.rate) as load:
+    with (
+        scenario.StatusRecorder(api, NS, NAME, on_change=_printer()) as rec,
+        LoadRunner(resolver, rate=args.rate) as load,
+    ):
         time.sleep(args.warmup)
         for stage in stages:
             run_stage(cluster, api, stage, rec, load, args.timeout)
@@ -186,8 +210,18 @@ def run_demo(args: argparse.Namespace) -> int:
 def delete_previous_run(cluster: scenario.Cluster, api) -> None:
     """A rerun starts from scratch: remove the last run's ModelRollout and wait for its workloads
     (owned by it) to be garbage-collected."""
-    proc = scenario.run_tool(cluster, cluster.kubectl, "delete", "modelrollout", NAME, "-n", NS,
-                             "--ignore-not-found", "--wait=true", "--timeout=120s")
+    proc = scenario.run_tool(
+        cluster,
+        cluster.kubectl,
+        "delete",
+        "modelrollout",
+        NAME,
+        "-n",
+        NS,
+        "--ignore-not-found",
+        "--wait=true",
+        "--timeout=120s",
+    )
     if proc.stdout.strip():
         log(f"removed the previous demo run ({proc.stdout.strip()}); waiting for its pods to go")
     deadline = time.monotonic() + 120
@@ -198,14 +232,16 @@ def delete_previous_run(cluster: scenario.Cluster, api) -> None:
 
 
 def _has_workloads(api) -> bool:
-    return bool(client.AppsV1Api(api).list_namespaced_deployment(
-        NS, label_selector=f"modelrollout.dev/rollout={NAME}").items)
+    return bool(
+        client.AppsV1Api(api).list_namespaced_deployment(NS, label_selector=f"modelrollout.dev/rollout={NAME}").items
+    )
 
 
 def _front_door(api) -> Callable[[], str | None]:
     def resolve() -> str | None:
         addresses = scenario.fetch_ready_addresses(api, NS, NAME)
         return f"http://{addresses[0]}" if addresses else None
+
     return resolve
 
 
@@ -217,10 +253,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m e2e.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=20.0, help="load generator requests/second")
     parser.add_argument("--timeout", type=float, default=420.0, help="seconds allowed per stage")
-    parser.add_argument("--warmup", type=float, default=10.0,
-                        help="seconds of v1-only traffic before v2 (gives relative gates a baseline)")
-    parser.add_argument("--no-shadow", dest="shadow", action="store_false",
-                        help="skip the shadow v4 stage")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=10.0,
+        help="seconds of v1-only traffic before v2 (gives relative gates a baseline)",
+    )
+    parser.add_argument("--no-shadow", dest="shadow", action="store_false", help="skip the shadow v4 stage")
     args = parser.parse_args(argv)
     if not 0 < args.rate <= 200:
         parser.error(f"--rate: expected 0 < req/s <= 200, got {args.rate:g}")

@@ -25,8 +25,7 @@ def _find(env: str, attr: str, name: str) -> Path:
     path = Path(override) if override else _testbed_path(attr)
     if not path.is_file():
         where = f"{env}={override}" if override else str(path)
-        raise ToolMissing(f"{name} not found at {where}: run `make testbed-bin` "
-                          f"(or set {env} to a {name} binary)")
+        raise ToolMissing(f"{name} not found at {where}: run `make testbed-bin` (or set {env} to a {name} binary)")
     return path
 
 

@@ -8,7 +8,7 @@ import asyncio
 import dataclasses
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import aiohttp
 import numpy as np
@@ -43,9 +43,15 @@ class Segment:
 class LoadRunner:
     """Sends `rate` req/s of the `mix` to whatever `resolve_url()` returns, until stopped."""
 
-    def __init__(self, resolve_url: Callable[[], str | None], mix: dict[str, float] | None = None,
-                 rate: float = 20.0, segment_s: float = 5.0, concurrency: int = 8,
-                 headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        resolve_url: Callable[[], str | None],
+        mix: dict[str, float] | None = None,
+        rate: float = 20.0,
+        segment_s: float = 5.0,
+        concurrency: int = 8,
+        headers: dict[str, str] | None = None,
+    ):
         self.resolve_url, self.mix = resolve_url, dict(mix or DEMO_MIX)
         self.rate, self.segment_s, self.concurrency = rate, segment_s, concurrency
         self.headers = headers or {}
@@ -56,7 +62,7 @@ class LoadRunner:
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="loadgen", daemon=True)
 
-    def __enter__(self) -> "LoadRunner":
+    def __enter__(self) -> LoadRunner:
         self._thread.start()
         return self
 
@@ -75,9 +81,15 @@ class LoadRunner:
                 self._stop.wait(0.5)
                 continue
             seed += 1
-            spec = loadgen.LoadSpec(url=url, mix=self.mix, rate=self.rate,
-                                    duration_s=self.segment_s, concurrency=self.concurrency,
-                                    seed=seed, headers=self.headers)
+            spec = loadgen.LoadSpec(
+                url=url,
+                mix=self.mix,
+                rate=self.rate,
+                duration_s=self.segment_s,
+                concurrency=self.concurrency,
+                seed=seed,
+                headers=self.headers,
+            )
             t0 = self.elapsed()
             summary = asyncio.run(loadgen.run_load(spec, self.clips))
             with self._lock:
@@ -86,8 +98,7 @@ class LoadRunner:
     def history(self, since: float = 0.0, until: float | None = None) -> list[Segment]:
         """Segments that started at or after `since` and ended by `until`."""
         with self._lock:
-            return [s for s in self.segments
-                    if s.t0 >= since and (until is None or s.t1 <= until)]
+            return [s for s in self.segments if s.t0 >= since and (until is None or s.t1 <= until)]
 
     def compute_totals(self, since: float = 0.0, until: float | None = None) -> dict[str, dict]:
         """version -> {requests, errors, correct, accuracy} over the chosen segments."""
@@ -118,8 +129,14 @@ class SequentialProbe:
     Used where order matters (an atomic blue-green switch); throughput is LoadRunner's job.
     """
 
-    def __init__(self, resolve_url: Callable[[], str | None], clip: np.ndarray,
-                 interval_s: float = 0.05, protocol: str = "v1", model: str = "speech-commands"):
+    def __init__(
+        self,
+        resolve_url: Callable[[], str | None],
+        clip: np.ndarray,
+        interval_s: float = 0.05,
+        protocol: str = "v1",
+        model: str = "speech-commands",
+    ):
         self.resolve_url, self.clip, self.interval_s = resolve_url, clip, interval_s
         self.protocol, self.model = protocol, model
         self.answers: list[ProbeAnswer] = []
@@ -127,7 +144,7 @@ class SequentialProbe:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
 
-    def __enter__(self) -> "SequentialProbe":
+    def __enter__(self) -> SequentialProbe:
         self._thread.start()
         return self
 
@@ -145,19 +162,18 @@ class SequentialProbe:
                 await asyncio.sleep(self.interval_s)
 
     async def _send(self, session: aiohttp.ClientSession, url: str, body: bytes) -> None:
-        spec = loadgen.LoadSpec(url=url, mix={"clean": 1}, protocol=self.protocol,
-                                model_name=self.model, count=1)
+        spec = loadgen.LoadSpec(url=url, mix={"clean": 1}, protocol=self.protocol, model_name=self.model, count=1)
         seq, t = len(self.answers), time.monotonic() - self.start
         try:
-            async with session.post(loadgen.compute_endpoint(spec), data=body,
-                                    headers={"content-type": "application/json"}) as resp:
+            async with session.post(
+                loadgen.compute_endpoint(spec), data=body, headers={"content-type": "application/json"}
+            ) as resp:
                 if resp.status != 200:
                     detail = (await resp.text())[:200]
                     self.answers.append(ProbeAnswer(seq, t, "error", resp.status, detail))
                     return
                 payload = await resp.json(content_type=None)
-                version = loadgen.parse_answer(self.protocol, payload,
-                                               resp.headers.get("x-model-version"))[2]
+                version = loadgen.parse_answer(self.protocol, payload, resp.headers.get("x-model-version"))[2]
                 self.answers.append(ProbeAnswer(seq, t, version, resp.status))
-        except (aiohttp.ClientError, asyncio.TimeoutError, KeyError, ValueError) as exc:
+        except (TimeoutError, aiohttp.ClientError, KeyError, ValueError) as exc:
             self.answers.append(ProbeAnswer(seq, t, "error", 0, f"{type(exc).__name__}: {exc}"))

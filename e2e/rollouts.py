@@ -24,8 +24,7 @@ CANARY_GATES: list[dict[str, Any]] = [
     {"name": "error-rate", "template": "error-rate", "max": 0.02},
     {"name": "p99-latency", "template": "latency-p99", "max": 1.0},
     {"name": "mean-confidence", "template": "mean-confidence", "min": 0.5},
-    {"name": "unknown-rate", "template": "unknown-rate", "relativeTo": "stable",
-     "maxIncrease": 0.2},
+    {"name": "unknown-rate", "template": "unknown-rate", "relativeTo": "stable", "maxIncrease": 0.2},
 ]
 SHADOW_GATES: list[dict[str, Any]] = [
     {"name": "shadow-agreement", "template": "shadow-agreement", "min": 0.9},
@@ -46,18 +45,30 @@ def compute_analysis(gates: list[dict[str, Any]], prometheus: str | None = None)
     """spec.analysis with the demo's shortened interval/window (None: the operator's default
     Prometheus, set by the chart's operator.prometheusUrl)."""
     analysis: dict[str, Any] = {
-        "interval": DEMO_ANALYSIS_INTERVAL, "window": DEMO_ANALYSIS_WINDOW,
-        "minSamples": DEMO_MIN_SAMPLES, "onNoData": "hold", "failureLimit": 2,
-        "inconclusiveLimit": 30, "metrics": copy.deepcopy(gates)}
+        "interval": DEMO_ANALYSIS_INTERVAL,
+        "window": DEMO_ANALYSIS_WINDOW,
+        "minSamples": DEMO_MIN_SAMPLES,
+        "onNoData": "hold",
+        "failureLimit": 2,
+        "inconclusiveLimit": 30,
+        "metrics": copy.deepcopy(gates),
+    }
     if prometheus:
         analysis["prometheus"] = {"address": prometheus}
     return analysis
 
 
-def compute_rollout(name: str, version: str, strategy: dict[str, Any], *,
-                    namespace: str = DEMO_NAMESPACE, gates: list[dict[str, Any]] | None = None,
-                    prometheus: str | None = None, progress_deadline: str = "5m",
-                    sticky_header: str | None = None) -> dict[str, Any]:
+def compute_rollout(
+    name: str,
+    version: str,
+    strategy: dict[str, Any],
+    *,
+    namespace: str = DEMO_NAMESPACE,
+    gates: list[dict[str, Any]] | None = None,
+    prometheus: str | None = None,
+    progress_deadline: str = "5m",
+    sticky_header: str | None = None,
+) -> dict[str, Any]:
     """A full ModelRollout for `version` of the shipped speech model."""
     router: dict[str, Any] = {"stickyHeader": sticky_header} if sticky_header else {}
     return {
@@ -80,20 +91,28 @@ def compute_canary(name: str, version: str, **kw: Any) -> dict[str, Any]:
     return compute_rollout(name, version, {"canary": {"steps": copy.deepcopy(CANARY_STEPS)}}, **kw)
 
 
-def compute_shadow(name: str, version: str, *, duration: str = "45s", then: str = "stop",
-                   **kw: Any) -> dict[str, Any]:
+def compute_shadow(name: str, version: str, *, duration: str = "45s", then: str = "stop", **kw: Any) -> dict[str, Any]:
     """Mirror every request to `version` for `duration` under the shadow gates."""
     kw.setdefault("gates", SHADOW_GATES)
-    return compute_rollout(name, version, {"shadow": {"mirrorPercent": 100, "duration": duration,
-                                                      "then": then}}, **kw)
+    return compute_rollout(name, version, {"shadow": {"mirrorPercent": 100, "duration": duration, "then": then}}, **kw)
 
 
-def compute_blue_green(name: str, version: str, *, preview: str = "20s",
-                       post_promotion: str = "20s", auto_promote: bool = True,
-                       **kw: Any) -> dict[str, Any]:
+def compute_blue_green(
+    name: str, version: str, *, preview: str = "20s", post_promotion: str = "20s", auto_promote: bool = True, **kw: Any
+) -> dict[str, Any]:
     """Preview at full scale, analysis, (approval if not `auto_promote`), atomic switch,
     post-promotion bake."""
     kw.setdefault("gates", [g for g in CANARY_GATES if "relativeTo" not in g])
-    return compute_rollout(name, version, {"blueGreen": {
-        "autoPromote": auto_promote, "previewDuration": preview, "scaleDownDelay": "10s",
-        "postPromotionDuration": post_promotion}}, **kw)
+    return compute_rollout(
+        name,
+        version,
+        {
+            "blueGreen": {
+                "autoPromote": auto_promote,
+                "previewDuration": preview,
+                "scaleDownDelay": "10s",
+                "postPromotionDuration": post_promotion,
+            }
+        },
+        **kw,
+    )

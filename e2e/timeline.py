@@ -5,8 +5,9 @@ per analysis gate (value against its threshold) below, decision points marked on
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import matplotlib
 
@@ -16,8 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from e2e.scenario import Snapshot  # noqa: E402
 
 # Outcomes marked on the timeline, and how each is labelled.
-DECISION_LABELS = {"Healthy": "promoted", "RolledBack": "rolled back", "Stopped": "stopped",
-                   "Failed": "failed"}
+DECISION_LABELS = {"Healthy": "promoted", "RolledBack": "rolled back", "Stopped": "stopped", "Failed": "failed"}
 _NUMBER = re.compile(r"[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?")
 
 
@@ -63,8 +63,11 @@ def _step_series(snapshots: Sequence[Snapshot], attr: str) -> tuple[list[float],
 
 
 def _draw_weights(ax, snapshots: Sequence[Snapshot]) -> None:
-    for attr, label in (("stable_weight", "stable weight %"), ("candidate_weight", "candidate weight %"),
-                        ("mirror_percent", "mirror %")):
+    for attr, label in (
+        ("stable_weight", "stable weight %"),
+        ("candidate_weight", "candidate weight %"),
+        ("mirror_percent", "mirror %"),
+    ):
         t, y = _step_series(snapshots, attr)
         if any(y):
             ax.step(t, y, where="post", label=label, linewidth=2)
@@ -79,23 +82,37 @@ def _mark_decisions(axes, decisions: list[tuple[float, str]]) -> None:
         colour = "tab:green" if label.endswith("promoted") else "tab:red"
         for ax in axes:
             ax.axvline(t, color=colour, linestyle=":", linewidth=1)
-        axes[0].annotate(label, (t, 97), xytext=(2, 0), textcoords="offset points", fontsize=7,
-                         rotation=90, va="top", ha="left", color=colour)
+        axes[0].annotate(
+            label,
+            (t, 97),
+            xytext=(2, 0),
+            textcoords="offset points",
+            fontsize=7,
+            rotation=90,
+            va="top",
+            ha="left",
+            color=colour,
+        )
 
 
 def write_timeline_png(snapshots: Sequence[Snapshot], path: Path) -> Path:
     """Renders the timeline to `path` (parent directories created) and returns it."""
     gates = compute_gate_series(snapshots)
     rows = 1 + len(gates)
-    fig, axes = plt.subplots(rows, 1, figsize=(11, 2.6 + 1.8 * len(gates)), sharex=True,
-                             squeeze=False)
-    axes = [a[0] for a in axes]
+    fig, grid = plt.subplots(rows, 1, figsize=(11, 2.6 + 1.8 * len(gates)), sharex=True, squeeze=False)
+    axes = [a[0] for a in grid]
     _draw_weights(axes[0], snapshots)
-    for ax, (name, g) in zip(axes[1:], sorted(gates.items())):
+    for ax, (name, g) in zip(axes[1:], sorted(gates.items()), strict=True):
         ax.plot(g["t"], g["value"], marker=".", label=f"{name} value")
         if any(v is not None for v in g["threshold"]):
-            ax.step(g["t"], [v if v is not None else float("nan") for v in g["threshold"]],
-                    where="post", linestyle="--", color="tab:red", label="threshold")
+            ax.step(
+                g["t"],
+                [v if v is not None else float("nan") for v in g["threshold"]],
+                where="post",
+                linestyle="--",
+                color="tab:red",
+                label="threshold",
+            )
         ax.set_ylabel(name, fontsize=8)
         ax.legend(loc="upper left", fontsize=7)
     _mark_decisions(axes, compute_decisions(snapshots))

@@ -4,6 +4,7 @@ Steps: preflight (root, tools), base (debootstrap, cached by recipe hash), route
 build and one export per image, index (index.json). Every failure names its step and its log.
 Run through images/build.sh (`make images`); see images/README.md.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -60,8 +61,9 @@ def run_logged(step: str, argv: list[str], log: Path, timeout: float = BUILD_TIM
         out.write(f"\n$ {' '.join(argv)}\n")
         out.flush()
         try:
-            proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                  timeout=timeout, **kw)
+            proc = subprocess.run(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout, **kw
+            )
         except FileNotFoundError:
             raise StepFailed(step, f"{argv[0]} is not installed") from None
         except subprocess.TimeoutExpired:
@@ -75,47 +77,65 @@ def run_logged(step: str, argv: list[str], log: Path, timeout: float = BUILD_TIM
 
 def ensure_preflight(logs: Path, euid: int) -> None:
     if euid != 0:
-        raise StepFailed("preflight", "needs root (buildah's storage, debootstrap's chroot); "
-                         "run `sudo make images`, or as root")
+        raise StepFailed(
+            "preflight", "needs root (buildah's storage, debootstrap's chroot); run `sudo make images`, or as root"
+        )
     missing = [pkg for tool, pkg in TOOLS.items() if shutil.which(tool) is None]
     if missing:
         say(f"installing Debian packages: {' '.join(missing)}")
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         try:
             run_logged("install-tools", ["apt-get", "update", "-qq"], logs / "apt.log", env=env, timeout=600)
-            run_logged("install-tools", ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
-                       logs / "apt.log", env=env, timeout=900)
+            run_logged(
+                "install-tools",
+                ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+                logs / "apt.log",
+                env=env,
+                timeout=900,
+            )
         except StepFailed as err:
-            raise StepFailed("install-tools", f"{err.detail}\ninstall them yourself: apt-get install {' '.join(missing)}"
-                             " (Debian 12 or newer)") from None
+            raise StepFailed(
+                "install-tools",
+                f"{err.detail}\ninstall them yourself: apt-get install {' '.join(missing)} (Debian 12 or newer)",
+            ) from None
     if shutil.which("go") is None:
-        raise StepFailed("preflight", "the router binary is built on the host with Go >= 1.26 "
-                         "(model_server/traffic_router/build.sh); `go` is not on PATH")
+        raise StepFailed(
+            "preflight",
+            "the router binary is built on the host with Go >= 1.26 "
+            "(model_server/traffic_router/build.sh); `go` is not on PATH",
+        )
 
 
 def image_exists(ref: str) -> bool:
-    return subprocess.run(["buildah", "inspect", "--type", "image", ref], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL).returncode == 0
+    return (
+        subprocess.run(
+            ["buildah", "inspect", "--type", "image", ref], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        ).returncode
+        == 0
+    )
 
 
 def fetch_image_id(ref: str) -> str:
-    out = subprocess.run(["buildah", "images", "--no-trunc", "--format", "{{.ID}}", ref],
-                         capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        ["buildah", "images", "--no-trunc", "--format", "{{.ID}}", ref], capture_output=True, text=True, check=True
+    ).stdout.split()
     return out[0]
 
 
 def fetch_image_size(ref: str) -> int:
     """Uncompressed size in bytes (buildah prints only a rounded "29.6 MB"; podman the number)."""
-    out = subprocess.run(["podman", "image", "inspect", "--format", "{{.Size}}", ref],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["podman", "image", "inspect", "--format", "{{.Size}}", ref], capture_output=True, text=True, check=True
+    ).stdout
     return int(out.split()[-1])
 
 
 def ensure_base(cache: Path, logs: Path) -> dict[str, str]:
     """The two local base images, named after the recipe's hash; debootstrap runs only when
     neither the images nor their cached tarballs exist."""
-    key = catalog.compute_base_key(catalog.read_base_recipe(), catalog.DEBIAN_SUITE,
-                                   catalog.debian_arch(platform.machine()))
+    key = catalog.compute_base_key(
+        catalog.read_base_recipe(), catalog.DEBIAN_SUITE, catalog.debian_arch(platform.machine())
+    )
     refs = catalog.compute_base_refs(key)
     if all(image_exists(ref) for ref in refs.values()):
         return refs
@@ -124,9 +144,25 @@ def ensure_base(cache: Path, logs: Path) -> dict[str, str]:
         say(f"base: debootstrap {catalog.DEBIAN_SUITE} into {rootfs_dir} (about 2 minutes; log {logs / 'base.log'})")
         run_logged("base", [str(catalog.IMAGES_DIR / "base.sh"), str(rootfs_dir)], logs / "base.log", timeout=1800)
     for name, ref in refs.items():
-        run_logged("base", ["buildah", "bud", "--pull=never", "--layers", "--timestamp", "0",
-                            "--build-arg", f"ROOTFS={name}.tar", "-f", str(catalog.IMAGES_DIR / "Containerfile.base"),
-                            "-t", ref, str(rootfs_dir)], logs / "base.log")
+        run_logged(
+            "base",
+            [
+                "buildah",
+                "bud",
+                "--pull=never",
+                "--layers",
+                "--timestamp",
+                "0",
+                "--build-arg",
+                f"ROOTFS={name}.tar",
+                "-f",
+                str(catalog.IMAGES_DIR / "Containerfile.base"),
+                "-t",
+                ref,
+                str(rootfs_dir),
+            ],
+            logs / "base.log",
+        )
     return refs
 
 
@@ -160,8 +196,20 @@ def fetch_input_digests(context: Path, inputs: tuple[str, ...]) -> dict[str, tup
 
 
 def build_image(image: catalog.Image, args: dict[str, str], context: Path, logs: Path) -> None:
-    argv = ["buildah", "bud", "--pull=never", "--layers", "--timestamp", "0", "--network", "host",
-            "-f", str(catalog.REPO_ROOT / image.dockerfile), "-t", catalog.local_ref(image.ref)]
+    argv = [
+        "buildah",
+        "bud",
+        "--pull=never",
+        "--layers",
+        "--timestamp",
+        "0",
+        "--network",
+        "host",
+        "-f",
+        str(catalog.REPO_ROOT / image.dockerfile),
+        "-t",
+        catalog.local_ref(image.ref),
+    ]
     if image.target:
         argv += ["--target", image.target]
     for name, value in args.items():
@@ -178,9 +226,18 @@ def ensure_archive(image: catalog.Image, cache: Path, previous: dict, logs: Path
     if not catalog.is_archive_current(previous.get(image.name), image_id, archive):
         tmp = archive.with_name(archive.name + ".tmp")
         tmp.unlink(missing_ok=True)
-        run_logged(f"export {image.name}", ["skopeo", "copy", "--quiet", f"containers-storage:{local}",
-                                            f"oci-archive:{tmp}:{catalog.qualify_ref(image.ref)}"],
-                   logs / f"{image.name}.log", timeout=900)
+        run_logged(
+            f"export {image.name}",
+            [
+                "skopeo",
+                "copy",
+                "--quiet",
+                f"containers-storage:{local}",
+                f"oci-archive:{tmp}:{catalog.qualify_ref(image.ref)}",
+            ],
+            logs / f"{image.name}.log",
+            timeout=900,
+        )
         tmp.replace(archive)
     return catalog.compute_index_entry(image, image_id, size, archive, build_key)
 
@@ -201,14 +258,19 @@ def main(argv: list[str]) -> int:
         for image in images:
             t0 = time.monotonic()
             args, context = compute_build_plan(image, base, router_dir)
-            key = catalog.compute_build_key((catalog.REPO_ROOT / image.dockerfile).read_bytes(),
-                                            fetch_input_digests(context, image.inputs), args,
-                                            base_ids[args.get("BASE_IMAGE") or args["RUNTIME_IMAGE"]])
+            key = catalog.compute_build_key(
+                (catalog.REPO_ROOT / image.dockerfile).read_bytes(),
+                fetch_input_digests(context, image.inputs),
+                args,
+                base_ids[args.get("BASE_IMAGE") or args["RUNTIME_IMAGE"]],
+            )
             entry = index["images"].get(image.name) or {}
             local = catalog.local_ref(image.ref)
             # Same inputs as the image in storage was built from: buildah would only confirm its
             # cache (15-20 s for the model server: it digests the 500 MB venv to do so).
-            fresh = entry.get("build_key") == key and image_exists(local) and fetch_image_id(local) == entry.get("image_id")
+            fresh = (
+                entry.get("build_key") == key and image_exists(local) and fetch_image_id(local) == entry.get("image_id")
+            )
             if not fresh:
                 build_image(image, args, context, logs)
             index["images"][image.name] = ensure_archive(image, cache, index["images"], logs, key)

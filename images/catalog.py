@@ -3,6 +3,7 @@
 Pure (no subprocess): images/build.py drives buildah/skopeo from these; tests/unit/test_images.py
 checks them. Stdlib only, so the system python3 runs it before any venv exists.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -47,12 +48,31 @@ class Image:
 
 
 IMAGES = (
-    Image("operator", "modelrollout/operator:dev", "image.repository + image.tag",
-          "operator/Dockerfile", "BASE_IMAGE", ("pyproject.toml", "README.md", "operator")),
-    Image("model-server", "modelrollout/model-server:dev", "operator.modelServerImage",
-          "model_server/Dockerfile.model-server", "BASE_IMAGE", ("pyproject.toml", "README.md", "model_server")),
-    Image("router", "modelrollout/router:dev", "operator.routerImage",
-          "model_server/Dockerfile.router", "RUNTIME_IMAGE", ("router",), target="prebuilt"),
+    Image(
+        "operator",
+        "modelrollout/operator:dev",
+        "image.repository + image.tag",
+        "operator/Dockerfile",
+        "BASE_IMAGE",
+        ("pyproject.toml", "README.md", "operator"),
+    ),
+    Image(
+        "model-server",
+        "modelrollout/model-server:dev",
+        "operator.modelServerImage",
+        "model_server/Dockerfile.model-server",
+        "BASE_IMAGE",
+        ("pyproject.toml", "README.md", "model_server"),
+    ),
+    Image(
+        "router",
+        "modelrollout/router:dev",
+        "operator.routerImage",
+        "model_server/Dockerfile.router",
+        "RUNTIME_IMAGE",
+        ("router",),
+        target="prebuilt",
+    ),
 )
 
 # Build-context paths the Dockerfiles never see (the repo's .dockerignore says the same; a test
@@ -65,8 +85,9 @@ def is_ignored(relpath: str) -> bool:
     return any(part in IGNORED_NAMES or part.endswith(IGNORED_SUFFIXES) for part in relpath.split("/"))
 
 
-def compute_build_key(dockerfile: bytes, files: dict[str, tuple[int, str]], build_args: dict[str, str],
-                      base_image_id: str) -> str:
+def compute_build_key(
+    dockerfile: bytes, files: dict[str, tuple[int, str]], build_args: dict[str, str], base_image_id: str
+) -> str:
     """Content hash of everything a build reads: the Dockerfile, each context file's path, mode and
     sha256 (`files`: relpath -> (mode, digest)), the build args and the base image's ID."""
     digest = hashlib.sha256(dockerfile)

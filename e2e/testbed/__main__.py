@@ -3,6 +3,7 @@
 `up` starts etcd, the control plane, kwok, Prometheus, the pod runner and (real mode) the
 node: containerd, kubelet, kube-proxy; `down` removes it all, host changes included.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,9 +15,12 @@ from .paths import default_layout, find_binaries
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m e2e.testbed", description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "status", "env"],
-                        help="up: start (idempotent); down: stop and remove state; "
-                             "status: process table; env: shell exports for kubectl/helm")
+    parser.add_argument(
+        "command",
+        choices=["up", "down", "status", "env"],
+        help="up: start (idempotent); down: stop and remove state; "
+        "status: process table; env: shell exports for kubectl/helm",
+    )
     args = parser.parse_args(argv)
     try:
         layout = default_layout()
@@ -30,8 +34,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name:25} {'running, pid ' + str(pid) if pid else 'not running'}")
             return 0 if is_up(layout) else 1
         else:
-            print(f"export KUBECONFIG={layout.kubeconfig}\n"
-                  f"export PATH={binaries.kubectl.parent}:{binaries.helm.parent}:$PATH")
+            print(
+                f"export KUBECONFIG={layout.kubeconfig}\n"
+                f"export PATH={binaries.kubectl.parent}:{binaries.helm.parent}:$PATH"
+            )
     except (TestbedError, ValueError) as exc:
         print(f"testbed {args.command} failed: {exc}", file=sys.stderr)
         return 1

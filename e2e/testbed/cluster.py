@@ -4,6 +4,7 @@
 `down` stops every recorded process group, removes the real node's host state (node_host.py)
 and the state directory.
 """
+
 from __future__ import annotations
 
 import json
@@ -65,8 +66,9 @@ def wait_until(lay: Layout, name: str, what: str, check, timeout_s: float) -> No
         if procs.read_live_pid(lay.pids_dir / f"{name}.pid") is None:
             raise TestbedError(f"{name} exited while waiting for {what}; log tail:\n{_log_tail(lay, name)}")
         if time.monotonic() > deadline:
-            raise TestbedError(f"timed out after {timeout_s:.0f}s waiting for {what}; "
-                               f"{name} log tail:\n{_log_tail(lay, name)}")
+            raise TestbedError(
+                f"timed out after {timeout_s:.0f}s waiting for {what}; {name} log tail:\n{_log_tail(lay, name)}"
+            )
         time.sleep(0.2)
 
 
@@ -93,8 +95,13 @@ def _has_leftovers(lay: Layout) -> bool:
 
 
 def _kubectl(b: Binaries, lay: Layout, *args: str, stdin: str | None = None) -> str:
-    result = subprocess.run([str(b.kubectl), f"--kubeconfig={lay.kubeconfig}", *args],
-                            input=stdin, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [str(b.kubectl), f"--kubeconfig={lay.kubeconfig}", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if result.returncode != 0:
         raise TestbedError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
     return result.stdout
@@ -114,20 +121,44 @@ def _prepare_state(b: Binaries, lay: Layout) -> None:
 def _start(name: str, b: Binaries, lay: Layout) -> None:
     if name == "pod-runner":
         (lay.state_dir / "pod-runner.ready").unlink(missing_ok=True)
-    procs.spawn(name, compute_argv(name, b, lay), lay.logs_dir / f"{name}.log", lay.pids_dir,
-                cwd=component_cwd())
+    procs.spawn(name, compute_argv(name, b, lay), lay.logs_dir / f"{name}.log", lay.pids_dir, cwd=component_cwd())
 
 
 def _is_node_ready(b: Binaries, lay: Layout, node: str) -> bool:
-    out = subprocess.run([str(b.kubectl), f"--kubeconfig={lay.kubeconfig}", "get", "node", node, "-o",
-                          "jsonpath={.status.conditions[?(@.type=='Ready')].status}"],
-                         capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [
+            str(b.kubectl),
+            f"--kubeconfig={lay.kubeconfig}",
+            "get",
+            "node",
+            node,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     return out.stdout.strip() == "True"
 
 
 def _has_default_sa(b: Binaries, lay: Layout) -> bool:
-    out = subprocess.run([str(b.kubectl), f"--kubeconfig={lay.kubeconfig}", "get", "serviceaccount",
-                          "default", "-n", "default", "-o", "name"], capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [
+            str(b.kubectl),
+            f"--kubeconfig={lay.kubeconfig}",
+            "get",
+            "serviceaccount",
+            "default",
+            "-n",
+            "default",
+            "-o",
+            "name",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     return out.returncode == 0
 
 
@@ -139,23 +170,39 @@ def _missing_binaries(b: Binaries, lay: Layout) -> list[str]:
 def compute_listeners(lay: Layout) -> list[tuple[str, int, str]]:
     """(address, port, component) of every TCP listener this instance will open."""
     p, ip, lo = lay.ports, lay.listen_ip, "127.0.0.1"
-    listeners = [(lo, p.etcd_client, "etcd"), (lo, p.etcd_peer, "etcd"), (ip, p.apiserver, "kube-apiserver"),
-                 (lo, p.controller_manager, "kube-controller-manager"), (lo, p.scheduler, "kube-scheduler"),
-                 (lo, p.kwok, "kwok"), (ip, p.prometheus, "prometheus")]
+    listeners = [
+        (lo, p.etcd_client, "etcd"),
+        (lo, p.etcd_peer, "etcd"),
+        (ip, p.apiserver, "kube-apiserver"),
+        (lo, p.controller_manager, "kube-controller-manager"),
+        (lo, p.scheduler, "kube-scheduler"),
+        (lo, p.kwok, "kwok"),
+        (ip, p.prometheus, "prometheus"),
+    ]
     if lay.is_real_node:
-        listeners += [(lay.node_ip, p.kubelet, "kubelet"), (lo, p.kubelet_healthz, "kubelet"),
-                      (lo, p.kube_proxy_metrics, "kube-proxy"), (lo, p.kube_proxy_healthz, "kube-proxy")]
+        listeners += [
+            (lay.node_ip, p.kubelet, "kubelet"),
+            (lo, p.kubelet_healthz, "kubelet"),
+            (lo, p.kube_proxy_metrics, "kube-proxy"),
+            (lo, p.kube_proxy_healthz, "kube-proxy"),
+        ]
     return listeners
 
 
 def _check_ports_free(lay: Layout) -> None:
     taken = netroute.listening_sockets()
-    busy = [f"{port} ({name}, on {addr})" for addr, port, name in compute_listeners(lay)
-            if netroute.is_port_taken(taken, addr, port)]
+    busy = [
+        f"{port} ({name}, on {addr})"
+        for addr, port, name in compute_listeners(lay)
+        if netroute.is_port_taken(taken, addr, port)
+    ]
     if busy:
-        raise TestbedError("ports already in use by another process: " + ", ".join(busy) +
-                           " (see `ss -ltnp`; stop that process, or run this instance with "
-                           "MODELROLLOUT_TESTBED_PORT_OFFSET=<n> to shift every port)")
+        raise TestbedError(
+            "ports already in use by another process: "
+            + ", ".join(busy)
+            + " (see `ss -ltnp`; stop that process, or run this instance with "
+            "MODELROLLOUT_TESTBED_PORT_OFFSET=<n> to shift every port)"
+        )
 
 
 def up(b: Binaries, lay: Layout) -> None:
@@ -197,13 +244,11 @@ def up(b: Binaries, lay: Layout) -> None:
     _prepare_state(b, lay)
     clock.say(f"PKI and configs written to {lay.state_dir}")
     _start("etcd", b, lay)
-    wait_until(lay, "etcd", "etcd health",
-               lambda: is_http_ok(f"http://127.0.0.1:{lay.ports.etcd_client}/health"), 30)
+    wait_until(lay, "etcd", "etcd health", lambda: is_http_ok(f"http://127.0.0.1:{lay.ports.etcd_client}/health"), 30)
     clock.say("etcd healthy")
     _start("kube-apiserver", b, lay)
     ctx = _ssl_context(lay)
-    wait_until(lay, "kube-apiserver", "API server /readyz",
-               lambda: is_http_ok(f"{lay.apiserver_url}/readyz", ctx), 120)
+    wait_until(lay, "kube-apiserver", "API server /readyz", lambda: is_http_ok(f"{lay.apiserver_url}/readyz", ctx), 120)
     clock.say("kube-apiserver ready")
     # kwok watches Logs objects from its start, so their CRD must exist first.
     _kubectl(b, lay, "apply", "--server-side", "-f", str(b.kwok_crds))
@@ -213,8 +258,11 @@ def up(b: Binaries, lay: Layout) -> None:
     if lay.is_real_node:
         _start_node(b, lay, clock, list(NODE_COMPONENTS))
     clock.say(f"testbed up: {lay.apiserver_url}, Prometheus {lay.prometheus_url}")
-    print(f"  kubeconfig: {lay.kubeconfig}\n  kubectl:    {b.kubectl}\n  helm:       {b.helm}\n"
-          f"  logs:       {lay.logs_dir} (pods: {lay.pod_logs_dir}/<namespace>_<pod>.log)", flush=True)
+    print(
+        f"  kubeconfig: {lay.kubeconfig}\n  kubectl:    {b.kubectl}\n  helm:       {b.helm}\n"
+        f"  logs:       {lay.logs_dir} (pods: {lay.pod_logs_dir}/<namespace>_<pod>.log)",
+        flush=True,
+    )
 
 
 def _finish_bootstrap(b: Binaries, lay: Layout, clock: _Clock) -> None:
@@ -222,20 +270,21 @@ def _finish_bootstrap(b: Binaries, lay: Layout, clock: _Clock) -> None:
     _kubectl(b, lay, "apply", "-f", "-", stdin=json.dumps(compute_node(taints=taints)))
     _kubectl(b, lay, "apply", "--server-side", "-f", str(b.gateway_api_crds))
     clock.say("node object and Gateway API CRDs applied")
-    wait_until(lay, "kwok", "the kwok node to be Ready",
-               lambda: _is_node_ready(b, lay, compute_node()["metadata"]["name"]), 60)
-    wait_until(lay, "kube-controller-manager", "the default ServiceAccount",
-               lambda: _has_default_sa(b, lay), 60)
-    wait_until(lay, "prometheus", "Prometheus /-/ready",
-               lambda: is_http_ok(f"{lay.prometheus_url}/-/ready"), 60)
-    wait_until(lay, "pod-runner", "the pod runner to start watching",
-               lambda: (lay.state_dir / "pod-runner.ready").exists(), 60)
+    wait_until(
+        lay, "kwok", "the kwok node to be Ready", lambda: _is_node_ready(b, lay, compute_node()["metadata"]["name"]), 60
+    )
+    wait_until(lay, "kube-controller-manager", "the default ServiceAccount", lambda: _has_default_sa(b, lay), 60)
+    wait_until(lay, "prometheus", "Prometheus /-/ready", lambda: is_http_ok(f"{lay.prometheus_url}/-/ready"), 60)
+    wait_until(
+        lay, "pod-runner", "the pod runner to start watching", lambda: (lay.state_dir / "pod-runner.ready").exists(), 60
+    )
     _kubectl(b, lay, "wait", "--for=condition=Established", "--timeout=60s", "-f", str(b.gateway_api_crds))
 
 
 # RBAC runs without the Node authorizer, so the kubelet's group gets the node role by binding.
 NODE_RBAC = {
-    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+    "apiVersion": "rbac.authorization.k8s.io/v1",
+    "kind": "ClusterRoleBinding",
     "metadata": {"name": "modelrollout-testbed:system-nodes"},
     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:node"},
     "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:nodes"}],
@@ -260,32 +309,59 @@ def _import_images(lay: Layout, b: Binaries, clock: _Clock) -> None:
     node_host.tag_docker_io_names(lay)
     have = node_host.list_images(lay)
     absent = [i for i in node_config.CHART_IMAGES if node_config.cri_name(i) not in have]
-    clock.say(f"images in containerd: imported {', '.join(done) or 'nothing'}; "
-              f"{len(archives) - len(done)} unchanged archives already there")
+    clock.say(
+        f"images in containerd: imported {', '.join(done) or 'nothing'}; "
+        f"{len(archives) - len(done)} unchanged archives already there"
+    )
     if absent:
-        print(f"  WARNING: no archive for {', '.join(absent)} in {images_dir()}: pods of these images "
-              "will not start on the real node; run `make images` (it exports them there)", flush=True)
+        print(
+            f"  WARNING: no archive for {', '.join(absent)} in {images_dir()}: pods of these images "
+            "will not start on the real node; run `make images` (it exports them there)",
+            flush=True,
+        )
 
 
 def _start_node(b: Binaries, lay: Layout, clock: _Clock, names: list[str]) -> None:
-    objects = {"apiVersion": "v1", "kind": "List",
-               "items": [NODE_RBAC, *node_config.compute_kubernetes_endpoints(lay)]}
-    _node_step("RBAC and the kubernetes Service endpoints",
-               lambda: _kubectl(b, lay, "apply", "-f", "-", stdin=json.dumps(objects)))
+    objects = {"apiVersion": "v1", "kind": "List", "items": [NODE_RBAC, *node_config.compute_kubernetes_endpoints(lay)]}
+    _node_step(
+        "RBAC and the kubernetes Service endpoints",
+        lambda: _kubectl(b, lay, "apply", "-f", "-", stdin=json.dumps(objects)),
+    )
     if "containerd" in names:
         _start("containerd", b, lay)
-        _node_step("start containerd", wait_until, lay, "containerd", "containerd's socket",
-                   lambda: node_host.is_containerd_ready(lay), 30)
+        _node_step(
+            "start containerd",
+            wait_until,
+            lay,
+            "containerd",
+            "containerd's socket",
+            lambda: node_host.is_containerd_ready(lay),
+            30,
+        )
         _node_step("import images into containerd", _import_images, lay, b, clock)
     if "kubelet" in names:
         _start("kubelet", b, lay)
-        _node_step("start the kubelet", wait_until, lay, "kubelet", f"node {node_config.NODE_NAME} Ready",
-                   lambda: _is_node_ready(b, lay, node_config.NODE_NAME), 90)
+        _node_step(
+            "start the kubelet",
+            wait_until,
+            lay,
+            "kubelet",
+            f"node {node_config.NODE_NAME} Ready",
+            lambda: _is_node_ready(b, lay, node_config.NODE_NAME),
+            90,
+        )
         clock.say(f"kubelet: node {node_config.NODE_NAME} Ready")
     if "kube-proxy" in names:
         _start("kube-proxy", b, lay)
-        _node_step("start kube-proxy", wait_until, lay, "kube-proxy", "kube-proxy /healthz",
-                   lambda: is_http_ok(f"http://127.0.0.1:{lay.ports.kube_proxy_healthz}/healthz"), 60)
+        _node_step(
+            "start kube-proxy",
+            wait_until,
+            lay,
+            "kube-proxy",
+            "kube-proxy /healthz",
+            lambda: is_http_ok(f"http://127.0.0.1:{lay.ports.kube_proxy_healthz}/healthz"),
+            60,
+        )
         clock.say("kube-proxy synced (Service virtual IPs)")
 
 
@@ -322,8 +398,10 @@ def down(lay: Layout, quiet: bool = False) -> None:
         shutil.rmtree(lay.state_dir)
     netroute.remove_local_route(lay.pod_cidr)
     if not quiet:
-        clock.say(f"testbed down; stopped: {', '.join(stopped) or 'nothing was running'}; "
-                  f"host state removed: {len(cleaned)} items; removed {lay.state_dir}")
+        clock.say(
+            f"testbed down; stopped: {', '.join(stopped) or 'nothing was running'}; "
+            f"host state removed: {len(cleaned)} items; removed {lay.state_dir}"
+        )
     if left:
         raise TestbedError("down left host state behind: " + "; ".join(left))
 

@@ -4,6 +4,7 @@ GET / answers who it is (pod, address); /healthz and /readyz for probes (POST /r
 turns readiness off); /metrics exposes a request counter; GET /api?path=P calls the API server
 with the pod's own credentials ($KUBECONFIG) and reports the HTTP status (RBAC self-tests).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,18 +54,26 @@ class EchoHandler(BaseHTTPRequestHandler):
         elif url.path == "/api":
             self._api(parse_qs(url.query).get("path", [""])[0])
         elif url.path == "/metrics":
-            text = ("# HELP echo_requests_total HTTP requests served.\n# TYPE echo_requests_total counter\n"
-                    f"echo_requests_total {self.state.requests}\n")
+            text = (
+                "# HELP echo_requests_total HTTP requests served.\n# TYPE echo_requests_total counter\n"
+                f"echo_requests_total {self.state.requests}\n"
+            )
             self._send(200, text.encode(), "text/plain; version=0.0.4")
         else:
             self._send(200, json.dumps(self._identity()).encode() + b"\n", "application/json")
 
     def _identity(self) -> dict:
-        return {"pod": os.environ.get("POD_NAME", ""), "namespace": os.environ.get("POD_NAMESPACE", ""),
-                "host": self.host, "port": self.port, "path": self.path, "pid": os.getpid(),
-                "message": os.environ.get("ECHO_MESSAGE", ""),
-                "in_cluster_env": "KUBERNETES_SERVICE_HOST" in os.environ,
-                "has_kubeconfig": bool(os.environ.get("KUBECONFIG"))}
+        return {
+            "pod": os.environ.get("POD_NAME", ""),
+            "namespace": os.environ.get("POD_NAMESPACE", ""),
+            "host": self.host,
+            "port": self.port,
+            "path": self.path,
+            "pid": os.getpid(),
+            "message": os.environ.get("ECHO_MESSAGE", ""),
+            "in_cluster_env": "KUBERNETES_SERVICE_HOST" in os.environ,
+            "has_kubeconfig": bool(os.environ.get("KUBECONFIG")),
+        }
 
     def _api(self, api_path: str) -> None:
         if not api_path.startswith("/"):

@@ -3,6 +3,7 @@
 Every address in the range then behaves like 127.x (bindable, reachable only from here), while
 staying valid for EndpointSlices, which reject loopback addresses. Needs CAP_NET_ADMIN.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -38,7 +39,8 @@ def ensure_local_route(cidr: str) -> None:
         raise RouteError(
             f"cannot make the pod range {cidr} local (`ip route add local {cidr} dev lo table local`: "
             f"{result.stderr.strip() or 'failed'}); run as root or with CAP_NET_ADMIN, "
-            "or passwordless sudo for `ip`")
+            "or passwordless sudo for `ip`"
+        )
 
 
 def listening_ipv4_addresses() -> set[str]:
@@ -52,7 +54,7 @@ def listening_ipv4_addresses() -> set[str]:
 
 
 def _parse_listeners(path: Path, v6: bool) -> set[tuple[str, int]]:
-    found = set()
+    found: set[tuple[str, int]] = set()
     try:
         lines = path.read_text().splitlines()[1:]
     except OSError:

@@ -3,6 +3,7 @@
 The node is containerd's CRI plus a kubelet registered as NODE_NAME, pods on a bridge in the host
 network namespace, kube-proxy for Service virtual IPs. Everything lives under the state dir.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,10 @@ def find_image_archives(directory: Path) -> list[Path]:
     except FileNotFoundError:
         return sorted(directory.glob("*.tar"))
     except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{directory / 'index.json'}: expected {{\"images\": {{<name>: {{\"archive\": "
-                         f"<path>}}}}}} as `make images` writes it ({exc}); rerun `make images`") from None
+        raise ValueError(
+            f'{directory / "index.json"}: expected {{"images": {{<name>: {{"archive": '
+            f"<path>}}}}}} as `make images` writes it ({exc}); rerun `make images`"
+        ) from None
 
 
 def cri_name(image: str) -> str:
@@ -63,46 +66,48 @@ def compute_containerd_config(lay: Layout) -> str:
     """containerd 1.6 config (TOML, version 2): private root/state/socket, CRI with runc."""
     base = node_dir(lay) / "containerd"
     cri = 'plugins."io.containerd.grpc.v1.cri"'
-    return "\n".join([
-        "version = 2",
-        f'root = "{image_store_dir() / "root"}"',
-        f'state = "{base / "state"}"',
-        # Plugins this node never uses; "opt" would otherwise create /opt/containerd.
-        'disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.v1.aufs",'
-        ' "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",'
-        ' "io.containerd.snapshotter.v1.devmapper", "io.containerd.tracing.processor.v1.otlp"]',
-        "[grpc]",
-        f'  address = "{containerd_socket(lay)}"',
-        "[ttrpc]",
-        f'  address = "{base / "containerd.sock.ttrpc"}"',
-        "[debug]",
-        '  address = ""',
-        "[metrics]",
-        '  address = ""',
-        f"[{cri}]",
-        f'  sandbox_image = "{PAUSE_IMAGE}"',
-        # This machine's root lacks CAP_SYS_RESOURCE: lowering oom_score_adj (the sandbox asks
-        # for -998) fails with EPERM and runc dies; restrict keeps it at or above ours.
-        "  restrict_oom_score_adj = true",
-        # exec/attach/port-forward streams: loopback only, a free port each start.
-        '  stream_server_address = "127.0.0.1"',
-        '  stream_server_port = "0"',
-        "  enable_unprivileged_ports = false",
-        f"[{cri}.containerd]",
-        '  snapshotter = "overlayfs"',
-        '  default_runtime_name = "runc"',
-        f"[{cri}.containerd.runtimes.runc]",
-        '  runtime_type = "io.containerd.runc.v2"',
-        f"[{cri}.containerd.runtimes.runc.options]",
-        # The kubelet uses the cgroupfs driver (no systemd here); both must agree.
-        "  SystemdCgroup = false",
-        # runc's state in the state dir, not /run/containerd/runc.
-        f'  Root = "{base / "runc"}"',
-        f"[{cri}.cni]",
-        '  bin_dir = "/usr/lib/cni"',
-        f'  conf_dir = "{node_dir(lay) / "cni" / "net.d"}"',
-        "",
-    ])
+    return "\n".join(
+        [
+            "version = 2",
+            f'root = "{image_store_dir() / "root"}"',
+            f'state = "{base / "state"}"',
+            # Plugins this node never uses; "opt" would otherwise create /opt/containerd.
+            'disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.v1.aufs",'
+            ' "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",'
+            ' "io.containerd.snapshotter.v1.devmapper", "io.containerd.tracing.processor.v1.otlp"]',
+            "[grpc]",
+            f'  address = "{containerd_socket(lay)}"',
+            "[ttrpc]",
+            f'  address = "{base / "containerd.sock.ttrpc"}"',
+            "[debug]",
+            '  address = ""',
+            "[metrics]",
+            '  address = ""',
+            f"[{cri}]",
+            f'  sandbox_image = "{PAUSE_IMAGE}"',
+            # This machine's root lacks CAP_SYS_RESOURCE: lowering oom_score_adj (the sandbox asks
+            # for -998) fails with EPERM and runc dies; restrict keeps it at or above ours.
+            "  restrict_oom_score_adj = true",
+            # exec/attach/port-forward streams: loopback only, a free port each start.
+            '  stream_server_address = "127.0.0.1"',
+            '  stream_server_port = "0"',
+            "  enable_unprivileged_ports = false",
+            f"[{cri}.containerd]",
+            '  snapshotter = "overlayfs"',
+            '  default_runtime_name = "runc"',
+            f"[{cri}.containerd.runtimes.runc]",
+            '  runtime_type = "io.containerd.runc.v2"',
+            f"[{cri}.containerd.runtimes.runc.options]",
+            # The kubelet uses the cgroupfs driver (no systemd here); both must agree.
+            "  SystemdCgroup = false",
+            # runc's state in the state dir, not /run/containerd/runc.
+            f'  Root = "{base / "runc"}"',
+            f"[{cri}.cni]",
+            '  bin_dir = "/usr/lib/cni"',
+            f'  conf_dir = "{node_dir(lay) / "cni" / "net.d"}"',
+            "",
+        ]
+    )
 
 
 def compute_cni_conflist(lay: Layout) -> dict:
@@ -112,12 +117,21 @@ def compute_cni_conflist(lay: Layout) -> dict:
         "cniVersion": "1.0.0",
         "name": "testbed",
         "plugins": [
-            {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "isDefaultGateway": True,
-             # No outbound NAT: pods only talk to this host and each other.
-             "ipMasq": False, "hairpinMode": True,
-             "ipam": {"type": "host-local", "ranges": [[{"subnet": lay.node_pod_cidr}]],
-                      # Inside the state dir, so `down` removes the allocations with it.
-                      "dataDir": str(node_dir(lay) / "cni" / "ipam")}},
+            {
+                "type": "bridge",
+                "bridge": BRIDGE,
+                "isGateway": True,
+                "isDefaultGateway": True,
+                # No outbound NAT: pods only talk to this host and each other.
+                "ipMasq": False,
+                "hairpinMode": True,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": lay.node_pod_cidr}]],
+                    # Inside the state dir, so `down` removes the allocations with it.
+                    "dataDir": str(node_dir(lay) / "cni" / "ipam"),
+                },
+            },
             {"type": "portmap", "capabilities": {"portMappings": True}},
         ],
     }
@@ -129,22 +143,39 @@ def compute_kubelet_config(lay: Layout) -> dict:
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
         # The API server reaches the kubelet (logs, exec) at the node IP; nothing on 0.0.0.0.
-        "address": lay.node_ip, "port": lay.ports.kubelet, "readOnlyPort": 0,
-        "healthzBindAddress": "127.0.0.1", "healthzPort": lay.ports.kubelet_healthz,
-        "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True},
-                           "x509": {"clientCAFile": str(pki / "ca.crt")}},
+        "address": lay.node_ip,
+        "port": lay.ports.kubelet,
+        "readOnlyPort": 0,
+        "healthzBindAddress": "127.0.0.1",
+        "healthzPort": lay.ports.kubelet_healthz,
+        "authentication": {
+            "anonymous": {"enabled": False},
+            "webhook": {"enabled": True},
+            "x509": {"clientCAFile": str(pki / "ca.crt")},
+        },
         "authorization": {"mode": "Webhook"},
-        "containerRuntimeEndpoint": sock, "imageServiceEndpoint": sock,
+        "containerRuntimeEndpoint": sock,
+        "imageServiceEndpoint": sock,
         # cgroup v1 hybrid here, no systemd: kubelet 1.35+ refuses v1 unless told otherwise.
-        "cgroupDriver": "cgroupfs", "failCgroupV1": False, "failSwapOn": False,
+        "cgroupDriver": "cgroupfs",
+        "failCgroupV1": False,
+        "failSwapOn": False,
         "podLogsDir": str(node_dir(lay) / "pod-logs"),
         # Never garbage-collect the pre-imported images (nothing could pull them back) and do
         # not evict pods because a shared build machine's disk is fuller than a node's would be.
-        "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
-        "evictionHard": {"memory.available": "50Mi", "nodefs.available": "1%",
-                         "nodefs.inodesFree": "1%", "imagefs.available": "1%"},
-        "serializeImagePulls": False, "registerNode": True, "rotateCertificates": False,
-        "clusterDomain": "cluster.local", "enforceNodeAllocatable": ["pods"],
+        "imageGCHighThresholdPercent": 100,
+        "imageGCLowThresholdPercent": 99,
+        "evictionHard": {
+            "memory.available": "50Mi",
+            "nodefs.available": "1%",
+            "nodefs.inodesFree": "1%",
+            "imagefs.available": "1%",
+        },
+        "serializeImagePulls": False,
+        "registerNode": True,
+        "rotateCertificates": False,
+        "clusterDomain": "cluster.local",
+        "enforceNodeAllocatable": ["pods"],
         "maxPods": 110,
     }
 
@@ -154,19 +185,20 @@ def compute_kube_proxy_config(lay: Layout) -> dict:
         "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
         "kind": "KubeProxyConfiguration",
         "clientConnection": {"kubeconfig": str(node_dir(lay) / "kube-proxy.kubeconfig")},
-        "mode": "iptables", "hostnameOverride": NODE_NAME, "bindAddress": lay.node_ip,
+        "mode": "iptables",
+        "hostnameOverride": NODE_NAME,
+        "bindAddress": lay.node_ip,
         "healthzBindAddress": f"127.0.0.1:{lay.ports.kube_proxy_healthz}",
         "metricsBindAddress": f"127.0.0.1:{lay.ports.kube_proxy_metrics}",
-        "clusterCIDR": lay.node_pod_cidr, "detectLocalMode": "ClusterCIDR",
+        "clusterCIDR": lay.node_pod_cidr,
+        "detectLocalMode": "ClusterCIDR",
         # NodePorts only on the node IP; no route_localnet sysctl for localhost NodePorts.
         "nodePortAddresses": [f"{lay.node_ip}/32"],
         # Masquerade Service traffic so a pod calling a Service backed by a pod on the same
         # bridge gets its replies through the host's conntrack even without br_netfilter.
-        "iptables": {"masqueradeAll": True, "localhostNodePorts": False,
-                     "syncPeriod": "30s", "minSyncPeriod": "1s"},
+        "iptables": {"masqueradeAll": True, "localhostNodePorts": False, "syncPeriod": "30s", "minSyncPeriod": "1s"},
         # Zeros: leave the host's conntrack sysctls alone (down would have to restore them).
-        "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s",
-                      "tcpCloseWaitTimeout": "0s"},
+        "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"},
     }
 
 
@@ -177,10 +209,15 @@ def containerd_argv(lay: Layout) -> list[str]:
 def kubelet_argv(b: Binaries, lay: Layout) -> list[str]:
     d = node_dir(lay)
     return [
-        str(b.kubelet), f"--config={d / 'kubelet.yaml'}", f"--kubeconfig={d / 'kubelet.kubeconfig'}",
-        f"--root-dir={d / 'kubelet'}", f"--cert-dir={d / 'kubelet-pki'}",
-        f"--hostname-override={NODE_NAME}", f"--node-ip={lay.node_ip}",
-        "--node-labels=modelrollout.dev/testbed-node=real", "--v=1",
+        str(b.kubelet),
+        f"--config={d / 'kubelet.yaml'}",
+        f"--kubeconfig={d / 'kubelet.kubeconfig'}",
+        f"--root-dir={d / 'kubelet'}",
+        f"--cert-dir={d / 'kubelet-pki'}",
+        f"--hostname-override={NODE_NAME}",
+        f"--node-ip={lay.node_ip}",
+        "--node-labels=modelrollout.dev/testbed-node=real",
+        "--v=1",
     ]
 
 
@@ -193,18 +230,32 @@ def compute_kubernetes_endpoints(lay: Layout) -> list[dict]:
     because the reconciler is `none` (a loopback advertise address cannot go into Endpoints)."""
     port = {"name": "https", "port": lay.ports.apiserver, "protocol": "TCP"}
     return [
-        {"apiVersion": "v1", "kind": "Endpoints",
-         "metadata": {"name": "kubernetes", "namespace": "default",
-                      # The EndpointSlice below is written directly; do not mirror this one.
-                      "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
-         "subsets": [{"addresses": [{"ip": lay.node_ip}], "ports": [port]}]},
-        {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-         "metadata": {"name": "kubernetes", "namespace": "default",
-                      "labels": {"kubernetes.io/service-name": "kubernetes",
-                                 "endpointslice.kubernetes.io/managed-by": "modelrollout-testbed"}},
-         "addressType": "IPv4",
-         "endpoints": [{"addresses": [lay.node_ip], "conditions": {"ready": True}}],
-         "ports": [port]},
+        {
+            "apiVersion": "v1",
+            "kind": "Endpoints",
+            "metadata": {
+                "name": "kubernetes",
+                "namespace": "default",
+                # The EndpointSlice below is written directly; do not mirror this one.
+                "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"},
+            },
+            "subsets": [{"addresses": [{"ip": lay.node_ip}], "ports": [port]}],
+        },
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": "kubernetes",
+                "namespace": "default",
+                "labels": {
+                    "kubernetes.io/service-name": "kubernetes",
+                    "endpointslice.kubernetes.io/managed-by": "modelrollout-testbed",
+                },
+            },
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [lay.node_ip], "conditions": {"ready": True}}],
+            "ports": [port],
+        },
     ]
 
 

@@ -4,6 +4,7 @@ What `up` adds (node address on lo, sysctls the kubelet writes, images in contai
 the node leaves (containers, mounts, cni-* netns, the cni0 bridge, KUBE-*/CNI-* iptables chains,
 kubepods cgroups, the kubelet's fixed host dirs); `find_leftovers` lists what is still there.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,7 @@ NETNS_DIR = Path("/run/netns")  # containerd 1.6 puts pod network namespaces her
 # Host paths used whatever the configured dirs: the kubelet's device-plugin socket dir and
 # /var/log/containers symlinks, containerd 1.6's shim sockets (/run/containerd/s); removed by
 # `down` only if `up` found them absent (with /run/netns, emptied by then).
-FIXED_HOST_DIRS = (Path("/var/lib/kubelet"), Path("/var/log/containers"), Path("/run/containerd"),
-                   NETNS_DIR)
+FIXED_HOST_DIRS = (Path("/var/lib/kubelet"), Path("/var/log/containers"), Path("/run/containerd"), NETNS_DIR)
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 # kube-proxy's chains, and the portmap plugin's (hostPort); not other CNI users' CNI-* chains.
 CHAIN_PREFIXES = ("KUBE-", "CNI-HOSTPORT-", "CNI-DN-")
@@ -48,20 +48,30 @@ def _run(*argv: str, timeout: float = 60, check: bool = False) -> subprocess.Com
 def check_host(lay: Layout) -> None:
     """Fails early, naming what is missing, before anything on the host changes."""
     if os.geteuid() != 0:
-        raise NodeError("the real node needs root (containerd, kubelet, iptables, mounts): run "
-                        "`make cluster-up` as root, or use MODELROLLOUT_TESTBED_NODE=process for a "
-                        "kwok-only testbed")
-    needs = {"containerd": "containerd", "runc": "runc", "ctr": "containerd", "iptables": "iptables",
-             "ip6tables": "iptables", "conntrack": "conntrack", "ip": "iproute2"}
+        raise NodeError(
+            "the real node needs root (containerd, kubelet, iptables, mounts): run "
+            "`make cluster-up` as root, or use MODELROLLOUT_TESTBED_NODE=process for a "
+            "kwok-only testbed"
+        )
+    needs = {
+        "containerd": "containerd",
+        "runc": "runc",
+        "ctr": "containerd",
+        "iptables": "iptables",
+        "ip6tables": "iptables",
+        "conntrack": "conntrack",
+        "ip": "iproute2",
+    }
     missing = sorted({pkg for cmd, pkg in needs.items() if shutil.which(cmd) is None})
     if not Path("/usr/lib/cni/bridge").exists():
         missing.append("containernetworking-plugins")
     if missing:
-        raise NodeError(f"missing Debian packages for the real node: {' '.join(missing)} "
-                        "(run `make sysdeps`)")
+        raise NodeError(f"missing Debian packages for the real node: {' '.join(missing)} (run `make sysdeps`)")
     if (CGROUP_ROOT / "memory").is_dir() is False:
-        raise NodeError(f"no cgroup v1 memory controller at {CGROUP_ROOT / 'memory'}: the node is "
-                        "configured for cgroup v1 (cgroupfs driver)")
+        raise NodeError(
+            f"no cgroup v1 memory controller at {CGROUP_ROOT / 'memory'}: the node is "
+            "configured for cgroup v1 (cgroupfs driver)"
+        )
 
 
 def ensure_node_address(lay: Layout) -> None:
@@ -85,8 +95,10 @@ def record_host_state(lay: Layout) -> None:
     target = _host_state_file(lay)
     if target.exists():  # a repaired node keeps the values from before the first up
         return
-    state = {"sysctls": {k: (Path("/proc/sys") / k).read_text().strip() for k in SYSCTLS},
-             "absent_dirs": [str(d) for d in FIXED_HOST_DIRS if not d.exists()]}
+    state = {
+        "sysctls": {k: (Path("/proc/sys") / k).read_text().strip() for k in SYSCTLS},
+        "absent_dirs": [str(d) for d in FIXED_HOST_DIRS if not d.exists()],
+    }
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(state, indent=1))
 
@@ -124,7 +136,8 @@ def write_node_configs(lay: Layout) -> None:
         (d / sub).mkdir(parents=True, exist_ok=True)
     (d / "containerd.toml").write_text(node_config.compute_containerd_config(lay))
     (d / "cni" / "net.d" / "10-testbed.conflist").write_text(
-        node_config.dump_json(node_config.compute_cni_conflist(lay)))
+        node_config.dump_json(node_config.compute_cni_conflist(lay))
+    )
     (d / "kubelet.yaml").write_text(node_config.dump_json(node_config.compute_kubelet_config(lay)))
     (d / "kube-proxy.yaml").write_text(node_config.dump_json(node_config.compute_kube_proxy_config(lay)))
     write_admin_kubeconfig(lay.pki_dir, lay.apiserver_url, d / "kubelet.kubeconfig", cert="node")
@@ -132,8 +145,9 @@ def write_node_configs(lay: Layout) -> None:
 
 
 def ctr(lay: Layout, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return _run("ctr", f"--address={containerd_socket(lay)}", f"--namespace={CONTAINERD_NAMESPACE}",
-                *args, timeout=timeout)
+    return _run(
+        "ctr", f"--address={containerd_socket(lay)}", f"--namespace={CONTAINERD_NAMESPACE}", *args, timeout=timeout
+    )
 
 
 def is_containerd_ready(lay: Layout) -> bool:
@@ -289,8 +303,13 @@ def _chains(tool: str, table: str) -> tuple[list[str], list[str]]:
     """(the node's chains, rules of built-in chains that jump to them) of one table."""
     out = _run(tool, "-w", "5", "-t", table, "-S").stdout.splitlines()
     chains = [ln.split()[1] for ln in out if ln.startswith("-N ") and ln.split()[1].startswith(CHAIN_PREFIXES)]
-    jumps = [ln for ln in out if ln.startswith("-A ") and not ln.split()[1].startswith(CHAIN_PREFIXES)
-             and any(f"-j {c}" in ln or f"-g {c}" in ln for c in chains)]
+    jumps = [
+        ln
+        for ln in out
+        if ln.startswith("-A ")
+        and not ln.split()[1].startswith(CHAIN_PREFIXES)
+        and any(f"-j {c}" in ln or f"-g {c}" in ln for c in chains)
+    ]
     return chains, jumps
 
 
@@ -369,8 +388,10 @@ def find_leftovers(lay: Layout) -> list[str]:
     def is_node_process(proc: Path) -> bool:
         argv = proc.joinpath("cmdline").read_bytes().split(b"\0")
         exe = os.path.basename(argv[0].decode(errors="replace")) if argv and argv[0] else ""
-        return exe.startswith(names) and (sock in " ".join(a.decode(errors="replace") for a in argv)
-                                          or str(node_dir(lay)) in " ".join(a.decode(errors="replace") for a in argv))
+        return exe.startswith(names) and (
+            sock in " ".join(a.decode(errors="replace") for a in argv)
+            or str(node_dir(lay)) in " ".join(a.decode(errors="replace") for a in argv)
+        )
 
     found += [f"process {pid}" for pid in _pids_matching(is_node_process)]
     return found

@@ -3,6 +3,7 @@
 Other code (demo, tests, helpers) imports `default_layout()` to find kubectl, helm, the admin
 kubeconfig and Prometheus instead of guessing paths.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -87,7 +88,7 @@ class Ports:
     kube_proxy_metrics: int = 10249
     kube_proxy_healthz: int = 10256
 
-    def shifted(self, offset: int) -> "Ports":
+    def shifted(self, offset: int) -> Ports:
         return Ports(**{f.name: getattr(self, f.name) + offset for f in dataclasses.fields(self)})
 
     def all(self) -> list[int]:
@@ -206,14 +207,17 @@ def default_layout() -> Layout:
     except ValueError:
         raise ValueError(f"{POD_CIDR_ENV}={cidr!r}: expected an IPv4 range like {DEFAULT_POD_CIDR}") from None
     if network.is_loopback:
-        raise ValueError(f"{POD_CIDR_ENV}={cidr!r}: the API server rejects loopback addresses in "
-                         f"EndpointSlices; use a range like {DEFAULT_POD_CIDR} (routed to lo by `up`)")
+        raise ValueError(
+            f"{POD_CIDR_ENV}={cidr!r}: the API server rejects loopback addresses in "
+            f"EndpointSlices; use a range like {DEFAULT_POD_CIDR} (routed to lo by `up`)"
+        )
     mode = os.environ.get(NODE_MODE_ENV) or ("real" if offset == 0 else "process")
     if mode not in NODE_MODES:
-        raise ValueError(f"{NODE_MODE_ENV}={mode!r}: expected one of {', '.join(NODE_MODES)} "
-                         "(real: containerd + kubelet node; process: kwok node, pods as processes)")
-    return Layout(state_dir=state_dir, ports=Ports().shifted(offset), pod_cidr=str(network),
-                  node_mode=mode)
+        raise ValueError(
+            f"{NODE_MODE_ENV}={mode!r}: expected one of {', '.join(NODE_MODES)} "
+            "(real: containerd + kubelet node; process: kwok node, pods as processes)"
+        )
+    return Layout(state_dir=state_dir, ports=Ports().shifted(offset), pod_cidr=str(network), node_mode=mode)
 
 
 def kubectl() -> Path:

@@ -3,6 +3,7 @@
 One CA signs the API server's serving cert and the client certs (admin in system:masters, the
 real node's kubelet in system:nodes, kube-proxy); an RSA key pair signs service-account tokens.
 """
+
 from __future__ import annotations
 
 import base64
@@ -33,12 +34,42 @@ def _openssl(*args: str, cwd: Path) -> None:
 
 def _issue_cert(pki: Path, name: str, subject: str, extensions: str) -> None:
     # EC keys: generating them is near instant, unlike RSA, which keeps `up` fast.
-    _openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject, cwd=pki)
+    _openssl(
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.csr",
+        "-subj",
+        subject,
+        cwd=pki,
+    )
     (pki / f"{name}.ext").write_text(extensions)
-    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-             "-CAcreateserial", "-days", "3650", "-sha256", "-extfile", f"{name}.ext",
-             "-out", f"{name}.crt", cwd=pki)
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        f"{name}.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "3650",
+        "-sha256",
+        "-extfile",
+        f"{name}.ext",
+        "-out",
+        f"{name}.crt",
+        cwd=pki,
+    )
 
 
 def ensure_pki(pki: Path) -> None:
@@ -46,12 +77,32 @@ def ensure_pki(pki: Path) -> None:
     if (pki / ".complete").exists():
         return
     pki.mkdir(parents=True, exist_ok=True)
-    _openssl("req", "-x509", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-             "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "3650",
-             "-subj", "/CN=modelrollout-testbed-ca", cwd=pki)
-    _issue_cert(pki, "apiserver", "/CN=kube-apiserver",
-                f"subjectAltName={API_SERVER_SANS}\nextendedKeyUsage=serverAuth\n"
-                "keyUsage=critical,digitalSignature,keyEncipherment\n")
+    _openssl(
+        "req",
+        "-x509",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "3650",
+        "-subj",
+        "/CN=modelrollout-testbed-ca",
+        cwd=pki,
+    )
+    _issue_cert(
+        pki,
+        "apiserver",
+        "/CN=kube-apiserver",
+        f"subjectAltName={API_SERVER_SANS}\nextendedKeyUsage=serverAuth\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n",
+    )
     _issue_cert(pki, "admin", "/O=system:masters/CN=testbed-admin", CLIENT_EXT)
     _issue_cert(pki, "node", "/O=system:nodes/CN=system:node:testbed-node-0", CLIENT_EXT)
     # The default ClusterRoleBinding system:node-proxier names this user.
@@ -65,8 +116,9 @@ def _b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-def compute_kubeconfig(server: str, ca_pem: bytes, user: dict, name: str = "testbed",
-                       namespace: str | None = None) -> dict:
+def compute_kubeconfig(
+    server: str, ca_pem: bytes, user: dict, name: str = "testbed", namespace: str | None = None
+) -> dict:
     """A single-context kubeconfig; `user` is the users[].user mapping (cert or token)."""
     context = {"cluster": name, "user": name}
     if namespace:
@@ -74,8 +126,12 @@ def compute_kubeconfig(server: str, ca_pem: bytes, user: dict, name: str = "test
     return {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": name, "cluster": {
-            "server": server, "certificate-authority-data": base64.b64encode(ca_pem).decode()}}],
+        "clusters": [
+            {
+                "name": name,
+                "cluster": {"server": server, "certificate-authority-data": base64.b64encode(ca_pem).decode()},
+            }
+        ],
         "users": [{"name": name, "user": user}],
         "contexts": [{"name": name, "context": context}],
         "current-context": name,

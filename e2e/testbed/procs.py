@@ -2,6 +2,7 @@
 
 A pid file holds "<pid> <start-time>" so `down` from a fresh shell never signals a recycled pid.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,15 +43,28 @@ def read_live_pid(path: Path) -> int | None:
     return None if state == "Z" else pid
 
 
-def spawn(name: str, argv: list[str], log_path: Path, pids_dir: Path,
-          env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen:
+def spawn(
+    name: str,
+    argv: list[str],
+    log_path: Path,
+    pids_dir: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.Popen:
     """Starts `argv` in its own session (so `down` can signal the whole group), logging to a file."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         log.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} starting: {' '.join(argv)}\n".encode())
         log.flush()
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=env, cwd=cwd)
+        proc = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+            cwd=cwd,
+        )
     write_pidfile(pids_dir / f"{name}.pid", proc.pid)
     return proc
 

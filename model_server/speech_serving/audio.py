@@ -34,8 +34,14 @@ class AudioLimits:
         return int(self.max_seconds * SAMPLE_RATE)
 
 
-_JSON_TYPE_NAMES = {type(None): "null", bool: "true/false", int: "a number", float: "a number", list: "a list",
-                    dict: "an object"}
+_JSON_TYPE_NAMES = {
+    type(None): "null",
+    bool: "true/false",
+    int: "a number",
+    float: "a number",
+    list: "a list",
+    dict: "an object",
+}
 
 
 def json_type_name(value: object) -> str:
@@ -73,8 +79,13 @@ def decode_audio_bytes(data: bytes, field: str, limits: AudioLimits) -> np.ndarr
 
 
 _MAGIC = {
-    b"OggS": "an Ogg file", b"fLaC": "a FLAC file", b"ID3": "an MP3 file", b"\x89PNG": "a PNG image",
-    b"%PDF": "a PDF document", b"PK\x03\x04": "a ZIP archive", b"\xff\xd8\xff": "a JPEG image",
+    b"OggS": "an Ogg file",
+    b"fLaC": "a FLAC file",
+    b"ID3": "an MP3 file",
+    b"\x89PNG": "a PNG image",
+    b"%PDF": "a PDF document",
+    b"PK\x03\x04": "a ZIP archive",
+    b"\xff\xd8\xff": "a JPEG image",
 }
 _TEXT_BYTES = bytes(range(0x20, 0x7F)) + b"\t\r\n"
 
@@ -115,8 +126,7 @@ def decode_wav(data: bytes, field: str, limits: AudioLimits) -> np.ndarray:
         _check_length(len(payload) // 4, field, limits)
         return validate_samples(np.frombuffer(payload, dtype="<f4", count=len(payload) // 4), field, limits)
     raise AudioError(
-        f"{field}: unsupported WAV sample format (format tag {tag}, {bits} bits);"
-        " expected 16-bit PCM or 32-bit float"
+        f"{field}: unsupported WAV sample format (format tag {tag}, {bits} bits); expected 16-bit PCM or 32-bit float"
     )
 
 
@@ -200,7 +210,19 @@ def encode_wav(samples_int16: np.ndarray, rate: int = SAMPLE_RATE) -> bytes:
     """A minimal PCM16 mono WAV file (used by the load generator, tests and docs)."""
     pcm = np.asarray(samples_int16, dtype="<i2").tobytes()
     header = struct.pack(
-        "<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + len(pcm), b"WAVE", b"fmt ", 16, _PCM, 1, rate,
-        rate * 2, 2, 16, b"data", len(pcm),
+        "<4sI4s4sIHHIIHH4sI",
+        b"RIFF",
+        36 + len(pcm),
+        b"WAVE",
+        b"fmt ",
+        16,
+        _PCM,
+        1,
+        rate,
+        rate * 2,
+        2,
+        16,
+        b"data",
+        len(pcm),
     )
     return header + pcm

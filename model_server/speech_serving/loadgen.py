@@ -103,7 +103,11 @@ def parse_answer(protocol: str, body: dict, header_version: str | None) -> tuple
         pred = body["predictions"][0]
         return pred["label"], float(pred["confidence"]), header_version or "unknown"
     outputs = {o["name"]: o["data"] for o in body["outputs"]}
-    return outputs["label"][0], float(outputs["confidence"][0]), body.get("model_version") or header_version or "unknown"
+    return (
+        outputs["label"][0],
+        float(outputs["confidence"][0]),
+        body.get("model_version") or header_version or "unknown",
+    )
 
 
 def load_slices(names: list[str]) -> dict[str, list[tuple[np.ndarray, str]]]:
@@ -152,7 +156,9 @@ async def run_load(spec: LoadSpec, clips: dict[str, list[tuple[np.ndarray, str]]
             await sem.acquire()
             name = rng.choices(names, weights)[0]
             samples, truth = rng.choice(clips[name])
-            tasks.append(asyncio.create_task(_send(session, endpoint, spec.protocol, name, samples, truth, sem, outcomes)))
+            tasks.append(
+                asyncio.create_task(_send(session, endpoint, spec.protocol, name, samples, truth, sem, outcomes))
+            )
         await asyncio.gather(*tasks)
     return compute_summary(spec, outcomes, time.perf_counter() - start)
 
@@ -164,11 +170,13 @@ async def _send(session, endpoint, protocol, name, samples, truth, sem, outcomes
             header_version = resp.headers.get("x-model-version")
             if resp.status != 200:
                 await resp.read()
-                outcomes.append(Outcome(name, header_version or "unknown", False, False, time.perf_counter() - t, 0.0, ""))
+                outcomes.append(
+                    Outcome(name, header_version or "unknown", False, False, time.perf_counter() - t, 0.0, "")
+                )
                 return
             label, conf, version = parse_answer(protocol, await resp.json(content_type=None), header_version)
             outcomes.append(Outcome(name, version, True, label == truth, time.perf_counter() - t, conf, label))
-    except (aiohttp.ClientError, asyncio.TimeoutError, KeyError, IndexError, ValueError, TypeError):
+    except (TimeoutError, aiohttp.ClientError, KeyError, IndexError, ValueError, TypeError):
         outcomes.append(Outcome(name, "unknown", False, False, time.perf_counter() - t, 0.0, ""))
     finally:
         sem.release()
@@ -187,9 +195,13 @@ def compute_summary(spec: LoadSpec, outcomes: list[Outcome], wall_s: float) -> d
             "slices": {s: asdict(compute_stats(items)) for s, items in sorted(by_slice.items())},
         }
     return {
-        "endpoint": compute_endpoint(spec), "protocol": spec.protocol, "mix": spec.mix,
-        "requests": len(outcomes), "errors": sum(not o.ok for o in outcomes),
-        "wall_seconds": round(wall_s, 3), "achieved_rps": round(len(outcomes) / wall_s, 2) if wall_s > 0 else 0.0,
+        "endpoint": compute_endpoint(spec),
+        "protocol": spec.protocol,
+        "mix": spec.mix,
+        "requests": len(outcomes),
+        "errors": sum(not o.ok for o in outcomes),
+        "wall_seconds": round(wall_s, 3),
+        "achieved_rps": round(len(outcomes) / wall_s, 2) if wall_s > 0 else 0.0,
         "versions": versions,
     }
 
@@ -210,15 +222,26 @@ def compute_stats(items: list[Outcome]) -> SliceStats:
 
 def format_report(summary: dict) -> str:
     """The human-readable table: one block per responding version, one row per slice."""
-    lines = [f"{summary['requests']} requests to {summary['endpoint']} in {summary['wall_seconds']} s "
-             f"({summary['achieved_rps']} req/s), {summary['errors']} errors"]
+    lines = [
+        f"{summary['requests']} requests to {summary['endpoint']} in {summary['wall_seconds']} s "
+        f"({summary['achieved_rps']} req/s), {summary['errors']} errors"
+    ]
     row = "  {:<10} {:>6} {:>6} {:>9} {:>9} {:>9} {:>9}"
     for version, data in summary["versions"].items():
         lines.append(f"version {version}")
         lines.append(row.format("slice", "reqs", "errors", "accuracy", "p50 ms", "p99 ms", "mean conf"))
         for name, s in list(data["slices"].items()) + [("ALL", data["total"])]:
-            lines.append(row.format(name, s["requests"], s["errors"], _fmt(s["accuracy"], pct=True),
-                                    _fmt(s["p50_ms"]), _fmt(s["p99_ms"]), _fmt(s["mean_confidence"])))
+            lines.append(
+                row.format(
+                    name,
+                    s["requests"],
+                    s["errors"],
+                    _fmt(s["accuracy"], pct=True),
+                    _fmt(s["p50_ms"]),
+                    _fmt(s["p99_ms"]),
+                    _fmt(s["mean_confidence"]),
+                )
+            )
     return "\n".join(lines)
 
 
@@ -270,9 +293,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         spec = LoadSpec(
-            url=args.url, mix=parse_mix(args.mix), protocol=args.protocol, model_name=args.model_name,
-            rate=args.rate, duration_s=args.duration, count=args.count, concurrency=args.concurrency,
-            timeout_s=args.timeout, seed=args.seed, headers=dict(parse_header(h) for h in args.header),
+            url=args.url,
+            mix=parse_mix(args.mix),
+            protocol=args.protocol,
+            model_name=args.model_name,
+            rate=args.rate,
+            duration_s=args.duration,
+            count=args.count,
+            concurrency=args.concurrency,
+            timeout_s=args.timeout,
+            seed=args.seed,
+            headers=dict(parse_header(h) for h in args.header),
         )
         summary = asyncio.run(run_load(spec))
     except ValueError as exc:

@@ -2,6 +2,7 @@
 
 Started by `python -m e2e.testbed up`; SIGTERM stops every pod process it started, then exits.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,14 +29,17 @@ def main(argv: list[str] | None = None) -> int:
     if not kubeconfig.exists():
         parser.error(f"--state-dir {state}: no kubeconfig there; start the testbed with `python -m e2e.testbed up`")
     stop_orphans(state / "pids" / "pods")
-    env = RunnerEnv(state_dir=state, api_server=args.api_server,
-                    ca_pem=(state / "pki" / "ca.crt").read_bytes(), base_env=compute_base_env(REPO_ROOT))
+    env = RunnerEnv(
+        state_dir=state,
+        api_server=args.api_server,
+        ca_pem=(state / "pki" / "ca.crt").read_bytes(),
+        base_env=compute_base_env(REPO_ROOT),
+    )
     runner = Runner(PodApi(str(kubeconfig)), env, load_image_map())
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    threading.Thread(target=runner.watch_forever, args=(state / "pod-runner.ready",),
-                     name="watch", daemon=True).start()
+    threading.Thread(target=runner.watch_forever, args=(state / "pod-runner.ready",), name="watch", daemon=True).start()
     stopping.wait()
     logging.info("stopping all pod processes")
     runner.stop_all()

@@ -3,11 +3,12 @@
 Follows kubelet semantics where it matters: `$(VAR)` expansion (with `$$` escaping) in env
 values and args, downward-API fieldRefs, ConfigMap/Secret key references and envFrom.
 """
+
 from __future__ import annotations
 
 import base64
 import re
-from typing import Callable
+from collections.abc import Callable
 
 # (kind, namespace, name) -> object dict or None if absent; injected so this module stays pure.
 Lookup = Callable[[str, str, str], "dict | None"]
@@ -22,21 +23,26 @@ _VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.\-]*)\)")
 
 def expand_vars(text: str, env: dict[str, str]) -> str:
     """Kubernetes `$(VAR)` expansion: known vars substituted, `$$` -> `$`, unknown left as is."""
+
     def repl(m: re.Match) -> str:
         if m.group(0) == "$$":
             return "$"
         name = m.group(1)
         return env.get(name, m.group(0))
+
     return _VAR.sub(repl, text)
 
 
 def _field_ref(pod: dict, path: str) -> str:
     meta, spec, status = pod.get("metadata", {}), pod.get("spec", {}), pod.get("status", {})
     simple = {
-        "metadata.name": meta.get("name"), "metadata.namespace": meta.get("namespace"),
-        "metadata.uid": meta.get("uid"), "spec.nodeName": spec.get("nodeName"),
+        "metadata.name": meta.get("name"),
+        "metadata.namespace": meta.get("namespace"),
+        "metadata.uid": meta.get("uid"),
+        "spec.nodeName": spec.get("nodeName"),
         "spec.serviceAccountName": spec.get("serviceAccountName"),
-        "status.podIP": status.get("podIP"), "status.hostIP": status.get("hostIP"),
+        "status.podIP": status.get("podIP"),
+        "status.hostIP": status.get("hostIP"),
     }
     if path in simple:
         return simple[path] or ""
@@ -104,7 +110,8 @@ def compute_container_env(pod: dict, container: dict, lookup: Lookup) -> dict[st
         else:
             raise ContainerConfigError(
                 f"env {name}: valueFrom {sorted(src)} is not supported by the testbed pod runner "
-                "(supported: fieldRef, configMapKeyRef, secretKeyRef)")
+                "(supported: fieldRef, configMapKeyRef, secretKeyRef)"
+            )
     return env
 
 

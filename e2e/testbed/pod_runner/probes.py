@@ -3,6 +3,7 @@
 httpGet (2xx/3xx = success), tcpSocket and exec are supported; a gRPC probe is reported as an
 unsupported-probe failure rather than silently passing.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -71,8 +72,9 @@ def run_probe(spec: dict, pod_ip: str, container: dict, env: dict[str, str], tim
             with socket.create_connection((spec["tcpSocket"].get("host") or pod_ip, port), timeout=timeout):
                 return True
         if "exec" in spec:
-            result = subprocess.run(spec["exec"]["command"], env=env, timeout=timeout,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            result = subprocess.run(
+                spec["exec"]["command"], env=env, timeout=timeout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
             return result.returncode == 0
     except (OSError, ValueError, subprocess.TimeoutExpired, http.client.HTTPException):
         return False
@@ -82,10 +84,10 @@ def run_probe(spec: dict, pod_ip: str, container: dict, env: dict[str, str], tim
 def _http_get(get: dict, pod_ip: str, container: dict, timeout: float) -> bool:
     port = resolve_port(get["port"], container)
     host = get.get("host") or pod_ip
+    conn: http.client.HTTPConnection
     if get.get("scheme", "HTTP").upper() == "HTTPS":
         # The kubelet does not verify probe certificates either.
-        conn = http.client.HTTPSConnection(host, port, timeout=timeout,
-                                           context=ssl._create_unverified_context())
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=ssl._create_unverified_context())
     else:
         conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:

@@ -2,6 +2,7 @@
 
 Pods whose first container image is not in images.yaml are left to kwok's simulation.
 """
+
 from __future__ import annotations
 
 import logging
@@ -101,8 +102,9 @@ class Runner:
             workers = list(self.workers.values())
             self.workers.clear()
         for w in workers:
-            w.request_stop(min(float(w.pod["spec"].get("terminationGracePeriodSeconds", 30)), SHUTDOWN_GRACE_S),
-                           delete_pod=False)
+            w.request_stop(
+                min(float(w.pod["spec"].get("terminationGracePeriodSeconds", 30)), SHUTDOWN_GRACE_S), delete_pod=False
+            )
         for w in workers:
             w.join(timeout=SHUTDOWN_GRACE_S + 5)
 
@@ -119,8 +121,7 @@ def stop_orphans(pids_dir: Path) -> None:
 def compute_base_env(repo_root: Path) -> dict[str, str]:
     """What every pod process inherits: a PATH with the venv first, no cluster service vars."""
     path = f"{repo_root / '.venv' / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}"
-    env = {"PATH": path, "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8",
-           "PYTHONUNBUFFERED": "1"}
+    env = {"PATH": path, "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1"}
     if "MODELROLLOUT_CACHE" in os.environ:
         env["MODELROLLOUT_CACHE"] = os.environ["MODELROLLOUT_CACHE"]
     return env

@@ -3,6 +3,7 @@
 The local process's state is kept in `ContainerState`; `compute_status_patch` turns it into a
 JSON merge patch for the pod's status subresource, written only when it changes.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -10,7 +11,7 @@ import datetime as dt
 
 
 def rfc3339(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclasses.dataclass
@@ -23,8 +24,12 @@ class Terminated:
 
     def as_status(self) -> dict:
         reason = self.reason or ("Completed" if self.exit_code == 0 else "Error")
-        out = {"exitCode": self.exit_code, "reason": reason,
-               "startedAt": rfc3339(self.started_at), "finishedAt": rfc3339(self.finished_at)}
+        out = {
+            "exitCode": self.exit_code,
+            "reason": reason,
+            "startedAt": rfc3339(self.started_at),
+            "finishedAt": rfc3339(self.finished_at),
+        }
         if self.signal is not None:
             out["signal"] = self.signal
         return out
@@ -58,9 +63,16 @@ def _state_of(c: ContainerState) -> dict:
 
 
 def compute_container_status(c: ContainerState) -> dict:
-    status = {"name": c.name, "image": c.image, "imageID": f"testbed://{c.image}",
-              "containerID": f"testbed://{c.name}", "ready": c.ready, "started": c.started,
-              "restartCount": c.restart_count, "state": _state_of(c)}
+    status = {
+        "name": c.name,
+        "image": c.image,
+        "imageID": f"testbed://{c.image}",
+        "containerID": f"testbed://{c.name}",
+        "ready": c.ready,
+        "started": c.started,
+        "restartCount": c.restart_count,
+        "state": _state_of(c),
+    }
     if c.last_terminated is not None:
         status["lastState"] = {"terminated": c.last_terminated.as_status()}
     return status
@@ -96,5 +108,10 @@ def compute_status_patch(pod: dict, c: ContainerState, now: float) -> dict:
         _condition(existing, "ContainersReady", c.ready, now, reason),
         _condition(existing, "Ready", c.ready, now, reason),
     ]
-    return {"status": {"phase": compute_phase(c), "conditions": conditions,
-                       "containerStatuses": [compute_container_status(c)]}}
+    return {
+        "status": {
+            "phase": compute_phase(c),
+            "conditions": conditions,
+            "containerStatuses": [compute_container_status(c)],
+        }
+    }

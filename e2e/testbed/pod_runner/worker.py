@@ -3,6 +3,7 @@
 Acts like a kubelet for one container: status follows the process and its probes; on pod
 deletion the process gets SIGTERM, SIGKILL after the grace period, then the pod is deleted.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -67,15 +68,20 @@ class PodWorker(threading.Thread):
         self.stop_grace = 30.0
         self.delete_after_stop = False
         self.last_patch: str | None = None
-        self.probes = {kind: ProbeTracker(self.container[kind])
-                       for kind in ("readinessProbe", "livenessProbe", "startupProbe") if self.container.get(kind)}
+        self.probes = {
+            kind: ProbeTracker(self.container[kind])
+            for kind in ("readinessProbe", "livenessProbe", "startupProbe")
+            if self.container.get(kind)
+        }
 
     def _resume_restart_count(self) -> None:
         """After a runner restart, the previous process is gone: count that as a restart."""
         statuses = (self.pod.get("status") or {}).get("containerStatuses") or []
         if statuses and statuses[0].get("name") == self.state.name:
             prev = statuses[0]
-            self.state.restart_count = int(prev.get("restartCount", 0)) + (1 if "running" in prev.get("state", {}) else 0)
+            self.state.restart_count = int(prev.get("restartCount", 0)) + (
+                1 if "running" in prev.get("state", {}) else 0
+            )
 
     # --- called from the watch thread -------------------------------------------------
     def update(self, pod: dict) -> None:
@@ -108,8 +114,8 @@ class PodWorker(threading.Thread):
             if self.proc is None and self.state.final is None and now >= self.next_start:
                 if (self.pod.get("status") or {}).get("podIP"):
                     self._start(now)
-            elif self.proc is not None and self.proc.poll() is not None:
-                self._on_exit(now)
+            elif self.proc is not None and (code := self.proc.poll()) is not None:
+                self._on_exit(code, now)
             elif self.proc is not None:
                 self._probe(now)
             self._report(now)
@@ -136,7 +142,9 @@ class PodWorker(threading.Thread):
             procs.write_pidfile(self._pidfile(), self.proc.pid)
             self.api.ensure_logs_object(self.pod, self.state.name, log_path)
         except OSError as exc:
-            self._wait(now, "RunContainerError", f"{argv[0]}: {exc}", retry_s=compute_backoff(self.state.restart_count + 1))
+            self._wait(
+                now, "RunContainerError", f"{argv[0]}: {exc}", retry_s=compute_backoff(self.state.restart_count + 1)
+            )
             return
         log.info("%s: started pid %d: %s", self.key, self.proc.pid, " ".join(argv))
         self.state.running_since, self.state.waiting_reason, self.state.waiting_message = now, "", ""
@@ -152,16 +160,20 @@ class PodWorker(threading.Thread):
     def _write_kubeconfig(self) -> Path:
         token = self.api.request_token(self.pod)
         target = self.env.state_dir / "pods" / self.key / "kubeconfig"
-        config = compute_kubeconfig(self.env.api_server, self.env.ca_pem, {"token": token},
-                                    namespace=self.pod["metadata"]["namespace"])
+        config = compute_kubeconfig(
+            self.env.api_server, self.env.ca_pem, {"token": token}, namespace=self.pod["metadata"]["namespace"]
+        )
         write_private_yaml(target, config)
         return target
 
-    def _on_exit(self, now: float) -> None:
-        code = self.proc.returncode
+    def _on_exit(self, code: int, now: float) -> None:
         self._pidfile().unlink(missing_ok=True)
-        term = Terminated(exit_code=128 - code if code < 0 else code, started_at=self.state.running_since or now,
-                          finished_at=now, signal=-code if code < 0 else None)
+        term = Terminated(
+            exit_code=128 - code if code < 0 else code,
+            started_at=self.state.running_since or now,
+            finished_at=now,
+            signal=-code if code < 0 else None,
+        )
         ran_for = now - (self.state.running_since or now)
         self.proc = None
         self.state.running_since, self.state.ready, self.state.started = None, False, False

@@ -47,21 +47,37 @@ def _bounded(low: int, high: int):
 def build_parser() -> argparse.ArgumentParser:
     defaults = DataConfig()
     p = argparse.ArgumentParser(prog="speech-train", description=__doc__.splitlines()[0])
-    p.add_argument("--versions", type=_versions, default=list(VERSIONS),
-                   help="versions to (re)build, comma list (default: all); the other versions found in "
-                   "--out-dir are re-evaluated so every card compares against the current v2")
+    p.add_argument(
+        "--versions",
+        type=_versions,
+        default=list(VERSIONS),
+        help="versions to (re)build, comma list (default: all); the other versions found in "
+        "--out-dir are re-evaluated so every card compares against the current v2",
+    )
     p.add_argument("--out-dir", type=pathlib.Path, default=PACKAGE_DIR / "models", help="ONNX files and cards")
-    p.add_argument("--clips-file", type=pathlib.Path, default=PACKAGE_DIR / "clips" / "clips.npz",
-                   help="where the evaluation clip set is written")
+    p.add_argument(
+        "--clips-file",
+        type=pathlib.Path,
+        default=PACKAGE_DIR / "clips" / "clips.npz",
+        help="where the evaluation clip set is written",
+    )
     p.add_argument("--clips-only", action="store_true", help="only rebuild the evaluation clip set")
     p.add_argument("--no-clips", action="store_true", help="do not rewrite the clip set")
     p.add_argument("--clips-per-label", type=_bounded(1, 100), default=4, help="clips per label and slice")
     p.add_argument("--workers", type=_bounded(1, 2), default=2, help="synthesis processes (1..2)")
     p.add_argument("--seed", type=_bounded(0, 2**31), default=defaults.seed, help="data seed (voices, words, noise)")
-    p.add_argument("--train-per-class", type=_bounded(10, 100000), default=defaults.train_per_class,
-                   help="synthesized training words per keyword")
-    p.add_argument("--eval-per-class", type=_bounded(5, 10000), default=defaults.eval_per_class,
-                   help="evaluation words per keyword and slice")
+    p.add_argument(
+        "--train-per-class",
+        type=_bounded(10, 100000),
+        default=defaults.train_per_class,
+        help="synthesized training words per keyword",
+    )
+    p.add_argument(
+        "--eval-per-class",
+        type=_bounded(5, 10000),
+        default=defaults.eval_per_class,
+        help="evaluation words per keyword and slice",
+    )
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING"], default="INFO")
     return p
 
@@ -84,7 +100,8 @@ def check_prerequisites(clips_only: bool) -> list[str]:
     """What is missing to run, as messages a person can act on (empty when ready)."""
     problems = [
         f"`{tool}` not found on PATH: install the Debian packages espeak-ng and sox (`make sysdeps`)"
-        for tool in ("espeak-ng", "sox") if shutil.which(tool) is None
+        for tool in ("espeak-ng", "sox")
+        if shutil.which(tool) is None
     ]
     if not clips_only and importlib.util.find_spec("onnx") is None:
         problems.append("python package `onnx` missing: `pip install -e '.[train]'`")
@@ -102,14 +119,17 @@ def run(args: argparse.Namespace) -> int:
     slices = {name: compute_slice(corpus, name, config.seed) for name in SLICES + ("silence",)}
     log.info("corpus and slices ready in %.0f s", time.monotonic() - started)
     if not args.no_clips:
-        size = clipset.apply_clip_set(slices, args.clips_file, args.clips_per_label, 2 * args.clips_per_label, config.seed)
+        size = clipset.apply_clip_set(
+            slices, args.clips_file, args.clips_per_label, 2 * args.clips_per_label, config.seed
+        )
         log.info("clip set %s: %d bytes", args.clips_file, size)
     if args.clips_only:
         return 0
     features = {name: (compute_features(slices[name].audio), slices[name].labels) for name in SLICES}
     builds = [ensure_version(name, corpus, args.out_dir) for name in args.versions]
     builds += [
-        compute_existing_build(name, args.out_dir) for name in VERSIONS
+        compute_existing_build(name, args.out_dir)
+        for name in VERSIONS
         if name not in args.versions and (args.out_dir / f"{name}.onnx").exists()
     ]
     builds.sort(key=lambda b: list(VERSIONS).index(b["version"]))
@@ -118,7 +138,9 @@ def run(args: argparse.Namespace) -> int:
     for build in builds:
         evaluation = evaluate_model(args.out_dir / build["file"], features)
         agreement = compute_agreement(evaluation, reference) if reference and build["version"] != "v2" else None
-        new_cards.append(cards.compute_card(build, evaluation, agreement, _data_card(corpus, config), args.out_dir / build["file"]))
+        new_cards.append(
+            cards.compute_card(build, evaluation, agreement, _data_card(corpus, config), args.out_dir / build["file"])
+        )
     cards.apply_cards(args.out_dir, new_cards)
     print(cards.compute_summary_table(new_cards))
     log.info("done in %.0f s", time.monotonic() - started)

@@ -32,9 +32,7 @@ def compute_noise(kind: str, rng: np.random.Generator, n: int = CLIP_SAMPLES) ->
     return (noise / (np.sqrt(np.mean(noise**2)) + 1e-12)).astype(np.float32)
 
 
-def compute_placed(
-    word: np.ndarray, rng: np.random.Generator, peak_dbfs: float, max_shift_s: float
-) -> np.ndarray:
+def compute_placed(word: np.ndarray, rng: np.random.Generator, peak_dbfs: float, max_shift_s: float) -> np.ndarray:
     """Put the word into a 1 s float clip, centred ± a random shift, scaled to `peak_dbfs`."""
     word = word.astype(np.float32)
     clip = np.zeros(CLIP_SAMPLES, dtype=np.float32)

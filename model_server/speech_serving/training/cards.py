@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pathlib
+from typing import Any
 
 from speech_serving.training.dataset import SLICES
 
@@ -20,11 +21,11 @@ SLICE_TITLES = {
 }
 
 
-def compute_card(build: dict, evaluation: dict[str, dict], agreement: dict | None, data: dict, path: pathlib.Path) -> dict:
+def compute_card(
+    build: dict, evaluation: dict[str, dict], agreement: dict | None, data: dict, path: pathlib.Path
+) -> dict:
     """The JSON card: what went in (data, settings), what came out (per-slice figures), the file."""
-    slices = {
-        name: {k: v for k, v in result.items() if k != "predicted"} for name, result in evaluation.items()
-    }
+    slices = {name: {k: v for k, v in result.items() if k != "predicted"} for name, result in evaluation.items()}
     for result in slices.values():
         result["label_mix"] = dict(list(result["label_mix"].items())[:4])  # the top few are enough
     card = {
@@ -73,15 +74,22 @@ def compute_markdown(card: dict) -> str:
             f"shuffled labels: {training['shuffled_labels']}; {training['train_seconds']} s on 2 shared cores.",
             f"- Loss per epoch: {training['loss_per_epoch']}",
         ]
-    lines += ["", "## Accuracy on unseen voices", "",
-              "| slice | n | accuracy % | mean confidence | most frequent answers |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Accuracy on unseen voices",
+        "",
+        "| slice | n | accuracy % | mean confidence | most frequent answers |",
+        "|---|---|---|---|---|",
+    ]
     for name in SLICES:
         result = card["evaluation"].get(name)
         if result is None:
             continue
         mix = ", ".join(f"{k} {_pct(v)}%" for k, v in list(result["label_mix"].items())[:3])
-        lines.append(f"| {SLICE_TITLES[name]} | {result['n']} | {_pct(result['accuracy'])} | "
-                     f"{result['mean_confidence']:.2f} | {mix} |")
+        lines.append(
+            f"| {SLICE_TITLES[name]} | {result['n']} | {_pct(result['accuracy'])} | "
+            f"{result['mean_confidence']:.2f} | {mix} |"
+        )
     if "agreement_with_v2" in card:
         agree = ", ".join(f"{k} {_pct(v)}%" for k, v in card["agreement_with_v2"].items())
         lines += ["", f"Agreement with v2's answers (what a shadow comparison sees): {agree}."]
@@ -95,20 +103,27 @@ def compute_summary_table(cards: list[dict]) -> str:
     for card in cards:
         ev = card["evaluation"]
         cells = " | ".join(_pct(ev[s]["accuracy"]) for s in SLICES)
-        lines.append(f"| {card['version']}: {card['description']} | {cells} | {ev['clean_all']['mean_confidence']:.2f} |")
+        lines.append(
+            f"| {card['version']}: {card['description']} | {cells} | {ev['clean_all']['mean_confidence']:.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def apply_cards(out_dir: pathlib.Path, cards: list[dict]) -> None:
     """Write `<v>.json`, `<v>.md` and `index.json` (merging with versions not rebuilt this run)."""
     index_path = out_dir / "index.json"
-    index = json.loads(index_path.read_text()) if index_path.exists() else {"model": "speech-commands", "versions": {}}
+    index: dict[str, Any] = (
+        json.loads(index_path.read_text()) if index_path.exists() else {"model": "speech-commands", "versions": {}}
+    )
     for card in cards:
         (out_dir / f"{card['version']}.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
         (out_dir / f"{card['version']}.md").write_text(compute_markdown(card))
         index["versions"][card["version"]] = {
-            "file": card["file"], "bytes": card["bytes"], "sha256": card["sha256"],
-            "description": card["description"], "card": f"{card['version']}.json",
+            "file": card["file"],
+            "bytes": card["bytes"],
+            "sha256": card["sha256"],
+            "description": card["description"],
+            "card": f"{card['version']}.json",
         }
     index["versions"] = dict(sorted(index["versions"].items()))
     index_path.write_text(json.dumps(index, indent=2) + "\n")

@@ -14,7 +14,14 @@ from speech_serving.features import compute_log_mel_batch
 from speech_serving.training import augment as A
 from speech_serving.training import synth
 from speech_serving.training.voices import (
-    KEYWORDS, LABELS, SILENCE_LABEL, UNKNOWN_LABEL, Variant, compute_split, compute_utterances, fetch_variants,
+    KEYWORDS,
+    LABELS,
+    SILENCE_LABEL,
+    UNKNOWN_LABEL,
+    Variant,
+    compute_split,
+    compute_utterances,
+    fetch_variants,
 )
 
 SLICES = ("clean_male", "young", "noisy", "other_mic", "clean_all")
@@ -137,7 +144,7 @@ def compute_training_set(corpus: Corpus, recipe: Recipe, seed: int) -> tuple[np.
     clips = base + silence
     all_clips, all_labels = list(clips), list(labels)
     for _ in range(recipe.augmented_copies):
-        for clip, label in zip(clips, labels):
+        for clip, label in zip(clips, labels, strict=True):
             all_clips.append(A.compute_augmented(clip, rng, recipe.p_noise, recipe.p_mic))
             all_labels.append(label)
     features = [

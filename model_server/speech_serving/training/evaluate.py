@@ -41,7 +41,7 @@ def evaluate_predictions(probs: np.ndarray, model_labels: list[str], truth: np.n
     """Accuracy (by label name, so a shifted label map counts as wrong), confidence, label mix."""
     predicted = [model_labels[i] for i in probs.argmax(axis=1)]
     truth_names = [LABELS[i] for i in truth]
-    correct = np.array([p == t for p, t in zip(predicted, truth_names)])
+    correct = np.array([p == t for p, t in zip(predicted, truth_names, strict=True)])
     mix = {label: round(predicted.count(label) / len(predicted), 4) for label in LABELS if label in predicted}
     return {
         "n": int(len(truth)),
@@ -65,6 +65,8 @@ def evaluate_model(path: pathlib.Path, slices: dict[str, tuple[np.ndarray, np.nd
 def compute_agreement(a: dict[str, dict], b: dict[str, dict]) -> dict[str, float]:
     """Share of clips per slice on which two models give the same label (what shadowing measures)."""
     return {
-        name: round(float(np.mean([x == y for x, y in zip(a[name]["predicted"], b[name]["predicted"])])), 4)
+        name: round(
+            float(np.mean([x == y for x, y in zip(a[name]["predicted"], b[name]["predicted"], strict=True)])), 4
+        )
         for name in a
     }

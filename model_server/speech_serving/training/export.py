@@ -36,10 +36,15 @@ def compute_metadata(labels, version: str, summary: dict, normalised: bool = Tru
 
 def _conv_block(helper, nodes, inits, i, source, pool):
     k = KERNELS[i - 1]
-    nodes.append(helper.make_node(
-        "Conv", [source, f"conv{i}.w", f"conv{i}.b"], [f"conv{i}"],
-        kernel_shape=[k], pads=[k // 2, k // 2],
-    ))
+    nodes.append(
+        helper.make_node(
+            "Conv",
+            [source, f"conv{i}.w", f"conv{i}.b"],
+            [f"conv{i}"],
+            kernel_shape=[k],
+            pads=[k // 2, k // 2],
+        )
+    )
     nodes.append(helper.make_node("Relu", [f"conv{i}"], [f"relu{i}"]))
     if not pool:
         return f"relu{i}"
@@ -69,13 +74,16 @@ def compute_onnx_model(params, mean, std, metadata: dict[str, str]):
     nodes.append(helper.make_node("Softmax", ["logits"], [OUTPUT_NAME], axis=1))
     n_classes = int(params["dense.b"].shape[0])
     graph = helper.make_graph(
-        nodes, "speech_commands_cnn",
+        nodes,
+        "speech_commands_cnn",
         [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", N_MELS, "frames"])],
         [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", n_classes])],
         initializer=inits,
     )
     model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="speech-train",
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        producer_name="speech-train",
         doc_string="Keyword recognizer: log-mel [batch, 40, frames] -> class probabilities [batch, 12].",
     )
     model.ir_version = IR_VERSION

@@ -30,7 +30,9 @@ def compute_initial_params(arch: Architecture, seed: int, dtype=np.float32) -> d
         params[f"conv{i}.w"] = (rng.standard_normal((arch.channels, c_in, k)) * std).astype(dtype)
         params[f"conv{i}.b"] = np.zeros(arch.channels, dtype=dtype)
         c_in = arch.channels
-    params["dense.w"] = (rng.standard_normal((arch.channels, arch.n_classes)) * np.sqrt(1.0 / arch.channels)).astype(dtype)
+    params["dense.w"] = (rng.standard_normal((arch.channels, arch.n_classes)) * np.sqrt(1.0 / arch.channels)).astype(
+        dtype
+    )
     params["dense.b"] = np.zeros(arch.n_classes, dtype=dtype)
     return params
 

@@ -88,7 +88,7 @@ class WordSet:
         return self.samples[self.offsets[i] : self.offsets[i + 1]]
 
     @classmethod
-    def concat(cls, parts: list["WordSet"]) -> "WordSet":
+    def concat(cls, parts: list[WordSet]) -> WordSet:
         offsets = [parts[0].offsets]
         for part in parts[1:]:
             offsets.append(part.offsets[1:] + offsets[-1][-1])

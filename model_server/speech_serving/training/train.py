@@ -57,7 +57,7 @@ def compute_trained(features: np.ndarray, labels: np.ndarray, settings: TrainSet
     started, step, history = time.monotonic(), 0, []
     for epoch in range(settings.epochs):
         order = rng.permutation(n)
-        losses, correct = [], 0
+        losses = []
         for b in range(steps_per_epoch):
             idx = np.sort(order[b * settings.batch_size : (b + 1) * settings.batch_size])
             loss, grads = M.compute_loss_and_grads(params, x_all[idx], labels[idx])

@@ -82,6 +82,8 @@ def ensure_version(name: str, corpus: Corpus | None, out_dir: pathlib.Path) -> d
     if spec.base is None:
         if corpus is None:
             raise ValueError(f"version {name}: training needs the synthesized corpus")
+        if spec.recipe is None or spec.settings is None:
+            raise ValueError(f"version {name}: a trained version (no base) needs a recipe and settings")
         features, labels = compute_training_set(corpus, spec.recipe, spec.settings.seed)
         log.info("%s: %d training examples, features %.0f s", name, len(labels), time.monotonic() - started)
         params, mean, std, summary = compute_trained(features, labels, spec.settings)
@@ -103,8 +105,13 @@ def ensure_version(name: str, corpus: Corpus | None, out_dir: pathlib.Path) -> d
     meta = export.compute_metadata(model_labels, name, summary)
     size = export.apply_onnx_file(export.compute_onnx_model(params, mean, std, meta), path)
     log.info("%s: wrote %s (%d bytes) in %.0f s", name, path, size, time.monotonic() - started)
-    return {"version": name, "file": path.name, "bytes": size, "summary": summary,
-            "build_seconds": round(time.monotonic() - started, 1)}
+    return {
+        "version": name,
+        "file": path.name,
+        "bytes": size,
+        "summary": summary,
+        "build_seconds": round(time.monotonic() - started, 1),
+    }
 
 
 def compute_existing_build(name: str, out_dir: pathlib.Path) -> dict:
@@ -113,5 +120,10 @@ def compute_existing_build(name: str, out_dir: pathlib.Path) -> dict:
     _, _, _, meta = compute_params_from_onnx(path)
     card_path = out_dir / f"{name}.json"
     seconds = json.loads(card_path.read_text()).get("build_seconds") if card_path.exists() else None
-    return {"version": name, "file": path.name, "bytes": path.stat().st_size,
-            "summary": json.loads(meta["training_summary"]), "build_seconds": seconds}
+    return {
+        "version": name,
+        "file": path.name,
+        "bytes": path.stat().st_size,
+        "summary": json.loads(meta["training_summary"]),
+        "build_seconds": seconds,
+    }

@@ -17,14 +17,42 @@ SILENCE_LABEL = "_silence_"
 # Output order of the recognizer: the index of a label is its class id.
 LABELS = (SILENCE_LABEL, UNKNOWN_LABEL) + KEYWORDS
 UNKNOWN_WORDS = (
-    "bed", "bird", "cat", "dog", "eight", "five", "four", "happy", "house", "marvin",
-    "nine", "one", "seven", "sheila", "six", "three", "tree", "two", "wow", "zero",
-    "learn", "follow", "forward", "backward", "visual",
+    "bed",
+    "bird",
+    "cat",
+    "dog",
+    "eight",
+    "five",
+    "four",
+    "happy",
+    "house",
+    "marvin",
+    "nine",
+    "one",
+    "seven",
+    "sheila",
+    "six",
+    "three",
+    "tree",
+    "two",
+    "wow",
+    "zero",
+    "learn",
+    "follow",
+    "forward",
+    "backward",
+    "visual",
 )
 # espeak-ng's built-in English accents (no mbrola voices: those need extra packages).
 ACCENTS = (
-    "en", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp",
-    "en-gb-x-gbcwmd", "en-029", "en-us-nyc",
+    "en",
+    "en-us",
+    "en-gb-scotland",
+    "en-gb-x-gbclan",
+    "en-gb-x-rp",
+    "en-gb-x-gbcwmd",
+    "en-029",
+    "en-us-nyc",
 )
 
 
@@ -58,9 +86,7 @@ class Utterance:
 
 def fetch_variants() -> list[Variant]:
     """Parse `espeak-ng --voices=variant` (sorted by name so the split is stable)."""
-    out = subprocess.run(
-        ["espeak-ng", "--voices=variant"], check=True, capture_output=True, text=True
-    ).stdout
+    out = subprocess.run(["espeak-ng", "--voices=variant"], check=True, capture_output=True, text=True).stdout
     variants = []
     for line in out.splitlines()[1:]:
         cols = line.split()
@@ -70,9 +96,7 @@ def fetch_variants() -> list[Variant]:
     return sorted(variants, key=lambda v: v.name)
 
 
-def compute_split(
-    variants: list[Variant], test_share: float, seed: int
-) -> tuple[list[Variant], list[Variant]]:
+def compute_split(variants: list[Variant], test_share: float, seed: int) -> tuple[list[Variant], list[Variant]]:
     """Split by family, separately per gender, so both sides hold male and female voices."""
     rng = random.Random(seed)
     chosen: set[str] = set()  # families held out; a family is never split, even across genders
