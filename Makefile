@@ -2,6 +2,7 @@
 #   make demo          bring up the testbed, install the operator, run a rollout end to end
 #   make test          all tiers (unit, integration, e2e) - what CI runs
 #   make test-unit     fast tier, no cluster
+#   make lint          static checks: import contracts, ruff format/check, mypy, the router's Go lint
 #   make cluster-up    start the local testbed (admin kubeconfig: .cluster/kubeconfig)
 #   make cluster-down  stop it and remove its state
 #   make bench         benchmarks; results under benchmarks/results/
