@@ -74,16 +74,16 @@ class SequentialResult:
     threshold: float
     side: Side
 
-    def describe(self) -> str:
-        """e.g. "0.031 [0.022, 0.043] > max 0.02 (n=1200)"."""
+    def describe(self, limit: str | None = None) -> str:
+        """e.g. "0.031 [0.022, 0.043] > max 0.02 (n=1200)"; `limit` replaces "max 0.02"."""
         interval = f"{_num(self.estimate)} [{_num(self.lower)}, {_num(self.upper)}]"
-        word = "max" if self.side is Side.AT_MOST else "min"
+        if limit is None:
+            limit = f"{'max' if self.side is Side.AT_MOST else 'min'} {_num(self.threshold)}"
         if self.outcome is Outcome.INCONCLUSIVE:
             more = ("unknown" if self.samples_needed is None else f"~{self.samples_needed}")
-            return (f"{interval} spans {word} {_num(self.threshold)} (n={self.samples}, "
-                    f"{more} more samples to decide)")
+            return f"{interval} spans {limit} (n={self.samples}, {more} more samples to decide)"
         relation = _RELATION[(self.side, self.outcome)]
-        return f"{interval} {relation} {word} {_num(self.threshold)} (n={self.samples})"
+        return f"{interval} {relation} {limit} (n={self.samples})"
 
 
 _RELATION = {(Side.AT_MOST, Outcome.PASS): "<", (Side.AT_MOST, Outcome.FAIL): ">",

@@ -1,0 +1,184 @@
+"""Sequential gates: the count queries they run (events and trials since the step began), one
+gate's verdict from those counts with its interval, and the rates each gate runs at.
+
+The statistics are in sequential.py; gates.py calls in here when spec.analysis.mode is sequential.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Iterable
+
+from .analysis import Measurement, MeasurementKind, Verdict, worst
+from .durations import format_promql_duration
+from .sequential import (GateRates, Outcome, SequentialResult, Side, compute_gate_rates,
+                         evaluate_difference, evaluate_rate)
+from .spec import AnalysisSpec, MetricSpec, OnNoData
+from .templates import Template
+
+# Count queries per built-in template: `query` gives the events (or the sum of values in [0, 1]),
+# `samples` the trials, both over {{window}} = the time since the step began. Same selectors as
+# the rate templates in templates.py, so they read the same series.
+_SEL = 'namespace="{{namespace}}",model="{{model}}",version="{{version}}"'
+_SHADOW_SEL = ('namespace="{{namespace}}",rollout="{{rollout}}",'
+               'stable_version="{{stable}}",candidate_version="{{candidate}}"')
+
+
+def _count(selector: str) -> str:
+    return f"sum(increase({selector}[{{{{window}}}}]))"
+
+
+def _events(selector: str) -> str:
+    # `or vector(0)`: no series for the event yet means none happened, not no data.
+    return f"({_count(selector)} or vector(0))"
+
+
+SEQUENTIAL_TEMPLATES: dict[str, Template] = {
+    "error-rate": Template(
+        query=_events(f'speech_requests_total{{{_SEL},outcome="server_error"}}'),
+        samples=_count(f"speech_requests_total{{{_SEL}}}"),
+        description="server errors / requests since the step began"),
+    "unknown-rate": Template(
+        query=_events(f'speech_predictions_total{{{_SEL},label=~"_unknown_|_silence_"}}'),
+        samples=_count(f"speech_predictions_total{{{_SEL}}}"),
+        description="_unknown_/_silence_ predictions / predictions since the step began"),
+    "mean-confidence": Template(
+        query=_count(f"speech_confidence_sum{{{_SEL}}}"),
+        samples=_count(f"speech_confidence_count{{{_SEL}}}"),
+        description="sum / count of the predicted label's confidence since the step began"),
+    "shadow-agreement": Template(
+        query=_events(f'router_shadow_comparisons_total{{{_SHADOW_SEL},result="agree"}}'),
+        samples=_count(f"router_shadow_comparisons_total{{{_SHADOW_SEL}}}"),
+        description="agreeing / all shadow comparisons since the step began (paired)"),
+    "shadow-segment-agreement": Template(
+        query=_events(f'router_shadow_segment_comparisons_total{{{_SHADOW_SEL},result="agree"}}'),
+        samples=_count(f"router_shadow_segment_comparisons_total{{{_SHADOW_SEL}}}"),
+        description="agreeing / all segment comparisons since the step began (paired)"),
+}
+
+
+def compute_count_window(elapsed: timedelta) -> str:
+    """{{window}} for count queries: the whole time since the step began, in whole seconds
+    (at least 1s, the shortest range PromQL takes here)."""
+    return format_promql_duration(timedelta(seconds=max(1, math.ceil(elapsed.total_seconds()))))
+
+
+def count_checks(metric: MetricSpec) -> int:
+    """Thresholds in one gate; each is a separate test in the rollback split."""
+    return sum(v is not None for v in (metric.min, metric.max, metric.max_increase,
+                                       metric.max_decrease))
+
+
+def compute_rates(analysis: AnalysisSpec, analysis_steps: int) -> GateRates:
+    """Each test's rates: falsePromotionRate as declared, falseRollbackRate split across every
+    threshold of every gate and every analysis step (sequential.compute_gate_rates says why)."""
+    checks = max(1, sum(count_checks(m) for m in analysis.metrics))
+    return compute_gate_rates(analysis.false_promotion_rate, analysis.false_rollback_rate,
+                              gates=checks, rounds=max(1, analysis_steps))
+
+
+@dataclass(frozen=True)
+class SequentialGate:
+    """One gate at one look: its verdict and message, and what status shows about the evidence."""
+
+    verdict: Verdict
+    message: str
+    estimate: float | None = None  # candidate's events / trials (the value status shows)
+    lower: float | None = None  # interval of the (first undecided, else first) threshold's test
+    upper: float | None = None
+    samples: int | None = None  # candidate trials since the step began
+    stable_samples: int | None = None
+    samples_needed: int | None = None  # 0 when decided; None when unknown
+    seconds_to_verdict: float | None = None  # samples_needed at the candidate's request rate
+
+
+def evaluate_sequential_gate(metric: MetricSpec, analysis: AnalysisSpec, candidate: Measurement,
+                             stable: Measurement | None, rates: GateRates,
+                             elapsed: timedelta) -> SequentialGate:
+    """The gate from counts since the step began: query errors are errors, no data follows
+    onNoData, then one test per threshold; the gate is the worst of them."""
+    early = _evidence(candidate, analysis.on_no_data, "candidate")
+    if early is not None:
+        return early
+    n = _trials(candidate)
+    events = _events_within(candidate, n)
+    tests: list[tuple[str, SequentialResult]] = []
+    prefix = ""
+    if metric.min is not None:
+        tests.append((f"min {_num(metric.min)}", evaluate_rate(events, n, metric.min, Side.AT_LEAST, rates)))
+    if metric.max is not None:
+        tests.append((f"max {_num(metric.max)}", evaluate_rate(events, n, metric.max, Side.AT_MOST, rates)))
+    stable_n: int | None = None
+    if metric.relative_to is not None and (metric.max_increase is not None or metric.max_decrease is not None):
+        if stable is None:
+            return SequentialGate(Verdict.ERROR, "stable was not measured for a relative threshold")
+        early = _evidence(stable, analysis.on_no_data, "stable")
+        if early is not None:
+            # No baseline is no evidence: it can never make a pass.
+            verdict = Verdict.INCONCLUSIVE if early.verdict is Verdict.PASS else early.verdict
+            return SequentialGate(verdict, early.message, samples=int(n))
+        stable_n = int(_trials(stable))
+        s_events = _events_within(stable, _trials(stable))
+        prefix = "candidate - stable "
+        if metric.max_increase is not None:
+            tests.append((f"maxIncrease {_num(metric.max_increase)}", evaluate_difference(
+                events, n, s_events, _trials(stable), metric.max_increase, Side.AT_MOST, rates)))
+        if metric.max_decrease is not None:
+            tests.append((f"maxDecrease {_num(metric.max_decrease)}", evaluate_difference(
+                events, n, s_events, _trials(stable), -metric.max_decrease, Side.AT_LEAST, rates)))
+    return _combine(tests, prefix, events, n, stable_n, elapsed)
+
+
+def _combine(tests: list[tuple[str, SequentialResult]], prefix: str, events: float, n: float,
+             stable_n: int | None, elapsed: timedelta) -> SequentialGate:
+    verdicts = [_VERDICT[r.outcome] for _, r in tests]
+    verdict = worst(verdicts)
+    # Show the test that decides the gate: a failing one, else an undecided one, else the first.
+    shown = next((t for t in tests if t[1].outcome is Outcome.FAIL), None) or \
+        next((t for t in tests if t[1].outcome is Outcome.INCONCLUSIVE), None) or tests[0]
+    label, result = shown
+    undecided = [r.samples_needed for _, r in tests if r.outcome is Outcome.INCONCLUSIVE]
+    needed = 0 if not undecided else (None if None in undecided else max(undecided))  # type: ignore[type-var]
+    rate = n / elapsed.total_seconds() if elapsed.total_seconds() > 0 else 0.0
+    seconds = None if needed is None or (needed and rate <= 0) else (needed / rate if needed else 0.0)
+    message = prefix + result.describe(limit=label)
+    return SequentialGate(verdict, message, estimate=events / n if n > 0 else None,
+                          lower=result.lower, upper=result.upper, samples=int(n),
+                          stable_samples=stable_n, samples_needed=needed,
+                          seconds_to_verdict=seconds)
+
+
+_VERDICT = {Outcome.PASS: Verdict.PASS, Outcome.FAIL: Verdict.FAIL,
+            Outcome.INCONCLUSIVE: Verdict.INCONCLUSIVE}
+
+
+def _evidence(m: Measurement, on_no_data: OnNoData, who: str) -> SequentialGate | None:
+    if m.kind is MeasurementKind.ERROR:
+        return SequentialGate(Verdict.ERROR, f"{who} query failed: {m.message}")
+    if m.kind is MeasurementKind.NO_DATA:
+        verdict = {OnNoData.HOLD: Verdict.INCONCLUSIVE, OnNoData.FAIL: Verdict.FAIL,
+                   OnNoData.PASS: Verdict.PASS}[on_no_data]
+        return SequentialGate(verdict, f"no data for {who} (onNoData: {on_no_data.value})")
+    return None
+
+
+def _trials(m: Measurement) -> float:
+    return float(max(0, m.samples or 0))
+
+
+def _events_within(m: Measurement, trials: float) -> float:
+    """Events clamped into [0, trials]: increase() extrapolates each series on its own, so the
+    event count can come out a little above the trials it belongs to."""
+    value = m.value if m.value is not None and math.isfinite(m.value) else 0.0
+    return min(max(value, 0.0), trials)
+
+
+def summarize_gates(names_and_gates: Iterable[tuple[str, SequentialGate]]) -> str:
+    """One line with every gate, e.g. for the rollback message or a warning."""
+    return "; ".join(f"{name} {g.verdict.value.lower()}: {g.message}" for name, g in names_and_gates)
+
+
+def _num(value: float) -> str:
+    return f"{value:.4g}"
