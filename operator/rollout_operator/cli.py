@@ -114,12 +114,40 @@ def compute_status_text(obj: Mapping[str, Any], events: Sequence[Mapping[str, An
         for g in gates:
             lines.append(f"    {g.get('name', ''):<20} {_fmt(g.get('value')):>10} {_fmt(g.get('stableValue')):>10} "
                          f"{g.get('threshold') or '-':<22} {_fmt(g.get('samples')):>7}  {g.get('verdict') or '-'}")
+        lines.extend(compute_evidence_lines(gates))
     if events:
         lines.append("  Recent events:")
         for e in events:
             lines.append(f"    {e.get('lastTimestamp') or e.get('eventTime') or '':<20} {e.get('type', ''):<7} "
                          f"{e.get('reason', ''):<18} {e.get('message', '')}")
     return "\n".join(lines)
+
+
+def compute_evidence_lines(gates: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Sequential mode: each gate's interval, and the samples and time a verdict still needs."""
+    rows = [g for g in gates if g.get("lower") is not None or g.get("samplesNeeded") is not None]
+    if not rows:
+        return []
+    lines = [f"    {'GATE':<20} {'INTERVAL':<23} {'STABLE N':>8} {'MORE NEEDED':>11}  TIME TO VERDICT"]
+    for g in rows:
+        interval = (f"[{_fmt(g.get('lower'))}, {_fmt(g.get('upper'))}]"
+                    if g.get("lower") is not None else "-")
+        needed = g.get("samplesNeeded")
+        more = "decided" if needed == 0 else ("unknown" if needed is None else str(needed))
+        lines.append(f"    {g.get('name', ''):<20} {interval:<23} {_fmt(g.get('stableSamples')):>8} "
+                     f"{more:>11}  {compute_wait_text(g.get('secondsToVerdict'), needed)}")
+    return lines
+
+
+def compute_wait_text(seconds: Any, needed: Any) -> str:
+    """"~4m at the current request rate", "now", or "unknown" (no traffic or on the threshold)."""
+    if needed == 0:
+        return "now"
+    if not isinstance(seconds, (int, float)) or seconds < 0:
+        return "unknown"
+    minutes = seconds / 60
+    text = f"~{seconds:.0f}s" if seconds < 120 else (f"~{minutes:.0f}m" if minutes < 120 else f"~{minutes / 60:.1f}h")
+    return f"{text} at the current request rate"
 
 
 def compute_history_text(obj: Mapping[str, Any]) -> str:
