@@ -25,7 +25,8 @@ class FakeMetrics:
     def set(self, metric: str, version: str, measurement: Measurement) -> None:
         self.values[(metric, version)] = measurement
 
-    def fetch_measurement(self, address: str, request: QueryRequest) -> Measurement:
+    def fetch_measurement(self, address: str, request: QueryRequest,
+                          timeout: float | None = None) -> Measurement:
         self.queries.append(request)
         if self._answer is not None:
             return self._answer(request)

@@ -11,12 +11,13 @@ import http.client
 import json
 import math
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 from urllib.parse import urlencode, urlsplit
 
 from ..domain.analysis import Measurement, MeasurementKind
 from ..domain.observations import QueryRequest
-from .deadline import Deadline
+from .deadline import Deadline, DeadlineExceeded
 
 QueryHook = Callable[[str], None]  # called with the outcome: value | noData | error
 # An instant query answered with one number is a few hundred bytes; 1 MiB leaves room for
@@ -73,10 +74,10 @@ class PrometheusMetrics:
         self._on_query = on_query
         self._max_bytes = max_answer_bytes
 
-    def fetch_scalar(self, address: str, query: str) -> Measurement:
-        """Runs one instant query and judges the answer."""
+    def fetch_scalar(self, address: str, query: str, timeout: float | None = None) -> Measurement:
+        """Runs one instant query and judges the answer; `timeout` can only shorten the adapter's."""
         try:
-            status, body = self._fetch(address, query)
+            status, body = self._fetch(address, query, self._bounded(timeout))
             measurement = compute_answer(status, body, f"Prometheus at {address}")
         except Exception as err:  # noqa: BLE001 - every failure is a measurement (STYLE §6)
             measurement = Measurement.error(f"Prometheus at {address} failed: {_describe(err)}")
@@ -84,13 +85,18 @@ class PrometheusMetrics:
             self._on_query(measurement.kind.value)
         return measurement
 
-    def _fetch(self, address: str, query: str) -> tuple[int, bytes]:
+    def _bounded(self, timeout: float | None) -> float:
+        return self._timeout if timeout is None else max(0.0, min(timeout, self._timeout))
+
+    def _fetch(self, address: str, query: str, timeout: float) -> tuple[int, bytes]:
         """(HTTP status, body), or DeadlineExceeded/AnswerTooLarge; the deadline covers connect,
         send, headers and body (deadline.py says why socket timeouts alone do not)."""
+        if timeout <= 0:
+            raise DeadlineExceeded("the check round's deadline passed before this query could start")
         url = urlsplit(address.rstrip("/"))
         kind = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
-        conn = kind(url.hostname or "", url.port, timeout=self._timeout)
-        with Deadline(self._timeout) as deadline:
+        conn = kind(url.hostname or "", url.port, timeout=timeout)
+        with Deadline(timeout) as deadline:
             try:
                 conn.connect()  # before it connects, the connect timeout bounds the wait
                 # Watched as a socket: http.client drops conn.sock when the answer says Connection: close.
@@ -111,12 +117,19 @@ class PrometheusMetrics:
             raise AnswerTooLarge(f"answer larger than {self._max_bytes} bytes")
         return response.status, body
 
-    def fetch_measurement(self, address: str, request: QueryRequest) -> Measurement:
-        """The metric's value with the sample count from its companion query."""
-        value = self.fetch_scalar(address, request.query)
-        if value.kind is MeasurementKind.ERROR or not request.samples_query:
+    def fetch_measurement(self, address: str, request: QueryRequest,
+                          timeout: float | None = None) -> Measurement:
+        """The metric's value with the sample count from its companion query. The two run at the
+        same time, so a Prometheus that never answers costs one timeout here, not two."""
+        timeout = self._bounded(timeout)
+        if not request.samples_query:
+            return self.fetch_scalar(address, request.query, timeout)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prometheus-samples") as pool:
+            pending = pool.submit(self.fetch_scalar, address, request.samples_query, timeout)
+            value = self.fetch_scalar(address, request.query, timeout)
+            count = pending.result()
+        if value.kind is MeasurementKind.ERROR:
             return value
-        count = self.fetch_scalar(address, request.samples_query)
         if count.kind is MeasurementKind.ERROR:
             return Measurement.error(f"sample count query failed: {count.message}")
         samples = int(count.value) if count.kind is MeasurementKind.VALUE and count.value else 0

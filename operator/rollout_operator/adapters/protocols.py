@@ -15,9 +15,11 @@ from .manifests import Owner, ServerTemplate
 
 
 class MetricsProvider(Protocol):
-    """Runs one rendered query; never raises for bad answers, returns an error Measurement instead."""
+    """Runs one rendered query; never raises for bad answers, returns an error Measurement instead.
+    `timeout` (seconds, None: the provider's own) is what is left of the check round's deadline."""
 
-    def fetch_measurement(self, address: str, request: QueryRequest) -> Measurement: ...
+    def fetch_measurement(self, address: str, request: QueryRequest,
+                          timeout: float | None = None) -> Measurement: ...
 
 
 class Workloads(Protocol):

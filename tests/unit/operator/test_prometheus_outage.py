@@ -1,0 +1,138 @@
+"""A Prometheus that accepts connections and never answers, through the real HTTP adapter and
+reconcile(): one check round waits out ONE query timeout, however many queries it has.
+
+Counted, not timed: the stub records "waves" (spans in which at least one query was open). Queries
+run one after another make one wave per query; queries run together make one wave per round.
+"""
+
+import copy
+import socket
+import threading
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from test_op_reconcile import SPEC, World, healthy
+
+from rollout_operator.adapters.prometheus import PrometheusMetrics
+from rollout_operator.domain import Measurement, QueryRequest, Role
+from rollout_operator.reconcile import ROUND_CONCURRENCY, fetch_round
+
+pytestmark = pytest.mark.unit
+
+
+class HungPrometheus:
+    """Accepts every connection, reads the request, never answers; holds it until the client
+    hangs up. Records how many queries were open together in each wave."""
+
+    def __init__(self) -> None:
+        self.waves: list[int] = []  # peak open queries per wave
+        self._open = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._sock = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self._sock.settimeout(0.05)
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._sock.getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self) -> "HungPrometheus":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._sock.close()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                continue
+            with self._lock:
+                if self._open == 0:
+                    self.waves.append(0)
+                self._open += 1
+                self.waves[-1] = max(self.waves[-1], self._open)
+            threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
+
+    def _hold(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(0.05)
+            while not self._stop.is_set():
+                try:
+                    if not conn.recv(65536):  # the client hung up (its deadline shut the socket)
+                        break
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break
+        with self._lock:
+            self._open -= 1
+
+
+def _spec_with_gates(address: str) -> dict:
+    spec = copy.deepcopy(SPEC)
+    spec["analysis"]["prometheus"]["address"] = address
+    spec["analysis"]["metrics"] = [
+        {"name": "error-rate", "template": "error-rate", "max": 0.01},
+        {"name": "p99-latency", "template": "latency-p99", "max": 0.5},
+        {"name": "unknown-rate", "template": "unknown-rate", "max": 0.2, "relativeTo": "stable",
+         "maxIncrease": 0.05},
+    ]
+    return spec
+
+
+def test_a_hung_prometheus_costs_each_round_one_timeout_and_rolls_back_at_the_limit():
+    with HungPrometheus() as hung:
+        w = World(_spec_with_gates(hung.url))
+        w.run_until(healthy("v1"))  # the first version needs no analysis: nothing asked yet
+        assert hung.waves == []
+        w.adapters = replace(w.adapters, metrics=PrometheusMetrics(timeout=0.4))
+        w.set_version("v2")
+        w.run_until(lambda s: s.get("phase") == "RolledBack")
+    status = w.status
+    assert status["reason"] == "AnalysisError" and status["stableVersion"] == "v1"
+    assert status["analysis"]["rounds"] == 4  # consecutiveErrorLimit's default
+    # 4 gate queries (unknown-rate twice: candidate and stable), each with its sample count:
+    # all 8 open at once, one wave per round; one after another would be 4 × 8 waves of 1.
+    assert hung.waves == [8, 8, 8, 8]
+    for gate in status["analysis"]["metrics"]:
+        # The socket timeout and the total deadline are the same length: either may fire first.
+        assert gate["consecutiveErrors"] == 4, gate
+        assert "DeadlineExceeded" in gate["message"] or "TimeoutError" in gate["message"], gate
+
+
+class RecordingMetrics:
+    def __init__(self) -> None:
+        self.timeouts: list[float] = []
+        self._lock = threading.Lock()
+
+    def fetch_measurement(self, address: str, request: QueryRequest, timeout: float | None = None) -> Measurement:
+        with self._lock:
+            self.timeouts.append(timeout)
+        return Measurement.of(0.0, samples=100)
+
+
+def test_a_round_is_bounded_by_its_interval_and_keeps_the_order_of_its_queries():
+    from rollout_operator.adapters import build_fake_adapters
+    adapters = replace(build_fake_adapters(), metrics=RecordingMetrics())
+    requests = [QueryRequest(metric=f"m{i}", role=Role.CANDIDATE, version="v2", query=f"q{i}",
+                             samples_query=f"n{i}") for i in range(ROUND_CONCURRENCY * 2 + 1)]
+    results = fetch_round(adapters, "http://prometheus.test", requests, round_seconds=5.0)
+    assert len(results) == len(requests) and all(r.value == 0.0 for r in results)
+    timeouts = adapters.metrics.timeouts
+    assert len(timeouts) == len(requests) and all(0 < t <= 5.0 for t in timeouts)
+
+
+def test_no_time_left_in_the_round_is_an_error_without_a_query():
+    with HungPrometheus() as hung:
+        m = PrometheusMetrics(timeout=5).fetch_measurement(
+            hung.url, QueryRequest("m", Role.CANDIDATE, "v2", "q", "n"), timeout=0.0)
+    assert m.kind.value == "error" and "deadline passed before this query could start" in m.message
+    assert hung.waves == []
