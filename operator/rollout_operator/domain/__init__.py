@@ -17,6 +17,7 @@ Modules by concept, in reading order:
 9. lifecycle    the phases around a rollout: first version, start, promotion, rollback, after
 10. steps       the step machine of a running rollout: requests, cursor, traffic per step
 11. gates       the analysis of a running rollout: due queries, check rounds, limits
+12. sequential  anytime-valid confidence sequences: the statistics of sequential gates
 """
 
 from .analysis import (Criteria, Evaluation, Measurement, MeasurementKind, Verdict, evaluate,

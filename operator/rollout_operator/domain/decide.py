@@ -19,7 +19,7 @@ from .durations import truncate_to_second
 from .gates import is_candidate_exposed
 from .lifecycle import (decide_after_rollout, decide_failed, decide_healthy, decide_initializing,
                         decide_promoting, decide_rolling_back, decide_start_initializing)
-from .observations import Observations, Role
+from .observations import Observations
 from .phases import Phase, is_rollout_in_flight
 from .spec import BlueGreenStrategy, RolloutSpec, SpecError, describe_step
 from .status import HandledRequests, RolloutStatus, with_conditions
@@ -117,8 +117,12 @@ def _finish_status(tick: Tick) -> RolloutStatus:
     if is_rollout_in_flight(status.phase) and index is not None:
         current = f"{index + 1}/{len(spec.steps)} {describe_step(spec.steps[index])}"
     r = spec.requests
+    router = spec.traffic_routing.router
+    # The router reads its sticky header with the split, so one status write switches both.
+    sticky = router.sticky_header if router is not None else None
     status = replace(
         status, strategy=spec.strategy.kind, current_step=current,
+        traffic=replace(status.traffic, sticky_header=sticky),
         observed_generation=tick.observations.generation,
         handled_requests=HandledRequests(r.promote, r.promote_full, r.abort, r.retry))
     return with_conditions(status, spec.model.version, tick.observations.generation, tick.now)
@@ -130,19 +134,18 @@ def compute_standing_actions(tick: Tick) -> list[Action]:
     actions: list[Action] = []
     router = spec.traffic_routing.router
     if router is not None:
-        actions.append(EnsureRouter(router.image, router.replicas, router.sticky_header,
-                                    router.network_policies))
+        actions.append(EnsureRouter(router.image, router.replicas, router.network_policies))
     if router is None or not router.network_policies:
         # Before SetTraffic: a gateway taking over reaches the model servers only once they go.
         actions.append(RemoveNetworkPolicies())
     if new.stable_version:
         actions.append(EnsureVersion(new.stable_version, new.stable_uri, spec.server.replicas,
-                                     Role.STABLE, spec.server.image))
+                                     spec.server.image))
     if new.candidate_version and is_rollout_in_flight(new.phase):
         replicas = (spec.server.replicas if new.phase is Phase.PROMOTING
                     else compute_replicas(spec, new.current_step_index))
         actions.append(EnsureVersion(new.candidate_version, new.candidate_uri, replicas,
-                                     Role.CANDIDATE, spec.server.image))
+                                     spec.server.image))
     if new.traffic.stable is not None:
         t = new.traffic
         actions.append(SetTraffic(t.stable, t.candidate, t.mirror))

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Union
 
-from .observations import Observations, Role, WorkloadState
+from .observations import Observations, WorkloadState
 from .spec import RolloutSpec
 from .status import MirrorTarget, RolloutStatus, VersionWeight
 
@@ -69,7 +69,6 @@ class EnsureVersion:
     version: str
     uri: str
     replicas: int
-    role: Role
     image: str
 
 
@@ -80,7 +79,6 @@ class EnsureRouter:
 
     image: str
     replicas: int
-    sticky_header: str | None = None
     network_policies: bool = True  # apply `<rollout>.router` / `<rollout>.model-servers` with it
 
 
@@ -94,7 +92,8 @@ class RemoveNetworkPolicies:
 @dataclass(frozen=True)
 class SetTraffic:
     """The split the traffic provider must carry. For the built-in router the status write
-    is the switch (it watches status.traffic); for Gateway API the shell patches the HTTPRoute."""
+    is the switch (it watches status.traffic, sticky header included); for Gateway API the
+    shell patches the HTTPRoute."""
 
     stable: VersionWeight | None
     candidate: VersionWeight | None = None

@@ -38,6 +38,9 @@ class TrafficSplit:
     stable: VersionWeight | None = None
     candidate: VersionWeight | None = None
     mirror: MirrorTarget | None = None
+    # The built-in router keeps requests with the same value of this header on one version;
+    # None: not sticky (and always None for gatewayAPI). Decided from the spec every tick.
+    sticky_header: str | None = None
 
     def routes_to(self, version: str | None) -> bool:
         """True if any user request or mirrored copy can reach `version`."""
@@ -222,12 +225,17 @@ def status_from_dict(d: Mapping[str, Any] | None) -> RolloutStatus:
 
 
 def _traffic_to_dict(t: TrafficSplit) -> dict[str, Any]:
-    return {
+    d: dict[str, Any] = {
         "stable": {"version": t.stable.version, "weight": t.stable.weight} if t.stable else None,
         "candidate": ({"version": t.candidate.version, "weight": t.candidate.weight}
                       if t.candidate else None),
         "mirror": {"version": t.mirror.version, "percent": t.mirror.percent} if t.mirror else None,
     }
+    # Only when set, so a rollout that is not sticky keeps the status it always had; the
+    # status patch removes the key when it goes (a key absent from the new status is nulled).
+    if t.sticky_header:
+        d["stickyHeader"] = t.sticky_header
+    return d
 
 
 def _traffic_from_dict(d: Mapping[str, Any]) -> TrafficSplit:
@@ -239,7 +247,8 @@ def _traffic_from_dict(d: Mapping[str, Any]) -> TrafficSplit:
     m = _map(d.get("mirror"))
     mv, mp = _opt_str(m.get("version")), _int(m.get("percent"))
     mirror = MirrorTarget(mv, mp) if mv and mp is not None else None
-    return TrafficSplit(stable=weight("stable"), candidate=weight("candidate"), mirror=mirror)
+    return TrafficSplit(stable=weight("stable"), candidate=weight("candidate"), mirror=mirror,
+                        sticky_header=_opt_str(d.get("stickyHeader")))
 
 
 def _analysis_to_dict(a: AnalysisStatus) -> dict[str, Any]:

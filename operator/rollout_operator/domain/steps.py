@@ -241,7 +241,10 @@ def compute_traffic(tick: Tick, *, hold: bool) -> TrafficSplit:
     return TrafficSplit(
         stable=VersionWeight(status.stable_version or "", 100 - want_weight),
         candidate=VersionWeight(candidate, want_weight),
-        mirror=MirrorTarget(candidate, want_mirror) if want_mirror > 0 else None)
+        mirror=MirrorTarget(candidate, want_mirror) if want_mirror > 0 else None,
+        # Kept, so a step's split differs from the current one only in its shares (decide.py
+        # stamps the sticky header on the finished status).
+        sticky_header=current.sticky_header)
 
 
 def compute_replicas(spec: RolloutSpec, index: int | None) -> int:

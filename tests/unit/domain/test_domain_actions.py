@@ -1,12 +1,14 @@
 """The standing actions each tick asks for: level-based ensures in a fixed order, the right
 provider, and clean-up only of versions nothing (persisted or new) can route to."""
 
+from datetime import timedelta
+
 import pytest
 
 from domain_sim import CANARY, World, with_version
 from rollout_operator.domain import (DeleteVersion, EmitEvent, EnsureRouter, EnsureVersion, Phase,
-                                     RemoveNetworkPolicies, Role, ScaleDownVersion, SetTraffic,
-                                     WorkloadState)
+                                     RemoveNetworkPolicies, ScaleDownVersion, SetTraffic,
+                                     WorkloadState, status_to_dict)
 
 pytestmark = pytest.mark.unit
 
@@ -24,12 +26,29 @@ def test_every_tick_repeats_the_ensures_in_a_fixed_order():
     world.run_until(lambda w: w.status.traffic.candidate_weight == 10)
     d = world.tick()
     assert kinds(d)[:4] == ["EnsureRouter", "EnsureVersion", "EnsureVersion", "SetTraffic"]
-    assert d.actions[0] == EnsureRouter("modelrollout/router:dev", 1, "x-user")
-    assert d.actions[1] == EnsureVersion("v1", "file:///models/v1.onnx", 2, Role.STABLE, "modelrollout/model-server:dev")
-    assert d.actions[2] == EnsureVersion("v2", "file:///models/v2.onnx", 2, Role.CANDIDATE, "modelrollout/model-server:dev")
+    assert d.actions[0] == EnsureRouter("modelrollout/router:dev", 1)
+    assert d.status.traffic.sticky_header == "x-user"  # the router reads it with the split
+    assert d.actions[1] == EnsureVersion("v1", "file:///models/v1.onnx", 2, "modelrollout/model-server:dev")
+    assert d.actions[2] == EnsureVersion("v2", "file:///models/v2.onnx", 2, "modelrollout/model-server:dev")
     assert d.actions[3].candidate.weight == 10 and d.actions[3].stable.weight == 90
     events = [i for i, a in enumerate(d.actions) if isinstance(a, EmitEvent)]
     assert all(i >= 4 for i in events)  # events describe what the ensures did
+
+
+def test_the_sticky_header_travels_with_the_split_and_goes_when_the_spec_drops_it():
+    world = World({**CANARY, "trafficRouting": {"router": {"stickyHeader": "x-user"}}})
+    world.run_until_phase(Phase.HEALTHY)
+    assert status_to_dict(world.status)["traffic"]["stickyHeader"] == "x-user"
+    world.set_spec(with_version(world.spec_dict, "v2"))
+    world.run_until(lambda w: w.status.current_step_index == 1 and w.status.analysis.step_passes >= 1)
+    before = world.status
+    world.set_spec({**world.spec_dict, "trafficRouting": {"router": {}}})
+    d = world.tick(timedelta(seconds=1))
+    assert "stickyHeader" not in status_to_dict(d.status)["traffic"]
+    # A header change is not a new split: the step keeps its passing rounds and its schedule.
+    assert d.status.traffic.candidate_weight == before.traffic.candidate_weight == 10
+    assert d.status.analysis.step_passes == before.analysis.step_passes
+    assert d.status.next_check_at == before.next_check_at
 
 
 def test_gateway_api_rollouts_get_no_router_and_still_a_split_every_tick():

@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 
 from domain_sim import CANARY, World, with_version
-from rollout_operator.domain import (DeleteVersion, EnsureVersion, Measurement, Phase, Role,
+from rollout_operator.domain import (DeleteVersion, EnsureVersion, Measurement, Phase,
                                      ScaleDownVersion, SetTraffic, Verdict, WorkloadState)
 
 pytestmark = pytest.mark.unit
@@ -22,7 +22,7 @@ def test_first_deploy_routes_nothing_until_ready_then_serves_100_percent():
     d = world.tick()
     assert world.status.phase is Phase.INITIALIZING
     assert world.status.traffic.stable is None
-    assert EnsureVersion("v1", "file:///models/v1.onnx", 2, Role.STABLE, "modelrollout/model-server:dev") in d.actions
+    assert EnsureVersion("v1", "file:///models/v1.onnx", 2, "modelrollout/model-server:dev") in d.actions
     assert not any(isinstance(a, SetTraffic) for a in d.actions)
     world.never_ready.clear()
     world.run_until_phase(Phase.HEALTHY)

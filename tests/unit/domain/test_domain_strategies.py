@@ -6,7 +6,7 @@ import pytest
 
 from domain_sim import BLUE_GREEN, SHADOW, World, with_version
 from rollout_operator.domain import (EnsurePreviewService, EnsureVersion, Measurement, Phase,
-                                     RemovePreviewService, Role, ScaleDownVersion)
+                                     RemovePreviewService, ScaleDownVersion)
 
 pytestmark = pytest.mark.unit
 
@@ -66,7 +66,7 @@ def test_blue_green_preview_replicas_scale_up_before_the_switch():
     world = started(spec)
     world.run_until(lambda w: w.status.step_started_at is not None)
     sizes = [a.replicas for a in world.decisions[-1].actions
-             if isinstance(a, EnsureVersion) and a.role is Role.CANDIDATE]
+             if isinstance(a, EnsureVersion) and a.version == "v2"]
     assert sizes == [1]
     world.run_until(lambda w: w.status.traffic.candidate_weight == 100)
     assert world.workloads["v2"].ready_replicas == 2
