@@ -66,7 +66,8 @@ def create_rollout(tb, ns: str, traffic: dict, sticky: str | None = None) -> Non
                "spec": {"model": {"name": "speech-commands", "version": "v1"},
                         "strategy": {"canary": {"steps": [{"setWeight": 50}]}},
                         "trafficRouting": {"router": router}}})
-    set_traffic(tb, ns, traffic)
+    # The operator copies the spec's header into status.traffic; the router reads only that.
+    set_traffic(tb, ns, {**traffic, "stickyHeader": sticky} if sticky else traffic)
 
 
 def set_slice(tb, ns: str, version: str, endpoints: list[tuple[str, bool]], suffix: str = "a",
@@ -296,7 +297,7 @@ def test_endpointslice_watch_keeps_ready_endpoints_on_port_http(tb, ns, router_b
     assert all("192.0.2.99:8080" not in eps for eps in endpoint_sets())
 
 
-def test_sticky_header_from_spec(tb, ns, router_bin, procs, tmp_path):
+def test_sticky_header_from_status(tb, ns, router_bin, procs, tmp_path):
     start_two_versions(tb, ns)
     create_rollout(tb, ns, {"stable": {"version": "v1", "weight": 50}, "candidate": {"version": "v2", "weight": 50}},
                    sticky="x-user-id")

@@ -37,11 +37,11 @@ func FuzzStickyBucket(f *testing.F) {
 // FuzzParseRollout feeds the status parser any JSON object: it never panics, an accepted
 // split obeys the rules the router relies on, and a refusal names the field at fault.
 func FuzzParseRollout(f *testing.F) {
-	f.Add(`{"status":{"traffic":{"stable":{"version":"v1","weight":90},"candidate":{"version":"v2","weight":10},"mirror":{"version":"v2","percent":50}}},"spec":{"trafficRouting":{"router":{"stickyHeader":"x-user-id"}}}}`)
+	f.Add(`{"status":{"traffic":{"stable":{"version":"v1","weight":90},"candidate":{"version":"v2","weight":10},"mirror":{"version":"v2","percent":50},"stickyHeader":"x-user-id"}}}`)
 	f.Add(`{"status":{"traffic":{"stable":{"version":"v1","weight":100},"candidate":null,"mirror":null}}}`)
 	f.Add(`{"status":{"traffic":{"stable":{"version":"v1","weight":90.5},"candidate":{"version":"v1","weight":9.5}}}}`)
 	f.Add(`{"status":{"traffic":{"stable":{"version":"v1","weight":1e300},"candidate":{"version":"v2","weight":-1e300}}}}`)
-	f.Add(`{"spec":{"trafficRouting":{"router":{"stickyHeader":"x user\u0000"}}},"status":{"traffic":[]}}`)
+	f.Add(`{"status":{"traffic":{"stable":{"version":"v1","weight":100},"stickyHeader":"x user\u0000"}}}`)
 	f.Fuzz(func(t *testing.T, doc string) {
 		var obj map[string]any
 		if json.Unmarshal([]byte(doc), &obj) != nil {
@@ -50,7 +50,7 @@ func FuzzParseRollout(f *testing.F) {
 		s, err := ParseRollout(obj)
 		if err != nil {
 			msg := err.Error()
-			if !strings.HasPrefix(msg, "status.traffic") && !strings.HasPrefix(msg, "spec.trafficRouting.router.stickyHeader") {
+			if !strings.HasPrefix(msg, "status.traffic") {
 				t.Fatalf("error names no field: %s", msg)
 			}
 			return

@@ -1,11 +1,12 @@
 // Package split is the router's pure core: the desired traffic split parsed from a
-// ModelRollout (status.traffic, spec.trafficRouting.router), and the per-request choice.
+// ModelRollout's status.traffic (weights, mirror, sticky header), and the per-request choice.
 package split
 
 import (
 	"fmt"
 	"hash/fnv"
 	"math"
+	"strings"
 )
 
 // Role is which side of a rollout a request goes to.
@@ -94,13 +95,15 @@ func ComputeStickyBucket(s Split, key string) int {
 // ParseRollout reads the split from a ModelRollout object (as decoded JSON). Errors name the
 // field and what was expected.
 func ParseRollout(obj map[string]any) (Split, error) {
-	sticky, err := parseSticky(obj)
-	if err != nil {
-		return Split{}, err
-	}
 	traffic, ok := dig(obj, "status", "traffic").(map[string]any)
 	if !ok {
 		return Split{}, fmt.Errorf("status.traffic: missing (the operator has not published a split yet)")
+	}
+	// The operator decides the sticky header with the split it belongs to: status.traffic
+	// carries both, so one status write switches them together (the spec is not read).
+	sticky, err := ParseHeaderName(traffic["stickyHeader"], "status.traffic.stickyHeader")
+	if err != nil {
+		return Split{}, err
 	}
 	sp, err := ParseTraffic(traffic, "status.traffic")
 	sp.StickyHeader = sticky
@@ -113,11 +116,6 @@ func ParseRollout(obj map[string]any) (Split, error) {
 func ParseStableVersion(obj map[string]any) string {
 	v, _ := dig(obj, "status", "traffic", "stable", "version").(string)
 	return v
-}
-
-func parseSticky(obj map[string]any) (string, error) {
-	return ParseHeaderName(dig(obj, "spec", "trafficRouting", "router", "stickyHeader"),
-		"spec.trafficRouting.router.stickyHeader")
 }
 
 // ParseHeaderName validates an optional header name (nil -> "").
@@ -234,12 +232,14 @@ func dig(obj map[string]any, keys ...string) any {
 	return cur
 }
 
+// isToken: an RFC 7230 token, the same rule as the CRD's stickyHeader pattern (a header the
+// operator accepts must not make the router refuse the whole split).
 func isToken(h string) bool {
 	if h == "" {
 		return false
 	}
 	for _, c := range h {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("!#$%&'*+-.^_`|~", c)) {
 			return false
 		}
 	}

@@ -16,9 +16,8 @@ func obj(t *testing.T, s string) map[string]any {
 }
 
 func TestParseRolloutFull(t *testing.T) {
-	sp, err := ParseRollout(obj(t, `{"spec":{"trafficRouting":{"router":{"stickyHeader":"x-user-id"}}},
-		"status":{"traffic":{"stable":{"version":"v1","weight":90},"candidate":{"version":"v2","weight":10},
-		"mirror":{"version":"v3","percent":50}}}}`))
+	sp, err := ParseRollout(obj(t, `{"status":{"traffic":{"stable":{"version":"v1","weight":90},
+		"candidate":{"version":"v2","weight":10},"mirror":{"version":"v3","percent":50},"stickyHeader":"x-user-id"}}}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,19 +30,43 @@ func TestParseRolloutFull(t *testing.T) {
 func TestParseRolloutErrorsNameTheField(t *testing.T) {
 	cases := map[string]string{
 		`{"status":{}}`: "status.traffic: missing",
-		`{"status":{"traffic":{"stable":{"version":"v1","weight":"x"}}}}`:                                                                    "status.traffic.stable.weight: expected an integer 0..100",
-		`{"status":{"traffic":{"stable":{"version":"v1","weight":90.5}}}}`:                                                                   "status.traffic.stable.weight",
-		`{"status":{"traffic":{"stable":{"version":"v1","weight":90}}}}`:                                                                     "must be 100, got 90",
-		`{"status":{"traffic":{"stable":{"weight":100}}}}`:                                                                                   "status.traffic.stable.version: expected a non-empty version name",
-		`{"status":{"traffic":{"stable":{"version":"v1","weight":60},"candidate":{"version":"v2","weight":41}}}}`:                            "must be 100, got 101",
-		`{"status":{"traffic":{"stable":{"version":"v1","weight":50},"candidate":{"version":"v1","weight":50}}}}`:                            "candidate.version: must differ",
-		`{"status":{"traffic":{"stable":{"version":"v1","weight":100},"mirror":{"version":"v2","percent":101}}}}`:                            "status.traffic.mirror.percent",
-		`{"spec":{"trafficRouting":{"router":{"stickyHeader":"bad header"}}},"status":{"traffic":{"stable":{"version":"v1","weight":100}}}}`: "spec.trafficRouting.router.stickyHeader",
+		`{"status":{"traffic":{"stable":{"version":"v1","weight":"x"}}}}`:                                         "status.traffic.stable.weight: expected an integer 0..100",
+		`{"status":{"traffic":{"stable":{"version":"v1","weight":90.5}}}}`:                                        "status.traffic.stable.weight",
+		`{"status":{"traffic":{"stable":{"version":"v1","weight":90}}}}`:                                          "must be 100, got 90",
+		`{"status":{"traffic":{"stable":{"weight":100}}}}`:                                                        "status.traffic.stable.version: expected a non-empty version name",
+		`{"status":{"traffic":{"stable":{"version":"v1","weight":60},"candidate":{"version":"v2","weight":41}}}}`: "must be 100, got 101",
+		`{"status":{"traffic":{"stable":{"version":"v1","weight":50},"candidate":{"version":"v1","weight":50}}}}`: "candidate.version: must differ",
+		`{"status":{"traffic":{"stable":{"version":"v1","weight":100},"mirror":{"version":"v2","percent":101}}}}`: "status.traffic.mirror.percent",
+		`{"status":{"traffic":{"stable":{"version":"v1","weight":100},"stickyHeader":"bad header"}}}`:             "status.traffic.stickyHeader",
 	}
 	for in, want := range cases {
 		_, err := ParseRollout(obj(t, in))
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: got %v, want error containing %q", in, err, want)
+		}
+	}
+}
+
+// The operator decides the sticky header and writes it with the split; a header in the spec
+// the status does not carry (yet) must not make the router sticky on its own.
+func TestParseRolloutStickyHeaderOnlyFromStatus(t *testing.T) {
+	sp, err := ParseRollout(obj(t, `{"spec":{"trafficRouting":{"router":{"stickyHeader":"x-user-id"}}},
+		"status":{"traffic":{"stable":{"version":"v1","weight":100},"stickyHeader":null}}}`))
+	if err != nil || sp.StickyHeader != "" {
+		t.Fatalf("got %+v, %v; want no sticky header", sp, err)
+	}
+}
+
+// Every RFC 7230 token the CRD and the operator accept is a header the router can be sticky on.
+func TestParseHeaderNameAcceptsEveryRFC7230Token(t *testing.T) {
+	for _, h := range []string{"x-user-id", "X.User.Id", "x_user~1", "!#$%&'*+-.^_`|~09azAZ"} {
+		if got, err := ParseHeaderName(h, "h"); err != nil || got != h {
+			t.Errorf("%q: got %q, %v", h, got, err)
+		}
+	}
+	for _, h := range []any{"", "bad header", "x:y", "x\r\ny", "é", 7} {
+		if _, err := ParseHeaderName(h, "h"); err == nil {
+			t.Errorf("%q: accepted", h)
 		}
 	}
 }
