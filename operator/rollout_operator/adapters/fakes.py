@@ -110,9 +110,6 @@ class FakeTraffic:
         self.changes.append(split)
         return True
 
-    def fetch_traffic(self, namespace: str, rollout: str, config: Any) -> TrafficSplit | None:
-        return self.splits.get((namespace, rollout))
-
 
 @dataclass
 class FakeEvents:

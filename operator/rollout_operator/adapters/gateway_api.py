@@ -10,7 +10,7 @@ import copy
 from typing import Any, Mapping
 
 from ..domain.spec import GatewayAPISpec
-from ..domain.status import MirrorTarget, TrafficSplit, VersionWeight
+from ..domain.status import TrafficSplit
 from .kube import HTTP_ROUTES, KubeApi, KubeError
 from .manifests import PORT, compute_version_name
 
@@ -60,24 +60,6 @@ def compute_route_rules(rules: list[Mapping[str, Any]], rollout: str, split: Tra
     return out
 
 
-def compute_split_from_rules(rules: list[Mapping[str, Any]], rollout: str) -> TrafficSplit | None:
-    """Reads the split back from the first rule (None if it names no versions of ours)."""
-    prefix = f"{rollout}-"
-    for rule in rules:
-        refs = [r for r in rule.get("backendRefs", []) if str(r.get("name", "")).startswith(prefix)]
-        if not refs:
-            return None
-        targets = [VersionWeight(r["name"][len(prefix):], int(r.get("weight", 1))) for r in refs]
-        mirror = None
-        for f in rule.get("filters", []):
-            if f.get("type") == MIRROR:
-                mirror_ref = f["requestMirror"]["backendRef"]["name"]
-                mirror = MirrorTarget(mirror_ref[len(prefix):], int(f["requestMirror"].get("percent", 100)))
-        return TrafficSplit(stable=targets[0], candidate=targets[1] if len(targets) > 1 else None,
-                            mirror=mirror)
-    return None
-
-
 class GatewayApiTraffic:
     """Writes the split into an existing HTTPRoute with an optimistic-concurrency merge patch."""
 
@@ -118,10 +100,3 @@ class GatewayApiTraffic:
                                  "will retry") from err
             raise
         return True
-
-    def fetch_traffic(self, namespace: str, rollout: str,
-                      config: GatewayAPISpec | None) -> TrafficSplit | None:
-        if config is None:
-            return None
-        route = self._route(namespace, config)
-        return compute_split_from_rules(route["spec"]["rules"], rollout)

@@ -19,7 +19,6 @@ from ..domain.names import (compute_preview_name, compute_router_account_name,  
 GROUP = "modelrollout.dev"
 ROLLOUT_LABEL = f"{GROUP}/rollout"
 VERSION_LABEL = f"{GROUP}/version"
-ROLE_LABEL = f"{GROUP}/role"
 NAME_LABEL = "app.kubernetes.io/name"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "modelrollout-operator"}
 PORT = 8080

@@ -50,8 +50,6 @@ class TrafficRouter(Protocol):
 
     def ensure_traffic(self, namespace: str, rollout: str, split: TrafficSplit, config: Any) -> bool: ...
 
-    def fetch_traffic(self, namespace: str, rollout: str, config: Any) -> TrafficSplit | None: ...
-
 
 class EventRecorder(Protocol):
     """Kubernetes Events on the ModelRollout (what `kubectl describe` shows)."""
