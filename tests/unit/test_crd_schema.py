@@ -122,6 +122,11 @@ SCHEMA_REJECTS = {
     "env name with a dash": lambda s: s["server"].__setitem__("env", [{"name": "MY-VAR", "value": "1"}]),
     "arg as two words": lambda s: s["server"].__setitem__("args", ["--max-batch", "8"]),
     "arg with a newline": lambda s: s["server"].__setitem__("args", ["--max-batch=8\n--port=1"]),
+    # Sequential mode (issue 14).
+    "analysis mode typo": lambda s: s["analysis"].__setitem__("mode", "sequental"),
+    "falsePromotionRate above 0.5": lambda s: s["analysis"].__setitem__("falsePromotionRate", 0.6),
+    "falseRollbackRate negative": lambda s: s["analysis"].__setitem__("falseRollbackRate", -0.01),
+    "maxDuration not a duration": lambda s: s["analysis"].__setitem__("maxDuration", "ten minutes"),
 }
 
 
@@ -177,7 +182,22 @@ CEL_CASES = {
     "env value and valueFrom": (lambda s: s["server"].__setitem__(
         "env", [{"name": "A", "value": "1", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]),
         "spec.server.env[0].valueFrom"),
+    "falsePromotionRate zero": (lambda s: s["analysis"].__setitem__("falsePromotionRate", 0),
+                                "spec.analysis.falsePromotionRate"),
+    "falseRollbackRate zero": (lambda s: s["analysis"].__setitem__("falseRollbackRate", 0.0),
+                               "spec.analysis.falseRollbackRate"),
+    "maxDuration below 1s": (lambda s: s["analysis"].__setitem__("maxDuration", "500ms"),
+                             "spec.analysis.maxDuration"),
+    "sequential with a latency gate": (lambda s: _sequential(s), "spec.analysis.metrics[1].template"),
+    "sequential with a threshold above 1": (lambda s: (_sequential(s), s["analysis"].__setitem__(
+        "metrics", [{"name": "e", "template": "error-rate", "max": 2}])), "spec.analysis.metrics[0].max"),
+    "sequential with checks": (lambda s: (_sequential(s), s["analysis"].__setitem__(
+        "metrics", [s["analysis"]["metrics"][0]])), "spec.strategy.canary.steps[3].analysis.checks"),
 }
+
+
+def _sequential(spec):
+    spec["analysis"]["mode"] = "sequential"
 
 
 @pytest.mark.parametrize("name", sorted(CEL_CASES))
@@ -196,6 +216,7 @@ def test_duration_pattern_is_the_same_in_schema_and_domain():
 
 
 def test_schema_defaults_match_the_domain_defaults():
+    from rollout_operator.domain.durations import parse_duration
     props = load_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
     parsed = parse_spec({"model": {"name": "m", "version": "v1"},
                          "strategy": {"canary": {"steps": [{"setWeight": 10}]}},
@@ -206,11 +227,24 @@ def test_schema_defaults_match_the_domain_defaults():
     assert a["inconclusiveLimit"]["default"] == parsed.analysis.inconclusive_limit
     assert a["consecutiveErrorLimit"]["default"] == parsed.analysis.consecutive_error_limit
     assert a["onNoData"]["default"] == parsed.analysis.on_no_data.value
+    assert a["mode"]["default"] == parsed.analysis.mode.value
+    assert a["falsePromotionRate"]["default"] == parsed.analysis.false_promotion_rate
+    assert a["falseRollbackRate"]["default"] == parsed.analysis.false_rollback_rate
+    assert parse_duration(a["maxDuration"]["default"]) == parsed.analysis.max_duration
     # No image defaults in the schema: the API server would store them and the operator's
     # --model-server-image / --router-image could never apply (issue 11).
     assert "default" not in props["server"]["properties"]["image"]
     assert "default" not in props["trafficRouting"]["properties"]["router"]["properties"]["image"]
     assert props["historyLimit"]["default"] == parsed.history_limit
+
+
+def test_sequential_template_rule_matches_the_count_templates():
+    from rollout_operator.domain.sequential_gates import SEQUENTIAL_TEMPLATES
+    analysis = (load_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+                ["properties"]["analysis"])
+    (rule,) = [r for r in analysis["x-kubernetes-validations"] if "metrics[].template" in r["message"]]
+    listed = rule["rule"].split("m.template in [")[1].split("]")[0]
+    assert [name.strip(" '") for name in listed.split(",")] == list(SEQUENTIAL_TEMPLATES)
 
 
 def test_template_enum_and_pairwise_rule_match_the_built_in_templates():
@@ -230,5 +264,8 @@ def test_the_cel_rules_for_the_new_limits_exist():
     for needle in ("spec.model.version: must not be 'preview'", "spec.analysis.interval: must be at least 1s",
                    "spec.analysis.window: must be at least 1s", "metadata.name: must be a DNS-1035 label",
                    "spec.strategy.canary.steps[].analysis: needs spec.analysis.metrics",
-                   "spec.strategy.shadow: needs spec.analysis.metrics"):
+                   "spec.strategy.shadow: needs spec.analysis.metrics",
+                   "spec.analysis.falsePromotionRate: must be in (0, 0.5]",
+                   "spec.analysis.metrics[].template: with mode sequential",
+                   "spec.strategy.canary.steps[].analysis.checks: not used with spec.analysis.mode sequential"):
         assert any(m.startswith(needle) for m in messages), needle

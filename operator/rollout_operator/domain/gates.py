@@ -9,14 +9,16 @@ running step and status.nextCheckAt has passed. The verdict of one check is anal
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from .analysis import Criteria, Evaluation, Measurement, Verdict, evaluate, worst
 from .decision import EmitEvent, Tick, warning
-from .durations import format_promql_duration
+from .durations import format_duration, format_promql_duration
 from .observations import QueryRequest, Role
 from .phases import Phase
-from .spec import AnalysisSpec, BlueGreenStrategy, MetricSpec, RolloutSpec
+from .sequential_gates import (SEQUENTIAL_TEMPLATES, SequentialGate, compute_count_window,
+                               compute_rates, evaluate_sequential_gate)
+from .spec import Analysis, AnalysisSpec, BlueGreenStrategy, MetricSpec, RolloutSpec
 from .status import AnalysisStatus, MetricStatus, RolloutStatus
 from .templates import DEFAULT_SAMPLES_QUERY, TEMPLATES, render
 
@@ -49,21 +51,26 @@ def plan_queries(spec: RolloutSpec, status: RolloutStatus, now: datetime) -> lis
     assert status.candidate_version is not None
     requests: list[QueryRequest] = []
     for metric in spec.metrics:
-        requests.append(compute_query(spec, status, metric, Role.CANDIDATE))
+        requests.append(compute_query(spec, status, metric, Role.CANDIDATE, now))
         if metric.relative_to == "stable" and status.stable_version:
-            requests.append(compute_query(spec, status, metric, Role.STABLE))
+            requests.append(compute_query(spec, status, metric, Role.STABLE, now))
     return requests
 
 
 def compute_query(
-    spec: RolloutSpec, status: RolloutStatus, metric: MetricSpec, role: Role
+    spec: RolloutSpec, status: RolloutStatus, metric: MetricSpec, role: Role,
+    now: datetime | None = None,
 ) -> QueryRequest:
-    """Render one metric for one version; the same text serves both sides of a comparison."""
+    """Render one metric for one version; the same text serves both sides of a comparison.
+    Sequential mode counts events and trials over the whole time since the step began."""
     version = status.stable_version if role is Role.STABLE else status.candidate_version
-    assert version is not None
+    assert version is not None and spec.analysis is not None
     variables = compute_variables(spec, status, version)
+    sequential = spec.analysis.is_sequential and metric.template in SEQUENTIAL_TEMPLATES
+    if sequential and now is not None and status.step_started_at is not None:
+        variables["window"] = compute_count_window(now - status.step_started_at)
     if metric.template is not None:
-        template = TEMPLATES[metric.template]
+        template = (SEQUENTIAL_TEMPLATES if sequential else TEMPLATES)[metric.template]
         query_text, samples_text = template.query, template.samples
     else:
         assert metric.query is not None
@@ -106,6 +113,8 @@ def decide_analysis_round(tick: Tick) -> tuple[Tick, LimitReached | None]:
     """Evaluate the due round (the caller checked is_check_due on the persisted status)."""
     status, analysis = tick.status, tick.spec.analysis
     assert analysis is not None
+    if analysis.is_sequential:
+        return decide_sequential_round(tick)
     previous = {m.name: m for m in status.analysis.metrics}
     # Waiting for a person is not waiting for evidence: quiet traffic during an approval
     # pause must not time the rollout out (failures and errors still count).
@@ -130,6 +139,73 @@ def decide_analysis_round(tick: Tick) -> tuple[Tick, LimitReached | None]:
     if limit is None and verdict is not Verdict.PASS:
         events = (warning(f"Check{verdict.value}", summarize_round(analysis, new_analysis)),)
     return tick.then(status, *events), limit
+
+
+def decide_sequential_round(tick: Tick) -> tuple[Tick, LimitReached | None]:
+    """A sequential round: every gate from its counts since the step began. Any Fail rolls back
+    at once (the bound already accounts for every look); an analysis step still undecided at
+    its longest wait ends as InconclusiveAnalysis; errors count as in threshold mode."""
+    status, spec = tick.status, tick.spec
+    analysis = spec.analysis
+    assert analysis is not None and status.step_started_at is not None
+    elapsed = tick.now - status.step_started_at
+    rates = compute_rates(analysis, sum(isinstance(s, Analysis) for s in spec.steps))
+    previous = {m.name: m for m in status.analysis.metrics}
+    metrics = []
+    for metric in spec.metrics:
+        observed = tick.observations.measurements.get(metric.name)
+        candidate = observed.candidate if observed else _NOT_MEASURED
+        stable = observed.stable if observed else None
+        gate = evaluate_sequential_gate(metric, analysis, candidate, stable, rates, elapsed)
+        old = previous.get(metric.name, MetricStatus(metric.name, ""))
+        metrics.append(_record_gate(old, _criteria(metric, analysis), gate, stable))
+    verdict = worst(m.verdict for m in metrics if m.verdict is not None)
+    new_analysis = AnalysisStatus(
+        metrics=tuple(metrics), last_verdict=verdict, last_check_at=tick.now,
+        rounds=status.analysis.rounds + 1,
+        step_passes=status.analysis.step_passes + (1 if verdict is Verdict.PASS else 0))
+    status = replace(status, analysis=new_analysis, next_check_at=tick.now + analysis.interval)
+    limit = _sequential_limit(spec, status, new_analysis, elapsed)
+    events: tuple[EmitEvent, ...] = ()
+    if limit is None and verdict is Verdict.ERROR:
+        events = (warning("CheckError", summarize_round(analysis, new_analysis)),)
+    return tick.then(status, *events), limit
+
+
+def _record_gate(old: MetricStatus, criteria: Criteria, gate: SequentialGate,
+                 stable: Measurement | None) -> MetricStatus:
+    v = gate.verdict
+    stable_value = None
+    if stable is not None and stable.value is not None and stable.samples:
+        stable_value = min(max(stable.value / stable.samples, 0.0), 1.0)
+    return replace(
+        old, threshold=criteria.describe(), verdict=v, value=gate.estimate, stable_value=stable_value,
+        samples=gate.samples, message=gate.message, failures=old.failures + (v is Verdict.FAIL),
+        consecutive_errors=old.consecutive_errors + 1 if v is Verdict.ERROR else 0,
+        lower=gate.lower, upper=gate.upper, stable_samples=gate.stable_samples,
+        samples_needed=gate.samples_needed, seconds_to_verdict=gate.seconds_to_verdict)
+
+
+def _sequential_limit(spec: RolloutSpec, status: RolloutStatus, a: AnalysisStatus,
+                      elapsed: timedelta) -> LimitReached | None:
+    analysis = spec.analysis
+    assert analysis is not None
+    for m in a.metrics:
+        if m.verdict is Verdict.FAIL:
+            return LimitReached("AnalysisFailed", f"{m.name} {m.message}")
+    for m in a.metrics:
+        if m.consecutive_errors >= analysis.consecutive_error_limit:
+            return LimitReached("AnalysisError", f"{m.name} {m.message} ({m.consecutive_errors}/"
+                                f"{analysis.consecutive_error_limit} consecutive errors)")
+    step = spec.steps[status.current_step_index or 0]
+    if isinstance(step, Analysis) and a.last_verdict is not Verdict.PASS:
+        longest = step.duration or analysis.max_duration
+        if elapsed >= longest:
+            undecided = "; ".join(f"{m.name} {m.message}" for m in a.metrics
+                                  if m.verdict is not Verdict.PASS)
+            return LimitReached("InconclusiveAnalysis",
+                                f"no verdict within {format_duration(longest)}: {undecided}")
+    return None
 
 
 def _criteria(metric: MetricSpec, analysis: AnalysisSpec) -> Criteria:

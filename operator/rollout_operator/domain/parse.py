@@ -12,7 +12,8 @@ from typing import Any, Mapping
 from .durations import format_duration, parse_duration
 from .names import check_namespace, check_rollout_name, check_version_name
 from .pod_policy import PodPolicy, check_args, check_env, resolve_image
-from .spec import (USER_STEP_KINDS, Analysis, AnalysisSpec, BlueGreenStrategy, CanaryStrategy,
+from .sequential_gates import SEQUENTIAL_TEMPLATES
+from .spec import (USER_STEP_KINDS, Analysis, AnalysisMode, AnalysisSpec, BlueGreenStrategy, CanaryStrategy,
                    GatewayAPISpec, MetricSpec, ModelSpec, OnNoData, Pause, Promote, Requests,
                    RolloutSpec, RouterSpec, ServerSpec, SetMirror, SetWeight, ShadowStrategy,
                    ShadowThen, SpecError, Step, Strategy, TrafficRoutingSpec, expand_blue_green,
@@ -54,6 +55,7 @@ def parse_spec(spec: Mapping[str, Any], *, name: str, namespace: str,
     strategy, steps = _parse_strategy(spec)
     analysis = _parse_analysis(spec)
     _check_analysis_has_metrics(spec, analysis)
+    _check_sequential_steps(spec, analysis, steps)
     return RolloutSpec(
         name=name, namespace=namespace, model=model, strategy=strategy, steps=steps,
         server=_parse_server(spec, policy), analysis=analysis,
@@ -181,12 +183,16 @@ def _parse_analysis(spec: Mapping[str, Any]) -> AnalysisSpec | None:
         return None
     path = f"{S}.analysis"
     prometheus = read_map(d, "prometheus", path) or {}
+    mode = AnalysisMode(read_enum(d, "mode", path, tuple(m.value for m in AnalysisMode),
+                                  default=AnalysisMode.THRESHOLD.value))
     interval = read_duration(d, "interval", path, at_least=MIN_INTERVAL, default=AnalysisSpec.interval)
     metrics = [_parse_metric(m, f"{path}.metrics[{i}]") for i, m in enumerate(read_list(d, "metrics", path))]
     names = [m.name for m in metrics]
     for i, metric_name in enumerate(names):
         if metric_name in names[:i]:
             raise SpecError(f"{path}.metrics[{i}].name", f"must be unique, {metric_name!r} is used twice")
+    if mode is AnalysisMode.SEQUENTIAL:
+        _check_sequential_metrics(metrics, path)
     return AnalysisSpec(
         interval=interval or AnalysisSpec.interval,
         window=read_duration(d, "window", path, at_least=MIN_WINDOW, default=AnalysisSpec.window)
@@ -199,7 +205,62 @@ def _parse_analysis(spec: Mapping[str, Any]) -> AnalysisSpec | None:
         inconclusive_limit=read_int(d, "inconclusiveLimit", path, default=10, lo=1, hi=1000) or 10,
         consecutive_error_limit=read_int(d, "consecutiveErrorLimit", path, default=4, lo=1,
                                            hi=1000) or 4,
-        metrics=tuple(metrics))
+        metrics=tuple(metrics), mode=mode,
+        false_promotion_rate=_read_rate(d, "falsePromotionRate", path, AnalysisSpec.false_promotion_rate),
+        false_rollback_rate=_read_rate(d, "falseRollbackRate", path, AnalysisSpec.false_rollback_rate),
+        max_duration=read_duration(d, "maxDuration", path, at_least=MIN_INTERVAL,
+                                   default=AnalysisSpec.max_duration) or AnalysisSpec.max_duration)
+
+
+def _read_rate(d: Mapping[str, Any], key: str, path: str, default: float) -> float:
+    """An error rate of the sequential mode: a probability in (0, 0.5]."""
+    value = d.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 0.5:
+        raise SpecError(child(path, key), "must be a number in (0, 0.5] (the largest accepted chance "
+                        f"of that wrong verdict, e.g. 0.05), got {_show(value)}")
+    return float(value)
+
+
+def _check_sequential_metrics(metrics: list[MetricSpec], path: str) -> None:
+    """Sequential gates bound a share or a mean in [0, 1] from counts, so they need a template
+    that counts events and trials and thresholds inside [0, 1]."""
+    for i, m in enumerate(metrics):
+        here = f"{path}.metrics[{i}]"
+        if m.template not in SEQUENTIAL_TEMPLATES:
+            field = f"{here}.template" if m.template is not None else f"{here}.query"
+            got = f"template {m.template}" if m.template is not None else "a query"
+            raise SpecError(field, "with mode sequential every gate needs a template that counts events "
+                            f"and trials ({', '.join(SEQUENTIAL_TEMPLATES)}), got {got}")
+        for key, value in (("min", m.min), ("max", m.max)):
+            if value is not None and not 0 <= value <= 1:
+                raise SpecError(f"{here}.{key}", "with mode sequential must be a share or mean in [0, 1], "
+                                f"got {value:g}")
+        for key, value in (("maxIncrease", m.max_increase), ("maxDecrease", m.max_decrease)):
+            if value is not None and value > 1:
+                raise SpecError(f"{here}.{key}", f"with mode sequential must be at most 1, got {value:g}")
+
+
+def _check_sequential_steps(spec: Mapping[str, Any], analysis: AnalysisSpec | None,
+                            steps: tuple[Step, ...]) -> None:
+    """Sequential steps end on evidence: `checks` has no meaning there, and only analysis steps
+    wait for a verdict, so there must be one."""
+    if analysis is None or not analysis.is_sequential:
+        return
+    strategy = spec.get("strategy") or {}
+    lists = [("spec.strategy.canary", (strategy.get("canary") or {}).get("steps")),
+             ("spec.strategy.shadow.canary", ((strategy.get("shadow") or {}).get("canary") or {}).get("steps"))]
+    for path, raw in lists:
+        for i, item in enumerate(raw or []):
+            body = item.get("analysis") if isinstance(item, Mapping) else None
+            if isinstance(body, Mapping) and body.get("checks") is not None:
+                raise SpecError(f"{path}.steps[{i}].analysis.checks", "not used with spec.analysis.mode "
+                                "sequential (a step ends as soon as every gate is decided); set duration "
+                                "for its longest wait instead")
+    if not any(isinstance(step, Analysis) for step in steps):
+        raise SpecError(f"{S}.analysis.mode", "sequential needs an analysis step: only analysis steps "
+                        "wait for a verdict, so without one nothing would be decided before promotion")
 
 
 def _parse_metric(item: Any, here: str) -> MetricSpec:

@@ -24,6 +24,7 @@ from enum import Enum
 
 # Bisection steps for a bound (to 2^-12 of [0, 1]), then Newton steps to rounding precision.
 _BISECTION_STEPS = 12
+_MAX_BISECTION_STEPS = 200  # an end within 2^-12 of 0 or 1 bisects on until it is off the edge
 _NEWTON_STEPS = 30
 # samples_needed looks this far ahead at most (more samples than this is "not at this estimate").
 MAX_SAMPLES_AHEAD = 10**9
@@ -340,12 +341,16 @@ class _Mixture:
         Bisection narrows the bracket, then Newton steps from the outside finish it: log M is
         convex, so its tangent lies below it and every step lands outside the root or on it
         (never inside: the bound is never narrower than the exact set)."""
-        for _ in range(_BISECTION_STEPS):
+        for step in range(_MAX_BISECTION_STEPS):
+            if step >= _BISECTION_STEPS and 0.0 < out < 1.0:
+                break  # Newton needs a starting point with a finite slope
             mid = (out + inside) / 2.0
             if self.is_plausible(mid, alpha):
                 inside = mid
             else:
                 out = mid
+        if not 0.0 < out < 1.0:
+            return out
         level = -math.log(alpha)
         for _ in range(_NEWTON_STEPS):
             step = (self.log_ratio(out) - level) / self.slope(out)

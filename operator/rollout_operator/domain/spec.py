@@ -32,6 +32,13 @@ class OnNoData(str, Enum):
     PASS = "pass"
 
 
+class AnalysisMode(str, Enum):
+    """How a gate turns measurements into a verdict (docs/analysis.md)."""
+
+    THRESHOLD = "threshold"  # each round's value against the threshold; limits count rounds
+    SEQUENTIAL = "sequential"  # anytime-valid bounds on counts since the step began
+
+
 class ShadowThen(str, Enum):
     """What follows a successful shadow stage."""
 
@@ -216,6 +223,15 @@ class AnalysisSpec:
     inconclusive_limit: int = 10
     consecutive_error_limit: int = 4
     metrics: tuple[MetricSpec, ...] = ()
+    mode: AnalysisMode = AnalysisMode.THRESHOLD
+    # Sequential mode only: P(promote) when a gate is violated; P(roll back) when all hold.
+    false_promotion_rate: float = 0.05
+    false_rollback_rate: float = 0.05
+    max_duration: timedelta = timedelta(minutes=30)  # an analysis step without its own duration
+
+    @property
+    def is_sequential(self) -> bool:
+        return self.mode is AnalysisMode.SEQUENTIAL
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,12 @@ class MetricStatus:
     failures: int = 0
     inconclusives: int = 0
     consecutive_errors: int = 0
+    # Sequential mode only (None otherwise): the interval, the evidence and what a verdict needs.
+    lower: float | None = None
+    upper: float | None = None
+    stable_samples: int | None = None
+    samples_needed: int | None = None  # more candidate samples at the current estimate; 0 = decided
+    seconds_to_verdict: float | None = None  # samples_needed at the current request rate
 
 
 @dataclass(frozen=True)
@@ -262,9 +268,16 @@ def _analysis_to_dict(a: AnalysisStatus) -> dict[str, Any]:
             "verdict": m.verdict.value if m.verdict else None,
             "value": _finite(m.value), "stableValue": _finite(m.stable_value), "samples": m.samples,
             "message": m.message, "failures": m.failures, "inconclusives": m.inconclusives,
-            "consecutiveErrors": m.consecutive_errors,
+            "consecutiveErrors": m.consecutive_errors, **_sequential_to_dict(m),
         } for m in a.metrics],
     }
+
+
+def _sequential_to_dict(m: MetricStatus) -> dict[str, Any]:
+    """The sequential fields, written only when set: threshold-mode status stays as it was."""
+    fields = {"lower": _finite(m.lower), "upper": _finite(m.upper), "stableSamples": m.stable_samples,
+              "samplesNeeded": m.samples_needed, "secondsToVerdict": _finite(m.seconds_to_verdict)}
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 def _analysis_from_dict(d: Mapping[str, Any]) -> AnalysisStatus:
@@ -275,7 +288,10 @@ def _analysis_from_dict(d: Mapping[str, Any]) -> AnalysisStatus:
             stable_value=_float(m.get("stableValue")), samples=_int(m.get("samples")),
             message=_str(m.get("message")), failures=_int(m.get("failures")) or 0,
             inconclusives=_int(m.get("inconclusives")) or 0,
-            consecutive_errors=_int(m.get("consecutiveErrors")) or 0)
+            consecutive_errors=_int(m.get("consecutiveErrors")) or 0,
+            lower=_float(m.get("lower")), upper=_float(m.get("upper")),
+            stable_samples=_int(m.get("stableSamples")), samples_needed=_int(m.get("samplesNeeded")),
+            seconds_to_verdict=_float(m.get("secondsToVerdict")))
         for m in map(_map, _list(d.get("metrics"))) if m.get("name"))
     return AnalysisStatus(
         metrics=metrics, last_verdict=_enum(Verdict, d.get("lastVerdict")),

@@ -269,12 +269,17 @@ def is_step_complete(tick: Tick) -> bool:
     step = spec.steps[status.current_step_index or 0]
     if not is_traffic_at_target(spec, status):
         return False
+    # Sequential mode: only analysis steps wait for a verdict, and they end on it (their duration
+    # is the longest wait, enforced by the round); other steps never wait on a single round.
+    sequential = spec.analysis is not None and spec.analysis.is_sequential
     if isinstance(step, (SetWeight, SetMirror)):
-        return is_gate_open(spec, status)
+        return sequential or is_gate_open(spec, status)
     if isinstance(step, Pause):
         return step.duration is not None and _elapsed(status, now, step.duration) and \
-            is_gate_open(spec, status)
+            (sequential or is_gate_open(spec, status))
     if isinstance(step, Analysis):
+        if sequential:
+            return is_gate_open(spec, status)
         if step.duration is not None:
             return _elapsed(status, now, step.duration) and is_gate_open(spec, status)
         return is_gate_open(spec, status, needed=step.checks or 1)
@@ -289,6 +294,8 @@ def compute_step_deadline(spec: RolloutSpec, status: RolloutStatus) -> datetime 
     if isinstance(step, Pause) and step.duration is None:
         return None
     own = getattr(step, "duration", None) or timedelta(0)
+    if isinstance(step, Analysis) and spec.analysis is not None and spec.analysis.is_sequential:
+        own = step.duration or spec.analysis.max_duration  # the round ends it at this wait
     return status.step_started_at + own + spec.progress_deadline
 
 
