@@ -168,6 +168,37 @@ def fetch_events(api: KubeApi, namespace: str, name: str, limit: int = 8) -> lis
     return items[-limit:]
 
 
+# The operator's leader election Lease carries these labels (adapters/kube_lease.py).
+LEADER_LEASE_SELECTOR = "app.kubernetes.io/name=modelrollout-operator,app.kubernetes.io/component=leader-election"
+
+
+def fetch_leader_text(api: KubeApi, namespace: str) -> str:
+    """Which operator replica leads, from its Lease: looked up cluster-wide, or in the rollout's
+    namespace when the user may not list Leases everywhere."""
+    items: list[dict[str, Any]] = []
+    for path in ("/apis/coordination.k8s.io/v1/leases",
+                 f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"):
+        try:
+            items = api.request("GET", path, query={"labelSelector": LEADER_LEASE_SELECTOR})["items"]
+            break
+        except KubeError as err:
+            if err.status != 403:
+                return f"  Operator:  leader unknown (reading its Lease failed: {err.message})"
+    return compute_leader_text(items)
+
+
+def compute_leader_text(leases: Sequence[Mapping[str, Any]]) -> str:
+    if not leases:
+        return "  Operator:  no leader Lease found (one replica without leader election, or no access)"
+    parts = []
+    for lease in leases:
+        meta, spec = lease.get("metadata") or {}, lease.get("spec") or {}
+        holder = spec.get("holderIdentity") or "nobody (released; a standby takes it)"
+        parts.append(f"leader {holder}, renewed {spec.get('renewTime') or '-'} "
+                     f"(Lease {meta.get('namespace')}/{meta.get('name')})")
+    return "  Operator:  " + "; ".join(parts)
+
+
 def _add_connection_flags(parser: argparse.ArgumentParser, default: object) -> None:
     parser.add_argument("-n", "--namespace", default=default,
                         help="namespace (default: the kubeconfig context's)")
@@ -245,7 +276,7 @@ def run(args: argparse.Namespace, api: KubeApi, who: Identity, out: Callable[[st
     if args.command == "status":
         while True:
             obj = fetch_rollout(api, ns, name)
-            out(compute_status_text(obj, fetch_events(api, ns, name)))
+            out(compute_status_text(obj, fetch_events(api, ns, name)) + "\n" + fetch_leader_text(api, ns))
             if not args.watch:
                 return 0
             sleep(args.interval)

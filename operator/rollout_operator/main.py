@@ -1,13 +1,16 @@
 """`modelrollout-operator`: validates settings, serves /healthz, /readyz and /metrics, runs kopf.
 
 One HTTP server on --host/--port answers the probes and Prometheus; kopf runs our handlers
-(standalone, no peering) over the namespaces in --namespaces, or cluster-wide.
+(standalone, no kopf peering) over the namespaces in --namespaces, or cluster-wide; with
+--leader-election only on the replica that holds the Lease.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import sys
 from typing import Sequence
 
@@ -15,12 +18,15 @@ import kopf
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from .adapters.kube import load_api_client
 from .handlers import register
-from .metrics import REGISTRY
+from .handlers.leadership import build_elector
+from .metrics import LEADER, REGISTRY
 from .runtime import Runtime
 from .settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("rollout_operator")
+LOST_LEADERSHIP_EXIT_CODE = 3
 
 
 def build_http_app(ready: asyncio.Event) -> web.Application:
@@ -45,20 +51,69 @@ def build_http_app(ready: asyncio.Event) -> web.Application:
 
 async def run_operator(settings: Settings, *, runtime: Runtime | None = None,
                        stop_flag: asyncio.Event | None = None) -> None:
-    """Runs until stopped (SIGTERM/SIGINT via kopf, or `stop_flag`)."""
+    """Runs until stopped (SIGTERM/SIGINT via kopf, or `stop_flag`). With --leader-election, kopf
+    starts only once this replica holds the Lease (handlers/leadership.py)."""
     ready = asyncio.Event()
     runner = web.AppRunner(build_http_app(ready), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
     log.info("serving /healthz /readyz /metrics on %s:%d", settings.host, settings.port)
-    registry = kopf.OperatorRegistry()
-    register(registry, settings, runtime)
     try:
-        await kopf.operator(registry=registry, standalone=True, clusterwide=not settings.namespaces,
-                            namespaces=list(settings.namespaces), ready_flag=ready, stop_flag=stop_flag)
+        if settings.leader_election:
+            await run_elected(settings, runtime, ready, stop_flag or asyncio.Event())
+        else:
+            LEADER.set(1)  # alone: the only replica reconciles
+            await run_kopf(settings, runtime, ready, stop_flag)
     finally:
         await runner.cleanup()
+
+
+async def run_kopf(settings: Settings, runtime: Runtime | None, ready: asyncio.Event,
+                   stop_flag: asyncio.Event | None) -> None:
+    registry = kopf.OperatorRegistry()
+    register(registry, settings, runtime)
+    await kopf.operator(registry=registry, standalone=True, clusterwide=not settings.namespaces,
+                        namespaces=list(settings.namespaces), ready_flag=ready, stop_flag=stop_flag)
+
+
+async def run_elected(settings: Settings, runtime: Runtime | None, ready: asyncio.Event,
+                      stop: asyncio.Event) -> None:
+    """Stands by until this replica holds the Lease, then runs kopf until stopped (and hands the
+    Lease back) or until the Lease is lost: then the process ends at once, without waiting for
+    kopf to wind down, so it never reconciles next to the new leader (Kubernetes restarts it)."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):  # kopf installs its own once it runs
+        loop.add_signal_handler(signum, stop.set)
+    elector = build_elector(settings, load_api_client())
+    leading, lost = asyncio.Event(), asyncio.Event()
+    # A standby is ready: it can take over; rolling updates wait for it before stopping the leader.
+    election = asyncio.create_task(elector.run(leading, lost, stop, looked=ready))
+    lost_watch = asyncio.create_task(_exit_when(lost, elector.identity))
+    try:
+        await _first_of(leading, stop)
+        if leading.is_set() and not stop.is_set():
+            await run_kopf(settings, runtime, asyncio.Event(), stop)
+    finally:
+        stop.set()
+        await election
+        lost_watch.cancel()
+        await asyncio.to_thread(elector.release)
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    waits = [asyncio.create_task(e.wait()) for e in events]
+    _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+
+
+async def _exit_when(lost: asyncio.Event, identity: str) -> None:
+    await lost.wait()
+    log.critical("%s: exiting: another replica may already lead, and two must never reconcile at once",
+                 identity)
+    logging.shutdown()
+    os._exit(LOST_LEADERSHIP_EXIT_CODE)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

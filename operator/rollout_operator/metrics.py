@@ -10,7 +10,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -32,6 +32,11 @@ PROMETHEUS_QUERIES = Counter(
     ["outcome"], registry=REGISTRY)
 EVENTS = Counter(
     "modelrollout_events_total", "Kubernetes events emitted, by reason.", ["reason"], registry=REGISTRY)
+# 1 while this replica holds the leader Lease and reconciles (and, with --leader-election=false,
+# while it runs at all); 0 while it stands by. Summed over the replicas, 1 is healthy.
+LEADER = Gauge(
+    "modelrollout_operator_leader", "1 while this operator replica leads (runs the reconciles), 0 on standby.",
+    registry=REGISTRY)
 STATUS_WRITES = Counter(
     "modelrollout_status_writes_total", "Status patches written (unchanged statuses are skipped).",
     registry=REGISTRY)

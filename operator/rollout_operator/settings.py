@@ -93,6 +93,20 @@ class Settings:
     log_level: str = "info"
     # Field manager name used for server-side apply and status patches (shows in managedFields).
     field_manager: str = "modelrollout-operator"
+    # Leader election (handlers/leadership.py): replicas compete for one coordination.k8s.io
+    # Lease and only its holder reconciles. Off: this process reconciles alone (one replica only).
+    leader_election: bool = False
+    # Namespace and name of that Lease; the chart passes the release namespace.
+    leader_election_namespace: str = ""
+    leader_election_lease: str = "modelrollout-operator"
+    # This replica's name in the Lease (the chart passes the pod name); a random suffix per
+    # process is always added, so a restarted process never mistakes the old one's Lease for its own.
+    leader_election_identity: str = ""
+    # Seconds: a standby takes an unrenewed Lease after lease duration; a leader that could not
+    # renew for renew deadline stops; both look every retry period (retry < renew < duration).
+    leader_election_lease_duration: float = 15.0
+    leader_election_renew_deadline: float = 10.0
+    leader_election_retry_period: float = 2.0
 
     def pod_policy(self) -> PodPolicy:
         """The domain's view of the pod-bound settings: images, what specs may set, and whether
@@ -272,6 +286,19 @@ OPTIONS: tuple[_Option, ...] = (
     _Option("prometheus_pod_selector", "pod labels of Prometheus for NetworkPolicies (key=value,...)",
             str, _selector),
     _Option("max_workers", "threads running reconciles concurrently", int, _in_range(1, 512, "an integer")),
+    _Option("leader_election", "compete for a Lease; only its holder reconciles: true|false", _bool,
+            lambda _: None),
+    _Option("leader_election_namespace", "namespace of the leader election Lease", str,
+            lambda v: None if not v else _dns_labels((v,))),
+    _Option("leader_election_lease", "name of the leader election Lease", str, _dns_subdomain),
+    _Option("leader_election_identity", "this replica's name in the Lease (empty: the host name)", str,
+            lambda _: None),
+    _Option("leader_election_lease_duration", "seconds an unrenewed Lease stays its holder's", float,
+            _in_range(1, 600, "a number of seconds")),
+    _Option("leader_election_renew_deadline", "seconds a leader keeps leading without a renewal", float,
+            _in_range(0.5, 600, "a number of seconds")),
+    _Option("leader_election_retry_period", "seconds between Lease reads and renewals", float,
+            _in_range(0.1, 300, "a number of seconds")),
     _Option("log_level", "one of " + "|".join(LOG_LEVELS), str.lower,
             lambda v: None if v in LOG_LEVELS else "one of " + ", ".join(LOG_LEVELS)),
 )
@@ -325,6 +352,7 @@ def load_settings(argv: Sequence[str] | None = None,
                                 "without its own image would be Invalid")
     if settings is not None:
         problems.extend(compute_request_limit_problems(settings))
+        problems.extend(compute_election_problems(settings))
     if problems or settings is None:
         raise SettingsError("invalid operator settings:\n  " + "\n  ".join(problems))
     return settings
@@ -342,6 +370,23 @@ def compute_request_limit_problems(settings: Settings) -> list[str]:
                 flag = "--" + f"{prefix}_{resource}".replace("_", "-")
                 problems.append(f"{flag}-request ({request}) is above {flag}-limit ({limit}): "
                                 "a request must not exceed its limit")
+    return problems
+
+
+def compute_election_problems(settings: Settings) -> list[str]:
+    """Timings that would let a standby start before the old leader stops, or no Lease namespace."""
+    if not settings.leader_election:
+        return []
+    problems = []
+    if not settings.leader_election_namespace:
+        problems.append("--leader-election-namespace: empty; with --leader-election=true name the "
+                        "namespace of the Lease (the chart passes the release namespace)")
+    retry, renew = settings.leader_election_retry_period, settings.leader_election_renew_deadline
+    duration = settings.leader_election_lease_duration
+    if not retry < renew < duration:
+        problems.append(f"--leader-election-retry-period ({retry:g}) < --leader-election-renew-deadline "
+                        f"({renew:g}) < --leader-election-lease-duration ({duration:g}) must hold: a "
+                        "leader must stop before a standby may take its Lease")
     return problems
 
 

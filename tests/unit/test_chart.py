@@ -63,6 +63,11 @@ def _is_hook(doc: dict) -> bool:
     return "helm.sh/hook" in doc["metadata"].get("annotations", {})
 
 
+def _is_election(doc: dict) -> bool:
+    """The leader election Role/RoleBinding: the Lease in the release namespace, nothing else."""
+    return doc["metadata"]["name"].endswith("-leader-election")
+
+
 def _deployment(docs: list[dict]) -> dict:
     (dep,) = _by_kind(docs, "Deployment")
     return dep
@@ -85,13 +90,17 @@ def test_default_render_has_the_expected_objects_and_no_optional_ones():
                             # the operator's rules, in the release namespace only
                             "Role", "RoleBinding",
                             # the helm test hook: its pod and its own read-only identity
-                            "Pod", "ServiceAccount", "Role", "RoleBinding"])
+                            "Pod", "ServiceAccount", "Role", "RoleBinding",
+                            # two replicas: the leader election Lease grant and a disruption budget
+                            "Role", "RoleBinding", "PodDisruptionBudget"])
 
 
-def test_default_deployment_is_secure_single_replica_recreate():
+def test_default_deployment_is_secure_two_replicas_rolling_with_leader_election():
     dep = _deployment(_render())
     spec = dep["spec"]
-    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    assert spec["replicas"] == 2
+    # A new standby must be Ready before an old replica stops: never zero replicas to take over.
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     pod = spec["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] != 0
@@ -114,9 +123,54 @@ def test_default_deployment_is_secure_single_replica_recreate():
     assert pod["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
 
 
+def test_leader_election_args_env_and_least_privilege_lease_grant():
+    docs = _render()
+    pod = _deployment(docs)["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    settings = _settings_from_container(container)
+    assert settings.leader_election is True
+    assert settings.leader_election_namespace == "modelrollout-system"
+    assert settings.leader_election_lease == "mr-modelrollout"
+    assert settings.leader_election_identity == "mr-modelrollout-0"
+    assert (settings.leader_election_lease_duration, settings.leader_election_renew_deadline,
+            settings.leader_election_retry_period) == (15, 10, 2)
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    (role,) = [r for r in _by_kind(docs, "Role") if _is_election(r)]
+    assert role["metadata"]["namespace"] == "modelrollout-system"
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["mr-modelrollout"],
+         "verbs": ["get", "update"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]}]
+    (binding,) = [b for b in _by_kind(docs, "RoleBinding") if _is_election(b)]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"][0]["name"] == "mr-modelrollout"
+    (pdb,) = _by_kind(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == _deployment(docs)["spec"]["selector"]["matchLabels"]
+    anti = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert anti[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+
+
+def test_one_replica_without_election_is_recreate_with_no_lease_grant_or_budget():
+    docs = _render("--set", "replicaCount=1,leaderElection.enabled=false")
+    spec = _deployment(docs)["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    (container,) = spec["template"]["spec"]["containers"]
+    assert _settings_from_container(container).leader_election is False
+    assert not [r for r in _by_kind(docs, "Role") if _is_election(r)]
+    assert not _by_kind(docs, "PodDisruptionBudget") and "affinity" not in spec["template"]["spec"]
+    proc = _run_helm("template", "mr", str(CHART), "--kube-version", KUBE_VERSION, "--set",
+                     "leaderElection.enabled=false", check=False)
+    assert proc.returncode != 0 and "replicaCount > 1 needs leaderElection.enabled=true" in proc.stderr
+
+
 def _settings_from_container(container: dict, pod_ip: str = "127.0.0.9"):
     """Parses the rendered args with the operator's own settings parser, as the pod would."""
-    args = [a.replace("$(POD_IP)", pod_ip) for a in container["args"]]
+    pod_env = {"$(POD_IP)": pod_ip, "$(POD_NAMESPACE)": "modelrollout-system", "$(POD_NAME)": "mr-modelrollout-0"}
+    args = list(container["args"])
+    for var, value in pod_env.items():
+        args = [a.replace(var, value) for a in args]
     return load_settings(args, environ={})
 
 
@@ -160,9 +214,9 @@ def test_non_default_values_reach_the_operator_and_its_objects(tmp_path):
 
 def test_namespaced_mode_grants_workload_rules_only_in_the_watched_namespaces(tmp_path):
     docs = _render("-f", _values_file(tmp_path, NON_DEFAULT))
-    roles = [r for r in _by_kind(docs, "Role") if not _is_hook(r)]
+    roles = [r for r in _by_kind(docs, "Role") if not _is_hook(r) and not _is_election(r)]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
-    bindings = [b for b in _by_kind(docs, "RoleBinding") if not _is_hook(b)]
+    bindings = [b for b in _by_kind(docs, "RoleBinding") if not _is_hook(b) and not _is_election(b)]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     for b in bindings:
         assert b["subjects"] == [{"kind": "ServiceAccount", "name": "mr-modelrollout",
@@ -234,8 +288,8 @@ def test_the_operator_creates_no_roles_and_holds_none_of_the_routers_reads():
 
 def test_default_is_namespaced_to_the_release_namespace():
     docs = _render()
-    (role,) = [r for r in _by_kind(docs, "Role") if not _is_hook(r)]
-    (binding,) = [b for b in _by_kind(docs, "RoleBinding") if not _is_hook(b)]
+    (role,) = [r for r in _by_kind(docs, "Role") if not _is_hook(r) and not _is_election(r)]
+    (binding,) = [b for b in _by_kind(docs, "RoleBinding") if not _is_hook(b) and not _is_election(b)]
     assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "modelrollout-system"
     cluster = [r for d in _by_kind(docs, "ClusterRole") if d["metadata"]["name"] != "mr-modelrollout-router"
                for r in d["rules"]]
@@ -249,8 +303,8 @@ def test_cluster_wide_is_an_opt_in_with_the_same_rules(tmp_path):
     (container,) = _deployment(docs)["spec"]["template"]["spec"]["containers"]
     assert _settings_from_container(container).namespaces == ()
     (cluster_role,) = [d for d in _by_kind(docs, "ClusterRole") if d["metadata"]["name"] == "mr-modelrollout"]
-    assert [r for r in _by_kind(docs, "Role") if not _is_hook(r)] == []
-    namespaced = [r for r in _by_kind(_render(), "Role") if not _is_hook(r)][0]
+    assert [r for r in _by_kind(docs, "Role") if not _is_hook(r) and not _is_election(r)] == []
+    namespaced = [r for r in _by_kind(_render(), "Role") if not _is_hook(r) and not _is_election(r)][0]
     assert cluster_role["rules"] == namespaced["rules"]
     proc = _run_helm("template", "mr", str(CHART), "--kube-version", KUBE_VERSION, "--set",
                      "operator.clusterWide=true,operator.watchNamespaces={team-a}", check=False)
