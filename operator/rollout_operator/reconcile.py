@@ -242,6 +242,24 @@ def execute_action(action: Action, ctx: _Context, new_traffic: TrafficSplit) -> 
         w.delete_version(ns, name, action.version)
 
 
+def execute_actions(decision: Decision, ctx: _Context, persisted: RolloutStatus, generation: int,
+                    now: datetime) -> Decision:
+    """Runs the decision's actions in order; the decision to write. An object the API server
+    refuses (or that belongs to someone else) ends the tick Invalid naming the field, with
+    traffic as persisted; transport errors propagate so the runtime retries the tick."""
+    for action in decision.actions:
+        if isinstance(action, EmitEvent):
+            continue
+        try:
+            execute_action(action, ctx, decision.status.traffic)
+        except (KubeError, TakeoverRefused) as err:
+            rejection = compute_rejection(action, err)
+            if rejection is None:
+                raise
+            return decide_invalid(persisted, rejection, generation, now)
+    return decision
+
+
 def compute_decision(body: Mapping[str, Any], adapters: Adapters, settings: Settings,
                      now: datetime) -> tuple[Decision, RolloutSpec | None]:
     """Parses the spec (SpecError → Invalid, no traceback loop), observes, decides."""
@@ -266,21 +284,9 @@ def reconcile(body: Mapping[str, Any], adapters: Adapters, settings: Settings,
     old_dict = dict(body.get("status") or {})
     decision, spec = compute_decision(body, adapters, settings, now)
     if spec is not None:
-        ctx = _Context(owner, spec, adapters, settings,
-                       status_from_dict(old_dict).traffic)
-        for action in decision.actions:
-            if isinstance(action, EmitEvent):
-                continue
-            try:
-                execute_action(action, ctx, decision.status.traffic)
-            except (KubeError, TakeoverRefused) as err:
-                rejection = compute_rejection(action, err)
-                if rejection is None:
-                    raise  # transport trouble: the runtime retries the tick
-                # Permanent: end Invalid naming the field; traffic stays as persisted.
-                decision = decide_invalid(status_from_dict(old_dict), rejection,
-                                          int(meta.get("generation", 0)), now)
-                break
+        old = status_from_dict(old_dict)
+        ctx = _Context(owner, spec, adapters, settings, old.traffic)
+        decision = execute_actions(decision, ctx, old, int(meta.get("generation", 0)), now)
     patch = compute_status_patch(old_dict, status_to_dict(decision.status))
     written = conflict = False
     if patch:

@@ -179,10 +179,7 @@ def status_to_dict(s: RolloutStatus) -> dict[str, Any]:
         "nextCheckAt": to_rfc3339(s.next_check_at),
         "conditions": [_condition_to_dict(c) for c in s.conditions],
         "history": [_history_to_dict(h) for h in s.history],
-        "handledRequests": {"promote": s.handled_requests.promote,
-                            "promoteFull": s.handled_requests.promote_full,
-                            "abort": s.handled_requests.abort,
-                            "retry": s.handled_requests.retry},
+        "handledRequests": _handled_to_dict(s.handled_requests),
         "suspendedPhase": s.suspended_phase.value if s.suspended_phase else None,
         "pausedBy": s.paused_by,
         "lastRequest": s.last_request,
@@ -193,7 +190,6 @@ def status_to_dict(s: RolloutStatus) -> dict[str, Any]:
 def status_from_dict(d: Mapping[str, Any] | None) -> RolloutStatus:
     """Read .status back; unknown or malformed entries read as absent rather than raising."""
     d = d if isinstance(d, Mapping) else {}
-    requests = _map(d.get("handledRequests"))
     return RolloutStatus(
         phase=_enum(Phase, d.get("phase")),
         reason=_str(d.get("reason")),
@@ -218,16 +214,23 @@ def status_from_dict(d: Mapping[str, Any] | None) -> RolloutStatus:
                          if _map(c).get("type")),
         history=tuple(_history_from_dict(h) for h in _list(d.get("history"))
                       if _map(h).get("version")),
-        handled_requests=HandledRequests(
-            promote=_int(requests.get("promote")) or 0,
-            promote_full=_int(requests.get("promoteFull")) or 0,
-            abort=_int(requests.get("abort")) or 0,
-            retry=_int(requests.get("retry")) or 0),
+        handled_requests=_handled_from_dict(_map(d.get("handledRequests"))),
         suspended_phase=_enum(Phase, d.get("suspendedPhase")),
         paused_by=_str(d.get("pausedBy")),
         last_request=_str(d.get("lastRequest")),
         last_request_at=from_rfc3339(d.get("lastRequestAt")),
     )
+
+
+def _handled_to_dict(h: HandledRequests) -> dict[str, Any]:
+    return {"promote": h.promote, "promoteFull": h.promote_full, "abort": h.abort,
+            "retry": h.retry}
+
+
+def _handled_from_dict(d: Mapping[str, Any]) -> HandledRequests:
+    return HandledRequests(promote=_int(d.get("promote")) or 0,
+                           promote_full=_int(d.get("promoteFull")) or 0,
+                           abort=_int(d.get("abort")) or 0, retry=_int(d.get("retry")) or 0)
 
 
 def _traffic_to_dict(t: TrafficSplit) -> dict[str, Any]:
