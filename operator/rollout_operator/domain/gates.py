@@ -18,7 +18,7 @@ from .observations import QueryRequest, Role
 from .phases import Phase
 from .sequential_gates import (SEQUENTIAL_TEMPLATES, SequentialGate, compute_count_window,
                                compute_rates, evaluate_sequential_gate)
-from .spec import Analysis, AnalysisSpec, BlueGreenStrategy, MetricSpec, RolloutSpec
+from .spec import Analysis, AnalysisSpec, BlueGreenStrategy, MetricSpec, RolloutSpec, describe_step
 from .status import AnalysisStatus, MetricStatus, RolloutStatus
 from .templates import DEFAULT_SAMPLES_QUERY, TEMPLATES, render
 
@@ -169,7 +169,48 @@ def decide_sequential_round(tick: Tick) -> tuple[Tick, LimitReached | None]:
     events: tuple[EmitEvent, ...] = ()
     if limit is None and verdict is Verdict.ERROR:
         events = (warning("CheckError", summarize_round(analysis, new_analysis)),)
+    first_round = tick.status.analysis.last_check_at is None or \
+        tick.status.analysis.last_check_at <= tick.status.step_started_at
+    slow = compute_slow_gates(spec, status, new_analysis, elapsed) if first_round and limit is None else ""
+    if slow:
+        events += (warning("VerdictUnlikelyInTime", slow),)
     return tick.then(status, *events), limit
+
+
+def compute_slow_gates(spec: RolloutSpec, status: RolloutStatus, a: AnalysisStatus,
+                       elapsed: timedelta) -> str:
+    """At an analysis step's first round: the gates that, at the traffic seen so far, would need
+    longer than the step may wait ("" when none). Only a warning: the estimate rests on one
+    interval of traffic, and the step still ends at its longest wait as usual."""
+    analysis = spec.analysis
+    step = spec.steps[status.current_step_index or 0]
+    if analysis is None or not isinstance(step, Analysis):
+        return ""
+    longest = step.duration or analysis.max_duration
+    left = (longest - elapsed).total_seconds()
+    slow = []
+    for m in a.metrics:
+        if m.verdict is not Verdict.INCONCLUSIVE:
+            continue
+        if m.seconds_to_verdict is None:
+            why = "no traffic yet" if not m.samples else "its estimate sits on the threshold"
+            slow.append(f"{m.name} cannot estimate when it will be decided ({why})")
+        elif m.seconds_to_verdict > left:
+            rate = (m.samples or 0) / elapsed.total_seconds() if elapsed.total_seconds() > 0 else 0.0
+            slow.append(f"{m.name} needs ~{m.samples_needed} more samples, "
+                        f"{_approx(m.seconds_to_verdict)} at {rate:.3g} req/s")
+    if not slow:
+        return ""
+    return (f"{'; '.join(slow)}, but {describe_step(step)} waits at most {format_duration(longest)} "
+            f"({_approx(max(0.0, left))} left): raise the weight, widen the margin or lengthen the "
+            "step, or it ends as InconclusiveAnalysis")
+
+
+def _approx(seconds: float) -> str:
+    """A rough duration for people: "~45s", "~14m", "~3.4h"."""
+    if seconds < 120:
+        return f"~{seconds:.0f}s"
+    return f"~{seconds / 60:.0f}m" if seconds < 7200 else f"~{seconds / 3600:.1f}h"
 
 
 def _record_gate(old: MetricStatus, criteria: Criteria, gate: SequentialGate,
