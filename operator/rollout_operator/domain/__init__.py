@@ -18,6 +18,7 @@ Modules by concept, in reading order:
 10. steps       the step machine of a running rollout: requests, cursor, traffic per step
 11. gates       the analysis of a running rollout: due queries, check rounds, limits
 12. sequential  anytime-valid confidence sequences: the statistics of sequential gates
+13. sequential_gates  a gate in sequential mode: its count queries, verdict and rates
 """
 
 from .analysis import (Criteria, Evaluation, Measurement, MeasurementKind, Verdict, evaluate,
