@@ -231,3 +231,43 @@ def test_settings_refuse_timings_that_let_a_standby_start_before_the_leader_stop
     with pytest.raises(SettingsError, match="--leader-election-namespace: empty"):
         load_settings(["--leader-election=true"], environ={})
     assert load_settings(["--leader-election=true", "--leader-election-namespace=ops"], environ={}).leader_election
+
+
+def test_the_process_runs_kopf_only_once_it_leads_and_hands_the_lease_back_on_stop(monkeypatch):
+    from rollout_operator import main
+    from rollout_operator.settings import Settings
+
+    store = FakeLeases()
+    # Someone else holds the Lease, freshly renewed: this replica must stand by.
+    other = Elector(store.for_("op-9"), "op-9", ElectionTimings(1, 0.5, 0.1), monotonic=Clock(), clock=lambda: NOW)
+    other.step()
+    timings = ElectionTimings(lease_duration=0.4, renew_deadline=0.3, retry_period=0.02)
+    mine = Elector(store.for_("op-0"), "op-0", timings)
+    monkeypatch.setattr(main, "build_elector", lambda settings, client: mine)
+    monkeypatch.setattr(main, "load_api_client", lambda: None)
+    kopf_runs = []
+
+    async def fake_kopf(settings, runtime, ready, stop_flag):
+        kopf_runs.append(store.obj["spec"]["holderIdentity"])
+        await stop_flag.wait()
+
+    monkeypatch.setattr(main, "run_kopf", fake_kopf)
+
+    async def scenario():
+        ready, stop = asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(main.run_elected(Settings(), None, ready, stop))
+        await asyncio.wait_for(ready.wait(), 5)  # a standby is Ready
+        await asyncio.sleep(0.1)
+        assert kopf_runs == [], "kopf started while another replica held a live Lease"
+        # op-9 dies (stops renewing): after its lease duration (1 s) this replica takes over.
+        for _ in range(250):
+            if kopf_runs:
+                break
+            await asyncio.sleep(0.02)
+        assert kopf_runs == ["op-0"]
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(scenario())
+    assert store.obj["spec"]["holderIdentity"] is None, "the Lease was not handed back on a clean stop"
+    assert store.writes[-1] is None
