@@ -168,3 +168,23 @@ def test_bad_sequential_specs_are_rejected_naming_the_field(change, field, text)
         parse(apply)
     assert err.value.field == field, str(err.value)
     assert text in err.value.message
+
+
+SHADOW = {**SEQUENTIAL, "strategy": {"shadow": {"mirrorPercent": 100, "duration": "10m", "then": "stop"}},
+          "analysis": {**SEQUENTIAL["analysis"], "metrics": [
+              {"name": "agreement", "template": "shadow-agreement", "min": 0.9}]}}
+
+
+@pytest.mark.parametrize("agreement, phase, reason", [(0.99, Phase.STOPPED, None),
+                                                      (0.7, Phase.ROLLED_BACK, "AnalysisFailed")])
+def test_a_sequential_shadow_is_decided_by_its_paired_agreement(agreement, phase, reason):
+    world = rollout(SHADOW, candidate_rps=5, candidate_errors=agreement)
+    world.run_until_phase(phase, max_ticks=300)
+    gate = world.status.analysis.metrics[0]
+    assert gate.lower is not None and gate.upper is not None
+    if reason:
+        assert world.status.reason == reason and "< min 0.9" in world.status.message
+    else:
+        assert gate.verdict.value == "Pass" and gate.lower > 0.9
+        stopped = [now for _, _, now, d in world.ticks if d.status.phase is Phase.STOPPED][0]
+        assert stopped - analysis_started(world) < timedelta(minutes=10)
