@@ -79,6 +79,10 @@ class PrometheusMetrics:
         try:
             status, body = self._fetch(address, query, self._bounded(timeout))
             measurement = compute_answer(status, body, f"Prometheus at {address}")
+        except (OSError, http.client.HTTPException, DeadlineExceeded) as err:
+            # No answer at all (refused, reset, hung, closed early): say so, the rollback message
+            # carries it and a person reading it knows to look at Prometheus, not the model.
+            measurement = Measurement.error(f"Prometheus at {address} unreachable: {_describe(err)}")
         except Exception as err:  # noqa: BLE001 - every failure is a measurement (STYLE §6)
             measurement = Measurement.error(f"Prometheus at {address} failed: {_describe(err)}")
         if self._on_query:

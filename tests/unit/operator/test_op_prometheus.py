@@ -75,7 +75,7 @@ def test_outage_is_an_error_measurement_not_an_exception():
     outcomes = []
     m = PrometheusMetrics(timeout=2, on_query=outcomes.append).fetch_measurement(f"http://127.0.0.1:{port}", REQUEST)
     assert m.kind is MeasurementKind.ERROR
-    assert f"Prometheus at http://127.0.0.1:{port} failed: ConnectionError" in m.message
+    assert f"Prometheus at http://127.0.0.1:{port} unreachable: ConnectionError" in m.message
     assert outcomes == ["error", "error"]  # the value and its sample count run together, both fail
 
 

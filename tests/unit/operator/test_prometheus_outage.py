@@ -90,7 +90,8 @@ def _spec_with_gates(address: str) -> dict:
 
 def test_a_hung_prometheus_costs_each_round_one_timeout_and_rolls_back_at_the_limit():
     with HungPrometheus() as hung:
-        w = World(_spec_with_gates(hung.url))
+        url = hung.url
+        w = World(_spec_with_gates(url))
         w.run_until(healthy("v1"))  # the first version needs no analysis: nothing asked yet
         assert hung.waves == []
         w.adapters = replace(w.adapters, metrics=PrometheusMetrics(timeout=0.4))
@@ -105,6 +106,7 @@ def test_a_hung_prometheus_costs_each_round_one_timeout_and_rolls_back_at_the_li
     for gate in status["analysis"]["metrics"]:
         # The socket timeout and the total deadline are the same length: either may fire first.
         assert gate["consecutiveErrors"] == 4, gate
+        assert f"Prometheus at {url} unreachable: " in gate["message"], gate
         assert "DeadlineExceeded" in gate["message"] or "TimeoutError" in gate["message"], gate
 
 
