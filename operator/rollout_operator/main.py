@@ -98,7 +98,7 @@ async def run_elected(settings: Settings, runtime: Runtime | None, ready: asynci
         stop.set()
         await election
         lost_watch.cancel()
-        await asyncio.to_thread(elector.release)
+        await elector.hand_back()
 
 
 async def _first_of(*events: asyncio.Event) -> None:

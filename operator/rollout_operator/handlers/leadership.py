@@ -18,6 +18,7 @@ import logging
 import secrets
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Protocol
@@ -59,6 +60,7 @@ class Elector:
         self.leader: str | None = None  # who holds the Lease as last read
         self._observed: tuple[tuple[str | None, str | None, str | None], float] | None = None
         self._renewed_at = 0.0  # monotonic start of our last successful write
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leader-election")
 
     def step(self) -> bool:
         """One attempt; True when this replica leads afterwards. API errors are a failed attempt
@@ -113,6 +115,10 @@ class Elector:
             log.warning("could not release the leader Lease; a standby takes over when it expires",
                         exc_info=True)
 
+    async def hand_back(self) -> None:
+        """release() on the elector's own thread (kopf may have shut its executor down)."""
+        await asyncio.get_running_loop().run_in_executor(self._executor, self.release)
+
     async def run(self, leading: asyncio.Event, lost: asyncio.Event, stop: asyncio.Event,
                   looked: asyncio.Event | None = None) -> None:
         """Loops step() every retry period until `stop`: sets `looked` after the first read that
@@ -123,7 +129,10 @@ class Elector:
         while not stop.is_set():
             was_leader, was_holder = self.is_leader, self.leader
             try:
-                leads = await asyncio.to_thread(self.step)
+                # Its own thread: kopf's workers may all be busy with reconciles (a hung
+                # Prometheus holds each for a round), and a renewal queued behind them would
+                # cost this replica its leadership.
+                leads = await asyncio.get_running_loop().run_in_executor(self._executor, self.step)
             except Exception as err:  # noqa: BLE001 - a standby just looks again
                 log.warning("reading the leader Lease failed: %s", err)
                 leads = False
