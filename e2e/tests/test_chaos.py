@@ -173,7 +173,7 @@ class FlakyPrometheus:
     def _serve(self) -> None:
         while not self._stop.is_set():
             with self._lock:
-                listener, mode = self._listener, self.mode
+                listener = self._listener
             if listener is None:
                 self._stop.wait(0.1)
                 continue

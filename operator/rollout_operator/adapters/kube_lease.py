@@ -7,9 +7,10 @@ first). Which replica may take it and when is handlers/leadership.py's decision.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 from .kube import KubeApi, KubeError, ResourceRef
 

@@ -18,10 +18,11 @@ import logging
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable, Protocol
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from .. import metrics as m
 from ..adapters.kube_lease import LeaseRecord
@@ -53,7 +54,7 @@ class Elector:
 
     def __init__(self, leases: Leases, identity: str, timings: ElectionTimings = ElectionTimings(),
                  monotonic: Callable[[], float] = time.monotonic,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.leases, self.identity, self.timings = leases, identity, timings
         self._monotonic, self._clock = monotonic, clock
         self.is_leader = False
@@ -153,7 +154,7 @@ class Elector:
                 log.info("%s: standing by; the leader is %s", self.identity, self.leader or "nobody")
             try:
                 await asyncio.wait_for(stop.wait(), timeout=self.timings.retry_period)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
 

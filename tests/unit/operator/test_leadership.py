@@ -7,7 +7,7 @@ takeover after one lease duration when the leader dies, at once when it hands th
 
 import asyncio
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -21,7 +21,7 @@ from rollout_operator.settings import SettingsError, load_settings
 pytestmark = pytest.mark.unit
 
 T = ElectionTimings(lease_duration=15, renew_deadline=10, retry_period=2)
-NOW = datetime(2026, 12, 2, 14, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 2, 14, 0, tzinfo=UTC)
 
 
 class FakeLeases:
@@ -162,7 +162,7 @@ def test_the_lease_object_carries_the_precondition_and_keeps_the_acquire_time_on
     first = compute_lease_object("ops", "l", compute_lease_record(None), "op-0", 15, NOW)
     assert "resourceVersion" not in first["metadata"]
     first["metadata"]["resourceVersion"] = "7"
-    later = datetime(2026, 12, 2, 14, 0, 5, tzinfo=timezone.utc)
+    later = datetime(2026, 12, 2, 14, 0, 5, tzinfo=UTC)
     renewed = compute_lease_object("ops", "l", compute_lease_record(first), "op-0", 15, later)
     assert renewed["metadata"]["resourceVersion"] == "7"
     assert renewed["spec"]["acquireTime"] == "2026-12-02T14:00:00.000000Z"
