@@ -201,3 +201,25 @@ def test_gate_rates_split_rollbacks_across_gates_and_steps():
 def test_gate_rates_outside_the_allowed_range_are_rejected(fpr, frr, name):
     with pytest.raises(ValueError, match=rf"{name} must be in \(0, 0.5\]"):
         compute_gate_rates(fpr, frr, gates=1)
+
+
+def test_bounds_hold_their_defining_property_on_random_inputs():
+    # Seeded sweep over counts (including fractional sums), priors and levels: the interval
+    # holds the estimate, and each end that is not 0 or 1 is outside the set with a point 1e-9
+    # further in inside it: tight, and never narrower than the exact set.
+    import random
+
+    from rollout_operator.domain.sequential import _Mixture
+
+    rng = random.Random(14)
+    for _ in range(400):
+        n = rng.choice([1, 3, 10, 57, 400, 10_000, 2_000_000])
+        total = rng.choice([0.0, float(n), rng.uniform(0, n), float(rng.randint(0, n))])
+        alpha, prior = rng.choice([0.001, 0.01, 0.05, 0.2]), rng.choice([0.001, 0.02, 0.5, 0.9])
+        lower, upper = compute_mean_bounds(total, n, alpha, prior_mean=prior)
+        assert 0.0 <= lower <= total / n <= upper <= 1.0
+        mixture = _Mixture.of(total, n, prior)
+        for end, inward in ((lower, 1e-9), (upper, -1e-9)):
+            if 0.0 < end < 1.0:
+                assert not mixture.is_plausible(end, alpha), (total, n, alpha, prior, end)
+                assert mixture.is_plausible(end + inward, alpha), (total, n, alpha, prior, end)
