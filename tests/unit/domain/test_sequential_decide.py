@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from domain_sim import World, with_version
+from tests.support.domain_sim import World, with_version
 from rollout_operator.domain import Measurement, Phase, QueryRequest, Role, SpecError, parse_spec
 
 pytestmark = pytest.mark.unit
@@ -188,3 +188,15 @@ def test_a_sequential_shadow_is_decided_by_its_paired_agreement(agreement, phase
         assert gate.verdict.value == "Pass" and gate.lower > 0.9
         stopped = [now for _, _, now, d in world.ticks if d.status.phase is Phase.STOPPED][0]
         assert stopped - analysis_started(world) < timedelta(minutes=10)
+
+
+def test_a_sequential_blue_green_previews_and_bakes_on_evidence():
+    spec = {**SEQUENTIAL, "strategy": {"blueGreen": {"previewDuration": "10m", "postPromotionDuration": "10m",
+                                                     "scaleDownDelay": "30s"}}}
+    world = rollout(spec, candidate_rps=10, candidate_errors=0.001)
+    world.run_until(lambda w: w.status.phase is Phase.HEALTHY and w.status.stable_version == "v2",
+                    max_ticks=400)
+    started = [now for _, _, now, d in world.ticks if d.status.candidate_version == "v2"][0]
+    # Both analysis steps (preview and bake) ended on their verdict, long before 2 x 10m.
+    assert world.now - started < timedelta(minutes=8)
+    assert [h.outcome for h in world.status.history][-1] == "Promoted"
