@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"syscall"
 	"time"
@@ -33,6 +34,7 @@ func main() {
 		os.Exit(2)
 	}
 	log := newLogger(cfg.LogLevel)
+	tuneGC(cfg, os.Getenv, log)
 	if err := run(cfg, log); err != nil {
 		log.Error("router stopped", "error", err.Error())
 		os.Exit(1)
@@ -46,6 +48,22 @@ func newLogger(level string) *slog.Logger {
 	slog.SetDefault(log)
 	klog.SetSlogLogger(log) // client-go's retries and errors become JSON lines too
 	return log
+}
+
+// tuneGC trades heap for CPU within the router's memory bound: GOGC=settings.GCPercent, and a
+// soft memory limit at settings.MemoryBound so the heap never grows past what the budgets allow.
+// GOGC or GOMEMLIMIT set in the environment win (the runtime has already applied them).
+func tuneGC(cfg settings.Settings, getenv func(string) string, log *slog.Logger) {
+	gogc, limit := getenv("GOGC"), getenv("GOMEMLIMIT")
+	if gogc == "" {
+		debug.SetGCPercent(settings.GCPercent)
+		gogc = strconv.Itoa(settings.GCPercent)
+	}
+	if limit == "" {
+		debug.SetMemoryLimit(cfg.MemoryBound())
+		limit = strconv.FormatInt(cfg.MemoryBound(), 10)
+	}
+	log.Debug("garbage collector", "gogc", gogc, "memory_limit", limit)
 }
 
 func run(cfg settings.Settings, log *slog.Logger) error {

@@ -5,6 +5,7 @@ package metrics
 import (
 	"net/http"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -57,7 +58,9 @@ type Metrics struct {
 	Comparisons   *prometheus.CounterVec
 	SegmentComps  *prometheus.CounterVec
 	ConfDelta     *prometheus.HistogramVec
-	children      sync.Map // version+"\x00"+role -> *VersionMetrics
+	children      sync.Map                      // version+"\x00"+role -> *VersionMetrics
+	rejected      map[string]prometheus.Counter // by reason, resolved once: Reject does no label hashing
+	lastPair      atomic.Pointer[PairMetrics]   // the shadow pair last asked for (see Pair)
 }
 
 // VersionMetrics are the pre-resolved series of one (version, role).
@@ -110,8 +113,10 @@ func New(rollout string) *Metrics {
 	m.Registry.MustRegister(m.Requests, m.Duration, m.RequestBytes, m.ResponseBytes, inFlight, m.Rejected,
 		m.Retries, m.Weight, m.MirrorPercent, m.PanicRouting, m.MirrorReqs, dropped, m.Comparisons, m.SegmentComps, m.ConfDelta,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.rejected = map[string]prometheus.Counter{}
 	for _, reason := range []string{TooLarge, Overloaded, Timeout, BodyTimeout, BufferFull, BadRequest} {
-		m.Rejected.WithLabelValues(rollout, reason) // export zeros so rate() has a series from the start
+		// export zeros so rate() has a series from the start
+		m.rejected[reason] = m.Rejected.WithLabelValues(rollout, reason)
 	}
 	return m
 }
@@ -143,7 +148,62 @@ func (m *Metrics) For(version, role string) *VersionMetrics {
 }
 
 // Reject counts a request the router answered itself.
-func (m *Metrics) Reject(reason string) { m.Rejected.WithLabelValues(m.Rollout, reason).Inc() }
+func (m *Metrics) Reject(reason string) {
+	if c, ok := m.rejected[reason]; ok {
+		c.Inc()
+		return
+	}
+	m.Rejected.WithLabelValues(m.Rollout, reason).Inc()
+}
+
+// PairMetrics are the pre-resolved shadow series of one (stable, mirror) version pair.
+type PairMetrics struct {
+	Stable, Mirror string
+	MirrorReqs     map[string]prometheus.Counter // by outcome (OK, ClientError, ServerError, Unavailable)
+	ConfDelta      prometheus.Observer
+	m              *Metrics
+	mu             sync.Mutex                    // guards the two maps below, filled on first use
+	comparisons    map[string]prometheus.Counter // by comparison result
+	segments       map[string]prometheus.Counter // by segment result
+}
+
+// Pair returns the shadow series of (stable, mirror). The split rarely changes, so the pair
+// last asked for is kept and the usual call resolves no labels at all.
+func (m *Metrics) Pair(stable, mirror string) *PairMetrics {
+	if p := m.lastPair.Load(); p != nil && p.Stable == stable && p.Mirror == mirror {
+		return p
+	}
+	p := &PairMetrics{Stable: stable, Mirror: mirror, MirrorReqs: map[string]prometheus.Counter{},
+		ConfDelta: m.ConfDelta.WithLabelValues(m.Rollout, stable, mirror), m: m,
+		comparisons: map[string]prometheus.Counter{}, segments: map[string]prometheus.Counter{}}
+	for _, o := range []string{OK, ClientError, ServerError, Unavailable} {
+		p.MirrorReqs[o] = m.MirrorReqs.WithLabelValues(m.Rollout, mirror, o)
+	}
+	m.lastPair.Store(p)
+	return p
+}
+
+// Compared counts one comparison result (router_shadow_comparisons_total).
+func (p *PairMetrics) Compared(result string) {
+	p.counter(p.comparisons, p.m.Comparisons, result).Inc()
+}
+
+// SegmentsCompared adds n segment results (router_shadow_segment_comparisons_total).
+func (p *PairMetrics) SegmentsCompared(result string, n int) {
+	p.counter(p.segments, p.m.SegmentComps, result).Add(float64(n))
+}
+
+func (p *PairMetrics) counter(cache map[string]prometheus.Counter, vec *prometheus.CounterVec,
+	result string) prometheus.Counter {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c, ok := cache[result]
+	if !ok {
+		c = vec.WithLabelValues(p.m.Rollout, p.Stable, p.Mirror, result)
+		cache[result] = c
+	}
+	return c
+}
 
 // SetSplit publishes the current weights and mirror share, dropping series of old versions.
 func (m *Metrics) SetSplit(stable string, stableW int, cand string, candW int, mirror string, mirrorP int) {

@@ -12,10 +12,8 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptrace"
 	"net/http/httputil"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -73,7 +71,8 @@ func (r *Router) forward(w http.ResponseWriter, req *http.Request) {
 	}
 	// The body is read before a slot is taken, so slow uploads cost a connection and the
 	// bytes they actually sent (bounded by --max-buffered-request-bytes), not capacity.
-	body, held, err := r.readBody(w, req)
+	rc := http.NewResponseController(w)
+	body, held, err := r.readBody(rc, req)
 	defer r.bodies.Release(held)
 	if err != nil {
 		r.rejectBody(w, req, err)
@@ -91,21 +90,22 @@ func (r *Router) forward(w http.ResponseWriter, req *http.Request) {
 			"waiting for its status.traffic", r.cfg.Namespace, r.cfg.Rollout))
 		return
 	}
-	r.proxyTo(w, req, body, s, start)
+	r.proxyTo(w, rc, req, body, s, start)
 }
 
 // proxyTo forwards an admitted request to the version its split picks, then offers the shadow
 // copy; start is when the request arrived (router_request_duration_seconds).
-func (r *Router) proxyTo(w http.ResponseWriter, req *http.Request, body []byte, s *split.Split, start time.Time) {
+func (r *Router) proxyTo(w http.ResponseWriter, rc *http.ResponseController, req *http.Request, body []byte,
+	s *split.Split, start time.Time) {
 	role, version, mirrored := decideRoute(s, req)
-	ex := &exchange{body: body, version: version, role: role, vm: r.metrics.For(version, string(role)),
+	ex := &exchange{body: body, version: version, role: role, vm: r.metricsFor(s, role, version),
 		clientCtx: req.Context(), capture: mirrored}
 	ex.vm.RequestBytes.Add(float64(len(body)))
 	ex.answer.limit, ex.answer.budget = r.cfg.MirrorMaxBodyBytes, r.bodies
 	ctx, cancel := context.WithTimeout(context.WithValue(req.Context(), exchangeKey{}, ex), r.cfg.RequestTimeout)
 	defer cancel()
 	// A client reading the answer slowly must not hold the slot past the deadline either.
-	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(r.cfg.RequestTimeout + answerGrace))
+	_ = rc.SetWriteDeadline(time.Now().Add(r.cfg.RequestTimeout + answerGrace))
 	defer func() { // also when ReverseProxy aborts a half-copied answer (panic ErrAbortHandler)
 		r.bodies.Release(ex.answer.held) // the shadow job, if any, is charged to the mirror's own budget
 		ex.vm.ResponseBytes.Add(float64(ex.answer.n))
@@ -169,9 +169,11 @@ func (r *Router) rewrite(pr *httputil.ProxyRequest) {
 type upstream struct{ r *Router }
 
 // RoundTrip sends to one endpoint of the exchange's version. Only when that attempt failed to
-// dial (refused, connect timeout) and never got a connection is the endpoint ejected and
-// another one tried: once a connection was handed to the request, its bytes may have reached
-// the backend, and a POST must not run twice. Failures after that are neither retried nor
+// dial (refused, connect timeout) is the endpoint ejected and another one tried: a dial error
+// is the last thing that happened to the attempt, so nothing of this request was written to
+// any connection (the transport replays a request on a fresh dial only when nothing had
+// been written, or the client allowed it with Idempotency-Key). Once a connection was written
+// to, its bytes may have reached the backend, and a POST must not run twice. Failures after that are neither retried nor
 // ejected, so a request that makes backends drop the connection cannot eject them all. An
 // HTTP answer, even a 5xx, is final.
 func (u upstream) RoundTrip(out *http.Request) (*http.Response, error) {
@@ -190,9 +192,7 @@ func (u upstream) RoundTrip(out *http.Request) (*http.Response, error) {
 		if failed != nil {
 			ex.vm.Retries.Inc()
 		}
-		var connected atomic.Bool // hooks may run on the transport's goroutines
-		trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { connected.Store(true) }}
-		resp, err := u.r.transport.RoundTrip(attemptRequest(out, ep.Addr, ex.body, trace))
+		resp, err := u.r.transport.RoundTrip(attemptRequest(out, ep.Addr, ex.body))
 		if err == nil {
 			return resp, nil
 		}
@@ -200,11 +200,11 @@ func (u upstream) RoundTrip(out *http.Request) (*http.Response, error) {
 			return nil, out.Context().Err()
 		}
 		var opErr *net.OpError
-		if connected.Load() || !errors.As(err, &opErr) || opErr.Op != "dial" {
+		if !errors.As(err, &opErr) || opErr.Op != "dial" {
 			// Sent (or possibly sent), or refused before dialing (e.g. a header the transport
 			// rejects): the endpoint is not to blame and another would fare no better.
 			u.r.log.Warn("request to endpoint failed; not retried", "version", ex.version,
-				"endpoint", ep.Addr, "connected", connected.Load(), "error", err.Error())
+				"endpoint", ep.Addr, "error", err.Error())
 			return nil, err
 		}
 		ep.Eject(time.Now(), u.r.cfg.EjectDuration)
@@ -218,8 +218,8 @@ func (u upstream) RoundTrip(out *http.Request) (*http.Response, error) {
 // attemptRequest is the outbound request aimed at one endpoint, with a fresh body reader.
 // GetBody lets the transport itself replay the body when it found a pooled connection dead
 // before writing anything (its own, equally safe, retry).
-func attemptRequest(out *http.Request, addr string, body []byte, trace *httptrace.ClientTrace) *http.Request {
-	req := out.WithContext(httptrace.WithClientTrace(out.Context(), trace))
+func attemptRequest(out *http.Request, addr string, body []byte) *http.Request {
+	req := *out // shallow: the header and context are shared, the URL and body are this attempt's
 	u := *out.URL
 	u.Host = addr
 	req.URL = &u
@@ -227,7 +227,7 @@ func attemptRequest(out *http.Request, addr string, body []byte, trace *httptrac
 		req.Body = io.NopCloser(bytes.NewReader(body))
 		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	}
-	return req
+	return &req
 }
 
 // decorateResponse adds the version headers and counts (and, when mirrored, keeps) the body

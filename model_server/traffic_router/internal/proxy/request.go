@@ -67,7 +67,7 @@ const bodyChunk = 64 << 10
 // readBody reads the whole body within --body-read-timeout, refusing more than
 // --max-request-bytes. Every byte of buffer is taken from the shared --max-buffered-request-bytes
 // budget before it is allocated; held is what the caller must give back.
-func (r *Router) readBody(w http.ResponseWriter, req *http.Request) (body []byte, held int64, err error) {
+func (r *Router) readBody(rc *http.ResponseController, req *http.Request) (body []byte, held int64, err error) {
 	limit := r.cfg.MaxRequestBytes
 	if req.ContentLength > limit {
 		return nil, 0, tooLargeError{limit}
@@ -76,7 +76,7 @@ func (r *Router) readBody(w http.ResponseWriter, req *http.Request) (body []byte
 		return nil, 0, nil
 	}
 	// ErrNotSupported (e.g. in tests without a server) leaves the server's ReadTimeout in force.
-	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(r.cfg.BodyReadTimeout))
+	_ = rc.SetReadDeadline(time.Now().Add(r.cfg.BodyReadTimeout))
 	ceiling := limit + 1 // unknown length: one byte past the limit shows the body is too large
 	if req.ContentLength > 0 {
 		ceiling = req.ContentLength // the server never lets more than Content-Length through

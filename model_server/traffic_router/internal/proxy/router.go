@@ -30,6 +30,7 @@ import (
 type Router struct {
 	cfg       settings.Settings
 	split     atomic.Pointer[split.Split]
+	routed    atomic.Pointer[routedMetrics] // the split in force's series, resolved when it is set
 	Pools     *backend.Registry
 	metrics   *metrics.Metrics
 	mirror    *shadow.Mirror
@@ -106,6 +107,11 @@ func (r *Router) SetSplit(s split.Split) {
 		return
 	}
 	r.split.Store(&s)
+	rm := &routedMetrics{split: r.split.Load(), stable: r.metrics.For(s.Stable.Version, string(split.Stable))}
+	if s.Candidate != nil {
+		rm.candidate = r.metrics.For(s.Candidate.Version, string(split.Candidate))
+	}
+	r.routed.Store(rm)
 	cand, candW, mir, mirP := "", 0, "", 0
 	if s.Candidate != nil {
 		cand, candW = s.Candidate.Version, s.Candidate.Weight
@@ -117,6 +123,26 @@ func (r *Router) SetSplit(s split.Split) {
 	r.log.Info("traffic split applied", "source", s.Source, "stable", s.Stable.Version,
 		"stable_weight", s.Stable.Weight, "candidate", cand, "candidate_weight", candW,
 		"mirror", mir, "mirror_percent", mirP, "sticky_header", s.StickyHeader)
+}
+
+// routedMetrics are the series of one split's stable and candidate, looked up once per split
+// rather than once per request.
+type routedMetrics struct {
+	split             *split.Split
+	stable, candidate *metrics.VersionMetrics
+}
+
+// metricsFor returns the series of the version a request was routed to under split s.
+func (r *Router) metricsFor(s *split.Split, role split.Role, version string) *metrics.VersionMetrics {
+	if rm := r.routed.Load(); rm != nil && rm.split == s {
+		switch {
+		case role == split.Stable:
+			return rm.stable
+		case role == split.Candidate && rm.candidate != nil:
+			return rm.candidate
+		}
+	}
+	return r.metrics.For(version, string(role)) // a split replaced while this request was admitted
 }
 
 // Split returns the split in force, or nil.

@@ -48,6 +48,25 @@ type Settings struct {
 	AccessLog           bool          // one JSON line per request (costly at high rates)
 }
 
+// Memory bounds outside the flags, used by MemoryBound.
+const (
+	ConnectionBytes = 20 << 10 // what one open client connection costs: a goroutine and its buffers
+	RuntimeOverhead = 64 << 20 // Go's own: code, globals (client-go's are large), caches, fragmentation
+	// GCPercent replaces Go's default GOGC=100: with the router's small live heap, GC at 100 ran
+	// every few MiB of allocation and cost about a quarter of its instructions per request;
+	// MemoryBound caps the heap instead (see docs/router.md, Performance).
+	GCPercent = 400
+)
+
+// MemoryBound is what the router may hold at worst with these settings: the request-body and
+// shadow budgets, the shadow answers being read, the connections, and Go's overhead (the sum
+// docs/router.md and docs/security.md give, about 470 MiB with the defaults). The router sets it
+// as Go's soft memory limit, so a larger GOGC never takes the heap past it.
+func (s Settings) MemoryBound() int64 {
+	return s.MaxBufferedBytes + s.MirrorMaxBytes + int64(s.MirrorWorkers)*s.MirrorMaxBodyBytes +
+		int64(s.MaxConnections)*ConnectionBytes + RuntimeOverhead
+}
+
 // EnvName is the environment variable that sets a flag: --max-request-bytes -> ROUTER_MAX_REQUEST_BYTES.
 func EnvName(flagName string) string {
 	return "ROUTER_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))

@@ -101,3 +101,18 @@ func TestLimitsThatCannotWorkTogetherAreRefused(t *testing.T) {
 		}
 	}
 }
+
+func TestMemoryBoundIsTheSumOfTheBudgets(t *testing.T) {
+	s, err := Parse([]string{"--rollout=r"}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 256 MiB bodies + 64 MiB shadow queue + 8 x 1 MiB shadow answers + 4096 x 20 KiB + 64 MiB
+	if got, want := s.MemoryBound(), int64(256+64+8+80+64)<<20; got != want {
+		t.Fatalf("MemoryBound() = %d, want %d (472 MiB)", got, want)
+	}
+	s.MaxBufferedBytes += 1 << 20
+	if got := s.MemoryBound(); got != int64(473)<<20 {
+		t.Fatalf("one more MiB of body budget: %d", got)
+	}
+}

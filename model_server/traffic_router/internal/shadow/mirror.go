@@ -115,7 +115,8 @@ func (mr *Mirror) handle(ctx context.Context, j Job) {
 	if err == nil {
 		outcome = metrics.OutcomeOf(status)
 	}
-	mr.metrics.MirrorReqs.WithLabelValues(mr.metrics.Rollout, j.MirrorVersion, outcome).Inc()
+	pair := mr.metrics.Pair(j.StableVersion, j.MirrorVersion)
+	pair.MirrorReqs[outcome].Inc()
 	if j.StableStatus != http.StatusOK || j.StableBody == nil {
 		return // nothing trustworthy to compare against
 	}
@@ -135,20 +136,18 @@ func (mr *Mirror) handle(ctx context.Context, j Job) {
 	if cmp.SegmentsErr != nil {
 		mr.log.Debug("shadow segments unreadable", "version", j.MirrorVersion, "error", cmp.SegmentsErr.Error())
 	}
-	mr.record(j, cmp)
+	record(pair, cmp)
 }
 
 // record counts one comparison under its (stable, candidate) pair.
-func (mr *Mirror) record(j Job, cmp Comparison) {
-	labels := []string{mr.metrics.Rollout, j.StableVersion, j.MirrorVersion}
-	mr.metrics.Comparisons.WithLabelValues(append(labels, cmp.Result)...).Inc()
-	hist := mr.metrics.ConfDelta.WithLabelValues(labels...)
+func record(pair *metrics.PairMetrics, cmp Comparison) {
+	pair.Compared(cmp.Result)
 	for _, d := range cmp.Deltas {
-		hist.Observe(d)
+		pair.ConfDelta.Observe(d)
 	}
 	for _, result := range SegmentResults {
 		if n := cmp.Segments[result]; n > 0 {
-			mr.metrics.SegmentComps.WithLabelValues(append(labels, result)...).Add(float64(n))
+			pair.SegmentsCompared(result, n)
 		}
 	}
 }

@@ -46,6 +46,8 @@ func main() {
 	warmup := flag.Duration("warmup", time.Second, "unmeasured warm-up time")
 	conns := flag.Int("connections", 32, "closed loop: concurrent connections; open loop: max in flight")
 	bodyFile := flag.String("body-file", "", "request body file (POST)")
+	count := flag.Int64("requests", 0, "closed loop: stop after this many requests instead of --duration "+
+		"(for counting instructions per request under a profiler)")
 	flag.Parse()
 	body, err := os.ReadFile(*bodyFile)
 	if err != nil || len(urls) == 0 {
@@ -69,6 +71,12 @@ func main() {
 	}
 	if *rate > 0 {
 		_ = json.NewEncoder(os.Stdout).Encode(openLoop(send, urls, *rate, *conns, *duration))
+		return
+	}
+	if *count > 0 {
+		r := countedLoop(func() bool { return send(urls[0]) }, *conns, *count)
+		r.URL = urls[0]
+		_ = json.NewEncoder(os.Stdout).Encode([]result{r})
 		return
 	}
 	r := closedLoop(func() bool { return send(urls[0]) }, *conns, *duration)
@@ -113,6 +121,36 @@ func closedLoop(send func() bool, conns int, d time.Duration) result {
 	}
 	wg.Wait()
 	return summarize("closed", all, errors.Load(), time.Since(start))
+}
+
+// countedLoop sends exactly n requests over conns connections, as fast as they are answered.
+func countedLoop(send func() bool, conns int, n int64) result {
+	var left atomic.Int64
+	left.Store(n)
+	var mu sync.Mutex
+	var all []time.Duration
+	var errors atomic.Int64
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mine []time.Duration
+			for left.Add(-1) >= 0 {
+				t := time.Now()
+				if !send() {
+					errors.Add(1)
+				}
+				mine = append(mine, time.Since(t))
+			}
+			mu.Lock()
+			all = append(all, mine...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return summarize("counted", all, errors.Load(), time.Since(start))
 }
 
 // openLoop starts request i at start + i/(rate*n) whatever happened before, to URL i mod n;
