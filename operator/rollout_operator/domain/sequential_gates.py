@@ -139,15 +139,27 @@ def _combine(tests: list[tuple[str, SequentialResult]], prefix: str, events: flo
     shown = next((t for t in tests if t[1].outcome is Outcome.FAIL), None) or \
         next((t for t in tests if t[1].outcome is Outcome.INCONCLUSIVE), None) or tests[0]
     label, result = shown
-    undecided = [r.samples_needed for _, r in tests if r.outcome is Outcome.INCONCLUSIVE]
-    needed = 0 if not undecided else (None if None in undecided else max(undecided))  # type: ignore[type-var]
+    needed = _samples_needed([r for _, r in tests])
     rate = n / elapsed.total_seconds() if elapsed.total_seconds() > 0 else 0.0
-    seconds = None if needed is None or (needed and rate <= 0) else (needed / rate if needed else 0.0)
+    seconds: float | None = None
+    if needed == 0:
+        seconds = 0.0
+    elif needed is not None and rate > 0:
+        seconds = needed / rate
     message = prefix + result.describe(limit=label)
     return SequentialGate(verdict, message, estimate=events / n if n > 0 else None,
                           lower=result.lower, upper=result.upper, samples=int(n),
                           stable_samples=stable_n, samples_needed=needed,
                           seconds_to_verdict=seconds)
+
+
+def _samples_needed(results: list[SequentialResult]) -> int | None:
+    """The gate waits for its slowest undecided test; unknown if any of them is unknown."""
+    undecided = [r.samples_needed for r in results if r.outcome is Outcome.INCONCLUSIVE]
+    if not undecided:
+        return 0
+    known = [n for n in undecided if n is not None]
+    return max(known) if len(known) == len(undecided) else None
 
 
 _VERDICT = {Outcome.PASS: Verdict.PASS, Outcome.FAIL: Verdict.FAIL,
