@@ -151,7 +151,7 @@ def decide_sequential_round(tick: Tick) -> tuple[Tick, LimitReached | None]:
     elapsed = tick.now - status.step_started_at
     rates = compute_rates(analysis, sum(isinstance(s, Analysis) for s in spec.steps))
     previous = {m.name: m for m in status.analysis.metrics}
-    metrics = []
+    metrics: list[MetricStatus] = []
     for metric in spec.metrics:
         observed = tick.observations.measurements.get(metric.name)
         candidate = observed.candidate if observed else _NOT_MEASURED
@@ -188,7 +188,7 @@ def compute_slow_gates(spec: RolloutSpec, status: RolloutStatus, a: AnalysisStat
         return ""
     longest = step.duration or analysis.max_duration
     left = (longest - elapsed).total_seconds()
-    slow = []
+    slow: list[str] = []
     for m in a.metrics:
         if m.verdict is not Verdict.INCONCLUSIVE:
             continue

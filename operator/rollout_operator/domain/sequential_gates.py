@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Iterable
 
 from .analysis import Measurement, MeasurementKind, Verdict, worst
 from .durations import format_promql_duration
@@ -185,11 +184,6 @@ def _events_within(m: Measurement, trials: float) -> float:
     event count can come out a little above the trials it belongs to."""
     value = m.value if m.value is not None and math.isfinite(m.value) else 0.0
     return min(max(value, 0.0), trials)
-
-
-def summarize_gates(names_and_gates: Iterable[tuple[str, SequentialGate]]) -> str:
-    """One line with every gate, e.g. for the rollback message or a warning."""
-    return "; ".join(f"{name} {g.verdict.value.lower()}: {g.message}" for name, g in names_and_gates)
 
 
 def _num(value: float) -> str:
