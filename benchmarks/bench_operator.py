@@ -18,15 +18,14 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from kubernetes import config
+
+from rollout_operator.adapters.kube import MODEL_ROLLOUTS, KubeApi
+from tests.support.operator_harness import CRD, OperatorProcess, connect_testbed, delete_rollouts, kubectl
+from tests.support.stub_prometheus import StubPrometheus, vector
+from tests.support.waiting import wait_for
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "tests" / "integration"), str(REPO / "tests" / "unit" / "operator")]
-
-from kubernetes import config  # noqa: E402
-
-from operator_harness import (CRD, OperatorProcess, connect_testbed, delete_rollouts, kubectl,  # noqa: E402
-                              wait_for)
-from rollout_operator.adapters.kube import MODEL_ROLLOUTS, KubeApi  # noqa: E402
-from stub_prometheus import StubPrometheus, vector  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "operator.json"
 STEPS = [{"setWeight": 10}, {"pause": {"duration": "2s"}}, {"setWeight": 50}, {"pause": {"duration": "2s"}}]

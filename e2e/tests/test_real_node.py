@@ -19,6 +19,7 @@ from kubernetes import client
 
 from e2e import rollouts, scenario
 from e2e.testbed import node_config, node_host, paths
+from tests.support.waiting import wait_for
 
 from .support import HEALTHY_TIMEOUT, NAME, apply_and_wait
 
@@ -170,16 +171,14 @@ def test_a_container_over_its_memory_limit_is_oom_killed(cluster, api, layout):
                             "securityContext": {"readOnlyRootFilesystem": True,
                                                 "allowPrivilegeEscalation": False,
                                                 "capabilities": {"drop": ["ALL"]}}}]}})
-        deadline = time.monotonic() + WAIT_S
-        last = None
-        while time.monotonic() < deadline:
+
+        def restarted():
             statuses = core.read_namespaced_pod("hog", ns).status.container_statuses or []
             last = statuses[0] if statuses else None
-            terminated = last and last.last_state and last.last_state.terminated
-            if terminated:
-                break
-            time.sleep(1)
-        assert terminated, f"no restart after an over-limit allocation within {WAIT_S}s: {last}"
+            return last if last and last.last_state and last.last_state.terminated else None
+
+        last = wait_for(restarted, "a restart after an over-limit allocation", timeout=WAIT_S, every=1)
+        terminated = last.last_state.terminated
         assert (terminated.reason, terminated.exit_code) == ("OOMKilled", 137), terminated
         assert last.restart_count >= 1
     finally:

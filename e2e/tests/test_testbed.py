@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import re
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -24,6 +23,7 @@ from kubernetes import client, config
 
 from e2e.testbed import cluster as testbed_cluster
 from e2e.testbed import paths
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -55,25 +55,13 @@ def apps(layout: paths.Layout) -> client.AppsV1Api:
 def ns(core: client.CoreV1Api):
     name = f"tb-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": name}})
-    wait_for(lambda: _has_default_sa(core, name), "the namespace's default ServiceAccount")
+    wait_for(lambda: _has_default_sa(core, name), "the namespace's default ServiceAccount", timeout=WAIT_S)
     yield name
     core.delete_namespace(name)
 
 
 def _has_default_sa(core: client.CoreV1Api, ns: str) -> bool:
     return any(sa.metadata.name == "default" for sa in core.list_namespaced_service_account(ns).items)
-
-
-def wait_for(check, what: str, timeout_s: float = WAIT_S):
-    """Polls until `check()` returns something truthy; fails naming `what` and the last value."""
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.3)
-    pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}; last value: {last!r}")
 
 
 def echo_container(**extra) -> dict:
@@ -147,7 +135,7 @@ def in_pod_range(lay: paths.Layout, ip: str) -> bool:
 
 def test_deployment_pods_are_real_processes_on_local_pod_ips(layout, core, apps, ns):
     create_echo_deployment(apps, ns)
-    pods = wait_for(lambda: ready_pods(core, ns, 2), "2 Running+Ready echo pods")
+    pods = wait_for(lambda: ready_pods(core, ns, 2), "2 Running+Ready echo pods", timeout=WAIT_S)
     ips = {p.status.pod_ip for p in pods}
     assert len(ips) == 2 and all(in_pod_range(layout, ip) for ip in ips), ips
     for pod in pods:
@@ -163,41 +151,43 @@ def test_endpointslice_lists_both_ready_pod_ips(core, apps, ns):
     core.create_namespaced_service(ns, {"metadata": {"name": "echo"}, "spec": {
         "selector": {"app": "echo"}, "ports": [{"name": "http", "port": 8080, "targetPort": 8080}]}})
     create_echo_deployment(apps, ns)
-    pods = wait_for(lambda: ready_pods(core, ns, 2), "2 Running+Ready echo pods")
+    pods = wait_for(lambda: ready_pods(core, ns, 2), "2 Running+Ready echo pods", timeout=WAIT_S)
     discovery = client.DiscoveryV1Api(core.api_client)
 
     def ready_ips():
         slices = discovery.list_namespaced_endpoint_slice(ns, label_selector="kubernetes.io/service-name=echo").items
         return {a for s in slices for e in s.endpoints or [] if e.conditions.ready for a in e.addresses}
     want = {p.status.pod_ip for p in pods}
-    wait_for(lambda: ready_ips() == want, f"EndpointSlice ready addresses == {want}")
+    wait_for(lambda: ready_ips() == want, f"EndpointSlice ready addresses == {want}", timeout=WAIT_S)
 
 
 def test_prometheus_scrapes_both_pods(layout, core, apps, ns):
     create_echo_deployment(apps, ns)
-    pods = wait_for(lambda: ready_pods(core, ns, 2), "2 Running+Ready echo pods")
+    pods = wait_for(lambda: ready_pods(core, ns, 2), "2 Running+Ready echo pods", timeout=WAIT_S)
     query = urllib.parse.quote(f'up{{namespace="{ns}"}}')
 
     def up_by_pod():
         answer = try_get_json(f"{layout.prometheus_url}/api/v1/query?query={query}") or {}
         return {r["metric"]["pod"]: r["value"][1] for r in answer.get("data", {}).get("result", [])}
     want = {p.metadata.name: "1" for p in pods}
-    wait_for(lambda: up_by_pod() == want, f"Prometheus up == 1 for {sorted(want)}", timeout_s=30)
+    wait_for(lambda: up_by_pod() == want, f"Prometheus up == 1 for {sorted(want)}", timeout=30)
 
 
 def test_readiness_follows_the_real_probe(core, apps, ns):
     create_echo_deployment(apps, ns, replicas=1)
-    pod = wait_for(lambda: ready_pods(core, ns, 1), "a Ready echo pod")[0]
+    pod = wait_for(lambda: ready_pods(core, ns, 1), "a Ready echo pod", timeout=WAIT_S)[0]
     url = f"http://{pod.status.pod_ip}:8080/readyz"
     urllib.request.urlopen(urllib.request.Request(url + "?ready=0", method="POST"), timeout=3)
-    wait_for(lambda: not is_pod_ready(core.read_namespaced_pod(pod.metadata.name, ns)), "pod Ready=False")
+    wait_for(lambda: not is_pod_ready(core.read_namespaced_pod(pod.metadata.name, ns)),
+             "pod Ready=False", timeout=WAIT_S)
     urllib.request.urlopen(urllib.request.Request(url + "?ready=1", method="POST"), timeout=3)
-    wait_for(lambda: is_pod_ready(core.read_namespaced_pod(pod.metadata.name, ns)), "pod Ready=True again")
+    wait_for(lambda: is_pod_ready(core.read_namespaced_pod(pod.metadata.name, ns)),
+             "pod Ready=True again", timeout=WAIT_S)
 
 
 def test_killed_process_restarts_and_bumps_restart_count(core, apps, ns):
     create_echo_deployment(apps, ns, replicas=1)
-    pod = wait_for(lambda: ready_pods(core, ns, 1), "a Ready echo pod")[0]
+    pod = wait_for(lambda: ready_pods(core, ns, 1), "a Ready echo pod", timeout=WAIT_S)[0]
     old_pid = http_get_json(f"http://{pod.status.pod_ip}:8080/")["pid"]
     os.kill(old_pid, signal.SIGKILL)
 
@@ -205,19 +195,21 @@ def test_killed_process_restarts_and_bumps_restart_count(core, apps, ns):
         p = core.read_namespaced_pod(pod.metadata.name, ns)
         status = (p.status.container_statuses or [None])[0]
         return p if status and status.restart_count >= 1 and is_pod_ready(p) else None
-    p = wait_for(restarted, "restartCount >= 1 and Ready again")
+    p = wait_for(restarted, "restartCount >= 1 and Ready again", timeout=WAIT_S)
     assert p.status.container_statuses[0].last_state.terminated.exit_code == 137
-    new_pid = wait_for(lambda: (try_get_json(f"http://{pod.status.pod_ip}:8080/") or {}).get("pid"), "new process answers")
+    new_pid = wait_for(lambda: (try_get_json(f"http://{pod.status.pod_ip}:8080/") or {}).get("pid"),
+                       "new process answers", timeout=WAIT_S)
     assert new_pid != old_pid
 
 
 def test_scale_down_stops_the_process(core, apps, ns):
     create_echo_deployment(apps, ns)
-    pods = wait_for(lambda: ready_pods(core, ns, 2), "2 Running+Ready echo pods")
+    pods = wait_for(lambda: ready_pods(core, ns, 2), "2 Running+Ready echo pods", timeout=WAIT_S)
     pids = {p.metadata.name: http_get_json(f"http://{p.status.pod_ip}:8080/")["pid"] for p in pods}
     apps.patch_namespaced_deployment_scale("echo", ns, {"spec": {"replicas": 1}})
-    remaining = wait_for(lambda: ready_pods(core, ns, 1), "1 remaining echo pod")
-    wait_for(lambda: len(core.list_namespaced_pod(ns).items) == 1, "the removed pod object to be deleted")
+    remaining = wait_for(lambda: ready_pods(core, ns, 1), "1 remaining echo pod", timeout=WAIT_S)
+    wait_for(lambda: len(core.list_namespaced_pod(ns).items) == 1,
+             "the removed pod object to be deleted", timeout=WAIT_S)
     gone = [p for p in pods if p.metadata.name != remaining[0].metadata.name][0]
     assert not Path(f"/proc/{pids[gone.metadata.name]}").exists(), "the scaled-down pod's process still runs"
     assert not is_listening(gone.status.pod_ip, 8080)
@@ -228,7 +220,7 @@ def test_env_from_configmap_reaches_the_process(core, ns):
     core.create_namespaced_config_map(ns, {"metadata": {"name": "cfg"}, "data": {"msg": "hello from a ConfigMap"}})
     env = [{"name": "ECHO_MESSAGE", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "msg"}}}]
     core.create_namespaced_pod(ns, process_pod("cm", containers=[echo_container(env=env)]))
-    pod = wait_for(lambda: ready_pods(core, ns, 1), "the echo pod Ready")[0]
+    pod = wait_for(lambda: ready_pods(core, ns, 1), "the echo pod Ready", timeout=WAIT_S)[0]
     assert http_get_json(f"http://{pod.status.pod_ip}:8080/")["message"] == "hello from a ConfigMap"
 
 
@@ -237,7 +229,7 @@ def test_pod_token_is_subject_to_rbac(core, ns):
     core.create_namespaced_service_account(ns, {"metadata": {"name": "nobody"}})
     core.create_namespaced_pod(ns, process_pod("rbac", serviceAccountName="nobody",
                                                containers=[echo_container()]))
-    pod = wait_for(lambda: ready_pods(core, ns, 1), "the echo pod Ready")[0]
+    pod = wait_for(lambda: ready_pods(core, ns, 1), "the echo pod Ready", timeout=WAIT_S)[0]
     secrets = urllib.parse.quote(f"/api/v1/namespaces/{ns}/secrets")
     url = f"http://{pod.status.pod_ip}:8080/api?path={secrets}"
     assert http_get_json(url)["status"] == 403
@@ -247,19 +239,19 @@ def test_pod_token_is_subject_to_rbac(core, ns):
     rbac.create_namespaced_role_binding(ns, {"metadata": {"name": "nobody-reads"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "read-secrets"},
         "subjects": [{"kind": "ServiceAccount", "name": "nobody", "namespace": ns}]})
-    wait_for(lambda: http_get_json(url)["status"] == 200, "200 after the RoleBinding")
+    wait_for(lambda: http_get_json(url)["status"] == 200, "200 after the RoleBinding", timeout=WAIT_S)
 
 
 def test_kubectl_logs_shows_the_process_output(layout, core, ns):
     core.create_namespaced_pod(ns, process_pod("logs", containers=[echo_container()]))
-    pod = wait_for(lambda: ready_pods(core, ns, 1), "the echo pod Ready")[0]
+    pod = wait_for(lambda: ready_pods(core, ns, 1), "the echo pod Ready", timeout=WAIT_S)[0]
     http_get_json(f"http://{pod.status.pod_ip}:8080/marker-{ns}")
     kubectl = [str(paths.find_binaries().kubectl), f"--kubeconfig={layout.kubeconfig}", "-n", ns, "logs", "logs"]
 
     def logged():
         out = subprocess.run(kubectl, capture_output=True, text=True, timeout=30)
         return out.returncode == 0 and f"GET /marker-{ns}" in out.stdout and out.stdout
-    text = wait_for(logged, "the request line in `kubectl logs`", timeout_s=20)
+    text = wait_for(logged, "the request line in `kubectl logs`", timeout=20)
     assert f"echo server listening on {pod.status.pod_ip}:8080" in text
     file_text = (layout.pod_logs_dir / f"{ns}_logs.log").read_text()
     assert f"GET /marker-{ns}" in file_text
@@ -268,7 +260,7 @@ def test_kubectl_logs_shows_the_process_output(layout, core, ns):
 
 def test_unmapped_image_is_left_to_kwok(layout, core, ns):
     core.create_namespaced_pod(ns, process_pod("sim", containers=[{"name": "c", "image": "nginx:1.27"}]))
-    pod = wait_for(lambda: ready_pods(core, ns, 1), "the simulated pod Running+Ready")[0]
+    pod = wait_for(lambda: ready_pods(core, ns, 1), "the simulated pod Running+Ready", timeout=WAIT_S)[0]
     assert in_pod_range(layout, pod.status.pod_ip)
     assert not (layout.pod_logs_dir / f"{ns}_sim.log").exists(), "the pod runner started a process"
 
@@ -297,7 +289,7 @@ def test_down_leaves_no_listener_and_up_works_again(tmp_path, layout):
             assert all(is_listening("127.0.0.1", p) for p in ports), attempt
             core = client.CoreV1Api(config.new_client_from_config(config_file=str(tmp_path / "cluster" / "kubeconfig")))
             core.create_namespaced_pod("default", process_pod("echo", containers=[echo_container()]))
-            pod = wait_for(lambda: ready_pods(core, "default", 1), "the echo pod Ready")[0]
+            pod = wait_for(lambda: ready_pods(core, "default", 1), "the echo pod Ready", timeout=WAIT_S)[0]
             assert ipaddress.ip_address(pod.status.pod_ip) in ipaddress.ip_network(SECOND_POD_CIDR)
             pid = http_get_json(f"http://{pod.status.pod_ip}:8080/")["pid"]
             if attempt == "first":
@@ -324,8 +316,9 @@ def _check_repair_after_pod_runner_dies(env, state_dir: Path, core, pod, old_pid
     def restarted():
         p = core.read_namespaced_pod(name, "default")
         return is_pod_ready(p) and p.status.container_statuses[0].restart_count == 1
-    wait_for(restarted, "the pod Ready again with restartCount 1 after the pod runner restart")
-    new_pid = wait_for(lambda: (try_get_json(f"http://{pod.status.pod_ip}:8080/") or {}).get("pid"), "new process")
+    wait_for(restarted, "the pod Ready again with restartCount 1 after the pod runner restart", timeout=WAIT_S)
+    new_pid = wait_for(lambda: (try_get_json(f"http://{pod.status.pod_ip}:8080/") or {}).get("pid"),
+                       "new process", timeout=WAIT_S)
     assert new_pid != old_pid
     assert not Path(f"/proc/{old_pid}").exists() or _is_zombie(old_pid), "the orphaned process still runs"
     return new_pid
@@ -362,7 +355,7 @@ def test_down_removes_the_real_nodes_host_state_and_up_restores_it(layout, tmp_p
         "nodeName": node_config.NODE_NAME, "containers": [
             {"name": "c", "image": node_config.PAUSE_IMAGE, "imagePullPolicy": "Never"}]}})
     wait_for(lambda: core.read_namespaced_pod("host-state", "default").status.phase == "Running",
-             "a pod Running on the real node")
+             "a pod Running on the real node", timeout=WAIT_S)
     assert node_host.is_bridge_present() and node_host.iptables_chains() and node_host.cni_netns(), \
         "the running real node should have its bridge, chains and pod netns"
     env = {**os.environ, paths.STATE_DIR_ENV: str(layout.state_dir)}

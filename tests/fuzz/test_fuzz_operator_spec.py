@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import os
-import sys
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -30,10 +29,8 @@ from rollout_operator.domain import Role, RolloutSpec, SpecError, parse_spec
 from rollout_operator.domain.gates import compute_query
 from rollout_operator.domain.status import RolloutStatus
 from rollout_operator.domain.templates import compute_string_values
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "domain"))
-from domain_sim import World, healthy_metrics  # noqa: E402
-from walks import METRICS  # noqa: E402
+from tests.support.domain_sim import World, healthy_metrics
+from tests.support.walks import METRICS
 
 pytestmark = pytest.mark.fuzz
 
@@ -164,15 +161,9 @@ def check_decide(spec: dict, name: str, namespace: str) -> None:
     OUTCOMES["decide walks"] += 1
 
 
-@pytest.fixture(scope="module", autouse=True)
-def report(request: pytest.FixtureRequest):
-    yield
-    # The numbers of inputs tried and their outcomes, past pytest's output capture.
-    writer = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if writer is not None and capture is not None:
-        with capture.global_and_fixture_disabled():
-            writer.write_line(f"\noperator spec fuzz: {dict(sorted(OUTCOMES.items()))}")
+def fuzz_summary() -> str:
+    """The numbers of inputs tried and their outcomes (printed by tests/fuzz/conftest.py)."""
+    return f"operator spec fuzz: {dict(sorted(OUTCOMES.items()))}"
 
 
 @pytest.mark.parametrize("path", SEEDS, ids=lambda p: p.name)

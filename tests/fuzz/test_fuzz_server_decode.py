@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from speech_serving.server.app import build_app
-from tests.unit.speech_fixtures import make_speech_model, write_tiny_recognizer
+from tests.support.speech_fixtures import make_speech_model, write_tiny_recognizer
 
 pytestmark = pytest.mark.fuzz
 
@@ -59,22 +59,17 @@ def served(tmp_path_factory):
     loop.close()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def report(request: pytest.FixtureRequest):
-    yield
+def fuzz_summary() -> str:
+    """Saves the last failing input as a seed, then counts the requests (printed by tests/fuzz/conftest.py)."""
     if FAILED:  # Hypothesis replays the shrunk failing example last: that one becomes a regression seed
         doc = FAILED[-1]
         name = "found-" + hashlib.sha1(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12] + ".json"
         (CORPUS_DIR / name).write_text(json.dumps(doc, ensure_ascii=False) + "\n")
-    writer = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if writer is not None and capture is not None:
-        with capture.global_and_fixture_disabled():
-            statuses = Counter()
-            for key, n in OUTCOMES.items():
-                statuses[key.split(":")[1]] += n
-            writer.write_line(f"\nserver decode fuzz: {sum(OUTCOMES.values())} requests, by status "
-                              f"{dict(sorted(statuses.items()))}; by surface {dict(sorted(OUTCOMES.items()))}")
+    statuses: Counter[str] = Counter()
+    for key, n in OUTCOMES.items():
+        statuses[key.split(":")[1]] += n
+    return (f"server decode fuzz: {sum(OUTCOMES.values())} requests, by status "
+            f"{dict(sorted(statuses.items()))}; by surface {dict(sorted(OUTCOMES.items()))}")
 
 
 def _metric(name: str, **labels) -> float:

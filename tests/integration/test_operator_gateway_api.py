@@ -11,9 +11,8 @@ import time
 
 import pytest
 
-from operator_fixtures import api, crd, gates, ns, operator, prom, tb  # noqa: F401 - fixtures
-from operator_harness import apply, rollout_manifest, wait_for
 from rollout_operator.adapters.kube import HTTP_ROUTES, MODEL_ROLLOUTS
+from tests.support.operator_harness import apply, rollout_manifest, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -8,16 +8,15 @@ is 1 on exactly one replica, and the Lease names the replica that leads.
 from __future__ import annotations
 
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-from test_operator_restarts import STEPS, Sampler, _status
 
-from operator_fixtures import api, crd, gates, ns, prom, tb  # noqa: F401 - fixtures
-from operator_harness import OperatorProcess, apply, delete_rollouts, rollout_manifest, wait_for
 from rollout_operator.adapters.kube import EVENTS
 from rollout_operator.adapters.kube_lease import LEASES
+from tests.integration.test_operator_restarts import STEPS, Sampler, _status
+from tests.support.operator_harness import OperatorProcess, apply, delete_rollouts, rollout_manifest, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -8,11 +8,9 @@ from __future__ import annotations
 import copy
 
 import pytest
-import yaml
 
-from operator_fixtures import api, crd, gates, ns, operator, prom, tb  # noqa: F401 - fixtures
-from operator_harness import apply, assert_rejected_at_admission, kubectl, rollout_manifest, wait_for
 from rollout_operator.adapters.kube import DEPLOYMENTS, MODEL_ROLLOUTS, SERVICES
+from tests.support.operator_harness import apply, assert_rejected_at_admission, kubectl, rollout_manifest, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -82,8 +80,8 @@ def test_a_spec_only_kubernetes_rejects_ends_invalid_naming_the_field(tb, api, n
 def test_a_prometheus_trickling_its_answers_rolls_the_candidate_back_at_the_error_limit(tb, api, ns, tmp_path):
     # Before the total deadline, each query waited as long as bytes kept coming: the rollout
     # froze at its current weight and neither the error limit nor the deadline fired.
-    from operator_harness import OperatorProcess
-    from stub_prometheus import TricklingPrometheus, vector
+    from tests.support.operator_harness import OperatorProcess
+    from tests.support.stub_prometheus import TricklingPrometheus, vector
     with TricklingPrometheus(vector(0.001), delay=0.05) as slow:
         proc = OperatorProcess(tb, ns, slow.url, tmp_path)
         proc.args.append("--prometheus-timeout=1")

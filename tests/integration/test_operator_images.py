@@ -15,10 +15,15 @@ import pytest
 import yaml
 
 from e2e import scenario
-from operator_fixtures import api, crd, gates, ns, operator, prom, tb  # noqa: F401 - fixtures
-from operator_harness import OperatorProcess, apply, delete_rollouts, kubectl, rollout_manifest, wait_for
-from rollout_operator.adapters.kube import (DEPLOYMENTS, MODEL_ROLLOUTS, NETWORK_POLICIES,
-                                            POD_DISRUPTION_BUDGETS, ROLE_BINDINGS, ROLES)
+from rollout_operator.adapters.kube import (
+    DEPLOYMENTS,
+    MODEL_ROLLOUTS,
+    NETWORK_POLICIES,
+    POD_DISRUPTION_BUDGETS,
+    ROLE_BINDINGS,
+    ROLES,
+)
+from tests.support.operator_harness import OperatorProcess, apply, delete_rollouts, kubectl, rollout_manifest, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from operator_fixtures import api, crd, gates, ns, operator, prom, tb  # noqa: F401 - fixtures
-from operator_harness import apply, rollout_manifest, wait_for
 from rollout_operator.adapters.kube import DEPLOYMENTS, HTTP_ROUTES, MODEL_ROLLOUTS, NETWORK_POLICIES
-from test_operator_gateway_api import _route, _state
+from tests.integration.test_operator_gateway_api import _route, _state
+from tests.support.operator_harness import apply, rollout_manifest, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -9,15 +9,20 @@ from __future__ import annotations
 import copy
 
 import pytest
-import yaml
 from kubernetes import config
 
-from operator_fixtures import api, crd, gates, ns, operator, prom, tb  # noqa: F401 - fixtures
-from operator_harness import MRO, apply, assert_rejected_at_admission, kubectl, rollout_manifest, wait_for
+from rollout_operator.adapters.kube import (
+    DEPLOYMENTS,
+    EVENTS,
+    MODEL_ROLLOUTS,
+    NETWORK_POLICIES,
+    POD_DISRUPTION_BUDGETS,
+    ROLE_BINDINGS,
+    SERVICE_ACCOUNTS,
+    SERVICES,
+)
 from rollout_operator.cli import main as plugin
-from rollout_operator.adapters.kube import (DEPLOYMENTS, EVENTS, MODEL_ROLLOUTS, NETWORK_POLICIES,
-                                            POD_DISRUPTION_BUDGETS, ROLE_BINDINGS, SERVICE_ACCOUNTS,
-                                            SERVICES)
+from tests.support.operator_harness import apply, assert_rejected_at_admission, kubectl, rollout_manifest, wait_for
 
 pytestmark = pytest.mark.integration
 

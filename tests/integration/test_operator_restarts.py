@@ -10,9 +10,8 @@ import threading
 
 import pytest
 
-from operator_fixtures import api, crd, gates, ns, operator, prom, tb  # noqa: F401 - fixtures
-from operator_harness import OperatorProcess, apply, rollout_manifest, wait_for
 from rollout_operator.adapters.kube import DEPLOYMENTS, EVENTS, MODEL_ROLLOUTS
+from tests.support.operator_harness import OperatorProcess, apply, rollout_manifest, wait_for
 
 pytestmark = pytest.mark.integration
 

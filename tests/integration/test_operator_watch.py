@@ -14,9 +14,8 @@ import urllib.request
 
 import pytest
 
-from operator_fixtures import api, crd, gates, ns, prom, tb  # noqa: F401 - fixtures
-from operator_harness import OperatorProcess, apply, delete_rollouts, rollout_manifest, wait_for
 from rollout_operator.adapters.kube import DEPLOYMENTS, MODEL_ROLLOUTS
+from tests.support.operator_harness import OperatorProcess, apply, delete_rollouts, rollout_manifest, wait_for
 
 pytestmark = pytest.mark.integration
 

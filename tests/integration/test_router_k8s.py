@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import socket
-import sys
 import threading
 import time
 import uuid
@@ -15,27 +14,11 @@ import pytest
 import yaml
 
 from e2e import scenario
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from router_fixtures import build_router, start_router  # noqa: E402
+from tests.support.router_fixtures import start_router
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 ROLLOUT = "speech"
-CRD = Path(__file__).resolve().parents[2] / "crds" / "modelrollout.dev_modelrollouts.yaml"
-
-
-@pytest.fixture(scope="module")
-def tb() -> scenario.Cluster:
-    cluster = scenario.ensure_testbed(start=True)
-    images = scenario.run_tool(cluster, cluster.kubectl, "get", "pods", "-A", "-o",
-                               "jsonpath={.items[*].spec.containers[0].image}").stdout
-    if "modelrollout/operator:dev" in images:
-        pytest.fail("a helm-installed operator would rewrite these tests' ModelRollout status; "
-                    "`helm uninstall` it (or `make cluster-down`) first")
-    scenario.run_tool(cluster, cluster.kubectl, "apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    scenario.run_tool(cluster, cluster.kubectl, "wait", "--for=condition=Established", "--timeout=60s",
-                      "crd/modelrollouts.modelrollout.dev")
-    return cluster
 
 
 def kubectl(tb, *args: str, stdin: str | None = None) -> str:
@@ -44,14 +27,6 @@ def kubectl(tb, *args: str, stdin: str | None = None) -> str:
 
 def apply(tb, obj: dict) -> None:
     kubectl(tb, "apply", "-f", "-", stdin=yaml.safe_dump(obj))
-
-
-@pytest.fixture
-def ns(tb):
-    name = f"router-{uuid.uuid4().hex[:8]}"
-    scenario.ensure_namespace(tb, name)
-    yield name
-    scenario.run_tool(tb, tb.kubectl, "delete", "namespace", name, "--wait=false", check=False)
 
 
 def set_traffic(tb, ns: str, traffic: dict) -> None:
@@ -139,11 +114,6 @@ def router_kubeconfig(tb, ns: str, tmp: Path, server: str | None = None, rollout
     return path
 
 
-@pytest.fixture(scope="module")
-def router_bin():
-    return build_router()
-
-
 @pytest.fixture
 def procs():
     started = []
@@ -169,17 +139,6 @@ def versions_seen(router, n: int = 40, headers: dict | None = None) -> dict[str,
     return seen
 
 
-def wait_until(check, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def start_two_versions(tb, ns):
     deploy_version(tb, ns, "v1")
     deploy_version(tb, ns, "v2")
@@ -201,13 +160,13 @@ def test_split_follows_the_rollout_status(tb, ns, router_bin, procs, tmp_path):
     assert versions_seen(router) == {"v1": 40}
     set_traffic(tb, ns, {"stable": {"version": "v1", "weight": 0}, "candidate": {"version": "v2", "weight": 100}})
     t0 = time.monotonic()
-    wait_until(lambda: router.metric("router_traffic_weight", version="v2", role="candidate") == 100,
-               what="the candidate weight to reach the router")
+    wait_for(lambda: router.metric("router_traffic_weight", version="v2", role="candidate") == 100,
+             "the candidate weight to reach the router", timeout=20, every=0.05)
     print(f"status patch -> router applied in {time.monotonic() - t0:.2f} s")
     assert versions_seen(router) == {"v2": 40}
     set_traffic(tb, ns, {"stable": {"version": "v1", "weight": 50}, "candidate": {"version": "v2", "weight": 50}})
-    wait_until(lambda: router.metric("router_traffic_weight", version="v2", role="candidate") == 50,
-               what="the 50/50 split")
+    wait_for(lambda: router.metric("router_traffic_weight", version="v2", role="candidate") == 50,
+             "the 50/50 split", timeout=20, every=0.05)
     assert set(versions_seen(router, 60)) == {"v1", "v2"}  # one-sided with p = 2^-59
 
 
@@ -230,8 +189,9 @@ def test_pod_readiness_decides_the_endpoints(tb, ns, router_bin, procs, tmp_path
     conn = http.client.HTTPConnection(down, 8080, timeout=5)
     conn.request("POST", "/readyz?ready=0")
     assert conn.getresponse().status == 200
-    wait_until(lambda: any(r.get("msg") == "endpoints updated" and r.get("endpoints") == [f"{sorted(hosts)[1]}:8080"]
-                           for r in router.log_records()), timeout=30, what="the unready pod to be dropped")
+    wait_for(lambda: any(r.get("msg") == "endpoints updated" and r.get("endpoints") == [f"{sorted(hosts)[1]}:8080"]
+                         for r in router.log_records()),
+             "the unready pod to be dropped", timeout=30, every=0.05)
     assert {client.request("GET", "/who").json()["host"] for _ in range(10)} == {sorted(hosts)[1]}
 
 
@@ -279,14 +239,18 @@ def test_endpointslice_watch_keeps_ready_endpoints_on_port_http(tb, ns, router_b
         return [r["endpoints"] for r in router.log_records() if r.get("msg") == "endpoints updated"
                 and r.get("version") == "v1"]
 
-    wait_until(lambda: ["192.0.2.10:8080"] in endpoint_sets(), what="the ready endpoint")
+    wait_for(lambda: ["192.0.2.10:8080"] in endpoint_sets(),
+             "the ready endpoint", timeout=20, every=0.05)
     router.wait_ready()
     set_slice(tb, ns, "v1", [("192.0.2.20", True)], suffix="b", port=9000)
-    wait_until(lambda: ["192.0.2.10:8080", "192.0.2.20:9000"] in endpoint_sets(), what="the second slice")
+    wait_for(lambda: ["192.0.2.10:8080", "192.0.2.20:9000"] in endpoint_sets(),
+             "the second slice", timeout=20, every=0.05)
     set_slice(tb, ns, "v1", [("192.0.2.10", False), ("192.0.2.11", True)], suffix="a")
-    wait_until(lambda: ["192.0.2.11:8080", "192.0.2.20:9000"] in endpoint_sets(), what="readiness flips")
+    wait_for(lambda: ["192.0.2.11:8080", "192.0.2.20:9000"] in endpoint_sets(),
+             "readiness flips", timeout=20, every=0.05)
     kubectl(tb, "-n", ns, "delete", "endpointslice", f"{ROLLOUT}-v1-b")
-    wait_until(lambda: endpoint_sets()[-1] == ["192.0.2.11:8080"], what="the deleted slice to be dropped")
+    wait_for(lambda: endpoint_sets()[-1] == ["192.0.2.11:8080"],
+             "the deleted slice to be dropped", timeout=20, every=0.05)
     # Slices of other Services (another rollout's, or this router's own) are ignored.
     apply(tb, {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
                "metadata": {"name": "other-v1-a", "namespace": ns,
@@ -380,9 +344,9 @@ def test_api_blip_keeps_the_last_split_and_recovers(tb, ns, router_bin, procs, t
     assert set(versions_seen(router, 60)) == {"v1", "v2"}  # last known 50/50 still in force
     proxy.restore()
     set_traffic(tb, ns, {"stable": {"version": "v1", "weight": 100}, "candidate": None})
-    wait_until(lambda: router.metric("router_traffic_weight", version="v2", role="candidate") == 0
-               and router.metric("router_traffic_weight", version="v1", role="stable") == 100,
-               timeout=60, what="the watch to recover after the blip")
+    wait_for(lambda: router.metric("router_traffic_weight", version="v2", role="candidate") == 0
+             and router.metric("router_traffic_weight", version="v1", role="stable") == 100,
+             "the watch to recover after the blip", timeout=60, every=0.05)
     assert versions_seen(router) == {"v1": 40}
 
 

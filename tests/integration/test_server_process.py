@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "unit"))
-from speech_fixtures import synthesize_word, write_tiny_recognizer  # noqa: E402
+from tests.support.speech_fixtures import synthesize_word, write_tiny_recognizer
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 SERVER = Path(sys.executable).with_name("speech-server")
@@ -51,14 +51,17 @@ def server(tmp_path_factory):
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.2:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        assert proc.poll() is None, proc.stdout.read().decode()
+
+    def ready() -> bool:
         try:
-            if request(base + "/v2/health/ready")[0] == 200:
-                break
+            return request(base + "/v2/health/ready")[0] == 200
         except OSError:
-            time.sleep(0.2)
+            return False
+
+    def exited() -> str | None:
+        return None if proc.poll() is None else proc.stdout.read().decode()
+
+    wait_for(ready, "the speech server to be ready", timeout=60, every=0.2, gone=exited)
     yield base, proc
     if proc.poll() is None:
         proc.kill()

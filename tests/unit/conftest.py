@@ -6,7 +6,8 @@ from __future__ import annotations
 import httpx
 import numpy as np
 import pytest
-from speech_fixtures import synthesize_word
+
+from tests.support.speech_fixtures import synthesize_word
 
 
 @pytest.fixture

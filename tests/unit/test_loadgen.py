@@ -9,11 +9,11 @@ import json
 
 import numpy as np
 import pytest
-from speech_fixtures import ServedApp, make_speech_model, synthesize_word, write_tiny_recognizer
 
 from speech_serving import loadgen
 from speech_serving.loadgen import LoadSpec, compute_endpoint, parse_header, parse_mix, run_load, validate_spec
 from speech_serving.server.app import build_app
+from tests.support.speech_fixtures import ServedApp, make_speech_model, synthesize_word, write_tiny_recognizer
 
 pytestmark = pytest.mark.unit
 VERSION = "loadgen-v5"

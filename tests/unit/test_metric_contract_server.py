@@ -11,10 +11,10 @@ import httpx
 import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from speech_fixtures import LABELS, make_speech_model, synthesize_word, write_tiny_recognizer
 
 from speech_serving.metrics import CONTRACT
 from speech_serving.server.app import build_app
+from tests.support.speech_fixtures import LABELS, make_speech_model, synthesize_word, write_tiny_recognizer
 
 pytestmark = pytest.mark.unit
 VERSION = "contract-v3"

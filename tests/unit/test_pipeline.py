@@ -9,9 +9,9 @@ import json
 
 import numpy as np
 import pytest
-from speech_fixtures import LABELS, synthesize_word, write_tiny_recognizer
 
 from speech_serving.pipeline import SILENCE, Recognizer, compute_window, load_pipeline
+from tests.support.speech_fixtures import LABELS, synthesize_word, write_tiny_recognizer
 
 pytestmark = pytest.mark.unit
 

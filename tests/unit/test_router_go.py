@@ -6,7 +6,8 @@ import shutil
 import subprocess
 
 import pytest
-from router_fixtures import ROUTER_DIR
+
+from tests.support.router_fixtures import ROUTER_DIR
 
 pytestmark = pytest.mark.unit
 

@@ -5,14 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from router_fixtures import build_router, start_backend, start_router, weights, write_static
+
+from tests.support.router_fixtures import start_backend, start_router, weights, write_static
 
 pytestmark = pytest.mark.unit
-
-
-@pytest.fixture(scope="module")
-def router_bin():
-    return build_router()
 
 
 @pytest.fixture

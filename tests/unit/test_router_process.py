@@ -4,25 +4,28 @@ in tests/integration/test_router_k8s.py)."""
 from __future__ import annotations
 
 import json
+import math
 import signal
 import socket
-import math
 import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
-from router_fixtures import (Backend, RouterProcess, build_router, free_port, start_backend, start_router,
-                             weights, write_static)
+
+from tests.support.router_fixtures import (
+    Backend,
+    RouterProcess,
+    free_port,
+    start_backend,
+    start_router,
+    weights,
+    write_static,
+)
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.unit
-
-
-@pytest.fixture(scope="module")
-def router_bin() -> Path:
-    return build_router()
 
 
 @pytest.fixture
@@ -117,9 +120,8 @@ def test_weight_change_applies_without_dropping_in_flight_requests(router_bin, b
     router.wait_ready()
     with ThreadPoolExecutor(8) as pool:
         in_flight = [pool.submit(router.client().post) for _ in range(8)]
-        deadline = time.monotonic() + 10
-        while v1.hits() < 8 and time.monotonic() < deadline:
-            time.sleep(0.01)  # v1 counts a request on arrival and holds it until released
+        # v1 counts a request on arrival and holds it until released
+        wait_for(lambda: v1.hits() >= 8, "8 requests held by v1", timeout=10, every=0.01)
         assert v1.hits() == 8 and not any(f.done() for f in in_flight)
         write_static(cfg, weights("v1", 0, "v2"), eps)
         router.wait_metric("router_traffic_weight", 100, version="v2", role="candidate")
@@ -396,13 +398,9 @@ def test_sigterm_lets_in_flight_requests_finish_then_exits_cleanly(router_bin, b
     router.wait_ready()
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(router.client().post)
-        deadline = time.monotonic() + 10
-        while v1.hits() < 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: v1.hits() >= 1, "the request held by v1", timeout=10, every=0.01)
         router.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while router.is_ready() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: not router.is_ready(), "the router to turn unready", timeout=10, every=0.01)
         # Unready but still serving during --shutdown-delay, so the Service can drop it first.
         readyz = router.client().request("GET", "/readyz")
         assert readyz.status == 503 and readyz.json()["reason"] == "shutting down"

@@ -11,10 +11,10 @@ import httpx
 import numpy as np
 import pytest
 from prometheus_client import REGISTRY
-from speech_fixtures import LABELS, b64, make_speech_model, v2_body, write_tiny_recognizer
 
 from speech_serving.audio import encode_wav
 from speech_serving.server.app import build_app
+from tests.support.speech_fixtures import LABELS, b64, make_speech_model, v2_body, write_tiny_recognizer
 
 pytestmark = pytest.mark.unit
 VERSION = "test-server-v7"

@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 import pytest
-from speech_fixtures import synthesize_word
 
 from speech_serving.vad import (
     CHUNK,
@@ -20,6 +19,7 @@ from speech_serving.vad import (
     compute_speech_ratio,
     find_silero_data_dir,
 )
+from tests.support.speech_fixtures import synthesize_word
 
 pytestmark = pytest.mark.unit
 

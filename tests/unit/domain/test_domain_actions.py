@@ -5,10 +5,19 @@ from datetime import timedelta
 
 import pytest
 
-from domain_sim import CANARY, World, with_version
-from rollout_operator.domain import (DeleteVersion, EmitEvent, EnsureRouter, EnsureVersion, Phase,
-                                     RemoveNetworkPolicies, ScaleDownVersion, SetTraffic,
-                                     WorkloadState, status_to_dict)
+from rollout_operator.domain import (
+    DeleteVersion,
+    EmitEvent,
+    EnsureRouter,
+    EnsureVersion,
+    Phase,
+    RemoveNetworkPolicies,
+    ScaleDownVersion,
+    SetTraffic,
+    WorkloadState,
+    status_to_dict,
+)
+from tests.support.domain_sim import CANARY, World, with_version
 
 pytestmark = pytest.mark.unit
 
@@ -92,8 +101,7 @@ def test_a_gateway_api_rollout_asks_every_tick_for_the_routers_network_policies_
 def test_the_built_in_router_keeps_its_policies_unless_the_operator_turns_them_off():
     from datetime import datetime, timezone
 
-    from rollout_operator.domain import (Observations, PodPolicy, RolloutStatus, decide,
-                                         parse_spec)
+    from rollout_operator.domain import Observations, PodPolicy, RolloutStatus, decide, parse_spec
 
     now = datetime(2026, 3, 1, tzinfo=timezone.utc)
     for policy, wanted in ((PodPolicy(), True), (PodPolicy(network_policies=False), False)):

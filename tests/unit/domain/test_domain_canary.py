@@ -4,9 +4,17 @@ from datetime import timedelta
 
 import pytest
 
-from domain_sim import CANARY, World, with_version
-from rollout_operator.domain import (DeleteVersion, EnsureVersion, Measurement, Phase,
-                                     ScaleDownVersion, SetTraffic, Verdict, WorkloadState)
+from rollout_operator.domain import (
+    DeleteVersion,
+    EnsureVersion,
+    Measurement,
+    Phase,
+    ScaleDownVersion,
+    SetTraffic,
+    Verdict,
+    WorkloadState,
+)
+from tests.support.domain_sim import CANARY, World, with_version
 
 pytestmark = pytest.mark.unit
 

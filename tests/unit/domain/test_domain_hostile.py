@@ -6,13 +6,12 @@ import copy
 import promql_parser
 import pytest
 
-from domain_sim import CANARY
-from rollout_operator.domain import SpecError, parse_spec, render
-from rollout_operator.domain.names import compute_preview_name, compute_version_name
+from rollout_operator.domain import Role, SpecError, parse_spec, render
 from rollout_operator.domain.gates import compute_query
+from rollout_operator.domain.names import compute_preview_name, compute_version_name
 from rollout_operator.domain.status import RolloutStatus
 from rollout_operator.domain.templates import TEMPLATES, check_query, compute_string_values, escape_label_value
-from rollout_operator.domain import Role
+from tests.support.domain_sim import CANARY
 
 pytestmark = pytest.mark.unit
 

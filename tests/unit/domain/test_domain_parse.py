@@ -5,9 +5,19 @@ from datetime import timedelta
 
 import pytest
 
-from domain_sim import CANARY
-from rollout_operator.domain import (Analysis, BlueGreenStrategy, OnNoData, Pause, Promote,
-                                     SetMirror, SetWeight, SpecError, Stop, parse_spec)
+from rollout_operator.domain import (
+    Analysis,
+    BlueGreenStrategy,
+    OnNoData,
+    Pause,
+    Promote,
+    SetMirror,
+    SetWeight,
+    SpecError,
+    Stop,
+    parse_spec,
+)
+from tests.support.domain_sim import CANARY
 
 pytestmark = pytest.mark.unit
 

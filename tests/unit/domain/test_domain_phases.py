@@ -5,9 +5,9 @@ import random
 
 import pytest
 
-from domain_sim import World
 from rollout_operator.domain import TRANSITIONS, Phase, is_allowed_transition
-from walks import EVENTS, apply_event, new_world, transitions
+from tests.support.domain_sim import World
+from tests.support.walks import EVENTS, apply_event, new_world, transitions
 
 pytestmark = pytest.mark.unit
 

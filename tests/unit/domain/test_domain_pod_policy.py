@@ -5,8 +5,8 @@ import copy
 
 import pytest
 
-from domain_sim import CANARY, World
 from rollout_operator.domain import EnsureRouter, EnsureVersion, Phase, PodPolicy, SpecError, parse_spec
+from tests.support.domain_sim import CANARY, World
 
 pytestmark = pytest.mark.unit
 

@@ -8,11 +8,23 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rollout_operator.domain import (AnalysisStatus, Condition, HandledRequests, HistoryEntry,
-                                     MetricStatus, MirrorTarget, Phase, RolloutStatus,
-                                     TrafficSplit, Verdict, VersionWeight, decide,
-                                     status_from_dict, status_to_dict)
-from walks import EVENTS, SPECS, apply_event, new_world, run_walk
+from rollout_operator.domain import (
+    AnalysisStatus,
+    Condition,
+    HandledRequests,
+    HistoryEntry,
+    MetricStatus,
+    MirrorTarget,
+    Phase,
+    RolloutStatus,
+    TrafficSplit,
+    Verdict,
+    VersionWeight,
+    decide,
+    status_from_dict,
+    status_to_dict,
+)
+from tests.support.walks import EVENTS, SPECS, apply_event, new_world, run_walk
 
 pytestmark = pytest.mark.unit
 

@@ -4,8 +4,8 @@ from datetime import timedelta
 
 import pytest
 
-from domain_sim import CANARY, World, with_version
 from rollout_operator.domain import Measurement, Phase
+from tests.support.domain_sim import CANARY, World, with_version
 
 pytestmark = pytest.mark.unit
 

@@ -5,8 +5,8 @@ from datetime import timedelta
 
 import pytest
 
-from domain_sim import BLUE_GREEN, CANARY, World, with_version
 from rollout_operator.domain import Phase, SpecError, decide_invalid
+from tests.support.domain_sim import BLUE_GREEN, CANARY, World, with_version
 
 pytestmark = pytest.mark.unit
 

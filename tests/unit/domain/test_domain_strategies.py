@@ -4,9 +4,15 @@ from datetime import timedelta
 
 import pytest
 
-from domain_sim import BLUE_GREEN, SHADOW, World, with_version
-from rollout_operator.domain import (EnsurePreviewService, EnsureVersion, Measurement, Phase,
-                                     RemovePreviewService, ScaleDownVersion)
+from rollout_operator.domain import (
+    EnsurePreviewService,
+    EnsureVersion,
+    Measurement,
+    Phase,
+    RemovePreviewService,
+    ScaleDownVersion,
+)
+from tests.support.domain_sim import BLUE_GREEN, SHADOW, World, with_version
 
 pytestmark = pytest.mark.unit
 

@@ -12,10 +12,20 @@ from dataclasses import replace
 
 import pytest
 
-from domain_sim import CANARY, World, with_version
-from rollout_operator.domain import (Criteria, DeleteVersion, Measurement, Phase,
-                                     ScaleDownVersion, SpecError, TrafficSplit, Verdict,
-                                     VersionWeight, evaluate, parse_spec)
+from rollout_operator.domain import (
+    Criteria,
+    DeleteVersion,
+    Measurement,
+    Phase,
+    ScaleDownVersion,
+    SpecError,
+    TrafficSplit,
+    Verdict,
+    VersionWeight,
+    evaluate,
+    parse_spec,
+)
+from tests.support.domain_sim import CANARY, World, with_version
 
 pytestmark = pytest.mark.unit
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from stub_kube import StubKube
+
+from tests.support.stub_kube import StubKube
 
 
 @pytest.fixture

@@ -1,11 +1,10 @@
 """kubectl-modelrollout: argument errors, the patches each intent builds, and runs against a stub API."""
 
 import pytest
-from stub_kube import StubKube
 
 from rollout_operator.adapters.kube import KubeApi
-from rollout_operator.cli import (CliError, Identity, compute_intent_patch, compute_status_text, parse_args,
-                                  run)
+from rollout_operator.cli import CliError, Identity, compute_intent_patch, compute_status_text, parse_args, run
+from tests.support.stub_kube import StubKube
 
 pytestmark = pytest.mark.unit
 

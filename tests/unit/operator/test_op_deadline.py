@@ -5,14 +5,14 @@ import copy
 from dataclasses import replace
 
 import pytest
-from stub_kube import StubKube
-from stub_prometheus import TricklingPrometheus
 
 from rollout_operator import metrics as m
 from rollout_operator.adapters.kube import DEPLOYMENTS, KubeApi, KubeTransportError
 from rollout_operator.adapters.kube_workloads import KubeWorkloads
 from rollout_operator.runtime import Runtime
-from test_op_reconcile import World
+from tests.support.reconcile_world import World
+from tests.support.stub_kube import StubKube
+from tests.support.stub_prometheus import TricklingPrometheus
 
 pytestmark = pytest.mark.unit
 

@@ -3,10 +3,10 @@
 import socket
 
 import pytest
-from stub_prometheus import StubPrometheus, TricklingPrometheus, bad_query, scalar, vector
 
 from rollout_operator.adapters.prometheus import PrometheusMetrics
 from rollout_operator.domain import Measurement, MeasurementKind, QueryRequest, Role
+from tests.support.stub_prometheus import StubPrometheus, TricklingPrometheus, bad_query, scalar, vector
 
 pytestmark = pytest.mark.unit
 

@@ -6,87 +6,16 @@ on a deleted or scaled-down version.
 """
 
 import copy
-from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from rollout_operator import metrics as m
-from rollout_operator.adapters import build_fake_adapters
-from rollout_operator.domain import Measurement, Phase, QueryRequest
 from rollout_operator.reconcile import compute_status_patch, reconcile
 from rollout_operator.runtime import Runtime
 from rollout_operator.settings import Settings
+from tests.support.reconcile_world import SPEC, World, healthy
 
 pytestmark = pytest.mark.unit
-
-T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
-SPEC = {
-    "model": {"name": "speech-commands", "version": "v1", "uri": "file:///models/v1.onnx"},
-    "server": {"replicas": 2},
-    "strategy": {"canary": {"steps": [{"setWeight": 10}, {"pause": {"duration": "1m"}},
-                                      {"setWeight": 50}, {"analysis": {"checks": 2}}]}},
-    "analysis": {"interval": "30s", "minSamples": 50, "failureLimit": 2,
-                 "prometheus": {"address": "http://prometheus.test:9090"},
-                 "metrics": [{"name": "error-rate", "template": "error-rate", "max": 0.01}]},
-    "progressDeadline": "5m",
-}
-
-
-class World:
-    """The fake cluster: one ModelRollout object, fake adapters, a clock."""
-
-    def __init__(self, spec=SPEC, error_rate=0.001):
-        self.adapters = build_fake_adapters()
-        self.error_rate = error_rate
-        self.adapters.metrics._answer = self.answer
-        self.now = T0
-        self.settings = Settings(prometheus_url="")
-        self.adapters.status.put({"metadata": {"name": "speech", "namespace": "ml", "uid": "u1",
-                                               "generation": 1}, "spec": copy.deepcopy(spec)})
-        self.traffic_seen = []
-
-    def answer(self, q: QueryRequest) -> Measurement:
-        return Measurement.of(self.error_rate, samples=400)
-
-    @property
-    def obj(self):
-        return self.adapters.status.objects[("ml", "speech")]
-
-    @property
-    def status(self):
-        return self.obj.get("status", {})
-
-    def set_version(self, version):
-        self.obj["spec"]["model"]["version"] = version
-        self.obj["spec"]["model"]["uri"] = f"file:///models/{version}.onnx"
-        self.obj["metadata"]["generation"] += 1
-        self.obj["metadata"]["resourceVersion"] = str(int(self.obj["metadata"]["resourceVersion"]) + 1)
-
-    def tick(self):
-        outcome = reconcile(copy.deepcopy(self.obj), self.adapters, self.settings, self.now)
-        self.check_invariants()
-        self.now += timedelta(seconds=max(1.0, min(outcome.requeue_after, 15.0)))
-        return outcome
-
-    def check_invariants(self):
-        traffic = self.status.get("traffic") or {}
-        replicas = self.adapters.workloads.replicas("ml", "speech")
-        for role in ("stable", "candidate"):
-            entry = traffic.get(role)
-            if entry and entry["weight"] > 0:
-                assert replicas.get(entry["version"], 0) > 0, f"traffic on {entry} with replicas {replicas}"
-        self.traffic_seen.append(tuple((r, (traffic.get(r) or {}).get("weight")) for r in ("stable", "candidate")))
-
-    def run_until(self, predicate, limit=200):
-        for _ in range(limit):
-            self.tick()
-            if predicate(self.status):
-                return
-        raise AssertionError(f"not reached after {limit} ticks; status: {self.status}")
-
-
-def healthy(version):
-    return lambda s: s.get("phase") == "Healthy" and s.get("stableVersion") == version
 
 
 def test_images_are_the_operators_when_the_spec_names_none():
@@ -282,9 +211,8 @@ def test_a_metrics_provider_that_raises_is_an_error_measurement_counted_to_the_l
 def test_a_trickling_prometheus_rolls_back_at_the_error_limit_instead_of_freezing():
     from dataclasses import replace
 
-    from stub_prometheus import TricklingPrometheus, vector
-
     from rollout_operator.adapters.prometheus import PrometheusMetrics
+    from tests.support.stub_prometheus import TricklingPrometheus, vector
     spec = copy.deepcopy(SPEC)
     with TricklingPrometheus(vector(0.001), delay=0.05) as slow:
         spec["analysis"]["prometheus"]["address"] = slow.url

@@ -10,7 +10,7 @@ from rollout_operator.adapters.kube import KubeApi, KubeError
 from rollout_operator.adapters.kube_workloads import KubeWorkloads
 from rollout_operator.adapters.manifests import Owner, ServerTemplate
 from rollout_operator.reconcile import reconcile
-from test_op_reconcile import SPEC, T0, World
+from tests.support.reconcile_world import SPEC, T0, World
 
 pytestmark = pytest.mark.unit
 

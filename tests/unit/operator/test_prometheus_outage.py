@@ -12,11 +12,11 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from test_op_reconcile import SPEC, World, healthy
 
 from rollout_operator.adapters.prometheus import PrometheusMetrics
 from rollout_operator.domain import Measurement, QueryRequest, Role
 from rollout_operator.reconcile import ROUND_CONCURRENCY, fetch_round
+from tests.support.reconcile_world import SPEC, World, healthy
 
 pytestmark = pytest.mark.unit
 

@@ -9,8 +9,8 @@ import copy
 from datetime import timedelta
 from typing import Any
 
-from domain_sim import BLUE_GREEN, CANARY, SHADOW, World, healthy_metrics, with_version
 from rollout_operator.domain import Measurement, SpecError
+from tests.support.domain_sim import BLUE_GREEN, CANARY, SHADOW, World, healthy_metrics, with_version
 
 MANUAL = {**CANARY, "strategy": {"canary": {"steps": [{"setWeight": 10}, {"pause": {}},
                                                       {"setWeight": 60}]}}}

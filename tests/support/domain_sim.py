@@ -12,12 +12,28 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
-from rollout_operator.domain import (Decision, DeleteVersion, EmitEvent, EnsureVersion,
-                                     Measurement, Observations, Phase, QueryRequest,
-                                     RolloutStatus, ScaleDownVersion, WorkloadState,
-                                     compute_metric_observations, decide, decide_invalid,
-                                     is_allowed_transition, SpecError,
-                                     parse_spec, plan_queries, status_from_dict, status_to_dict)
+from rollout_operator.domain import (
+    Decision,
+    DeleteVersion,
+    EmitEvent,
+    EnsureVersion,
+    Measurement,
+    Observations,
+    Phase,
+    QueryRequest,
+    RolloutStatus,
+    ScaleDownVersion,
+    SpecError,
+    WorkloadState,
+    compute_metric_observations,
+    decide,
+    decide_invalid,
+    is_allowed_transition,
+    parse_spec,
+    plan_queries,
+    status_from_dict,
+    status_to_dict,
+)
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
 

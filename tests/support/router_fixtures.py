@@ -1,6 +1,6 @@
 """Helpers that run the real router binary and stand-in backends on loopback for router tests.
 
-Used by tests/unit/test_router_process.py and (via sys.path) tests/integration/test_router_k8s.py.
+Used by tests/unit/test_router_process.py, test_router_mirror.py and tests/integration/test_router_k8s.py.
 """
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 ROUTER_DIR = REPO / "model_server" / "traffic_router"
@@ -153,27 +154,23 @@ class RouterProcess:
 
     def wait_listening(self, timeout: float = 20.0) -> None:
         """Waits for /healthz (the process answers), whether or not it is ready."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"router exited with {self.proc.returncode}:\n{self.logs()}")
-            try:
-                if Client(self.port).request("GET", "/healthz").status == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise TimeoutError(f"router not listening in {timeout}s:\n{self.logs()}")
+        wait_for(lambda: self._answers("/healthz"), "the router to listen", timeout, every=0.05,
+                 describe=self.logs, gone=self._exited)
 
     def wait_ready(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"router exited with {self.proc.returncode}:\n{self.logs()}")
-            if self.is_ready():
-                return
-            time.sleep(0.05)
-        raise TimeoutError(f"router not ready in {timeout}s:\n{self.logs()}")
+        wait_for(self.is_ready, "the router to be ready", timeout, every=0.05, describe=self.logs,
+                 gone=self._exited)
+
+    def _answers(self, path: str) -> bool:
+        try:
+            return Client(self.port).request("GET", path).status == 200
+        except OSError:
+            return False
+
+    def _exited(self) -> str | None:
+        if self.proc.poll() is None:
+            return None
+        return f"router exited with {self.proc.returncode}:\n{self.logs()}"
 
     def metrics(self) -> dict[tuple[str, tuple], float]:
         """Samples keyed by (name, sorted label items)."""
@@ -190,12 +187,8 @@ class RouterProcess:
                    if n == name and set(labels.items()) <= set(lbls))
 
     def wait_metric(self, name: str, value: float, timeout: float = 10.0, **labels: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.metric(name, **labels) == value:
-                return
-            time.sleep(0.05)
-        raise TimeoutError(f"{name}{labels} never reached {value}: now {self.metric(name, **labels)}")
+        wait_for(lambda: self.metric(name, **labels) == value, f"{name}{labels} to reach {value}", timeout,
+                 every=0.05, describe=lambda: f"now {self.metric(name, **labels)}")
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -1,4 +1,4 @@
-"""Helpers for the operator's integration tests: the operator as a real subprocess, polling, kubectl.
+"""Helpers for the operator's integration tests: the operator as a real subprocess, kubectl.
 
 The operator runs exactly as installed (`modelrollout-operator` entry point) with the admin
 kubeconfig, watching one test namespace, querying a stub Prometheus on loopback.
@@ -11,9 +11,8 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -29,20 +28,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 120.0, every: float = 0.25,
-             describe: Callable[[], str] | None = None) -> Any:
-    """Polls `check` until it returns something truthy; fails naming what never happened."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            state = describe() if describe else ""
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{state}")
-        time.sleep(every)
 
 
 class OperatorProcess:

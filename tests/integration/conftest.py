@@ -1,4 +1,4 @@
-"""pytest fixtures for the operator's integration tests (imported by those test modules).
+"""Fixtures of the integration tier, defined once here (pytest finds them; never import them).
 
 The testbed's real API server, the CRD applied from crds/, a stub Prometheus on loopback, a fresh
 namespace per test and the operator as a subprocess watching only that namespace.
@@ -7,7 +7,6 @@ namespace per test and the operator as a subprocess watching only that namespace
 from __future__ import annotations
 
 import re
-import sys
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -16,12 +15,16 @@ import pytest
 from kubernetes import config
 
 from e2e import scenario
-from operator_harness import (CRD, OperatorProcess, TestbedMissing, connect_testbed, delete_rollouts,
-                              kubectl)
 from rollout_operator.adapters.kube import KubeApi
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "operator"))
-from stub_prometheus import StubPrometheus, vector  # noqa: E402
+from tests.support.operator_harness import (
+    CRD,
+    OperatorProcess,
+    TestbedMissing,
+    connect_testbed,
+    delete_rollouts,
+    kubectl,
+)
+from tests.support.stub_prometheus import StubPrometheus, vector
 
 VERSION_RE = re.compile(r'version="([^"]+)"')
 

@@ -1,0 +1,83 @@
+"""The shell's world for reconcile() tests: one ModelRollout object, the fake adapters, a clock.
+
+Used by tests/unit/operator (reconcile, deadline, takeover, Prometheus outage tests).
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime, timedelta, timezone
+
+from rollout_operator.adapters import build_fake_adapters
+from rollout_operator.domain import Measurement, QueryRequest
+from rollout_operator.reconcile import reconcile
+from rollout_operator.settings import Settings
+
+T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
+SPEC = {
+    "model": {"name": "speech-commands", "version": "v1", "uri": "file:///models/v1.onnx"},
+    "server": {"replicas": 2},
+    "strategy": {"canary": {"steps": [{"setWeight": 10}, {"pause": {"duration": "1m"}},
+                                      {"setWeight": 50}, {"analysis": {"checks": 2}}]}},
+    "analysis": {"interval": "30s", "minSamples": 50, "failureLimit": 2,
+                 "prometheus": {"address": "http://prometheus.test:9090"},
+                 "metrics": [{"name": "error-rate", "template": "error-rate", "max": 0.01}]},
+    "progressDeadline": "5m",
+}
+
+
+class World:
+    """The fake cluster: one ModelRollout object, fake adapters, a clock."""
+
+    def __init__(self, spec=SPEC, error_rate=0.001):
+        self.adapters = build_fake_adapters()
+        self.error_rate = error_rate
+        self.adapters.metrics._answer = self.answer
+        self.now = T0
+        self.settings = Settings(prometheus_url="")
+        self.adapters.status.put({"metadata": {"name": "speech", "namespace": "ml", "uid": "u1",
+                                               "generation": 1}, "spec": copy.deepcopy(spec)})
+        self.traffic_seen = []
+
+    def answer(self, q: QueryRequest) -> Measurement:
+        return Measurement.of(self.error_rate, samples=400)
+
+    @property
+    def obj(self):
+        return self.adapters.status.objects[("ml", "speech")]
+
+    @property
+    def status(self):
+        return self.obj.get("status", {})
+
+    def set_version(self, version):
+        self.obj["spec"]["model"]["version"] = version
+        self.obj["spec"]["model"]["uri"] = f"file:///models/{version}.onnx"
+        self.obj["metadata"]["generation"] += 1
+        self.obj["metadata"]["resourceVersion"] = str(int(self.obj["metadata"]["resourceVersion"]) + 1)
+
+    def tick(self):
+        outcome = reconcile(copy.deepcopy(self.obj), self.adapters, self.settings, self.now)
+        self.check_invariants()
+        self.now += timedelta(seconds=max(1.0, min(outcome.requeue_after, 15.0)))
+        return outcome
+
+    def check_invariants(self):
+        traffic = self.status.get("traffic") or {}
+        replicas = self.adapters.workloads.replicas("ml", "speech")
+        for role in ("stable", "candidate"):
+            entry = traffic.get(role)
+            if entry and entry["weight"] > 0:
+                assert replicas.get(entry["version"], 0) > 0, f"traffic on {entry} with replicas {replicas}"
+        self.traffic_seen.append(tuple((r, (traffic.get(r) or {}).get("weight")) for r in ("stable", "candidate")))
+
+    def run_until(self, predicate, limit=200):
+        for _ in range(limit):
+            self.tick()
+            if predicate(self.status):
+                return
+        raise AssertionError(f"not reached after {limit} ticks; status: {self.status}")
+
+
+def healthy(version):
+    return lambda s: s.get("phase") == "Healthy" and s.get("stableVersion") == version
