@@ -169,8 +169,9 @@ def decide_sequential_round(tick: Tick) -> tuple[Tick, LimitReached | None]:
     events: tuple[EmitEvent, ...] = ()
     if limit is None and verdict is Verdict.ERROR:
         events = (warning("CheckError", summarize_round(analysis, new_analysis)),)
-    first_round = tick.status.analysis.last_check_at is None or \
-        tick.status.analysis.last_check_at <= tick.status.step_started_at
+    last, started = tick.status.analysis.last_check_at, tick.status.step_started_at
+    assert started is not None  # a round is due only in a started step (is_check_due)
+    first_round = last is None or last <= started
     slow = compute_slow_gates(spec, status, new_analysis, elapsed) if first_round and limit is None else ""
     if slow:
         events += (warning("VerdictUnlikelyInTime", slow),)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Any, Mapping
+from typing import Any, Mapping, overload
 
 from .durations import format_duration, parse_duration
 from .names import check_namespace, check_rollout_name, check_version_name
@@ -70,6 +70,7 @@ def parse_spec(spec: Mapping[str, Any], *, name: str, namespace: str,
 
 def _parse_model(spec: Mapping[str, Any], rollout: str) -> ModelSpec:
     d = read_map(spec, "model", S, required=True)
+    assert d is not None
     path = f"{S}.model"
     version = read_str(d, "version", path, required=True)
     assert version is not None
@@ -416,6 +417,12 @@ def read_str(d: Mapping[str, Any], key: str, path: str, *, default: str | None =
     return value
 
 
+@overload
+def read_int(d: Mapping[str, Any], key: str, path: str, *, default: int,
+             lo: int | None = None, hi: int | None = None, required: bool = False) -> int: ...
+@overload
+def read_int(d: Mapping[str, Any], key: str, path: str, *, default: None = None,
+             lo: int | None = None, hi: int | None = None, required: bool = False) -> int | None: ...
 def read_int(d: Mapping[str, Any], key: str, path: str, *, default: int | None = None,
              lo: int | None = None, hi: int | None = None, required: bool = False) -> int | None:
     value = d.get(key)
@@ -453,6 +460,12 @@ def read_bool(d: Mapping[str, Any], key: str, path: str, *, default: bool) -> bo
     return value
 
 
+@overload
+def read_duration(d: Mapping[str, Any], key: str, path: str, *, default: timedelta,
+                  positive: bool = False, at_least: timedelta | None = None) -> timedelta: ...
+@overload
+def read_duration(d: Mapping[str, Any], key: str, path: str, *, default: None = None,
+                  positive: bool = False, at_least: timedelta | None = None) -> timedelta | None: ...
 def read_duration(d: Mapping[str, Any], key: str, path: str, *,
                   default: timedelta | None = None, positive: bool = False,
                   at_least: timedelta | None = None) -> timedelta | None:
@@ -477,7 +490,7 @@ def read_enum(d: Mapping[str, Any], key: str, path: str, allowed: tuple[str, ...
         return default
     if value not in allowed:
         raise SpecError(child(path, key), f"must be one of {', '.join(allowed)}, got {_show(value)}")
-    return value
+    return str(value)
 
 
 def exactly_one(d: Mapping[str, Any], keys: tuple[str, ...], path: str, what: str) -> str:

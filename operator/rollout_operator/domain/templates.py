@@ -170,7 +170,7 @@ def check_query(text: str) -> None:
                                 f'e.g. {name}="{{{{{name}}}}}"')
 
 
-def compute_string_values(expr: object) -> list[str]:
+def compute_string_values(expr: promql_parser.Expr) -> list[str]:
     """Every label-matcher value and string literal in a parsed expression (walk() descends
     into range and subquery selectors itself)."""
     values: list[str] = []
