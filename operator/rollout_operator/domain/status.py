@@ -389,7 +389,7 @@ def compute_conditions(status: RolloutStatus, spec_version: str | None, generati
              _rolled_back(status))
     old = {c.type: c for c in status.conditions}
     result = []
-    for type_, (value, reason, message) in zip(CONDITION_TYPES, fresh):
+    for type_, (value, reason, message) in zip(CONDITION_TYPES, fresh, strict=True):
         prev = old.get(type_)
         since = prev.last_transition_time if prev and prev.status == value else now
         result.append(Condition(type_, value, reason, message, generation, since))
