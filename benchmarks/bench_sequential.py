@@ -16,17 +16,29 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 
-from rollout_operator.domain import (DeleteVersion, EnsureVersion, Measurement, Observations,
-                                     Phase, Role, RolloutStatus, ScaleDownVersion, WorkloadState,
-                                     compute_metric_observations, decide, parse_spec, plan_queries)
+from rollout_operator.domain import (
+    DeleteVersion,
+    EnsureVersion,
+    Measurement,
+    Observations,
+    Phase,
+    Role,
+    RolloutStatus,
+    ScaleDownVersion,
+    WorkloadState,
+    compute_metric_observations,
+    decide,
+    parse_spec,
+    plan_queries,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sequential.json"
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 STABLE_RATE = 0.03  # stable's error rate
 MARGIN = 0.02  # maxIncrease: candidate - stable must stay within this
 WEIGHT = 20  # canary weight during the analysis step
@@ -77,7 +89,7 @@ class Stream:
     events: dict[Role, np.ndarray]
 
     @classmethod
-    def draw(cls, rng: np.random.Generator, rps: float, candidate_rate: float) -> "Stream":
+    def draw(cls, rng: np.random.Generator, rps: float, candidate_rate: float) -> Stream:
         trials, events = {}, {}
         for role, share, p in ((Role.CANDIDATE, WEIGHT / 100, candidate_rate),
                                (Role.STABLE, 1 - WEIGHT / 100, STABLE_RATE)):
@@ -107,7 +119,8 @@ def measure(mode: str, stream: Stream, role: Role, status: RolloutStatus, now: d
 
 def establish_stable(mode: str) -> tuple[RolloutStatus, dict[str, WorkloadState], datetime]:
     spec = parse_spec(compute_spec(mode, "v1"), name="speech", namespace="models")
-    status, workloads, now = RolloutStatus(), {}, T0
+    status, now = RolloutStatus(), T0
+    workloads: dict[str, WorkloadState] = {}
     for _ in range(50):
         d = decide(spec, status, Observations(dict(workloads), {}, 1), now)
         apply_actions(d.actions, workloads)
@@ -194,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                 cell[mode] = summarize(done)
             cells[f"{truth}@{rps:g}rps"] = {"truth": truth, "candidate_rate": rate, "rps": rps, **cell}
     totals = {mode: compute_totals(mode_runs) for mode, mode_runs in runs.items()}
+    wall = round(time.perf_counter() - started, 1)
     result = {
         "setup": {"stable_rate": STABLE_RATE, "margin": MARGIN, "weight": WEIGHT,
                   "step_seconds": STEP.total_seconds(), "interval_seconds": INTERVAL.total_seconds(),
@@ -201,11 +215,11 @@ def main(argv: list[str] | None = None) -> int:
                   "traffic_rps": list(TRAFFIC), "rollouts_per_cell": args.rollouts_per_cell,
                   "seed": args.seed},
         "totals": totals, "cells": cells,
-        "wall_seconds": round(time.perf_counter() - started, 1),
+        "wall_seconds": wall,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(summary_line(totals, sum(len(r) for r in runs.values()), result["wall_seconds"]))
+    print(summary_line(totals, sum(len(r) for r in runs.values()), wall))
     return 0
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import Enum
+from typing import Protocol
 
 # Bisection steps for a bound (to 2^-12 of [0, 1]), then Newton steps to rounding precision.
 _BISECTION_STEPS = 12
@@ -157,7 +158,7 @@ def evaluate_difference(candidate_events: float, candidate_trials: float, stable
 
 # --- the evaluation common to every shape -------------------------------------------------
 
-def _evaluate(shape: "_Shape", threshold: float, side: Side, rates: GateRates) -> SequentialResult:
+def _evaluate(shape: _Shape, threshold: float, side: Side, rates: GateRates) -> SequentialResult:
     lower, upper = _bounds(shape, side, rates)
     outcome = _outcome(lower, upper, threshold, side)
     needed = 0 if outcome is not Outcome.INCONCLUSIVE else _samples_needed(shape, threshold, side, rates)
@@ -165,7 +166,7 @@ def _evaluate(shape: "_Shape", threshold: float, side: Side, rates: GateRates) -
                             threshold, side)
 
 
-def _bounds(shape: "_Shape", side: Side, rates: GateRates) -> tuple[float, float]:
+def _bounds(shape: _Shape, side: Side, rates: GateRates) -> tuple[float, float]:
     """(lower, upper): the healthy-side bound at the false-promotion rate, the other at the
     false-rollback rate."""
     if side is Side.AT_MOST:
@@ -182,7 +183,7 @@ def _outcome(lower: float, upper: float, threshold: float, side: Side) -> Outcom
         else Outcome.INCONCLUSIVE
 
 
-def _samples_needed(shape: "_Shape", threshold: float, side: Side, rates: GateRates) -> int | None:
+def _samples_needed(shape: _Shape, threshold: float, side: Side, rates: GateRates) -> int | None:
     """Extra samples after which the same estimate on more evidence decides, to within 10%.
 
     The bound's distance from the estimate shrinks about like 1/sqrt(n), so the first guess
@@ -222,30 +223,29 @@ class _Arm:
     def __post_init__(self) -> None:
         _check_sum(self.total, self.count)
 
-    def mixture(self) -> "_Mixture":
+    def mixture(self) -> _Mixture:
         return _Mixture.of(self.total, self.count, self.prior_mean)
 
-    def scaled(self, k: float) -> "_Arm":
+    def scaled(self, k: float) -> _Arm:
         return _Arm(self.total * k, self.count * k, self.prior_mean)
 
     def estimate(self) -> float:
         return self.total / self.count if self.count > 0 else math.nan
 
 
-class _Shape:
+class _Shape(Protocol):
+    """An estimate with its bounds: one arm, or candidate - stable."""
+
     def estimate(self) -> float: ...
     def samples(self) -> float: ...
     def lower(self, alpha: float) -> float: ...
     def upper(self, alpha: float) -> float: ...
-    def scaled(self, k: float) -> "_Shape": ...
-
-    def is_beyond(self, threshold: float, alpha: float, below: bool) -> bool:
-        """The upper bound is below the threshold (below=True), or the lower bound above it."""
-        return self.upper(alpha) < threshold if below else self.lower(alpha) > threshold
+    def scaled(self, k: float) -> _Shape: ...
+    def is_beyond(self, threshold: float, alpha: float, below: bool) -> bool: ...
 
 
 @dataclass(frozen=True)
-class _OneSample(_Shape):
+class _OneSample:
     arm: _Arm
 
     def estimate(self) -> float:
@@ -260,7 +260,7 @@ class _OneSample(_Shape):
     def upper(self, alpha: float) -> float:
         return self.arm.mixture().upper(alpha) if self.arm.count > 0 else 1.0
 
-    def scaled(self, k: float) -> "_OneSample":
+    def scaled(self, k: float) -> _OneSample:
         return _OneSample(self.arm.scaled(k))
 
     def is_beyond(self, threshold: float, alpha: float, below: bool) -> bool:
@@ -272,7 +272,7 @@ class _OneSample(_Shape):
 
 
 @dataclass(frozen=True)
-class _TwoSample(_Shape):
+class _TwoSample:
     """candidate - stable; each side's sequence at alpha/2, so both hold with 1 - alpha."""
 
     candidate: _Arm
@@ -290,8 +290,11 @@ class _TwoSample(_Shape):
     def upper(self, alpha: float) -> float:
         return _OneSample(self.candidate).upper(alpha / 2) - _OneSample(self.stable).lower(alpha / 2)
 
-    def scaled(self, k: float) -> "_TwoSample":
+    def scaled(self, k: float) -> _TwoSample:
         return _TwoSample(self.candidate.scaled(k), self.stable.scaled(k))
+
+    def is_beyond(self, threshold: float, alpha: float, below: bool) -> bool:
+        return self.upper(alpha) < threshold if below else self.lower(alpha) > threshold
 
 
 # --- the beta-binomial mixture -------------------------------------------------------------
@@ -305,7 +308,7 @@ class _Mixture:
     log_weight: float  # log B(a + s, b + n - s) - log B(a, b)
 
     @classmethod
-    def of(cls, total: float, count: float, prior_mean: float) -> "_Mixture":
+    def of(cls, total: float, count: float, prior_mean: float) -> _Mixture:
         a, b = compute_prior(prior_mean)
         weight = _log_beta(a + total, b + count - total) - _log_beta(a, b)
         return cls(total, count, weight)
@@ -341,8 +344,8 @@ class _Mixture:
         Bisection narrows the bracket, then Newton steps from the outside finish it: log M is
         convex, so its tangent lies below it and every step lands outside the root or on it
         (never inside: the bound is never narrower than the exact set)."""
-        for step in range(_MAX_BISECTION_STEPS):
-            if step >= _BISECTION_STEPS and 0.0 < out < 1.0:
+        for done in range(_MAX_BISECTION_STEPS):
+            if done >= _BISECTION_STEPS and 0.0 < out < 1.0:
                 break  # Newton needs a starting point with a finite slope
             mid = (out + inside) / 2.0
             if self.is_plausible(mid, alpha):

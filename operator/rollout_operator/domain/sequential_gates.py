@@ -12,8 +12,15 @@ from datetime import timedelta
 
 from .analysis import Measurement, MeasurementKind, Verdict, worst
 from .durations import format_promql_duration
-from .sequential import (GateRates, Outcome, SequentialResult, Side, compute_gate_rates,
-                         evaluate_difference, evaluate_rate)
+from .sequential import (
+    GateRates,
+    Outcome,
+    SequentialResult,
+    Side,
+    compute_gate_rates,
+    evaluate_difference,
+    evaluate_rate,
+)
 from .spec import AnalysisSpec, MetricSpec, OnNoData
 from .templates import Template
 

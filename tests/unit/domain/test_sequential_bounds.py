@@ -6,8 +6,17 @@ import math
 import pytest
 
 from rollout_operator.domain.sequential import (
-    GateRates, Outcome, Side, compute_gate_rates, compute_mean_bounds, compute_prior,
-    evaluate_difference, evaluate_mean, evaluate_paired, evaluate_rate)
+    GateRates,
+    Outcome,
+    Side,
+    compute_gate_rates,
+    compute_mean_bounds,
+    compute_prior,
+    evaluate_difference,
+    evaluate_mean,
+    evaluate_paired,
+    evaluate_rate,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -67,7 +76,7 @@ def test_pinned_values_for_a_typical_error_rate():
 
 def test_a_smaller_alpha_gives_a_wider_interval():
     intervals = [compute_mean_bounds(30, 600, alpha) for alpha in (0.2, 0.05, 0.01, 0.001)]
-    for (lo1, hi1), (lo2, hi2) in zip(intervals, intervals[1:]):
+    for (lo1, hi1), (lo2, hi2) in zip(intervals, intervals[1:], strict=False):
         assert lo2 < lo1 and hi2 > hi1
 
 

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from rollout_operator.domain.sequential import (
-    GateRates, Outcome, Side, compute_mean_bounds, evaluate_difference, evaluate_mean)
+    GateRates,
+    Outcome,
+    Side,
+    compute_mean_bounds,
+    evaluate_difference,
+    evaluate_mean,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -33,7 +39,7 @@ def test_bernoulli_sequence_covers_the_truth_at_every_look_at_once():
         events = np.cumsum(rng.binomial(per_look, p, size=LOOKS))
         trials = per_look * np.arange(1, LOOKS + 1)
         missed = False
-        for s, n in zip(events, trials):
+        for s, n in zip(events, trials, strict=True):
             lower, upper = compute_mean_bounds(float(s), float(n), ALPHA, prior_mean=p)
             if not lower <= p <= upper:
                 missed = True
@@ -54,7 +60,7 @@ def test_false_pass_and_false_fail_stay_within_their_rates_at_the_threshold():
         events = np.cumsum(rng.binomial(per_look, threshold, size=LOOKS))
         trials = per_look * np.arange(1, LOOKS + 1)
         outcomes = []
-        for s, n in zip(events, trials):
+        for s, n in zip(events, trials, strict=True):
             lower, upper = compute_mean_bounds(float(s), float(n), ALPHA, prior_mean=threshold)
             outcomes.append(Outcome.PASS if upper < threshold else
                             Outcome.FAIL if lower > threshold else Outcome.INCONCLUSIVE)
@@ -77,7 +83,7 @@ def test_bounded_mean_false_pass_at_the_threshold():
     for _ in range(STREAMS):
         totals = np.cumsum(rng.beta(a, b, size=(LOOKS, per_look)).sum(axis=1))
         counts = per_look * np.arange(1, LOOKS + 1)
-        for total, count in zip(totals, counts):
+        for total, count in zip(totals, counts, strict=True):
             result = evaluate_mean(float(total), float(count), threshold, Side.AT_LEAST, rates)
             if result.outcome is not Outcome.INCONCLUSIVE:
                 passes += result.outcome is Outcome.PASS
@@ -94,7 +100,7 @@ def test_difference_false_pass_when_worse_by_exactly_the_margin():
     for _ in range(STREAMS // 3):
         cand = np.cumsum(rng.binomial(40, stable_p + margin, size=LOOKS))
         stab = np.cumsum(rng.binomial(360, stable_p, size=LOOKS))
-        for look, (c, s) in enumerate(zip(cand, stab), start=1):
+        for look, (c, s) in enumerate(zip(cand, stab, strict=True), start=1):
             result = evaluate_difference(float(c), 40.0 * look, float(s), 360.0 * look, margin,
                                          Side.AT_MOST, rates)
             if result.outcome is not Outcome.INCONCLUSIVE:
@@ -106,7 +112,6 @@ def test_difference_false_pass_when_worse_by_exactly_the_margin():
 def test_a_clearly_better_candidate_is_decided_within_the_looks():
     # Power, not validity: the bounds are not so wide that nothing ever passes.
     rng = np.random.default_rng(7)
-    rates = GateRates(false_promotion=ALPHA, false_rollback=ALPHA)
     passed = 0
     for _ in range(50):
         events = np.cumsum(rng.binomial(50, 0.01, size=LOOKS))

@@ -7,8 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from tests.support.domain_sim import World, with_version
 from rollout_operator.domain import Measurement, Phase, QueryRequest, Role, SpecError, parse_spec
+from tests.support.domain_sim import World, with_version
 
 pytestmark = pytest.mark.unit
 
@@ -127,7 +127,8 @@ def parse(change):
 
 
 def test_sequential_defaults():
-    a = parse(lambda s: s.__setitem__("analysis", {"mode": "sequential", "metrics": SEQUENTIAL["analysis"]["metrics"]})).analysis
+    metrics = SEQUENTIAL["analysis"]["metrics"]
+    a = parse(lambda s: s.__setitem__("analysis", {"mode": "sequential", "metrics": metrics})).analysis
     assert a.is_sequential and a.false_promotion_rate == 0.05 and a.false_rollback_rate == 0.05
     assert a.max_duration == timedelta(minutes=30)
     assert not parse_spec({**SEQUENTIAL, "analysis": {"metrics": SEQUENTIAL["analysis"]["metrics"]}},

@@ -8,7 +8,11 @@ import pytest
 from rollout_operator.domain.analysis import Measurement, Verdict
 from rollout_operator.domain.sequential import GateRates
 from rollout_operator.domain.sequential_gates import (
-    SEQUENTIAL_TEMPLATES, compute_count_window, compute_rates, evaluate_sequential_gate)
+    SEQUENTIAL_TEMPLATES,
+    compute_count_window,
+    compute_rates,
+    evaluate_sequential_gate,
+)
 from rollout_operator.domain.spec import AnalysisSpec, MetricSpec, OnNoData
 from rollout_operator.domain.templates import TEMPLATES, check_query
 
