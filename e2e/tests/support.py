@@ -52,3 +52,20 @@ def plugin(cluster, namespace: str, command: str, *args: str) -> str:
     """`kubectl modelrollout <command> speech -n <namespace> [args]`; its stdout."""
     return scenario.run_tool(cluster, cluster.kubectl, "modelrollout", command, NAME, "-n", namespace,
                              *args, timeout=120).stdout
+
+
+def operator_leader_pod(api, pods):
+    """The operator pod that holds the leader Lease (the chart runs two; only the leader runs
+    kopf), among `pods`; the only running one when the Lease names none of them."""
+    from kubernetes import client
+    running = [p for p in pods if p.metadata.deletion_timestamp is None]
+    try:
+        lease = client.CoordinationV1Api(api).read_namespaced_lease(scenario.RELEASE, scenario.OPERATOR_NAMESPACE)
+        holder = (lease.spec.holder_identity or "").rsplit("_", 1)[0]
+    except client.ApiException:
+        holder = ""
+    leaders = [p for p in running if p.metadata.name == holder]
+    if leaders:
+        return leaders[0]
+    (only,) = running
+    return only

@@ -14,11 +14,13 @@ import yaml
 from kubernetes import client
 
 from e2e import scenario
+from e2e.tests.support import operator_leader_pod
 
 pytestmark = pytest.mark.e2e
 
 NS, RELEASE = scenario.OPERATOR_NAMESPACE, scenario.RELEASE
 SA = f"system:serviceaccount:{NS}:{RELEASE}"
+REPLICAS = 2  # the chart's default: a leader and a standby (leader election)
 
 
 def _operator_pod(api: client.ApiClient) -> client.V1Pod:
@@ -26,8 +28,8 @@ def _operator_pod(api: client.ApiClient) -> client.V1Pod:
         NS, label_selector=f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator"
     ).items
     running = [p for p in pods if p.metadata.deletion_timestamp is None]
-    assert len(running) == 1, [p.metadata.name for p in pods]
-    return running[0]
+    assert len(running) == REPLICAS, [p.metadata.name for p in pods]
+    return operator_leader_pod(api, running)
 
 
 def _can_i(cluster: scenario.Cluster, verb: str, resource: str, namespace: str = "default") -> bool:
@@ -42,7 +44,7 @@ def test_operator_pod_is_ready_under_its_own_service_account(api, operator):
     ready = {c.type: c.status for c in pod.status.conditions or []}
     assert ready.get("Ready") == "True"
     desired, ready_replicas = scenario.fetch_deployment_replicas(api, NS, RELEASE)
-    assert (desired, ready_replicas) == (1, 1)
+    assert (desired, ready_replicas) == (REPLICAS, REPLICAS)
 
 
 def test_crd_is_installed_by_the_chart_and_served(api, operator):
@@ -82,10 +84,10 @@ def test_operator_metrics_endpoint_answers(api, operator):
     assert "modelrollout_" in body, "the operator exports its own modelrollout_* metrics"
 
 
-def test_upgrade_with_the_same_values_keeps_one_ready_operator(cluster, api, operator):
+def test_upgrade_with_the_same_values_keeps_the_ready_operators(cluster, api, operator):
     scenario.ensure_operator(cluster, operator)
     desired, ready = scenario.fetch_deployment_replicas(api, NS, RELEASE)
-    assert (desired, ready) == (1, 1)
+    assert (desired, ready) == (REPLICAS, REPLICAS)
 
 
 def test_alert_rules_and_dashboard_queries_are_valid_promql(cluster):

@@ -21,7 +21,7 @@ from e2e import rollouts, scenario
 from e2e.testbed import node_config, node_host, paths
 from tests.support.waiting import wait_for
 
-from .support import HEALTHY_TIMEOUT, NAME, apply_and_wait
+from .support import HEALTHY_TIMEOUT, NAME, apply_and_wait, operator_leader_pod
 
 pytestmark = pytest.mark.e2e
 
@@ -62,8 +62,7 @@ def rollout_pods(cluster, api, operator, layout):
 def _operator_pod(api) -> client.V1Pod:
     pods = client.CoreV1Api(api).list_namespaced_pod(
         scenario.OPERATOR_NAMESPACE, label_selector="app.kubernetes.io/component=operator").items
-    (pod,) = [p for p in pods if p.metadata.deletion_timestamp is None]
-    return pod
+    return operator_leader_pod(api, pods)  # the leader: the one whose log has kopf's lines
 
 
 def _containers_under_test(api, rollout_pods) -> list[tuple[str, client.V1Pod]]:

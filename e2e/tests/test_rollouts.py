@@ -13,7 +13,7 @@ from e2e import rollouts, scenario
 from e2e.load import LoadRunner, SequentialProbe, load_labelled_clips
 from e2e.tests.conftest import front_door
 from e2e.tests.support import (
-    NAME, ROLLOUT_TIMEOUT, apply_and_wait, assert_answered_only_by, deploy_first, metric)
+    NAME, ROLLOUT_TIMEOUT, apply_and_wait, assert_answered_only_by, deploy_first, metric, operator_leader_pod)
 
 pytestmark = pytest.mark.e2e
 
@@ -134,9 +134,8 @@ def _has_candidate(version: str, weight: int):
 
 def _delete_operator_pod(api) -> str:
     core = client.CoreV1Api(api)
-    (pod,) = [p for p in core.list_namespaced_pod(
-        scenario.OPERATOR_NAMESPACE, label_selector="app.kubernetes.io/component=operator").items
-        if p.metadata.deletion_timestamp is None]
+    pod = operator_leader_pod(api, core.list_namespaced_pod(
+        scenario.OPERATOR_NAMESPACE, label_selector="app.kubernetes.io/component=operator").items)
     core.delete_namespaced_pod(pod.metadata.name, scenario.OPERATOR_NAMESPACE,
                                grace_period_seconds=0)
     return pod.metadata.name
