@@ -9,6 +9,7 @@ import bisect
 import itertools
 import math
 import threading
+from typing import NamedTuple, Protocol
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import HistogramMetricFamily
@@ -39,7 +40,26 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...], str]] = {
 }
 
 
-_FAMILIES: dict[int, dict[str, object]] = {}
+class _Observer(Protocol):
+    """A histogram child for one label set: prometheus_client's Histogram child or a _SignedChild."""
+
+    def observe(self, value: float, /) -> None: ...
+
+
+class _HistogramFamily(Protocol):
+    """A histogram family: prometheus_client's Histogram or a SignedHistogram."""
+
+    def labels(self, **labels: str) -> _Observer: ...
+
+
+class _Families(NamedTuple):
+    """The contract's metric families for one registry, by metric name."""
+
+    counters: dict[str, Counter]
+    histograms: dict[str, _HistogramFamily]
+
+
+_FAMILIES: dict[int, _Families] = {}
 
 
 class SignedHistogram:
@@ -117,7 +137,7 @@ class _SignedChild:
             return list(self._counts), self._sum
 
 
-def _families(registry: CollectorRegistry) -> dict[str, object]:
+def _families(registry: CollectorRegistry) -> _Families:
     """One set of metric families per registry, shared by every ServerMetrics using it (tests make several)."""
     if id(registry) in _FAMILIES:
         return _FAMILIES[id(registry)]
@@ -127,13 +147,13 @@ def _families(registry: CollectorRegistry) -> dict[str, object]:
         "speech_input_level_dbfs": _LEVEL_BUCKETS, "speech_vad_speech_ratio": _RATIO_BUCKETS,
         "speech_confidence": _CONFIDENCE_BUCKETS, "speech_batch_size": _BATCH_BUCKETS,
     }
-    made: dict[str, object] = {}
+    made = _Families({}, {})
     for name, (kind, extra, doc) in CONTRACT.items():
         if kind == "counter":
-            made[name] = Counter(name.removesuffix("_total"), doc, base + extra, registry=registry)
+            made.counters[name] = Counter(name.removesuffix("_total"), doc, base + extra, registry=registry)
         else:
             kind_cls = SignedHistogram if hist_buckets[name][0] < 0 else Histogram
-            made[name] = kind_cls(name, doc, base + extra, buckets=hist_buckets[name], registry=registry)
+            made.histograms[name] = kind_cls(name, doc, base + extra, buckets=hist_buckets[name], registry=registry)
     _FAMILIES[id(registry)] = made
     return made
 
@@ -142,20 +162,20 @@ class ServerMetrics:
     """Prometheus series for one served model version; children are pre-created so series exist at 0."""
 
     def __init__(self, model: str, version: str, labels: list[str], registry: CollectorRegistry = REGISTRY):
-        fam = _families(registry)
+        counters, histograms = _families(registry)
         ids = {"model": model, "version": version}
         self._ids = ids
-        self.requests = fam["speech_requests_total"]
-        self.duration = fam["speech_request_duration_seconds"]
-        self.audio_seconds = fam["speech_audio_seconds_total"].labels(**ids)
-        self.input_duration = fam["speech_input_duration_seconds"].labels(**ids)
-        self.input_level = fam["speech_input_level_dbfs"].labels(**ids)
-        self.speech_ratio = fam["speech_vad_speech_ratio"].labels(**ids)
-        self.predictions = fam["speech_predictions_total"]
-        self.confidence = fam["speech_confidence"].labels(**ids)
-        self.batch_size = fam["speech_batch_size"].labels(**ids)
-        self._request_children: dict[tuple[str, str], object] = {}
-        self._stage_children: dict[str, object] = {}
+        self.requests = counters["speech_requests_total"]
+        self.duration = histograms["speech_request_duration_seconds"]
+        self.audio_seconds = counters["speech_audio_seconds_total"].labels(**ids)
+        self.input_duration = histograms["speech_input_duration_seconds"].labels(**ids)
+        self.input_level = histograms["speech_input_level_dbfs"].labels(**ids)
+        self.speech_ratio = histograms["speech_vad_speech_ratio"].labels(**ids)
+        self.predictions = counters["speech_predictions_total"]
+        self.confidence = histograms["speech_confidence"].labels(**ids)
+        self.batch_size = histograms["speech_batch_size"].labels(**ids)
+        self._request_children: dict[tuple[str, str], Counter] = {}
+        self._stage_children: dict[str, _Observer] = {}
         self._precreate(labels)
 
     def _precreate(self, labels: list[str]) -> None:
