@@ -15,7 +15,8 @@ import urllib.request
 import pytest
 
 from rollout_operator.adapters.kube import DEPLOYMENTS, MODEL_ROLLOUTS
-from tests.support.operator_harness import OperatorProcess, apply, delete_rollouts, rollout_manifest, wait_for
+from tests.support.operator_harness import OperatorProcess, apply, delete_rollouts, rollout_manifest
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +44,7 @@ def count_timer_runs(op: OperatorProcess) -> int:
 
 def test_readiness_is_picked_up_by_the_watch_not_the_timer(tb, api, ns, slow_timer_operator):
     op = slow_timer_operator
-    apply(tb, rollout_manifest("watched", ns, "v1", metrics=False))
+    apply(tb, rollout_manifest("watched", ns, "v1", metrics=False, steps=[{"setWeight": 10}, {"pause": {}}]))
 
     def healthy():
         status = (api.get(MODEL_ROLLOUTS, ns, "watched") or {}).get("status") or {}
