@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     model = SpeechModel(settings)
     model.load()
+    if model.pipeline is None:
+        raise SystemExit(f"speech-server: loading {settings.effective_model_uri} left no pipeline")
     logging.getLogger("speech_serving.server").info(
         "serving %s version %s (%s) on http://%s:%d", settings.model_name, settings.model_version,
         model.pipeline.recognizer.path, settings.host, settings.port,

@@ -145,6 +145,8 @@ def build_app(model: SpeechModel, fast_path: bool = True) -> InferenceGate:
     """The allow-listed endpoints (routes.py) for one loaded model, wrapped in the gate."""
     if not model.ready:
         model.load()
+    if model.metrics is None:
+        raise RuntimeError(f"model {model.name!r} is ready without metrics; SpeechModel.load() makes them")
     # *_created series double every counter/histogram on /metrics and no rollout query reads them.
     disable_created_metrics()
     app = build_fastapi_app(model, kserve_inference=not fast_path)

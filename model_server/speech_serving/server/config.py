@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 ENV_PREFIX = "SPEECH_SERVER_"
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -70,14 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_settings(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> ServerSettings:
     """Flags win over environment variables, which win over defaults; every value is validated."""
-    environ = os.environ if environ is None else environ
+    env: Mapping[str, str] = os.environ if environ is None else environ
     args = build_parser().parse_args(argv)
-    values = {}
+    values: dict[str, Any] = {}  # Any: _convert makes each value its field's type, which mypy cannot follow
     for f in fields(ServerSettings):
         raw = getattr(args, f.name)
         source = "--" + f.name.replace("_", "-")
-        if raw is None and ENV_PREFIX + f.name.upper() in environ:
-            raw, source = environ[ENV_PREFIX + f.name.upper()], ENV_PREFIX + f.name.upper()
+        if raw is None and ENV_PREFIX + f.name.upper() in env:
+            raw, source = env[ENV_PREFIX + f.name.upper()], ENV_PREFIX + f.name.upper()
         if raw is not None:
             values[f.name] = _convert(f.name, raw, source, type(f.default))
     settings = ServerSettings(**values)

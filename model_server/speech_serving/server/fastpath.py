@@ -124,7 +124,8 @@ def split_bytes_elements(raw: bytes, field: str, max_elements: int) -> list[byte
     KServe's deserialize_bytes_tensor raises struct.error on a length that lies (a 500) and reads every
     element before the count is checked; this stops at the first bad prefix or past `max_elements`.
     """
-    elements, pos = [], 0
+    elements: list[bytes] = []
+    pos = 0
     while pos < len(raw):
         if len(elements) == max_elements:
             raise InvalidInput(f"{field}: more than {max_elements} elements; limit is {max_elements} clips per "

@@ -76,11 +76,14 @@ class SpeechModel(Model):
             clips = parse_v2(payload.inputs, self.limits) if is_v2 else parse_v1(payload, self.limits)
         except AudioError as exc:
             raise InvalidInput(str(exc)) from None
+        metrics, batcher = self.metrics, self.batcher
+        if metrics is None or batcher is None:  # routes answer 503 before load() (serving_problem); a wiring bug
+            raise RuntimeError(f"model {self.name!r}: predict() called before load()")
         levels = [compute_level_dbfs(c) for c in clips]
-        self.metrics.observe_stage("decode", time.perf_counter() - start)
-        results, times, _ = await self.batcher.submit(clips)
+        metrics.observe_stage("decode", time.perf_counter() - start)
+        results, times, _ = await batcher.submit(clips)
         for result, level in zip(results, levels):
-            self.metrics.observe_clip(result, level, times)
+            metrics.observe_clip(result, level, times)
         if not is_v2:
             return compute_v1_response(results)
         outputs = [InferOutput(o["name"], o["shape"], o["datatype"], o["data"]) for o in compute_v2_outputs(results)]

@@ -28,7 +28,7 @@ V2_INPUT = "audio"
 _V2_ARRAY_TYPES = {"INT16": np.int16, "FP32": np.float32}
 
 
-def decode_json_body(body: bytes) -> object:
+def decode_json_body(body: bytes | bytearray) -> object:
     """KServe hands over the raw body when the content-type is not JSON (e.g. curl -d); parse it anyway."""
     try:
         return orjson.loads(body)
