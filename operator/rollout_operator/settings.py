@@ -222,13 +222,20 @@ def _selector(value: object) -> str | None:
         return f"a label selector key=value[,key=value] (bad part: {bad})"
 
 
+def _parsed_names(value: object) -> tuple[str, ...]:
+    """The value `_names` parsed for a comma-separated option; anything else is a wiring bug in OPTIONS."""
+    if not isinstance(value, tuple) or not all(isinstance(n, str) for n in value):
+        raise TypeError(f"a comma-separated option's check got {value!r}; its parser must be _names")
+    return value
+
+
 def _image_prefixes(value: object) -> str | None:
-    bad = [p for p in value if not re.fullmatch(r"[a-z0-9][a-z0-9._:/-]*", p)]  # type: ignore[union-attr]
+    bad = [p for p in _parsed_names(value) if not re.fullmatch(r"[a-z0-9][a-z0-9._:/-]*", p)]
     return f"comma-separated image prefixes such as registry.example.com/ml (invalid: {', '.join(bad)})" if bad else None
 
 
 def _flag_names(value: object) -> str | None:
-    bad = [n for n in value if not re.fullmatch(r"[a-z][a-z0-9-]*", n)]  # type: ignore[union-attr]
+    bad = [n for n in _parsed_names(value) if not re.fullmatch(r"[a-z][a-z0-9-]*", n)]
     return f"comma-separated flag names without -- such as max-batch (invalid: {', '.join(bad)})" if bad else None
 
 
@@ -238,7 +245,7 @@ def _dns_subdomain(value: object) -> str | None:
 
 
 def _dns_labels(value: object) -> str | None:
-    bad = [n for n in value if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", n)]  # type: ignore[union-attr]
+    bad = [n for n in _parsed_names(value) if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", n)]
     return f"comma-separated namespace names (invalid: {', '.join(bad)})" if bad else None
 
 
@@ -393,4 +400,4 @@ def compute_election_problems(settings: Settings) -> list[str]:
 def _expected(opt: _Option) -> str:
     """What a parse failure should have looked like, derived from the option's parser."""
     kinds = {int: "an integer", float: "a number", _bool: "true or false"}
-    return kinds.get(opt.parse, "a valid value")  # type: ignore[call-overload]
+    return kinds.get(opt.parse, "a valid value")
