@@ -54,18 +54,27 @@ def plugin(cluster, namespace: str, command: str, *args: str) -> str:
                              *args, timeout=120).stdout
 
 
-def operator_leader_pod(api, pods):
+def operator_leader_pod(api, pods, timeout_s: float = 60.0):
     """The operator pod that holds the leader Lease (the chart runs two; only the leader runs
-    kopf), among `pods`; the only running one when the Lease names none of them."""
+    kopf), among `pods`. Right after an install both may still be standing by: waits until
+    the Lease names one of them; the only running pod when there is no Lease at all."""
+    import time
+
     from kubernetes import client
     running = [p for p in pods if p.metadata.deletion_timestamp is None]
-    try:
-        lease = client.CoordinationV1Api(api).read_namespaced_lease(scenario.RELEASE, scenario.OPERATOR_NAMESPACE)
+    names = {p.metadata.name: p for p in running}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            lease = client.CoordinationV1Api(api).read_namespaced_lease(scenario.RELEASE, scenario.OPERATOR_NAMESPACE)
+        except client.ApiException as err:
+            if err.status != 404:
+                raise
+            (only,) = running  # no leader election: one replica
+            return only
         holder = (lease.spec.holder_identity or "").rsplit("_", 1)[0]
-    except client.ApiException:
-        holder = ""
-    leaders = [p for p in running if p.metadata.name == holder]
-    if leaders:
-        return leaders[0]
-    (only,) = running
-    return only
+        if holder in names:
+            return names[holder]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the leader Lease names {holder!r}, none of {sorted(names)}")
+        time.sleep(0.5)

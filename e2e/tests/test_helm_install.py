@@ -77,11 +77,17 @@ def test_rbac_is_real_and_least_privilege(cluster, operator):
 
 
 def test_operator_metrics_endpoint_answers(api, operator):
-    (address,) = scenario.fetch_ready_addresses(api, NS, f"{RELEASE}-metrics", port_name="metrics")
-    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as resp:
-        body = resp.read().decode()
-    assert resp.status == 200
-    assert "modelrollout_" in body, "the operator exports its own modelrollout_* metrics"
+    addresses = scenario.fetch_ready_addresses(api, NS, f"{RELEASE}-metrics", port_name="metrics")
+    assert len(addresses) == REPLICAS, addresses  # the standby is Ready and scraped too
+    leaders = 0.0
+    for address in addresses:
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as resp:
+            body = resp.read().decode()
+        assert resp.status == 200
+        assert "modelrollout_" in body, "the operator exports its own modelrollout_* metrics"
+        leaders += next(float(line.split()[1]) for line in body.splitlines()
+                        if line.startswith("modelrollout_operator_leader "))
+    assert leaders == 1.0, "exactly one replica reports itself the leader"
 
 
 def test_upgrade_with_the_same_values_keeps_the_ready_operators(cluster, api, operator):
