@@ -157,7 +157,8 @@ def apply_merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> di
         if value is None:
             out.pop(key, None)
         elif isinstance(value, Mapping):
-            out[key] = apply_merge_patch(out.get(key) if isinstance(out.get(key), Mapping) else {}, value)
+            current = out.get(key)
+            out[key] = apply_merge_patch(current if isinstance(current, Mapping) else {}, value)
         else:
             out[key] = value
     return out

@@ -45,9 +45,9 @@ def compute_route_rules(rules: list[Mapping[str, Any]], rollout: str, split: Tra
     """The route's rules with our backendRefs and mirror filter in each of them."""
     refs = compute_backend_refs(rollout, split, port)
     mirror = compute_mirror_filter(rollout, split, port)
-    out = []
-    for rule in rules:
-        rule = copy.deepcopy(dict(rule))
+    out: list[dict[str, Any]] = []
+    for given in rules:
+        rule = copy.deepcopy(dict(given))
         rule["backendRefs"] = copy.deepcopy(refs)
         filters = [f for f in rule.get("filters", []) if f.get("type") != MIRROR]
         if mirror is not None:
