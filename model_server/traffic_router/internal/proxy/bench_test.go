@@ -14,6 +14,17 @@ import (
 // BenchmarkForward measures the router's per-request cost over real loopback HTTP
 // (client -> router -> backend), for profiling: go test -bench Forward -cpuprofile cpu.out
 func BenchmarkForward(b *testing.B) {
+	benchmarkForward(b, split.Split{Stable: split.Target{Version: "v1", Weight: 90},
+		Candidate: &split.Target{Version: "v2", Weight: 10}})
+}
+
+// BenchmarkForwardMirrored is the same with every request copied to a shadow and compared.
+func BenchmarkForwardMirrored(b *testing.B) {
+	benchmarkForward(b, split.Split{Stable: split.Target{Version: "v1", Weight: 100},
+		Mirror: &split.Mirror{Version: "v2", Percent: 100}})
+}
+
+func benchmarkForward(b *testing.B, s split.Split) {
 	answer := []byte(`{"predictions":[{"label":"yes","confidence":0.97}]}`)
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
@@ -21,7 +32,7 @@ func BenchmarkForward(b *testing.B) {
 	}))
 	defer backend.Close()
 	r, _ := newTestRouter(b, nil)
-	r.SetSplit(split.Split{Stable: split.Target{Version: "v1", Weight: 90}, Candidate: &split.Target{Version: "v2", Weight: 10}})
+	r.SetSplit(s)
 	addr := strings.TrimPrefix(backend.URL, "http://")
 	r.SetEndpoints("v1", ready(addr))
 	r.SetEndpoints("v2", ready(addr))
