@@ -186,7 +186,7 @@ _REJECTED_FIELDS: dict[type, tuple[tuple[str, str], ...]] = {
     EnsurePreviewService: (("", "spec.strategy.blueGreen"),),
     SetTraffic: (("", "spec.trafficRouting"),),
 }
-_TAKEOVER_FIELDS = {EnsureVersion: "spec.model.version"}
+_TAKEOVER_FIELDS: dict[type, str] = {EnsureVersion: "spec.model.version"}
 
 
 def compute_rejection(action: Action, err: Exception) -> SpecError | None:

@@ -57,8 +57,9 @@ def register(registry: kopf.OperatorRegistry, config: Settings, runtime: Runtime
         memo.runtime.tick(body)
 
     @kopf.on.event(*RESOURCE, registry=registry)
-    def forget(type: str, name: str, namespace: str, uid: str, memo: kopf.Memo, **_: Any) -> None:
+    def forget(type: str, name: str, namespace: str | None, uid: str, memo: kopf.Memo, **_: Any) -> None:
         if type == "DELETED":
+            assert namespace is not None, "ModelRollout is a namespaced resource"
             memo.runtime.forget(namespace, name, uid)
 
     register_workload_watch(registry, RESOURCE)  # readiness changes tick at once; the timer stays

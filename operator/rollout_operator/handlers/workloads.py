@@ -32,7 +32,9 @@ def register_workload_watch(registry: kopf.OperatorRegistry, rollouts: tuple[str
     def rollouts_by_uid(uid: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
         return {uid: compute_snapshot(body)}  # the latest body, for ticking it from a Deployment event
 
-    @kopf.on.event(*DEPLOYMENTS, labels={ROLLOUT_LABEL: kopf.PRESENT, NAME_LABEL: "model-server"},
+    # kopf passes type=None for the initial listing and hands indices over as extra keyword arguments;
+    # its WatchingFn protocol declares neither (type: str, no required `rollouts_by_uid`), hence the ignore.
+    @kopf.on.event(*DEPLOYMENTS, labels={ROLLOUT_LABEL: kopf.PRESENT, NAME_LABEL: "model-server"},  # type: ignore[arg-type]
                    registry=registry)
     def workload_changed(type: str | None, body: kopf.Body, memo: kopf.Memo,
                          rollouts_by_uid: kopf.Index[str, Any], **_: Any) -> None:
