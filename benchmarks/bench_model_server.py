@@ -23,8 +23,13 @@ import threading  # noqa: E402
 import time  # noqa: E402
 import urllib.request  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
 
 import numpy as np  # noqa: E402
+
+if TYPE_CHECKING:
+    from speech_serving.server.app import InferenceGate
+    from speech_serving.server.model import SpeechModel
 
 RESULTS = Path(__file__).resolve().parent / "results" / "model_server.json"
 REPO = Path(__file__).resolve().parent.parent
@@ -74,8 +79,7 @@ def resolve_model() -> tuple[str, str]:
             return str(resolve_model_uri(uri)), uri
         except SystemExit:
             continue
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "unit"))
-    from speech_fixtures import write_tiny_recognizer
+    from tests.support.speech_fixtures import write_tiny_recognizer
 
     path = Path(tempfile.mkdtemp()) / "tiny.onnx"
     return str(write_tiny_recognizer(path)), "tiny test recognizer (no shipped model found)"
@@ -213,7 +217,7 @@ def compute_stage_breakdown(model, clips: list[np.ndarray], n: int) -> dict:
     return out
 
 
-def build_inprocess_app(model_path: str):
+def build_inprocess_app(model_path: str) -> tuple[InferenceGate, SpeechModel]:
     """The server's own ASGI app and SpeechModel, in this process (no sockets)."""
     saved, sys.argv = sys.argv, sys.argv[:1]  # kserve parses sys.argv when first imported
     try:
@@ -258,12 +262,12 @@ def bare_worker(model_path: str, clips_path: str) -> None:
     """Child process: runs bare configurations (and the stage breakdown) on commands read from stdin."""
     from speech_serving.pipeline import load_pipeline
 
-    with np.load(clips_path) as data:
-        clips = [data[k] for k in sorted(data.files, key=int)]
+    with np.load(clips_path) as data:  # savez'd positionally: arr_0, arr_1, ... in clip order
+        clips = [data[f"arr_{i}"] for i in range(len(data.files))]
     pipe = load_pipeline(Path(model_path), threads=1)
     floats = [c.astype(np.float32) / 32768.0 for c in clips]
     run_bare(pipe, floats, 1, 1, 0.5)  # warm-up
-    served = None  # (app, model), built on the first command that needs it
+    served: tuple[InferenceGate, SpeechModel] | None = None  # built on the first command that needs it
     for line in sys.stdin:
         cmd = json.loads(line)
         if cmd["cmd"] == "bare":
@@ -285,17 +289,19 @@ class BareWorker:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.bench_model_server", "--bare-worker", model_path, clips_path],
             cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdin is not None and self.proc.stdout is not None  # both are PIPE just above
+        self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
 
     def ask(self, **cmd) -> dict:
-        self.proc.stdin.write(json.dumps(cmd) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
+        self.stdin.write(json.dumps(cmd) + "\n")
+        self.stdin.flush()
+        line = self.stdout.readline()
         if not line:
             raise RuntimeError(f"bare worker exited with {self.proc.wait()}")
         return json.loads(line)
 
     def close(self) -> None:
-        self.proc.stdin.close()
+        self.stdin.close()
         self.proc.wait(timeout=30)
 
 
@@ -332,18 +338,19 @@ class RawHttpConnection:
         self.writer: asyncio.StreamWriter | None = None
 
     async def post(self, path: str, body: bytes, extra: str = "") -> int:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self.reader, self.writer
+        if reader is None or writer is None:
+            reader, writer = self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         head = (f"POST {path} HTTP/1.1\r\nhost: {self.host}\r\ncontent-type: application/json\r\n{extra}"
                 f"content-length: {len(body)}\r\n\r\n").encode()
-        self.writer.write(head + body)
-        header = await self.reader.readuntil(b"\r\n\r\n")
+        writer.write(head + body)
+        header = await reader.readuntil(b"\r\n\r\n")
         status = int(header[9:12])
         length = 0
         for line in header.split(b"\r\n"):
             if line[:15].lower() == b"content-length:":
                 length = int(line[15:])
-        await self.reader.readexactly(length)
+        await reader.readexactly(length)
         return status
 
     def close(self) -> None:
@@ -432,7 +439,8 @@ class Server:
                     return
             except OSError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"speech-server exited: {self.proc.stderr.read().decode()[-2000:]}")
+                    stderr = self.proc.stderr.read() if self.proc.stderr else b""
+                    raise RuntimeError(f"speech-server exited: {stderr.decode()[-2000:]}")
                 time.sleep(0.2)
         self.proc.kill()
         raise RuntimeError("speech-server did not start within 60 s")
@@ -505,7 +513,7 @@ def run() -> dict:
     clips, clip_source = load_bench_clips()
     model_path, model_desc = resolve_model()
     clips_file = Path(tempfile.mkdtemp()) / "clips.npz"
-    np.savez(clips_file, **{str(i): c for i, c in enumerate(clips)})
+    np.savez(clips_file, *clips)
     modes = compute_modes(clips)
     load_start = os.getloadavg()[0]
     trees = {"current": Tree(model_path, str(clips_file))}
