@@ -84,18 +84,25 @@ def apply_all(cluster, ns: str, n: int, version: str) -> None:
     kubectl(cluster, "apply", "-f", "-", stdin='{"apiVersion":"v1","kind":"List","items":[' + ",".join(docs) + "]}")
 
 
+def fetch_status(api: KubeApi, ns: str, name: str) -> dict:
+    """The ModelRollout's status ({} until the operator writes one); the rollout must exist."""
+    obj = api.get(MODEL_ROLLOUTS, ns, name)
+    if obj is None:
+        raise RuntimeError(f"ModelRollout {ns}/{name} not found (deleted while the benchmark waited on it?)")
+    return obj.get("status") or {}
+
+
 def measure_rollback(cluster, api: KubeApi, ns: str, gates: Gates, name: str, interval_s: float) -> float:
     """Seconds from the breach becoming visible to status.traffic being all on stable."""
     kubectl(cluster, "apply", "-f", "-", stdin=json.dumps(manifest(name, ns, "v1", f"{interval_s:g}s", 1)))
-    wait_for(lambda: (api.get(MODEL_ROLLOUTS, ns, name).get("status") or {}).get("phase") == "Healthy",
-             f"{name} healthy", timeout=300)
+    wait_for(lambda: fetch_status(api, ns, name).get("phase") == "Healthy", f"{name} healthy", timeout=300)
     kubectl(cluster, "apply", "-f", "-", stdin=json.dumps(manifest(name, ns, "v9", f"{interval_s:g}s", 1)))
-    wait_for(lambda: ((api.get(MODEL_ROLLOUTS, ns, name).get("status") or {}).get("traffic") or {})
-             .get("candidate", {}).get("weight", 0) > 0, f"{name} canary on", timeout=300, every=0.05)
+    wait_for(lambda: (fetch_status(api, ns, name).get("traffic") or {}).get("candidate", {}).get("weight", 0) > 0,
+             f"{name} canary on", timeout=300, every=0.05)
     with gates.lock:
         gates.breach["v9"] = t0 = time.monotonic()
-    wait_for(lambda: not ((api.get(MODEL_ROLLOUTS, ns, name).get("status") or {}).get("traffic") or {})
-             .get("candidate"), f"{name} back on stable", timeout=300, every=0.02)
+    wait_for(lambda: not (fetch_status(api, ns, name).get("traffic") or {}).get("candidate"),
+             f"{name} back on stable", timeout=300, every=0.02)
     latency = time.monotonic() - t0
     with gates.lock:
         gates.breach.pop("v9")
@@ -112,9 +119,11 @@ def run(n: int, tmp: Path) -> dict:
     with StubPrometheus() as prom:
         prom.responder = gates.answer
         op = OperatorProcess(cluster, ns, prom.url, tmp, tick=1.0).start()
+        proc = op.proc
+        assert proc is not None  # start() made it
         try:
             wait_for(lambda: _ok(op.port), "operator /readyz", timeout=60)
-            rss_idle = fetch_rss_mib(op.proc.pid)
+            rss_idle = fetch_rss_mib(proc.pid)
             started = time.monotonic()
             apply_all(cluster, ns, n, "v1")
             wait_for(lambda: count_phase(api, ns, "Healthy", "v1") == n, f"{n} rollouts Healthy", timeout=900,
@@ -127,10 +136,10 @@ def run(n: int, tmp: Path) -> dict:
                      every=1.0)
             rollout_s = time.monotonic() - started
             calls = fetch_metric_sum(op.port, "modelrollout_api_calls_total") - calls0
-            rss_busy = fetch_rss_mib(op.proc.pid)
+            rss_busy = fetch_rss_mib(proc.pid)
             latencies = [measure_rollback(cluster, api, ns, gates, f"breach-{i}", 5.0) for i in range(3)]
         finally:
-            delete_rollouts(cluster, ns, operator_running=op.proc.poll() is None)
+            delete_rollouts(cluster, ns, operator_running=proc.poll() is None)
             op.stop()
             kubectl(cluster, "delete", "namespace", ns, "--wait=false", check=False)
     steps = len(STEPS) + 1  # the canary steps plus the promotion
