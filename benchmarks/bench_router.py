@@ -71,6 +71,7 @@ def pinned(cpu: str, argv: list[str]) -> list[str]:
 
 def start_backend(binary: Path, *args: str) -> tuple[subprocess.Popen, int]:
     proc = subprocess.Popen(pinned(LOAD_CPU, [str(binary), *args]), stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None  # PIPE just above
     return proc, int(proc.stdout.readline())
 
 
@@ -368,11 +369,11 @@ def main() -> int:
             slow, p_slow = start_backend(tools["echobackend"], f"--delay={SHADOW_DELAY}")
             procs += [b1, b2, slow]
             targets: dict[str, tuple[int, int | None]] = {"direct": (p1, None)}
-            for name in [n for n in ("router", "router-before") if n in tools]:
+            for router in [n for n in ("router", "router-before") if n in tools]:
                 for suffix, mirror in (("", False), ("+mirror", True)):
-                    proc, port = start_router(tools[name], tmp, p1, p2, mirror)
+                    proc, port = start_router(tools[router], tmp, p1, p2, mirror)
                     procs.append(proc)
-                    targets[f"{name}{suffix}"] = (port, proc.pid)
+                    targets[f"{router}{suffix}"] = (port, proc.pid)
             for name, shadow in (("router+slow-shadow", p_slow), ("router+dead-shadow", free_port())):
                 proc, port = start_router(tools["router"], tmp, p1, shadow, True)
                 procs.append(proc)
