@@ -224,7 +224,7 @@ def test_prometheus_gone_longer_than_the_error_limit_rolls_back_with_analysis_er
         with scenario.StatusRecorder(api, namespace, NAME) as rec, LoadRunner(front_door(api, namespace, NAME)):
             scenario.apply_manifest(cluster, manifest)
             scenario.wait_for_rollout(api, namespace, NAME,
-                                      lambda o: ((o.get("status") or {}).get("traffic") or {}).get("candidate"),
+                                      lambda o: bool(((o.get("status") or {}).get("traffic") or {}).get("candidate")),
                                       "the canary taking traffic", ROLLOUT_TIMEOUT)
             prom.set_mode(failure)
             t_out = rec.elapsed()
@@ -253,7 +253,7 @@ def test_prometheus_down_briefly_holds_the_canary_then_it_continues(cluster, api
             scenario.apply_manifest(cluster, manifest)
             generation = scenario.fetch_rollout(api, namespace, NAME)["metadata"]["generation"]
             scenario.wait_for_rollout(api, namespace, NAME,
-                                      lambda o: ((o.get("status") or {}).get("traffic") or {}).get("candidate"),
+                                      lambda o: bool(((o.get("status") or {}).get("traffic") or {}).get("candidate")),
                                       "the canary taking traffic", ROLLOUT_TIMEOUT)
             prom.set_mode("down")
             t_out = rec.elapsed()

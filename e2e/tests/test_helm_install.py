@@ -54,7 +54,7 @@ def test_crd_is_installed_by_the_chart_and_served(api, operator):
     assert crd.spec.names.short_names == ["mro"]
     listed = client.CustomObjectsApi(api).list_namespaced_custom_object(
         scenario.GROUP, scenario.VERSION, NS, scenario.PLURAL)
-    assert listed["items"] == []
+    assert isinstance(listed, dict) and listed["items"] == [], listed
 
 
 def test_helm_test_passes(cluster, api, operator):

@@ -76,12 +76,20 @@ def _containers_under_test(api, rollout_pods) -> list[tuple[str, client.V1Pod]]:
 def _host_pid(layout, pod: client.V1Pod) -> int:
     """The host pid of the pod's first container's main process, from containerd."""
     assert pod.spec.node_name == node_config.NODE_NAME, f"{pod.metadata.name} is not on the real node"
-    status = pod.status.container_statuses[0]
-    container_id = status.container_id.removeprefix("containerd://")
+    statuses = pod.status.container_statuses
+    assert statuses, f"{pod.metadata.name} reports no container statuses"
+    container_id = statuses[0].container_id.removeprefix("containerd://")
     tasks = node_host.ctr(layout, "tasks", "list").stdout.splitlines()
     pids = [int(line.split()[1]) for line in tasks[1:] if line.split()[0] == container_id]
     assert pids, f"containerd has no task {container_id} for {pod.metadata.name}: {tasks}"
     return pids[0]
+
+
+def _pod_ref(pod: client.V1Pod) -> tuple[str, str]:
+    """The pod's namespace and name, for `kubectl -n <namespace> <name>`."""
+    meta = pod.metadata
+    assert meta is not None and meta.namespace and meta.name, f"a pod from the API without namespace/name: {meta}"
+    return meta.namespace, meta.name
 
 
 def _status_fields(pid: int) -> dict[str, str]:
@@ -128,12 +136,12 @@ def test_writing_the_root_filesystem_fails_inside_the_container(cluster, api, ro
     probe = ("import os, sys\n"
              "try:\n    open('/written-by-e2e', 'w')\nexcept OSError as e:\n    print(e.strerror); sys.exit(3)\n"
              "print('wrote /'); sys.exit(0)\n")
-    proc = scenario.run_tool(cluster, cluster.kubectl, "exec", "-n", pod.metadata.namespace,
-                             pod.metadata.name, "--", "python3", "-c", probe, check=False, timeout=60)
+    proc = scenario.run_tool(cluster, cluster.kubectl, "exec", "-n", *_pod_ref(pod),
+                             "--", "python3", "-c", probe, check=False, timeout=60)
     assert proc.returncode == 3, f"{role}: exit {proc.returncode}: {proc.stdout} {proc.stderr}"
     assert "Read-only file system" in proc.stdout
-    uid = scenario.run_tool(cluster, cluster.kubectl, "exec", "-n", pod.metadata.namespace,
-                            pod.metadata.name, "--", "python3", "-c", "import os; print(os.getuid())",
+    uid = scenario.run_tool(cluster, cluster.kubectl, "exec", "-n", *_pod_ref(pod),
+                            "--", "python3", "-c", "import os; print(os.getuid())",
                             timeout=60).stdout.strip()
     assert uid != "0" and int(uid) == _expected_uid(pod)
 
@@ -149,7 +157,9 @@ def test_memory_limits_are_the_containers_cgroup_limits(layout, api, rollout_pod
 
 
 def _quantity_bytes(q: str) -> int:
-    number, unit = re.fullmatch(r"(\d+)([KMGT]i)?", q).groups()
+    match = re.fullmatch(r"(\d+)([KMGT]i)?", q)
+    assert match, f"memory limit {q!r}: expected a whole number with an optional Ki/Mi/Gi/Ti suffix"
+    number, unit = match.groups()
     return int(number) * {None: 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}[unit]
 
 
@@ -159,7 +169,7 @@ def test_a_container_over_its_memory_limit_is_oom_killed(cluster, api, layout):
     scenario.ensure_namespace(cluster, ns)
     core = client.CoreV1Api(api)
     try:
-        core.create_namespaced_pod(ns, {"metadata": {"name": "hog"}, "spec": {
+        core.create_namespaced_pod(ns, {"metadata": {"name": "hog"}, "spec": {  # type: ignore[arg-type]  # the client sends a dict body as is; its hints name only the V1 model
             "restartPolicy": "OnFailure", "automountServiceAccountToken": False,
             "securityContext": {"runAsNonRoot": True, "runAsUser": 65532},
             "containers": [{"name": "hog", "image": "modelrollout/model-server:dev",
@@ -197,14 +207,14 @@ def test_pods_reach_the_api_through_its_service_ip_and_prometheus_at_the_node_ip
         "    headers={'Authorization': 'Bearer ' + open(f'{sa}/token').read()})\n"
         "print(host, urllib.request.urlopen(req, context=ctx, timeout=10).status)\n"
         "print(urllib.request.urlopen(os.environ['PROM'] + '/-/ready', timeout=10).status)\n")
-    out = scenario.run_tool(cluster, cluster.kubectl, "exec", "-n", pod.metadata.namespace,
-                            pod.metadata.name, "--", "env", f"PROM={layout.prometheus_url}",
+    out = scenario.run_tool(cluster, cluster.kubectl, "exec", "-n", *_pod_ref(pod),
+                            "--", "env", f"PROM={layout.prometheus_url}",
                             "python3", "-c", probe, timeout=60).stdout.split()
     assert out == ["10.0.0.1", "200", "200"], out
 
 
 def test_kubectl_logs_reads_the_real_containers_output(cluster, api, operator):
     pod = _operator_pod(api)
-    logs = scenario.run_tool(cluster, cluster.kubectl, "logs", "-n", pod.metadata.namespace,
-                             pod.metadata.name, "--tail=200", timeout=60).stdout
+    logs = scenario.run_tool(cluster, cluster.kubectl, "logs", "-n", *_pod_ref(pod),
+                             "--tail=200", timeout=60).stdout
     assert "kopf" in logs, logs[-2000:]

@@ -54,7 +54,7 @@ def apps(layout: paths.Layout) -> client.AppsV1Api:
 @pytest.fixture
 def ns(core: client.CoreV1Api):
     name = f"tb-{uuid.uuid4().hex[:6]}"
-    core.create_namespace({"metadata": {"name": name}})
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     wait_for(lambda: _has_default_sa(core, name), "the namespace's default ServiceAccount", timeout=WAIT_S)
     yield name
     core.delete_namespace(name)
@@ -90,7 +90,7 @@ def process_pod(name: str, **spec) -> dict:
 
 def create_echo_deployment(apps: client.AppsV1Api, ns: str, replicas: int = 2) -> None:
     labels = {"app": "echo"}
-    apps.create_namespaced_deployment(ns, {
+    apps.create_namespaced_deployment(ns, {  # type: ignore[arg-type]  # the client sends a dict body as is; its hints name only the V1 model
         "metadata": {"name": "echo"},
         "spec": {"replicas": replicas, "selector": {"matchLabels": labels}, "template": {
             "metadata": {"labels": labels, "annotations": {
@@ -234,9 +234,9 @@ def test_pod_token_is_subject_to_rbac(core, ns):
     url = f"http://{pod.status.pod_ip}:8080/api?path={secrets}"
     assert http_get_json(url)["status"] == 403
     rbac = client.RbacAuthorizationV1Api(core.api_client)
-    rbac.create_namespaced_role(ns, {"metadata": {"name": "read-secrets"}, "rules": [
+    rbac.create_namespaced_role(ns, {"metadata": {"name": "read-secrets"}, "rules": [  # type: ignore[arg-type]  # the client sends a dict body as is; its hints name only the V1 model
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"]}]})
-    rbac.create_namespaced_role_binding(ns, {"metadata": {"name": "nobody-reads"},
+    rbac.create_namespaced_role_binding(ns, {"metadata": {"name": "nobody-reads"},  # type: ignore[arg-type]  # the client sends a dict body as is; its hints name only the V1 model
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "read-secrets"},
         "subjects": [{"kind": "ServiceAccount", "name": "nobody", "namespace": ns}]})
     wait_for(lambda: http_get_json(url)["status"] == 200, "200 after the RoleBinding", timeout=WAIT_S)
@@ -288,7 +288,7 @@ def test_down_leaves_no_listener_and_up_works_again(tmp_path, layout):
             assert "nothing to do" in run_testbed("up", env).stdout, "a second `up` should be a no-op"
             assert all(is_listening("127.0.0.1", p) for p in ports), attempt
             core = client.CoreV1Api(config.new_client_from_config(config_file=str(tmp_path / "cluster" / "kubeconfig")))
-            core.create_namespaced_pod("default", process_pod("echo", containers=[echo_container()]))
+            core.create_namespaced_pod("default", process_pod("echo", containers=[echo_container()]))  # type: ignore[arg-type]  # the client sends a dict body as is; its hints name only the V1 model
             pod = wait_for(lambda: ready_pods(core, "default", 1), "the echo pod Ready", timeout=WAIT_S)[0]
             assert ipaddress.ip_address(pod.status.pod_ip) in ipaddress.ip_network(SECOND_POD_CIDR)
             pid = http_get_json(f"http://{pod.status.pod_ip}:8080/")["pid"]
@@ -319,7 +319,7 @@ def _check_repair_after_pod_runner_dies(env, state_dir: Path, core, pod, old_pid
     wait_for(restarted, "the pod Ready again with restartCount 1 after the pod runner restart", timeout=WAIT_S)
     new_pid = wait_for(lambda: (try_get_json(f"http://{pod.status.pod_ip}:8080/") or {}).get("pid"),
                        "new process", timeout=WAIT_S)
-    assert new_pid != old_pid
+    assert isinstance(new_pid, int) and new_pid != old_pid, new_pid
     assert not Path(f"/proc/{old_pid}").exists() or _is_zombie(old_pid), "the orphaned process still runs"
     return new_pid
 
@@ -351,7 +351,7 @@ def test_down_removes_the_real_nodes_host_state_and_up_restores_it(layout, tmp_p
     # A pod on the real node (the local sandbox image as its container), so there is a netns,
     # a bridge, volume mounts and a running container for `down` to remove.
     core = client.CoreV1Api(config.new_client_from_config(config_file=str(layout.kubeconfig)))
-    core.create_namespaced_pod("default", {"metadata": {"name": "host-state"}, "spec": {
+    core.create_namespaced_pod("default", {"metadata": {"name": "host-state"}, "spec": {  # type: ignore[arg-type]  # the client sends a dict body as is; its hints name only the V1 model
         "nodeName": node_config.NODE_NAME, "containers": [
             {"name": "c", "image": node_config.PAUSE_IMAGE, "imagePullPolicy": "Never"}]}})
     wait_for(lambda: core.read_namespaced_pod("host-state", "default").status.phase == "Running",
