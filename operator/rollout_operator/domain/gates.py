@@ -1,6 +1,7 @@
 """The analysis gates of a running rollout: which metric queries are due (fully rendered, so the
 shell runs only what decide() needs), one check round with its counters and limits
 (failureLimit, consecutiveErrorLimit, inconclusiveLimit), and whether a step's gate is open.
+At the tick that starts a sequential rollout, stable's counts for the admission forecast.
 
 A check round is due when the candidate is exposed (weight, mirror or blue-green preview) in a
 running step and status.nextCheckAt has passed. The verdict of one check is analysis.evaluate.
@@ -16,8 +17,8 @@ from .decision import EmitEvent, Tick, warning
 from .durations import format_duration, format_promql_duration
 from .observations import QueryRequest, Role
 from .phases import Phase
-from .sequential_gates import (SEQUENTIAL_TEMPLATES, SequentialGate, compute_count_window,
-                               compute_rates, evaluate_sequential_gate)
+from .sequential_gates import (SEQUENTIAL_TEMPLATES, SequentialGate, compute_baseline_query,
+                               compute_count_window, compute_rates, evaluate_sequential_gate)
 from .spec import Analysis, AnalysisSpec, BlueGreenStrategy, MetricSpec, RolloutSpec, describe_step
 from .status import AnalysisStatus, MetricStatus, RolloutStatus
 from .templates import DEFAULT_SAMPLES_QUERY, TEMPLATES, render
@@ -44,8 +45,30 @@ def is_check_due(spec: RolloutSpec, status: RolloutStatus, now: datetime) -> boo
     return status.next_check_at is None or now >= status.next_check_at
 
 
+def is_admission_due(spec: RolloutSpec, status: RolloutStatus) -> bool:
+    """True when this tick starts a sequential rollout (lifecycle.decide_start_rollout), so the
+    admission forecast needs stable's counts: Healthy with a new version, or RolledBack/Stopped
+    with a newer one or a retry."""
+    if spec.analysis is None or not spec.analysis.is_sequential or not spec.metrics:
+        return False
+    phase = status.suspended_phase if status.phase is Phase.INVALID else status.phase
+    version = spec.model.version
+    if not status.stable_version or version == status.stable_version:
+        return False
+    if phase is Phase.HEALTHY:
+        return True
+    if phase in (Phase.ROLLED_BACK, Phase.STOPPED):
+        return version != status.candidate_version or \
+            spec.requests.retry > status.handled_requests.retry
+    return False
+
+
 def plan_queries(spec: RolloutSpec, status: RolloutStatus, now: datetime) -> list[QueryRequest]:
-    """The rendered queries for the check round due now (empty when none is due)."""
+    """The rendered queries for the check round due now, or stable's counts for the admission
+    forecast when this tick starts a sequential rollout (empty when neither is due)."""
+    if is_admission_due(spec, status):
+        return [compute_baseline_request(spec, status, m) for m in spec.metrics
+                if m.template in SEQUENTIAL_TEMPLATES]
     if not is_check_due(spec, status, now):
         return []
     assert status.candidate_version is not None
@@ -78,6 +101,17 @@ def compute_query(
     return QueryRequest(metric=metric.name, role=role, version=version,
                         query=render(query_text, variables),
                         samples_query=render(samples_text, variables))
+
+
+def compute_baseline_request(spec: RolloutSpec, status: RolloutStatus,
+                             metric: MetricSpec) -> QueryRequest:
+    """Stable's events and trials for one gate over spec.analysis.window (their ratio is the
+    value a candidate like stable would show, the trials per second its traffic)."""
+    assert status.stable_version is not None and metric.template is not None
+    variables = compute_variables(spec, status, status.stable_version)
+    query, samples = compute_baseline_query(metric.template)
+    return QueryRequest(metric=metric.name, role=Role.STABLE, version=status.stable_version,
+                        query=render(query, variables), samples_query=render(samples, variables))
 
 
 def compute_variables(spec: RolloutSpec, status: RolloutStatus, version: str) -> dict[str, str]:
@@ -182,16 +216,18 @@ def compute_slow_gates(spec: RolloutSpec, status: RolloutStatus, a: AnalysisStat
                        elapsed: timedelta) -> str:
     """At an analysis step's first round: the gates that, at the traffic seen so far, would need
     longer than the step may wait ("" when none). Only a warning: the estimate rests on one
-    interval of traffic, and the step still ends at its longest wait as usual."""
+    interval of traffic, and the step still ends at its longest wait as usual. A gate the
+    admission forecast already warned about for this step is not repeated."""
     analysis = spec.analysis
-    step = spec.steps[status.current_step_index or 0]
+    index = status.current_step_index or 0
+    step = spec.steps[index]
     if analysis is None or not isinstance(step, Analysis):
         return ""
     longest = step.duration or analysis.max_duration
     left = (longest - elapsed).total_seconds()
     slow: list[str] = []
     for m in a.metrics:
-        if m.verdict is not Verdict.INCONCLUSIVE:
+        if m.verdict is not Verdict.INCONCLUSIVE or index in m.warned_steps:
             continue
         if m.seconds_to_verdict is None:
             why = "no traffic yet" if not m.samples else "its estimate sits on the threshold"

@@ -1,5 +1,5 @@
 """The phases around a running rollout: the first version (Initializing, Failed), Healthy and the
-start of a rollout, its two ends (Promoting -> Healthy, rolling back -> RolledBack), the resting
+start of a rollout (with the sequential admission forecast), its two ends (Promoting -> Healthy, rolling back -> RolledBack), the resting
 phases after one (RolledBack, Stopped), and the bounded history each end writes.
 
 Every handler takes the Tick and returns it with the next status and its events.
@@ -14,6 +14,7 @@ from .decision import Tick, normal, warning
 from .durations import format_duration
 from .gates import compute_initial_metrics
 from .phases import Phase
+from .sequential_gates import compute_forecast
 from .spec import RolloutSpec, describe_step
 from .status import AnalysisStatus, HistoryEntry, RolloutStatus, TrafficSplit, VersionWeight
 
@@ -84,8 +85,25 @@ def decide_start_rollout(tick: Tick, *, retry: bool) -> Tick:
         analysis=AnalysisStatus(metrics=compute_initial_metrics(spec)))
     steps = ", ".join(describe_step(s) for s in spec.steps)
     verb = "retrying" if retry else "starting"
-    return tick.then(status, normal("RolloutStarted", f"{verb} {spec.strategy.kind} of {m.version} "
+    tick = tick.then(status, normal("RolloutStarted", f"{verb} {spec.strategy.kind} of {m.version} "
                                     f"(stable {status.stable_version}): {steps}"))
+    return decide_admission_forecast(tick)
+
+
+def decide_admission_forecast(tick: Tick) -> Tick:
+    """Sequential mode: one warning when, at stable's traffic now, some analysis step cannot
+    reach a verdict within its longest wait. The gates remember the steps it named (status is
+    the only memory), so those steps' first rounds do not say it again; this tick's status write
+    moves the phase on, so a restart does not repeat it either."""
+    baselines = {name: o.stable for name, o in tick.observations.measurements.items()
+                 if o.stable is not None}
+    forecast = compute_forecast(tick.spec, baselines)
+    if not forecast.message:
+        return tick
+    metrics = tuple(replace(g, warned_steps=forecast.warned.get(g.name, ()))
+                    for g in tick.status.analysis.metrics)
+    status = replace(tick.status, analysis=replace(tick.status.analysis, metrics=metrics))
+    return tick.then(status, warning("VerdictUnlikelyInTime", forecast.message))
 
 
 def decide_rollback(tick: Tick, reason: str, message: str, *, outcome: str = "RolledBack",

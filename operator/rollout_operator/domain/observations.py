@@ -67,13 +67,15 @@ class Observations:
 def compute_metric_observations(
     results: Iterable[tuple[QueryRequest, Measurement]],
 ) -> dict[str, MetricObservation]:
-    """Group the shell's query results into Observations.measurements."""
+    """Group the shell's query results into Observations.measurements. Stable alone (the
+    admission forecast's counts) comes with the candidate marked as not measured."""
     candidate: dict[str, Measurement] = {}
     stable: dict[str, Measurement] = {}
     for request, measurement in results:
         target = stable if request.role is Role.STABLE else candidate
         target[request.metric] = measurement
+    absent = Measurement.error("the candidate was not measured this tick")
     return {
-        name: MetricObservation(candidate=m, stable=stable.get(name))
-        for name, m in candidate.items()
+        name: MetricObservation(candidate=candidate.get(name, absent), stable=stable.get(name))
+        for name in (*candidate, *(n for n in stable if n not in candidate))
     }

@@ -1,5 +1,6 @@
 """Sequential gates: the count queries they run (events and trials since the step began), one
-gate's verdict from those counts with its interval, and the rates each gate runs at.
+gate's verdict from those counts with its interval, the rates each gate runs at, and the
+admission forecast (can each analysis step reach a verdict at stable's traffic?).
 
 The statistics are in sequential.py; gates.py calls in here when spec.analysis.mode is sequential.
 """
@@ -21,8 +22,8 @@ from .sequential import (
     evaluate_difference,
     evaluate_rate,
 )
-from .spec import AnalysisSpec, MetricSpec, OnNoData
-from .templates import Template
+from .spec import Analysis, AnalysisSpec, MetricSpec, OnNoData, RolloutSpec, SetMirror, SetWeight, describe_step
+from .templates import PAIRWISE_TEMPLATES, Template
 
 # Count queries per built-in template: `query` gives the events (or the sum of values in [0, 1]),
 # `samples` the trials, both over {{window}} = the time since the step began. Same selectors as
@@ -195,3 +196,125 @@ def _events_within(m: Measurement, trials: float) -> float:
 
 def _num(value: float) -> str:
     return f"{value:.4g}"
+
+
+# --- the admission forecast ------------------------------------------------------------------
+
+# What a gate's trials are, for the forecast message.
+_TRIALS = {"error-rate": "req/s", "unknown-rate": "predictions/s", "mean-confidence": "predictions/s",
+           "shadow-agreement": "req/s", "shadow-segment-agreement": "req/s"}
+# The hypothetical candidate the forecast evaluates starts from this many trials (the estimate
+# scales from there; ten is far too few for any verdict at a rate <= 0.5, so none is missed).
+_FORECAST_SEED = 10
+
+
+def compute_baseline_query(template: str) -> tuple[str, str]:
+    """(query, samples) for stable's side of the admission forecast over {{window}}: the gate's
+    own events and trials. A shadow gate has no comparisons before its candidate exists, so it
+    counts stable's requests (the traffic that will be mirrored) instead."""
+    if template in PAIRWISE_TEMPLATES:
+        requests = SEQUENTIAL_TEMPLATES["error-rate"].samples
+        return requests, requests
+    t = SEQUENTIAL_TEMPLATES[template]
+    return t.query, t.samples
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """The admission forecast: the warning text ("" when every step can make it or nothing is
+    known) and, per gate name, the analysis step indices it warned about."""
+
+    message: str
+    warned: dict[str, tuple[int, ...]]
+
+
+def compute_forecast(spec: RolloutSpec, baselines: dict[str, Measurement]) -> Forecast:
+    """Per sequential analysis step and gate: the samples a verdict needs if the candidate
+    behaves like stable does now (a shadow gate: agrees on every request, the best case), and
+    the samples expected within the step's longest wait at stable's trial rate over
+    spec.analysis.window times the candidate's share of requests in that step. A gate without
+    a stable count (no traffic data yet) and a step that sends the candidate nothing are left
+    out: no guessing."""
+    analysis = spec.analysis
+    if analysis is None or not analysis.is_sequential:
+        return Forecast("", {})
+    rates = compute_rates(analysis, sum(isinstance(s, Analysis) for s in spec.steps))
+    window = analysis.window.total_seconds()
+    parts: list[str] = []
+    warned: dict[str, list[int]] = {}
+    weight, mirror = 0, 0
+    for index, step in enumerate(spec.steps):
+        if isinstance(step, SetWeight):
+            weight = step.weight
+        elif isinstance(step, SetMirror):
+            mirror = step.percent
+        if not isinstance(step, Analysis):
+            continue
+        longest = (step.duration or analysis.max_duration).total_seconds()
+        for metric in spec.metrics:
+            baseline = baselines.get(metric.name)
+            if baseline is None or metric.template is None or window <= 0:
+                continue
+            slow = _forecast_gate(metric, analysis, baseline, rates, weight, mirror,
+                                  window, longest)
+            if slow:
+                parts.append(f"step {index + 1} ({describe_step(step)}): {slow}")
+                warned.setdefault(metric.name, []).append(index)
+    if not parts:
+        return Forecast("", {})
+    message = ("; ".join(parts) + "; expect InconclusiveAnalysis (raise the weight, widen the "
+               "margin or lengthen the step)")
+    return Forecast(message, {k: tuple(v) for k, v in warned.items()})
+
+
+def _forecast_gate(metric: MetricSpec, analysis: AnalysisSpec, baseline: Measurement,
+                   rates: GateRates, weight: int, mirror: int, window: float,
+                   longest: float) -> str:
+    """What the gate needs when it cannot decide in time; empty when it can or nothing is known."""
+    trials = _trials(baseline)
+    if baseline.kind is not MeasurementKind.VALUE or trials <= 0:
+        return ""
+    assert metric.template is not None
+    pairwise = metric.template in PAIRWISE_TEMPLATES
+    # Mirrored copies come from the requests stable answers; the candidate sees its weight too.
+    mirrored = mirror / 100 * (1 - weight / 100)
+    share = mirrored if pairwise else weight / 100 + mirrored
+    if share <= 0:
+        return ""
+    value = 1.0 if pairwise else _events_within(baseline, trials) / trials
+    needed = _samples_to_decide(metric, analysis, value, share, rates)
+    if needed is None:
+        return ""  # stable sits on the threshold: no estimate to give
+    rate = trials / window
+    expected = rate * share * longest
+    if expected >= needed:
+        return ""
+    return (f"{metric.name} needs ~{needed} samples, about {expected:.0f} expected at "
+            f"{_rate(rate)} {_TRIALS.get(metric.template, '/s')} × {_share(weight, mirror, share, pairwise)}")
+
+
+def _samples_to_decide(metric: MetricSpec, analysis: AnalysisSpec, value: float, share: float,
+                       rates: GateRates) -> int | None:
+    """Candidate trials after which a candidate whose value stays at `value` is decided: the
+    gate evaluated on a small seed, plus the samples it says are still needed. Stable's trials
+    grow alongside at its share of the requests (the rest)."""
+    seed = _FORECAST_SEED
+    candidate = Measurement.of(value * seed, samples=seed)
+    stable_trials = max(1, round(seed * max(0.0, 1 - share) / share))
+    stable = Measurement.of(value * stable_trials, samples=stable_trials)
+    gate = evaluate_sequential_gate(metric, analysis, candidate, stable, rates, timedelta(0))
+    if gate.samples_needed is None:
+        return None
+    return seed + gate.samples_needed if gate.samples_needed > 0 else seed
+
+
+def _rate(rate: float) -> str:
+    return f"{rate:.1f}" if rate >= 1 else f"{rate:.2g}"
+
+
+def _share(weight: int, mirror: int, share: float, pairwise: bool) -> str:
+    if pairwise or weight == 0:
+        return f"{share * 100:.3g}% mirror"
+    if mirror == 0:
+        return f"{weight}% weight"
+    return f"{share * 100:.3g}% ({weight}% weight, {mirror}% mirror)"

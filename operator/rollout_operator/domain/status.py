@@ -86,6 +86,9 @@ class MetricStatus:
     stable_samples: int | None = None
     samples_needed: int | None = None  # more candidate samples at the current estimate; 0 = decided
     seconds_to_verdict: float | None = None  # samples_needed at the current request rate
+    # Analysis step indices the admission forecast warned this gate cannot decide in time; their
+    # first round does not warn again. Empty outside sequential mode or without a warning.
+    warned_steps: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -279,7 +282,8 @@ def _analysis_to_dict(a: AnalysisStatus) -> dict[str, Any]:
 def _sequential_to_dict(m: MetricStatus) -> dict[str, Any]:
     """The sequential fields, written only when set: threshold-mode status stays as it was."""
     fields = {"lower": _finite(m.lower), "upper": _finite(m.upper), "stableSamples": m.stable_samples,
-              "samplesNeeded": m.samples_needed, "secondsToVerdict": _finite(m.seconds_to_verdict)}
+              "samplesNeeded": m.samples_needed, "secondsToVerdict": _finite(m.seconds_to_verdict),
+              "warnedSteps": list(m.warned_steps) or None}
     return {k: v for k, v in fields.items() if v is not None}
 
 
@@ -294,7 +298,8 @@ def _analysis_from_dict(d: Mapping[str, Any]) -> AnalysisStatus:
             consecutive_errors=_int(m.get("consecutiveErrors")) or 0,
             lower=_float(m.get("lower")), upper=_float(m.get("upper")),
             stable_samples=_int(m.get("stableSamples")), samples_needed=_int(m.get("samplesNeeded")),
-            seconds_to_verdict=_float(m.get("secondsToVerdict")))
+            seconds_to_verdict=_float(m.get("secondsToVerdict")),
+            warned_steps=tuple(i for i in map(_int, _list(m.get("warnedSteps"))) if i is not None))
         for m in map(_map, _list(d.get("metrics"))) if m.get("name"))
     return AnalysisStatus(
         metrics=metrics, last_verdict=_enum(Verdict, d.get("lastVerdict")),

@@ -90,10 +90,11 @@ def test_thin_evidence_stays_inconclusive_then_ends_at_the_longest_wait():
     assert gate.verdict.value == "Inconclusive" and gate.samples_needed > 0
     assert gate.seconds_to_verdict == pytest.approx(gate.samples_needed / 0.2, rel=0.05)
     assert not [e for e in world.events if e.reason.startswith("Check")]  # no event per round
-    # One warning at the step's first round: at this traffic the step cannot get there in time.
+    # One warning, at admission: at stable's traffic the step cannot get there in time (its first
+    # round does not say it again; test_sequential_admission.py has the first-round form).
     (slow,) = [e for e in world.events if e.reason == "VerdictUnlikelyInTime"]
     assert slow.type == "Warning" and "error-rate needs ~" in slow.message
-    assert "but analysis 10m waits at most 10m" in slow.message and "InconclusiveAnalysis" in slow.message
+    assert "step 2 (analysis 10m): " in slow.message and "InconclusiveAnalysis" in slow.message
     world.run_until_phase(Phase.ROLLED_BACK, max_ticks=200)
     assert world.status.reason == "InconclusiveAnalysis"
     assert "no verdict within 10m: error-rate" in world.status.message
