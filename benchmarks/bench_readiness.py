@@ -151,6 +151,7 @@ def run(runs: int, tick: float, tmp: Path, budget_s: float, real_pods: bool) -> 
     op.args = [a for a in op.args if a != "--log-level=debug"] + ["--log-level=info"]
     observer = Observer(api_client, ns).start()
     samples: list[dict] = []
+    calls: dict[str, int] = {}
     started = time.monotonic()
     try:
         op.start()
@@ -160,6 +161,7 @@ def run(runs: int, tick: float, tmp: Path, budget_s: float, real_pods: bool) -> 
                 print(f"readiness: time budget {budget_s:.0f}s spent after {i} runs", file=sys.stderr)
                 break
             samples.append(measure_once(cluster, observer, ns, f"ready-{i}", real_pods))
+        calls = fetch_api_calls(op.port)  # the whole session: every run's v1 and v2
     finally:
         observer.close()
         delete_rollouts(cluster, ns, operator_running=op.proc is not None and op.proc.poll() is None)
@@ -169,7 +171,18 @@ def run(runs: int, tick: float, tmp: Path, budget_s: float, real_pods: bool) -> 
     return {"runs": len(samples), "tick_interval_s": tick, "pods": "real" if real_pods else "simulated",
             "ready_to_step_median_s": round(statistics.median(latencies), 3) if latencies else None,
             "ready_to_step_max_s": max(latencies) if latencies else None,
-            "samples": samples}
+            "api_calls_by_verb": calls, "samples": samples}
+
+
+def fetch_api_calls(port: int) -> dict[str, int]:
+    """The operator's own Kubernetes API calls so far, by verb (modelrollout_api_calls_total)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    calls: dict[str, int] = {}
+    for line in text.splitlines():
+        if line.startswith("modelrollout_api_calls_total{"):
+            verb = line.split('verb="', 1)[1].split('"', 1)[0]
+            calls[verb] = calls.get(verb, 0) + int(float(line.rsplit(" ", 1)[1]))
+    return dict(sorted(calls.items()))
 
 
 def _ok(port: int) -> bool:
