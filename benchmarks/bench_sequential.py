@@ -108,8 +108,9 @@ def measure(mode: str, stream: Stream, role: Role, status: RolloutStatus, now: d
             canary_start: datetime) -> Measurement:
     """What Prometheus would answer: a window's rate (threshold) or counts since the step (sequential)."""
     t = (now - canary_start).total_seconds()
+    if status.step_started_at is None:
+        return Measurement.no_data()  # the admission forecast's stable counts: no history before t=0
     if CONFIGS[mode][0] == "sequential":
-        assert status.step_started_at is not None
         start = (status.step_started_at - canary_start).total_seconds()
         events, trials = stream.between(role, start, t)
         return Measurement.of(events, samples=int(trials))
