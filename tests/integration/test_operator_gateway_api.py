@@ -12,7 +12,8 @@ import time
 import pytest
 
 from rollout_operator.adapters.kube import HTTP_ROUTES, MODEL_ROLLOUTS
-from tests.support.operator_harness import apply, rollout_manifest, wait_for
+from tests.support.operator_harness import apply, rollout_manifest
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

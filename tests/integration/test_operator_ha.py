@@ -16,7 +16,8 @@ import pytest
 from rollout_operator.adapters.kube import EVENTS
 from rollout_operator.adapters.kube_lease import LEASES
 from tests.integration.test_operator_restarts import STEPS, Sampler, _status
-from tests.support.operator_harness import OperatorProcess, apply, delete_rollouts, rollout_manifest, wait_for
+from tests.support.operator_harness import OperatorProcess, apply, delete_rollouts, rollout_manifest
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,8 @@ import copy
 import pytest
 
 from rollout_operator.adapters.kube import DEPLOYMENTS, MODEL_ROLLOUTS, SERVICES
-from tests.support.operator_harness import apply, assert_rejected_at_admission, kubectl, rollout_manifest, wait_for
+from tests.support.operator_harness import apply, assert_rejected_at_admission, kubectl, rollout_manifest
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

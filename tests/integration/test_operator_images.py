@@ -23,7 +23,8 @@ from rollout_operator.adapters.kube import (
     ROLE_BINDINGS,
     ROLES,
 )
-from tests.support.operator_harness import OperatorProcess, apply, delete_rollouts, kubectl, rollout_manifest, wait_for
+from tests.support.operator_harness import OperatorProcess, apply, delete_rollouts, kubectl, rollout_manifest
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,8 @@ import pytest
 
 from rollout_operator.adapters.kube import DEPLOYMENTS, HTTP_ROUTES, MODEL_ROLLOUTS, NETWORK_POLICIES
 from tests.integration.test_operator_gateway_api import _route, _state
-from tests.support.operator_harness import apply, rollout_manifest, wait_for
+from tests.support.operator_harness import apply, rollout_manifest
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

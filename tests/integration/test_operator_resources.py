@@ -22,7 +22,8 @@ from rollout_operator.adapters.kube import (
     SERVICES,
 )
 from rollout_operator.cli import main as plugin
-from tests.support.operator_harness import apply, assert_rejected_at_admission, kubectl, rollout_manifest, wait_for
+from tests.support.operator_harness import apply, assert_rejected_at_admission, kubectl, rollout_manifest
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

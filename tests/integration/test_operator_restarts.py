@@ -11,7 +11,8 @@ import threading
 import pytest
 
 from rollout_operator.adapters.kube import DEPLOYMENTS, EVENTS, MODEL_ROLLOUTS
-from tests.support.operator_harness import OperatorProcess, apply, rollout_manifest, wait_for
+from tests.support.operator_harness import OperatorProcess, apply, rollout_manifest
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
