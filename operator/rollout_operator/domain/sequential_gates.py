@@ -203,8 +203,9 @@ def _num(value: float) -> str:
 # What a gate's trials are, for the forecast message.
 _TRIALS = {"error-rate": "req/s", "unknown-rate": "predictions/s", "mean-confidence": "predictions/s",
            "shadow-agreement": "req/s", "shadow-segment-agreement": "req/s"}
-# The hypothetical candidate the forecast evaluates starts from this many trials (the estimate
-# scales from there; ten is far too few for any verdict at a rate <= 0.5, so none is missed).
+# The hypothetical candidate the forecast evaluates starts from this many trials, and the
+# estimate scales up from there. A gate already decided at the seed reports the seed: an upper
+# bound, reachable only with a value far from a loose threshold.
 _FORECAST_SEED = 10
 
 
