@@ -18,12 +18,14 @@ from rollout_operator.domain import (
     EmitEvent,
     EnsureVersion,
     Measurement,
+    MirrorTarget,
     Observations,
     Phase,
     QueryRequest,
     RolloutStatus,
     ScaleDownVersion,
     SpecError,
+    VersionWeight,
     WorkloadState,
     compute_metric_observations,
     decide,
@@ -173,6 +175,7 @@ class World:
 def check_invariants(persisted: RolloutStatus, decision: Decision,
                      workloads: dict[str, WorkloadState]) -> None:
     new = decision.status
+    assert new.phase is not None, f"decide() left the phase unset: {new}"
     assert is_allowed_transition(persisted.phase, new.phase), (persisted.phase, new.phase)
     if new.phase != persisted.phase:
         # Every transition is explained by an event (with the numbers behind it).
@@ -191,11 +194,12 @@ def check_invariants(persisted: RolloutStatus, decision: Decision,
         assert 0 < t.mirror.percent <= 100
     if new.phase is not Phase.INVALID:
         # A candidate (or shadow) without a ready pod gets nothing, whatever else happens.
-        for entry, share in ((t.candidate, t.candidate_weight),
-                             (t.mirror, t.mirror.percent if t.mirror else 0)):
-            if entry is not None and share > 0:
-                w = workloads.get(entry.version)
-                assert w is not None and w.ready_replicas > 0, (new.phase, entry, w)
+        shares: tuple[tuple[VersionWeight | MirrorTarget | None, int], ...] = (
+            (t.candidate, t.candidate_weight), (t.mirror, t.mirror.percent if t.mirror else 0))
+        for target, share in shares:
+            if target is not None and share > 0:
+                w = workloads.get(target.version)
+                assert w is not None and w.ready_replicas > 0, (new.phase, target, w)
     for action in decision.actions:
         if isinstance(action, (ScaleDownVersion, DeleteVersion)):
             assert not persisted.traffic.routes_to(action.version), action

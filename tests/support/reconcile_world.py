@@ -6,9 +6,11 @@ Used by tests/unit/operator (reconcile, deadline, takeover, Prometheus outage te
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 from rollout_operator.adapters import build_fake_adapters
+from rollout_operator.adapters.fakes import FakeMetrics
 from rollout_operator.domain import Measurement, QueryRequest
 from rollout_operator.reconcile import reconcile
 from rollout_operator.settings import Settings
@@ -30,9 +32,8 @@ class World:
     """The fake cluster: one ModelRollout object, fake adapters, a clock."""
 
     def __init__(self, spec=SPEC, error_rate=0.001):
-        self.adapters = build_fake_adapters()
+        self.adapters = replace(build_fake_adapters(), metrics=FakeMetrics(self.answer))
         self.error_rate = error_rate
-        self.adapters.metrics._answer = self.answer
         self.now = T0
         self.settings = Settings(prometheus_url="")
         self.adapters.status.put({"metadata": {"name": "speech", "namespace": "ml", "uid": "u1",

@@ -62,6 +62,7 @@ class Backend:
 def start_backend(version: str, *extra: str) -> Backend:
     proc = subprocess.Popen([sys.executable, str(BACKEND_SCRIPT), "--version", version, *extra],
                             stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None  # PIPE just above
     port = int(proc.stdout.readline())
     return Backend(version, proc, port)
 

@@ -5,6 +5,7 @@ The tiny model has the shipped models' I/O (features [B,40,frames] → probabili
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import shutil
@@ -90,15 +91,13 @@ class ServedApp:
         config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="off")
         self.server = uvicorn.Server(config)
         self.url = ""
-        self._task = None
+        self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> "ServedApp":
-        import asyncio
-
-        self._task = asyncio.create_task(self.server.serve())
+        task = self._task = asyncio.create_task(self.server.serve())
         while not self.server.started:
-            if self._task.done():
-                self._task.result()
+            if task.done():
+                task.result()
             await asyncio.sleep(0.01)
         port = self.server.servers[0].sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
@@ -106,7 +105,8 @@ class ServedApp:
 
     async def __aexit__(self, *_) -> None:
         self.server.should_exit = True
-        await self._task
+        if self._task is not None:  # set by __aenter__
+            await self._task
 
 
 def b64(data: bytes) -> str:

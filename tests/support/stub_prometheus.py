@@ -41,6 +41,7 @@ class StubPrometheus:
     @property
     def url(self) -> str:
         host, port = self.server.server_address[:2]
+        assert isinstance(host, str)  # an AF_INET server's address is (str, int); typeshed allows bytes
         return f"http://{host}:{port}"
 
     def __enter__(self) -> "StubPrometheus":

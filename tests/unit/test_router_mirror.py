@@ -6,14 +6,14 @@ import time
 
 import pytest
 
-from tests.support.router_fixtures import start_backend, start_router, weights, write_static
+from tests.support.router_fixtures import Backend, RouterProcess, start_backend, start_router, weights, write_static
 
 pytestmark = pytest.mark.unit
 
 
 @pytest.fixture
 def setup(router_bin, tmp_path):
-    started = []
+    started: list[Backend | RouterProcess] = []
 
     def start(stable_args: tuple = (), mirror_args: tuple | None = (), percent: int = 100, *router_args: str):
         stable = start_backend("v1", "--label", "yes", "--confidence", "0.9", *stable_args)
@@ -33,7 +33,7 @@ def setup(router_bin, tmp_path):
 
     yield start
     for p in started:
-        if hasattr(p, "stop"):
+        if isinstance(p, RouterProcess):
             p.stop()
         elif p.proc.poll() is None:
             p.kill()

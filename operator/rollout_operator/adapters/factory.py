@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from .fakes import FakeEvents, FakeMetrics, FakeStatusWriter, FakeWorkloads, fake_providers
+from .fakes import FakeEvents, FakeMetrics, FakeStatusWriter, FakeTraffic, FakeWorkloads, fake_providers
 from .gateway_api import GatewayApiTraffic
 from .kube import CallHook, KubeApi
 from .kube_events import KubeEvents
@@ -56,6 +56,17 @@ def build_adapters(api_client: Any, *, prometheus_timeout: float = 10.0, kube_ti
     )
 
 
-def build_fake_adapters(auto_ready: bool = True) -> Adapters:
-    return Adapters(metrics=FakeMetrics(), workloads=FakeWorkloads(auto_ready=auto_ready),
-                    traffic=fake_providers(), events=FakeEvents(), status=FakeStatusWriter())
+@dataclass(frozen=True)
+class FakeAdapters(Adapters):
+    """The in-memory set, typed as the fakes, so a test reads what they recorded without a cast."""
+
+    metrics: FakeMetrics
+    workloads: FakeWorkloads
+    traffic: Mapping[str, FakeTraffic]
+    events: FakeEvents
+    status: FakeStatusWriter
+
+
+def build_fake_adapters(auto_ready: bool = True) -> FakeAdapters:
+    return FakeAdapters(metrics=FakeMetrics(), workloads=FakeWorkloads(auto_ready=auto_ready),
+                        traffic=fake_providers(), events=FakeEvents(), status=FakeStatusWriter())
