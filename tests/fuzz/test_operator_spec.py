@@ -90,12 +90,12 @@ def mutated_specs(draw: st.DrawFn, max_mutations: int = 4, valid_seeds: bool = F
     for _ in range(draw(st.integers(0, max_mutations))):
         paths = _paths(spec)
         path = draw(st.sampled_from(paths))
-        parent = _get(spec, path[:-1]) if path else None
         op = draw(st.sampled_from(["replace", "replace", "drop", "add", "hostile"]))
         if not path:
             if op == "replace":
                 spec = draw(JSON) if draw(st.booleans()) else spec
             continue
+        parent = _get(spec, path[:-1])
         if op == "drop" and isinstance(parent, (dict, list)):
             del parent[path[-1]]
         elif op == "add":

@@ -342,36 +342,36 @@ def _fuzz(served, request, surface: str) -> None:
     check_request(served, method, path, headers, body, surface)
 
 
-SETTINGS = dict(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                     HealthCheck.data_too_large,
-                                                                     HealthCheck.function_scoped_fixture])
+SETTINGS = settings(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                         HealthCheck.data_too_large,
+                                                                         HealthCheck.function_scoped_fixture])
 
 
-@settings(max_examples=FUZZ_EXAMPLES * 3 // 10, **SETTINGS)
+@settings(SETTINGS, max_examples=FUZZ_EXAMPLES * 3 // 10)
 @given(request=v2_json_requests())
 def test_v2_json_bodies(served, request):
     _fuzz(served, request, "v2-json")
 
 
-@settings(max_examples=FUZZ_EXAMPLES * 2 // 10, **SETTINGS)
+@settings(SETTINGS, max_examples=FUZZ_EXAMPLES * 2 // 10)
 @given(request=v2_binary_requests())
 def test_v2_binary_extension_bodies(served, request):
     _fuzz(served, request, "v2-binary")
 
 
-@settings(max_examples=FUZZ_EXAMPLES * 2 // 10, **SETTINGS)
+@settings(SETTINGS, max_examples=FUZZ_EXAMPLES * 2 // 10)
 @given(request=v1_requests())
 def test_v1_bodies_and_audio_payloads(served, request):
     _fuzz(served, request, "v1")
 
 
-@settings(max_examples=FUZZ_EXAMPLES * 2 // 10, **SETTINGS)
+@settings(SETTINGS, max_examples=FUZZ_EXAMPLES * 2 // 10)
 @given(request=mutated_seeds())
 def test_mutated_seed_bodies(served, request):
     _fuzz(served, request, "mutated")
 
 
-@settings(max_examples=FUZZ_EXAMPLES // 10, **SETTINGS)
+@settings(SETTINGS, max_examples=FUZZ_EXAMPLES // 10)
 @given(request=hostile_routes())
 def test_paths_methods_and_headers(served, request):
     _fuzz(served, request, "routes")
