@@ -4,7 +4,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
+
 import kopf
+from kopf._core.intents.handlers import TimerHandler  # the registry below is kopf's private layout too
 
 from rollout_operator.adapters.manifests import (Owner, ServerTemplate, compute_router_deployment,
                                                  compute_router_service, compute_version_deployment,
@@ -68,22 +72,28 @@ def test_handlers_are_a_timer_event_watchers_and_an_index_only():
     registry = kopf.OperatorRegistry()
     register(registry, Settings(tick_interval=2.5))
     (timer,) = registry._spawning.get_all_handlers()
-    assert timer.interval == 2.5
+    assert isinstance(timer, TimerHandler) and timer.interval == 2.5
     # No change handlers: kopf keeps no last-handled-configuration annotation on user objects.
     assert list(registry._changing.get_all_handlers()) == []
     # The ModelRollout delete watcher and the Deployment watch (handlers/workloads.py).
-    assert sorted(h.fn.__name__ for h in registry._watching.get_all_handlers()) == ["forget", "workload_changed"]
+    assert sorted(_name(h.fn) for h in registry._watching.get_all_handlers()) == ["forget", "workload_changed"]
     assert [h.id for h in registry._indexing.get_all_handlers()] == ["rollouts_by_uid"]  # its kwarg name
+
+
+def _name(fn: Callable[..., Any]) -> str:
+    return fn.__name__
 
 
 def test_startup_bounds_kopfs_own_api_calls_by_the_kube_timeout():
     registry = kopf.OperatorRegistry()
     register(registry, Settings(kube_timeout=12.0), runtime=object())  # type: ignore[arg-type]
     (startup,) = [h for h in registry._activities.get_all_handlers()
-                  if h.activity.value == "startup"]
+                  if h.activity is not None and h.activity.value == "startup"]
     settings = kopf.OperatorSettings()
     assert settings.networking.request_timeout == 300  # kopf's default, which we replace
-    startup.fn(settings=settings, memo=kopf.Memo())
+    # kopf types each fn as its full keyword protocol; ours take `**_`, so the test passes only what they read.
+    startup_fn: Callable[..., Any] = startup.fn
+    startup_fn(settings=settings, memo=kopf.Memo())
     assert settings.networking.request_timeout == 12.0
     assert settings.networking.connect_timeout == 12.0
     assert settings.watching.connect_timeout == 12.0

@@ -2,12 +2,16 @@
 rollout at once (not at its next requeue time); other Deployments and noise do not."""
 
 import copy
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timezone
+from typing import Any
 
 import kopf
 import pytest
 
 from rollout_operator.adapters import build_fake_adapters
+from rollout_operator.adapters.fakes import FakeWorkloads
 from rollout_operator.handlers import register
 from rollout_operator.runtime import Runtime
 from rollout_operator.settings import Settings
@@ -39,24 +43,33 @@ def deployment(ready: int, *, uid="d1", owner=OWNER_REF, generation=1, annotatio
                        "readyReplicas": ready, "availableReplicas": ready}}
 
 
+class CountingWorkloads(FakeWorkloads):
+    """The fake Deployments, counting readiness reads (one per reconcile)."""
+
+    def __init__(self) -> None:
+        super().__init__(auto_ready=False)
+        self.fetches = 0
+
+    def fetch_workloads(self, namespace, rollout):
+        self.fetches += 1
+        return super().fetch_workloads(namespace, rollout)
+
+
 class Cluster:
     """One ModelRollout in the fake status store, its pods not Ready until `make_ready()`."""
 
     def __init__(self):
-        self.adapters = build_fake_adapters(auto_ready=False)
+        self.workloads = CountingWorkloads()
+        self.adapters = replace(build_fake_adapters(auto_ready=False), workloads=self.workloads)
         self.adapters.status.put({"metadata": {"name": "speech", "namespace": "ml", "uid": "u1",
                                                "generation": 1}, "spec": copy.deepcopy(SPEC)})
         self.mono = [100.0]
         self.runtime = Runtime(settings=Settings(prometheus_url=""), adapters=self.adapters,
                                clock=lambda: T0, monotonic=lambda: self.mono[0])
-        self.fetches = 0
-        fetch = self.adapters.workloads.fetch_workloads
 
-        def counting_fetch(namespace, rollout):
-            self.fetches += 1
-            return fetch(namespace, rollout)
-
-        self.adapters.workloads.fetch_workloads = counting_fetch
+    @property
+    def fetches(self) -> int:
+        return self.workloads.fetches
 
     @property
     def obj(self):
@@ -189,15 +202,24 @@ def test_the_handler_wiring_selects_model_server_deployments_and_ticks_through_t
     registry = kopf.OperatorRegistry()
     register(registry, Settings(tick_interval=30), runtime=cluster.runtime)
     settings, memo = kopf.OperatorSettings(), kopf.Memo()
-    (startup,) = [h for h in registry._activities.get_all_handlers() if h.activity.value == "startup"]
-    startup.fn(settings=settings, memo=memo)
+    (startup,) = [h for h in registry._activities.get_all_handlers()
+                  if h.activity is not None and h.activity.value == "startup"]
+    # kopf types each fn as its full keyword protocol; ours take `**_`, so the test passes only what they read.
+    startup_fn: Callable[..., Any] = startup.fn
+    startup_fn(settings=settings, memo=memo)
     assert list(settings.watching.label_selectors.values()) == [WATCH_LABEL_SELECTOR]
     assert WATCH_LABEL_SELECTOR == "modelrollout.dev/rollout,app.kubernetes.io/name=model-server"
     (index,) = registry._indexing.get_all_handlers()
-    assert index.fn(uid="u1", body=cluster.body()) == {"u1": cluster.body()}
-    (changed,) = [h for h in registry._watching.get_all_handlers() if h.fn.__name__ == "workload_changed"]
+    index_fn: Callable[..., Any] = index.fn
+    assert index_fn(uid="u1", body=cluster.body()) == {"u1": cluster.body()}
+    (changed,) = [h for h in registry._watching.get_all_handlers() if _name(h.fn) == "workload_changed"]
     assert changed.labels == {"modelrollout.dev/rollout": kopf.PRESENT, "app.kubernetes.io/name": "model-server"}
-    changed.fn(type=None, body=deployment(ready=0), memo=memo, rollouts_by_uid=cluster.index())
+    changed_fn: Callable[..., Any] = changed.fn
+    changed_fn(type=None, body=deployment(ready=0), memo=memo, rollouts_by_uid=cluster.index())
     cluster.make_ready()
-    changed.fn(type="MODIFIED", body=deployment(ready=2), memo=memo, rollouts_by_uid=cluster.index())
+    changed_fn(type="MODIFIED", body=deployment(ready=2), memo=memo, rollouts_by_uid=cluster.index())
     assert cluster.obj["status"]["phase"] == "Healthy"
+
+
+def _name(fn: Callable[..., Any]) -> str:
+    return fn.__name__
