@@ -4,6 +4,7 @@ first version, check who answered the load generator, run the kubectl plugin."""
 from __future__ import annotations
 
 from e2e import rollouts, scenario
+from tests.support.waiting import wait_for
 
 NAME = "speech"
 HEALTHY_TIMEOUT = 240  # first model-server start: onnxruntime + VAD load, readiness probe
@@ -58,13 +59,12 @@ def operator_leader_pod(api, pods, timeout_s: float = 60.0):
     """The operator pod that holds the leader Lease (the chart runs two; only the leader runs
     kopf), among `pods`. Right after an install both may still be standing by: waits until
     the Lease names one of them; the only running pod when there is no Lease at all."""
-    import time
-
     from kubernetes import client
     running = [p for p in pods if p.metadata.deletion_timestamp is None]
     names = {p.metadata.name: p for p in running}
-    deadline = time.monotonic() + timeout_s
-    while True:
+    holders: list[str] = []
+
+    def leader():
         try:
             lease = client.CoordinationV1Api(api).read_namespaced_lease(scenario.RELEASE, scenario.OPERATOR_NAMESPACE)
         except client.ApiException as err:
@@ -72,9 +72,8 @@ def operator_leader_pod(api, pods, timeout_s: float = 60.0):
                 raise
             (only,) = running  # no leader election: one replica
             return only
-        holder = (lease.spec.holder_identity or "").rsplit("_", 1)[0]
-        if holder in names:
-            return names[holder]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the leader Lease names {holder!r}, none of {sorted(names)}")
-        time.sleep(0.5)
+        holders.append((lease.spec.holder_identity or "").rsplit("_", 1)[0])
+        return names.get(holders[-1])
+
+    return wait_for(leader, f"the leader Lease to name one of {sorted(names)}", timeout=timeout_s, every=0.5,
+                    describe=lambda: f"it names {holders[-1] if holders else None!r}")
