@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -117,8 +116,8 @@ def test_real_prometheus_scrapes_the_contract(server, tmp_path):
     try:
         query = "http://127.0.0.1:{}/api/v1/query?query={}".format
         found: dict = {}
-        deadline = time.time() + 60
-        while time.time() < deadline and len(found) < 3:
+
+        def scraped() -> bool:
             for name in ("speech_input_level_dbfs_sum", "speech_requests_total", "speech_confidence_count"):
                 try:
                     _, _, body = request(query(port, name))
@@ -126,7 +125,10 @@ def test_real_prometheus_scrapes_the_contract(server, tmp_path):
                     continue
                 if body and body["data"]["result"]:
                     found[name] = body["data"]["result"]
-            time.sleep(0.5)
+            return len(found) == 3
+
+        wait_for(scraped, "Prometheus to scrape the three contract series", timeout=60, every=0.5,
+                 describe=lambda: f"found {sorted(found)}")
         assert set(found) == {"speech_input_level_dbfs_sum", "speech_requests_total", "speech_confidence_count"}
         assert float(found["speech_input_level_dbfs_sum"][0]["value"][1]) < 0
         outcomes = {r["metric"]["outcome"] for r in found["speech_requests_total"]}
