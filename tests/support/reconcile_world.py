@@ -8,15 +8,16 @@ from __future__ import annotations
 import copy
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
-from rollout_operator.adapters import build_fake_adapters
+from rollout_operator.adapters import Adapters, build_fake_adapters
 from rollout_operator.adapters.fakes import FakeMetrics
 from rollout_operator.domain import Measurement, QueryRequest
 from rollout_operator.reconcile import reconcile
 from rollout_operator.settings import Settings
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
-SPEC = {
+SPEC: dict[str, Any] = {
     "model": {"name": "speech-commands", "version": "v1", "uri": "file:///models/v1.onnx"},
     "server": {"replicas": 2},
     "strategy": {"canary": {"steps": [{"setWeight": 10}, {"pause": {"duration": "1m"}},
@@ -33,6 +34,9 @@ class World:
 
     def __init__(self, spec=SPEC, error_rate=0.001):
         self.adapters = replace(build_fake_adapters(), metrics=FakeMetrics(self.answer))
+        # What tick() reconciles with: the fakes above, or a copy of them with a real adapter a test
+        # put in (`w.live = replace(w.live, metrics=PrometheusMetrics(...))`); the fakes stay inspectable.
+        self.live: Adapters = self.adapters
         self.error_rate = error_rate
         self.now = T0
         self.settings = Settings(prometheus_url="")
@@ -58,7 +62,7 @@ class World:
         self.obj["metadata"]["resourceVersion"] = str(int(self.obj["metadata"]["resourceVersion"]) + 1)
 
     def tick(self):
-        outcome = reconcile(copy.deepcopy(self.obj), self.adapters, self.settings, self.now)
+        outcome = reconcile(copy.deepcopy(self.obj), self.live, self.settings, self.now)
         self.check_invariants()
         self.now += timedelta(seconds=max(1.0, min(outcome.requeue_after, 15.0)))
         return outcome

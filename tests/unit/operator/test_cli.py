@@ -68,7 +68,7 @@ def cluster():
 
 
 def _run(kube, argv):
-    out = []
+    out: list[str] = []
     code = run(parse_args(argv), KubeApi(kube.api_client()), WHO, out.append, sleep=lambda _: None)
     return code, "\n".join(out)
 
@@ -84,7 +84,7 @@ def test_promote_bumps_the_counter_and_records_who(cluster):
 
 def test_conflicting_writer_is_retried_on_fresh_data(cluster):
     real = cluster.handle
-    raced = []
+    raced: list[int] = []
 
     def racing(method, path, ctype, body):
         if method == "PATCH" and not raced:  # another user bumps abort just before our write lands

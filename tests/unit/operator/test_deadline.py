@@ -69,9 +69,9 @@ def test_a_trickling_api_server_fails_the_tick_as_an_api_error_and_writes_nothin
     anything is decided, the status is not written, an event says why, the tick is retried."""
     with TricklingPrometheus(SLOW_LIST) as slow:
         w = World()
-        w.adapters = replace(w.adapters, workloads=KubeWorkloads(_api(slow, timeout=0.3)))
+        w.live = replace(w.live, workloads=KubeWorkloads(_api(slow, timeout=0.3)))
         clock = [0.0]
-        rt = Runtime(settings=w.settings, adapters=w.adapters, clock=lambda: w.now,
+        rt = Runtime(settings=w.settings, adapters=w.live, clock=lambda: w.now,
                      monotonic=lambda: clock[0])
         before = m.RECONCILE_ERRORS.labels("api")._value.get()
         rt.tick(copy.deepcopy(w.obj))  # must not raise

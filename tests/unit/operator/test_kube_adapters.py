@@ -1,5 +1,7 @@
 """Workloads, events, status and traffic adapters through the real client against a stub API on loopback."""
 
+from typing import Any
+
 import pytest
 
 from rollout_operator.adapters.gateway_api import GatewayApiTraffic, RouteError
@@ -24,12 +26,17 @@ OWNER = Owner("speech", "ml", "uid-1")
 SERVER = ServerTemplate("speech-commands", "file:///models/v2.onnx", "modelrollout/model-server:dev")
 
 
+class RecordingKubeApi(KubeApi):
+    """A KubeApi that keeps every (verb, resource kind, status) its call hook saw."""
+
+    def __init__(self, api_client: Any) -> None:
+        self.calls: list[tuple[str, str, int]] = []
+        super().__init__(api_client, on_call=lambda *c: self.calls.append(c))
+
+
 @pytest.fixture
 def api(kube):
-    calls = []
-    api = KubeApi(kube.api_client(), on_call=lambda *c: calls.append(c))
-    api.calls = calls
-    return api
+    return RecordingKubeApi(kube.api_client())
 
 
 def test_ensure_version_applies_service_pdb_and_deployment_once(kube, api):
@@ -186,7 +193,7 @@ def test_router_provider_leaves_the_switch_to_the_status_write(kube, api):
     assert len(kube.writes()) == writes
 
 
-ROUTE = {"metadata": {"name": "speech", "namespace": "ml"}, "spec": {
+ROUTE: dict[str, Any] = {"metadata": {"name": "speech", "namespace": "ml"}, "spec": {
     "parentRefs": [{"name": "gw"}],
     "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/v2"}}],
                "filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "x", "value": "1"}]}}],

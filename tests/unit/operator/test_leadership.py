@@ -248,6 +248,7 @@ def test_the_process_runs_kopf_only_once_it_leads_and_hands_the_lease_back_on_st
     kopf_runs = []
 
     async def fake_kopf(settings, runtime, ready, stop_flag):
+        assert store.obj is not None, "kopf started before any Lease was written"
         kopf_runs.append(store.obj["spec"]["holderIdentity"])
         await stop_flag.wait()
 
@@ -269,5 +270,6 @@ def test_the_process_runs_kopf_only_once_it_leads_and_hands_the_lease_back_on_st
         await asyncio.wait_for(task, 5)
 
     asyncio.run(scenario())
-    assert store.obj["spec"]["holderIdentity"] is None, "the Lease was not handed back on a clean stop"
+    assert store.obj is not None and store.obj["spec"]["holderIdentity"] is None, \
+        "the Lease was not handed back on a clean stop"
     assert store.writes[-1] is None

@@ -22,7 +22,7 @@ def prom():
 
 def test_one_value_with_its_sample_count(prom):
     prom.answers = {Q: vector(0.012), N: vector(412)}
-    outcomes = []
+    outcomes: list[str] = []
     m = PrometheusMetrics(on_query=outcomes.append).fetch_measurement(prom.url, REQUEST)
     assert m == Measurement(MeasurementKind.VALUE, value=0.012, samples=412)
     assert sorted(prom.queries) == sorted([Q, N])  # each once; they run together, in either order
@@ -72,7 +72,7 @@ def test_outage_is_an_error_measurement_not_an_exception():
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    outcomes = []
+    outcomes: list[str] = []
     m = PrometheusMetrics(timeout=2, on_query=outcomes.append).fetch_measurement(f"http://127.0.0.1:{port}", REQUEST)
     assert m.kind is MeasurementKind.ERROR
     assert f"Prometheus at http://127.0.0.1:{port} unreachable: ConnectionError" in m.message

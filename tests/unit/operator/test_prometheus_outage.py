@@ -94,7 +94,7 @@ def test_a_hung_prometheus_costs_each_round_one_timeout_and_rolls_back_at_the_li
         w = World(_spec_with_gates(url))
         w.run_until(healthy("v1"))  # the first version needs no analysis: nothing asked yet
         assert hung.waves == []
-        w.adapters = replace(w.adapters, metrics=PrometheusMetrics(timeout=0.4))
+        w.live = replace(w.live, metrics=PrometheusMetrics(timeout=0.4))
         w.set_version("v2")
         w.run_until(lambda s: s.get("phase") == "RolledBack")
     status = w.status
@@ -112,7 +112,7 @@ def test_a_hung_prometheus_costs_each_round_one_timeout_and_rolls_back_at_the_li
 
 class RecordingMetrics:
     def __init__(self) -> None:
-        self.timeouts: list[float] = []
+        self.timeouts: list[float | None] = []
         self._lock = threading.Lock()
 
     def fetch_measurement(self, address: str, request: QueryRequest, timeout: float | None = None) -> Measurement:
@@ -122,14 +122,16 @@ class RecordingMetrics:
 
 
 def test_a_round_is_bounded_by_its_interval_and_keeps_the_order_of_its_queries():
-    from rollout_operator.adapters import build_fake_adapters
-    adapters = replace(build_fake_adapters(), metrics=RecordingMetrics())
+    from rollout_operator.adapters import Adapters, build_fake_adapters
+    recording = RecordingMetrics()
+    fakes: Adapters = build_fake_adapters()  # as the interface type: a real-shaped provider goes in
+    adapters = replace(fakes, metrics=recording)
     requests = [QueryRequest(metric=f"m{i}", role=Role.CANDIDATE, version="v2", query=f"q{i}",
                              samples_query=f"n{i}") for i in range(ROUND_CONCURRENCY * 2 + 1)]
     results = fetch_round(adapters, "http://prometheus.test", requests, round_seconds=5.0)
     assert len(results) == len(requests) and all(r.value == 0.0 for r in results)
-    timeouts = adapters.metrics.timeouts
-    assert len(timeouts) == len(requests) and all(0 < t <= 5.0 for t in timeouts)
+    timeouts = recording.timeouts
+    assert len(timeouts) == len(requests) and all(t is not None and 0 < t <= 5.0 for t in timeouts)
 
 
 def test_no_time_left_in_the_round_is_an_error_without_a_query():

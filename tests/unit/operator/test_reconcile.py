@@ -25,7 +25,7 @@ def test_images_are_the_operators_when_the_spec_names_none():
     w.run_until(healthy("v1"))
     assert w.adapters.workloads.routers == {("ml", "speech"): "registry.example/ml/router:7"}
     (dep,) = w.adapters.workloads.deployments.values()
-    assert dep.server.image == "registry.example/ml/model-server:7"
+    assert dep.server is not None and dep.server.image == "registry.example/ml/model-server:7"
 
 
 def test_a_pod_field_the_operator_does_not_allow_makes_the_rollout_invalid():
@@ -217,7 +217,7 @@ def test_a_trickling_prometheus_rolls_back_at_the_error_limit_instead_of_freezin
     with TricklingPrometheus(vector(0.001), delay=0.05) as slow:
         spec["analysis"]["prometheus"]["address"] = slow.url
         w = World(spec)
-        w.adapters = replace(w.adapters, metrics=PrometheusMetrics(timeout=0.3))
+        w.live = replace(w.live, metrics=PrometheusMetrics(timeout=0.3))
         _rolls_back_on_errors(w, "DeadlineExceeded")
         assert slow.connections >= 4
 
