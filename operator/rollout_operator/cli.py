@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from .adapters.kube import EVENTS, MODEL_ROLLOUTS, KubeApi, KubeError
 
@@ -172,7 +172,13 @@ def fetch_events(api: KubeApi, namespace: str, name: str, limit: int = 8) -> lis
 LEADER_LEASE_SELECTOR = "app.kubernetes.io/name=modelrollout-operator,app.kubernetes.io/component=leader-election"
 
 
-def fetch_leader_text(api: KubeApi, namespace: str) -> str:
+class _Requests(Protocol):
+    """The part of KubeApi that reading the Lease needs (tests pass a fake with just this)."""
+
+    def request(self, method: str, path: str, *, query: Mapping[str, str] | None = None) -> dict: ...
+
+
+def fetch_leader_text(api: _Requests, namespace: str) -> str:
     """Which operator replica leads, from its Lease: looked up cluster-wide, or in the rollout's
     namespace when the user may not list Leases everywhere."""
     items: list[dict[str, Any]] = []

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from rollout_operator.adapters import Adapters, build_fake_adapters
-from rollout_operator.adapters.fakes import FakeMetrics
+from rollout_operator.adapters.fakes import FakeMetrics, FakeWorkloads
 from rollout_operator.domain import Measurement, QueryRequest
 from rollout_operator.reconcile import reconcile
 from rollout_operator.settings import Settings
@@ -29,11 +29,27 @@ SPEC: dict[str, Any] = {
 }
 
 
-class World:
-    """The fake cluster: one ModelRollout object, fake adapters, a clock."""
+class CountingWorkloads(FakeWorkloads):
+    """The fake Deployments, counting readiness reads (one per reconcile that gets that far)."""
 
-    def __init__(self, spec=SPEC, error_rate=0.001):
-        self.adapters = replace(build_fake_adapters(), metrics=FakeMetrics(self.answer))
+    def __init__(self, auto_ready: bool = True) -> None:
+        super().__init__(auto_ready=auto_ready)
+        self.fetches = 0
+
+    def fetch_workloads(self, namespace, rollout):
+        self.fetches += 1
+        return super().fetch_workloads(namespace, rollout)
+
+
+class World:
+    """The fake cluster: one ModelRollout object, fake adapters, a clock.
+
+    `workloads` replaces the default fake Deployments with a subclass that counts or fails.
+    """
+
+    def __init__(self, spec=SPEC, error_rate=0.001, workloads: FakeWorkloads | None = None):
+        self.adapters = replace(build_fake_adapters(), metrics=FakeMetrics(self.answer),
+                                workloads=FakeWorkloads() if workloads is None else workloads)
         # What tick() reconciles with: the fakes above, or a copy of them with a real adapter a test
         # put in (`w.live = replace(w.live, metrics=PrometheusMetrics(...))`); the fakes stay inspectable.
         self.live: Adapters = self.adapters
@@ -42,7 +58,7 @@ class World:
         self.settings = Settings(prometheus_url="")
         self.adapters.status.put({"metadata": {"name": "speech", "namespace": "ml", "uid": "u1",
                                                "generation": 1}, "spec": copy.deepcopy(spec)})
-        self.traffic_seen = []
+        self.traffic_seen: list[tuple[tuple[str, int | None], ...]] = []  # (role, weight) per tick
 
     def answer(self, q: QueryRequest) -> Measurement:
         return Measurement.of(self.error_rate, samples=400)

@@ -13,7 +13,8 @@ from rollout_operator import metrics as m
 from rollout_operator.reconcile import compute_status_patch, reconcile
 from rollout_operator.runtime import Runtime
 from rollout_operator.settings import Settings
-from tests.support.reconcile_world import SPEC, World, healthy
+from rollout_operator.adapters.fakes import FakeWorkloads
+from tests.support.reconcile_world import SPEC, CountingWorkloads, World, healthy
 
 pytestmark = pytest.mark.unit
 
@@ -135,21 +136,20 @@ def test_operator_metrics_show_phase_weights_value_and_threshold():
 
 
 def test_runtime_skips_ticks_until_due_or_changed():
-    w = World()
+    workloads = CountingWorkloads()
+    w = World(workloads=workloads)
     clock = [100.0]
     rt = Runtime(settings=w.settings, adapters=w.adapters, clock=lambda: w.now, monotonic=lambda: clock[0])
     rt.tick(copy.deepcopy(w.obj))
-    calls = []
-    original = w.adapters.workloads.fetch_workloads
-    w.adapters.workloads.fetch_workloads = lambda ns, n: calls.append(1) or original(ns, n)
+    first = workloads.fetches
     body = copy.deepcopy(w.obj)  # after our own write: new resourceVersion → due at once
     rt.tick(body)
-    assert calls == [1]
+    assert workloads.fetches - first == 1
     rt.tick(body)  # same resourceVersion, requeue time not reached → no work at all
-    assert calls == [1]
+    assert workloads.fetches - first == 1
     clock[0] += 3600
     rt.tick(body)
-    assert calls == [1, 1]
+    assert workloads.fetches - first == 2
 
 
 def test_compute_status_patch_removes_sets_and_skips_unchanged():
@@ -168,14 +168,13 @@ def test_compute_status_patch_removes_sets_and_skips_unchanged():
 def test_runtime_turns_api_errors_into_a_retry_not_an_exception():
     from rollout_operator.adapters import KubeError
 
-    w = World()
+    class Broken(FakeWorkloads):
+        def fetch_workloads(self, namespace, rollout):
+            raise KubeError(503, "etcd leader changed", method="GET", path="/apis/apps/v1/...")
+
+    w = World(workloads=Broken())
     clock = [0.0]
     rt = Runtime(settings=w.settings, adapters=w.adapters, clock=lambda: w.now, monotonic=lambda: clock[0])
-
-    def broken(ns, name):
-        raise KubeError(503, "etcd leader changed", method="GET", path="/apis/apps/v1/...")
-
-    w.adapters.workloads.fetch_workloads = broken
     before = m.RECONCILE_ERRORS.labels("api")._value.get()
     rt.tick(copy.deepcopy(w.obj))  # must not raise
     assert m.RECONCILE_ERRORS.labels("api")._value.get() == before + 1

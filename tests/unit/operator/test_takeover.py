@@ -6,6 +6,7 @@ import copy
 import pytest
 
 from rollout_operator.adapters import TakeoverRefused
+from rollout_operator.adapters.fakes import FakeWorkloads
 from rollout_operator.adapters.kube import KubeApi, KubeError
 from rollout_operator.adapters.kube_workloads import KubeWorkloads
 from rollout_operator.adapters.manifests import Owner, ServerTemplate
@@ -53,15 +54,18 @@ class Refusing(World):
     """The fake cluster, but the first version's apply fails as the real API server would."""
 
     def __init__(self, error, spec=SPEC):
-        super().__init__(spec)
-        workloads = self.adapters.workloads
-        real = workloads.ensure_version
+        super().__init__(spec, workloads=RefusingWorkloads(error))
 
-        def ensure_version(owner, version, *args, **kwargs):
-            if version == "v1":
-                raise error
-            return real(owner, version, *args, **kwargs)
-        workloads.ensure_version = ensure_version
+
+class RefusingWorkloads(FakeWorkloads):
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    def ensure_version(self, owner, version, *args, **kwargs):
+        if version == "v1":
+            raise self.error
+        return super().ensure_version(owner, version, *args, **kwargs)
 
 
 def test_a_takeover_refusal_ends_invalid_naming_the_object():
