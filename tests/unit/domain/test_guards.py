@@ -20,6 +20,7 @@ from rollout_operator.domain import (
     EnsureVersion,
     Measurement,
     Phase,
+    RemovePreviewService,
     ScaleDownVersion,
     SetTraffic,
     SpecError,
@@ -277,3 +278,18 @@ def test_a_check_round_renders_the_sample_count_query_for_the_candidate():
     q = world.queries[0]
     assert q.version == "v2" and q.samples_query
     assert 'version="v2"' in q.samples_query and "{{" not in q.samples_query
+
+
+def test_a_fixed_mode_check_reads_the_analysis_window_not_the_time_since_the_step_began():
+    # CANARY: window 1m, checks every 30s. Only sequential mode counts since the step began.
+    world = rolled_out(CANARY, lambda w: bool(w.queries))
+    for q in world.queries:
+        assert "[1m]" in q.query and "[1m]" in q.samples_query, q
+        assert "[30s]" not in q.query, q
+
+
+def test_a_blue_green_rollout_at_rest_asks_for_no_preview_removal():
+    world = World(BLUE_GREEN)
+    world.run_until_phase(Phase.HEALTHY)
+    d = world.tick()
+    assert not [a for a in d.actions if isinstance(a, (RemovePreviewService, EnsurePreviewService))]
