@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 from rollout_operator.domain import (
+    Condition,
     Decision,
     DeleteVersion,
     EmitEvent,
@@ -170,6 +171,13 @@ class World:
 
     def reasons(self) -> list[str]:
         return [e.reason for e in self.events]
+
+
+def condition_of(status: RolloutStatus, type_: str) -> Condition:
+    """The status's condition of that type; a test reading one expects it to be set."""
+    found = status.condition(type_)
+    assert found is not None, f"no {type_} condition in {status.conditions}"
+    return found
 
 
 def check_invariants(persisted: RolloutStatus, decision: Decision,

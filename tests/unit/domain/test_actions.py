@@ -39,7 +39,9 @@ def test_every_tick_repeats_the_ensures_in_a_fixed_order():
     assert d.status.traffic.sticky_header == "x-user"  # the router reads it with the split
     assert d.actions[1] == EnsureVersion("v1", "file:///models/v1.onnx", 2, "modelrollout/model-server:dev")
     assert d.actions[2] == EnsureVersion("v2", "file:///models/v2.onnx", 2, "modelrollout/model-server:dev")
-    assert d.actions[3].candidate.weight == 10 and d.actions[3].stable.weight == 90
+    split = d.actions[3]
+    assert isinstance(split, SetTraffic) and split.candidate is not None and split.stable is not None, split
+    assert split.candidate.weight == 10 and split.stable.weight == 90
     events = [i for i, a in enumerate(d.actions) if isinstance(a, EmitEvent)]
     assert all(i >= 4 for i in events)  # events describe what the ensures did
 

@@ -14,7 +14,7 @@ from rollout_operator.domain import (
     Verdict,
     WorkloadState,
 )
-from tests.support.domain_sim import CANARY, World, with_version
+from tests.support.domain_sim import CANARY, World, condition_of, with_version
 
 pytestmark = pytest.mark.unit
 
@@ -34,27 +34,33 @@ def test_first_deploy_routes_nothing_until_ready_then_serves_100_percent():
     assert not any(isinstance(a, SetTraffic) for a in d.actions)
     world.never_ready.clear()
     world.run_until_phase(Phase.HEALTHY)
-    assert world.status.traffic.stable.version == "v1" and world.status.traffic.stable.weight == 100
+    status = world.status  # a fresh name: mypy would hold the `stable is None` narrowed above
+    stable = status.traffic.stable
+    assert stable is not None and stable.version == "v1" and stable.weight == 100
     assert world.status.candidate_version is None
-    assert world.status.condition("Ready").status == "True"
-    assert world.status.condition("Promoted").status == "True"
+    assert condition_of(world.status, "Ready").status == "True"
+    assert condition_of(world.status, "Promoted").status == "True"
 
 
 def test_first_version_never_ready_fails_at_the_progress_deadline():
     world = World(CANARY, never_ready={"v1"})
     world.run_until_phase(Phase.FAILED)
     assert world.status.reason == "ProgressDeadlineExceeded"
-    assert world.now - world.status.rollout_started_at >= timedelta(minutes=5)
+    started_at = world.status.rollout_started_at
+    assert started_at is not None and world.now - started_at >= timedelta(minutes=5)
     assert "0/2 pods ready" in world.status.message
-    assert world.status.condition("Ready").status == "False"
+    assert condition_of(world.status, "Ready").status == "False"
 
 
 def test_version_change_walks_every_step_and_promotes_once():
     world = healthy_world()
     world.set_spec(with_version(CANARY, "v2"))
     weights = []
-    world.run_until(lambda w: (weights.append(w.status.traffic.candidate_weight) or
-                               w.status.phase is Phase.HEALTHY), max_ticks=100)
+
+    def record_weight(w: World) -> bool:
+        weights.append(w.status.traffic.candidate_weight)
+        return w.status.phase is Phase.HEALTHY
+    world.run_until(record_weight, max_ticks=100)
     assert world.status.stable_version == "v2"
     assert world.status.previous_stable_version == "v1"
     # Traffic moved through the canary weights in order, then all of it to v2.
@@ -62,8 +68,8 @@ def test_version_change_walks_every_step_and_promotes_once():
     assert seen == [0, 10, 50, 100, 0]
     assert [h.outcome for h in world.status.history] == ["Promoted", "Promoted"]
     assert world.reasons().count("Promoted") == 1
-    assert world.status.condition("Promoted").status == "True"
-    assert world.status.condition("Promoted").reason == "Promoted"
+    assert condition_of(world.status, "Promoted").status == "True"
+    assert condition_of(world.status, "Promoted").reason == "Promoted"
     # v1 is scaled to zero (kept), not deleted, once nothing routes to it.
     world.run(2)
     assert world.workloads["v1"].desired_replicas == 0
@@ -88,7 +94,7 @@ def test_failing_gate_rolls_back_at_failure_limit_in_the_same_write_as_rolling_b
     world.metrics = lambda q: Measurement.of(0.84 if q.metric == "p99-latency" else 0.001, 400)
     world.run_until_phase(Phase.ROLLING_BACK)
     s = world.status
-    assert s.traffic.candidate is None and s.traffic.stable.weight == 100
+    assert s.traffic.candidate is None and s.traffic.stable is not None and s.traffic.stable.weight == 100
     assert s.reason == "AnalysisFailed"
     assert "p99-latency 0.84 > max 0.5 (n=400) (2/2 failures)" in s.message
     rollback_event = [e for e in world.events if e.reason == "AnalysisFailed"][-1]
@@ -100,8 +106,8 @@ def test_failing_gate_rolls_back_at_failure_limit_in_the_same_write_as_rolling_b
     world.tick()
     assert ScaleDownVersion("v3") in world.decisions[-1].actions
     assert world.status.phase is Phase.ROLLED_BACK
-    assert world.status.condition("RolledBack").status == "True"
-    assert world.status.condition("RolledBack").reason == "AnalysisFailed"
+    assert condition_of(world.status, "RolledBack").status == "True"
+    assert condition_of(world.status, "RolledBack").reason == "AnalysisFailed"
     assert world.status.history[-1].outcome == "RolledBack"
     # It stays rolled back while the spec still names v3: no new attempt on its own.
     world.run(5)
@@ -181,7 +187,8 @@ def test_new_version_during_rollout_abandons_candidate_then_starts_the_new_one()
     assert world.status.phase is Phase.ROLLING_BACK and world.status.reason == "Superseded"
     assert world.status.traffic.candidate is None
     world.tick()
-    assert world.status.phase is Phase.PROGRESSING and world.status.candidate_version == "v3"
+    status = world.status  # a fresh name: mypy would hold world.status.phase at ROLLING_BACK from above
+    assert status.phase is Phase.PROGRESSING and status.candidate_version == "v3"
     assert DeleteVersion("v2") in world.decisions[-1].actions
     assert world.status.history[-1].outcome == "Superseded"
     world.run_until_phase(Phase.HEALTHY)
@@ -195,15 +202,17 @@ def test_spec_reverted_to_stable_mid_rollout_returns_to_healthy():
     world.set_spec(with_version(CANARY, "v1"))
     world.run_until_phase(Phase.HEALTHY)
     assert world.status.stable_version == "v1" and world.status.candidate_version is None
-    assert world.status.traffic.stable.weight == 100
+    assert world.status.traffic.stable is not None and world.status.traffic.stable.weight == 100
 
 
 def test_old_superseded_versions_are_deleted_and_one_previous_is_kept():
     world = healthy_world()
     for version in ("v2", "v3"):
         world.set_spec(with_version(CANARY, version))
-        world.run_until(lambda w, v=version: w.status.phase is Phase.HEALTHY and
-                        w.status.stable_version == v)
+
+        def promoted(w: World, v: str = version) -> bool:
+            return w.status.phase is Phase.HEALTHY and w.status.stable_version == v
+        world.run_until(promoted)
     world.run(2)
     assert set(world.workloads) == {"v2", "v3"}
     assert world.workloads["v2"].desired_replicas == 0
@@ -231,6 +240,7 @@ def test_a_step_held_by_inconclusive_checks_ends_at_its_deadline():
     world.set_spec(with_version(spec, "v2"))
     world.run_until(lambda w: w.status.traffic.candidate_weight == 10)
     entered = world.status.step_started_at
+    assert entered is not None
     world.metrics = lambda q: Measurement.of(0.0, samples=7)
     world.run_until_phase(Phase.ROLLING_BACK)
     assert world.status.reason == "ProgressDeadlineExceeded"
@@ -259,7 +269,9 @@ def test_history_is_bounded_by_history_limit_keeping_the_newest():
     world = healthy_world(spec)
     for version in ("v2", "v3", "v4"):
         world.set_spec(with_version(spec, version))
-        world.run_until(lambda w, v=version: w.status.stable_version == v and
-                        w.status.phase is Phase.HEALTHY)
+
+        def promoted(w: World, v: str = version) -> bool:
+            return w.status.stable_version == v and w.status.phase is Phase.HEALTHY
+        world.run_until(promoted)
     assert [h.version for h in world.status.history] == ["v3", "v4"]
     assert all(h.outcome == "Promoted" and h.finished_at for h in world.status.history)

@@ -5,8 +5,8 @@ import random
 
 import pytest
 
-from rollout_operator.domain import TRANSITIONS, Phase, is_allowed_transition
-from tests.support.domain_sim import World
+from rollout_operator.domain import TRANSITIONS, EmitEvent, Phase, is_allowed_transition
+from tests.support.domain_sim import World, condition_of
 from tests.support.walks import EVENTS, apply_event, new_world, transitions
 
 pytestmark = pytest.mark.unit
@@ -88,7 +88,7 @@ def targeted_transitions() -> set:
 def test_walks_reach_every_transition_in_the_table_and_nothing_else():
     # check_invariants (domain_sim) asserts is_allowed_transition on every single tick.
     seen = collect_transitions(walks=120, length=70, seed=7) | targeted_transitions()
-    table = {(old, new) for old, targets in TRANSITIONS.items() for new in targets}
+    table: set[tuple[Phase | None, Phase]] = {(old, new) for old, targets in TRANSITIONS.items() for new in targets}
     table.add((None, Phase.INITIALIZING))
     seen.discard((None, Phase.INVALID))  # a brand-new object whose spec is already invalid
     missing = table - seen
@@ -106,9 +106,11 @@ def test_invalid_spec_keeps_traffic_and_resumes_where_it_was():
     assert world.status.phase is Phase.INVALID
     assert world.status.message == "spec.analysis.interval: must be a duration like 30s, got 'x'"
     assert world.status.traffic == before
-    assert world.decisions[-1].actions[0].reason == "InvalidSpec"
+    event = world.decisions[-1].actions[0]
+    assert isinstance(event, EmitEvent) and event.reason == "InvalidSpec", event
     world.tick()
     assert world.decisions[-1].actions == ()  # one event per problem, not one per tick
     apply_event(world, "valid", 0)
-    assert world.status.phase is Phase.PROGRESSING and world.status.suspended_phase is None
-    assert world.status.condition("Progressing").status == "True"
+    status = world.status  # a fresh name: mypy would hold world.status.phase at INVALID from above
+    assert status.phase is Phase.PROGRESSING and status.suspended_phase is None
+    assert condition_of(status, "Progressing").status == "True"

@@ -43,7 +43,7 @@ def test_weights_stay_in_range_and_sum_to_100(events, spec_index):
     if t.stable is not None:
         assert t.stable.weight + t.candidate_weight == 100
     if world.status.phase in (Phase.HEALTHY, Phase.ROLLED_BACK, Phase.STOPPED):
-        assert t.candidate is None and t.mirror is None and t.stable.weight == 100
+        assert t.candidate is None and t.mirror is None and t.stable is not None and t.stable.weight == 100
 
 
 @FAST

@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 
 from rollout_operator.domain import Measurement, Phase
-from tests.support.domain_sim import CANARY, World, with_version
+from tests.support.domain_sim import CANARY, World, condition_of, with_version
 
 pytestmark = pytest.mark.unit
 
@@ -29,7 +29,7 @@ def test_abort_rolls_back_with_reason_aborted_and_who_asked():
     assert "aborted by bob" in world.status.message
     assert world.status.history[-1].by == "bob"
     assert world.status.handled_requests.abort == 1
-    assert world.status.condition("RolledBack").reason == "Aborted"
+    assert condition_of(world.status, "RolledBack").reason == "Aborted"
 
 
 def test_retry_after_rollback_runs_the_same_version_again_from_step_one():
@@ -84,7 +84,8 @@ def test_spec_paused_freezes_the_cursor_and_resume_continues():
     assert world.status.current_step_index == index and world.status.phase is Phase.PAUSED
     world.set_spec({**world.spec_dict, "paused": False})
     world.tick()
-    assert world.status.phase is Phase.PROGRESSING and "Resumed" in world.reasons()
+    status = world.status  # a fresh name: mypy would hold world.status.phase at PAUSED from above
+    assert status.phase is Phase.PROGRESSING and "Resumed" in world.reasons()
     world.run_until_phase(Phase.HEALTHY)
 
 
@@ -160,7 +161,7 @@ def test_old_stable_survives_a_crash_during_promotion_followed_by_an_abort():
     world.request("abort")
     world.tick()
     assert world.status.phase is Phase.ROLLING_BACK
-    assert world.status.traffic.stable.version == "v1"
+    assert world.status.traffic.stable is not None and world.status.traffic.stable.version == "v1"
     assert world.workloads["v1"].ready_replicas == 2
 
 

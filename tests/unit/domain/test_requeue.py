@@ -36,7 +36,8 @@ def test_during_a_step_the_next_check_is_the_next_moment():
     world.set_spec(with_version(CANARY, "v2"))
     world.run_until(lambda w: w.status.traffic.candidate_weight == 10)
     d = world.tick(timedelta(seconds=1))
-    assert d.requeue_after == world.status.next_check_at - world.now
+    next_check = world.status.next_check_at
+    assert next_check is not None and d.requeue_after == next_check - world.now
     assert timedelta(seconds=1) <= d.requeue_after <= timedelta(seconds=30)
 
 
@@ -48,7 +49,8 @@ def test_a_pause_ending_before_the_next_check_wakes_at_its_end():
     world.set_spec(with_version(spec, "v2"))
     world.run_until(lambda w: w.status.current_step_index == 1)
     d = world.tick(timedelta(seconds=2))
-    assert d.requeue_after == world.status.step_started_at + timedelta(seconds=10) - world.now
+    started = world.status.step_started_at
+    assert started is not None and d.requeue_after == started + timedelta(seconds=10) - world.now
 
 
 def test_blue_green_wakes_for_the_delayed_scale_down():
@@ -59,7 +61,8 @@ def test_blue_green_wakes_for_the_delayed_scale_down():
     d = world.tick(timedelta(seconds=5))
     assert d.requeue_after == timedelta(seconds=60)  # 2m away: the bound applies
     d = world.tick(timedelta(seconds=70))
-    assert d.requeue_after == world.status.scale_down_at - world.now < timedelta(seconds=60)
+    scale_down_at = world.status.scale_down_at
+    assert scale_down_at is not None and d.requeue_after == scale_down_at - world.now < timedelta(seconds=60)
 
 
 def test_invalid_spec_waits_for_a_change():

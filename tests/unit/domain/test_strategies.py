@@ -29,8 +29,11 @@ def test_blue_green_previews_then_switches_atomically_and_keeps_old_for_the_dela
     world.run_until(lambda w: w.status.step_started_at is not None)
     assert EnsurePreviewService("v2") in world.decisions[-1].actions
     splits = []
-    world.run_until(lambda w: (splits.append(w.status.traffic.candidate_weight) or
-                               w.status.phase is Phase.HEALTHY), max_ticks=100)
+
+    def record_split(w: World) -> bool:
+        splits.append(w.status.traffic.candidate_weight)
+        return w.status.phase is Phase.HEALTHY
+    world.run_until(record_split, max_ticks=100)
     # Only 0 and 100 ever: the switch is one status write.
     assert set(splits) == {0, 100}
     assert world.status.stable_version == "v2"
@@ -48,7 +51,8 @@ def test_blue_green_post_promotion_failure_switches_back_to_the_still_running_st
     assert world.workloads["v1"].ready_replicas == 2  # old colour is still up
     world.metrics = lambda q: Measurement.of(0.2 if q.metric == "error-rate" else 0.1, 500)
     world.run_until_phase(Phase.ROLLING_BACK)
-    assert world.status.traffic.stable.version == "v1" and world.status.traffic.stable.weight == 100
+    stable = world.status.traffic.stable
+    assert stable is not None and stable.version == "v1" and stable.weight == 100
     assert "error-rate 0.2 > max 0.01" in world.status.message
 
 
@@ -81,7 +85,7 @@ def test_blue_green_preview_replicas_scale_up_before_the_switch():
 def test_shadow_mirrors_without_user_traffic_and_stops_with_a_report():
     world = started(SHADOW)
     world.run_until(lambda w: w.status.traffic.mirror is not None)
-    assert world.status.traffic.mirror.percent == 50
+    assert world.status.traffic.mirror is not None and world.status.traffic.mirror.percent == 50
     assert world.status.traffic.candidate_weight == 0
     world.run_until_phase(Phase.STOPPED)
     s = world.status
@@ -112,9 +116,11 @@ def test_shadow_then_canary_stops_mirroring_before_real_traffic():
                                               "canary": {"steps": [{"setWeight": 20}]}}}}
     world = started(spec)
     both = []
-    world.run_until(lambda w: (both.append((w.status.traffic.candidate_weight,
-                                            w.status.traffic.mirror)) or
-                               w.status.phase is Phase.HEALTHY), max_ticks=100)
+
+    def record_both(w: World) -> bool:
+        both.append((w.status.traffic.candidate_weight, w.status.traffic.mirror))
+        return w.status.phase is Phase.HEALTHY
+    world.run_until(record_both, max_ticks=100)
     assert world.status.stable_version == "v2"
     assert not any(weight > 0 and mirror is not None for weight, mirror in both)
     assert (20, None) in both
