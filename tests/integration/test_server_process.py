@@ -49,6 +49,8 @@ def server(tmp_path_factory):
         [str(SERVER), "--model-uri", str(model), "--host", "127.0.0.2", "--port", str(port)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
+    assert proc.stdout is not None  # PIPE just above
+    output = proc.stdout
     base = f"http://127.0.0.2:{port}"
 
     def ready() -> bool:
@@ -58,7 +60,7 @@ def server(tmp_path_factory):
             return False
 
     def exited() -> str | None:
-        return None if proc.poll() is None else proc.stdout.read().decode()
+        return None if proc.poll() is None else output.read().decode()
 
     wait_for(ready, "the speech server to be ready", timeout=60, every=0.2, gone=exited)
     yield base, proc

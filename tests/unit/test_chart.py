@@ -448,6 +448,7 @@ def test_helm_test_pod_is_a_hook_running_one_of_our_images():
 
 def _generate_crds_module():
     spec = importlib.util.spec_from_file_location("generate_crds", REPO / "charts" / "generate_crds.py")
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -222,15 +222,17 @@ def test_schema_defaults_match_the_domain_defaults():
                          "strategy": {"canary": {"steps": [{"setWeight": 10}]}},
                          "analysis": {}}, name="x", namespace="y")
     a = props["analysis"]["properties"]
-    assert a["minSamples"]["default"] == parsed.analysis.min_samples
-    assert a["failureLimit"]["default"] == parsed.analysis.failure_limit
-    assert a["inconclusiveLimit"]["default"] == parsed.analysis.inconclusive_limit
-    assert a["consecutiveErrorLimit"]["default"] == parsed.analysis.consecutive_error_limit
-    assert a["onNoData"]["default"] == parsed.analysis.on_no_data.value
-    assert a["mode"]["default"] == parsed.analysis.mode.value
-    assert a["falsePromotionRate"]["default"] == parsed.analysis.false_promotion_rate
-    assert a["falseRollbackRate"]["default"] == parsed.analysis.false_rollback_rate
-    assert parse_duration(a["maxDuration"]["default"]) == parsed.analysis.max_duration
+    analysis = parsed.analysis
+    assert analysis is not None, "an empty analysis block parses to the defaults"
+    assert a["minSamples"]["default"] == analysis.min_samples
+    assert a["failureLimit"]["default"] == analysis.failure_limit
+    assert a["inconclusiveLimit"]["default"] == analysis.inconclusive_limit
+    assert a["consecutiveErrorLimit"]["default"] == analysis.consecutive_error_limit
+    assert a["onNoData"]["default"] == analysis.on_no_data.value
+    assert a["mode"]["default"] == analysis.mode.value
+    assert a["falsePromotionRate"]["default"] == analysis.false_promotion_rate
+    assert a["falseRollbackRate"]["default"] == analysis.false_rollback_rate
+    assert parse_duration(a["maxDuration"]["default"]) == analysis.max_duration
     # No image defaults in the schema: the API server would store them and the operator's
     # --model-server-image / --router-image could never apply (issue 11).
     assert "default" not in props["server"]["properties"]["image"]

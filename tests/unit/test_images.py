@@ -161,7 +161,9 @@ def test_operator_dockerfile_installs_every_third_party_import_of_the_operator()
 
 
 def requirement_name(requirement: str) -> str:
-    return normalize(re.match(r"[A-Za-z0-9._-]+", requirement).group(0))
+    match = re.match(r"[A-Za-z0-9._-]+", requirement)
+    assert match, f"not a requirement: {requirement!r}"
+    return normalize(match.group(0))
 
 
 def installed_with_dependencies(requirements: list[str]) -> set[str]:
@@ -181,7 +183,9 @@ def installed_with_dependencies(requirements: list[str]) -> set[str]:
 
 def test_model_server_image_installs_silero_vad_like_the_makefile():
     makefile = (ROOT / "Makefile").read_text()
-    spec = re.search(r"--no-deps '(silero-vad[^']+)'", makefile).group(1)
+    found = re.search(r"--no-deps '(silero-vad[^']+)'", makefile)
+    assert found, "the Makefile installs silero-vad with --no-deps"
+    spec = found.group(1)
     assert f"--no-deps '{spec}'" in DOCKERFILES["model-server"].read_text()
 
 
@@ -282,7 +286,9 @@ def test_build_context_ignores_local_state():
 def test_make_images_runs_the_build_script():
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^images:.*\n\timages/build\.sh", makefile, re.M)
-    phony = re.search(r"^\.PHONY:(.*(?:\\\n.*)*)", makefile, re.M).group(1)
+    found = re.search(r"^\.PHONY:(.*(?:\\\n.*)*)", makefile, re.M)
+    assert found, "the Makefile has a .PHONY line"
+    phony = found.group(1)
     assert "images" in phony.split()
 
 

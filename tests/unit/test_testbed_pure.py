@@ -4,6 +4,8 @@ kwok stage split, probe thresholds and the versions/images files.
 from __future__ import annotations
 
 import base64
+import tarfile
+from typing import IO, Any
 
 import pytest
 
@@ -15,7 +17,7 @@ from e2e.testbed.pod_runner.worker import compute_backoff, should_restart
 
 pytestmark = pytest.mark.unit
 
-POD = {
+POD: dict[str, Any] = {
     "metadata": {"name": "p1", "namespace": "ns1", "uid": "u1", "labels": {"app": "x"}},
     "spec": {"nodeName": "kwok-node-0", "serviceAccountName": "sa"},
     "status": {"podIP": "127.1.0.7", "hostIP": "127.0.0.1"},
@@ -284,22 +286,21 @@ def test_process_node_is_tainted_only_in_real_mode():
 def test_oci_archive_is_deterministic_and_names_the_image():
     import io
     import json
-    import tarfile
 
     from e2e.testbed.ociimage import compute_image_archive
 
     first = compute_image_archive("localhost/x/pause:1", b"\x7fELF-binary", "/pause")
     assert first == compute_image_archive("localhost/x/pause:1", b"\x7fELF-binary", "/pause")
     with tarfile.open(fileobj=io.BytesIO(first)) as tar:
-        index = json.load(tar.extractfile("index.json"))
+        index = json.load(_member(tar, "index.json"))
         assert all(m.mtime == 0 and m.uid == 0 for m in tar.getmembers())
         (entry,) = index["manifests"]
         assert entry["annotations"]["io.containerd.image.name"] == "localhost/x/pause:1"
-        manifest = json.load(tar.extractfile(f"blobs/sha256/{entry['digest'][7:]}"))
-        layer = tar.extractfile(f"blobs/sha256/{manifest['layers'][0]['digest'][7:]}").read()
+        manifest = json.load(_member(tar, f"blobs/sha256/{entry['digest'][7:]}"))
+        layer = _member(tar, f"blobs/sha256/{manifest['layers'][0]['digest'][7:]}").read()
     with tarfile.open(fileobj=io.BytesIO(layer)) as inner:
         member = inner.getmember("pause")
-        assert member.mode == 0o755 and inner.extractfile(member).read() == b"\x7fELF-binary"
+        assert member.mode == 0o755 and _member(inner, member).read() == b"\x7fELF-binary"
 
 
 def test_port_taken_by_same_address_or_wildcard_only():
@@ -359,3 +360,10 @@ def test_iptables_leftover_parsing_finds_the_nodes_chains_and_jumps(monkeypatch)
     chains, jumps = node_host._chains("iptables", "filter")
     assert chains == ["KUBE-SERVICES", "KUBE-FORWARD", "CNI-HOSTPORT-DNAT"]
     assert jumps == [rules.splitlines()[5], "-A OUTPUT -j CNI-HOSTPORT-DNAT"]
+
+
+def _member(tar: tarfile.TarFile, name: str | tarfile.TarInfo) -> IO[bytes]:
+    """A regular file's contents in the archive (extractfile answers None for anything else)."""
+    f = tar.extractfile(name)
+    assert f is not None, f"{name} is not a regular file in the archive"
+    return f
