@@ -8,12 +8,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 
 import numpy as np
 
-from speech_serving.pipeline import ClipResult, SpeechPipeline, StageTimes
+from speech_serving.pipeline import ClipResult, StageTimes
 
 _Item = tuple[list[np.ndarray], asyncio.Future]
+
+
+class BatchPipeline(Protocol):
+    """What the batcher runs: a SpeechPipeline (or a test's stand-in with the same method)."""
+
+    def run_batch(self, clips: list[np.ndarray]) -> tuple[list[ClipResult], StageTimes]: ...
 
 
 class BatcherClosed(RuntimeError):
@@ -24,7 +31,7 @@ class AdaptiveBatcher:
     """Runs submitted clips through one SpeechPipeline on up to `threads` worker threads."""
 
     def __init__(
-        self, pipeline: SpeechPipeline, max_batch: int = 16, threads: int = 1,
+        self, pipeline: BatchPipeline, max_batch: int = 16, threads: int = 1,
         on_batch: Callable[[int], None] | None = None,
     ):
         self._pipeline = pipeline
