@@ -92,6 +92,7 @@ def test_killing_the_leader_mid_canary_lets_the_standby_finish_with_one_history_
              describe=lambda: _logs(replicas))
     first = wait_for(lambda: _one_leader_by_gauge(replicas), "exactly one replica with the leader gauge at 1",
                      timeout=30, describe=lambda: _logs(replicas))
+    assert first is not None  # wait_for returns only a truthy value
     assert _leader(api, ns, replicas) is first, f"the Lease names {_holder(api, ns)}, the gauge {first.identity}"
     if outcome == "RolledBack":
         gates.error_rate["v2"] = 0.5  # every check of v2 fails; failureLimit 2 rolls back

@@ -7,6 +7,7 @@ move a canary's weight backwards, and never promote twice.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,8 @@ from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
-STEPS = [{"setWeight": 10}, {"pause": {"duration": "3s"}}, {"setWeight": 50}, {"analysis": {"checks": 2}}]
+STEPS: list[dict[str, Any]] = [
+    {"setWeight": 10}, {"pause": {"duration": "3s"}}, {"setWeight": 50}, {"analysis": {"checks": 2}}]
 
 
 class Sampler(threading.Thread):

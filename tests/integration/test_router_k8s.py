@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from e2e import scenario
-from tests.support.router_fixtures import start_router
+from tests.support.router_fixtures import RouterProcess, start_router
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -116,20 +116,18 @@ def router_kubeconfig(tb, ns: str, tmp: Path, server: str | None = None, rollout
 
 @pytest.fixture
 def procs():
-    started = []
+    started: list[RouterProcess | TcpProxy] = []
     yield started
     for p in started:
         if isinstance(p, TcpProxy):
             p.close()
-        elif hasattr(p, "stop"):
+        else:
             p.stop()
-        elif p.proc.poll() is None:
-            p.kill()
 
 
 def versions_seen(router, n: int = 40, headers: dict | None = None) -> dict[str, int]:
     """Sends n requests; checks the router's x-model-version against the pod that really answered."""
-    client, seen = router.client(), {}
+    client, seen = router.client(), dict[str, int]()
     for _ in range(n):
         r = client.request("GET", "/who", headers=headers)
         assert r.status == 200, r.body
@@ -278,7 +276,8 @@ class TcpProxy:
     connection (existing and new) but keeps its port, so nothing else can take it meanwhile."""
 
     def __init__(self, target: tuple[str, int]) -> None:
-        self.target, self.conns, self.cut_off = target, [], False
+        self.target, self.cut_off = target, False
+        self.conns: list[socket.socket] = []
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()

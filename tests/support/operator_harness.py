@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import yaml
 
@@ -44,7 +44,7 @@ class OperatorProcess:
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
-    def start(self) -> "OperatorProcess":
+    def start(self) -> Self:
         self.starts += 1
         log = open(self.log_dir / f"operator-{self.namespace}-{self.starts}.log", "wb")
         env = {**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)}
