@@ -4,6 +4,7 @@
 import copy
 import re
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -12,7 +13,7 @@ from tests.support.domain_sim import World, with_version
 
 pytestmark = pytest.mark.unit
 
-SEQUENTIAL = {
+SEQUENTIAL: dict[str, Any] = {
     "model": {"name": "speech-commands", "version": "v1", "uri": "file:///models/v1.onnx"},
     "strategy": {"canary": {"steps": [{"setWeight": 20}, {"analysis": {"duration": "10m"}}]}},
     "analysis": {"mode": "sequential", "interval": "30s", "falsePromotionRate": 0.05,
@@ -26,7 +27,9 @@ _WINDOW = re.compile(r"\[(\d+)([sm])\]")
 def counting(rps: dict[Role, float], error_rate: dict[Role, float]):
     """A Prometheus that answers count queries with the expected counts over their window."""
     def answer(q: QueryRequest) -> Measurement:
-        amount, unit = _WINDOW.search(q.query).groups()
+        window = _WINDOW.search(q.query)
+        assert window, q.query
+        amount, unit = window.groups()
         seconds = int(amount) * (60 if unit == "m" else 1)
         trials = rps[q.role] * seconds
         return Measurement.of(trials * error_rate[q.role], samples=int(trials))
@@ -54,7 +57,9 @@ def test_queries_count_events_and_trials_since_the_step_began():
     assert "increase(speech_requests_total" in q.query and 'outcome="server_error"' in q.query
     assert q.samples_query.startswith("sum(increase(speech_requests_total")
     started = world.decisions[-2].status.step_started_at  # the status the query was planned on
-    seconds = int(_WINDOW.search(q.query).group(1))
+    window = _WINDOW.search(q.query)
+    assert window, q.query
+    seconds = int(window.group(1))
     assert seconds == pytest.approx((world.now - started).total_seconds(), abs=1)
 
 
@@ -132,8 +137,9 @@ def test_sequential_defaults():
     a = parse(lambda s: s.__setitem__("analysis", {"mode": "sequential", "metrics": metrics})).analysis
     assert a.is_sequential and a.false_promotion_rate == 0.05 and a.false_rollback_rate == 0.05
     assert a.max_duration == timedelta(minutes=30)
-    assert not parse_spec({**SEQUENTIAL, "analysis": {"metrics": SEQUENTIAL["analysis"]["metrics"]}},
-                          name="speech", namespace="models").analysis.is_sequential
+    plain = parse_spec({**SEQUENTIAL, "analysis": {"metrics": SEQUENTIAL["analysis"]["metrics"]}},
+                       name="speech", namespace="models").analysis
+    assert plain is not None and not plain.is_sequential
 
 
 @pytest.mark.parametrize("change, field, text", [
