@@ -163,7 +163,7 @@ def test_the_traffic_action_carries_the_shadow_mirror():
     d = world.tick()
     (traffic,) = [a for a in d.actions if isinstance(a, SetTraffic)]
     assert traffic.mirror == world.status.traffic.mirror
-    assert traffic.mirror.version == "v2" and traffic.mirror.percent == 50
+    assert traffic.mirror is not None and traffic.mirror.version == "v2" and traffic.mirror.percent == 50
 
 
 def test_promoting_from_a_smaller_preview_ensures_the_candidate_at_full_size():

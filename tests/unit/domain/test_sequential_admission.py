@@ -3,6 +3,7 @@ an analysis step cannot reach a verdict within its longest wait at stable's traf
 
 import copy
 import re
+from typing import Any
 
 import pytest
 
@@ -13,7 +14,7 @@ from tests.support.domain_sim import World, with_version
 
 pytestmark = pytest.mark.unit
 
-SPEC = {
+SPEC: dict[str, Any] = {
     "model": {"name": "speech-commands", "version": "v1", "uri": "file:///models/v1.onnx"},
     "strategy": {"canary": {"steps": [{"setWeight": 20}, {"analysis": {"duration": "10m"}}]}},
     "analysis": {"mode": "sequential", "interval": "30s", "window": "1m",
@@ -30,7 +31,9 @@ def steady(total_rps: float, error_rate: float, candidate_share: float = 0.2):
     """Prometheus with every version at `error_rate`: stable's queries see all `total_rps` (as
     before the rollout), the candidate's its 20% weight of it."""
     def answer(q: QueryRequest) -> Measurement:
-        amount, unit = _WINDOW.search(q.query).groups()
+        window = _WINDOW.search(q.query)
+        assert window, q.query
+        amount, unit = window.groups()
         rps = total_rps * (candidate_share if q.role is Role.CANDIDATE else 1.0)
         trials = rps * int(amount) * (60 if unit == "m" else 1)
         return Measurement.of(trials * error_rate, samples=int(trials))
@@ -112,7 +115,7 @@ def test_the_warning_is_not_repeated_at_the_steps_first_round_or_after():
     world.run_until(lambda w: w.status.current_step_index == 1 and w.status.analysis.rounds >= 3,
                     max_ticks=200)
     gate = world.status.analysis.metrics[0]
-    assert gate.verdict.value == "Inconclusive" and gate.warned_steps == (1,)
+    assert gate.verdict is not None and gate.verdict.value == "Inconclusive" and gate.warned_steps == (1,)
     world.run_until_phase(Phase.ROLLED_BACK, max_ticks=200)
     assert world.status.reason == "InconclusiveAnalysis"
     (only,) = forecasts(world)
