@@ -116,7 +116,9 @@ class Observer:
                 return
 
     def wait(self, table: dict, key: tuple[str, str], what: str) -> float:
-        return wait_for(lambda: self._get(table, key), what, timeout=RUN_TIMEOUT_S, every=0.05)
+        seen = wait_for(lambda: self._get(table, key), what, timeout=RUN_TIMEOUT_S, every=0.05)
+        assert seen is not None  # wait_for returns only a truthy value
+        return seen
 
     def _get(self, table: dict, key: tuple[str, str]) -> float | None:
         with self.lock:
@@ -124,7 +126,10 @@ class Observer:
 
 
 def fetch_phase(custom: client.CustomObjectsApi, ns: str, name: str) -> tuple[str | None, str | None]:
-    status = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name).get("status") or {}
+    obj = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+    if not isinstance(obj, dict):
+        raise RuntimeError(f"ModelRollout {ns}/{name}: expected a JSON object, got {type(obj).__name__}")
+    status = obj.get("status") or {}
     return status.get("phase"), status.get("stableVersion")
 
 
