@@ -62,11 +62,37 @@ def load_bench_clips(n: int = 64) -> tuple[list[np.ndarray], str]:
     words = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
     out = []
     for i in range(n):
-        wav = subprocess.run(["espeak-ng", "--stdout", "-s", str(140 + 7 * i % 80), words[i % 10]],
-                             check=True, capture_output=True).stdout
-        raw = subprocess.run(["sox", "-t", "wav", "-", "-t", "raw", "-r", "16000", "-e", "signed", "-b", "16",
-                              "-c", "1", "-", "pad", "0.2", "1", "trim", "0", "1"],
-                             input=wav, check=True, capture_output=True).stdout
+        wav = subprocess.run(
+            ["espeak-ng", "--stdout", "-s", str(140 + 7 * i % 80), words[i % 10]], check=True, capture_output=True
+        ).stdout
+        raw = subprocess.run(
+            [
+                "sox",
+                "-t",
+                "wav",
+                "-",
+                "-t",
+                "raw",
+                "-r",
+                "16000",
+                "-e",
+                "signed",
+                "-b",
+                "16",
+                "-c",
+                "1",
+                "-",
+                "pad",
+                "0.2",
+                "1",
+                "trim",
+                "0",
+                "1",
+            ],
+            input=wav,
+            check=True,
+            capture_output=True,
+        ).stdout
         out.append(np.frombuffer(raw, dtype="<i2").copy())
     return out, "espeak-ng words padded to 1 s"
 
@@ -100,8 +126,16 @@ class Phase:
         self.errors = 0
         self.metrics: dict[str, float] = {}
 
-    def add(self, latencies: list[float], items: int, wall: float, client_cpu: float, server_cpu: float = 0.0,
-            errors: int = 0, metrics: dict[str, float] | None = None) -> None:
+    def add(
+        self,
+        latencies: list[float],
+        items: int,
+        wall: float,
+        client_cpu: float,
+        server_cpu: float = 0.0,
+        errors: int = 0,
+        metrics: dict[str, float] | None = None,
+    ) -> None:
         self.latencies += latencies
         self.items += items
         self.wall += wall
@@ -114,15 +148,23 @@ class Phase:
     def bare_summary(self) -> dict:
         """Per pipeline call: every clip in a batch waits for the whole batch."""
         n = max(1, self.items)
-        return {"clips": self.items, "throughput_clips_per_s": round(self.items / self.wall, 1),
-                **percentiles_ms(self.latencies), "cpu_ms_per_clip": round(self.client_cpu / n * 1e3, 3)}
+        return {
+            "clips": self.items,
+            "throughput_clips_per_s": round(self.items / self.wall, 1),
+            **percentiles_ms(self.latencies),
+            "cpu_ms_per_clip": round(self.client_cpu / n * 1e3, 3),
+        }
 
     def server_summary(self) -> dict:
         n = max(1, self.items)
-        out = {"requests": self.items, "throughput_rps": round(self.items / self.wall, 1),
-               **percentiles_ms(self.latencies), "errors": self.errors,
-               "server_cpu_ms_per_request": round(self.server_cpu / n * 1e3, 3),
-               "client_cpu_ms_per_request": round(self.client_cpu / n * 1e3, 3)}
+        out = {
+            "requests": self.items,
+            "throughput_rps": round(self.items / self.wall, 1),
+            **percentiles_ms(self.latencies),
+            "errors": self.errors,
+            "server_cpu_ms_per_request": round(self.server_cpu / n * 1e3, 3),
+            "client_cpu_ms_per_request": round(self.client_cpu / n * 1e3, 3),
+        }
         out.update(compute_server_side(self.metrics, float(np.mean(self.latencies or [0.0]))))
         return out
 
@@ -139,8 +181,9 @@ def compute_server_side(m: dict[str, float], client_mean_s: float) -> dict:
         "mean_ms": {
             "decode": round(mean["decode"] * 1e3, 3),
             "pipeline_batch (vad+features+recognize of the batch it ran in)": round(batch_ms, 3),
-            "queue_and_app (waiting for a pipeline thread, hand-off, response)":
-                round(mean["total"] * 1e3 - mean["decode"] * 1e3 - batch_ms, 3),
+            "queue_and_app (waiting for a pipeline thread, hand-off, response)": round(
+                mean["total"] * 1e3 - mean["decode"] * 1e3 - batch_ms, 3
+            ),
             "server_total (body read to response sent)": round(mean["total"] * 1e3, 3),
             "http_and_client (client latency minus server_total)": round((client_mean_s - mean["total"]) * 1e3, 3),
         },
@@ -171,8 +214,12 @@ def run_bare(pipe, floats: list[np.ndarray], threads: int, batch: int, seconds: 
     for w in workers:
         w.join()
     flat = [x for lat in latencies for x in lat]
-    return {"latencies": flat, "clips": len(flat) * batch, "wall": time.perf_counter() - start,
-            "cpu": time.process_time() - cpu0}
+    return {
+        "latencies": flat,
+        "clips": len(flat) * batch,
+        "wall": time.perf_counter() - start,
+        "cpu": time.process_time() - cpu0,
+    }
 
 
 def cpu_per_call(fn, args: list, n: int) -> float:
@@ -242,14 +289,18 @@ async def call_app_sequentially(app, model_name: str, bodies: list[bytes]) -> No
     """Every body once through the server's ASGI app in this process: no sockets, no HTTP parsing."""
     path = f"/v1/models/{model_name}:predict"
     for body in bodies:
-        scope = {"type": "http", "method": "POST", "path": path,
-                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": path,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
         status = []
 
         async def receive(body=body) -> dict:
             return {"type": "http.request", "body": body, "more_body": False}
 
-        async def send(message: dict) -> None:
+        async def send(message: dict, status: list = status) -> None:
             if message["type"] == "http.response.start":
                 status.append(message["status"])
 
@@ -288,7 +339,12 @@ class BareWorker:
         env = dict(os.environ, PYTHONPATH=src) if src else None
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.bench_model_server", "--bare-worker", model_path, clips_path],
-            cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert self.proc.stdin is not None and self.proc.stdout is not None  # both are PIPE just above
         self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
 
@@ -317,15 +373,38 @@ def v2_binary_bodies(clips: list[np.ndarray]) -> list[tuple[bytes, str]]:
     """The binary tensor extension: a small JSON header, then raw INT16 samples (no base64, no lists)."""
     out = []
     for c in clips:
-        header = json.dumps({"inputs": [{"name": "audio", "datatype": "INT16", "shape": [1, len(c)],
-                                         "parameters": {"binary_data_size": c.nbytes}}]}).encode()
+        header = json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "audio",
+                        "datatype": "INT16",
+                        "shape": [1, len(c)],
+                        "parameters": {"binary_data_size": c.nbytes},
+                    }
+                ]
+            }
+        ).encode()
         out.append((header + c.astype("<i2").tobytes(), f"inference-header-content-length: {len(header)}\r\n"))
     return out
 
 
 def v2_bodies(clips: list[np.ndarray]) -> list[bytes]:
-    return [json.dumps({"inputs": [{"name": "audio", "datatype": "BYTES", "shape": [1],
-                                    "data": [base64.b64encode(c.tobytes()).decode()]}]}).encode() for c in clips]
+    return [
+        json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "audio",
+                        "datatype": "BYTES",
+                        "shape": [1],
+                        "data": [base64.b64encode(c.tobytes()).decode()],
+                    }
+                ]
+            }
+        ).encode()
+        for c in clips
+    ]
 
 
 class RawHttpConnection:
@@ -341,8 +420,10 @@ class RawHttpConnection:
         reader, writer = self.reader, self.writer
         if reader is None or writer is None:
             reader, writer = self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        head = (f"POST {path} HTTP/1.1\r\nhost: {self.host}\r\ncontent-type: application/json\r\n{extra}"
-                f"content-length: {len(body)}\r\n\r\n").encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nhost: {self.host}\r\ncontent-type: application/json\r\n{extra}"
+            f"content-length: {len(body)}\r\n\r\n"
+        ).encode()
         writer.write(head + body)
         header = await reader.readuntil(b"\r\n\r\n")
         status = int(header[9:12])
@@ -399,7 +480,8 @@ def scrape_sums(base: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith("speech_request_duration_seconds_sum") or line.startswith(
-                "speech_request_duration_seconds_count"):
+            "speech_request_duration_seconds_count"
+        ):
             stage = line.split('stage="')[1].split('"')[0]
             out[f"{stage}_{'sum' if '_sum{' in line else 'count'}"] = float(line.rsplit(" ", 1)[1])
         elif line.startswith("speech_batch_size_sum") or line.startswith("speech_batch_size_count"):
@@ -407,8 +489,7 @@ def scrape_sums(base: str) -> dict[str, float]:
     return out
 
 
-def run_server_slice(server: "Server", url: str, bodies: list, concurrency: int, seconds: float,
-                     phase: Phase) -> None:
+def run_server_slice(server: Server, url: str, bodies: list, concurrency: int, seconds: float, phase: Phase) -> None:
     before, cpu0, srv0 = scrape_sums(server.base), time.process_time(), process_cpu_seconds(server.proc.pid)
     latencies, errors, wall = asyncio.run(drive(url, bodies, concurrency, seconds))
     cpu, srv = time.process_time() - cpu0, process_cpu_seconds(server.proc.pid) - srv0
@@ -428,8 +509,21 @@ class Server:
     def __init__(self, model_path: str, src: str = ""):
         port = free_port()
         self.base = f"http://127.0.0.1:{port}"
-        cmd = [sys.executable, "-m", "speech_serving.server", "--model-uri", model_path, "--model-version", "bench",
-               "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "speech_serving.server",
+            "--model-uri",
+            model_path,
+            "--model-version",
+            "bench",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ]
         env = dict(os.environ, PYTHONPATH=src) if src else None
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.time() + 60
@@ -440,7 +534,7 @@ class Server:
             except OSError:
                 if self.proc.poll() is not None:
                     stderr = self.proc.stderr.read() if self.proc.stderr else b""
-                    raise RuntimeError(f"speech-server exited: {stderr.decode()[-2000:]}")
+                    raise RuntimeError(f"speech-server exited: {stderr.decode()[-2000:]}") from None
                 time.sleep(0.2)
         self.proc.kill()
         raise RuntimeError("speech-server did not start within 60 s")
@@ -456,9 +550,14 @@ class Server:
 def compute_modes(clips: list[np.ndarray]) -> dict[str, tuple[str, list, int]]:
     v1, v2 = "/v1/models/speech-commands:predict", "/v2/models/speech-commands/infer"
     b1, b2, bb = v1_bodies(clips), v2_bodies(clips), v2_binary_bodies(clips)
-    return {"v1_concurrency1": (v1, b1, 1), "v1_concurrency8": (v1, b1, 8), "v1_concurrency32": (v1, b1, 32),
-            "v2_concurrency8": (v2, b2, 8), "v2_binary_concurrency8": (v2, bb, 8),
-            "v2_binary_concurrency32": (v2, bb, 32)}
+    return {
+        "v1_concurrency1": (v1, b1, 1),
+        "v1_concurrency8": (v1, b1, 8),
+        "v1_concurrency32": (v1, b1, 32),
+        "v2_concurrency8": (v2, b2, 8),
+        "v2_binary_concurrency8": (v2, bb, 8),
+        "v2_binary_concurrency32": (v2, bb, 32),
+    }
 
 
 class Tree:
@@ -477,8 +576,14 @@ class Tree:
 
     def run_server_slice(self, name: str, mode: tuple[str, list, int]) -> None:
         path, bodies, conc = mode
-        run_server_slice(self.server, self.server.base + path, bodies, conc, SERVER_SECONDS / ROUNDS,
-                         self.phases.setdefault(name, Phase()))
+        run_server_slice(
+            self.server,
+            self.server.base + path,
+            bodies,
+            conc,
+            SERVER_SECONDS / ROUNDS,
+            self.phases.setdefault(name, Phase()),
+        )
 
     def summary(self) -> dict:
         sweep = {f"threads{t}_batch{b}": p.bare_summary() for (t, b), p in self.bare.items()}
@@ -498,10 +603,13 @@ class Tree:
             # cheapest bare pipeline call per clip (the client's CPU is in client_cpu_ms_per_request).
             "cpu_ratio_vs_cheapest_bare": {
                 k: round(sweep[cheapest]["cpu_ms_per_clip"] / v["server_cpu_ms_per_request"], 3)
-                for k, v in server.items() if v["server_cpu_ms_per_request"]},
+                for k, v in server.items()
+                if v["server_cpu_ms_per_request"]
+            },
             "throughput_ratio_vs_bare_batch1_one_thread": {
                 k: round(v["throughput_rps"] / sweep["threads1_batch1"]["throughput_clips_per_s"], 3)
-                for k, v in server.items()},
+                for k, v in server.items()
+            },
         }
 
     def close(self) -> None:
@@ -537,17 +645,26 @@ def run() -> dict:
     finally:
         for tree in trees.values():
             tree.close()
-    result = {"clips": len(clips), "clip_source": clip_source, "model": model_desc, "rounds": ROUNDS,
-              "seconds_per_server_mode": SERVER_SECONDS, "seconds_per_bare_config": BARE_SECONDS,
-              "cpu_count": os.cpu_count(), "load_average_1m_start": round(load_start, 2),
-              "load_average_1m_end": round(os.getloadavg()[0], 2), "goal_ratio": GOAL_RATIO,
-              **summaries["current"], "stage_cpu_ms_per_request": stages}
+    result = {
+        "clips": len(clips),
+        "clip_source": clip_source,
+        "model": model_desc,
+        "rounds": ROUNDS,
+        "seconds_per_server_mode": SERVER_SECONDS,
+        "seconds_per_bare_config": BARE_SECONDS,
+        "cpu_count": os.cpu_count(),
+        "load_average_1m_start": round(load_start, 2),
+        "load_average_1m_end": round(os.getloadavg()[0], 2),
+        "goal_ratio": GOAL_RATIO,
+        **summaries["current"],
+        "stage_cpu_ms_per_request": stages,
+    }
     if "baseline" in summaries:
         result["baseline"] = {"src": BASELINE_SRC, **summaries["baseline"]}
     return result
 
 
-def compute_stages(tree: "Tree", c1_mode: tuple[str, list, int]) -> dict:
+def compute_stages(tree: Tree, c1_mode: tuple[str, list, int]) -> dict:
     """The in-process breakdown, plus the HTTP layer: the server process's CPU per request at concurrency 1
     minus the same requests through the ASGI app in-process, measured in alternation so both see one load."""
     stages = tree.worker.ask(cmd="stages", requests=STAGE_REQUESTS)
@@ -560,21 +677,27 @@ def compute_stages(tree: "Tree", c1_mode: tuple[str, list, int]) -> dict:
     asgi_ms, served_ms = float(np.median(asgi)), float(np.median(served))
     stages["asgi_app_total"] = round(asgi_ms, 3)
     stages["app_other (gate, fast path, KServe Model call, thread hand-off, metrics, response)"] = round(
-        asgi_ms - stages["pipeline_batch1"]["total"] - stages["decode"], 3)
+        asgi_ms - stages["pipeline_batch1"]["total"] - stages["decode"], 3
+    )
     stages["server_process_at_concurrency1"] = round(served_ms, 3)
     stages["http_server (uvicorn, sockets, event-loop wake-ups: server process minus asgi_app_total)"] = round(
-        served_ms - asgi_ms, 3)
+        served_ms - asgi_ms, 3
+    )
     return stages
 
 
 def compute_summary_line(name: str, r: dict) -> str:
     srv, ratio, cpu = r["server"], r["throughput_ratio_vs_limit"], r["cpu_ratio_vs_cheapest_bare"]
-    parts = [f"{name}: limit {r['limit']['throughput_clips_per_s']} clips/s (bare {r['limit']['config']}), "
-             f"cheapest bare {r['cheapest_bare']['cpu_ms_per_clip']} ms CPU/clip"]
+    parts = [
+        f"{name}: limit {r['limit']['throughput_clips_per_s']} clips/s (bare {r['limit']['config']}), "
+        f"cheapest bare {r['cheapest_bare']['cpu_ms_per_clip']} ms CPU/clip"
+    ]
     for mode in ("v1_concurrency8", "v1_concurrency32", "v2_binary_concurrency8", "v2_binary_concurrency32"):
         s = srv[mode]
-        parts.append(f"{mode.replace('concurrency', 'c')} {s['throughput_rps']} rps ratio {ratio[mode]} "
-                     f"cpu ratio {cpu.get(mode)} p50/p99 {s['p50_ms']}/{s['p99_ms']} ms")
+        parts.append(
+            f"{mode.replace('concurrency', 'c')} {s['throughput_rps']} rps ratio {ratio[mode]} "
+            f"cpu ratio {cpu.get(mode)} p50/p99 {s['p50_ms']}/{s['p99_ms']} ms"
+        )
     return " | ".join(parts) + f" (goal >= {GOAL_RATIO})"
 
 

@@ -49,21 +49,33 @@ class Gates:
 
 
 def manifest(name: str, ns: str, version: str, interval: str = "2s", failure_limit: int = 2) -> dict:
-    return {"apiVersion": "modelrollout.dev/v1alpha1", "kind": "ModelRollout",
-            "metadata": {"name": name, "namespace": ns},
-            "spec": {"model": {"name": "speech-commands", "version": version},
-                     "server": {"replicas": 1, "image": "bench/simulated-model-server:1"},
-                     "strategy": {"canary": {"steps": STEPS}},
-                     "analysis": {"interval": interval, "minSamples": 10, "failureLimit": failure_limit,
-                                  "metrics": [{"name": "error-rate", "template": "error-rate", "max": 0.05}]},
-                     "trafficRouting": {"router": {"image": "bench/simulated-router:1"}},
-                     "progressDeadline": "10m"}}
+    return {
+        "apiVersion": "modelrollout.dev/v1alpha1",
+        "kind": "ModelRollout",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "model": {"name": "speech-commands", "version": version},
+            "server": {"replicas": 1, "image": "bench/simulated-model-server:1"},
+            "strategy": {"canary": {"steps": STEPS}},
+            "analysis": {
+                "interval": interval,
+                "minSamples": 10,
+                "failureLimit": failure_limit,
+                "metrics": [{"name": "error-rate", "template": "error-rate", "max": 0.05}],
+            },
+            "trafficRouting": {"router": {"image": "bench/simulated-router:1"}},
+            "progressDeadline": "10m",
+        },
+    }
 
 
 def fetch_metric_sum(port: int, name: str) -> float:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name + "{") or line.startswith(name + " "))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + "{") or line.startswith(name + " ")
+    )
 
 
 def fetch_rss_mib(pid: int) -> float:
@@ -75,8 +87,11 @@ def fetch_rss_mib(pid: int) -> float:
 
 def count_phase(api: KubeApi, ns: str, phase: str, version: str) -> int:
     items = api.request("GET", MODEL_ROLLOUTS.path(ns))["items"]
-    return sum(1 for o in items if (o.get("status") or {}).get("phase") == phase
-               and (o.get("status") or {}).get("stableVersion") == version)
+    return sum(
+        1
+        for o in items
+        if (o.get("status") or {}).get("phase") == phase and (o.get("status") or {}).get("stableVersion") == version
+    )
 
 
 def apply_all(cluster, ns: str, n: int, version: str) -> None:
@@ -97,12 +112,20 @@ def measure_rollback(cluster, api: KubeApi, ns: str, gates: Gates, name: str, in
     kubectl(cluster, "apply", "-f", "-", stdin=json.dumps(manifest(name, ns, "v1", f"{interval_s:g}s", 1)))
     wait_for(lambda: fetch_status(api, ns, name).get("phase") == "Healthy", f"{name} healthy", timeout=300)
     kubectl(cluster, "apply", "-f", "-", stdin=json.dumps(manifest(name, ns, "v9", f"{interval_s:g}s", 1)))
-    wait_for(lambda: (fetch_status(api, ns, name).get("traffic") or {}).get("candidate", {}).get("weight", 0) > 0,
-             f"{name} canary on", timeout=300, every=0.05)
+    wait_for(
+        lambda: (fetch_status(api, ns, name).get("traffic") or {}).get("candidate", {}).get("weight", 0) > 0,
+        f"{name} canary on",
+        timeout=300,
+        every=0.05,
+    )
     with gates.lock:
         gates.breach["v9"] = t0 = time.monotonic()
-    wait_for(lambda: not (fetch_status(api, ns, name).get("traffic") or {}).get("candidate"),
-             f"{name} back on stable", timeout=300, every=0.02)
+    wait_for(
+        lambda: not (fetch_status(api, ns, name).get("traffic") or {}).get("candidate"),
+        f"{name} back on stable",
+        timeout=300,
+        every=0.02,
+    )
     latency = time.monotonic() - t0
     with gates.lock:
         gates.breach.pop("v9")
@@ -126,14 +149,16 @@ def run(n: int, tmp: Path) -> dict:
             rss_idle = fetch_rss_mib(proc.pid)
             started = time.monotonic()
             apply_all(cluster, ns, n, "v1")
-            wait_for(lambda: count_phase(api, ns, "Healthy", "v1") == n, f"{n} rollouts Healthy", timeout=900,
-                     every=1.0)
+            wait_for(
+                lambda: count_phase(api, ns, "Healthy", "v1") == n, f"{n} rollouts Healthy", timeout=900, every=1.0
+            )
             settle_s = time.monotonic() - started
             calls0 = fetch_metric_sum(op.port, "modelrollout_api_calls_total")
             started = time.monotonic()
             apply_all(cluster, ns, n, "v2")
-            wait_for(lambda: count_phase(api, ns, "Healthy", "v2") == n, f"{n} rollouts promoted", timeout=1800,
-                     every=1.0)
+            wait_for(
+                lambda: count_phase(api, ns, "Healthy", "v2") == n, f"{n} rollouts promoted", timeout=1800, every=1.0
+            )
             rollout_s = time.monotonic() - started
             calls = fetch_metric_sum(op.port, "modelrollout_api_calls_total") - calls0
             rss_busy = fetch_rss_mib(proc.pid)
@@ -144,9 +169,12 @@ def run(n: int, tmp: Path) -> dict:
             kubectl(cluster, "delete", "namespace", ns, "--wait=false", check=False)
     steps = len(STEPS) + 1  # the canary steps plus the promotion
     return {
-        "rollouts": n, "steps_per_rollout": steps,
-        "rss_mib_idle": round(rss_idle, 1), "rss_mib_after_rollouts": round(rss_busy, 1),
-        "time_to_all_healthy_s": round(settle_s, 1), "time_to_all_promoted_s": round(rollout_s, 1),
+        "rollouts": n,
+        "steps_per_rollout": steps,
+        "rss_mib_idle": round(rss_idle, 1),
+        "rss_mib_after_rollouts": round(rss_busy, 1),
+        "time_to_all_healthy_s": round(settle_s, 1),
+        "time_to_all_promoted_s": round(rollout_s, 1),
         "api_calls_during_rollout": int(calls),
         "api_calls_per_rollout_step": round(calls / (n * steps), 2),
         "analysis_interval_s": 5.0,
@@ -174,9 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     result = run(args.rollouts, tmp)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"operator: {result['rollouts']} rollouts, RSS {result['rss_mib_after_rollouts']} MiB, "
-          f"{result['api_calls_per_rollout_step']} API calls per rollout step, breach->rollback median "
-          f"{result['breach_to_rollback_median_s']} s (interval {result['analysis_interval_s']:g} s + 2 s target)")
+    print(
+        f"operator: {result['rollouts']} rollouts, RSS {result['rss_mib_after_rollouts']} MiB, "
+        f"{result['api_calls_per_rollout_step']} API calls per rollout step, breach->rollback median "
+        f"{result['breach_to_rollback_median_s']} s (interval {result['analysis_interval_s']:g} s + 2 s target)"
+    )
     return 0
 
 

@@ -38,23 +38,35 @@ WATCH_WINDOW_S = 30  # each watch request; re-listed after (first sightings are 
 
 
 def manifest(name: str, ns: str, version: str, real_pods: bool) -> dict:
-    spec = {"model": {"name": "speech-commands", "version": version},
-            "server": {"replicas": 1, "image": "bench/simulated-model-server:1"},
-            "strategy": {"canary": {"steps": STEPS}},
-            "trafficRouting": {"router": {"image": "bench/simulated-router:1"}},
-            "progressDeadline": "10m"}
+    spec = {
+        "model": {"name": "speech-commands", "version": version},
+        "server": {"replicas": 1, "image": "bench/simulated-model-server:1"},
+        "strategy": {"canary": {"steps": STEPS}},
+        "trafficRouting": {"router": {"image": "bench/simulated-router:1"}},
+        "progressDeadline": "10m",
+    }
     if real_pods:  # the operator's default images, which the testbed maps to local processes
-        spec.update(model={"name": "speech-commands", "version": version, "uri": "builtin:v1"},
-                    server={"replicas": 1}, trafficRouting={"router": {}})
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ModelRollout",
-            "metadata": {"name": name, "namespace": ns}, "spec": spec}
+        spec.update(
+            model={"name": "speech-commands", "version": version, "uri": "builtin:v1"},
+            server={"replicas": 1},
+            trafficRouting={"router": {}},
+        )
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelRollout",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    }
 
 
 def is_deployment_ready(dep) -> bool:
     """Ready as the brief of this benchmark defines it: every desired replica Ready, current generation."""
     status = dep.status
-    return (status is not None and (status.observed_generation or 0) >= (dep.metadata.generation or 0)
-            and (status.ready_replicas or 0) == (dep.spec.replicas or 0) > 0)
+    return (
+        status is not None
+        and (status.observed_generation or 0) >= (dep.metadata.generation or 0)
+        and (status.ready_replicas or 0) == (dep.spec.replicas or 0) > 0
+    )
 
 
 class Observer:
@@ -67,10 +79,12 @@ class Observer:
         self.step_at: dict[tuple[str, str], float] = {}  # (rollout, candidate version) -> weight > 0
         self.lock = threading.Lock()
         self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._loop, args=(f,), daemon=True)
-                        for f in (self._watch_deployments, self._watch_rollouts)]
+        self.threads = [
+            threading.Thread(target=self._loop, args=(f,), daemon=True)
+            for f in (self._watch_deployments, self._watch_rollouts)
+        ]
 
-    def start(self) -> "Observer":
+    def start(self) -> Observer:
         for t in self.threads:
             t.start()
         return self
@@ -94,20 +108,26 @@ class Observer:
             table.setdefault(key, now)
 
     def _watch_deployments(self) -> None:
-        for event in watch.Watch().stream(self.apps.list_namespaced_deployment, self.ns,
-                                          label_selector="app.kubernetes.io/name=model-server",
-                                          timeout_seconds=WATCH_WINDOW_S):
+        for event in watch.Watch().stream(
+            self.apps.list_namespaced_deployment,
+            self.ns,
+            label_selector="app.kubernetes.io/name=model-server",
+            timeout_seconds=WATCH_WINDOW_S,
+        ):
             dep = event["object"]
             labels = dep.metadata.labels or {}
             if is_deployment_ready(dep):
-                self._note(self.ready_at, (labels.get("modelrollout.dev/rollout", ""),
-                                           labels.get("modelrollout.dev/version", "")))
+                self._note(
+                    self.ready_at,
+                    (labels.get("modelrollout.dev/rollout", ""), labels.get("modelrollout.dev/version", "")),
+                )
             if self.stop.is_set():
                 return
 
     def _watch_rollouts(self) -> None:
-        for event in watch.Watch().stream(self.custom.list_namespaced_custom_object, GROUP, VERSION, self.ns,
-                                          PLURAL, timeout_seconds=WATCH_WINDOW_S):
+        for event in watch.Watch().stream(
+            self.custom.list_namespaced_custom_object, GROUP, VERSION, self.ns, PLURAL, timeout_seconds=WATCH_WINDOW_S
+        ):
             obj = event["object"]
             candidate = ((obj.get("status") or {}).get("traffic") or {}).get("candidate") or {}
             if candidate.get("weight", 0) > 0:
@@ -135,14 +155,20 @@ def fetch_phase(custom: client.CustomObjectsApi, ns: str, name: str) -> tuple[st
 
 def measure_once(cluster, observer: Observer, ns: str, name: str, real_pods: bool) -> dict:
     kubectl(cluster, "apply", "-f", "-", stdin=json.dumps(manifest(name, ns, "v1", real_pods)))
-    wait_for(lambda: fetch_phase(observer.custom, ns, name) == ("Healthy", "v1"), f"{name} Healthy on v1",
-             timeout=RUN_TIMEOUT_S)
+    wait_for(
+        lambda: fetch_phase(observer.custom, ns, name) == ("Healthy", "v1"),
+        f"{name} Healthy on v1",
+        timeout=RUN_TIMEOUT_S,
+    )
     applied = time.monotonic()
     kubectl(cluster, "apply", "-f", "-", stdin=json.dumps(manifest(name, ns, "v2", real_pods)))
     step = observer.wait(observer.step_at, (name, "v2"), f"{name}: v2 gets traffic")
     ready = observer.wait(observer.ready_at, (name, "v2"), f"{name}: v2 Deployment Ready")
-    return {"ready_to_step_s": round(step - ready, 3), "apply_to_ready_s": round(ready - applied, 3),
-            "apply_to_step_s": round(step - applied, 3)}
+    return {
+        "ready_to_step_s": round(step - ready, 3),
+        "apply_to_ready_s": round(ready - applied, 3),
+        "apply_to_step_s": round(step - applied, 3),
+    }
 
 
 def run(runs: int, tick: float, tmp: Path, budget_s: float, real_pods: bool) -> dict:
@@ -173,10 +199,15 @@ def run(runs: int, tick: float, tmp: Path, budget_s: float, real_pods: bool) -> 
         op.stop()
         kubectl(cluster, "delete", "namespace", ns, "--wait=false", check=False)
     latencies = [s["ready_to_step_s"] for s in samples]
-    return {"runs": len(samples), "tick_interval_s": tick, "pods": "real" if real_pods else "simulated",
-            "ready_to_step_median_s": round(statistics.median(latencies), 3) if latencies else None,
-            "ready_to_step_max_s": max(latencies) if latencies else None,
-            "api_calls_by_verb": calls, "samples": samples}
+    return {
+        "runs": len(samples),
+        "tick_interval_s": tick,
+        "pods": "real" if real_pods else "simulated",
+        "ready_to_step_median_s": round(statistics.median(latencies), 3) if latencies else None,
+        "ready_to_step_max_s": max(latencies) if latencies else None,
+        "api_calls_by_verb": calls,
+        "samples": samples,
+    }
 
 
 def fetch_api_calls(port: int) -> dict[str, int]:
@@ -204,24 +235,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=600.0, help="seconds; no new run starts after this")
     parser.add_argument("--pods", choices=("simulated", "real"), default="simulated")
     parser.add_argument("--label", default="current", help="key of these figures in the results JSON")
-    parser.add_argument("--operator-src", type=Path, default=None,
-                        help="run the operator from this source root (e.g. an exported older tree's operator/)")
+    parser.add_argument(
+        "--operator-src",
+        type=Path,
+        default=None,
+        help="run the operator from this source root (e.g. an exported older tree's operator/)",
+    )
     parser.add_argument("--note", default="", help="free text stored with the figures (e.g. the commit)")
     args = parser.parse_args(argv)
     if args.operator_src is not None:
         os.environ["PYTHONPATH"] = str(args.operator_src.resolve())  # ahead of the editable install
     tmp = Path(os.environ.get("MODELROLLOUT_TESTBED_DIR", REPO / ".cluster")) / "bench-readiness"
     tmp.mkdir(parents=True, exist_ok=True)
-    result = run(args.runs, args.tick, tmp, args.budget, args.pods == "real") | ({"note": args.note} if args.note else {})
+    result = run(args.runs, args.tick, tmp, args.budget, args.pods == "real") | (
+        {"note": args.note} if args.note else {}
+    )
     merged = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     merged[args.label] = result
-    merged["measures"] = ("seconds from the candidate Deployment first seen Ready (watch) to status.traffic "
-                          "first giving the candidate weight > 0 (watch), canary, one replica per version")
+    merged["measures"] = (
+        "seconds from the candidate Deployment first seen Ready (watch) to status.traffic "
+        "first giving the candidate weight > 0 (watch), canary, one replica per version"
+    )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(merged, indent=2) + "\n")
-    print(f"readiness ({args.label}): candidate Ready -> first traffic step median "
-          f"{result['ready_to_step_median_s']} s, max {result['ready_to_step_max_s']} s over "
-          f"{result['runs']} runs ({args.pods} pods, tick interval {args.tick:g} s)")
+    print(
+        f"readiness ({args.label}): candidate Ready -> first traffic step median "
+        f"{result['ready_to_step_median_s']} s, max {result['ready_to_step_max_s']} s over "
+        f"{result['runs']} runs ({args.pods} pods, tick interval {args.tick:g} s)"
+    )
     return 0 if result["runs"] == args.runs else 1
 
 

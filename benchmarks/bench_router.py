@@ -11,6 +11,7 @@ the same machine noise; every figure is the median over several rounds. Instruct
 stable on a busy machine. BENCH_ROUTER_BASELINE=<router binary> adds that build ("router-before")
 beside the current one in every measurement, for before/after figures from the same run.
 """
+
 from __future__ import annotations
 
 import base64
@@ -39,8 +40,9 @@ SHADOW_DELAY = "2s"  # the slow shadow version answers after this
 
 
 def build_tools() -> dict[str, Path]:
-    router = Path(subprocess.run([str(ROUTER_DIR / "build.sh")], check=True, capture_output=True,
-                                 text=True).stdout.split()[-1])
+    router = Path(
+        subprocess.run([str(ROUTER_DIR / "build.sh")], check=True, capture_output=True, text=True).stdout.split()[-1]
+    )
     out = CACHE / "bin" / "router-bench"
     out.mkdir(parents=True, exist_ok=True)
     tools = {"router": router}
@@ -54,10 +56,13 @@ def build_tools() -> dict[str, Path]:
 
 def write_bodies(tmp: Path) -> dict[str, Path]:
     """Small: a tiny v1 request. Audio: 1 s of 16 kHz PCM16 (32,000 bytes) base64 in v1 JSON."""
-    pcm = b"".join(int(8000 * math.sin(2 * math.pi * 440 * i / 16000)).to_bytes(2, "little", signed=True)
-                   for i in range(16000))
-    bodies = {"small": b'{"instances": [{"audio_b64": "AAAAAA=="}]}',
-              "audio_1s": json.dumps({"instances": [{"audio_b64": base64.b64encode(pcm).decode()}]}).encode()}
+    pcm = b"".join(
+        int(8000 * math.sin(2 * math.pi * 440 * i / 16000)).to_bytes(2, "little", signed=True) for i in range(16000)
+    )
+    bodies = {
+        "small": b'{"instances": [{"audio_b64": "AAAAAA=="}]}',
+        "audio_1s": json.dumps({"instances": [{"audio_b64": base64.b64encode(pcm).decode()}]}).encode(),
+    }
     paths = {}
     for name, data in bodies.items():
         paths[name] = tmp / f"{name}.json"
@@ -77,6 +82,7 @@ def start_backend(binary: Path, *args: str) -> tuple[subprocess.Popen, int]:
 
 def free_port() -> int:
     import socket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -84,6 +90,7 @@ def free_port() -> int:
 
 def wait_http(port: int, path: str = "/", timeout: float = 10) -> None:
     import http.client
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -103,20 +110,45 @@ def router_traffic(mirror: bool) -> dict:
     return {"stable": {"version": "v1", "weight": 90}, "candidate": {"version": "v2", "weight": 10}}
 
 
-def start_router(binary: Path, tmp: Path, stable: int, candidate: int, mirror: bool,
-                 wrap: list[str] | None = None, ready_timeout: float = 10) -> tuple[subprocess.Popen, int]:
+def start_router(
+    binary: Path,
+    tmp: Path,
+    stable: int,
+    candidate: int,
+    mirror: bool,
+    wrap: list[str] | None = None,
+    ready_timeout: float = 10,
+) -> tuple[subprocess.Popen, int]:
     """The router with a static split (90/10, or 100 % to v1 mirrored to v2); `wrap` runs it
     under a profiler."""
     port = free_port()
     cfg = tmp / f"router-{port}.json"
-    cfg.write_text(json.dumps({"traffic": router_traffic(mirror), "endpoints": {"v1": [f"127.0.0.1:{stable}"],
-                                                                              "v2": [f"127.0.0.1:{candidate}"]}}))
+    cfg.write_text(
+        json.dumps(
+            {
+                "traffic": router_traffic(mirror),
+                "endpoints": {"v1": [f"127.0.0.1:{stable}"], "v2": [f"127.0.0.1:{candidate}"]},
+            }
+        )
+    )
     env = {**os.environ, "GOMAXPROCS": "1"}
     if wrap:
         env["GODEBUG"] = "asyncpreemptoff=1"  # callgrind cannot follow Go's preemption signals
-    proc = subprocess.Popen(pinned(PROXY_CPU, [*(wrap or []), str(binary), "--rollout=bench", f"--port={port}",
-                                               f"--static-config={cfg}", "--max-concurrency=4096"]),
-                            env=env, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        pinned(
+            PROXY_CPU,
+            [
+                *(wrap or []),
+                str(binary),
+                "--rollout=bench",
+                f"--port={port}",
+                f"--static-config={cfg}",
+                "--max-concurrency=4096",
+            ],
+        ),
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
     wait_http(port, "/readyz", ready_timeout)
     return proc, port
 
@@ -157,17 +189,27 @@ http {{
 """
 
 
-def start_nginx(tmp: Path, stable: int, candidate: int, mirror: bool,
-                wrap: list[str] | None = None, ready_timeout: float = 10) -> tuple[subprocess.Popen, int]:
+def start_nginx(
+    tmp: Path, stable: int, candidate: int, mirror: bool, wrap: list[str] | None = None, ready_timeout: float = 10
+) -> tuple[subprocess.Popen, int]:
     """nginx with one worker; under a profiler (`wrap`) without a master, so one process does it all."""
     port = free_port()
     split = "100% v1;" if mirror else "10% v2; * v1;"
     conf = tmp / f"nginx-{port}.conf"
-    conf.write_text(NGINX_CONF.format(tmp=tmp, stable=stable, candidate=candidate, port=port, split=split,
-                                      master="off" if wrap else "on",
-                                      mirror="mirror /_mirror; mirror_request_body on;" if mirror else ""))
-    proc = subprocess.Popen(pinned(PROXY_CPU, [*(wrap or []), "nginx", "-c", str(conf), "-p", str(tmp)]),
-                            stderr=subprocess.DEVNULL)
+    conf.write_text(
+        NGINX_CONF.format(
+            tmp=tmp,
+            stable=stable,
+            candidate=candidate,
+            port=port,
+            split=split,
+            master="off" if wrap else "on",
+            mirror="mirror /_mirror; mirror_request_body on;" if mirror else "",
+        )
+    )
+    proc = subprocess.Popen(
+        pinned(PROXY_CPU, [*(wrap or []), "nginx", "-c", str(conf), "-p", str(tmp)]), stderr=subprocess.DEVNULL
+    )
     wait_http(port, "/", ready_timeout)
     return proc, port
 
@@ -197,11 +239,24 @@ def url(port: int) -> str:
 
 
 def run_loadgen(loadgen: Path, urls: list[str], body: Path, rate: int, count: int = 0) -> list[dict]:
-    args = [str(loadgen), *(f"--url={u}" for u in urls), f"--body-file={body}", f"--duration={SECONDS}s",
-            "--warmup=1s", f"--rate={rate}", f"--connections={256 if rate else 32}"]
+    args = [
+        str(loadgen),
+        *(f"--url={u}" for u in urls),
+        f"--body-file={body}",
+        f"--duration={SECONDS}s",
+        "--warmup=1s",
+        f"--rate={rate}",
+        f"--connections={256 if rate else 32}",
+    ]
     if count:  # exactly `count` requests on 4 connections, no warm-up (the caller warms up)
-        args = [str(loadgen), f"--url={urls[0]}", f"--body-file={body}", "--warmup=0", f"--requests={count}",
-                "--connections=4"]
+        args = [
+            str(loadgen),
+            f"--url={urls[0]}",
+            f"--body-file={body}",
+            "--warmup=0",
+            f"--requests={count}",
+            "--connections=4",
+        ]
     out = subprocess.run(pinned(LOAD_CPU, args), check=True, capture_output=True, text=True)
     return json.loads(out.stdout)
 
@@ -218,19 +273,31 @@ def measure_latency(targets: dict, loadgen: Path, bodies: dict[str, Path]) -> di
     per_key: dict[str, list[dict]] = {}
     for rnd in range(ROUNDS):
         for names, payload, rate, tag in groups:
-            res = run_loadgen(loadgen, [url(targets["direct"][0])] + [url(targets[n][0]) for n in names],
-                              bodies[payload], rate)
+            res = run_loadgen(
+                loadgen, [url(targets["direct"][0])] + [url(targets[n][0]) for n in names], bodies[payload], rate
+            )
             direct = res[0]
-            for name, r in zip(names, res[1:]):
-                per_key.setdefault(f"{name}/{payload}/{rate}{tag}", []).append({
-                    "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"], "direct_p50_ms": direct["p50_ms"],
-                    "direct_p99_ms": direct["p99_ms"], "errors": r["errors"] + direct["errors"],
-                    "added_p50_ms": r["p50_ms"] - direct["p50_ms"], "added_p99_ms": r["p99_ms"] - direct["p99_ms"]})
-                print(f"  [{rnd + 1}/{ROUNDS}] {name:13s} {payload:8s} {rate:5d} req/s  p50 {r['p50_ms']:.2f} ms "
-                      f"(direct {direct['p50_ms']:.2f})  p99 {r['p99_ms']:.2f} ms (direct {direct['p99_ms']:.2f})",
-                      file=sys.stderr, flush=True)
-    return {k: {f: round(statistics.median(x[f] for x in v), 3) for f in v[0]} | {"rounds": v}
-            for k, v in per_key.items()}
+            for name, r in zip(names, res[1:], strict=True):
+                per_key.setdefault(f"{name}/{payload}/{rate}{tag}", []).append(
+                    {
+                        "p50_ms": r["p50_ms"],
+                        "p99_ms": r["p99_ms"],
+                        "direct_p50_ms": direct["p50_ms"],
+                        "direct_p99_ms": direct["p99_ms"],
+                        "errors": r["errors"] + direct["errors"],
+                        "added_p50_ms": r["p50_ms"] - direct["p50_ms"],
+                        "added_p99_ms": r["p99_ms"] - direct["p99_ms"],
+                    }
+                )
+                print(
+                    f"  [{rnd + 1}/{ROUNDS}] {name:13s} {payload:8s} {rate:5d} req/s  p50 {r['p50_ms']:.2f} ms "
+                    f"(direct {direct['p50_ms']:.2f})  p99 {r['p99_ms']:.2f} ms (direct {direct['p99_ms']:.2f})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    return {
+        k: {f: round(statistics.median(x[f] for x in v), 3) for f in v[0]} | {"rounds": v} for k, v in per_key.items()
+    }
 
 
 def measure_throughput(targets: dict, loadgen: Path, bodies: dict[str, Path]) -> dict[str, dict]:
@@ -250,10 +317,15 @@ def measure_throughput(targets: dict, loadgen: Path, bodies: dict[str, Path]) ->
                 used = cpu_seconds(pid) - cpu0
                 point["requests_per_cpu_s"] = r["requests"] * (SECONDS + 1) / SECONDS / used
             per_key.setdefault(f"{name}/{payload}", []).append(point)
-            print(f"  [{rnd + 1}/{ROUNDS}] {name:13s} {payload:8s} max  {r['throughput_rps']:.0f} req/s  "
-                  f"{point.get('requests_per_cpu_s', 0):.0f} req/CPU-s", file=sys.stderr, flush=True)
-    return {k: {f: round(statistics.median(x[f] for x in v), 1) for f in v[0]} | {"rounds": v}
-            for k, v in per_key.items()}
+            print(
+                f"  [{rnd + 1}/{ROUNDS}] {name:13s} {payload:8s} max  {r['throughput_rps']:.0f} req/s  "
+                f"{point.get('requests_per_cpu_s', 0):.0f} req/CPU-s",
+                file=sys.stderr,
+                flush=True,
+            )
+    return {
+        k: {f: round(statistics.median(x[f] for x in v), 1) for f in v[0]} | {"rounds": v} for k, v in per_key.items()
+    }
 
 
 def callgrind_total(outfile_glob: list[Path]) -> int:
@@ -274,8 +346,12 @@ def measure_instructions(tools: dict, tmp: Path, bodies: dict[str, Path], stable
         print("  valgrind not installed: no instruction counts", file=sys.stderr)
         return {}
     routers = [n for n in ("router", "router-before") if n in tools]
-    plan = [(f"{n}{m}", pl) for n in (*routers, "nginx") for m, pls in (("", ("small", "audio_1s")),
-                                                                       ("+mirror", ("small",))) for pl in pls]
+    plan = [
+        (f"{n}{m}", pl)
+        for n in (*routers, "nginx")
+        for m, pls in (("", ("small", "audio_1s")), ("+mirror", ("small",)))
+        for pl in pls
+    ]
     out: dict[str, int] = {}
     for name, payload in plan:
         base, mirror = name.split("+")[0], name.endswith("+mirror")
@@ -296,8 +372,12 @@ def measure_instructions(tools: dict, tmp: Path, bodies: dict[str, Path], stable
             proc.terminate()
             proc.wait(30)
         out[f"{name}/{payload}"] = round(total / COUNTED)
-        print(f"  instructions {name:20s} {payload:8s} {out[f'{name}/{payload}']:,} per request "
-              f"({r['errors']} errors in {COUNTED})", file=sys.stderr, flush=True)
+        print(
+            f"  instructions {name:20s} {payload:8s} {out[f'{name}/{payload}']:,} per request "
+            f"({r['errors']} errors in {COUNTED})",
+            file=sys.stderr,
+            flush=True,
+        )
     return out
 
 
@@ -306,10 +386,13 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 
 def summarize(latency: dict, throughput: dict, instructions: dict) -> dict:
-    s: dict = {"added_latency_ms": {k: {"p50": v["added_p50_ms"], "p99": v["added_p99_ms"]} for k, v in latency.items()},
-               "max_throughput": {k: {"rps": v["rps"], "requests_per_cpu_s": v.get("requests_per_cpu_s")}
-                                  for k, v in throughput.items()},
-               "instructions_per_request": instructions}
+    s: dict = {
+        "added_latency_ms": {k: {"p50": v["added_p50_ms"], "p99": v["added_p99_ms"]} for k, v in latency.items()},
+        "max_throughput": {
+            k: {"rps": v["rps"], "requests_per_cpu_s": v.get("requests_per_cpu_s")} for k, v in throughput.items()
+        },
+        "instructions_per_request": instructions,
+    }
     routers = [n for n in ("router", "router-before") if f"{n}/small" in throughput]
     for name in routers:
         key = "" if name == "router" else f"{name}:"
@@ -318,18 +401,29 @@ def summarize(latency: dict, throughput: dict, instructions: dict) -> dict:
             s[f"{key}ratio_to_nginx/{payload}"] = {
                 "rps": ratio(r["rps"], n["rps"]),
                 "requests_per_cpu_s": ratio(r["requests_per_cpu_s"], n["requests_per_cpu_s"]),
-                "instructions": ratio(instructions.get(f"{name}/{payload}"), instructions.get(f"nginx/{payload}"))}
+                "instructions": ratio(instructions.get(f"{name}/{payload}"), instructions.get(f"nginx/{payload}")),
+            }
         r, n = throughput[f"{name}+mirror/small"], throughput["nginx+mirror/small"]
-        s[f"{key}ratio_to_nginx/mirror_small"] = {"rps": ratio(r["rps"], n["rps"]),
-                                                  "requests_per_cpu_s": ratio(r["requests_per_cpu_s"], n["requests_per_cpu_s"])}
+        s[f"{key}ratio_to_nginx/mirror_small"] = {
+            "rps": ratio(r["rps"], n["rps"]),
+            "requests_per_cpu_s": ratio(r["requests_per_cpu_s"], n["requests_per_cpu_s"]),
+        }
     # What mirroring 100 % of traffic costs per request, relative to the same proxy unmirrored.
     s["mirror_cost_ratio"] = {
-        name: {"cpu": ratio(throughput[f"{name}/small"]["requests_per_cpu_s"],
-                            throughput[f"{name}+mirror/small"]["requests_per_cpu_s"]),
-               "instructions": ratio(instructions.get(f"{name}+mirror/small"), instructions.get(f"{name}/small"))}
-        for name in (*routers, "nginx")}
-    s["shadow_p99_ms"] = {k.split("/")[0]: {"p99": latency[k]["p99_ms"], "added_p99": latency[k]["added_p99_ms"]}
-                          for k in latency if k.endswith("/shadow-loop")}
+        name: {
+            "cpu": ratio(
+                throughput[f"{name}/small"]["requests_per_cpu_s"],
+                throughput[f"{name}+mirror/small"]["requests_per_cpu_s"],
+            ),
+            "instructions": ratio(instructions.get(f"{name}+mirror/small"), instructions.get(f"{name}/small")),
+        }
+        for name in (*routers, "nginx")
+    }
+    s["shadow_p99_ms"] = {
+        k.split("/")[0]: {"p99": latency[k]["p99_ms"], "added_p99": latency[k]["added_p99_ms"]}
+        for k in latency
+        if k.endswith("/shadow-loop")
+    }
     return s
 
 
@@ -339,21 +433,29 @@ def report(summary: dict) -> None:
     for pl in ("small", "audio_1s"):
         r = summary[f"ratio_to_nginx/{pl}"]
         b = summary.get(f"router-before:ratio_to_nginx/{pl}")
-        print(f"router {pl}: {m[f'router/{pl}']['requests_per_cpu_s']:.0f} req per CPU-s "
-              f"(nginx {m[f'nginx/{pl}']['requests_per_cpu_s']:.0f}), ratio {r['requests_per_cpu_s']} per CPU-s, "
-              f"{r['rps']} req/s, {r['instructions']} instructions" + (
-                  f" (before: {b['requests_per_cpu_s']}, {b['rps']}, {b['instructions']})" if b else ""))
+        print(
+            f"router {pl}: {m[f'router/{pl}']['requests_per_cpu_s']:.0f} req per CPU-s "
+            f"(nginx {m[f'nginx/{pl}']['requests_per_cpu_s']:.0f}), ratio {r['requests_per_cpu_s']} per CPU-s, "
+            f"{r['rps']} req/s, {r['instructions']} instructions"
+            + (f" (before: {b['requests_per_cpu_s']}, {b['rps']}, {b['instructions']})" if b else "")
+        )
     mc = summary["mirror_cost_ratio"]
-    print("mirror 100 % cost per request vs plain: " + ", ".join(
-        f"{n} {v['cpu']}x CPU / {v['instructions']}x instructions" for n, v in mc.items()))
+    print(
+        "mirror 100 % cost per request vs plain: "
+        + ", ".join(f"{n} {v['cpu']}x CPU / {v['instructions']}x instructions" for n, v in mc.items())
+    )
     for pl in ("small", "audio_1s"):
-        print(f"added at 1,000 req/s {pl}: router p50/p99 {a[f'router/{pl}/1000']['p50']:.2f}/"
-              f"{a[f'router/{pl}/1000']['p99']:.2f} ms (nginx {a[f'nginx/{pl}/1000']['p50']:.2f}/"
-              f"{a[f'nginx/{pl}/1000']['p99']:.2f})")
+        print(
+            f"added at 1,000 req/s {pl}: router p50/p99 {a[f'router/{pl}/1000']['p50']:.2f}/"
+            f"{a[f'router/{pl}/1000']['p99']:.2f} ms (nginx {a[f'nginx/{pl}/1000']['p50']:.2f}/"
+            f"{a[f'nginx/{pl}/1000']['p99']:.2f})"
+        )
     sp = summary["shadow_p99_ms"]
     if sp:
-        print(f"p99 at 200 req/s, shadow answering in {SHADOW_DELAY} / refusing: " + ", ".join(
-            f"{n} {v['p99']:.2f} ms (added {v['added_p99']:.2f})" for n, v in sp.items()))
+        print(
+            f"p99 at 200 req/s, shadow answering in {SHADOW_DELAY} / refusing: "
+            + ", ".join(f"{n} {v['p99']:.2f} ms (added {v['added_p99']:.2f})" for n, v in sp.items())
+        )
     if ins:
         print("instructions per request: " + ", ".join(f"{k} {v:,}" for k, v in ins.items()))
 
@@ -395,10 +497,22 @@ def main() -> int:
                     p.wait(10)
     summary = summarize(latency, throughput, instructions)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"seconds_per_point": SECONDS, "rounds": ROUNDS, "cpus": os.cpu_count(),
-                                   "counted_requests": COUNTED, "baseline": BASELINE or None,
-                                   "loadavg_at_end": os.getloadavg(), "summary": summary, "latency": latency,
-                                   "throughput": throughput}, indent=2))
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "seconds_per_point": SECONDS,
+                "rounds": ROUNDS,
+                "cpus": os.cpu_count(),
+                "counted_requests": COUNTED,
+                "baseline": BASELINE or None,
+                "loadavg_at_end": os.getloadavg(),
+                "summary": summary,
+                "latency": latency,
+                "throughput": throughput,
+            },
+            indent=2,
+        )
+    )
     report(summary)
     print(f"-> {RESULTS.relative_to(REPO)}")
     return 0

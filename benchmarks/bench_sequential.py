@@ -73,10 +73,16 @@ def compute_spec(config: str, version: str) -> dict:
     return {
         "model": {"name": "speech-commands", "version": version},
         "strategy": {"canary": {"steps": [{"setWeight": WEIGHT}, {"analysis": step}]}},
-        "analysis": {"mode": mode, "interval": f"{int(INTERVAL.total_seconds())}s", "window": "1m",
-                     "falsePromotionRate": DECLARED, "falseRollbackRate": DECLARED,
-                     "metrics": [{"name": "error-rate", "template": "error-rate",
-                                  "relativeTo": "stable", "maxIncrease": MARGIN}]},
+        "analysis": {
+            "mode": mode,
+            "interval": f"{int(INTERVAL.total_seconds())}s",
+            "window": "1m",
+            "falsePromotionRate": DECLARED,
+            "falseRollbackRate": DECLARED,
+            "metrics": [
+                {"name": "error-rate", "template": "error-rate", "relativeTo": "stable", "maxIncrease": MARGIN}
+            ],
+        },
         "progressDeadline": "10m",
     }
 
@@ -91,8 +97,10 @@ class Stream:
     @classmethod
     def draw(cls, rng: np.random.Generator, rps: float, candidate_rate: float) -> Stream:
         trials, events = {}, {}
-        for role, share, p in ((Role.CANDIDATE, WEIGHT / 100, candidate_rate),
-                               (Role.STABLE, 1 - WEIGHT / 100, STABLE_RATE)):
+        for role, share, p in (
+            (Role.CANDIDATE, WEIGHT / 100, candidate_rate),
+            (Role.STABLE, 1 - WEIGHT / 100, STABLE_RATE),
+        ):
             n = rng.poisson(rps * share, size=HORIZON)
             trials[role] = np.concatenate([[0], np.cumsum(n)])
             events[role] = np.concatenate([[0], np.cumsum(rng.binomial(n, p))])
@@ -100,12 +108,15 @@ class Stream:
 
     def between(self, role: Role, start: float, end: float) -> tuple[float, float]:
         lo, hi = int(max(0, min(start, HORIZON))), int(max(0, min(end, HORIZON)))
-        return (float(self.events[role][hi] - self.events[role][lo]),
-                float(self.trials[role][hi] - self.trials[role][lo]))
+        return (
+            float(self.events[role][hi] - self.events[role][lo]),
+            float(self.trials[role][hi] - self.trials[role][lo]),
+        )
 
 
-def measure(mode: str, stream: Stream, role: Role, status: RolloutStatus, now: datetime,
-            canary_start: datetime) -> Measurement:
+def measure(
+    mode: str, stream: Stream, role: Role, status: RolloutStatus, now: datetime, canary_start: datetime
+) -> Measurement:
     """What Prometheus would answer: a window's rate (threshold) or counts since the step (sequential)."""
     t = (now - canary_start).total_seconds()
     if status.step_started_at is None:
@@ -141,8 +152,7 @@ def apply_actions(actions, workloads: dict[str, WorkloadState]) -> None:
             workloads.pop(a.version, None)
 
 
-def run_rollout(mode: str, start: tuple[RolloutStatus, dict[str, WorkloadState], datetime],
-                stream: Stream) -> dict:
+def run_rollout(mode: str, start: tuple[RolloutStatus, dict[str, WorkloadState], datetime], stream: Stream) -> dict:
     spec = parse_spec(compute_spec(mode, "v2"), name="speech", namespace="models")
     status, workloads, now = start[0], dict(start[1]), start[2]
     canary_start: datetime | None = None
@@ -164,22 +174,27 @@ def run_rollout(mode: str, start: tuple[RolloutStatus, dict[str, WorkloadState],
     promoted = status.phase is Phase.PROMOTING
     t = (now - (canary_start or now)).total_seconds()
     _, trials = stream.between(Role.CANDIDATE, 0, t)
-    return {"promoted": promoted, "reason": "Promoted" if promoted else status.reason,
-            "seconds": (now - (analysis_start or canary_start or now)).total_seconds(),
-            "samples": trials}
+    return {
+        "promoted": promoted,
+        "reason": "Promoted" if promoted else status.reason,
+        "seconds": (now - (analysis_start or canary_start or now)).total_seconds(),
+        "samples": trials,
+    }
 
 
 def summarize(runs: list[dict]) -> dict:
     n = len(runs)
     decided = [r for r in runs if r["reason"] in ("Promoted", "AnalysisFailed")]
-    return {"rollouts": n,
-            "promoted": sum(r["promoted"] for r in runs) / n,
-            # Rolled back because a gate failed; running out of time undecided is counted apart.
-            "failed": sum(r["reason"] == "AnalysisFailed" for r in runs) / n,
-            "no_verdict": sum(r["reason"] == "InconclusiveAnalysis" for r in runs) / n,
-            "median_seconds_to_verdict": _median([r["seconds"] for r in decided]),
-            "median_samples_to_verdict": _median([r["samples"] for r in decided]),
-            "reasons": {k: sum(r["reason"] == k for r in runs) for k in sorted({r["reason"] for r in runs})}}
+    return {
+        "rollouts": n,
+        "promoted": sum(r["promoted"] for r in runs) / n,
+        # Rolled back because a gate failed; running out of time undecided is counted apart.
+        "failed": sum(r["reason"] == "AnalysisFailed" for r in runs) / n,
+        "no_verdict": sum(r["reason"] == "InconclusiveAnalysis" for r in runs) / n,
+        "median_seconds_to_verdict": _median([r["seconds"] for r in decided]),
+        "median_samples_to_verdict": _median([r["samples"] for r in decided]),
+        "reasons": {k: sum(r["reason"] == k for r in runs) for k in sorted({r["reason"] for r in runs})},
+    }
 
 
 def _median(values: list[float]) -> float | None:
@@ -188,8 +203,12 @@ def _median(values: list[float]) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rollouts-per-cell", type=int, default=60,
-                        help="rollouts per (truth, traffic) cell and mode (default 60: 3000 in all)")
+    parser.add_argument(
+        "--rollouts-per-cell",
+        type=int,
+        default=60,
+        help="rollouts per (truth, traffic) cell and mode (default 60: 3000 in all)",
+    )
     parser.add_argument("--seed", type=int, default=14)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -210,12 +229,21 @@ def main(argv: list[str] | None = None) -> int:
     totals = {mode: compute_totals(mode_runs) for mode, mode_runs in runs.items()}
     wall = round(time.perf_counter() - started, 1)
     result = {
-        "setup": {"stable_rate": STABLE_RATE, "margin": MARGIN, "weight": WEIGHT,
-                  "step_seconds": STEP.total_seconds(), "interval_seconds": INTERVAL.total_seconds(),
-                  "looks": int(STEP / INTERVAL), "declared_rates": DECLARED, "truths": TRUTHS,
-                  "traffic_rps": list(TRAFFIC), "rollouts_per_cell": args.rollouts_per_cell,
-                  "seed": args.seed},
-        "totals": totals, "cells": cells,
+        "setup": {
+            "stable_rate": STABLE_RATE,
+            "margin": MARGIN,
+            "weight": WEIGHT,
+            "step_seconds": STEP.total_seconds(),
+            "interval_seconds": INTERVAL.total_seconds(),
+            "looks": int(STEP / INTERVAL),
+            "declared_rates": DECLARED,
+            "truths": TRUTHS,
+            "traffic_rps": list(TRAFFIC),
+            "rollouts_per_cell": args.rollouts_per_cell,
+            "seed": args.seed,
+        },
+        "totals": totals,
+        "cells": cells,
         "wall_seconds": wall,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -226,9 +254,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def compute_totals(runs: list[dict]) -> dict:
     """Pooled over traffic levels: error rates by truth, and time/samples over decided rollouts."""
+
     def share(truths: tuple[str, ...], reason: str) -> float:
         chosen = [r for r in runs if r["truth"] in truths]
         return round(sum(r["reason"] == reason for r in chosen) / len(chosen), 4)
+
     decided = [r for r in runs if r["reason"] in ("Promoted", "AnalysisFailed")]
     return {
         "false_promotion": share(BAD, "Promoted"),  # worse by at least the margin, promoted
@@ -248,13 +278,15 @@ def compute_totals(runs: list[dict]) -> dict:
 
 def summary_line(totals: dict, rollouts: int, wall: float) -> str:
     s, t, f = totals["sequential"], totals["threshold"], totals["threshold-first-pass"]
-    return (f"{rollouts} rollouts: false promotion (worse by >= margin) sequential {s['false_promotion']:.3f} "
-            f"(declared {DECLARED}) vs threshold {t['false_promotion']:.3f} / first-pass "
-            f"{f['false_promotion']:.3f}; false rollback when equal {s['false_rollback_equal']:.3f} vs "
-            f"{t['false_rollback_equal']:.3f} / {f['false_rollback_equal']:.3f}; equal promoted "
-            f"{s['promoted_equal']:.2f} vs {t['promoted_equal']:.2f} / {f['promoted_equal']:.2f}; median to a "
-            f"verdict {s['median_samples_to_verdict']:.0f} samples / {s['median_seconds_to_verdict']:.0f}s vs "
-            f"{t['median_samples_to_verdict']:.0f} / {t['median_seconds_to_verdict']:.0f}s; {wall:.0f}s wall")
+    return (
+        f"{rollouts} rollouts: false promotion (worse by >= margin) sequential {s['false_promotion']:.3f} "
+        f"(declared {DECLARED}) vs threshold {t['false_promotion']:.3f} / first-pass "
+        f"{f['false_promotion']:.3f}; false rollback when equal {s['false_rollback_equal']:.3f} vs "
+        f"{t['false_rollback_equal']:.3f} / {f['false_rollback_equal']:.3f}; equal promoted "
+        f"{s['promoted_equal']:.2f} vs {t['promoted_equal']:.2f} / {f['promoted_equal']:.2f}; median to a "
+        f"verdict {s['median_samples_to_verdict']:.0f} samples / {s['median_seconds_to_verdict']:.0f}s vs "
+        f"{t['median_samples_to_verdict']:.0f} / {t['median_seconds_to_verdict']:.0f}s; {wall:.0f}s wall"
+    )
 
 
 if __name__ == "__main__":

@@ -47,7 +47,9 @@ def namespace(cluster: scenario.Cluster, api: client.ApiClient, operator: dict):
 
 def front_door(api: client.ApiClient, namespace: str, service: str):
     """A resolver for the LoadRunner: http://<ready endpoint> of the Service, or None."""
+
     def resolve() -> str | None:
         addresses = scenario.fetch_ready_addresses(api, namespace, service)
         return f"http://{addresses[0]}" if addresses else None
+
     return resolve

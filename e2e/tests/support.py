@@ -18,18 +18,26 @@ def apply_and_wait(cluster, api, manifest, phases, timeout=ROLLOUT_TIMEOUT):
     scenario.apply_manifest(cluster, manifest)
     ns, version = manifest["metadata"]["namespace"], manifest["spec"]["model"]["version"]
     generation = scenario.fetch_rollout(api, ns, NAME)["metadata"]["generation"]
-    obj = scenario.wait_for_rollout(api, ns, NAME, scenario.is_settled(version, generation),
-                                    f"{version} to settle (generation {generation})", timeout)
+    obj = scenario.wait_for_rollout(
+        api,
+        ns,
+        NAME,
+        scenario.is_settled(version, generation),
+        f"{version} to settle (generation {generation})",
+        timeout,
+    )
     status = obj["status"]
     assert status["phase"] in phases, (
         f"{version} settled in {status['phase']}, expected {'/'.join(phases)}: {status.get('message')}\n"
-        + scenario.describe_state(api, ns, NAME, obj))
+        + scenario.describe_state(api, ns, NAME, obj)
+    )
     return obj
 
 
 def deploy_first(cluster, api, namespace, version="v1"):
-    obj = apply_and_wait(cluster, api, rollouts.compute_canary(NAME, version, namespace=namespace),
-                         ["Healthy"], HEALTHY_TIMEOUT)
+    obj = apply_and_wait(
+        cluster, api, rollouts.compute_canary(NAME, version, namespace=namespace), ["Healthy"], HEALTHY_TIMEOUT
+    )
     assert obj["status"]["stableVersion"] == version
     assert obj["status"]["traffic"]["stable"] == {"version": version, "weight": 100}
     return obj
@@ -51,8 +59,9 @@ def metric(status: dict, name: str) -> dict:
 
 def plugin(cluster, namespace: str, command: str, *args: str) -> str:
     """`kubectl modelrollout <command> speech -n <namespace> [args]`; its stdout."""
-    return scenario.run_tool(cluster, cluster.kubectl, "modelrollout", command, NAME, "-n", namespace,
-                             *args, timeout=120).stdout
+    return scenario.run_tool(
+        cluster, cluster.kubectl, "modelrollout", command, NAME, "-n", namespace, *args, timeout=120
+    ).stdout
 
 
 def operator_leader_pod(api, pods, timeout_s: float = 60.0):
@@ -60,6 +69,7 @@ def operator_leader_pod(api, pods, timeout_s: float = 60.0):
     kopf), among `pods`. Right after an install both may still be standing by: waits until
     the Lease names one of them; the only running pod when there is no Lease at all."""
     from kubernetes import client
+
     running = [p for p in pods if p.metadata.deletion_timestamp is None]
     names = {p.metadata.name: p for p in running}
     holders: list[str] = []
@@ -75,5 +85,10 @@ def operator_leader_pod(api, pods, timeout_s: float = 60.0):
         holders.append((lease.spec.holder_identity or "").rsplit("_", 1)[0])
         return names.get(holders[-1])
 
-    return wait_for(leader, f"the leader Lease to name one of {sorted(names)}", timeout=timeout_s, every=0.5,
-                    describe=lambda: f"it names {holders[-1] if holders else None!r}")
+    return wait_for(
+        leader,
+        f"the leader Lease to name one of {sorted(names)}",
+        timeout=timeout_s,
+        every=0.5,
+        describe=lambda: f"it names {holders[-1] if holders else None!r}",
+    )

@@ -43,8 +43,19 @@ def _leader_pod(api: client.ApiClient) -> str | None:
 
 def _sigkill(cluster: scenario.Cluster, pod: str) -> None:
     """A forced delete with no grace period: the kubelet SIGKILLs the process at once."""
-    scenario.run_tool(cluster, cluster.kubectl, "delete", "pod", pod, "-n", scenario.OPERATOR_NAMESPACE,
-                      "--grace-period=0", "--force", "--wait=false", check=False)
+    scenario.run_tool(
+        cluster,
+        cluster.kubectl,
+        "delete",
+        "pod",
+        pod,
+        "-n",
+        scenario.OPERATOR_NAMESPACE,
+        "--grace-period=0",
+        "--force",
+        "--wait=false",
+        check=False,
+    )
 
 
 class LeaderKiller(threading.Thread):
@@ -92,9 +103,14 @@ def test_sigkill_of_the_leader_at_random_instants_through_a_canary_ends_as_a_cal
         generation = scenario.fetch_rollout(api, namespace, NAME)["metadata"]["generation"]
         killer.start()
         try:
-            obj = scenario.wait_for_rollout(api, namespace, NAME, scenario.is_settled("v2", generation),
-                                            f"v2 to settle through leader kills ({replay})",
-                                            ROLLOUT_TIMEOUT + KILLS * 30)
+            obj = scenario.wait_for_rollout(
+                api,
+                namespace,
+                NAME,
+                scenario.is_settled("v2", generation),
+                f"v2 to settle through leader kills ({replay})",
+                ROLLOUT_TIMEOUT + KILLS * 30,
+            )
         finally:
             killer.stop.set()
             killer.join(timeout=30)
@@ -216,23 +232,32 @@ def _first(rec: scenario.StatusRecorder, check, after: float = 0.0) -> scenario.
 
 
 @pytest.mark.parametrize("failure", ["hang", "down"])
-def test_prometheus_gone_longer_than_the_error_limit_rolls_back_with_analysis_error(
-        cluster, api, namespace, failure):
+def test_prometheus_gone_longer_than_the_error_limit_rolls_back_with_analysis_error(cluster, api, namespace, failure):
     with FlakyPrometheus(cluster.prometheus_url) as prom:
         deploy_first(cluster, api, namespace)
         manifest = rollouts.compute_canary(NAME, "v2", namespace=namespace, prometheus=prom.url)
         with scenario.StatusRecorder(api, namespace, NAME) as rec, LoadRunner(front_door(api, namespace, NAME)):
             scenario.apply_manifest(cluster, manifest)
-            scenario.wait_for_rollout(api, namespace, NAME,
-                                      lambda o: bool(((o.get("status") or {}).get("traffic") or {}).get("candidate")),
-                                      "the canary taking traffic", ROLLOUT_TIMEOUT)
+            scenario.wait_for_rollout(
+                api,
+                namespace,
+                NAME,
+                lambda o: bool(((o.get("status") or {}).get("traffic") or {}).get("candidate")),
+                "the canary taking traffic",
+                ROLLOUT_TIMEOUT,
+            )
             prom.set_mode(failure)
             t_out = rec.elapsed()
-            obj = scenario.wait_for_rollout(api, namespace, NAME, scenario.is_phase("RolledBack", "Healthy"),
-                                            f"the rollout to end with Prometheus {failure}", ROLLOUT_TIMEOUT,
-                                            fail_on=("Healthy",))
-            back = _first(rec, lambda s: s.stable == "v1" and s.stable_weight == 100 and not s.candidate,
-                          after=t_out)
+            obj = scenario.wait_for_rollout(
+                api,
+                namespace,
+                NAME,
+                scenario.is_phase("RolledBack", "Healthy"),
+                f"the rollout to end with Prometheus {failure}",
+                ROLLOUT_TIMEOUT,
+                fail_on=("Healthy",),
+            )
+            back = _first(rec, lambda s: s.stable == "v1" and s.stable_weight == 100 and not s.candidate, after=t_out)
     status = obj["status"]
     assert status["phase"] == "RolledBack" and status["reason"] == "AnalysisError", status
     assert "Prometheus at" in status["message"] and "unreachable" in status["message"], status["message"]
@@ -240,9 +265,11 @@ def test_prometheus_gone_longer_than_the_error_limit_rolls_back_with_analysis_er
     assert status["traffic"]["stable"] == {"version": "v1", "weight": 100}
     assert [h["outcome"] for h in _history_of(obj, "v2")] == ["RolledBack"]
     assert not [s for s in rec.history() if s.stable == "v2"], "promoted during a Prometheus outage"
-    print(f"Prometheus {failure} at t={t_out:.1f}s: traffic back on stable at "
-          f"t={back.t if back else float('nan'):.1f}s ({(back.t - t_out) if back else float('nan'):.1f}s; "
-          f"limit {ERROR_LIMIT} x interval {rollouts.DEMO_ANALYSIS_INTERVAL} + one query timeout)")
+    print(
+        f"Prometheus {failure} at t={t_out:.1f}s: traffic back on stable at "
+        f"t={back.t if back else float('nan'):.1f}s ({(back.t - t_out) if back else float('nan'):.1f}s; "
+        f"limit {ERROR_LIMIT} x interval {rollouts.DEMO_ANALYSIS_INTERVAL} + one query timeout)"
+    )
 
 
 def test_prometheus_down_briefly_holds_the_canary_then_it_continues(cluster, api, namespace):
@@ -252,25 +279,41 @@ def test_prometheus_down_briefly_holds_the_canary_then_it_continues(cluster, api
         with scenario.StatusRecorder(api, namespace, NAME) as rec, LoadRunner(front_door(api, namespace, NAME)):
             scenario.apply_manifest(cluster, manifest)
             generation = scenario.fetch_rollout(api, namespace, NAME)["metadata"]["generation"]
-            scenario.wait_for_rollout(api, namespace, NAME,
-                                      lambda o: bool(((o.get("status") or {}).get("traffic") or {}).get("candidate")),
-                                      "the canary taking traffic", ROLLOUT_TIMEOUT)
+            scenario.wait_for_rollout(
+                api,
+                namespace,
+                NAME,
+                lambda o: bool(((o.get("status") or {}).get("traffic") or {}).get("candidate")),
+                "the canary taking traffic",
+                ROLLOUT_TIMEOUT,
+            )
             prom.set_mode("down")
             t_out = rec.elapsed()
             # One or two failed rounds, below the limit of 4 in a row.
             scenario.wait_for_rollout(
-                api, namespace, NAME,
-                lambda o: any(g.get("consecutiveErrors", 0) >= 1
-                              for g in ((o.get("status") or {}).get("analysis") or {}).get("metrics") or []),
-                "a round counting the outage as an error", 60)
+                api,
+                namespace,
+                NAME,
+                lambda o: any(
+                    g.get("consecutiveErrors", 0) >= 1
+                    for g in ((o.get("status") or {}).get("analysis") or {}).get("metrics") or []
+                ),
+                "a round counting the outage as an error",
+                60,
+            )
             prom.set_mode("pass")
-            obj = scenario.wait_for_rollout(api, namespace, NAME, scenario.is_settled("v2", generation),
-                                            "v2 to settle after the brief outage", ROLLOUT_TIMEOUT)
+            obj = scenario.wait_for_rollout(
+                api,
+                namespace,
+                NAME,
+                scenario.is_settled("v2", generation),
+                "v2 to settle after the brief outage",
+                ROLLOUT_TIMEOUT,
+            )
     status = obj["status"]
     assert status["phase"] == "Healthy" and status["stableVersion"] == "v2", status
     assert [h["outcome"] for h in _history_of(obj, "v2")] == ["Promoted"]
-    errored = [s for s in rec.history() if s.t >= t_out
-               and any(g.get("verdict") == "Error" for g in s.metrics)]
+    errored = [s for s in rec.history() if s.t >= t_out and any(g.get("verdict") == "Error" for g in s.metrics)]
     assert errored, "no round saw the outage"
     assert max(g.get("consecutiveErrors", 0) for s in errored for g in s.metrics) < ERROR_LIMIT
     # While the outage lasted the canary held its weight: never moved on an erroring round.

@@ -13,14 +13,19 @@ from e2e import rollouts, scenario
 from e2e.load import LoadRunner
 from e2e.tests.conftest import front_door
 from e2e.tests.support import (
-    KUBECONFIG_USER, NAME, ROLLOUT_TIMEOUT, apply_and_wait, assert_answered_only_by, deploy_first,
-    metric, plugin)
+    KUBECONFIG_USER,
+    NAME,
+    ROLLOUT_TIMEOUT,
+    assert_answered_only_by,
+    deploy_first,
+    metric,
+    plugin,
+)
 
 pytestmark = pytest.mark.e2e
 
 # A canary that stops for a person after the first weight.
-GATED_CANARY = [{"setWeight": 20}, {"pause": {}}, {"setWeight": 50}, {"analysis": {}},
-                {"promote": {}}]
+GATED_CANARY = [{"setWeight": 20}, {"pause": {}}, {"setWeight": 50}, {"analysis": {}}, {"promote": {}}]
 
 
 def _waiting_for_a_person(obj: dict) -> bool:
@@ -31,6 +36,7 @@ def _waiting_for_a_person(obj: dict) -> bool:
 def _handled(counter: str, value: int):
     def check(obj: dict) -> bool:
         return ((obj.get("status") or {}).get("handledRequests") or {}).get(counter, 0) >= value
+
     return check
 
 
@@ -40,18 +46,27 @@ def _condition(status: dict, kind: str) -> dict:
 
 def _wait_condition(cluster, namespace: str, condition: str) -> None:
     """`kubectl wait` exactly as the README shows it; exit 0 is the assertion."""
-    scenario.run_tool(cluster, cluster.kubectl, "wait", f"mro/{NAME}", "-n", namespace,
-                      f"--for=condition={condition}", "--timeout=120s", timeout=150)
+    scenario.run_tool(
+        cluster,
+        cluster.kubectl,
+        "wait",
+        f"mro/{NAME}",
+        "-n",
+        namespace,
+        f"--for=condition={condition}",
+        "--timeout=120s",
+        timeout=150,
+    )
 
 
 def test_plugin_aborts_retries_and_approves_a_canary(cluster, api, namespace):
     deploy_first(cluster, api, namespace, version="v1")
-    manifest = rollouts.compute_rollout(NAME, "v2", {"canary": {"steps": GATED_CANARY}},
-                                        namespace=namespace)
+    manifest = rollouts.compute_rollout(NAME, "v2", {"canary": {"steps": GATED_CANARY}}, namespace=namespace)
     with LoadRunner(front_door(api, namespace, NAME)) as load:
         scenario.apply_manifest(cluster, manifest)
-        obj = scenario.wait_for_rollout(api, namespace, NAME, _waiting_for_a_person,
-                                        "v2 paused for approval", ROLLOUT_TIMEOUT)
+        obj = scenario.wait_for_rollout(
+            api, namespace, NAME, _waiting_for_a_person, "v2 paused for approval", ROLLOUT_TIMEOUT
+        )
         assert obj["status"]["traffic"]["candidate"] == {"version": "v2", "weight": 20}
         assert obj["status"]["pausedBy"] == "step"
         shown = plugin(cluster, namespace, "status")
@@ -66,8 +81,12 @@ def test_plugin_aborts_retries_and_approves_a_canary(cluster, api, namespace):
         assert status["traffic"]["stable"] == {"version": "v1", "weight": 100}
         assert not status["traffic"].get("candidate")
         aborted = status["history"][-1]
-        assert (aborted["version"], aborted["outcome"], aborted["reason"], aborted["by"]) == \
-            ("v2", "RolledBack", "Aborted", KUBECONFIG_USER), aborted
+        assert (aborted["version"], aborted["outcome"], aborted["reason"], aborted["by"]) == (
+            "v2",
+            "RolledBack",
+            "Aborted",
+            KUBECONFIG_USER,
+        ), aborted
         assert _condition(status, "Ready")["status"] == "True", "v1 still serves: Ready stays True"
         scenario.wait_for_replicas(api, namespace, f"{NAME}-v2", 0)
         time.sleep(3)  # the router follows the status write
@@ -78,8 +97,13 @@ def test_plugin_aborts_retries_and_approves_a_canary(cluster, api, namespace):
         t_retry = load.elapsed()
         plugin(cluster, namespace, "retry")
         obj = scenario.wait_for_rollout(
-            api, namespace, NAME, lambda o: _handled("retry", 1)(o) and _waiting_for_a_person(o),
-            "v2 retried and paused for approval again", ROLLOUT_TIMEOUT)
+            api,
+            namespace,
+            NAME,
+            lambda o: _handled("retry", 1)(o) and _waiting_for_a_person(o),
+            "v2 retried and paused for approval again",
+            ROLLOUT_TIMEOUT,
+        )
         assert obj["status"]["traffic"]["candidate"] == {"version": "v2", "weight": 20}
         assert obj["status"]["analysis"]["rounds"] >= 1
 
@@ -99,8 +123,7 @@ def test_plugin_aborts_retries_and_approves_a_canary(cluster, api, namespace):
     history_text = plugin(cluster, namespace, "history")
     assert "Aborted" in history_text and "Promoted" in history_text, history_text
     # Between the abort and the retry users got v1 only, and nobody saw an error.
-    assert_answered_only_by(load.compute_totals(since=t_aborted, until=t_retry), "v1",
-                            "between abort and retry")
+    assert_answered_only_by(load.compute_totals(since=t_aborted, until=t_retry), "v1", "between abort and retry")
 
 
 # A preview fed only clean clips passes; the users' traffic is half noisy audio, where v1 (a
@@ -115,14 +138,17 @@ USER_MIX = {"clean": 1.0, "noisy": 1.0}
 
 def test_blue_green_approved_with_the_plugin_then_switched_back_by_the_bake(cluster, api, namespace):
     deploy_first(cluster, api, namespace, version="v2")
-    manifest = rollouts.compute_blue_green(NAME, "v1", namespace=namespace, gates=BAKE_GATES,
-                                           auto_promote=False, post_promotion="90s")
-    with LoadRunner(front_door(api, namespace, NAME), mix=USER_MIX, rate=20) as users, \
-            LoadRunner(front_door(api, namespace, f"{NAME}-preview"), mix={"clean": 1.0},
-                       rate=5) as smoke:
+    manifest = rollouts.compute_blue_green(
+        NAME, "v1", namespace=namespace, gates=BAKE_GATES, auto_promote=False, post_promotion="90s"
+    )
+    with (
+        LoadRunner(front_door(api, namespace, NAME), mix=USER_MIX, rate=20) as users,
+        LoadRunner(front_door(api, namespace, f"{NAME}-preview"), mix={"clean": 1.0}, rate=5) as smoke,
+    ):
         scenario.apply_manifest(cluster, manifest)
-        obj = scenario.wait_for_rollout(api, namespace, NAME, _waiting_for_a_person,
-                                        "v1 previewed and waiting for approval", ROLLOUT_TIMEOUT)
+        obj = scenario.wait_for_rollout(
+            api, namespace, NAME, _waiting_for_a_person, "v1 previewed and waiting for approval", ROLLOUT_TIMEOUT
+        )
         status = obj["status"]
         assert status["traffic"]["stable"] == {"version": "v2", "weight": 100}
         assert metric(status, "unknown-rate")["verdict"] == "Pass", status["analysis"]
@@ -130,9 +156,14 @@ def test_blue_green_approved_with_the_plugin_then_switched_back_by_the_bake(clus
         assert_answered_only_by(users.compute_totals(until=t_approve), "v2", "before the approval")
 
         plugin(cluster, namespace, "promote")
-        scenario.wait_for_rollout(api, namespace, NAME,
-                                  lambda o: ((o["status"].get("traffic") or {}).get("candidate") or {})
-                                  .get("weight") == 100, "the switch to v1", 60)
+        scenario.wait_for_rollout(
+            api,
+            namespace,
+            NAME,
+            lambda o: ((o["status"].get("traffic") or {}).get("candidate") or {}).get("weight") == 100,
+            "the switch to v1",
+            60,
+        )
         _wait_condition(cluster, namespace, "RolledBack")
         time.sleep(3)  # the router follows the status write
         t_back = users.elapsed()

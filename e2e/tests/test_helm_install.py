@@ -24,17 +24,22 @@ REPLICAS = 2  # the chart's default: a leader and a standby (leader election)
 
 
 def _operator_pod(api: client.ApiClient) -> client.V1Pod:
-    pods = client.CoreV1Api(api).list_namespaced_pod(
-        NS, label_selector=f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator"
-    ).items
+    pods = (
+        client.CoreV1Api(api)
+        .list_namespaced_pod(
+            NS, label_selector=f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator"
+        )
+        .items
+    )
     running = [p for p in pods if p.metadata.deletion_timestamp is None]
     assert len(running) == REPLICAS, [p.metadata.name for p in pods]
     return operator_leader_pod(api, running)
 
 
 def _can_i(cluster: scenario.Cluster, verb: str, resource: str, namespace: str = "default") -> bool:
-    proc = scenario.run_tool(cluster, cluster.kubectl, "auth", "can-i", verb, resource,
-                             f"--as={SA}", "-n", namespace, check=False)
+    proc = scenario.run_tool(
+        cluster, cluster.kubectl, "auth", "can-i", verb, resource, f"--as={SA}", "-n", namespace, check=False
+    )
     return proc.stdout.strip() == "yes"
 
 
@@ -53,14 +58,14 @@ def test_crd_is_installed_by_the_chart_and_served(api, operator):
     assert established["Established"] == "True"
     assert crd.spec.names.short_names == ["mro"]
     listed = client.CustomObjectsApi(api).list_namespaced_custom_object(
-        scenario.GROUP, scenario.VERSION, NS, scenario.PLURAL)
+        scenario.GROUP, scenario.VERSION, NS, scenario.PLURAL
+    )
     assert isinstance(listed, dict) and listed["items"] == [], listed
 
 
 def test_helm_test_passes(cluster, api, operator):
     # No --logs: the testbed has no kubelet log endpoint; the pod's phase is the verdict.
-    proc = scenario.run_tool(cluster, cluster.helm, "test", RELEASE, "-n", NS, "--timeout", "120s",
-                             check=False)
+    proc = scenario.run_tool(cluster, cluster.helm, "test", RELEASE, "-n", NS, "--timeout", "120s", check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Phase:          Failed" not in proc.stdout
     pod = client.CoreV1Api(api).read_namespaced_pod(f"{RELEASE}-test", NS)
@@ -85,8 +90,9 @@ def test_operator_metrics_endpoint_answers(api, operator):
             body = resp.read().decode()
         assert resp.status == 200
         assert "modelrollout_" in body, "the operator exports its own modelrollout_* metrics"
-        leaders += next(float(line.split()[1]) for line in body.splitlines()
-                        if line.startswith("modelrollout_operator_leader "))
+        leaders += next(
+            float(line.split()[1]) for line in body.splitlines() if line.startswith("modelrollout_operator_leader ")
+        )
     assert leaders == 1.0, "exactly one replica reports itself the leader"
 
 
@@ -98,15 +104,25 @@ def test_upgrade_with_the_same_values_keeps_the_ready_operators(cluster, api, op
 
 def test_alert_rules_and_dashboard_queries_are_valid_promql(cluster):
     """Every PrometheusRule expression and dashboard query parses in the testbed's real Prometheus."""
-    rendered = scenario.run_tool(cluster, cluster.helm, "template", "mr", str(scenario.CHART),
-                                 "--kube-version", "1.36.3",
-                                 "--set", "prometheusRule.enabled=true,dashboards.enabled=true").stdout
+    rendered = scenario.run_tool(
+        cluster,
+        cluster.helm,
+        "template",
+        "mr",
+        str(scenario.CHART),
+        "--kube-version",
+        "1.36.3",
+        "--set",
+        "prometheusRule.enabled=true,dashboards.enabled=true",
+    ).stdout
     docs = [d for d in yaml.safe_load_all(rendered) if d]
-    exprs = [r["expr"] for d in docs if d["kind"] == "PrometheusRule"
-             for g in d["spec"]["groups"] for r in g["rules"]]
+    exprs = [r["expr"] for d in docs if d["kind"] == "PrometheusRule" for g in d["spec"]["groups"] for r in g["rules"]]
     (dashboard,) = [json.loads(d["data"]["modelrollout.json"]) for d in docs if d["kind"] == "ConfigMap"]
-    exprs += [t["expr"].replace("$namespace", ".*").replace("$rollout", ".*")
-              for p in dashboard["panels"] for t in p["targets"]]
+    exprs += [
+        t["expr"].replace("$namespace", ".*").replace("$rollout", ".*")
+        for p in dashboard["panels"]
+        for t in p["targets"]
+    ]
     assert len(exprs) >= 15
     rejected = []
     for expr in exprs:

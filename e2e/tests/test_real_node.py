@@ -8,6 +8,7 @@ shell-free Python, and from the host (`/proc/<pid>/status`, `/proc/<pid>/mountin
 container's memory cgroup of the process containerd reports for the container ID) for all,
 including the router, whose image is FROM scratch and has nothing to exec.
 """
+
 from __future__ import annotations
 
 import re
@@ -29,16 +30,17 @@ OOM_LIMIT = "64Mi"
 WAIT_S = 120
 # The model server gets limits only from spec.server.resources (the operator sets none by
 # default); the rollout here declares them, so the kernel's enforcement can be checked.
-SERVER_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"},
-                    "limits": {"cpu": "1", "memory": "1Gi"}}
+SERVER_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
 
 
 @pytest.fixture(scope="module")
 def layout() -> paths.Layout:
     lay = paths.default_layout()
     if not lay.is_real_node:
-        pytest.fail(f"these tests need the real node; {paths.NODE_MODE_ENV}={lay.node_mode} "
-                    "(start the default testbed with `make cluster-up`)")
+        pytest.fail(
+            f"these tests need the real node; {paths.NODE_MODE_ENV}={lay.node_mode} "
+            "(start the default testbed with `make cluster-up`)"
+        )
     return lay
 
 
@@ -53,15 +55,20 @@ def rollout_pods(cluster, api, operator, layout):
     try:
         apply_and_wait(cluster, api, manifest, ["Healthy"], HEALTHY_TIMEOUT)
         pods = client.CoreV1Api(api).list_namespaced_pod(ns).items
-        yield {role: [p for p in pods if p.metadata.labels.get("app.kubernetes.io/name") == role]
-               for role in ("router", "model-server")}
+        yield {
+            role: [p for p in pods if p.metadata.labels.get("app.kubernetes.io/name") == role]
+            for role in ("router", "model-server")
+        }
     finally:
         scenario.run_tool(cluster, cluster.kubectl, "delete", "namespace", ns, "--wait=false", check=False)
 
 
 def _operator_pod(api) -> client.V1Pod:
-    pods = client.CoreV1Api(api).list_namespaced_pod(
-        scenario.OPERATOR_NAMESPACE, label_selector="app.kubernetes.io/component=operator").items
+    pods = (
+        client.CoreV1Api(api)
+        .list_namespaced_pod(scenario.OPERATOR_NAMESPACE, label_selector="app.kubernetes.io/component=operator")
+        .items
+    )
     return operator_leader_pod(api, pods)  # the leader: the one whose log has kopf's lines
 
 
@@ -122,8 +129,9 @@ def test_every_container_runs_as_its_non_root_uid_with_no_capabilities(layout, a
 def test_every_root_filesystem_is_read_only(layout, api, rollout_pods):
     for role, pod in _containers_under_test(api, rollout_pods):
         pid = _host_pid(layout, pod)
-        root = [line.split() for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
-                if line.split()[4] == "/"]
+        root = [
+            line.split() for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines() if line.split()[4] == "/"
+        ]
         assert root, f"{role}: no / in the container's mountinfo"
         assert "ro" in root[-1][5].split(","), f"{role}: / is mounted {root[-1][5]}"
 
@@ -133,16 +141,28 @@ def test_writing_the_root_filesystem_fails_inside_the_container(cluster, api, ro
     """From inside, through `kubectl exec` (the router's FROM-scratch image has nothing to run;
     its read-only / is shown from the host above)."""
     pod = dict(_containers_under_test(api, rollout_pods))[role]
-    probe = ("import os, sys\n"
-             "try:\n    open('/written-by-e2e', 'w')\nexcept OSError as e:\n    print(e.strerror); sys.exit(3)\n"
-             "print('wrote /'); sys.exit(0)\n")
-    proc = scenario.run_tool(cluster, cluster.kubectl, "exec", "-n", *_pod_ref(pod),
-                             "--", "python3", "-c", probe, check=False, timeout=60)
+    probe = (
+        "import os, sys\n"
+        "try:\n    open('/written-by-e2e', 'w')\nexcept OSError as e:\n    print(e.strerror); sys.exit(3)\n"
+        "print('wrote /'); sys.exit(0)\n"
+    )
+    proc = scenario.run_tool(
+        cluster, cluster.kubectl, "exec", "-n", *_pod_ref(pod), "--", "python3", "-c", probe, check=False, timeout=60
+    )
     assert proc.returncode == 3, f"{role}: exit {proc.returncode}: {proc.stdout} {proc.stderr}"
     assert "Read-only file system" in proc.stdout
-    uid = scenario.run_tool(cluster, cluster.kubectl, "exec", "-n", *_pod_ref(pod),
-                            "--", "python3", "-c", "import os; print(os.getuid())",
-                            timeout=60).stdout.strip()
+    uid = scenario.run_tool(
+        cluster,
+        cluster.kubectl,
+        "exec",
+        "-n",
+        *_pod_ref(pod),
+        "--",
+        "python3",
+        "-c",
+        "import os; print(os.getuid())",
+        timeout=60,
+    ).stdout.strip()
     assert uid != "0" and int(uid) == _expected_uid(pod)
 
 
@@ -150,8 +170,11 @@ def test_memory_limits_are_the_containers_cgroup_limits(layout, api, rollout_pod
     for role, pod in _containers_under_test(api, rollout_pods):
         limit = (pod.spec.containers[0].resources.limits or {}).get("memory")
         assert limit, f"{role}: no memory limit declared"
-        cgroup = [line.split(":", 2)[2] for line in Path(f"/proc/{_host_pid(layout, pod)}/cgroup").read_text().splitlines()
-                  if line.split(":", 2)[1] == "memory"]
+        cgroup = [
+            line.split(":", 2)[2]
+            for line in Path(f"/proc/{_host_pid(layout, pod)}/cgroup").read_text().splitlines()
+            if line.split(":", 2)[1] == "memory"
+        ]
         path = Path("/sys/fs/cgroup/memory") / cgroup[0].lstrip("/") / "memory.limit_in_bytes"
         assert int(path.read_text()) == _quantity_bytes(limit), f"{role}: {path} vs limit {limit}"
 
@@ -169,17 +192,31 @@ def test_a_container_over_its_memory_limit_is_oom_killed(cluster, api, layout):
     scenario.ensure_namespace(cluster, ns)
     core = client.CoreV1Api(api)
     try:
-        core.create_namespaced_pod(ns, {"metadata": {"name": "hog"}, "spec": {  # type: ignore[arg-type]  # the client sends a dict body as is; its hints name only the V1 model
-            "restartPolicy": "OnFailure", "automountServiceAccountToken": False,
-            "securityContext": {"runAsNonRoot": True, "runAsUser": 65532},
-            "containers": [{"name": "hog", "image": "modelrollout/model-server:dev",
+        core.create_namespaced_pod(
+            ns,
+            {
+                "metadata": {"name": "hog"},
+                "spec": {  # type: ignore[arg-type]  # the client sends a dict body as is; its hints name only the V1 model
+                    "restartPolicy": "OnFailure",
+                    "automountServiceAccountToken": False,
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": 65532},
+                    "containers": [
+                        {
+                            "name": "hog",
+                            "image": "modelrollout/model-server:dev",
                             "imagePullPolicy": "IfNotPresent",
-                            "command": ["python3", "-c",
-                                        "import time; b = bytearray(256 * 2**20); time.sleep(600)"],
+                            "command": ["python3", "-c", "import time; b = bytearray(256 * 2**20); time.sleep(600)"],
                             "resources": {"limits": {"memory": OOM_LIMIT, "cpu": "200m"}},
-                            "securityContext": {"readOnlyRootFilesystem": True,
-                                                "allowPrivilegeEscalation": False,
-                                                "capabilities": {"drop": ["ALL"]}}}]}})
+                            "securityContext": {
+                                "readOnlyRootFilesystem": True,
+                                "allowPrivilegeEscalation": False,
+                                "capabilities": {"drop": ["ALL"]},
+                            },
+                        }
+                    ],
+                },
+            },
+        )
 
         def restarted():
             statuses = core.read_namespaced_pod("hog", ns).status.container_statuses or []
@@ -206,15 +243,26 @@ def test_pods_reach_the_api_through_its_service_ip_and_prometheus_at_the_node_ip
         "req = urllib.request.Request(f'https://{host}:{port}/version',\n"
         "    headers={'Authorization': 'Bearer ' + open(f'{sa}/token').read()})\n"
         "print(host, urllib.request.urlopen(req, context=ctx, timeout=10).status)\n"
-        "print(urllib.request.urlopen(os.environ['PROM'] + '/-/ready', timeout=10).status)\n")
-    out = scenario.run_tool(cluster, cluster.kubectl, "exec", "-n", *_pod_ref(pod),
-                            "--", "env", f"PROM={layout.prometheus_url}",
-                            "python3", "-c", probe, timeout=60).stdout.split()
+        "print(urllib.request.urlopen(os.environ['PROM'] + '/-/ready', timeout=10).status)\n"
+    )
+    out = scenario.run_tool(
+        cluster,
+        cluster.kubectl,
+        "exec",
+        "-n",
+        *_pod_ref(pod),
+        "--",
+        "env",
+        f"PROM={layout.prometheus_url}",
+        "python3",
+        "-c",
+        probe,
+        timeout=60,
+    ).stdout.split()
     assert out == ["10.0.0.1", "200", "200"], out
 
 
 def test_kubectl_logs_reads_the_real_containers_output(cluster, api, operator):
     pod = _operator_pod(api)
-    logs = scenario.run_tool(cluster, cluster.kubectl, "logs", "-n", *_pod_ref(pod),
-                             "--tail=200", timeout=60).stdout
+    logs = scenario.run_tool(cluster, cluster.kubectl, "logs", "-n", *_pod_ref(pod), "--tail=200", timeout=60).stdout
     assert "kopf" in logs, logs[-2000:]

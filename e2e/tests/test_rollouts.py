@@ -13,17 +13,23 @@ from e2e import rollouts, scenario
 from e2e.load import LoadRunner, SequentialProbe, load_labelled_clips
 from e2e.tests.conftest import front_door
 from e2e.tests.support import (
-    NAME, ROLLOUT_TIMEOUT, apply_and_wait, assert_answered_only_by, deploy_first, metric, operator_leader_pod)
+    NAME,
+    ROLLOUT_TIMEOUT,
+    apply_and_wait,
+    assert_answered_only_by,
+    deploy_first,
+    metric,
+    operator_leader_pod,
+)
 
 pytestmark = pytest.mark.e2e
 
+
 def test_canary_promotes_v2_then_rolls_back_v3(cluster, api, namespace):
     deploy_first(cluster, api, namespace)
-    with scenario.StatusRecorder(api, namespace, NAME) as rec, \
-            LoadRunner(front_door(api, namespace, NAME)) as load:
+    with scenario.StatusRecorder(api, namespace, NAME) as rec, LoadRunner(front_door(api, namespace, NAME)) as load:
         # v2: canary 20% -> analysis -> 50% -> analysis -> promoted.
-        obj = apply_and_wait(cluster, api, rollouts.compute_canary(NAME, "v2", namespace=namespace),
-                              ["Healthy"])
+        obj = apply_and_wait(cluster, api, rollouts.compute_canary(NAME, "v2", namespace=namespace), ["Healthy"])
         t_v2 = load.elapsed()
         status = obj["status"]
         assert status["stableVersion"] == "v2"
@@ -36,8 +42,7 @@ def test_canary_promotes_v2_then_rolls_back_v3(cluster, api, namespace):
         assert status["history"][-1]["outcome"] == "Promoted"
 
         # v3 (a broken training run): gates fail at the first weight, traffic back on v2.
-        obj = apply_and_wait(cluster, api, rollouts.compute_canary(NAME, "v3", namespace=namespace),
-                              ["RolledBack"])
+        obj = apply_and_wait(cluster, api, rollouts.compute_canary(NAME, "v3", namespace=namespace), ["RolledBack"])
         status = obj["status"]
         assert status["stableVersion"] == "v2"
         assert status["traffic"]["stable"] == {"version": "v2", "weight": 100}
@@ -67,8 +72,9 @@ def test_shadow_v2_vs_v1_measures_agreement_and_users_only_get_v1(cluster, api, 
     gates = [{**g, "min": 0.6} if g["name"] == "shadow-agreement" else g for g in rollouts.SHADOW_GATES]
     with LoadRunner(front_door(api, namespace, NAME)) as load:
         t0 = load.elapsed()
-        obj = apply_and_wait(cluster, api, rollouts.compute_shadow(NAME, "v2", namespace=namespace,
-                                                                   gates=gates), ["Stopped"])
+        obj = apply_and_wait(
+            cluster, api, rollouts.compute_shadow(NAME, "v2", namespace=namespace, gates=gates), ["Stopped"]
+        )
         t1 = load.elapsed()
     status = obj["status"]
     agreement = metric(status, "shadow-agreement")
@@ -89,8 +95,9 @@ def test_shadow_v4_fails_on_agreement_and_users_never_see_it(cluster, api, names
     deploy_first(cluster, api, namespace, version="v2")
     with LoadRunner(front_door(api, namespace, NAME)) as load:
         t0 = load.elapsed()
-        obj = apply_and_wait(cluster, api, rollouts.compute_shadow(NAME, "v4", namespace=namespace),
-                              ["RolledBack", "Stopped"])
+        obj = apply_and_wait(
+            cluster, api, rollouts.compute_shadow(NAME, "v4", namespace=namespace), ["RolledBack", "Stopped"]
+        )
         t1 = load.elapsed()
     status = obj["status"]
     assert status["phase"] == "RolledBack", status.get("message")
@@ -108,11 +115,12 @@ def test_blue_green_switches_atomically(cluster, api, namespace):
     deploy_first(cluster, api, namespace)
     clip = load_labelled_clips(["clean"])["clean"][0][0]
     preview = front_door(api, namespace, f"{NAME}-preview")
-    with SequentialProbe(front_door(api, namespace, NAME), clip) as probe, \
-            LoadRunner(front_door(api, namespace, NAME), rate=10) as user_load, \
-            LoadRunner(preview, rate=10) as preview_load:
-        obj = apply_and_wait(cluster, api, rollouts.compute_blue_green(NAME, "v2", namespace=namespace),
-                              ["Healthy"])
+    with (
+        SequentialProbe(front_door(api, namespace, NAME), clip) as probe,
+        LoadRunner(front_door(api, namespace, NAME), rate=10) as user_load,
+        LoadRunner(preview, rate=10) as preview_load,
+    ):
+        obj = apply_and_wait(cluster, api, rollouts.compute_blue_green(NAME, "v2", namespace=namespace), ["Healthy"])
         time.sleep(2)
     assert obj["status"]["stableVersion"] == "v2"
     assert_answered_only_by(preview_load.compute_totals(), "v2", "preview traffic")
@@ -121,23 +129,28 @@ def test_blue_green_switches_atomically(cluster, api, namespace):
     assert "error" not in versions, [a for a in probe.answers if a.version == "error"][:5]
     assert {"v1", "v2"} <= set(versions), "the probe must see both sides of the switch"
     switch = versions.index("v2")
-    assert set(versions[:switch]) == {"v1"} and set(versions[switch:]) == {"v2"}, \
+    assert set(versions[:switch]) == {"v1"} and set(versions[switch:]) == {"v2"}, (
         "after the first v2 answer every answer must come from v2 (no mix)"
+    )
 
 
 def _has_candidate(version: str, weight: int):
     def check(obj: dict) -> bool:
         traffic = (obj.get("status") or {}).get("traffic") or {}
         return traffic.get("candidate") == {"version": version, "weight": weight}
+
     return check
 
 
 def _delete_operator_pod(api) -> str:
     core = client.CoreV1Api(api)
-    pod = operator_leader_pod(api, core.list_namespaced_pod(
-        scenario.OPERATOR_NAMESPACE, label_selector="app.kubernetes.io/component=operator").items)
-    core.delete_namespaced_pod(pod.metadata.name, scenario.OPERATOR_NAMESPACE,
-                               grace_period_seconds=0)
+    pod = operator_leader_pod(
+        api,
+        core.list_namespaced_pod(
+            scenario.OPERATOR_NAMESPACE, label_selector="app.kubernetes.io/component=operator"
+        ).items,
+    )
+    core.delete_namespaced_pod(pod.metadata.name, scenario.OPERATOR_NAMESPACE, grace_period_seconds=0)
     return pod.metadata.name
 
 
@@ -145,18 +158,24 @@ def test_operator_killed_mid_rollout_resumes_and_promotes_once(cluster, api, nam
     deploy_first(cluster, api, namespace)
     with LoadRunner(front_door(api, namespace, NAME)):
         scenario.apply_manifest(cluster, rollouts.compute_canary(NAME, "v2", namespace=namespace))
-        scenario.wait_for_rollout(api, namespace, NAME, _has_candidate("v2", 50),
-                                  "candidate v2 at 50%", ROLLOUT_TIMEOUT)
+        scenario.wait_for_rollout(
+            api, namespace, NAME, _has_candidate("v2", 50), "candidate v2 at 50%", ROLLOUT_TIMEOUT
+        )
         killed = _delete_operator_pod(api)
-        obj = scenario.wait_for_rollout(api, namespace, NAME, scenario.is_phase("Healthy"),
-                                        "Healthy after the operator restart", ROLLOUT_TIMEOUT)
+        obj = scenario.wait_for_rollout(
+            api, namespace, NAME, scenario.is_phase("Healthy"), "Healthy after the operator restart", ROLLOUT_TIMEOUT
+        )
     status = obj["status"]
     assert status["stableVersion"] == "v2"
     assert status["traffic"]["stable"] == {"version": "v2", "weight": 100}
     promoted = [h for h in status["history"] if h["version"] == "v2" and h["outcome"] == "Promoted"]
     assert len(promoted) == 1, status["history"]
-    pods = client.CoreV1Api(api).list_namespaced_pod(
-        scenario.OPERATOR_NAMESPACE, label_selector="app.kubernetes.io/component=operator").items
+    pods = (
+        client.CoreV1Api(api)
+        .list_namespaced_pod(scenario.OPERATOR_NAMESPACE, label_selector="app.kubernetes.io/component=operator")
+        .items
+    )
     assert killed not in [p.metadata.name for p in pods], "the killed operator pod is gone"
-    assert scenario.fetch_ready_addresses(api, scenario.OPERATOR_NAMESPACE,
-                                          f"{scenario.RELEASE}-metrics", port_name="metrics")
+    assert scenario.fetch_ready_addresses(
+        api, scenario.OPERATOR_NAMESPACE, f"{scenario.RELEASE}-metrics", port_name="metrics"
+    )

@@ -31,9 +31,13 @@ STEP_LONGEST = "4m"
 
 def compute_sequential(version: str, namespace: str) -> dict:
     manifest = rollouts.compute_rollout(
-        NAME, version,
+        NAME,
+        version,
         {"canary": {"steps": [{"setWeight": 20}, {"analysis": {"duration": STEP_LONGEST}}, {"promote": {}}]}},
-        namespace=namespace, gates=GATES, progress_deadline="5m")
+        namespace=namespace,
+        gates=GATES,
+        progress_deadline="5m",
+    )
     analysis = manifest["spec"]["analysis"]
     analysis.update(mode="sequential", falsePromotionRate=0.05, falseRollbackRate=0.05)
     for key in ("minSamples", "failureLimit", "inconclusiveLimit"):  # not used in this mode
@@ -43,18 +47,21 @@ def compute_sequential(version: str, namespace: str) -> dict:
 
 def test_thin_evidence_waits_then_a_worse_candidate_rolls_back_with_its_interval(cluster, api, namespace):
     deploy_first(cluster, api, namespace, version="v2")
-    with scenario.StatusRecorder(api, namespace, NAME) as rec, \
-            LoadRunner(front_door(api, namespace, NAME), rate=2) as _load:
-        obj = apply_and_wait(cluster, api, compute_sequential("v3", namespace), ["RolledBack"],
-                             ROLLOUT_TIMEOUT)
+    with (
+        scenario.StatusRecorder(api, namespace, NAME) as rec,
+        LoadRunner(front_door(api, namespace, NAME), rate=2) as _load,
+    ):
+        obj = apply_and_wait(cluster, api, compute_sequential("v3", namespace), ["RolledBack"], ROLLOUT_TIMEOUT)
     status = obj["status"]
     assert status["reason"] == "AnalysisFailed", status.get("message")
     # The interval is in the message: "<gate> <estimate> [<lower>, <upper>] > max ... (n=...)".
-    assert re.search(r"\[[0-9.e-]+, [0-9.e-]+\] [<>] (max|min) [0-9.]+ \(n=\d+\)", status["message"]), \
-        status["message"]
+    assert re.search(r"\[[0-9.e-]+, [0-9.e-]+\] [<>] (max|min) [0-9.]+ \(n=\d+\)", status["message"]), status["message"]
     # Before it failed, rounds were Inconclusive: the evidence was thin, nothing was decided.
-    rounds = [{m["name"]: m.get("verdict") for m in s.metrics} for s in rec.history()
-              if s.candidate_version == "v3" and s.phase == "Progressing"]
+    rounds = [
+        {m["name"]: m.get("verdict") for m in s.metrics}
+        for s in rec.history()
+        if s.candidate_version == "v3" and s.phase == "Progressing"
+    ]
     thin = [r for r in rounds if "Inconclusive" in r.values() and "Fail" not in r.values()]
     assert thin, rounds
     failed = [m for m in status["analysis"]["metrics"] if m["verdict"] == "Fail"]

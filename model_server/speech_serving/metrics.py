@@ -74,8 +74,14 @@ class SignedHistogram:
     both the library's omission and what this exposes.
     """
 
-    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...], buckets: tuple[float, ...],
-                 registry: CollectorRegistry):
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: tuple[str, ...],
+        buckets: tuple[float, ...],
+        registry: CollectorRegistry,
+    ):
         self._name, self._documentation, self._labelnames = name, documentation, tuple(labelnames)
         self._bounds = tuple(float(b) for b in buckets) + (math.inf,)
         self._le = compute_le_labels(buckets)
@@ -83,7 +89,7 @@ class SignedHistogram:
         self._lock = threading.Lock()
         registry.register(self)
 
-    def labels(self, **labels: str) -> "_SignedChild":
+    def labels(self, **labels: str) -> _SignedChild:
         key = tuple(str(labels[n]) for n in self._labelnames)
         with self._lock:
             if key not in self._children:
@@ -99,11 +105,11 @@ class SignedHistogram:
             children = list(self._children.items())
         for key, child in children:
             counts, total = child.snapshot()
-            buckets = list(zip(self._le, itertools.accumulate(counts)))
+            buckets = list(zip(self._le, itertools.accumulate(counts), strict=True))
             first = len(family.samples)
             family.add_metric(list(key), buckets, total)
             added = {sample.name for sample in family.samples[first:]}
-            labels = dict(zip(self._labelnames, key))
+            labels = dict(zip(self._labelnames, key, strict=True))
             for suffix, value in (("_count", buckets[-1][1]), ("_sum", total)):
                 if self._name + suffix not in added:
                     family.add_sample(self._name + suffix, labels, value)
@@ -143,9 +149,12 @@ def _families(registry: CollectorRegistry) -> _Families:
         return _FAMILIES[id(registry)]
     base = ("model", "version")
     hist_buckets = {
-        "speech_request_duration_seconds": _LATENCY_BUCKETS, "speech_input_duration_seconds": _CLIP_BUCKETS,
-        "speech_input_level_dbfs": _LEVEL_BUCKETS, "speech_vad_speech_ratio": _RATIO_BUCKETS,
-        "speech_confidence": _CONFIDENCE_BUCKETS, "speech_batch_size": _BATCH_BUCKETS,
+        "speech_request_duration_seconds": _LATENCY_BUCKETS,
+        "speech_input_duration_seconds": _CLIP_BUCKETS,
+        "speech_input_level_dbfs": _LEVEL_BUCKETS,
+        "speech_vad_speech_ratio": _RATIO_BUCKETS,
+        "speech_confidence": _CONFIDENCE_BUCKETS,
+        "speech_batch_size": _BATCH_BUCKETS,
     }
     made = _Families({}, {})
     for name, (kind, extra, doc) in CONTRACT.items():

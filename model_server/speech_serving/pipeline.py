@@ -73,7 +73,9 @@ class Recognizer:
         self._output = "probabilities" if any(o.name == "probabilities" for o in self._session.get_outputs()) else None
         n_out = self._session.get_outputs()[0].shape[-1]
         if isinstance(n_out, int) and n_out != len(self.labels):
-            raise ValueError(f"{self.path}: model outputs {n_out} classes but its metadata lists {len(self.labels)} labels")
+            raise ValueError(
+                f"{self.path}: model outputs {n_out} classes but its metadata lists {len(self.labels)} labels"
+            )
 
     def compute_probabilities(self, feats: np.ndarray) -> np.ndarray:
         out = self._session.run([self._output] if self._output else None, {self._input: feats})
@@ -100,8 +102,7 @@ def _check_feature_config(meta: dict, path: Path) -> None:
         return
     if json.loads(raw) != json.loads(features.compute_feature_config_json()):
         raise ValueError(
-            f"{path}: model was built for features {raw}, this server computes "
-            f"{features.compute_feature_config_json()}"
+            f"{path}: model was built for features {raw}, this server computes {features.compute_feature_config_json()}"
         )
 
 
@@ -126,13 +127,11 @@ class SpeechPipeline:
         times.segments = len(windows)
         scored = self._score_windows([w[3] for w in windows], times)
         per_clip: list[list[Segment]] = [[] for _ in clips]
-        for (i, start, end, _), (label, conf) in zip(windows, scored):
+        for (i, start, end, _), (label, conf) in zip(windows, scored, strict=True):
             if len(clips[i]) <= SHORT_CLIP:
                 start, end = compute_short_clip_span(spans[i][0], len(clips[i]))
             per_clip[i].append(Segment(round(start / SAMPLE_RATE, 3), round(end / SAMPLE_RATE, 3), label, conf))
-        results = [
-            compute_clip_result(clip, per_clip[i], spans[i][0], spans[i][1]) for i, clip in enumerate(clips)
-        ]
+        results = [compute_clip_result(clip, per_clip[i], spans[i][0], spans[i][1]) for i, clip in enumerate(clips)]
         return results, times
 
     def run_clip(self, clip: np.ndarray) -> ClipResult:

@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import kopf
 from aiohttp import web
@@ -49,8 +49,9 @@ def build_http_app(ready: asyncio.Event) -> web.Application:
     return app
 
 
-async def run_operator(settings: Settings, *, runtime: Runtime | None = None,
-                       stop_flag: asyncio.Event | None = None) -> None:
+async def run_operator(
+    settings: Settings, *, runtime: Runtime | None = None, stop_flag: asyncio.Event | None = None
+) -> None:
     """Runs until stopped (SIGTERM/SIGINT via kopf, or `stop_flag`). With --leader-election, kopf
     starts only once this replica holds the Lease (handlers/leadership.py)."""
     ready = asyncio.Event()
@@ -69,16 +70,22 @@ async def run_operator(settings: Settings, *, runtime: Runtime | None = None,
         await runner.cleanup()
 
 
-async def run_kopf(settings: Settings, runtime: Runtime | None, ready: asyncio.Event,
-                   stop_flag: asyncio.Event | None) -> None:
+async def run_kopf(
+    settings: Settings, runtime: Runtime | None, ready: asyncio.Event, stop_flag: asyncio.Event | None
+) -> None:
     registry = kopf.OperatorRegistry()
     register(registry, settings, runtime)
-    await kopf.operator(registry=registry, standalone=True, clusterwide=not settings.namespaces,
-                        namespaces=list(settings.namespaces), ready_flag=ready, stop_flag=stop_flag)
+    await kopf.operator(
+        registry=registry,
+        standalone=True,
+        clusterwide=not settings.namespaces,
+        namespaces=list(settings.namespaces),
+        ready_flag=ready,
+        stop_flag=stop_flag,
+    )
 
 
-async def run_elected(settings: Settings, runtime: Runtime | None, ready: asyncio.Event,
-                      stop: asyncio.Event) -> None:
+async def run_elected(settings: Settings, runtime: Runtime | None, ready: asyncio.Event, stop: asyncio.Event) -> None:
     """Stands by until this replica holds the Lease, then runs kopf until stopped (and hands the
     Lease back) or until the Lease is lost: then the process ends at once, without waiting for
     kopf to wind down, so it never reconciles next to the new leader (Kubernetes restarts it)."""
@@ -110,8 +117,7 @@ async def _first_of(*events: asyncio.Event) -> None:
 
 async def _exit_when(lost: asyncio.Event, identity: str) -> None:
     await lost.wait()
-    log.critical("%s: exiting: another replica may already lead, and two must never reconcile at once",
-                 identity)
+    log.critical("%s: exiting: another replica may already lead, and two must never reconcile at once", identity)
     logging.shutdown()
     os._exit(LOST_LEADERSHIP_EXIT_CODE)
 
@@ -130,8 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         asyncio.run(run_operator(settings))
     except OSError as err:  # e.g. the port is taken: say which, not a traceback
-        print(f"modelrollout-operator: cannot serve on {settings.host}:{settings.port}: {err}",
-              file=sys.stderr)
+        print(f"modelrollout-operator: cannot serve on {settings.host}:{settings.port}: {err}", file=sys.stderr)
         return 1
     return 0
 

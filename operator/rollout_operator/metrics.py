@@ -7,8 +7,8 @@ with `forget_rollout` instead of lingering; counters and histograms are ordinary
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -19,27 +19,40 @@ from .domain.phases import Phase
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 RECONCILE_SECONDS = Histogram(
-    "modelrollout_reconcile_duration_seconds", "Time of one reconcile tick (observe, decide, act, write).",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=REGISTRY)
+    "modelrollout_reconcile_duration_seconds",
+    "Time of one reconcile tick (observe, decide, act, write).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
 RECONCILE_ERRORS = Counter(
-    "modelrollout_reconcile_errors_total", "Reconcile ticks that failed, by kind of failure.",
-    ["kind"], registry=REGISTRY)
+    "modelrollout_reconcile_errors_total",
+    "Reconcile ticks that failed, by kind of failure.",
+    ["kind"],
+    registry=REGISTRY,
+)
 API_CALLS = Counter(
-    "modelrollout_api_calls_total", "Kubernetes API calls made by the adapters.",
-    ["verb", "resource", "code"], registry=REGISTRY)
+    "modelrollout_api_calls_total",
+    "Kubernetes API calls made by the adapters.",
+    ["verb", "resource", "code"],
+    registry=REGISTRY,
+)
 PROMETHEUS_QUERIES = Counter(
-    "modelrollout_prometheus_queries_total", "Prometheus queries by outcome (value, noData, error).",
-    ["outcome"], registry=REGISTRY)
-EVENTS = Counter(
-    "modelrollout_events_total", "Kubernetes events emitted, by reason.", ["reason"], registry=REGISTRY)
+    "modelrollout_prometheus_queries_total",
+    "Prometheus queries by outcome (value, noData, error).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+EVENTS = Counter("modelrollout_events_total", "Kubernetes events emitted, by reason.", ["reason"], registry=REGISTRY)
 # 1 while this replica holds the leader Lease and reconciles (and, with --leader-election=false,
 # while it runs at all); 0 while it stands by. Summed over the replicas, 1 is healthy.
 LEADER = Gauge(
-    "modelrollout_operator_leader", "1 while this operator replica leads (runs the reconciles), 0 on standby.",
-    registry=REGISTRY)
+    "modelrollout_operator_leader",
+    "1 while this operator replica leads (runs the reconciles), 0 on standby.",
+    registry=REGISTRY,
+)
 STATUS_WRITES = Counter(
-    "modelrollout_status_writes_total", "Status patches written (unchanged statuses are skipped).",
-    registry=REGISTRY)
+    "modelrollout_status_writes_total", "Status patches written (unchanged statuses are skipped).", registry=REGISTRY
+)
 
 
 @dataclass(frozen=True)
@@ -77,16 +90,31 @@ class RolloutCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         with self._lock:
             snapshots = dict(self._snapshots)
-        phase = GaugeMetricFamily("modelrollout_rollout_phase", "1 for the rollout's current phase, 0 otherwise.",
-                                  labels=["namespace", "rollout", "phase"])
-        weight = GaugeMetricFamily("modelrollout_traffic_weight", "Percent of user traffic per version.",
-                                   labels=["namespace", "rollout", "version", "role"])
-        mirror = GaugeMetricFamily("modelrollout_mirror_percent", "Percent of requests mirrored to a version.",
-                                   labels=["namespace", "rollout", "version"])
-        value = GaugeMetricFamily("modelrollout_analysis_value", "Last measured value of each gate.",
-                                  labels=["namespace", "rollout", "metric"])
-        threshold = GaugeMetricFamily("modelrollout_analysis_threshold", "Each gate's threshold by bound.",
-                                      labels=["namespace", "rollout", "metric", "bound"])
+        phase = GaugeMetricFamily(
+            "modelrollout_rollout_phase",
+            "1 for the rollout's current phase, 0 otherwise.",
+            labels=["namespace", "rollout", "phase"],
+        )
+        weight = GaugeMetricFamily(
+            "modelrollout_traffic_weight",
+            "Percent of user traffic per version.",
+            labels=["namespace", "rollout", "version", "role"],
+        )
+        mirror = GaugeMetricFamily(
+            "modelrollout_mirror_percent",
+            "Percent of requests mirrored to a version.",
+            labels=["namespace", "rollout", "version"],
+        )
+        value = GaugeMetricFamily(
+            "modelrollout_analysis_value",
+            "Last measured value of each gate.",
+            labels=["namespace", "rollout", "metric"],
+        )
+        threshold = GaugeMetricFamily(
+            "modelrollout_analysis_threshold",
+            "Each gate's threshold by bound.",
+            labels=["namespace", "rollout", "metric", "bound"],
+        )
         for (ns, name), snap in sorted(snapshots.items()):
             for p in Phase:
                 phase.add_metric([ns, name, p.value], 1.0 if snap.phase == p.value else 0.0)

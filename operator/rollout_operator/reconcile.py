@@ -9,18 +9,41 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 from . import metrics as m
 from .adapters import Adapters, KubeError, Owner, ServerTemplate, TakeoverRefused
-from .domain import (Action, Decision, DeleteVersion, EmitEvent, EnsurePreviewService,
-                     EnsureRouter, EnsureVersion, Measurement, Observations, QueryRequest,
-                     RemoveNetworkPolicies, RemovePreviewService, RolloutSpec, RolloutStatus,
-                     ScaleDownVersion, SetTraffic, SpecError, TrafficSplit, compute_metric_observations, decide,
-                     decide_invalid, parse_spec, plan_queries, status_from_dict, status_to_dict)
+from .domain import (
+    Action,
+    Decision,
+    DeleteVersion,
+    EmitEvent,
+    EnsurePreviewService,
+    EnsureRouter,
+    EnsureVersion,
+    Measurement,
+    Observations,
+    QueryRequest,
+    RemoveNetworkPolicies,
+    RemovePreviewService,
+    RolloutSpec,
+    RolloutStatus,
+    ScaleDownVersion,
+    SetTraffic,
+    SpecError,
+    TrafficSplit,
+    compute_metric_observations,
+    decide,
+    decide_invalid,
+    parse_spec,
+    plan_queries,
+    status_from_dict,
+    status_to_dict,
+)
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -64,8 +87,7 @@ class Schedule:
 
     def _is_due(self, uid: str, resource_version: str, now_mono: float) -> bool:
         entry = self.due.get(uid)
-        return (uid in self.woken or entry is None or entry[0] != resource_version
-                or now_mono >= entry[1])
+        return uid in self.woken or entry is None or entry[0] != resource_version or now_mono >= entry[1]
 
     def wake(self, uid: str) -> None:
         with self.lock:
@@ -114,29 +136,38 @@ def compute_server_template(spec: RolloutSpec, action: EnsureVersion) -> ServerT
     """The model-server pod inputs: the image and URI exactly as decided (the action), the
     vetted resources/env/args from the parsed spec."""
     return ServerTemplate(
-        model_name=spec.model.name, model_uri=action.uri, image=action.image,
-        resources=spec.server.resources, env=spec.server.env, args=spec.server.args)
+        model_name=spec.model.name,
+        model_uri=action.uri,
+        image=action.image,
+        resources=spec.server.resources,
+        env=spec.server.env,
+        args=spec.server.args,
+    )
 
 
-def fetch_observations(spec: RolloutSpec, status: RolloutStatus, adapters: Adapters,
-                       settings: Settings, generation: int, now: datetime) -> Observations:
+def fetch_observations(
+    spec: RolloutSpec, status: RolloutStatus, adapters: Adapters, settings: Settings, generation: int, now: datetime
+) -> Observations:
     """Workloads (one list call) and exactly the metric queries plan_queries() asks for."""
     workloads = adapters.workloads.fetch_workloads(spec.namespace, spec.name)
     requests = plan_queries(spec, status, now)
-    address = ((spec.analysis.prometheus_address if spec.analysis else None)
-               or settings.prometheus_url)
+    address = (spec.analysis.prometheus_address if spec.analysis else None) or settings.prometheus_url
     if not requests:
         measurements: list[Measurement] = []
     elif not address:
-        measurements = [Measurement.error(
-            "no Prometheus address: set spec.analysis.prometheus.address or the operator's "
-            "--prometheus-url")] * len(requests)
+        measurements = [
+            Measurement.error(
+                "no Prometheus address: set spec.analysis.prometheus.address or the operator's --prometheus-url"
+            )
+        ] * len(requests)
     else:
         assert spec.analysis is not None  # plan_queries asks for nothing without analysis
         measurements = fetch_round(adapters, address, requests, spec.analysis.interval.total_seconds())
-    return Observations(workloads=workloads,
-                        measurements=compute_metric_observations(list(zip(requests, measurements, strict=True))),
-                        generation=generation)
+    return Observations(
+        workloads=workloads,
+        measurements=compute_metric_observations(list(zip(requests, measurements, strict=True))),
+        generation=generation,
+    )
 
 
 # Queries of one check round in flight at once (each metric's value and sample count count as
@@ -145,8 +176,9 @@ def fetch_observations(spec: RolloutSpec, status: RolloutStatus, adapters: Adapt
 ROUND_CONCURRENCY = 8
 
 
-def fetch_round(adapters: Adapters, address: str, requests: list[QueryRequest],
-                round_seconds: float) -> list[Measurement]:
+def fetch_round(
+    adapters: Adapters, address: str, requests: list[QueryRequest], round_seconds: float
+) -> list[Measurement]:
     """One check round's measurements, in the order of `requests`. The queries run at the same
     time under one deadline: a Prometheus that never answers costs the round one query timeout
     (the adapter's, or the analysis interval if shorter: the next round is due then anyway), not
@@ -163,8 +195,9 @@ def fetch_round(adapters: Adapters, address: str, requests: list[QueryRequest],
         return list(pool.map(run, requests))
 
 
-def fetch_measurement(adapters: Adapters, address: str, request: QueryRequest,
-                      timeout: float | None = None) -> Measurement:
+def fetch_measurement(
+    adapters: Adapters, address: str, request: QueryRequest, timeout: float | None = None
+) -> Measurement:
     """The provider's answer; whatever it raises is an error measurement too, counted against
     consecutiveErrorLimit, so decide() still runs (and the deadline and limits still fire)."""
     try:
@@ -178,10 +211,14 @@ def fetch_measurement(adapters: Adapters, address: str, request: QueryRequest,
 # the prefix of the rejected object's field (the Status body's details.causes[].field).
 _CONTAINER = "spec.template.spec.containers[0]."
 _REJECTED_FIELDS: dict[type, tuple[tuple[str, str], ...]] = {
-    EnsureVersion: ((_CONTAINER + "resources", "spec.server.resources"),
-                    (_CONTAINER + "env", "spec.server.env"), (_CONTAINER + "args", "spec.server.args"),
-                    (_CONTAINER + "image", "spec.server.image"), ("spec.replicas", "spec.server.replicas"),
-                    ("", "spec.server")),
+    EnsureVersion: (
+        (_CONTAINER + "resources", "spec.server.resources"),
+        (_CONTAINER + "env", "spec.server.env"),
+        (_CONTAINER + "args", "spec.server.args"),
+        (_CONTAINER + "image", "spec.server.image"),
+        ("spec.replicas", "spec.server.replicas"),
+        ("", "spec.server"),
+    ),
     EnsureRouter: (("", "spec.trafficRouting.router"),),
     EnsurePreviewService: (("", "spec.strategy.blueGreen"),),
     SetTraffic: (("", "spec.trafficRouting"),),
@@ -197,8 +234,10 @@ def compute_rejection(action: Action, err: Exception) -> SpecError | None:
     if not (isinstance(err, KubeError) and err.invalid):
         return None
     cause = err.causes[0] if err.causes else ""
-    field = next((ours for prefix, ours in _REJECTED_FIELDS.get(type(action), (("", "spec"),))
-                  if cause.startswith(prefix)), "spec")
+    field = next(
+        (ours for prefix, ours in _REJECTED_FIELDS.get(type(action), (("", "spec"),)) if cause.startswith(prefix)),
+        "spec",
+    )
     return SpecError(field, f"rejected by the API server: {err.message}")
 
 
@@ -214,16 +253,17 @@ class _Context:
 def execute_action(action: Action, ctx: _Context, new_traffic: TrafficSplit) -> None:
     """Runs one non-event action as an idempotent ensure."""
     w, ns, name = ctx.adapters.workloads, ctx.owner.namespace, ctx.owner.name
-    if isinstance(action, REMOVALS) and (ctx.persisted.routes_to(action.version)
-                                         or new_traffic.routes_to(action.version)):
+    if isinstance(action, REMOVALS) and (
+        ctx.persisted.routes_to(action.version) or new_traffic.routes_to(action.version)
+    ):
         # Defence in depth: decide() never asks this, but stranding traffic is the one
         # mistake we refuse to make even if it did.
-        log.error("refusing %s of %s/%s %s: traffic still routes to it", type(action).__name__,
-                  ns, name, action.version)
+        log.error(
+            "refusing %s of %s/%s %s: traffic still routes to it", type(action).__name__, ns, name, action.version
+        )
         return
     if isinstance(action, EnsureVersion):
-        w.ensure_version(ctx.owner, action.version, action.replicas,
-                         compute_server_template(ctx.spec, action))
+        w.ensure_version(ctx.owner, action.version, action.replicas, compute_server_template(ctx.spec, action))
     elif isinstance(action, EnsureRouter):
         w.ensure_router(ctx.owner, action.image, action.replicas, action.network_policies)
     elif isinstance(action, RemoveNetworkPolicies):
@@ -242,8 +282,9 @@ def execute_action(action: Action, ctx: _Context, new_traffic: TrafficSplit) -> 
         w.delete_version(ns, name, action.version)
 
 
-def execute_actions(decision: Decision, ctx: _Context, persisted: RolloutStatus, generation: int,
-                    now: datetime) -> Decision:
+def execute_actions(
+    decision: Decision, ctx: _Context, persisted: RolloutStatus, generation: int, now: datetime
+) -> Decision:
     """Runs the decision's actions in order; the decision to write. An object the API server
     refuses (or that belongs to someone else) ends the tick Invalid naming the field, with
     traffic as persisted; transport errors propagate so the runtime retries the tick."""
@@ -260,23 +301,24 @@ def execute_actions(decision: Decision, ctx: _Context, persisted: RolloutStatus,
     return decision
 
 
-def compute_decision(body: Mapping[str, Any], adapters: Adapters, settings: Settings,
-                     now: datetime) -> tuple[Decision, RolloutSpec | None]:
+def compute_decision(
+    body: Mapping[str, Any], adapters: Adapters, settings: Settings, now: datetime
+) -> tuple[Decision, RolloutSpec | None]:
     """Parses the spec (SpecError → Invalid, no traceback loop), observes, decides."""
     meta = body["metadata"]
     status = status_from_dict(body.get("status"))
     generation = int(meta.get("generation", 0))
     try:
-        spec = parse_spec(body.get("spec") or {}, name=meta["name"], namespace=meta["namespace"],
-                          policy=settings.pod_policy())
+        spec = parse_spec(
+            body.get("spec") or {}, name=meta["name"], namespace=meta["namespace"], policy=settings.pod_policy()
+        )
     except SpecError as err:
         return decide_invalid(status, err, generation, now), None
     observations = fetch_observations(spec, status, adapters, settings, generation, now)
     return decide(spec, status, observations, now), spec
 
 
-def reconcile(body: Mapping[str, Any], adapters: Adapters, settings: Settings,
-              now: datetime) -> TickOutcome:
+def reconcile(body: Mapping[str, Any], adapters: Adapters, settings: Settings, now: datetime) -> TickOutcome:
     """One full tick for the ModelRollout `body` as last seen by the watch."""
     started = time.perf_counter()
     meta = body["metadata"]
@@ -290,8 +332,7 @@ def reconcile(body: Mapping[str, Any], adapters: Adapters, settings: Settings,
     patch = compute_status_patch(old_dict, status_to_dict(decision.status))
     written = conflict = False
     if patch:
-        written = adapters.status.patch_status(owner.namespace, owner.name,
-                                               str(meta.get("resourceVersion", "")), patch)
+        written = adapters.status.patch_status(owner.namespace, owner.name, str(meta.get("resourceVersion", "")), patch)
         conflict = not written
         m.STATUS_WRITES.inc() if written else m.RECONCILE_ERRORS.labels("conflict").inc()
     if not conflict:  # events describe a persisted decision; a refused one is decided again
@@ -306,17 +347,33 @@ def reconcile(body: Mapping[str, Any], adapters: Adapters, settings: Settings,
 def record_snapshot(owner: Owner, spec: RolloutSpec | None, status: RolloutStatus) -> None:
     """Refreshes this rollout's gauges: phase, weights, mirror, each gate's value and thresholds."""
     traffic = status.traffic
-    weights = {(t.version, role): t.weight for role, t in
-               (("stable", traffic.stable), ("candidate", traffic.candidate)) if t is not None}
+    weights = {
+        (t.version, role): t.weight
+        for role, t in (("stable", traffic.stable), ("candidate", traffic.candidate))
+        if t is not None
+    }
     mirror = (traffic.mirror.version, traffic.mirror.percent) if traffic.mirror else None
     gates: dict[str, m.Gate] = {}
     specs = {metric.name: metric for metric in (spec.metrics if spec else ())}
     for gate in status.analysis.metrics:
         metric = specs.get(gate.name)
-        bounds = {} if metric is None else {
-            b: float(v) for b, v in (("min", metric.min), ("max", metric.max),
-                                     ("maxIncrease", metric.max_increase),
-                                     ("maxDecrease", metric.max_decrease)) if v is not None}
+        bounds = (
+            {}
+            if metric is None
+            else {
+                b: float(v)
+                for b, v in (
+                    ("min", metric.min),
+                    ("max", metric.max),
+                    ("maxIncrease", metric.max_increase),
+                    ("maxDecrease", metric.max_decrease),
+                )
+                if v is not None
+            }
+        )
         gates[gate.name] = m.Gate(gate.value, bounds, gate.verdict.value if gate.verdict else None)
-    m.ROLLOUTS.record(owner.namespace, owner.name, m.RolloutSnapshot(
-        status.phase.value if status.phase else None, weights, mirror, gates))
+    m.ROLLOUTS.record(
+        owner.namespace,
+        owner.name,
+        m.RolloutSnapshot(status.phase.value if status.phase else None, weights, mirror, gates),
+    )

@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from . import metrics as m
 from .adapters import Adapters, KubeError, Owner, build_adapters
@@ -31,7 +32,7 @@ class Runtime:
     schedule: Schedule = field(default_factory=Schedule)
     # uid -> the last error reported as an event; so a persisting failure is one event, not one per retry
     reported: dict[str, str] = field(default_factory=dict)
-    clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     monotonic: Callable[[], float] = time.monotonic
     # uid -> the lock serialising that rollout's ticks: its timer and the Deployment watch both tick it
     tick_locks: dict[str, threading.Lock] = field(default_factory=dict)
@@ -74,8 +75,14 @@ class Runtime:
 
     def _failed(self, uid: str, rv: str, meta: Mapping[str, Any], kind: str, err: Exception) -> None:
         m.RECONCILE_ERRORS.labels(kind).inc()
-        log.warning("reconcile of %s/%s failed (%s), retrying in %.0fs: %s", meta["namespace"],
-                    meta["name"], kind, ERROR_RETRY_SECONDS, err)
+        log.warning(
+            "reconcile of %s/%s failed (%s), retrying in %.0fs: %s",
+            meta["namespace"],
+            meta["name"],
+            kind,
+            ERROR_RETRY_SECONDS,
+            err,
+        )
         self.schedule.set(uid, rv, self.monotonic() + ERROR_RETRY_SECONDS)
         message = f"{err}; retrying every {ERROR_RETRY_SECONDS:.0f}s"
         if self.reported.get(uid) != message:  # status may not move at all: say why in an event
@@ -101,11 +108,14 @@ def compute_snapshot(value: Any) -> Any:
 
 
 def build_runtime(settings: Settings) -> Runtime:
-    adapters = build_adapters(load_api_client(), prometheus_timeout=settings.prometheus_timeout,
-                              kube_timeout=settings.kube_timeout,
-                              field_manager=settings.field_manager,
-                              router_endpoints_source=settings.router_endpoints_source,
-                              pods=settings.pod_settings(),
-                              on_call=m.record_api_call,
-                              on_query=m.record_query)
+    adapters = build_adapters(
+        load_api_client(),
+        prometheus_timeout=settings.prometheus_timeout,
+        kube_timeout=settings.kube_timeout,
+        field_manager=settings.field_manager,
+        router_endpoints_source=settings.router_endpoints_source,
+        pods=settings.pod_settings(),
+        on_call=m.record_api_call,
+        on_query=m.record_query,
+    )
     return Runtime(settings=settings, adapters=adapters)

@@ -10,15 +10,14 @@ import argparse
 import ipaddress
 import os
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
 from urllib.parse import urlparse
 
 from kubernetes.utils.quantity import parse_quantity
 
 from .adapters.manifests import PodSettings
-from .domain.pod_policy import (DEFAULT_ALLOWED_ARGS, DEFAULT_ROUTER_IMAGE, DEFAULT_SERVER_IMAGE,
-                                PodPolicy)
+from .domain.pod_policy import DEFAULT_ALLOWED_ARGS, DEFAULT_ROUTER_IMAGE, DEFAULT_SERVER_IMAGE, PodPolicy
 
 ENV_PREFIX = "MODELROLLOUT_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -111,23 +110,31 @@ class Settings:
     def pod_policy(self) -> PodPolicy:
         """The domain's view of the pod-bound settings: images, what specs may set, and whether
         rollouts with the built-in router get NetworkPolicies (decided there, like the images)."""
-        return PodPolicy(server_image=self.model_server_image, router_image=self.router_image,
-                         allowed_registries=self.allowed_image_registries,
-                         allow_env_value_from=self.allow_env_value_from,
-                         allowed_args=self.model_server_allowed_args,
-                         network_policies=self.network_policies)
+        return PodPolicy(
+            server_image=self.model_server_image,
+            router_image=self.router_image,
+            allowed_registries=self.allowed_image_registries,
+            allow_env_value_from=self.allow_env_value_from,
+            allowed_args=self.model_server_allowed_args,
+            network_policies=self.network_policies,
+        )
 
     def pod_settings(self) -> PodSettings:
         """What the manifests need for every pod, PDB and NetworkPolicy the operator creates."""
         return PodSettings(
-            run_as_user=self.pod_run_as_user, router_cpu_request=self.router_cpu_request,
-            router_memory_request=self.router_memory_request, router_cpu_limit=self.router_cpu_limit,
-            router_memory_limit=self.router_memory_limit, router_cluster_role=self.router_cluster_role,
+            run_as_user=self.pod_run_as_user,
+            router_cpu_request=self.router_cpu_request,
+            router_memory_request=self.router_memory_request,
+            router_cpu_limit=self.router_cpu_limit,
+            router_memory_limit=self.router_memory_limit,
+            router_cluster_role=self.router_cluster_role,
             server_cpu_request=self.model_server_cpu_request,
             server_memory_request=self.model_server_memory_request,
-            server_cpu_limit=self.model_server_cpu_limit, server_memory_limit=self.model_server_memory_limit,
+            server_cpu_limit=self.model_server_cpu_limit,
+            server_memory_limit=self.model_server_memory_limit,
             prometheus_namespace_labels=compute_match_labels(self.prometheus_namespace_selector),
-            prometheus_pod_labels=compute_match_labels(self.prometheus_pod_selector))
+            prometheus_pod_labels=compute_match_labels(self.prometheus_pod_selector),
+        )
 
 
 @dataclass(frozen=True)
@@ -161,6 +168,7 @@ def _is_host(value: object) -> str | None:
 def _in_range(lo: float, hi: float, kind: str) -> Callable[[object], str | None]:
     def check(value: object) -> str | None:
         return None if lo <= value <= hi else f"{kind} between {lo:g} and {hi:g}"  # type: ignore[operator]
+
     return check
 
 
@@ -200,6 +208,7 @@ def _quantity(optional: bool) -> Callable[[object], str | None]:
         if (optional and value == "") or _QUANTITY.match(str(value)):
             return None
         return "a Kubernetes quantity such as 100m, 0.5, 64Mi or 1Gi" + (", or empty" if optional else "")
+
     return check
 
 
@@ -231,7 +240,9 @@ def _parsed_names(value: object) -> tuple[str, ...]:
 
 def _image_prefixes(value: object) -> str | None:
     bad = [p for p in _parsed_names(value) if not re.fullmatch(r"[a-z0-9][a-z0-9._:/-]*", p)]
-    return f"comma-separated image prefixes such as registry.example.com/ml (invalid: {', '.join(bad)})" if bad else None
+    return (
+        f"comma-separated image prefixes such as registry.example.com/ml (invalid: {', '.join(bad)})" if bad else None
+    )
 
 
 def _flag_names(value: object) -> str | None:
@@ -253,61 +264,127 @@ OPTIONS: tuple[_Option, ...] = (
     _Option("host", "bind address of the health and metrics server", str, _is_host),
     _Option("port", "port of the health and metrics server", int, _in_range(1, 65535, "an integer")),
     _Option("namespaces", "comma-separated namespaces to watch (empty: all)", _names, _dns_labels),
-    _Option("tick_interval", "seconds between reconcile ticks per rollout", float,
-            _in_range(0.1, 300, "a number of seconds")),
+    _Option(
+        "tick_interval",
+        "seconds between reconcile ticks per rollout",
+        float,
+        _in_range(0.1, 300, "a number of seconds"),
+    ),
     _Option("prometheus_url", "default Prometheus URL for rollouts that name none", str, _is_url),
-    _Option("prometheus_timeout", "seconds before a Prometheus query counts as an error", float,
-            _in_range(0.1, 300, "a number of seconds")),
-    _Option("kube_timeout", "total seconds per Kubernetes API call before the tick fails and is retried",
-            float, _in_range(1, 300, "a number of seconds")),
+    _Option(
+        "prometheus_timeout",
+        "seconds before a Prometheus query counts as an error",
+        float,
+        _in_range(0.1, 300, "a number of seconds"),
+    ),
+    _Option(
+        "kube_timeout",
+        "total seconds per Kubernetes API call before the tick fails and is retried",
+        float,
+        _in_range(1, 300, "a number of seconds"),
+    ),
     _Option("router_image", "image of the built-in traffic router", str, _non_empty),
-    _Option("router_endpoints_source", "where the router finds backends: endpointslices|pods", str.lower,
-            lambda v: None if v in ("endpointslices", "pods") else "endpointslices or pods"),
+    _Option(
+        "router_endpoints_source",
+        "where the router finds backends: endpointslices|pods",
+        str.lower,
+        lambda v: None if v in ("endpointslices", "pods") else "endpointslices or pods",
+    ),
     _Option("model_server_image", "model-server image when spec.server.image is empty", str, _non_empty),
-    _Option("allowed_image_registries", "comma-separated image prefixes pod images must start with "
-            "(empty: any)", _names, _image_prefixes),
-    _Option("allow_env_value_from", "let spec.server.env use valueFrom (secrets, config maps): true|false",
-            _bool, lambda _: None),
-    _Option("model_server_allowed_args", "comma-separated model-server flags spec.server.args may set",
-            _names, _flag_names),
-    _Option("pod_run_as_user", "UID/GID of router and model-server containers", int,
-            _in_range(1, 2**31 - 1, "a non-root UID")),
+    _Option(
+        "allowed_image_registries",
+        "comma-separated image prefixes pod images must start with (empty: any)",
+        _names,
+        _image_prefixes,
+    ),
+    _Option(
+        "allow_env_value_from",
+        "let spec.server.env use valueFrom (secrets, config maps): true|false",
+        _bool,
+        lambda _: None,
+    ),
+    _Option(
+        "model_server_allowed_args", "comma-separated model-server flags spec.server.args may set", _names, _flag_names
+    ),
+    _Option(
+        "pod_run_as_user",
+        "UID/GID of router and model-server containers",
+        int,
+        _in_range(1, 2**31 - 1, "a non-root UID"),
+    ),
     _Option("router_cpu_request", "CPU request of each router container", str, _quantity(False)),
     _Option("router_memory_request", "memory request of each router container", str, _quantity(False)),
     _Option("router_cpu_limit", "CPU limit of each router container (empty: none)", str, _quantity(True)),
-    _Option("router_memory_limit", "memory limit of each router container (empty: none)", str,
-            _quantity(True)),
+    _Option("router_memory_limit", "memory limit of each router container (empty: none)", str, _quantity(True)),
     _Option("router_cluster_role", "ClusterRole each router's RoleBinding refers to", str, _dns_subdomain),
-    _Option("model_server_cpu_request", "CPU request of model servers whose spec sets no resources", str,
-            _quantity(False)),
-    _Option("model_server_memory_request", "memory request of model servers whose spec sets no resources",
-            str, _quantity(False)),
-    _Option("model_server_cpu_limit", "CPU limit of model servers whose spec sets no resources (empty: none)",
-            str, _quantity(True)),
-    _Option("model_server_memory_limit", "memory limit of model servers whose spec sets no resources "
-            "(empty: none)", str, _quantity(True)),
-    _Option("network_policies", "create a NetworkPolicy per rollout with the built-in router: true|false",
-            _bool, lambda _: None),
-    _Option("prometheus_namespace_selector", "namespace labels of Prometheus for NetworkPolicies "
-            "(key=value,...; empty: every namespace)", str, _selector),
-    _Option("prometheus_pod_selector", "pod labels of Prometheus for NetworkPolicies (key=value,...)",
-            str, _selector),
+    _Option(
+        "model_server_cpu_request", "CPU request of model servers whose spec sets no resources", str, _quantity(False)
+    ),
+    _Option(
+        "model_server_memory_request",
+        "memory request of model servers whose spec sets no resources",
+        str,
+        _quantity(False),
+    ),
+    _Option(
+        "model_server_cpu_limit",
+        "CPU limit of model servers whose spec sets no resources (empty: none)",
+        str,
+        _quantity(True),
+    ),
+    _Option(
+        "model_server_memory_limit",
+        "memory limit of model servers whose spec sets no resources (empty: none)",
+        str,
+        _quantity(True),
+    ),
+    _Option(
+        "network_policies",
+        "create a NetworkPolicy per rollout with the built-in router: true|false",
+        _bool,
+        lambda _: None,
+    ),
+    _Option(
+        "prometheus_namespace_selector",
+        "namespace labels of Prometheus for NetworkPolicies (key=value,...; empty: every namespace)",
+        str,
+        _selector,
+    ),
+    _Option("prometheus_pod_selector", "pod labels of Prometheus for NetworkPolicies (key=value,...)", str, _selector),
     _Option("max_workers", "threads running reconciles concurrently", int, _in_range(1, 512, "an integer")),
-    _Option("leader_election", "compete for a Lease; only its holder reconciles: true|false", _bool,
-            lambda _: None),
-    _Option("leader_election_namespace", "namespace of the leader election Lease", str,
-            lambda v: None if not v else _dns_labels((v,))),
+    _Option("leader_election", "compete for a Lease; only its holder reconciles: true|false", _bool, lambda _: None),
+    _Option(
+        "leader_election_namespace",
+        "namespace of the leader election Lease",
+        str,
+        lambda v: None if not v else _dns_labels((v,)),
+    ),
     _Option("leader_election_lease", "name of the leader election Lease", str, _dns_subdomain),
-    _Option("leader_election_identity", "this replica's name in the Lease (empty: the host name)", str,
-            lambda _: None),
-    _Option("leader_election_lease_duration", "seconds an unrenewed Lease stays its holder's", float,
-            _in_range(1, 600, "a number of seconds")),
-    _Option("leader_election_renew_deadline", "seconds a leader keeps leading without a renewal", float,
-            _in_range(0.5, 600, "a number of seconds")),
-    _Option("leader_election_retry_period", "seconds between Lease reads and renewals", float,
-            _in_range(0.1, 300, "a number of seconds")),
-    _Option("log_level", "one of " + "|".join(LOG_LEVELS), str.lower,
-            lambda v: None if v in LOG_LEVELS else "one of " + ", ".join(LOG_LEVELS)),
+    _Option("leader_election_identity", "this replica's name in the Lease (empty: the host name)", str, lambda _: None),
+    _Option(
+        "leader_election_lease_duration",
+        "seconds an unrenewed Lease stays its holder's",
+        float,
+        _in_range(1, 600, "a number of seconds"),
+    ),
+    _Option(
+        "leader_election_renew_deadline",
+        "seconds a leader keeps leading without a renewal",
+        float,
+        _in_range(0.5, 600, "a number of seconds"),
+    ),
+    _Option(
+        "leader_election_retry_period",
+        "seconds between Lease reads and renewals",
+        float,
+        _in_range(0.1, 300, "a number of seconds"),
+    ),
+    _Option(
+        "log_level",
+        "one of " + "|".join(LOG_LEVELS),
+        str.lower,
+        lambda v: None if v in LOG_LEVELS else "one of " + ", ".join(LOG_LEVELS),
+    ),
 )
 
 
@@ -316,17 +393,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="modelrollout-operator",
         description="Kubernetes operator for ModelRollout resources. Every flag also reads "
-                    f"an environment variable {ENV_PREFIX}<FLAG_IN_UPPER_SNAKE_CASE>.")
+        f"an environment variable {ENV_PREFIX}<FLAG_IN_UPPER_SNAKE_CASE>.",
+    )
     for opt in OPTIONS:
         default = getattr(Settings(), opt.name)
         shown = ",".join(default) if isinstance(default, tuple) else default
-        parser.add_argument(opt.flag, dest=opt.name, default=None,
-                            help=f"{opt.help} (env {opt.env}, default {shown!r})")
+        parser.add_argument(
+            opt.flag, dest=opt.name, default=None, help=f"{opt.help} (env {opt.env}, default {shown!r})"
+        )
     return parser
 
 
-def load_settings(argv: Sequence[str] | None = None,
-                  environ: Mapping[str, str] | None = None) -> Settings:
+def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Flags override env vars override defaults; raises SettingsError listing every bad value."""
     environ = os.environ if environ is None else environ
     args = build_parser().parse_args(argv)
@@ -351,12 +429,16 @@ def load_settings(argv: Sequence[str] | None = None,
     settings = Settings(**values) if not problems else None  # type: ignore[arg-type]
     if settings is not None:
         policy = settings.pod_policy()
-        for name, image in (("--model-server-image", settings.model_server_image),
-                            ("--router-image", settings.router_image)):
+        for name, image in (
+            ("--model-server-image", settings.model_server_image),
+            ("--router-image", settings.router_image),
+        ):
             if not policy.is_allowed_image(image):
-                problems.append(f"{name}: {image!r} is not under --allowed-image-registries "
-                                f"({', '.join(settings.allowed_image_registries)}); every rollout "
-                                "without its own image would be Invalid")
+                problems.append(
+                    f"{name}: {image!r} is not under --allowed-image-registries "
+                    f"({', '.join(settings.allowed_image_registries)}); every rollout "
+                    "without its own image would be Invalid"
+                )
     if settings is not None:
         problems.extend(compute_request_limit_problems(settings))
         problems.extend(compute_election_problems(settings))
@@ -375,8 +457,9 @@ def compute_request_limit_problems(settings: Settings) -> list[str]:
             limit = getattr(settings, f"{prefix}_{resource}_limit")
             if limit and parse_quantity(request) > parse_quantity(limit):
                 flag = "--" + f"{prefix}_{resource}".replace("_", "-")
-                problems.append(f"{flag}-request ({request}) is above {flag}-limit ({limit}): "
-                                "a request must not exceed its limit")
+                problems.append(
+                    f"{flag}-request ({request}) is above {flag}-limit ({limit}): a request must not exceed its limit"
+                )
     return problems
 
 
@@ -386,14 +469,18 @@ def compute_election_problems(settings: Settings) -> list[str]:
         return []
     problems = []
     if not settings.leader_election_namespace:
-        problems.append("--leader-election-namespace: empty; with --leader-election=true name the "
-                        "namespace of the Lease (the chart passes the release namespace)")
+        problems.append(
+            "--leader-election-namespace: empty; with --leader-election=true name the "
+            "namespace of the Lease (the chart passes the release namespace)"
+        )
     retry, renew = settings.leader_election_retry_period, settings.leader_election_renew_deadline
     duration = settings.leader_election_lease_duration
     if not retry < renew < duration:
-        problems.append(f"--leader-election-retry-period ({retry:g}) < --leader-election-renew-deadline "
-                        f"({renew:g}) < --leader-election-lease-duration ({duration:g}) must hold: a "
-                        "leader must stop before a standby may take its Lease")
+        problems.append(
+            f"--leader-election-retry-period ({retry:g}) < --leader-election-renew-deadline "
+            f"({renew:g}) < --leader-election-lease-duration ({duration:g}) must hold: a "
+            "leader must stop before a standby may take its Lease"
+        )
     return problems
 
 

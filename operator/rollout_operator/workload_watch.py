@@ -7,7 +7,8 @@ changes, the rollout ticks at once instead of at its next requeue time. The time
 from __future__ import annotations
 
 import threading
-from typing import Any, Iterable, Mapping, Protocol
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
 
 from .adapters.manifests import NAME_LABEL, ROLLOUT_LABEL
 
@@ -25,17 +26,30 @@ def compute_readiness_key(deployment: Mapping[str, Any]) -> tuple[int, ...]:
     """Everything compute_workload_state() reads, plus availability: an event that leaves all
     of it unchanged (an annotation, a condition's heartbeat) cannot change a decision."""
     meta, spec, status = (deployment.get(k) or {} for k in ("metadata", "spec", "status"))
-    return tuple(int(v or 0) for v in (
-        meta.get("generation"), spec.get("replicas", 1), status.get("observedGeneration"),
-        status.get("replicas"), status.get("updatedReplicas"), status.get("readyReplicas"),
-        status.get("availableReplicas"), status.get("unavailableReplicas")))
+    return tuple(
+        int(v or 0)
+        for v in (
+            meta.get("generation"),
+            spec.get("replicas", 1),
+            status.get("observedGeneration"),
+            status.get("replicas"),
+            status.get("updatedReplicas"),
+            status.get("readyReplicas"),
+            status.get("availableReplicas"),
+            status.get("unavailableReplicas"),
+        )
+    )
 
 
 def compute_rollout_uid(deployment: Mapping[str, Any]) -> str | None:
     """The uid of the ModelRollout controlling this Deployment; None for anyone else's."""
     for ref in (deployment.get("metadata") or {}).get("ownerReferences") or []:
-        if (isinstance(ref, Mapping) and ref.get("controller") and ref.get("kind") == "ModelRollout"
-                and str(ref.get("apiVersion", "")).startswith(GROUP + "/")):
+        if (
+            isinstance(ref, Mapping)
+            and ref.get("controller")
+            and ref.get("kind") == "ModelRollout"
+            and str(ref.get("apiVersion", "")).startswith(GROUP + "/")
+        ):
             return ref.get("uid")
     return None
 
@@ -71,9 +85,13 @@ class WorkloadWatch:
         return rollout if key != before else None
 
 
-def apply_workload_event(watch: WorkloadWatch, waker: Waker, event_type: str | None,
-                         deployment: Mapping[str, Any],
-                         rollouts: Mapping[str, Iterable[Mapping[str, Any]]]) -> bool:
+def apply_workload_event(
+    watch: WorkloadWatch,
+    waker: Waker,
+    event_type: str | None,
+    deployment: Mapping[str, Any],
+    rollouts: Mapping[str, Iterable[Mapping[str, Any]]],
+) -> bool:
     """Ticks the Deployment's rollout now if the event matters; `rollouts` is kopf's index of
     ModelRollout bodies by uid (one each). True when a rollout was woken."""
     uid = watch.compute_woken_rollout(event_type, deployment)

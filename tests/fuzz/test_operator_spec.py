@@ -43,25 +43,109 @@ FUZZ_EXAMPLES = int(os.environ.get("MODELROLLOUT_FUZZ_EXAMPLES", "2000"))
 WALK_EXAMPLES = max(1, FUZZ_EXAMPLES // 10)
 OUTCOMES: Counter[str] = Counter()
 
-HOSTILE = st.sampled_from([
-    'x"} or vector(1) or y{a="', "a}b", "a{b", '"', "\\", "\\\"", "new\nline", "\r\n", "\x00", "\x7f",
-    "{{version}}", "{{nope}}", "}}{{", "é", "\u2028", "", " ", "-", "preview", "router", "a" * 300,
-    "V2", "1speech", "my.model", "X-User: 1", "http://u:p@h:1", "file:///etc/passwd", "30", "-1s",
-    "0s", "500ms", "99999999999999999999h", "1e309", "NaN", "sum(rate(x[1m])", "x[1m]",
-    'sum(x{model="{{model}}"})', "sum({{model}})", "up", "canary-v1", "v1--x",
-])
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True),
-                    HOSTILE, st.text(max_size=20))
-JSON = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                     st.dictionaries(st.text(max_size=8), inner, max_size=4)),
-                    max_leaves=12)
-KEYS = st.sampled_from(["model", "name", "version", "uri", "strategy", "canary", "blueGreen", "shadow",
-                        "steps", "setWeight", "setMirror", "percent", "pause", "duration", "analysis",
-                        "checks", "promote", "interval", "window", "metrics", "template", "query", "min",
-                        "max", "relativeTo", "maxIncrease", "maxDecrease", "minSamples", "onNoData",
-                        "prometheus", "address", "trafficRouting", "router", "stickyHeader", "gatewayAPI",
-                        "httpRoute", "then", "mirrorPercent", "requests", "progressDeadline", "paused",
-                        "historyLimit", "failureLimit", "consecutiveErrorLimit", "server", "replicas"])
+HOSTILE = st.sampled_from(
+    [
+        'x"} or vector(1) or y{a="',
+        "a}b",
+        "a{b",
+        '"',
+        "\\",
+        '\\"',
+        "new\nline",
+        "\r\n",
+        "\x00",
+        "\x7f",
+        "{{version}}",
+        "{{nope}}",
+        "}}{{",
+        "é",
+        "\u2028",
+        "",
+        " ",
+        "-",
+        "preview",
+        "router",
+        "a" * 300,
+        "V2",
+        "1speech",
+        "my.model",
+        "X-User: 1",
+        "http://u:p@h:1",
+        "file:///etc/passwd",
+        "30",
+        "-1s",
+        "0s",
+        "500ms",
+        "99999999999999999999h",
+        "1e309",
+        "NaN",
+        "sum(rate(x[1m])",
+        "x[1m]",
+        'sum(x{model="{{model}}"})',
+        "sum({{model}})",
+        "up",
+        "canary-v1",
+        "v1--x",
+    ]
+)
+SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True), HOSTILE, st.text(max_size=20)
+)
+JSON = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=12,
+)
+KEYS = st.sampled_from(
+    [
+        "model",
+        "name",
+        "version",
+        "uri",
+        "strategy",
+        "canary",
+        "blueGreen",
+        "shadow",
+        "steps",
+        "setWeight",
+        "setMirror",
+        "percent",
+        "pause",
+        "duration",
+        "analysis",
+        "checks",
+        "promote",
+        "interval",
+        "window",
+        "metrics",
+        "template",
+        "query",
+        "min",
+        "max",
+        "relativeTo",
+        "maxIncrease",
+        "maxDecrease",
+        "minSamples",
+        "onNoData",
+        "prometheus",
+        "address",
+        "trafficRouting",
+        "router",
+        "stickyHeader",
+        "gatewayAPI",
+        "httpRoute",
+        "then",
+        "mirrorPercent",
+        "requests",
+        "progressDeadline",
+        "paused",
+        "historyLimit",
+        "failureLimit",
+        "consecutiveErrorLimit",
+        "server",
+        "replicas",
+    ]
+)
 
 
 def _paths(node: Any, prefix: tuple = ()) -> list[tuple]:
@@ -134,8 +218,9 @@ def check_rendering(parsed: RolloutSpec) -> None:
     """Every query, for both roles, parses; its selectors are the harmless rendering's with the
     user's strings in place of the harmless ones (no string added, lost or split)."""
     harmless = RolloutSpec(**{**parsed.__dict__, "name": "r0", "namespace": "n0"})
-    harmless = RolloutSpec(**{**harmless.__dict__,
-                              "model": type(parsed.model)(name="m0", version=parsed.model.version)})
+    harmless = RolloutSpec(
+        **{**harmless.__dict__, "model": type(parsed.model)(name="m0", version=parsed.model.version)}
+    )
     status = RolloutStatus(stable_version="s0", candidate_version=parsed.model.version)
     swap = {"r0": parsed.name, "n0": parsed.namespace, "m0": parsed.model.name}
     for metric in parsed.metrics:
@@ -182,8 +267,12 @@ def test_seed_corpus_replays_with_its_expected_outcome(path):
     OUTCOMES["corpus: spec"] += 1
 
 
-@settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=FUZZ_EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(mutated_specs())
 def test_parse_and_render_never_raise_anything_but_a_spec_error(case):
     spec, name, namespace = case
@@ -193,9 +282,12 @@ def test_parse_and_render_never_raise_anything_but_a_spec_error(case):
         check_rendering(parsed)
 
 
-@settings(max_examples=WALK_EXAMPLES, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                 HealthCheck.filter_too_much])
+@settings(
+    max_examples=WALK_EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
 @given(mutated_specs(max_mutations=2, valid_seeds=True))
 def test_decide_never_raises_on_a_parsed_spec(case):
     spec, name, namespace = case

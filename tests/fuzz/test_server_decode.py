@@ -41,8 +41,7 @@ FUZZ_EXAMPLES = int(os.environ.get("MODELROLLOUT_FUZZ_SERVER_EXAMPLES", "1000"))
 VERSION = "fuzz-v1"
 V1, V2 = "/v1/models/speech-commands:predict", "/v2/models/speech-commands/infer"
 MAX_BYTES = 256 * 1024
-LIMITS = dict(max_clip_seconds=2.0, max_clips_per_request=4, max_request_audio_seconds=3.0,
-              max_request_bytes=MAX_BYTES)
+LIMITS = dict(max_clip_seconds=2.0, max_clips_per_request=4, max_request_audio_seconds=3.0, max_request_bytes=MAX_BYTES)
 # How far one request may raise the process's peak memory (ru_maxrss): the parsed JSON of a body under
 # MAX_BYTES and the arrays made from it, never anything per clip beyond the limits ([20000, 1] took 2 GB).
 MAX_PEAK_GROWTH_KB = 64 * 1024
@@ -52,8 +51,9 @@ FAILED: list[dict] = []
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    model = make_speech_model(write_tiny_recognizer(tmp_path_factory.mktemp("m") / "tiny.onnx"),
-                              model_version=VERSION, **LIMITS)
+    model = make_speech_model(
+        write_tiny_recognizer(tmp_path_factory.mktemp("m") / "tiny.onnx"), model_version=VERSION, **LIMITS
+    )
     loop = asyncio.new_event_loop()
     yield build_app(model), loop
     loop.close()
@@ -68,8 +68,10 @@ def fuzz_summary() -> str:
     statuses: Counter[str] = Counter()
     for key, n in OUTCOMES.items():
         statuses[key.split(":")[1]] += n
-    return (f"server decode fuzz: {sum(OUTCOMES.values())} requests, by status "
-            f"{dict(sorted(statuses.items()))}; by surface {dict(sorted(OUTCOMES.items()))}")
+    return (
+        f"server decode fuzz: {sum(OUTCOMES.values())} requests, by status "
+        f"{dict(sorted(statuses.items()))}; by surface {dict(sorted(OUTCOMES.items()))}"
+    )
 
 
 def _metric(name: str, **labels) -> float:
@@ -94,20 +96,32 @@ async def _call(app, method: str, path: str, headers: list[tuple[bytes, bytes]],
     async def send(message):
         sent.append(message)
 
-    scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode("utf-8", "surrogatepass"),
-             "query_string": b"", "headers": headers, "http_version": "1.1", "scheme": "http",
-             "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1)}
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode("utf-8", "surrogatepass"),
+        "query_string": b"",
+        "headers": headers,
+        "http_version": "1.1",
+        "scheme": "http",
+        "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 1),
+    }
     await app(scope, receive, send)
     return sent[0]["status"], b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
 
 
-def check_request(served, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes,
-                  surface: str) -> int:
+def check_request(served, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes, surface: str) -> int:
     """Send one request and assert the properties; returns the status."""
     app, loop = served
-    doc = {"why": f"found by the fuzzer ({surface})", "method": method, "path": path,
-           "headers_base64": [[base64.b64encode(k).decode(), base64.b64encode(v).decode()] for k, v in headers],
-           "body_base64": base64.b64encode(body).decode()}
+    doc = {
+        "why": f"found by the fuzzer ({surface})",
+        "method": method,
+        "path": path,
+        "headers_base64": [[base64.b64encode(k).decode(), base64.b64encode(v).decode()] for k, v in headers],
+        "body_base64": base64.b64encode(body).decode(),
+    }
     before = _answered()
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     try:
@@ -162,19 +176,47 @@ def test_seed_corpus_replays_with_its_expected_status(served, path):
 
 # --- generated inputs -----------------------------------------------------------------------------------------------
 
-HOSTILE_TEXT = st.sampled_from(["", "audio", "AUDIO", "\x00", "é", "\u202e", "\ud800", "a" * 300, "null", "1e999",
-                                "NaN", "-0", "BYTES", "INT16", "FP32", "int16", "FP64", "UINT8", "BOOL", " INT16"])
-NUMBERS = st.one_of(st.integers(-2**70, 2**70), st.integers(-40000, 40000), st.floats(allow_nan=False,
-                                                                                     allow_infinity=False),
-                    st.sampled_from([0, 1, -1, 32767, -32768, 32768, 1.5, 1e308, -1e-320, 2**63, 2**64]))
+HOSTILE_TEXT = st.sampled_from(
+    [
+        "",
+        "audio",
+        "AUDIO",
+        "\x00",
+        "é",
+        "\u202e",
+        "\ud800",
+        "a" * 300,
+        "null",
+        "1e999",
+        "NaN",
+        "-0",
+        "BYTES",
+        "INT16",
+        "FP32",
+        "int16",
+        "FP64",
+        "UINT8",
+        "BOOL",
+        " INT16",
+    ]
+)
+NUMBERS = st.one_of(
+    st.integers(-(2**70), 2**70),
+    st.integers(-40000, 40000),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([0, 1, -1, 32767, -32768, 32768, 1.5, 1e308, -1e-320, 2**63, 2**64]),
+)
 SCALARS = st.one_of(st.none(), st.booleans(), NUMBERS, HOSTILE_TEXT, st.text(max_size=12))
-JSON = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                     st.dictionaries(st.text(max_size=6), inner, max_size=4)),
-                    max_leaves=10)
-SHAPES = st.one_of(st.lists(st.integers(0, 5000), min_size=0, max_size=3),
-                   st.lists(st.one_of(st.integers(-2**66, 2**66), st.booleans(), st.floats(), st.text(max_size=3)),
-                            max_size=3),
-                   JSON)
+JSON = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner, max_size=4)),
+    max_leaves=10,
+)
+SHAPES = st.one_of(
+    st.lists(st.integers(0, 5000), min_size=0, max_size=3),
+    st.lists(st.one_of(st.integers(-(2**66), 2**66), st.booleans(), st.floats(), st.text(max_size=3)), max_size=3),
+    JSON,
+)
 
 
 @st.composite
@@ -225,8 +267,12 @@ def tensor_data(draw, datatype: str, shape) -> object:
 def v2_tensor(draw) -> dict:
     datatype = draw(st.one_of(st.sampled_from(["BYTES", "INT16", "FP32"]), HOSTILE_TEXT, JSON))
     shape = draw(SHAPES)
-    tensor = {"name": draw(st.one_of(st.just("audio"), HOSTILE_TEXT, JSON)), "datatype": datatype, "shape": shape,
-              "data": draw(tensor_data(datatype if isinstance(datatype, str) else "INT16", shape))}
+    tensor = {
+        "name": draw(st.one_of(st.just("audio"), HOSTILE_TEXT, JSON)),
+        "datatype": datatype,
+        "shape": shape,
+        "data": draw(tensor_data(datatype if isinstance(datatype, str) else "INT16", shape)),
+    }
     for key in draw(st.sets(st.sampled_from(["name", "datatype", "shape", "data"]), max_size=1)):
         del tensor[key]
     if draw(st.booleans()):
@@ -263,16 +309,26 @@ def v2_binary_requests(draw) -> tuple[str, str, list, bytes]:
             n = draw(st.integers(0, 40000))
             scale = draw(st.sampled_from([0.5, 2.0, np.nan, np.inf]))
             with np.errstate(invalid="ignore"):  # inf * sin(0) is NaN on purpose
-                data = (np.arange(n, dtype=np.int16) if datatype == "INT16" else
-                        (np.sin(np.arange(n, dtype=np.float32)) * scale).astype("<f4")).tobytes()
+                data = (
+                    np.arange(n, dtype=np.int16)
+                    if datatype == "INT16"
+                    else (np.sin(np.arange(n, dtype=np.float32)) * scale).astype("<f4")
+                ).tobytes()
             shape = draw(st.one_of(st.just([1, n]), st.just([n]), SHAPES))
         size = draw(st.one_of(st.just(len(data)), NUMBERS, JSON))
-        tensors.append({"name": "audio", "datatype": datatype, "shape": shape, "parameters": {"binary_data_size": size}})
+        tensors.append(
+            {"name": "audio", "datatype": datatype, "shape": shape, "parameters": {"binary_data_size": size}}
+        )
         raw += data
     header = json.dumps({"inputs": tensors}).encode()
-    length = draw(st.one_of(st.just(str(len(header)).encode()), st.integers(-5, len(header) + 10).map(
-        lambda v: str(v).encode()), st.text(max_size=4).map(lambda t: t.encode("utf-8", "surrogatepass")),
-        st.sampled_from(["\u00b2".encode(), "\u0661".encode(), b"1e2", b" 10", b"0x10", b"+5"])))
+    length = draw(
+        st.one_of(
+            st.just(str(len(header)).encode()),
+            st.integers(-5, len(header) + 10).map(lambda v: str(v).encode()),
+            st.text(max_size=4).map(lambda t: t.encode("utf-8", "surrogatepass")),
+            st.sampled_from(["\u00b2".encode(), "\u0661".encode(), b"1e2", b" 10", b"0x10", b"+5"]),
+        )
+    )
     trailing = draw(st.sampled_from([b"", b"", b"junk"]))
     headers = [(b"content-type", b"application/octet-stream"), (b"inference-header-content-length", length)]
     return "POST", V2, headers, header + raw + trailing
@@ -280,11 +336,20 @@ def v2_binary_requests(draw) -> tuple[str, str, list, bytes]:
 
 @st.composite
 def v1_requests(draw) -> tuple[str, str, list, bytes]:
-    instances = draw(st.lists(st.one_of(audio_bytes().map(lambda b: {"audio_b64": b64(b)}),
-                                        st.fixed_dictionaries({"audio_b64": st.one_of(SCALARS, JSON)}), JSON),
-                              max_size=6))
+    instances = draw(
+        st.lists(
+            st.one_of(
+                audio_bytes().map(lambda b: {"audio_b64": b64(b)}),
+                st.fixed_dictionaries({"audio_b64": st.one_of(SCALARS, JSON)}),
+                JSON,
+            ),
+            max_size=6,
+        )
+    )
     body = {"instances": instances} if draw(st.integers(0, 9)) else draw(JSON)
-    content_type = draw(st.sampled_from([b"application/json", b"text/plain", b"", b"application/x-www-form-urlencoded"]))
+    content_type = draw(
+        st.sampled_from([b"application/json", b"text/plain", b"", b"application/x-www-form-urlencoded"])
+    )
     return "POST", V1, [(b"content-type", content_type)], json.dumps(body).encode()
 
 
@@ -304,35 +369,103 @@ def mutated_seeds(draw) -> tuple[str, str, list, bytes]:
         elif op == "cut":
             del body[at : at + draw(st.integers(1, 64))]
         elif op == "insert":
-            body[at:at] = draw(st.sampled_from([b"[", b"]", b"{", b"}", b",", b"\"", b"\\u0000", b"null", b"1e999",
-                                                b"-", b"\xff", b"\x00", b"99999999999999999999"]))
+            body[at:at] = draw(
+                st.sampled_from(
+                    [
+                        b"[",
+                        b"]",
+                        b"{",
+                        b"}",
+                        b",",
+                        b'"',
+                        b"\\u0000",
+                        b"null",
+                        b"1e999",
+                        b"-",
+                        b"\xff",
+                        b"\x00",
+                        b"99999999999999999999",
+                    ]
+                )
+            )
         elif op == "dup":
             body[at:at] = body[at : at + draw(st.integers(1, 2048))]
         else:
             other = draw(st.sampled_from(SEED_REQUESTS))[3]
-            body[at:] = other[draw(st.integers(0, len(other))):]
+            body[at:] = other[draw(st.integers(0, len(other))) :]
     headers = [(k, v) for k, v in headers if k != b"content-length"]
     return method, path, headers, bytes(body)
 
 
-SEGMENTS = st.one_of(st.sampled_from(["v1", "v2", "models", "speech-commands", "infer", "ready", "versions",
-                                      "repository", "load", "unload", "index", "health", "live", "metrics",
-                                      "speech-commands:predict", "speech-commands:explain", "..", ".", "",
-                                      "%2F", "openai", "docs"]),
-                     st.text(max_size=8))
+SEGMENTS = st.one_of(
+    st.sampled_from(
+        [
+            "v1",
+            "v2",
+            "models",
+            "speech-commands",
+            "infer",
+            "ready",
+            "versions",
+            "repository",
+            "load",
+            "unload",
+            "index",
+            "health",
+            "live",
+            "metrics",
+            "speech-commands:predict",
+            "speech-commands:explain",
+            "..",
+            ".",
+            "",
+            "%2F",
+            "openai",
+            "docs",
+        ]
+    ),
+    st.text(max_size=8),
+)
 
 
 @st.composite
 def hostile_routes(draw) -> tuple[str, str, list, bytes]:
     method = draw(st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "TRACE", "BREW"]))
     segments = draw(st.lists(SEGMENTS, max_size=6))
-    path = draw(st.one_of(st.sampled_from([V1, V2, "/v2/health/ready", "/v2/health/live", "/metrics",
-                                           "/v2/models/speech-commands", "/v1/models/speech-commands"]),
-                          st.just("/" + "/".join(segments))))
-    headers = draw(st.lists(st.tuples(st.sampled_from([b"content-type", b"content-length", b"x-user-id",
-                                                       b"inference-header-content-length", b"accept",
-                                                       b"transfer-encoding"]),
-                                      st.binary(max_size=12)), max_size=3))
+    path = draw(
+        st.one_of(
+            st.sampled_from(
+                [
+                    V1,
+                    V2,
+                    "/v2/health/ready",
+                    "/v2/health/live",
+                    "/metrics",
+                    "/v2/models/speech-commands",
+                    "/v1/models/speech-commands",
+                ]
+            ),
+            st.just("/" + "/".join(segments)),
+        )
+    )
+    headers = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(
+                    [
+                        b"content-type",
+                        b"content-length",
+                        b"x-user-id",
+                        b"inference-header-content-length",
+                        b"accept",
+                        b"transfer-encoding",
+                    ]
+                ),
+                st.binary(max_size=12),
+            ),
+            max_size=3,
+        )
+    )
     _, _, _, body = draw(st.sampled_from(SEED_REQUESTS))
     return method, path, headers, body
 
@@ -342,9 +475,11 @@ def _fuzz(served, request, surface: str) -> None:
     check_request(served, method, path, headers, body, surface)
 
 
-SETTINGS = settings(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                         HealthCheck.data_too_large,
-                                                                         HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+)
 
 
 @settings(SETTINGS, max_examples=FUZZ_EXAMPLES * 3 // 10)

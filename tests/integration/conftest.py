@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from kubernetes import config
@@ -49,19 +49,21 @@ def tb() -> scenario.Cluster:
         cluster = connect_testbed()
     except TestbedMissing as err:
         pytest.fail(str(err))
-    pods = kubectl(cluster, "get", "pods", "-A", "-o",
-                   "jsonpath={range .items[*]}{.spec.containers[0].image}{'\\n'}{end}").stdout
+    pods = kubectl(
+        cluster, "get", "pods", "-A", "-o", "jsonpath={range .items[*]}{.spec.containers[0].image}{'\\n'}{end}"
+    ).stdout
     if "modelrollout/operator:dev" in pods:
-        pytest.fail("a helm-installed operator is running on the testbed and would reconcile the "
-                    "integration tests' namespaces too; `helm uninstall` it (or `make cluster-down`) first")
+        pytest.fail(
+            "a helm-installed operator is running on the testbed and would reconcile the "
+            "integration tests' namespaces too; `helm uninstall` it (or `make cluster-down`) first"
+        )
     return cluster
 
 
 @pytest.fixture(scope="session")
 def crd(tb: scenario.Cluster) -> None:
     kubectl(tb, "apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    kubectl(tb, "wait", "--for=condition=Established", "--timeout=60s",
-            "crd/modelrollouts.modelrollout.dev")
+    kubectl(tb, "wait", "--for=condition=Established", "--timeout=60s", "crd/modelrollouts.modelrollout.dev")
 
 
 @pytest.fixture(scope="session")

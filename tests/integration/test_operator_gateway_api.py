@@ -18,25 +18,47 @@ from tests.support.waiting import wait_for
 pytestmark = pytest.mark.integration
 
 ROUTING = {"gatewayAPI": {"httpRoute": "speech"}}
-STRATEGY = {"shadow": {"mirrorPercent": 50, "duration": "4s", "then": "canary",
-                       "canary": {"steps": [{"setWeight": 30}, {"pause": {"duration": "3s"}}]}}}
+STRATEGY = {
+    "shadow": {
+        "mirrorPercent": 50,
+        "duration": "4s",
+        "then": "canary",
+        "canary": {"steps": [{"setWeight": 30}, {"pause": {"duration": "3s"}}]},
+    }
+}
 
 
 def _route(namespace: str) -> dict:
-    return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-            "metadata": {"name": "speech", "namespace": namespace},
-            "spec": {"parentRefs": [{"name": "shared-gateway"}],
-                     "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/v2/models"}}],
-                                "filters": [{"type": "RequestHeaderModifier",
-                                             "requestHeaderModifier": {"set": [{"name": "x-team", "value": "ml"}]}}],
-                                "backendRefs": [{"name": "placeholder", "port": 8080}]}]}}
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "speech", "namespace": namespace},
+        "spec": {
+            "parentRefs": [{"name": "shared-gateway"}],
+            "rules": [
+                {
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/v2/models"}}],
+                    "filters": [
+                        {
+                            "type": "RequestHeaderModifier",
+                            "requestHeaderModifier": {"set": [{"name": "x-team", "value": "ml"}]},
+                        }
+                    ],
+                    "backendRefs": [{"name": "placeholder", "port": 8080}],
+                }
+            ],
+        },
+    }
 
 
 def _state(route: dict) -> tuple:
     rule = route["spec"]["rules"][0]
     weights = tuple((r["name"], r.get("weight")) for r in rule.get("backendRefs", []))
-    mirrors = tuple((f["requestMirror"]["backendRef"]["name"], f["requestMirror"].get("percent"))
-                    for f in rule.get("filters", []) if f["type"] == "RequestMirror")
+    mirrors = tuple(
+        (f["requestMirror"]["backendRef"]["name"], f["requestMirror"].get("percent"))
+        for f in rule.get("filters", [])
+        if f["type"] == "RequestMirror"
+    )
     return weights, mirrors
 
 
@@ -69,14 +91,20 @@ def test_httproute_weights_and_mirror_follow_each_step(tb, api, ns, operator):
     sampler = RouteSampler(api, ns)
     sampler.start()
     apply(tb, rollout_manifest("speech", ns, "v2", strategy=STRATEGY, routing=ROUTING))
-    wait_for(lambda: _status(api, ns).get("phase") == "Healthy" and _status(api, ns).get("stableVersion") == "v2",
-             "v2 promoted through shadow and canary", timeout=240, describe=operator.log_tail)
+    wait_for(
+        lambda: _status(api, ns).get("phase") == "Healthy" and _status(api, ns).get("stableVersion") == "v2",
+        "v2 promoted through shadow and canary",
+        timeout=240,
+        describe=operator.log_tail,
+    )
     wait_for(lambda: sampler.states and sampler.states[-1] == ((("speech-v2", 100),), ()), "route on v2 only")
     sampler.stop.set()
     sampler.join()
     states = sampler.states
     # Shadow: users on v1, half the requests copied to v2.
-    assert any(mirrors == (("speech-v2", 50),) and dict(weights).get("speech-v1") == 100 for weights, mirrors in states), states
+    assert any(
+        mirrors == (("speech-v2", 50),) and dict(weights).get("speech-v1") == 100 for weights, mirrors in states
+    ), states
     # Canary: 70/30 with no mirror.
     assert ((("speech-v1", 70), ("speech-v2", 30)), ()) in states, states
     # The user's match and filter survive every write.
@@ -91,9 +119,14 @@ def test_httproute_weights_and_mirror_follow_each_step(tb, api, ns, operator):
 
 def test_missing_httproute_holds_the_rollout_without_declaring_traffic(tb, api, ns, operator):
     apply(tb, rollout_manifest("speech", ns, "v1", routing={"gatewayAPI": {"httpRoute": "absent"}}))
-    wait_for(lambda: "spec.trafficRouting.gatewayAPI.httpRoute: HTTPRoute " + ns + "/absent not found"
-             in operator.log_tail(400), "the operator to report the missing route", timeout=180,
-             describe=operator.log_tail)
+    wait_for(
+        lambda: (
+            "spec.trafficRouting.gatewayAPI.httpRoute: HTTPRoute " + ns + "/absent not found" in operator.log_tail(400)
+        ),
+        "the operator to report the missing route",
+        timeout=180,
+        describe=operator.log_tail,
+    )
     # The split is only declared in status once the route carries it.
     status = _status(api, ns)
     assert status.get("phase") == "Initializing", status

@@ -23,9 +23,13 @@ pytestmark = pytest.mark.integration
 
 LEASE = "mro-ha"
 # Short timings so a takeover after a SIGKILL takes seconds: lease 4 s, renew 3 s, look every 0.5 s.
-ELECTION = ["--leader-election=true", f"--leader-election-lease={LEASE}",
-            "--leader-election-lease-duration=4", "--leader-election-renew-deadline=3",
-            "--leader-election-retry-period=0.5"]
+ELECTION = [
+    "--leader-election=true",
+    f"--leader-election-lease={LEASE}",
+    "--leader-election-lease-duration=4",
+    "--leader-election-renew-deadline=3",
+    "--leader-election-retry-period=0.5",
+]
 
 
 class Replica(OperatorProcess):
@@ -33,8 +37,7 @@ class Replica(OperatorProcess):
         log_dir.mkdir(parents=True, exist_ok=True)
         super().__init__(cluster, namespace, prometheus_url, log_dir)
         self.identity = identity
-        self.args += [*ELECTION, f"--leader-election-namespace={namespace}",
-                      f"--leader-election-identity={identity}"]
+        self.args += [*ELECTION, f"--leader-election-namespace={namespace}", f"--leader-election-identity={identity}"]
 
     def leader_gauge(self) -> float | None:
         try:
@@ -85,13 +88,22 @@ def _one_leader_by_gauge(replicas) -> Replica | None:
 
 @pytest.mark.parametrize("outcome", ["Promoted", "RolledBack"])
 def test_killing_the_leader_mid_canary_lets_the_standby_finish_with_one_history_entry(
-        tb, api, ns, gates, replicas, outcome):
+    tb, api, ns, gates, replicas, outcome
+):
     name = "speech"
     apply(tb, rollout_manifest(name, ns, "v1", steps=STEPS))
-    wait_for(lambda: _status(api, ns, name).get("phase") == "Healthy", "v1 Healthy", timeout=180,
-             describe=lambda: _logs(replicas))
-    first = wait_for(lambda: _one_leader_by_gauge(replicas), "exactly one replica with the leader gauge at 1",
-                     timeout=30, describe=lambda: _logs(replicas))
+    wait_for(
+        lambda: _status(api, ns, name).get("phase") == "Healthy",
+        "v1 Healthy",
+        timeout=180,
+        describe=lambda: _logs(replicas),
+    )
+    first = wait_for(
+        lambda: _one_leader_by_gauge(replicas),
+        "exactly one replica with the leader gauge at 1",
+        timeout=30,
+        describe=lambda: _logs(replicas),
+    )
     assert first is not None  # wait_for returns only a truthy value
     assert _leader(api, ns, replicas) is first, f"the Lease names {_holder(api, ns)}, the gauge {first.identity}"
     if outcome == "RolledBack":
@@ -109,15 +121,28 @@ def test_killing_the_leader_mid_canary_lets_the_standby_finish_with_one_history_
             return any(g.get("failures") == 1 for g in (s.get("analysis") or {}).get("metrics") or [])
         return s.get("currentStepIndex") == 1 and s.get("phase") in ("Progressing", "Paused")
 
-    wait_for(at_the_kill_point, f"the canary at the kill point ({outcome})", timeout=180, every=0.05,
-             describe=lambda: _logs(replicas))
+    wait_for(
+        at_the_kill_point,
+        f"the canary at the kill point ({outcome})",
+        timeout=180,
+        every=0.05,
+        describe=lambda: _logs(replicas),
+    )
     first.kill()
     standby = next(r for r in replicas.values() if r is not first)
-    wait_for(lambda: _leader(api, ns, replicas) is standby, "the standby holding the Lease", timeout=60,
-             describe=lambda: _logs(replicas))
+    wait_for(
+        lambda: _leader(api, ns, replicas) is standby,
+        "the standby holding the Lease",
+        timeout=60,
+        describe=lambda: _logs(replicas),
+    )
     final = "Healthy" if outcome == "Promoted" else "RolledBack"
-    wait_for(lambda: _status(api, ns, name).get("phase") == final, f"{final} after the takeover", timeout=180,
-             describe=lambda: _logs(replicas))
+    wait_for(
+        lambda: _status(api, ns, name).get("phase") == final,
+        f"{final} after the takeover",
+        timeout=180,
+        describe=lambda: _logs(replicas),
+    )
     sampler.stop.set()
     sampler.join()
 

@@ -25,8 +25,7 @@ def _status(api, ns):
 
 def _healthy_with_policies(tb, api, ns, operator) -> None:
     apply(tb, rollout_manifest("speech", ns, "v1"))
-    wait_for(lambda: _status(api, ns).get("phase") == "Healthy", "v1 Healthy", timeout=180,
-             describe=operator.log_tail)
+    wait_for(lambda: _status(api, ns).get("phase") == "Healthy", "v1 Healthy", timeout=180, describe=operator.log_tail)
     wait_for(lambda: _policies(api, ns) == OURS, "both policies applied", describe=operator.log_tail)
 
 

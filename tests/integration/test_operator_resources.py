@@ -41,20 +41,37 @@ def test_apply_creates_owned_workloads_router_and_healthy_status(tb, api, ns, op
     apply(tb, rollout_manifest("speech", ns, "v1"))
     obj = wait_for(lambda: api.get(MODEL_ROLLOUTS, ns, "speech"), "the ModelRollout")
     uid = obj["metadata"]["uid"]
-    status = wait_for(lambda: _status(api, ns).get("phase") == "Healthy" and _status(api, ns),
-                      "phase Healthy", timeout=180, describe=operator.log_tail)
+    status = wait_for(
+        lambda: _status(api, ns).get("phase") == "Healthy" and _status(api, ns),
+        "phase Healthy",
+        timeout=180,
+        describe=operator.log_tail,
+    )
     assert status["stableVersion"] == "v1"
     assert status["traffic"] == {"stable": {"version": "v1", "weight": 100}}
     assert status["observedGeneration"] == obj["metadata"]["generation"]
-    owned = [(DEPLOYMENTS, "speech-v1"), (SERVICES, "speech-v1"), (DEPLOYMENTS, "speech"), (SERVICES, "speech"),
-             (SERVICE_ACCOUNTS, "speech-router"), (ROLE_BINDINGS, "speech.router"),
-             (POD_DISRUPTION_BUDGETS, "speech-v1"), (POD_DISRUPTION_BUDGETS, "speech"),
-             (NETWORK_POLICIES, "speech.router"), (NETWORK_POLICIES, "speech.model-servers")]
+    owned = [
+        (DEPLOYMENTS, "speech-v1"),
+        (SERVICES, "speech-v1"),
+        (DEPLOYMENTS, "speech"),
+        (SERVICES, "speech"),
+        (SERVICE_ACCOUNTS, "speech-router"),
+        (ROLE_BINDINGS, "speech.router"),
+        (POD_DISRUPTION_BUDGETS, "speech-v1"),
+        (POD_DISRUPTION_BUDGETS, "speech"),
+        (NETWORK_POLICIES, "speech.router"),
+        (NETWORK_POLICIES, "speech.model-servers"),
+    ]
     for ref, name in owned:
         child = api.get(ref, ns, name)
         assert child is not None, f"{ref.plural}/{name} missing"
         (owner,) = child["metadata"]["ownerReferences"]
-        assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == ("ModelRollout", "speech", uid, True)
+        assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
+            "ModelRollout",
+            "speech",
+            uid,
+            True,
+        )
     dep = api.get(DEPLOYMENTS, ns, "speech-v1")
     assert dep["status"].get("readyReplicas") == 1
     # kopf left no annotations on the user's object (GitOps: nothing but status changes).
@@ -68,8 +85,9 @@ def test_printer_columns_show_phase_versions_weight_and_step(tb, api, ns, operat
     apply(tb, rollout_manifest("speech", ns, "v1", steps=[{"setWeight": 20}, {"pause": {}}]))
     wait_for(lambda: _status(api, ns).get("phase") == "Healthy", "v1 Healthy", timeout=180, describe=operator.log_tail)
     apply(tb, rollout_manifest("speech", ns, "v2", steps=[{"setWeight": 20}, {"pause": {}}]))
-    wait_for(lambda: _status(api, ns).get("phase") == "Paused", "the pause step", timeout=180,
-             describe=operator.log_tail)
+    wait_for(
+        lambda: _status(api, ns).get("phase") == "Paused", "the pause step", timeout=180, describe=operator.log_tail
+    )
     table = kubectl(tb, "get", "mro", "speech", "-n", ns).stdout.splitlines()
     header, row = table[0].split(), table[1].split()
     assert header[:7] == ["NAME", "PHASE", "STRATEGY", "STABLE", "CANDIDATE", "WEIGHT", "STEP"]
@@ -80,8 +98,12 @@ def test_printer_columns_show_phase_versions_weight_and_step(tb, api, ns, operat
     user = active["context"]["user"]
     assert plugin(["-n", ns, "promote", "speech"]) == 0
     assert api.get(MODEL_ROLLOUTS, ns, "speech")["spec"]["requests"] == {"promote": 1, "by": user}
-    wait_for(lambda: _status(api, ns).get("stableVersion") == "v2" and _status(api, ns).get("phase") == "Healthy",
-             "promotion after the plugin's promote", timeout=180, describe=operator.log_tail)
+    wait_for(
+        lambda: _status(api, ns).get("stableVersion") == "v2" and _status(api, ns).get("phase") == "Healthy",
+        "promotion after the plugin's promote",
+        timeout=180,
+        describe=operator.log_tail,
+    )
     events = _events(api, ns)
     assert [r for _, r, _ in events].count("Promoted") == 1
     assert any(user in m for _, _, m in events), events
@@ -101,23 +123,36 @@ def _broken(path, value):
     return obj
 
 
-@pytest.mark.parametrize("manifest, needles", [
-    (_broken(["strategy", "canary", "steps"], [{"setWeight": 50}, {"setWeight": 10}]),
-     ["spec.strategy.canary.steps", "must not decrease"]),
-    (_broken(["strategy", "canary", "steps"], [{"setWeight": 10, "pause": {}}]),
-     ["spec.strategy.canary.steps", "exactly one of setWeight, setMirror, pause, analysis, promote"]),
-    (_broken(["strategy"], {"canary": {"steps": [{"setWeight": 10}]}, "blueGreen": {}}),
-     ["spec.strategy", "exactly one of canary, blueGreen, shadow"]),
-    (_broken(["strategy", "canary", "steps"], [{"setWeight": 140}]),
-     ["setWeight", "100"]),
-    (_broken(["analysis", "interval"], "soon"), ["spec.analysis.interval"]),
-    (_broken(["model", "version"], "V_2"), ["spec.model.version"]),
-    (_broken(["analysis", "metrics"], [{"name": "g", "template": "p95", "max": 1}]),
-     ["spec.analysis.metrics[0].template", 'supported values: "error-rate"', '"shadow-segment-agreement"']),
-    (_broken(["analysis", "metrics"], [{"name": "g", "template": "shadow-segment-agreement",
-                                        "relativeTo": "stable", "maxDecrease": 0.1}]),
-     ["spec.analysis.metrics[0].relativeTo",
-      "cannot be used with shadow-agreement or shadow-segment-agreement"]),
-])
+@pytest.mark.parametrize(
+    "manifest, needles",
+    [
+        (
+            _broken(["strategy", "canary", "steps"], [{"setWeight": 50}, {"setWeight": 10}]),
+            ["spec.strategy.canary.steps", "must not decrease"],
+        ),
+        (
+            _broken(["strategy", "canary", "steps"], [{"setWeight": 10, "pause": {}}]),
+            ["spec.strategy.canary.steps", "exactly one of setWeight, setMirror, pause, analysis, promote"],
+        ),
+        (
+            _broken(["strategy"], {"canary": {"steps": [{"setWeight": 10}]}, "blueGreen": {}}),
+            ["spec.strategy", "exactly one of canary, blueGreen, shadow"],
+        ),
+        (_broken(["strategy", "canary", "steps"], [{"setWeight": 140}]), ["setWeight", "100"]),
+        (_broken(["analysis", "interval"], "soon"), ["spec.analysis.interval"]),
+        (_broken(["model", "version"], "V_2"), ["spec.model.version"]),
+        (
+            _broken(["analysis", "metrics"], [{"name": "g", "template": "p95", "max": 1}]),
+            ["spec.analysis.metrics[0].template", 'supported values: "error-rate"', '"shadow-segment-agreement"'],
+        ),
+        (
+            _broken(
+                ["analysis", "metrics"],
+                [{"name": "g", "template": "shadow-segment-agreement", "relativeTo": "stable", "maxDecrease": 0.1}],
+            ),
+            ["spec.analysis.metrics[0].relativeTo", "cannot be used with shadow-agreement or shadow-segment-agreement"],
+        ),
+    ],
+)
 def test_malformed_manifests_are_rejected_naming_the_field(tb, crd, ns, manifest, needles):
     assert_rejected_at_admission(tb, manifest, ns, needles)

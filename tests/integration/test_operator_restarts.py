@@ -18,7 +18,11 @@ from tests.support.waiting import wait_for
 pytestmark = pytest.mark.integration
 
 STEPS: list[dict[str, Any]] = [
-    {"setWeight": 10}, {"pause": {"duration": "3s"}}, {"setWeight": 50}, {"analysis": {"checks": 2}}]
+    {"setWeight": 10},
+    {"pause": {"duration": "3s"}},
+    {"setWeight": 50},
+    {"analysis": {"checks": 2}},
+]
 
 
 class Sampler(threading.Thread):
@@ -50,8 +54,9 @@ def _status(api, ns, name):
 def test_sigkill_at_each_step_then_restart_promotes_exactly_once(tb, api, ns, operator: OperatorProcess, kill_at):
     name = "speech"
     apply(tb, rollout_manifest(name, ns, "v1", steps=STEPS))
-    wait_for(lambda: _status(api, ns, name).get("phase") == "Healthy", "v1 Healthy", timeout=180,
-             describe=operator.log_tail)
+    wait_for(
+        lambda: _status(api, ns, name).get("phase") == "Healthy", "v1 Healthy", timeout=180, describe=operator.log_tail
+    )
     sampler = Sampler(api, ns, name)
     sampler.start()
     apply(tb, rollout_manifest(name, ns, "v2", steps=STEPS))
@@ -60,16 +65,30 @@ def test_sigkill_at_each_step_then_restart_promotes_exactly_once(tb, api, ns, op
         s = _status(api, ns, name)
         if kill_at == "Promoting":
             return s.get("phase") == "Promoting"
-        return s.get("candidateVersion") == "v2" and s.get("currentStepIndex") == int(kill_at[-1]) \
+        return (
+            s.get("candidateVersion") == "v2"
+            and s.get("currentStepIndex") == int(kill_at[-1])
             and s.get("phase") in ("Progressing", "Paused")
+        )
 
     # Promoting lasts one tick; if it was missed, the kill lands right after the promotion write.
-    wait_for(lambda: reached() or (kill_at == "Promoting" and _status(api, ns, name).get("stableVersion") == "v2"),
-             f"the canary at {kill_at}", timeout=180, every=0.05, describe=operator.log_tail)
+    wait_for(
+        lambda: reached() or (kill_at == "Promoting" and _status(api, ns, name).get("stableVersion") == "v2"),
+        f"the canary at {kill_at}",
+        timeout=180,
+        every=0.05,
+        describe=operator.log_tail,
+    )
     operator.kill()
     operator.start()
-    wait_for(lambda: _status(api, ns, name).get("phase") == "Healthy" and _status(api, ns, name).get("stableVersion") == "v2",
-             "v2 promoted after the restart", timeout=180, describe=operator.log_tail)
+    wait_for(
+        lambda: (
+            _status(api, ns, name).get("phase") == "Healthy" and _status(api, ns, name).get("stableVersion") == "v2"
+        ),
+        "v2 promoted after the restart",
+        timeout=180,
+        describe=operator.log_tail,
+    )
     sampler.stop.set()
     sampler.join()
 
@@ -82,5 +101,9 @@ def test_sigkill_at_each_step_then_restart_promotes_exactly_once(tb, api, ns, op
     assert sampler.weights == sorted(sampler.weights), f"weight went backwards: {sampler.weights}"
     assert set(sampler.weights) <= {0, 10, 50, 100} and sampler.weights[-1] == 100
     # The old stable is scaled down after its delay; never while traffic still routes to it.
-    wait_for(lambda: api.get(DEPLOYMENTS, ns, f"{name}-v1")["spec"]["replicas"] == 0,
-             "v1 scaled down", timeout=180, describe=operator.log_tail)
+    wait_for(
+        lambda: api.get(DEPLOYMENTS, ns, f"{name}-v1")["spec"]["replicas"] == 0,
+        "v1 scaled down",
+        timeout=180,
+        describe=operator.log_tail,
+    )

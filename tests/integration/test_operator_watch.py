@@ -50,8 +50,9 @@ def test_readiness_is_picked_up_by_the_watch_not_the_timer(tb, api, ns, slow_tim
         status = (api.get(MODEL_ROLLOUTS, ns, "watched") or {}).get("status") or {}
         return status if status.get("phase") == "Healthy" else None
 
-    status = wait_for(healthy, "Healthy on v1 (needs a tick after the pods are Ready)", timeout=120,
-                      describe=op.log_tail)
+    status = wait_for(
+        healthy, "Healthy on v1 (needs a tick after the pods are Ready)", timeout=120, describe=op.log_tail
+    )
     assert status["traffic"] == {"stable": {"version": "v1", "weight": 100}}
     assert count_timer_runs(op) == 1, op.log_tail()
     assert fetch_reconciles(op.port) >= 2, "the tick that saw the pods Ready was not the timer's"

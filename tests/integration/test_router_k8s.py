@@ -1,5 +1,6 @@
 """The router's Kubernetes watch against the testbed's real API server: split from a ModelRollout's
 status, endpoints from EndpointSlices, minimal RBAC, API blips, unreadable status -> all to stable."""
+
 from __future__ import annotations
 
 import base64
@@ -30,51 +31,111 @@ def apply(tb, obj: dict) -> None:
 
 
 def set_traffic(tb, ns: str, traffic: dict) -> None:
-    kubectl(tb, "-n", ns, "patch", "modelrollout", ROLLOUT, "--subresource=status", "--type=merge",
-            "-p", json.dumps({"status": {"traffic": traffic}}))
+    kubectl(
+        tb,
+        "-n",
+        ns,
+        "patch",
+        "modelrollout",
+        ROLLOUT,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {"traffic": traffic}}),
+    )
 
 
 def create_rollout(tb, ns: str, traffic: dict, sticky: str | None = None) -> None:
     router = {"stickyHeader": sticky} if sticky else {}
-    apply(tb, {"apiVersion": "modelrollout.dev/v1alpha1", "kind": "ModelRollout",
-               "metadata": {"name": ROLLOUT, "namespace": ns},
-               "spec": {"model": {"name": "speech-commands", "version": "v1"},
-                        "strategy": {"canary": {"steps": [{"setWeight": 50}]}},
-                        "trafficRouting": {"router": router}}})
+    apply(
+        tb,
+        {
+            "apiVersion": "modelrollout.dev/v1alpha1",
+            "kind": "ModelRollout",
+            "metadata": {"name": ROLLOUT, "namespace": ns},
+            "spec": {
+                "model": {"name": "speech-commands", "version": "v1"},
+                "strategy": {"canary": {"steps": [{"setWeight": 50}]}},
+                "trafficRouting": {"router": router},
+            },
+        },
+    )
     # The operator copies the spec's header into status.traffic; the router reads only that.
     set_traffic(tb, ns, {**traffic, "stickyHeader": sticky} if sticky else traffic)
 
 
-def set_slice(tb, ns: str, version: str, endpoints: list[tuple[str, bool]], suffix: str = "a",
-              port: int = 8080) -> None:
+def set_slice(
+    tb, ns: str, version: str, endpoints: list[tuple[str, bool]], suffix: str = "a", port: int = 8080
+) -> None:
     """An EndpointSlice of Service <rollout>-<version>, as the EndpointSlice controller writes them."""
-    apply(tb, {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-               "metadata": {"name": f"{ROLLOUT}-{version}-{suffix}", "namespace": ns,
-                            "labels": {"kubernetes.io/service-name": f"{ROLLOUT}-{version}",
-                                       "endpointslice.kubernetes.io/managed-by": "router-tests"}},
-               "addressType": "IPv4", "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
-               "endpoints": [{"addresses": [addr], "conditions": {"ready": ready}} for addr, ready in endpoints]})
+    apply(
+        tb,
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": f"{ROLLOUT}-{version}-{suffix}",
+                "namespace": ns,
+                "labels": {
+                    "kubernetes.io/service-name": f"{ROLLOUT}-{version}",
+                    "endpointslice.kubernetes.io/managed-by": "router-tests",
+                },
+            },
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+            "endpoints": [{"addresses": [addr], "conditions": {"ready": ready}} for addr, ready in endpoints],
+        },
+    )
 
 
 def deploy_version(tb, ns: str, version: str, replicas: int = 1) -> None:
     """Real pods (the testbed's echo image, run by the pod runner on their pod IPs) labelled as the
     operator labels a model version, with a readiness probe the pod runner honours, behind the
     version's Service `<rollout>-<version>` (port `http`), whose EndpointSlices the router reads."""
-    labels = {"modelrollout.dev/rollout": ROLLOUT, "modelrollout.dev/version": version,
-              "app.kubernetes.io/name": "model-server"}
-    apply(tb, {"apiVersion": "apps/v1", "kind": "Deployment",
-               "metadata": {"name": f"{ROLLOUT}-{version}", "namespace": ns, "labels": labels},
-               "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
-                        "template": {"metadata": {"labels": labels}, "spec": {"containers": [{
-                            "name": "echo", "image": "modelrollout/testbed-echo:dev",
-                            "args": ["--host=$(POD_IP)", "--port=8080"],
-                            "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-                                    {"name": "ECHO_MESSAGE", "value": version}],
-                            "ports": [{"name": "http", "containerPort": 8080}],
-                            "readinessProbe": {"httpGet": {"path": "/readyz", "port": 8080}, "periodSeconds": 1}}]}}}})
-    apply(tb, {"apiVersion": "v1", "kind": "Service",
-               "metadata": {"name": f"{ROLLOUT}-{version}", "namespace": ns, "labels": labels},
-               "spec": {"selector": labels, "ports": [{"name": "http", "port": 8080, "targetPort": 8080}]}})
+    labels = {
+        "modelrollout.dev/rollout": ROLLOUT,
+        "modelrollout.dev/version": version,
+        "app.kubernetes.io/name": "model-server",
+    }
+    apply(
+        tb,
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": f"{ROLLOUT}-{version}", "namespace": ns, "labels": labels},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "echo",
+                                "image": "modelrollout/testbed-echo:dev",
+                                "args": ["--host=$(POD_IP)", "--port=8080"],
+                                "env": [
+                                    {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                                    {"name": "ECHO_MESSAGE", "value": version},
+                                ],
+                                "ports": [{"name": "http", "containerPort": 8080}],
+                                "readinessProbe": {"httpGet": {"path": "/readyz", "port": 8080}, "periodSeconds": 1},
+                            }
+                        ]
+                    },
+                },
+            },
+        },
+    )
+    apply(
+        tb,
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": f"{ROLLOUT}-{version}", "namespace": ns, "labels": labels},
+            "spec": {"selector": labels, "ports": [{"name": "http", "port": 8080, "targetPort": 8080}]},
+        },
+    )
 
 
 def wait_versions_ready(tb, ns: str, *versions: str) -> None:
@@ -84,33 +145,53 @@ def wait_versions_ready(tb, ns: str, *versions: str) -> None:
 
 def router_kubeconfig(tb, ns: str, tmp: Path, server: str | None = None, rollouts: bool = True) -> Path:
     """A ServiceAccount kubeconfig with only the RBAC the router needs (documented in docs/router.md)."""
-    rules = [{"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
-             {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}]
+    rules = [
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
+    ]
     if rollouts:
-        rules.append({"apiGroups": ["modelrollout.dev"], "resources": ["modelrollouts"],
-                      "verbs": ["get", "list", "watch"]})
-    for obj in ({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "router", "namespace": ns}},
-                {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-                 "metadata": {"name": "router", "namespace": ns}, "rules": rules},
-                {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-                 "metadata": {"name": "router", "namespace": ns},
-                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "router"},
-                 "subjects": [{"kind": "ServiceAccount", "name": "router", "namespace": ns}]}):
+        rules.append(
+            {"apiGroups": ["modelrollout.dev"], "resources": ["modelrollouts"], "verbs": ["get", "list", "watch"]}
+        )
+    for obj in (
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "router", "namespace": ns}},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "router", "namespace": ns},
+            "rules": rules,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "router", "namespace": ns},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "router"},
+            "subjects": [{"kind": "ServiceAccount", "name": "router", "namespace": ns}],
+        },
+    ):
         apply(tb, obj)
     token = kubectl(tb, "-n", ns, "create", "token", "router", "--duration=1h").strip()
     admin = yaml.safe_load(tb.kubeconfig.read_text())
     cluster = dict(admin["clusters"][0]["cluster"])
     if "certificate-authority" in cluster:
         cluster["certificate-authority-data"] = base64.b64encode(
-            Path(cluster.pop("certificate-authority")).read_bytes()).decode()
+            Path(cluster.pop("certificate-authority")).read_bytes()
+        ).decode()
     if server:
         cluster["server"] = server
     path = tmp / f"router-kubeconfig-{uuid.uuid4().hex[:6]}"
-    path.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Config", "current-context": "r",
-                                    "clusters": [{"name": "c", "cluster": cluster}],
-                                    "contexts": [{"name": "r", "context": {"cluster": "c", "user": "u",
-                                                                           "namespace": ns}}],
-                                    "users": [{"name": "u", "user": {"token": token}}]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "r",
+                "clusters": [{"name": "c", "cluster": cluster}],
+                "contexts": [{"name": "r", "context": {"cluster": "c", "user": "u", "namespace": ns}}],
+                "users": [{"name": "u", "user": {"token": token}}],
+            }
+        )
+    )
     return path
 
 
@@ -145,8 +226,14 @@ def start_two_versions(tb, ns):
 
 def k8s_router(router_bin, tmp_path, tb, ns, *args, source: str = "endpointslices", **kc):
     """The router as a pod would run it, with a least-privilege ServiceAccount kubeconfig."""
-    return start_router(router_bin, tmp_path, f"--namespace={ns}", f"--endpoints-source={source}", *args,
-                        env={"KUBECONFIG": str(router_kubeconfig(tb, ns, tmp_path, **kc))})
+    return start_router(
+        router_bin,
+        tmp_path,
+        f"--namespace={ns}",
+        f"--endpoints-source={source}",
+        *args,
+        env={"KUBECONFIG": str(router_kubeconfig(tb, ns, tmp_path, **kc))},
+    )
 
 
 def test_split_follows_the_rollout_status(tb, ns, router_bin, procs, tmp_path):
@@ -158,13 +245,21 @@ def test_split_follows_the_rollout_status(tb, ns, router_bin, procs, tmp_path):
     assert versions_seen(router) == {"v1": 40}
     set_traffic(tb, ns, {"stable": {"version": "v1", "weight": 0}, "candidate": {"version": "v2", "weight": 100}})
     t0 = time.monotonic()
-    wait_for(lambda: router.metric("router_traffic_weight", version="v2", role="candidate") == 100,
-             "the candidate weight to reach the router", timeout=20, every=0.05)
+    wait_for(
+        lambda: router.metric("router_traffic_weight", version="v2", role="candidate") == 100,
+        "the candidate weight to reach the router",
+        timeout=20,
+        every=0.05,
+    )
     print(f"status patch -> router applied in {time.monotonic() - t0:.2f} s")
     assert versions_seen(router) == {"v2": 40}
     set_traffic(tb, ns, {"stable": {"version": "v1", "weight": 50}, "candidate": {"version": "v2", "weight": 50}})
-    wait_for(lambda: router.metric("router_traffic_weight", version="v2", role="candidate") == 50,
-             "the 50/50 split", timeout=20, every=0.05)
+    wait_for(
+        lambda: router.metric("router_traffic_weight", version="v2", role="candidate") == 50,
+        "the 50/50 split",
+        timeout=20,
+        every=0.05,
+    )
     assert set(versions_seen(router, 60)) == {"v1", "v2"}  # one-sided with p = 2^-59
 
 
@@ -184,18 +279,26 @@ def test_pod_readiness_decides_the_endpoints(tb, ns, router_bin, procs, tmp_path
     # stop using it.
     down = sorted(hosts)[0]
     import http.client
+
     conn = http.client.HTTPConnection(down, 8080, timeout=5)
     conn.request("POST", "/readyz?ready=0")
     assert conn.getresponse().status == 200
-    wait_for(lambda: any(r.get("msg") == "endpoints updated" and r.get("endpoints") == [f"{sorted(hosts)[1]}:8080"]
-                         for r in router.log_records()),
-             "the unready pod to be dropped", timeout=30, every=0.05)
+    wait_for(
+        lambda: any(
+            r.get("msg") == "endpoints updated" and r.get("endpoints") == [f"{sorted(hosts)[1]}:8080"]
+            for r in router.log_records()
+        ),
+        "the unready pod to be dropped",
+        timeout=30,
+        every=0.05,
+    )
     assert {client.request("GET", "/who").json()["host"] for _ in range(10)} == {sorted(hosts)[1]}
 
 
 def set_pod_ready(host: str, ready: bool) -> None:
     """Flips an echo pod's own readiness answer; the probe then flips its Ready condition."""
     import http.client
+
     conn = http.client.HTTPConnection(host, 8080, timeout=5)
     conn.request("POST", f"/readyz?ready={int(ready)}")
     assert conn.getresponse().status == 200
@@ -215,8 +318,10 @@ def test_only_pod_turning_unready_is_still_served_by_panic_routing(tb, ns, route
     router.wait_metric("router_panic_routing", 1, timeout=30, version="v1")
     assert versions_seen(router, 20) == {"v1": 20}  # answered by the not-ready pod
     assert router.is_ready()
-    assert any(r.get("msg", "").startswith("panic routing: no ready endpoints") and r.get("not_ready") == [f"{host}:8080"]
-               for r in router.log_records())
+    assert any(
+        r.get("msg", "").startswith("panic routing: no ready endpoints") and r.get("not_ready") == [f"{host}:8080"]
+        for r in router.log_records()
+    )
     set_pod_ready(host, True)
     router.wait_metric("router_panic_routing", 0, timeout=30, version="v1")
     assert versions_seen(router, 20) == {"v1": 20}
@@ -229,40 +334,56 @@ def test_endpointslice_watch_keeps_ready_endpoints_on_port_http(tb, ns, router_b
     # Only the endpoint sets the router derives (its logs) are checked, not traffic.
     set_slice(tb, ns, "v1", [("192.0.2.10", True), ("192.0.2.11", False)], suffix="a")
     create_rollout(tb, ns, {"stable": {"version": "v1", "weight": 100}})
-    router = start_router(router_bin, tmp_path, f"--namespace={ns}",
-                          env={"KUBECONFIG": str(router_kubeconfig(tb, ns, tmp_path))})
+    router = start_router(
+        router_bin, tmp_path, f"--namespace={ns}", env={"KUBECONFIG": str(router_kubeconfig(tb, ns, tmp_path))}
+    )
     procs.append(router)
 
     def endpoint_sets():
-        return [r["endpoints"] for r in router.log_records() if r.get("msg") == "endpoints updated"
-                and r.get("version") == "v1"]
+        return [
+            r["endpoints"]
+            for r in router.log_records()
+            if r.get("msg") == "endpoints updated" and r.get("version") == "v1"
+        ]
 
-    wait_for(lambda: ["192.0.2.10:8080"] in endpoint_sets(),
-             "the ready endpoint", timeout=20, every=0.05)
+    wait_for(lambda: ["192.0.2.10:8080"] in endpoint_sets(), "the ready endpoint", timeout=20, every=0.05)
     router.wait_ready()
     set_slice(tb, ns, "v1", [("192.0.2.20", True)], suffix="b", port=9000)
-    wait_for(lambda: ["192.0.2.10:8080", "192.0.2.20:9000"] in endpoint_sets(),
-             "the second slice", timeout=20, every=0.05)
+    wait_for(
+        lambda: ["192.0.2.10:8080", "192.0.2.20:9000"] in endpoint_sets(), "the second slice", timeout=20, every=0.05
+    )
     set_slice(tb, ns, "v1", [("192.0.2.10", False), ("192.0.2.11", True)], suffix="a")
-    wait_for(lambda: ["192.0.2.11:8080", "192.0.2.20:9000"] in endpoint_sets(),
-             "readiness flips", timeout=20, every=0.05)
+    wait_for(
+        lambda: ["192.0.2.11:8080", "192.0.2.20:9000"] in endpoint_sets(), "readiness flips", timeout=20, every=0.05
+    )
     kubectl(tb, "-n", ns, "delete", "endpointslice", f"{ROLLOUT}-v1-b")
-    wait_for(lambda: endpoint_sets()[-1] == ["192.0.2.11:8080"],
-             "the deleted slice to be dropped", timeout=20, every=0.05)
+    wait_for(
+        lambda: endpoint_sets()[-1] == ["192.0.2.11:8080"], "the deleted slice to be dropped", timeout=20, every=0.05
+    )
     # Slices of other Services (another rollout's, or this router's own) are ignored.
-    apply(tb, {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-               "metadata": {"name": "other-v1-a", "namespace": ns,
-                            "labels": {"kubernetes.io/service-name": "other-v1"}},
-               "addressType": "IPv4", "ports": [{"name": "http", "port": 8080}],
-               "endpoints": [{"addresses": ["192.0.2.99"]}]})
+    apply(
+        tb,
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {"name": "other-v1-a", "namespace": ns, "labels": {"kubernetes.io/service-name": "other-v1"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080}],
+            "endpoints": [{"addresses": ["192.0.2.99"]}],
+        },
+    )
     time.sleep(1)
     assert all("192.0.2.99:8080" not in eps for eps in endpoint_sets())
 
 
 def test_sticky_header_from_status(tb, ns, router_bin, procs, tmp_path):
     start_two_versions(tb, ns)
-    create_rollout(tb, ns, {"stable": {"version": "v1", "weight": 50}, "candidate": {"version": "v2", "weight": 50}},
-                   sticky="x-user-id")
+    create_rollout(
+        tb,
+        ns,
+        {"stable": {"version": "v1", "weight": 50}, "candidate": {"version": "v2", "weight": 50}},
+        sticky="x-user-id",
+    )
     router = k8s_router(router_bin, tmp_path, tb, ns)
     procs.append(router)
     router.wait_ready()
@@ -343,9 +464,15 @@ def test_api_blip_keeps_the_last_split_and_recovers(tb, ns, router_bin, procs, t
     assert set(versions_seen(router, 60)) == {"v1", "v2"}  # last known 50/50 still in force
     proxy.restore()
     set_traffic(tb, ns, {"stable": {"version": "v1", "weight": 100}, "candidate": None})
-    wait_for(lambda: router.metric("router_traffic_weight", version="v2", role="candidate") == 0
-             and router.metric("router_traffic_weight", version="v1", role="stable") == 100,
-             "the watch to recover after the blip", timeout=60, every=0.05)
+    wait_for(
+        lambda: (
+            router.metric("router_traffic_weight", version="v2", role="candidate") == 0
+            and router.metric("router_traffic_weight", version="v1", role="stable") == 100
+        ),
+        "the watch to recover after the blip",
+        timeout=60,
+        every=0.05,
+    )
     assert versions_seen(router) == {"v1": 40}
 
 
@@ -353,8 +480,9 @@ def test_unreadable_status_routes_everything_to_stable(tb, ns, router_bin, procs
     start_two_versions(tb, ns)
     create_rollout(tb, ns, {"stable": {"version": "v1", "weight": 50}, "candidate": {"version": "v2", "weight": 50}})
     # RBAC forbids reading ModelRollouts, so the status (50/50) is invisible to the router.
-    router = k8s_router(router_bin, tmp_path, tb, ns, "--stable-version=v1", "--initial-sync-timeout=1s",
-                         rollouts=False)
+    router = k8s_router(
+        router_bin, tmp_path, tb, ns, "--stable-version=v1", "--initial-sync-timeout=1s", rollouts=False
+    )
     procs.append(router)
     router.wait_ready()
     assert versions_seen(router, 40) == {"v1": 40}

@@ -47,7 +47,9 @@ def server(tmp_path_factory):
     env = dict(os.environ, SPEECH_SERVER_MODEL_VERSION="proc-v1", SPEECH_SERVER_MAX_CLIP_SECONDS="3")
     proc = subprocess.Popen(
         [str(SERVER), "--model-uri", str(model), "--host", "127.0.0.2", "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     assert proc.stdout is not None  # PIPE just above
     output = proc.stdout
@@ -95,7 +97,10 @@ def test_limits_from_env_and_metrics(server):
     assert status == 400 and "limit is 3 s" in body["error"]
     with urllib.request.urlopen(base + "/metrics", timeout=10) as resp:
         text = resp.read().decode()
-    assert 'speech_requests_total{model="speech-commands",outcome="client_error",protocol="v2",version="proc-v1"} 1.0' in text
+    assert (
+        'speech_requests_total{model="speech-commands",outcome="client_error",protocol="v2",version="proc-v1"} 1.0'
+        in text
+    )
     assert "speech_batch_size_bucket" in text
 
 
@@ -110,11 +115,20 @@ def test_real_prometheus_scrapes_the_contract(server, tmp_path):
     assert binary, "prometheus is not installed (make sysdeps installs it)"
     port = free_port()
     config = tmp_path / "prometheus.yml"
-    config.write_text("global: {scrape_interval: 1s}\nscrape_configs:\n  - job_name: speech\n"
-                      f"    static_configs: [{{targets: ['{base.split('//')[1]}']}}]\n")
-    prom = subprocess.Popen([binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
-                             f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    config.write_text(
+        "global: {scrape_interval: 1s}\nscrape_configs:\n  - job_name: speech\n"
+        f"    static_configs: [{{targets: ['{base.split('//')[1]}']}}]\n"
+    )
+    prom = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         query = "http://127.0.0.1:{}/api/v1/query?query={}".format
         found: dict = {}
@@ -129,8 +143,13 @@ def test_real_prometheus_scrapes_the_contract(server, tmp_path):
                     found[name] = body["data"]["result"]
             return len(found) == 3
 
-        wait_for(scraped, "Prometheus to scrape the three contract series", timeout=60, every=0.5,
-                 describe=lambda: f"found {sorted(found)}")
+        wait_for(
+            scraped,
+            "Prometheus to scrape the three contract series",
+            timeout=60,
+            every=0.5,
+            describe=lambda: f"found {sorted(found)}",
+        )
         assert set(found) == {"speech_input_level_dbfs_sum", "speech_requests_total", "speech_confidence_count"}
         assert float(found["speech_input_level_dbfs_sum"][0]["value"][1]) < 0
         outcomes = {r["metric"]["outcome"] for r in found["speech_requests_total"]}
@@ -157,4 +176,3 @@ def test_bad_flag_values_exit_with_a_message():
     assert out.returncode != 0 and "model 'builtin:v99'" in out.stderr and "is not shipped" in out.stderr
     out = subprocess.run([str(SERVER), "--max-batch", "0"], capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and "--max-batch=0 is invalid; expected an integer 1..256" in out.stderr
-

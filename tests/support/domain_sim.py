@@ -8,9 +8,10 @@ back through the JSON codec exactly as the API server would.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from rollout_operator.domain import (
     Condition,
@@ -38,33 +39,53 @@ from rollout_operator.domain import (
     status_to_dict,
 )
 
-T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 
 CANARY: dict[str, Any] = {
     "model": {"name": "speech-commands", "version": "v1", "uri": "file:///models/v1.onnx"},
     "server": {"replicas": 2},
-    "strategy": {"canary": {"steps": [
-        {"setWeight": 10}, {"pause": {"duration": "1m"}}, {"setWeight": 50},
-        {"analysis": {"checks": 2}}]}},
-    "analysis": {"interval": "30s", "window": "1m", "minSamples": 50, "failureLimit": 2,
-                 "inconclusiveLimit": 6, "consecutiveErrorLimit": 3,
-                 "metrics": [{"name": "error-rate", "template": "error-rate", "max": 0.01},
-                             {"name": "p99-latency", "template": "latency-p99", "max": 0.5}]},
+    "strategy": {
+        "canary": {
+            "steps": [{"setWeight": 10}, {"pause": {"duration": "1m"}}, {"setWeight": 50}, {"analysis": {"checks": 2}}]
+        }
+    },
+    "analysis": {
+        "interval": "30s",
+        "window": "1m",
+        "minSamples": 50,
+        "failureLimit": 2,
+        "inconclusiveLimit": 6,
+        "consecutiveErrorLimit": 3,
+        "metrics": [
+            {"name": "error-rate", "template": "error-rate", "max": 0.01},
+            {"name": "p99-latency", "template": "latency-p99", "max": 0.5},
+        ],
+    },
     "progressDeadline": "5m",
 }
 
 BLUE_GREEN: dict[str, Any] = {
     **CANARY,
-    "strategy": {"blueGreen": {"previewDuration": "1m", "autoPromote": True,
-                               "scaleDownDelay": "2m", "postPromotionDuration": "1m"}},
+    "strategy": {
+        "blueGreen": {
+            "previewDuration": "1m",
+            "autoPromote": True,
+            "scaleDownDelay": "2m",
+            "postPromotionDuration": "1m",
+        }
+    },
 }
 
 SHADOW: dict[str, Any] = {
     **CANARY,
     "strategy": {"shadow": {"mirrorPercent": 50, "duration": "2m", "then": "stop"}},
-    "analysis": {**CANARY["analysis"], "metrics": [
-        {"name": "agreement", "template": "shadow-agreement", "min": 0.9},
-        {"name": "error-rate", "template": "error-rate", "max": 0.01}]},
+    "analysis": {
+        **CANARY["analysis"],
+        "metrics": [
+            {"name": "agreement", "template": "shadow-agreement", "min": 0.9},
+            {"name": "error-rate", "template": "error-rate", "max": 0.01},
+        ],
+    },
 }
 
 MetricSource = Callable[[QueryRequest], Measurement]
@@ -113,8 +134,7 @@ class World:
     @property
     def spec(self):
         if self._parsed is None or self._parsed[0] != self.generation:
-            self._parsed = (self.generation, parse_spec(self.spec_dict, name="speech",
-                                                        namespace="models"))
+            self._parsed = (self.generation, parse_spec(self.spec_dict, name="speech", namespace="models"))
         return self._parsed[1]
 
     def tick(self, advance: timedelta | None = None) -> Decision:
@@ -126,8 +146,7 @@ class World:
         planned = plan_queries(spec, self.status, self.now)
         self.queries.extend(planned)
         results = [(q, self.metrics(q)) for q in planned]
-        obs = Observations(dict(self.workloads), compute_metric_observations(results),
-                           self.generation)
+        obs = Observations(dict(self.workloads), compute_metric_observations(results), self.generation)
         if self.invalid is not None:
             decision = decide_invalid(self.status, self.invalid, self.generation, self.now)
         else:
@@ -148,13 +167,12 @@ class World:
         for _ in range(ticks):
             self.tick()
 
-    def run_until(self, predicate: Callable[["World"], bool], max_ticks: int = 200) -> None:
+    def run_until(self, predicate: Callable[[World], bool], max_ticks: int = 200) -> None:
         for _ in range(max_ticks):
             self.tick()
             if predicate(self):
                 return
-        raise AssertionError(f"condition not reached; phase {self.status.phase}, "
-                             f"message {self.status.message!r}")
+        raise AssertionError(f"condition not reached; phase {self.status.phase}, message {self.status.message!r}")
 
     def run_until_phase(self, phase: Phase, max_ticks: int = 200) -> None:
         self.run_until(lambda w: w.status.phase is phase, max_ticks)
@@ -180,8 +198,7 @@ def condition_of(status: RolloutStatus, type_: str) -> Condition:
     return found
 
 
-def check_invariants(persisted: RolloutStatus, decision: Decision,
-                     workloads: dict[str, WorkloadState]) -> None:
+def check_invariants(persisted: RolloutStatus, decision: Decision, workloads: dict[str, WorkloadState]) -> None:
     new = decision.status
     assert new.phase is not None, f"decide() left the phase unset: {new}"
     assert is_allowed_transition(persisted.phase, new.phase), (persisted.phase, new.phase)
@@ -203,7 +220,9 @@ def check_invariants(persisted: RolloutStatus, decision: Decision,
     if new.phase is not Phase.INVALID:
         # A candidate (or shadow) without a ready pod gets nothing, whatever else happens.
         shares: tuple[tuple[VersionWeight | MirrorTarget | None, int], ...] = (
-            (t.candidate, t.candidate_weight), (t.mirror, t.mirror.percent if t.mirror else 0))
+            (t.candidate, t.candidate_weight),
+            (t.mirror, t.mirror.percent if t.mirror else 0),
+        )
         for target, share in shares:
             if target is not None and share > 0:
                 w = workloads.get(target.version)

@@ -33,13 +33,21 @@ def free_port() -> int:
 class OperatorProcess:
     """`modelrollout-operator` in a subprocess; `kill()` is a SIGKILL, like a node dying."""
 
-    def __init__(self, cluster: scenario.Cluster, namespace: str, prometheus_url: str, log_dir: Path,
-                 tick: float = 0.5) -> None:
+    def __init__(
+        self, cluster: scenario.Cluster, namespace: str, prometheus_url: str, log_dir: Path, tick: float = 0.5
+    ) -> None:
         self.cluster, self.namespace = cluster, namespace
         self.port = free_port()
-        self.args = [str(OPERATOR_BIN), f"--namespaces={namespace}", "--host=127.0.0.1",
-                     f"--port={self.port}", f"--tick-interval={tick}", f"--prometheus-url={prometheus_url}",
-                     "--log-level=debug", "--router-endpoints-source=pods"]
+        self.args = [
+            str(OPERATOR_BIN),
+            f"--namespaces={namespace}",
+            "--host=127.0.0.1",
+            f"--port={self.port}",
+            f"--tick-interval={tick}",
+            f"--prometheus-url={prometheus_url}",
+            "--log-level=debug",
+            "--router-endpoints-source=pods",
+        ]
         self.log_dir = log_dir
         self.proc: subprocess.Popen | None = None
         self.starts = 0
@@ -83,15 +91,17 @@ def connect_testbed() -> scenario.Cluster:
     layout = paths.default_layout()
     if not layout.kubeconfig.exists():
         raise TestbedMissing(f"no testbed kubeconfig at {layout.kubeconfig}: start it with `make cluster-up`")
-    cluster = scenario.Cluster(kubeconfig=layout.kubeconfig, kubectl=paths.kubectl(), helm=paths.helm(),
-                               prometheus_url=layout.prometheus_url)
+    cluster = scenario.Cluster(
+        kubeconfig=layout.kubeconfig, kubectl=paths.kubectl(), helm=paths.helm(), prometheus_url=layout.prometheus_url
+    )
     if kubectl(cluster, "get", "--raw", "/readyz", check=False).returncode != 0:
         raise TestbedMissing("the testbed API server is not ready: run `make cluster-up`")
     return cluster
 
 
-def kubectl(cluster: scenario.Cluster, *args: str, stdin: str | None = None,
-            check: bool = True) -> subprocess.CompletedProcess:
+def kubectl(
+    cluster: scenario.Cluster, *args: str, stdin: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
     return scenario.run_tool(cluster, cluster.kubectl, *args, stdin=stdin, check=check)
 
 
@@ -105,16 +115,26 @@ def delete_rollouts(cluster: scenario.Cluster, namespace: str, operator_running:
         kubectl(cluster, "delete", "modelrollouts", "--all", "-n", namespace, "--timeout=90s", check=False)
     names = kubectl(cluster, "get", "modelrollouts", "-n", namespace, "-o", "name", check=False).stdout.split()
     for name in names:
-        kubectl(cluster, "patch", "-n", namespace, name, "--type=merge",
-                "-p", '{"metadata":{"finalizers":null}}', check=False)
+        kubectl(
+            cluster,
+            "patch",
+            "-n",
+            namespace,
+            name,
+            "--type=merge",
+            "-p",
+            '{"metadata":{"finalizers":null}}',
+            check=False,
+        )
 
 
 def apply(cluster: scenario.Cluster, obj: dict[str, Any], check: bool = True) -> subprocess.CompletedProcess:
     return kubectl(cluster, "apply", "-f", "-", stdin=yaml.safe_dump(obj), check=check)
 
 
-def assert_rejected_at_admission(cluster: scenario.Cluster, manifest: dict[str, Any], namespace: str,
-                                 needles: list[str]) -> None:
+def assert_rejected_at_admission(
+    cluster: scenario.Cluster, manifest: dict[str, Any], namespace: str, needles: list[str]
+) -> None:
     """`kubectl apply` of `manifest` in `namespace` fails, and its message contains every needle."""
     manifest["metadata"]["namespace"] = namespace
     result = apply(cluster, manifest, check=False)
@@ -123,22 +143,42 @@ def assert_rejected_at_admission(cluster: scenario.Cluster, manifest: dict[str, 
         assert needle in result.stderr, result.stderr
 
 
-def rollout_manifest(name: str, namespace: str, version: str, *, steps: list[dict] | None = None,
-                     metrics: bool = True, routing: dict | None = None,
-                     strategy: dict | None = None) -> dict[str, Any]:
+def rollout_manifest(
+    name: str,
+    namespace: str,
+    version: str,
+    *,
+    steps: list[dict] | None = None,
+    metrics: bool = True,
+    routing: dict | None = None,
+    strategy: dict | None = None,
+) -> dict[str, Any]:
     """A small, fast canary: real model-server pods (builtin model), short pauses, 1 s checks."""
     spec: dict[str, Any] = {
         "model": {"name": "speech-commands", "version": version, "uri": "builtin:v1"},
         "server": {"replicas": 1},
-        "strategy": strategy or {"canary": {"steps": steps or [
-            {"setWeight": 10}, {"pause": {"duration": "2s"}}, {"setWeight": 50},
-            {"analysis": {"checks": 2}}]}},
+        "strategy": strategy
+        or {
+            "canary": {
+                "steps": steps
+                or [{"setWeight": 10}, {"pause": {"duration": "2s"}}, {"setWeight": 50}, {"analysis": {"checks": 2}}]
+            }
+        },
         "progressDeadline": "3m",
     }
     if metrics:
-        spec["analysis"] = {"interval": "1s", "window": "1m", "minSamples": 10, "failureLimit": 2,
-                            "metrics": [{"name": "error-rate", "template": "error-rate", "max": 0.05}]}
+        spec["analysis"] = {
+            "interval": "1s",
+            "window": "1m",
+            "minSamples": 10,
+            "failureLimit": 2,
+            "metrics": [{"name": "error-rate", "template": "error-rate", "max": 0.05}],
+        }
     if routing:
         spec["trafficRouting"] = routing
-    return {"apiVersion": "modelrollout.dev/v1alpha1", "kind": "ModelRollout",
-            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+    return {
+        "apiVersion": "modelrollout.dev/v1alpha1",
+        "kind": "ModelRollout",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }

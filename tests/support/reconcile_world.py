@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rollout_operator.adapters import Adapters, build_fake_adapters
@@ -16,15 +16,22 @@ from rollout_operator.domain import Measurement, QueryRequest
 from rollout_operator.reconcile import reconcile
 from rollout_operator.settings import Settings
 
-T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 SPEC: dict[str, Any] = {
     "model": {"name": "speech-commands", "version": "v1", "uri": "file:///models/v1.onnx"},
     "server": {"replicas": 2},
-    "strategy": {"canary": {"steps": [{"setWeight": 10}, {"pause": {"duration": "1m"}},
-                                      {"setWeight": 50}, {"analysis": {"checks": 2}}]}},
-    "analysis": {"interval": "30s", "minSamples": 50, "failureLimit": 2,
-                 "prometheus": {"address": "http://prometheus.test:9090"},
-                 "metrics": [{"name": "error-rate", "template": "error-rate", "max": 0.01}]},
+    "strategy": {
+        "canary": {
+            "steps": [{"setWeight": 10}, {"pause": {"duration": "1m"}}, {"setWeight": 50}, {"analysis": {"checks": 2}}]
+        }
+    },
+    "analysis": {
+        "interval": "30s",
+        "minSamples": 50,
+        "failureLimit": 2,
+        "prometheus": {"address": "http://prometheus.test:9090"},
+        "metrics": [{"name": "error-rate", "template": "error-rate", "max": 0.01}],
+    },
     "progressDeadline": "5m",
 }
 
@@ -48,16 +55,23 @@ class World:
     """
 
     def __init__(self, spec=SPEC, error_rate=0.001, workloads: FakeWorkloads | None = None):
-        self.adapters = replace(build_fake_adapters(), metrics=FakeMetrics(self.answer),
-                                workloads=FakeWorkloads() if workloads is None else workloads)
+        self.adapters = replace(
+            build_fake_adapters(),
+            metrics=FakeMetrics(self.answer),
+            workloads=FakeWorkloads() if workloads is None else workloads,
+        )
         # What tick() reconciles with: the fakes above, or a copy of them with a real adapter a test
         # put in (`w.live = replace(w.live, metrics=PrometheusMetrics(...))`); the fakes stay inspectable.
         self.live: Adapters = self.adapters
         self.error_rate = error_rate
         self.now = T0
         self.settings = Settings(prometheus_url="")
-        self.adapters.status.put({"metadata": {"name": "speech", "namespace": "ml", "uid": "u1",
-                                               "generation": 1}, "spec": copy.deepcopy(spec)})
+        self.adapters.status.put(
+            {
+                "metadata": {"name": "speech", "namespace": "ml", "uid": "u1", "generation": 1},
+                "spec": copy.deepcopy(spec),
+            }
+        )
         self.traffic_seen: list[tuple[tuple[str, int | None], ...]] = []  # (role, weight) per tick
 
     def answer(self, q: QueryRequest) -> Measurement:

@@ -3,6 +3,7 @@
 Answers KServe v1 (`:predict`) and v2 (`/infer`) with a fixed label, status, delay and (optional)
 segments, or holds answers until the test releases them; GET /hits counts.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,11 +59,14 @@ def build_handler(args: argparse.Namespace) -> type[BaseHTTPRequestHandler]:
                 self._send(args.status, {"error": f"{args.version} refuses: bad input"})
                 return
             if self.path.startswith("/v2/"):
-                outputs = [{"name": "label", "datatype": "BYTES", "shape": [1], "data": [args.label]},
-                           {"name": "confidence", "datatype": "FP32", "shape": [1], "data": [args.confidence]}]
+                outputs = [
+                    {"name": "label", "datatype": "BYTES", "shape": [1], "data": [args.label]},
+                    {"name": "confidence", "datatype": "FP32", "shape": [1], "data": [args.confidence]},
+                ]
                 if segments is not None:
-                    outputs.append({"name": "segments", "datatype": "BYTES", "shape": [1],
-                                    "data": [json.dumps(segments)]})
+                    outputs.append(
+                        {"name": "segments", "datatype": "BYTES", "shape": [1], "data": [json.dumps(segments)]}
+                    )
                 self._send(200, {"model_name": "m", "model_version": args.version, "outputs": outputs})
                 return
             prediction = {"label": args.label, "confidence": args.confidence}
@@ -99,13 +103,15 @@ def main() -> None:
     p.add_argument("--version", required=True)
     p.add_argument("--status", type=int, default=200)
     p.add_argument("--delay", type=float, default=0.0)
-    p.add_argument("--hold-until", default="",
-                   help="answer POSTs only once this file exists (at most HOLD_LIMIT_S)")
+    p.add_argument("--hold-until", default="", help="answer POSTs only once this file exists (at most HOLD_LIMIT_S)")
     p.add_argument("--label", default="yes")
     p.add_argument("--confidence", type=float, default=0.9)
     p.add_argument("--version-header", default="")
-    p.add_argument("--segments", default=None,
-                   help="segments per prediction, e.g. yes@0.1-0.6,no@1.2-1.7 ('' = an empty list); unset = none")
+    p.add_argument(
+        "--segments",
+        default=None,
+        help="segments per prediction, e.g. yes@0.1-0.6,no@1.2-1.7 ('' = an empty list); unset = none",
+    )
     args = p.parse_args()
     server = Server(("127.0.0.1", 0), build_handler(args))
     print(server.server_address[1], flush=True)

@@ -2,6 +2,7 @@
 
 Used by tests/unit/test_router_process.py, test_router_mirror.py and tests/integration/test_router_k8s.py.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -60,15 +61,21 @@ class Backend:
 
 
 def start_backend(version: str, *extra: str) -> Backend:
-    proc = subprocess.Popen([sys.executable, str(BACKEND_SCRIPT), "--version", version, *extra],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(BACKEND_SCRIPT), "--version", version, *extra], stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout is not None  # PIPE just above
     port = int(proc.stdout.readline())
     return Backend(version, proc, port)
 
 
-def write_static(path: Path, traffic: dict | None = None, endpoints: dict | None = None,
-                 sticky: str | None = None, not_ready: dict | None = None) -> None:
+def write_static(
+    path: Path,
+    traffic: dict | None = None,
+    endpoints: dict | None = None,
+    sticky: str | None = None,
+    not_ready: dict | None = None,
+) -> None:
     """Writes the --static-config file atomically (rename) so the router never reads half a file.
     `not_ready` lists endpoints as an EndpointSlice lists pods failing their readiness probe."""
     doc: dict = {}
@@ -111,12 +118,17 @@ class Client:
     port: int
     conn: http.client.HTTPConnection | None = field(default=None)
 
-    def post(self, path: str = "/v1/models/m:predict", body: bytes = b'{"instances": []}',
-             headers: dict[str, str] | None = None) -> Response:
+    def post(
+        self,
+        path: str = "/v1/models/m:predict",
+        body: bytes = b'{"instances": []}',
+        headers: dict[str, str] | None = None,
+    ) -> Response:
         return self.request("POST", path, body, headers)
 
-    def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict[str, str] | None = None) -> Response:
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> Response:
         if self.conn is None:
             self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         try:
@@ -155,12 +167,17 @@ class RouterProcess:
 
     def wait_listening(self, timeout: float = 20.0) -> None:
         """Waits for /healthz (the process answers), whether or not it is ready."""
-        wait_for(lambda: self._answers("/healthz"), "the router to listen", timeout, every=0.05,
-                 describe=self.logs, gone=self._exited)
+        wait_for(
+            lambda: self._answers("/healthz"),
+            "the router to listen",
+            timeout,
+            every=0.05,
+            describe=self.logs,
+            gone=self._exited,
+        )
 
     def wait_ready(self, timeout: float = 20.0) -> None:
-        wait_for(self.is_ready, "the router to be ready", timeout, every=0.05, describe=self.logs,
-                 gone=self._exited)
+        wait_for(self.is_ready, "the router to be ready", timeout, every=0.05, describe=self.logs, gone=self._exited)
 
     def _answers(self, path: str) -> bool:
         try:
@@ -184,12 +201,16 @@ class RouterProcess:
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of the samples of `name` whose labels include `labels`."""
-        return sum(v for (n, lbls), v in self.metrics().items()
-                   if n == name and set(labels.items()) <= set(lbls))
+        return sum(v for (n, lbls), v in self.metrics().items() if n == name and set(labels.items()) <= set(lbls))
 
     def wait_metric(self, name: str, value: float, timeout: float = 10.0, **labels: str) -> None:
-        wait_for(lambda: self.metric(name, **labels) == value, f"{name}{labels} to reach {value}", timeout,
-                 every=0.05, describe=lambda: f"now {self.metric(name, **labels)}")
+        wait_for(
+            lambda: self.metric(name, **labels) == value,
+            f"{name}{labels} to reach {value}",
+            timeout,
+            every=0.05,
+            describe=lambda: f"now {self.metric(name, **labels)}",
+        )
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -201,12 +222,17 @@ class RouterProcess:
                 self.proc.wait()
 
 
-def start_router(binary: Path, tmp: Path, *args: str, env: dict[str, str] | None = None,
-                 rollout: str = "speech") -> RouterProcess:
+def start_router(
+    binary: Path, tmp: Path, *args: str, env: dict[str, str] | None = None, rollout: str = "speech"
+) -> RouterProcess:
     port = free_port()
     log_path = tmp / f"router-{port}.log"
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_") and k != "KUBECONFIG"}
     full_env.update(env or {})
-    proc = subprocess.Popen([str(binary), f"--rollout={rollout}", "--host=127.0.0.1", f"--port={port}", *args],
-                            stdout=subprocess.DEVNULL, stderr=log_path.open("w"), env=full_env)
+    proc = subprocess.Popen(
+        [str(binary), f"--rollout={rollout}", "--host=127.0.0.1", f"--port={port}", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=log_path.open("w"),
+        env=full_env,
+    )
     return RouterProcess(proc, port, log_path)

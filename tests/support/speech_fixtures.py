@@ -17,8 +17,13 @@ import numpy as np
 LABELS = ["_silence_", "_unknown_", "yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
 
 
-def write_tiny_recognizer(path: Path, labels: list[str] | None = LABELS, feature_config: str | None = None,
-                          seed: int = 0, always: str | None = None) -> Path:
+def write_tiny_recognizer(
+    path: Path,
+    labels: list[str] | None = LABELS,
+    feature_config: str | None = None,
+    seed: int = 0,
+    always: str | None = None,
+) -> Path:
     """Max-pool over frames, one dense layer, softmax; random but fixed weights, or always one label."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -42,7 +47,8 @@ def write_tiny_recognizer(path: Path, labels: list[str] | None = LABELS, feature
         helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
     ]
     graph = helper.make_graph(
-        nodes, "tiny",
+        nodes,
+        "tiny",
         [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 40, "frames"])],
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", n_out])],
         initializer=[weight, bias, axes],
@@ -64,9 +70,29 @@ def synthesize_word(word: str, pad_s: float = 0.3) -> np.ndarray:
         raise RuntimeError("espeak-ng and sox are needed (make sysdeps)")
     wav = subprocess.run(["espeak-ng", "--stdout", word], check=True, capture_output=True).stdout
     raw = subprocess.run(
-        ["sox", "-t", "wav", "-", "-t", "raw", "-r", "16000", "-e", "signed", "-b", "16", "-c", "1", "-",
-         "pad", str(pad_s), str(pad_s)],
-        input=wav, check=True, capture_output=True,
+        [
+            "sox",
+            "-t",
+            "wav",
+            "-",
+            "-t",
+            "raw",
+            "-r",
+            "16000",
+            "-e",
+            "signed",
+            "-b",
+            "16",
+            "-c",
+            "1",
+            "-",
+            "pad",
+            str(pad_s),
+            str(pad_s),
+        ],
+        input=wav,
+        check=True,
+        capture_output=True,
     ).stdout
     return np.frombuffer(raw, dtype="<i2").copy()
 
@@ -93,7 +119,7 @@ class ServedApp:
         self.url = ""
         self._task: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> "ServedApp":
+    async def __aenter__(self) -> ServedApp:
         task = self._task = asyncio.create_task(self.server.serve())
         while not self.server.started:
             if task.done():

@@ -31,7 +31,7 @@ class StubKube:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def __enter__(self) -> "StubKube":
+    def __enter__(self) -> StubKube:
         self.thread.start()
         return self
 
@@ -105,8 +105,16 @@ class StubKube:
         self.objects[key] = body
         return 201, body
 
-    def _patch(self, path: str, collection: str, name: str, obj: dict[str, Any] | None,
-               content_type: str, body: dict[str, Any], sub: str) -> tuple[int, Any]:
+    def _patch(
+        self,
+        path: str,
+        collection: str,
+        name: str,
+        obj: dict[str, Any] | None,
+        content_type: str,
+        body: dict[str, Any],
+        sub: str,
+    ) -> tuple[int, Any]:
         if content_type.startswith("application/apply-patch"):
             merged = apply_merge_patch(obj or {}, body)
         else:
@@ -114,8 +122,11 @@ class StubKube:
                 return _not_found(name)
             want_rv = (body.get("metadata") or {}).get("resourceVersion")
             if want_rv is not None and want_rv != obj["metadata"]["resourceVersion"]:
-                return 409, {"message": "the object has been modified; please apply your changes "
-                                        "to the latest version and try again", "reason": "Conflict"}
+                return 409, {
+                    "message": "the object has been modified; please apply your changes "
+                    "to the latest version and try again",
+                    "reason": "Conflict",
+                }
             if sub == "status":  # the status subresource ignores everything but status
                 body = {"status": body.get("status")}
             merged = apply_merge_patch(obj, body)
@@ -131,8 +142,7 @@ class StubKube:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 body = json.loads(raw) if raw else None
-                code, answer = stub.handle(self.command, self.path,
-                                           self.headers.get("Content-Type", ""), body)
+                code, answer = stub.handle(self.command, self.path, self.headers.get("Content-Type", ""), body)
                 data = json.dumps(answer).encode()
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")

@@ -8,16 +8,22 @@ from __future__ import annotations
 import json
 import socket
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 Answer = tuple[int, Any]  # (HTTP status, JSON body or raw bytes)
 
 
 def vector(*values: float | str, labels: dict[str, str] | None = None) -> Answer:
-    result = [{"metric": dict(labels or {}, i=str(i)) if len(values) > 1 else dict(labels or {}),
-               "value": [1700000000.0, str(v)]} for i, v in enumerate(values)]
+    result = [
+        {
+            "metric": dict(labels or {}, i=str(i)) if len(values) > 1 else dict(labels or {}),
+            "value": [1700000000.0, str(v)],
+        }
+        for i, v in enumerate(values)
+    ]
     return 200, {"status": "success", "data": {"resultType": "vector", "result": result}}
 
 
@@ -44,7 +50,7 @@ class StubPrometheus:
         assert isinstance(host, str)  # an AF_INET server's address is (str, int); typeshed allows bytes
         return f"http://{host}:{port}"
 
-    def __enter__(self) -> "StubPrometheus":
+    def __enter__(self) -> StubPrometheus:
         self.thread.start()
         return self
 
@@ -88,12 +94,13 @@ class TricklingPrometheus:
     """A loopback HTTP server that answers every request with a valid Prometheus answer, one
     byte every `delay` seconds: each read sees progress, so only a total deadline stops it."""
 
-    def __init__(self, answer: Answer | None = None, delay: float = 0.05,
-                 endless_header: bool = False) -> None:
+    def __init__(self, answer: Answer | None = None, delay: float = 0.05, endless_header: bool = False) -> None:
         code, body = answer or vector(0.5)
         self.body = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.head = (f"HTTP/1.1 {code} OK\r\nContent-Type: application/json\r\n"
-                     f"Content-Length: {len(self.body)}\r\nConnection: close\r\n\r\n").encode()
+        self.head = (
+            f"HTTP/1.1 {code} OK\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(self.body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
         if endless_header:  # a header line that never ends: the answer's body never starts
             self.head, self.body = b"HTTP/1.1 200 OK\r\nX-Slow: ", b"a" * 10_000_000
         self.delay = delay
@@ -108,7 +115,7 @@ class TricklingPrometheus:
         host, port = self._sock.getsockname()[:2]
         return f"http://{host}:{port}"
 
-    def __enter__(self) -> "TricklingPrometheus":
+    def __enter__(self) -> TricklingPrometheus:
         self._thread.start()
         return self
 
@@ -134,6 +141,6 @@ class TricklingPrometheus:
                 for i in range(len(self.body)):
                     if self._stop.wait(self.delay):
                         return
-                    conn.sendall(self.body[i:i + 1])
+                    conn.sendall(self.body[i : i + 1])
             except OSError:  # the client gave up (what a deadline does)
                 return

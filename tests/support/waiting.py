@@ -14,8 +14,14 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_for(check: Callable[[], T], what: str, timeout: float = 120.0, every: float = 0.25,
-             describe: Callable[[], str] | None = None, gone: Callable[[], str | None] | None = None) -> T:
+def wait_for(
+    check: Callable[[], T],
+    what: str,
+    timeout: float = 120.0,
+    every: float = 0.25,
+    describe: Callable[[], str] | None = None,
+    gone: Callable[[], str | None] | None = None,
+) -> T:
     """Calls `check` until it returns something truthy and returns that value.
 
     Fails with an AssertionError naming `what`, the last value and `describe()` (say, the state of

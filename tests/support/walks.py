@@ -12,27 +12,61 @@ from typing import Any
 from rollout_operator.domain import Measurement, SpecError
 from tests.support.domain_sim import BLUE_GREEN, CANARY, SHADOW, World, healthy_metrics, with_version
 
-MANUAL = {**CANARY, "strategy": {"canary": {"steps": [{"setWeight": 10}, {"pause": {}},
-                                                      {"setWeight": 60}]}}}
-SHADOW_CANARY = {**SHADOW, "strategy": {"shadow": {"mirrorPercent": 50, "duration": "1m",
-                                                   "then": "canary",
-                                                   "canary": {"steps": [{"setWeight": 30}]}}}}
-SPECS = [CANARY, MANUAL, BLUE_GREEN, SHADOW, SHADOW_CANARY,
-         {**BLUE_GREEN, "strategy": {"blueGreen": {"autoPromote": False, "previewReplicas": 1}}}]
+MANUAL = {**CANARY, "strategy": {"canary": {"steps": [{"setWeight": 10}, {"pause": {}}, {"setWeight": 60}]}}}
+SHADOW_CANARY = {
+    **SHADOW,
+    "strategy": {
+        "shadow": {"mirrorPercent": 50, "duration": "1m", "then": "canary", "canary": {"steps": [{"setWeight": 30}]}}
+    },
+}
+SPECS = [
+    CANARY,
+    MANUAL,
+    BLUE_GREEN,
+    SHADOW,
+    SHADOW_CANARY,
+    {**BLUE_GREEN, "strategy": {"blueGreen": {"autoPromote": False, "previewReplicas": 1}}},
+]
 
-EVENTS = ["wait", "wait", "wait", "wait", "jump", "good", "bad", "error", "nodata", "few",
-          "new_version", "revert", "abort", "retry", "promote", "promoteFull", "pause",
-          "resume", "invalid", "valid", "down", "up", "crash", "strategy"]
+EVENTS = [
+    "wait",
+    "wait",
+    "wait",
+    "wait",
+    "jump",
+    "good",
+    "bad",
+    "error",
+    "nodata",
+    "few",
+    "new_version",
+    "revert",
+    "abort",
+    "retry",
+    "promote",
+    "promoteFull",
+    "pause",
+    "resume",
+    "invalid",
+    "valid",
+    "down",
+    "up",
+    "crash",
+    "strategy",
+]
 
 
 def bad(q):
     return Measurement.of(0.9 if q.metric != "agreement" else 0.1, 500)
 
 
-METRICS = {"good": healthy_metrics, "bad": bad,
-           "error": lambda q: Measurement.error("connection refused"),
-           "nodata": lambda q: Measurement.no_data(0),
-           "few": lambda q: Measurement.of(0.0, 3)}
+METRICS = {
+    "good": healthy_metrics,
+    "bad": bad,
+    "error": lambda q: Measurement.error("connection refused"),
+    "nodata": lambda q: Measurement.no_data(0),
+    "few": lambda q: Measurement.of(0.0, 3),
+}
 
 
 def new_world(spec_index: int = 0) -> World:
@@ -64,7 +98,8 @@ def apply_event(world: World, event: str, n: int) -> None:
     elif event == "down":
         # The candidate's pods (or, during the first deploy, the first version's) go away.
         version = world.status.candidate_version or (
-            world.status.stable_version if world.status.traffic.stable is None else None)
+            world.status.stable_version if world.status.traffic.stable is None else None
+        )
         if version:
             world.never_ready.add(version)
             world.workloads.pop(version, None)

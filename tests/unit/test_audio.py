@@ -26,8 +26,9 @@ pytestmark = pytest.mark.unit
 LIMITS = AudioLimits(max_seconds=2.0)
 
 
-def wav_bytes(samples: bytes, tag: int = 1, channels: int = 1, rate: int = 16000, bits: int = 16,
-              extra_chunk: bool = False) -> bytes:
+def wav_bytes(
+    samples: bytes, tag: int = 1, channels: int = 1, rate: int = 16000, bits: int = 16, extra_chunk: bool = False
+) -> bytes:
     fmt = struct.pack("<HHIIHH", tag, channels, rate, rate * channels * bits // 8, channels * bits // 8, bits)
     chunks = b"fmt " + struct.pack("<I", len(fmt)) + fmt
     if extra_chunk:  # e.g. a LIST chunk that some encoders write before data

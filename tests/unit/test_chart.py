@@ -24,12 +24,20 @@ KUBE_VERSION = "1.36.3"
 
 NON_DEFAULT = {
     "image": {"repository": "registry.example/mr/operator", "tag": "1.2.3", "pullPolicy": "Always"},
-    "operator": {"watchNamespaces": ["team-a", "team-b"], "logLevel": "debug",
-                 "prometheusUrl": "http://prometheus.monitoring:9090", "tickInterval": 0.5,
-                 "port": 9102, "routerEndpointsSource": "pods", "extraArgs": ["--max-workers=4"]},
+    "operator": {
+        "watchNamespaces": ["team-a", "team-b"],
+        "logLevel": "debug",
+        "prometheusUrl": "http://prometheus.monitoring:9090",
+        "tickInterval": 0.5,
+        "port": 9102,
+        "routerEndpointsSource": "pods",
+        "extraArgs": ["--max-workers=4"],
+    },
     "rbac": {"gatewayAPI": False},
-    "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}},
-                "podMonitor": {"enabled": True, "namespaces": ["team-a"]}},
+    "metrics": {
+        "serviceMonitor": {"enabled": True, "labels": {"release": "kps"}},
+        "podMonitor": {"enabled": True, "namespaces": ["team-a"]},
+    },
     "prometheusRule": {"enabled": True, "labels": {"release": "kps"}},
     "dashboards": {"enabled": True},
     "helmTest": {"enabled": False},
@@ -50,8 +58,9 @@ def _values_file(tmp_path: Path, values: dict) -> str:
 
 
 def _render(*extra: str, namespace: str = "modelrollout-system") -> list[dict]:
-    out = _run_helm("template", "mr", str(CHART), "--namespace", namespace,
-                    "--kube-version", KUBE_VERSION, *extra).stdout
+    out = _run_helm(
+        "template", "mr", str(CHART), "--namespace", namespace, "--kube-version", KUBE_VERSION, *extra
+    ).stdout
     return [d for d in yaml.safe_load_all(out) if d]
 
 
@@ -84,15 +93,29 @@ def test_lint_strict_passes_for_default_and_non_default_values(tmp_path):
 
 def test_default_render_has_the_expected_objects_and_no_optional_ones():
     kinds = sorted(d["kind"] for d in _render())
-    assert kinds == sorted(["ServiceAccount", "Service", "Deployment",
-                            # discovery (CRDs, namespace names) and the routers' read-only role
-                            "ClusterRole", "ClusterRole", "ClusterRoleBinding",
-                            # the operator's rules, in the release namespace only
-                            "Role", "RoleBinding",
-                            # the helm test hook: its pod and its own read-only identity
-                            "Pod", "ServiceAccount", "Role", "RoleBinding",
-                            # two replicas: the leader election Lease grant and a disruption budget
-                            "Role", "RoleBinding", "PodDisruptionBudget"])
+    assert kinds == sorted(
+        [
+            "ServiceAccount",
+            "Service",
+            "Deployment",
+            # discovery (CRDs, namespace names) and the routers' read-only role
+            "ClusterRole",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            # the operator's rules, in the release namespace only
+            "Role",
+            "RoleBinding",
+            # the helm test hook: its pod and its own read-only identity
+            "Pod",
+            "ServiceAccount",
+            "Role",
+            "RoleBinding",
+            # two replicas: the leader election Lease grant and a disruption budget
+            "Role",
+            "RoleBinding",
+            "PodDisruptionBudget",
+        ]
+    )
 
 
 def test_default_deployment_is_secure_two_replicas_rolling_with_leader_election():
@@ -132,16 +155,24 @@ def test_leader_election_args_env_and_least_privilege_lease_grant():
     assert settings.leader_election_namespace == "modelrollout-system"
     assert settings.leader_election_lease == "mr-modelrollout"
     assert settings.leader_election_identity == "mr-modelrollout-0"
-    assert (settings.leader_election_lease_duration, settings.leader_election_renew_deadline,
-            settings.leader_election_retry_period) == (15, 10, 2)
+    assert (
+        settings.leader_election_lease_duration,
+        settings.leader_election_renew_deadline,
+        settings.leader_election_retry_period,
+    ) == (15, 10, 2)
     env = {e["name"]: e for e in container["env"]}
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     (role,) = [r for r in _by_kind(docs, "Role") if _is_election(r)]
     assert role["metadata"]["namespace"] == "modelrollout-system"
     assert role["rules"] == [
-        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["mr-modelrollout"],
-         "verbs": ["get", "update"]},
-        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]}]
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["mr-modelrollout"],
+            "verbs": ["get", "update"],
+        },
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+    ]
     (binding,) = [b for b in _by_kind(docs, "RoleBinding") if _is_election(b)]
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"][0]["name"] == "mr-modelrollout"
@@ -160,8 +191,16 @@ def test_one_replica_without_election_is_recreate_with_no_lease_grant_or_budget(
     assert _settings_from_container(container).leader_election is False
     assert not [r for r in _by_kind(docs, "Role") if _is_election(r)]
     assert not _by_kind(docs, "PodDisruptionBudget") and "affinity" not in spec["template"]["spec"]
-    proc = _run_helm("template", "mr", str(CHART), "--kube-version", KUBE_VERSION, "--set",
-                     "leaderElection.enabled=false", check=False)
+    proc = _run_helm(
+        "template",
+        "mr",
+        str(CHART),
+        "--kube-version",
+        KUBE_VERSION,
+        "--set",
+        "leaderElection.enabled=false",
+        check=False,
+    )
     assert proc.returncode != 0 and "replicaCount > 1 needs leaderElection.enabled=true" in proc.stderr
 
 
@@ -219,28 +258,48 @@ def test_namespaced_mode_grants_workload_rules_only_in_the_watched_namespaces(tm
     bindings = [b for b in _by_kind(docs, "RoleBinding") if not _is_hook(b) and not _is_election(b)]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     for b in bindings:
-        assert b["subjects"] == [{"kind": "ServiceAccount", "name": "mr-modelrollout",
-                                  "namespace": "modelrollout-system"}]
+        assert b["subjects"] == [
+            {"kind": "ServiceAccount", "name": "mr-modelrollout", "namespace": "modelrollout-system"}
+        ]
     # (The routers' read-only ClusterRole is only ever bound per namespace, by RoleBindings.)
-    cluster_resources = {res for d in _by_kind(docs, "ClusterRole") for r in d["rules"]
-                         for res in r["resources"] if d["metadata"]["name"] != "mr-modelrollout-router"}
-    assert cluster_resources == {"customresourcedefinitions", "namespaces"}, \
+    cluster_resources = {
+        res
+        for d in _by_kind(docs, "ClusterRole")
+        for r in d["rules"]
+        for res in r["resources"]
+        if d["metadata"]["name"] != "mr-modelrollout-router"
+    }
+    assert cluster_resources == {"customresourcedefinitions", "namespaces"}, (
         "in namespaced mode the only cluster-wide grants are reading CRDs and namespace names"
-    cluster_verbs = {v for d in _by_kind(docs, "ClusterRole") for r in d["rules"] for v in r["verbs"]
-                     if d["metadata"]["name"] != "mr-modelrollout-router"}
+    )
+    cluster_verbs = {
+        v
+        for d in _by_kind(docs, "ClusterRole")
+        for r in d["rules"]
+        for v in r["verbs"]
+        if d["metadata"]["name"] != "mr-modelrollout-router"
+    }
     assert cluster_verbs <= {"get", "list", "watch"}
     assert not any("gateway.networking.k8s.io" in r["apiGroups"] for r in _all_rules(docs))
 
 
 def _operator_rules(docs: list[dict]) -> list[dict]:
     """The rules granted to the operator's own ServiceAccount (not the routers', not helm test's)."""
-    bound = {(b["roleRef"]["kind"], b["roleRef"]["name"], b["metadata"].get("namespace"))
-             for b in docs if b["kind"] in ("RoleBinding", "ClusterRoleBinding") and not _is_hook(b)
-             and any(s["name"] == "mr-modelrollout" for s in b["subjects"])}
-    return [r for d in docs if d["kind"] in ("Role", "ClusterRole")
-            and (d["kind"], d["metadata"]["name"],
-                 d["metadata"].get("namespace") if d["kind"] == "Role" else None) in
-            {(k, n, ns if k == "Role" else None) for k, n, ns in bound} for r in d["rules"]]
+    bound = {
+        (b["roleRef"]["kind"], b["roleRef"]["name"], b["metadata"].get("namespace"))
+        for b in docs
+        if b["kind"] in ("RoleBinding", "ClusterRoleBinding")
+        and not _is_hook(b)
+        and any(s["name"] == "mr-modelrollout" for s in b["subjects"])
+    }
+    return [
+        r
+        for d in docs
+        if d["kind"] in ("Role", "ClusterRole")
+        and (d["kind"], d["metadata"]["name"], d["metadata"].get("namespace") if d["kind"] == "Role" else None)
+        in {(k, n, ns if k == "Role" else None) for k, n, ns in bound}
+        for r in d["rules"]
+    ]
 
 
 def _grants(rules: list[dict]) -> set[tuple[str, str, str]]:
@@ -249,22 +308,31 @@ def _grants(rules: list[dict]) -> set[tuple[str, str, str]]:
 
 def test_default_rbac_covers_what_the_operator_manages():
     granted = _grants(_operator_rules(_render()))
-    needed = [("modelrollout.dev", "modelrollouts", "watch"),
-              ("modelrollout.dev", "modelrollouts/status", "patch"),
-              ("apps", "deployments", "create"), ("apps", "deployments", "delete"),
-              ("apps", "deployments", "patch"), ("apps", "deployments", "list"),
-              ("apps", "deployments", "watch"),  # readiness changes tick a rollout at once
-              ("", "services", "create"), ("", "services", "delete"), ("", "events", "create"),
-              # the router's own identity and its binding to the chart's ClusterRole
-              ("", "serviceaccounts", "patch"), ("rbac.authorization.k8s.io", "rolebindings", "create"),
-              ("rbac.authorization.k8s.io", "rolebindings", "patch"),
-              ("rbac.authorization.k8s.io", "clusterroles", "bind"),
-              # a budget per Deployment (deleted with a retired version), the rollout's policies
-              ("policy", "poddisruptionbudgets", "create"), ("policy", "poddisruptionbudgets", "patch"),
-              ("policy", "poddisruptionbudgets", "delete"),
-              ("networking.k8s.io", "networkpolicies", "create"), ("networking.k8s.io", "networkpolicies", "patch"),
-              ("networking.k8s.io", "networkpolicies", "delete"),
-              ("gateway.networking.k8s.io", "httproutes", "patch")]
+    needed = [
+        ("modelrollout.dev", "modelrollouts", "watch"),
+        ("modelrollout.dev", "modelrollouts/status", "patch"),
+        ("apps", "deployments", "create"),
+        ("apps", "deployments", "delete"),
+        ("apps", "deployments", "patch"),
+        ("apps", "deployments", "list"),
+        ("apps", "deployments", "watch"),  # readiness changes tick a rollout at once
+        ("", "services", "create"),
+        ("", "services", "delete"),
+        ("", "events", "create"),
+        # the router's own identity and its binding to the chart's ClusterRole
+        ("", "serviceaccounts", "patch"),
+        ("rbac.authorization.k8s.io", "rolebindings", "create"),
+        ("rbac.authorization.k8s.io", "rolebindings", "patch"),
+        ("rbac.authorization.k8s.io", "clusterroles", "bind"),
+        # a budget per Deployment (deleted with a retired version), the rollout's policies
+        ("policy", "poddisruptionbudgets", "create"),
+        ("policy", "poddisruptionbudgets", "patch"),
+        ("policy", "poddisruptionbudgets", "delete"),
+        ("networking.k8s.io", "networkpolicies", "create"),
+        ("networking.k8s.io", "networkpolicies", "patch"),
+        ("networking.k8s.io", "networkpolicies", "delete"),
+        ("gateway.networking.k8s.io", "httproutes", "patch"),
+    ]
     missing = [n for n in needed if n not in granted]
     assert not missing
 
@@ -275,15 +343,24 @@ def test_the_operator_creates_no_roles_and_holds_none_of_the_routers_reads():
     assert not [g for g in granted if g[1] == "roles"], "the operator never writes RBAC rules"
     assert not [g for g in granted if g[1] in ("endpointslices", "pods")]
     (bind,) = [r for r in _operator_rules(docs) if "bind" in r["verbs"]]
-    assert bind == {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"],
-                    "verbs": ["bind"], "resourceNames": ["mr-modelrollout-router"]}
+    assert bind == {
+        "apiGroups": ["rbac.authorization.k8s.io"],
+        "resources": ["clusterroles"],
+        "verbs": ["bind"],
+        "resourceNames": ["mr-modelrollout-router"],
+    }
     (router_role,) = [d for d in _by_kind(docs, "ClusterRole") if d["metadata"]["name"] == "mr-modelrollout-router"]
     assert _grants(router_role["rules"]) == {
-        ("modelrollout.dev", "modelrollouts", v) for v in ("get", "list", "watch")} | {
-        ("discovery.k8s.io", "endpointslices", v) for v in ("get", "list", "watch")} | {
-        ("", "pods", "list"), ("", "pods", "watch")}
-    assert not [b for b in docs if b["kind"] in ("RoleBinding", "ClusterRoleBinding")
-                and b["roleRef"]["name"] == "mr-modelrollout-router"], "the operator binds it per rollout"
+        ("modelrollout.dev", "modelrollouts", v) for v in ("get", "list", "watch")
+    } | {("discovery.k8s.io", "endpointslices", v) for v in ("get", "list", "watch")} | {
+        ("", "pods", "list"),
+        ("", "pods", "watch"),
+    }
+    assert not [
+        b
+        for b in docs
+        if b["kind"] in ("RoleBinding", "ClusterRoleBinding") and b["roleRef"]["name"] == "mr-modelrollout-router"
+    ], "the operator binds it per rollout"
 
 
 def test_default_is_namespaced_to_the_release_namespace():
@@ -291,8 +368,12 @@ def test_default_is_namespaced_to_the_release_namespace():
     (role,) = [r for r in _by_kind(docs, "Role") if not _is_hook(r) and not _is_election(r)]
     (binding,) = [b for b in _by_kind(docs, "RoleBinding") if not _is_hook(b) and not _is_election(b)]
     assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "modelrollout-system"
-    cluster = [r for d in _by_kind(docs, "ClusterRole") if d["metadata"]["name"] != "mr-modelrollout-router"
-               for r in d["rules"]]
+    cluster = [
+        r
+        for d in _by_kind(docs, "ClusterRole")
+        if d["metadata"]["name"] != "mr-modelrollout-router"
+        for r in d["rules"]
+    ]
     assert {res for r in cluster for res in r["resources"]} == {"customresourcedefinitions", "namespaces"}
     assert {v for r in cluster for v in r["verbs"]} <= {"get", "list", "watch"}
     assert not [b for b in _by_kind(docs, "ClusterRoleBinding") if b["roleRef"]["name"] == "mr-modelrollout"]
@@ -306,32 +387,56 @@ def test_cluster_wide_is_an_opt_in_with_the_same_rules(tmp_path):
     assert [r for r in _by_kind(docs, "Role") if not _is_hook(r) and not _is_election(r)] == []
     namespaced = [r for r in _by_kind(_render(), "Role") if not _is_hook(r) and not _is_election(r)][0]
     assert cluster_role["rules"] == namespaced["rules"]
-    proc = _run_helm("template", "mr", str(CHART), "--kube-version", KUBE_VERSION, "--set",
-                     "operator.clusterWide=true,operator.watchNamespaces={team-a}", check=False)
+    proc = _run_helm(
+        "template",
+        "mr",
+        str(CHART),
+        "--kube-version",
+        KUBE_VERSION,
+        "--set",
+        "operator.clusterWide=true,operator.watchNamespaces={team-a}",
+        check=False,
+    )
     assert proc.returncode != 0 and "leave operator.watchNamespaces empty" in proc.stderr
 
 
 def test_pod_and_policy_values_reach_the_operator(tmp_path):
-    values = {"operator": {"allowedImageRegistries": ["registry.example/ml"],
-                           "routerImage": "registry.example/ml/router:1",
-                           "modelServerImage": "registry.example/ml/model-server:1",
-                           "allowEnvValueFrom": True, "modelServerAllowedArgs": ["max-batch"],
-                           "podRunAsUser": 10001,
-                           "routerResources": {"requests": {"cpu": "1", "memory": "1Gi"},
-                                               "limits": {"cpu": "2", "memory": "2Gi"}},
-                           "modelServerResources": {"requests": {"cpu": "500m", "memory": "512Mi"},
-                                                    "limits": {"cpu": "3", "memory": "4Gi"}},
-                           "networkPolicies": {"enabled": False,
-                                               "prometheusNamespaceSelector": "team=obs",
-                                               "prometheusPodSelector": "app=prom,tier=db"}}}
+    values = {
+        "operator": {
+            "allowedImageRegistries": ["registry.example/ml"],
+            "routerImage": "registry.example/ml/router:1",
+            "modelServerImage": "registry.example/ml/model-server:1",
+            "allowEnvValueFrom": True,
+            "modelServerAllowedArgs": ["max-batch"],
+            "podRunAsUser": 10001,
+            "routerResources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}},
+            "modelServerResources": {
+                "requests": {"cpu": "500m", "memory": "512Mi"},
+                "limits": {"cpu": "3", "memory": "4Gi"},
+            },
+            "networkPolicies": {
+                "enabled": False,
+                "prometheusNamespaceSelector": "team=obs",
+                "prometheusPodSelector": "app=prom,tier=db",
+            },
+        }
+    }
     (container,) = _deployment(_render("-f", _values_file(tmp_path, values)))["spec"]["template"]["spec"]["containers"]
     s = _settings_from_container(container)
     assert s.allowed_image_registries == ("registry.example/ml",) and s.allow_env_value_from is True
     assert s.model_server_allowed_args == ("max-batch",) and s.pod_run_as_user == 10001
-    assert (s.router_cpu_request, s.router_memory_request, s.router_cpu_limit, s.router_memory_limit) == \
-        ("1", "1Gi", "2", "2Gi")
-    assert (s.model_server_cpu_request, s.model_server_memory_request, s.model_server_cpu_limit,
-            s.model_server_memory_limit) == ("500m", "512Mi", "3", "4Gi")
+    assert (s.router_cpu_request, s.router_memory_request, s.router_cpu_limit, s.router_memory_limit) == (
+        "1",
+        "1Gi",
+        "2",
+        "2Gi",
+    )
+    assert (
+        s.model_server_cpu_request,
+        s.model_server_memory_request,
+        s.model_server_cpu_limit,
+        s.model_server_memory_limit,
+    ) == ("500m", "512Mi", "3", "4Gi")
     pods = s.pod_settings()
     assert s.pod_policy().network_policies is False
     assert pods.prometheus_namespace_labels == {"team": "obs"}
@@ -364,20 +469,22 @@ def test_every_rbac_rule_carries_a_comment_saying_why():
                 assert lines[i - 1].strip().startswith("#"), f"rule without a why-comment: {line!r}"
 
 
-@pytest.mark.parametrize("override, message", [
-    ("unknownTopLevel=1", "unknownTopLevel"),
-    ("operator.tickIntervall=2", "tickIntervall"),
-    ("metrics.serviceMonitor.enable=true", "enable"),
-    ("operator.logLevel=verbose", "logLevel"),
-    ("operator.prometheusUrl=prometheus:9090", "prometheusUrl"),
-    ("operator.routerEndpointsSource=dns", "routerEndpointsSource"),
-    # The path of the bad quantity, not "additional properties": the key is known, its value wrong.
-    ("operator.modelServerResources.limits.memory=1GB", "/operator/modelServerResources/limits/memory"),
-    ("operator.modelServerResources.requests.cpu=fast", "/operator/modelServerResources/requests/cpu"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("unknownTopLevel=1", "unknownTopLevel"),
+        ("operator.tickIntervall=2", "tickIntervall"),
+        ("metrics.serviceMonitor.enable=true", "enable"),
+        ("operator.logLevel=verbose", "logLevel"),
+        ("operator.prometheusUrl=prometheus:9090", "prometheusUrl"),
+        ("operator.routerEndpointsSource=dns", "routerEndpointsSource"),
+        # The path of the bad quantity, not "additional properties": the key is known, its value wrong.
+        ("operator.modelServerResources.limits.memory=1GB", "/operator/modelServerResources/limits/memory"),
+        ("operator.modelServerResources.requests.cpu=fast", "/operator/modelServerResources/requests/cpu"),
+    ],
+)
 def test_values_schema_rejects_unknown_keys_and_bad_values(override, message):
-    proc = _run_helm("template", "mr", str(CHART), "--kube-version", KUBE_VERSION,
-                     "--set", override, check=False)
+    proc = _run_helm("template", "mr", str(CHART), "--kube-version", KUBE_VERSION, "--set", override, check=False)
     assert proc.returncode != 0
     assert "values don't meet the specifications of the schema" in proc.stderr
     assert message in proc.stderr
@@ -406,25 +513,35 @@ def test_every_top_level_value_is_documented_inline():
             continue
         above = lines[i - 1].strip() if i else ""
         first_child = lines[i + 1].strip() if i + 1 < len(lines) else ""
-        assert above.startswith("#") or first_child.startswith("#"), \
+        assert above.startswith("#") or first_child.startswith("#"), (
             f"values.yaml line {i + 1} has no comment: {line!r}"
+        )
 
 
 def test_optional_monitoring_objects_are_well_formed(tmp_path):
     docs = _render("-f", _values_file(tmp_path, NON_DEFAULT))
     (rule,) = _by_kind(docs, "PrometheusRule")
     alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
-    assert {"ModelRolloutFailed", "ModelRolloutStuck", "ModelServerErrorRate",
-            "ModelServerInputLevelDrift", "ModelServerSpeechRatioDrift"} <= set(alerts)
+    assert {
+        "ModelRolloutFailed",
+        "ModelRolloutStuck",
+        "ModelServerErrorRate",
+        "ModelServerInputLevelDrift",
+        "ModelServerSpeechRatioDrift",
+    } <= set(alerts)
     assert "0.05" in alerts["ModelServerErrorRate"]["expr"]
     (cm,) = _by_kind(docs, "ConfigMap")
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     (dashboard_json,) = cm["data"].values()
     dashboard = json.loads(dashboard_json)
     exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p.get("targets", []))
-    for series in ("router_traffic_weight", "router_shadow_comparisons_total",
-                   "router_shadow_segment_comparisons_total",
-                   "router_request_duration_seconds_bucket", "router_requests_total"):
+    for series in (
+        "router_traffic_weight",
+        "router_shadow_comparisons_total",
+        "router_shadow_segment_comparisons_total",
+        "router_request_duration_seconds_bucket",
+        "router_requests_total",
+    ):
         assert series in exprs
     (pm,) = _by_kind(docs, "PodMonitor")
     assert pm["spec"]["namespaceSelector"] == {"matchNames": ["team-a"]}
@@ -471,7 +588,9 @@ def test_crd_drift_is_detected(tmp_path):
     (chart_dir / "a.yaml").write_text("kind: Changed\n")
     (chart_dir / "old.yaml").write_text("x: 1\n")
     assert gen.compute_drift(expected, chart_dir) == [
-        "stale in chart (no source in crds/): old.yaml", "differs from crds/a.yaml"]
+        "stale in chart (no source in crds/): old.yaml",
+        "differs from crds/a.yaml",
+    ]
 
 
 def test_rendered_crd_is_the_modelrollout_crd():

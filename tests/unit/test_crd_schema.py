@@ -74,8 +74,7 @@ def test_example_validates_against_the_schema_and_parses(path):
 
 
 def test_all_five_examples_exist():
-    assert {p.stem for p in EXAMPLES} >= {"canary", "shadow-then-canary", "blue-green",
-                                         "gateway-api", "minimal"}
+    assert {p.stem for p in EXAMPLES} >= {"canary", "shadow-then-canary", "blue-green", "gateway-api", "minimal"}
 
 
 def test_every_cel_rule_has_a_message_naming_a_spec_field():
@@ -108,14 +107,14 @@ SCHEMA_REJECTS = {
     # Hostile strings that would reach PromQL, a header or an outside call.
     "model name with a quote": lambda s: s["model"].__setitem__("name", 'speech"} or vector(1)'),
     "model name with a brace": lambda s: s["model"].__setitem__("name", "a}b"),
-    "sticky header not a token": lambda s: s["trafficRouting"].__setitem__(
-        "router", {"stickyHeader": "X-User: evil"}),
+    "sticky header not a token": lambda s: s["trafficRouting"].__setitem__("router", {"stickyHeader": "X-User: evil"}),
     "prometheus address with credentials": lambda s: s["analysis"].__setitem__(
-        "prometheus", {"address": "http://u:p@prom:9090"}),
-    "prometheus address not http": lambda s: s["analysis"].__setitem__(
-        "prometheus", {"address": "gopher://prom:70"}),
+        "prometheus", {"address": "http://u:p@prom:9090"}
+    ),
+    "prometheus address not http": lambda s: s["analysis"].__setitem__("prometheus", {"address": "gopher://prom:70"}),
     "httpRoute that is a path": lambda s: s.__setitem__(
-        "trafficRouting", {"gatewayAPI": {"httpRoute": "../../secrets/x"}}),
+        "trafficRouting", {"gatewayAPI": {"httpRoute": "../../secrets/x"}}
+    ),
     # What reaches pods (pod_policy.py): shapes the schema can check without the operator's flags.
     "image with a space": lambda s: s["server"].__setitem__("image", "registry.example/m:1 --privileged"),
     "router image uppercase": lambda s: s["trafficRouting"]["router"].__setitem__("image", "Evil/router"),
@@ -145,54 +144,88 @@ def test_schema_and_parse_spec_both_reject(name):
 CEL_CASES = {
     "two strategies": (lambda s: s["strategy"].__setitem__("blueGreen", {}), "spec.strategy"),
     "no strategy": (lambda s: s["strategy"].pop("canary"), "spec.strategy"),
-    "two kinds in a step": (lambda s: s["strategy"]["canary"]["steps"].__setitem__(
-        0, {"setWeight": 10, "pause": {}}), "spec.strategy.canary.steps[0]"),
-    "decreasing weight": (lambda s: s["strategy"]["canary"]["steps"].__setitem__(
-        2, {"setWeight": 5}), "spec.strategy.canary.steps[2].setWeight"),
-    "promote not last": (lambda s: s["strategy"]["canary"]["steps"].insert(0, {"promote": {}}),
-                         "spec.strategy.canary.steps[0].promote"),
-    "min above max": (lambda s: s["analysis"]["metrics"][0].update(min=0.5, max=0.1),
-                      "spec.analysis.metrics[0].min"),
-    "relativeTo without delta": (lambda s: s["analysis"]["metrics"][2].pop("maxIncrease"),
-                                 "spec.analysis.metrics[2].relativeTo"),
-    "delta without relativeTo": (lambda s: s["analysis"]["metrics"][2].pop("relativeTo"),
-                                 "spec.analysis.metrics[2].relativeTo"),
-    "template and query": (lambda s: s["analysis"]["metrics"][0].update(query="up"),
-                           "spec.analysis.metrics[0]"),
+    "two kinds in a step": (
+        lambda s: s["strategy"]["canary"]["steps"].__setitem__(0, {"setWeight": 10, "pause": {}}),
+        "spec.strategy.canary.steps[0]",
+    ),
+    "decreasing weight": (
+        lambda s: s["strategy"]["canary"]["steps"].__setitem__(2, {"setWeight": 5}),
+        "spec.strategy.canary.steps[2].setWeight",
+    ),
+    "promote not last": (
+        lambda s: s["strategy"]["canary"]["steps"].insert(0, {"promote": {}}),
+        "spec.strategy.canary.steps[0].promote",
+    ),
+    "min above max": (lambda s: s["analysis"]["metrics"][0].update(min=0.5, max=0.1), "spec.analysis.metrics[0].min"),
+    "relativeTo without delta": (
+        lambda s: s["analysis"]["metrics"][2].pop("maxIncrease"),
+        "spec.analysis.metrics[2].relativeTo",
+    ),
+    "delta without relativeTo": (
+        lambda s: s["analysis"]["metrics"][2].pop("relativeTo"),
+        "spec.analysis.metrics[2].relativeTo",
+    ),
+    "template and query": (lambda s: s["analysis"]["metrics"][0].update(query="up"), "spec.analysis.metrics[0]"),
     "no threshold": (lambda s: s["analysis"]["metrics"][0].pop("max"), "spec.analysis.metrics[0]"),
-    "two routers": (lambda s: s["trafficRouting"].__setitem__("gatewayAPI", {"httpRoute": "r"}),
-                    "spec.trafficRouting"),
-    "duration and checks": (lambda s: s["strategy"]["canary"]["steps"].__setitem__(
-        3, {"analysis": {"checks": 2, "duration": "1m"}}), "spec.strategy.canary.steps[3].analysis"),
-    "shadow canary missing": (lambda s: s.__setitem__("strategy", {"shadow": {"then": "canary"}}),
-                              "spec.strategy.shadow.canary"),
+    "two routers": (lambda s: s["trafficRouting"].__setitem__("gatewayAPI", {"httpRoute": "r"}), "spec.trafficRouting"),
+    "duration and checks": (
+        lambda s: s["strategy"]["canary"]["steps"].__setitem__(3, {"analysis": {"checks": 2, "duration": "1m"}}),
+        "spec.strategy.canary.steps[3].analysis",
+    ),
+    "shadow canary missing": (
+        lambda s: s.__setitem__("strategy", {"shadow": {"then": "canary"}}),
+        "spec.strategy.shadow.canary",
+    ),
     "version named preview": (lambda s: s["model"].__setitem__("version", "preview"), "spec.model.version"),
     "interval below 1s": (lambda s: s["analysis"].__setitem__("interval", "500ms"), "spec.analysis.interval"),
     "window below 1s": (lambda s: s["analysis"].__setitem__("window", "999ms"), "spec.analysis.window"),
-    "analysis step without metrics": (lambda s: s["analysis"].__setitem__("metrics", []),
-                                      "spec.strategy.canary.steps[3].analysis"),
-    "shadow without metrics": (lambda s: (s.pop("analysis"), s.__setitem__("strategy", {"shadow": {}})),
-                               "spec.strategy.shadow"),
-    "blue-green analysis without metrics": (lambda s: (s.pop("analysis"), s.__setitem__(
-        "strategy", {"blueGreen": {"previewDuration": "1m"}})), "spec.strategy.blueGreen.previewDuration"),
-    "reserved env prefix": (lambda s: s["server"].__setitem__("env", [{"name": "LD_PRELOAD", "value": "/x.so"}]),
-                            "spec.server.env[0].name"),
-    "reserved env prefix, lowercase": (lambda s: s["server"].__setitem__(
-        "env", [{"name": "pythonpath", "value": "/x"}]), "spec.server.env[0].name"),
-    "env value and valueFrom": (lambda s: s["server"].__setitem__(
-        "env", [{"name": "A", "value": "1", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]),
-        "spec.server.env[0].valueFrom"),
-    "falsePromotionRate zero": (lambda s: s["analysis"].__setitem__("falsePromotionRate", 0),
-                                "spec.analysis.falsePromotionRate"),
-    "falseRollbackRate zero": (lambda s: s["analysis"].__setitem__("falseRollbackRate", 0.0),
-                               "spec.analysis.falseRollbackRate"),
-    "maxDuration below 1s": (lambda s: s["analysis"].__setitem__("maxDuration", "500ms"),
-                             "spec.analysis.maxDuration"),
+    "analysis step without metrics": (
+        lambda s: s["analysis"].__setitem__("metrics", []),
+        "spec.strategy.canary.steps[3].analysis",
+    ),
+    "shadow without metrics": (
+        lambda s: (s.pop("analysis"), s.__setitem__("strategy", {"shadow": {}})),
+        "spec.strategy.shadow",
+    ),
+    "blue-green analysis without metrics": (
+        lambda s: (s.pop("analysis"), s.__setitem__("strategy", {"blueGreen": {"previewDuration": "1m"}})),
+        "spec.strategy.blueGreen.previewDuration",
+    ),
+    "reserved env prefix": (
+        lambda s: s["server"].__setitem__("env", [{"name": "LD_PRELOAD", "value": "/x.so"}]),
+        "spec.server.env[0].name",
+    ),
+    "reserved env prefix, lowercase": (
+        lambda s: s["server"].__setitem__("env", [{"name": "pythonpath", "value": "/x"}]),
+        "spec.server.env[0].name",
+    ),
+    "env value and valueFrom": (
+        lambda s: s["server"].__setitem__(
+            "env", [{"name": "A", "value": "1", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]
+        ),
+        "spec.server.env[0].valueFrom",
+    ),
+    "falsePromotionRate zero": (
+        lambda s: s["analysis"].__setitem__("falsePromotionRate", 0),
+        "spec.analysis.falsePromotionRate",
+    ),
+    "falseRollbackRate zero": (
+        lambda s: s["analysis"].__setitem__("falseRollbackRate", 0.0),
+        "spec.analysis.falseRollbackRate",
+    ),
+    "maxDuration below 1s": (lambda s: s["analysis"].__setitem__("maxDuration", "500ms"), "spec.analysis.maxDuration"),
     "sequential with a latency gate": (lambda s: _sequential(s), "spec.analysis.metrics[1].template"),
-    "sequential with a threshold above 1": (lambda s: (_sequential(s), s["analysis"].__setitem__(
-        "metrics", [{"name": "e", "template": "error-rate", "max": 2}])), "spec.analysis.metrics[0].max"),
-    "sequential with checks": (lambda s: (_sequential(s), s["analysis"].__setitem__(
-        "metrics", [s["analysis"]["metrics"][0]])), "spec.strategy.canary.steps[3].analysis.checks"),
+    "sequential with a threshold above 1": (
+        lambda s: (
+            _sequential(s),
+            s["analysis"].__setitem__("metrics", [{"name": "e", "template": "error-rate", "max": 2}]),
+        ),
+        "spec.analysis.metrics[0].max",
+    ),
+    "sequential with checks": (
+        lambda s: (_sequential(s), s["analysis"].__setitem__("metrics", [s["analysis"]["metrics"][0]])),
+        "spec.strategy.canary.steps[3].analysis.checks",
+    ),
 }
 
 
@@ -211,16 +244,24 @@ def test_cel_only_rules_are_also_enforced_by_parse_spec(name):
 
 def test_duration_pattern_is_the_same_in_schema_and_domain():
     from rollout_operator.domain.durations import DURATION_PATTERN
+
     text = CRD_PATH.read_text()
     assert text.count(f"pattern: '{DURATION_PATTERN}'") >= 10
 
 
 def test_schema_defaults_match_the_domain_defaults():
     from rollout_operator.domain.durations import parse_duration
+
     props = load_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
-    parsed = parse_spec({"model": {"name": "m", "version": "v1"},
-                         "strategy": {"canary": {"steps": [{"setWeight": 10}]}},
-                         "analysis": {}}, name="x", namespace="y")
+    parsed = parse_spec(
+        {
+            "model": {"name": "m", "version": "v1"},
+            "strategy": {"canary": {"steps": [{"setWeight": 10}]}},
+            "analysis": {},
+        },
+        name="x",
+        namespace="y",
+    )
     a = props["analysis"]["properties"]
     analysis = parsed.analysis
     assert analysis is not None, "an empty analysis block parses to the defaults"
@@ -242,8 +283,10 @@ def test_schema_defaults_match_the_domain_defaults():
 
 def test_sequential_template_rule_matches_the_count_templates():
     from rollout_operator.domain.sequential_gates import SEQUENTIAL_TEMPLATES
-    analysis = (load_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
-                ["properties"]["analysis"])
+
+    analysis = load_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"][
+        "analysis"
+    ]
     (rule,) = [r for r in analysis["x-kubernetes-validations"] if "metrics[].template" in r["message"]]
     listed = rule["rule"].split("m.template in [")[1].split("]")[0]
     assert [name.strip(" '") for name in listed.split(",")] == list(SEQUENTIAL_TEMPLATES)
@@ -251,8 +294,10 @@ def test_sequential_template_rule_matches_the_count_templates():
 
 def test_template_enum_and_pairwise_rule_match_the_built_in_templates():
     from rollout_operator.domain.templates import PAIRWISE_TEMPLATES, TEMPLATES
-    metric = (load_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
-              ["properties"]["analysis"]["properties"]["metrics"]["items"])
+
+    metric = load_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"][
+        "analysis"
+    ]["properties"]["metrics"]["items"]
     assert metric["properties"]["template"]["enum"] == list(TEMPLATES)
     (pairwise,) = [r for r in metric["x-kubernetes-validations"] if "relativeTo: cannot be used" in r["message"]]
     for name in PAIRWISE_TEMPLATES:
@@ -263,11 +308,15 @@ def test_the_cel_rules_for_the_new_limits_exist():
     """The API server rejects these at admission (integration tests check its answers); here:
     the rules are in the CRD with the messages parse_spec uses."""
     messages = [rule["message"] for _, rule in cel_rules(load_crd())]
-    for needle in ("spec.model.version: must not be 'preview'", "spec.analysis.interval: must be at least 1s",
-                   "spec.analysis.window: must be at least 1s", "metadata.name: must be a DNS-1035 label",
-                   "spec.strategy.canary.steps[].analysis: needs spec.analysis.metrics",
-                   "spec.strategy.shadow: needs spec.analysis.metrics",
-                   "spec.analysis.falsePromotionRate: must be in (0, 0.5]",
-                   "spec.analysis.metrics[].template: with mode sequential",
-                   "spec.strategy.canary.steps[].analysis.checks: not used with spec.analysis.mode sequential"):
+    for needle in (
+        "spec.model.version: must not be 'preview'",
+        "spec.analysis.interval: must be at least 1s",
+        "spec.analysis.window: must be at least 1s",
+        "metadata.name: must be a DNS-1035 label",
+        "spec.strategy.canary.steps[].analysis: needs spec.analysis.metrics",
+        "spec.strategy.shadow: needs spec.analysis.metrics",
+        "spec.analysis.falsePromotionRate: must be in (0, 0.5]",
+        "spec.analysis.metrics[].template: with mode sequential",
+        "spec.strategy.canary.steps[].analysis.checks: not used with spec.analysis.mode sequential",
+    ):
         assert any(m.startswith(needle) for m in messages), needle

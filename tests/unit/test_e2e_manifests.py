@@ -13,9 +13,11 @@ from rollout_operator.domain.spec import Analysis, Promote, SetMirror, SetWeight
 
 pytestmark = pytest.mark.unit
 
-ALL = {"canary": rollouts.compute_canary("speech", "v2"),
-       "shadow": rollouts.compute_shadow("speech", "v4"),
-       "blue-green": rollouts.compute_blue_green("speech", "v2")}
+ALL = {
+    "canary": rollouts.compute_canary("speech", "v2"),
+    "shadow": rollouts.compute_shadow("speech", "v4"),
+    "blue-green": rollouts.compute_blue_green("speech", "v2"),
+}
 
 
 @pytest.mark.parametrize("kind", sorted(ALL))
@@ -36,8 +38,7 @@ def test_canary_manifest_parses_to_20_then_50_then_promote():
     weights = [s.weight for s in spec.steps if isinstance(s, SetWeight)]
     assert weights == [20, 50]
     assert isinstance(spec.steps[-1], Promote)
-    assert {m.name for m in spec.metrics} == {"error-rate", "p99-latency", "mean-confidence",
-                                              "unknown-rate"}
+    assert {m.name for m in spec.metrics} == {"error-rate", "p99-latency", "mean-confidence", "unknown-rate"}
     assert spec.analysis.min_samples == rollouts.DEMO_MIN_SAMPLES
 
 

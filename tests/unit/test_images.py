@@ -2,6 +2,7 @@
 
 The real builds and runs are images/build.sh (`make images`) and images/smoke.sh.
 """
+
 from __future__ import annotations
 
 import ast
@@ -79,8 +80,11 @@ def colliding_group_names(run_args: str) -> list[str]:
 def test_base_images_are_build_args_with_upstream_defaults(name):
     text = DOCKERFILES[name].read_text()
     global_args = dict(arg.partition("=")[::2] for _, arg in stages(text)[0])
-    expected = ({"BASE_IMAGE": "python:3.11-slim"} if name in PYTHON_IMAGES else
-                {"GO_IMAGE": "golang:1.26", "RUNTIME_IMAGE": "gcr.io/distroless/static-debian12:nonroot"})
+    expected = (
+        {"BASE_IMAGE": "python:3.11-slim"}
+        if name in PYTHON_IMAGES
+        else {"GO_IMAGE": "golang:1.26", "RUNTIME_IMAGE": "gcr.io/distroless/static-debian12:nonroot"}
+    )
     assert global_args == expected
     stage_names = {args.split()[-1] for kw, args in parse_instructions(text) if kw == "FROM" and " AS " in args}
     for kw, args in parse_instructions(text):
@@ -125,12 +129,16 @@ def test_python_images_need_no_writable_root(name):
     # mtimes are reset by --timestamp 0, so only hash-based .pyc files stay valid.
     assert "--invalidation-mode unchecked-hash /opt/venv/lib" in text
     assert "python3 -m venv /opt/venv" in text and "--prefix" not in " ".join(
-        args for kw, args in parse_instructions(text) if kw == "RUN")
+        args for kw, args in parse_instructions(text) if kw == "RUN"
+    )
 
 
 def operator_requirements() -> list[str]:
-    run = next(args for kw, args in parse_instructions(DOCKERFILES["operator"].read_text())
-               if kw == "RUN" and "pip install" in args)
+    run = next(
+        args
+        for kw, args in parse_instructions(DOCKERFILES["operator"].read_text())
+        if kw == "RUN" and "pip install" in args
+    )
     return re.findall(r'"([A-Za-z][^"]*)"', run)
 
 
@@ -232,17 +240,22 @@ def test_base_key_is_a_content_hash_of_the_recipe():
 
 def test_base_image_names_are_local_and_honest():
     refs = catalog.compute_base_refs("0123456789ab")
-    assert refs == {"python": "localhost/modelrollout-base-python:bookworm-0123456789ab",
-                    "static": "localhost/modelrollout-base-static:bookworm-0123456789ab"}
+    assert refs == {
+        "python": "localhost/modelrollout-base-python:bookworm-0123456789ab",
+        "static": "localhost/modelrollout-base-static:bookworm-0123456789ab",
+    }
 
 
-@pytest.mark.parametrize("ref, qualified", [
-    ("modelrollout/router:dev", "docker.io/modelrollout/router:dev"),
-    ("busybox", "docker.io/library/busybox"),
-    ("registry.example.com/team/server:v1", "registry.example.com/team/server:v1"),
-    ("localhost:5000/x:y", "localhost:5000/x:y"),
-    ("localhost/modelrollout/router:dev", "localhost/modelrollout/router:dev"),
-])
+@pytest.mark.parametrize(
+    "ref, qualified",
+    [
+        ("modelrollout/router:dev", "docker.io/modelrollout/router:dev"),
+        ("busybox", "docker.io/library/busybox"),
+        ("registry.example.com/team/server:v1", "registry.example.com/team/server:v1"),
+        ("localhost:5000/x:y", "localhost:5000/x:y"),
+        ("localhost/modelrollout/router:dev", "localhost/modelrollout/router:dev"),
+    ],
+)
 def test_qualify_ref_matches_how_kubernetes_resolves_short_names(ref, qualified):
     assert catalog.qualify_ref(ref) == qualified
 
@@ -299,6 +312,7 @@ def test_build_inputs_are_what_the_dockerfile_copies_from_its_context(name):
     image = catalog.find_image(name)
     all_stages = stages(DOCKERFILES[name].read_text())
     if image.target:  # only the stages the target builds read the context
+
         def stage_name(stage):
             words = stage[0][1].split()
             return words[-1] if len(words) == 3 and words[1].upper() == "AS" else None
@@ -384,7 +398,9 @@ def test_missing_go_is_named(tmp_path, monkeypatch):
 def test_a_failing_command_names_its_step_exit_code_log_and_last_lines(tmp_path):
     log = tmp_path / "model-server.log"
     with pytest.raises(build.StepFailed) as err:
-        build.run_logged("build model-server", ["sh", "-c", "echo STEP 6/8; echo 'pip: no matching distribution'; exit 3"], log)
+        build.run_logged(
+            "build model-server", ["sh", "-c", "echo STEP 6/8; echo 'pip: no matching distribution'; exit 3"], log
+        )
     message = str(err.value)
     assert message.startswith("images: step 'build model-server' failed: `sh -c")
     assert "exited 3" in message and f"full log: {log}" in message

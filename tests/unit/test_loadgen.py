@@ -36,8 +36,9 @@ def clips() -> dict:
 @pytest.mark.parametrize("protocol", ["v1", "v2"])
 async def test_counts_versions_and_accuracy_per_slice(app, clips, protocol):
     async with ServedApp(app) as served:
-        spec = LoadSpec(url=served.url, mix={"clean": 1, "silence": 1}, protocol=protocol, rate=0, count=16,
-                        concurrency=4, seed=3)
+        spec = LoadSpec(
+            url=served.url, mix={"clean": 1, "silence": 1}, protocol=protocol, rate=0, count=16, concurrency=4, seed=3
+        )
         summary = await run_load(spec, clips)
     assert summary["requests"] == 16 and summary["errors"] == 0
     assert list(summary["versions"]) == [VERSION]  # v1 learns it from x-model-version, v2 from the body
@@ -45,7 +46,9 @@ async def test_counts_versions_and_accuracy_per_slice(app, clips, protocol):
     slices = data["slices"]
     assert set(slices) == {"clean", "silence"}
     assert slices["clean"]["requests"] + slices["silence"]["requests"] == 16
-    assert slices["silence"]["accuracy"] == 1.0 and slices["silence"]["labels"] == {"_silence_": slices["silence"]["requests"]}
+    assert slices["silence"]["accuracy"] == 1.0 and slices["silence"]["labels"] == {
+        "_silence_": slices["silence"]["requests"]
+    }
     clean = slices["clean"]
     assert clean["correct"] == clean["labels"].get("yes", 0)  # correct means label == ground truth
     assert data["total"]["correct"] == clean["correct"] + slices["silence"]["correct"]
@@ -106,7 +109,10 @@ def test_cli_parsers_and_endpoints():
     assert parse_header("x-user-id: 42") == ("x-user-id", "42")
     with pytest.raises(ValueError, match="expected 'Name: value'"):
         parse_header("nocolon")
-    assert compute_endpoint(LoadSpec(url="http://h:1/", mix={}, protocol="v2")) == "http://h:1/v2/models/speech-commands/infer"
+    assert (
+        compute_endpoint(LoadSpec(url="http://h:1/", mix={}, protocol="v2"))
+        == "http://h:1/v2/models/speech-commands/infer"
+    )
     full = "http://h:1/v1/models/m:predict"
     assert compute_endpoint(LoadSpec(url=full, mix={})) == full
 
@@ -119,10 +125,35 @@ def test_cli_reports_usage_errors_with_exit_code_2(capsys):
 
 
 def test_report_table_lists_each_version_and_slice():
-    summary = {"requests": 2, "endpoint": "e", "wall_seconds": 1.0, "achieved_rps": 2.0, "errors": 0, "versions": {
-        "v1": {"total": {"requests": 2, "errors": 0, "accuracy": 0.5, "p50_ms": 3.0, "p99_ms": 4.0, "mean_confidence": 0.9},
-               "slices": {"noisy": {"requests": 2, "errors": 0, "accuracy": 0.5, "p50_ms": 3.0, "p99_ms": 4.0,
-                                    "mean_confidence": 0.9}}}}}
+    summary = {
+        "requests": 2,
+        "endpoint": "e",
+        "wall_seconds": 1.0,
+        "achieved_rps": 2.0,
+        "errors": 0,
+        "versions": {
+            "v1": {
+                "total": {
+                    "requests": 2,
+                    "errors": 0,
+                    "accuracy": 0.5,
+                    "p50_ms": 3.0,
+                    "p99_ms": 4.0,
+                    "mean_confidence": 0.9,
+                },
+                "slices": {
+                    "noisy": {
+                        "requests": 2,
+                        "errors": 0,
+                        "accuracy": 0.5,
+                        "p50_ms": 3.0,
+                        "p99_ms": 4.0,
+                        "mean_confidence": 0.9,
+                    }
+                },
+            }
+        },
+    }
     text = loadgen.format_report(summary)
     assert "version v1" in text and "noisy" in text and "50.0%" in text and "ALL" in text
 
@@ -133,8 +164,20 @@ async def test_cli_json_summary_with_shipped_clips(app, tmp_path):
 
     out = tmp_path / "summary.json"
     async with ServedApp(app) as served:
-        argv = ["--url", served.url, "--mix", "clean=1,silence=1", "--count", "6", "--rate", "0",
-                "--protocol", "v2", "--json", str(out)]
+        argv = [
+            "--url",
+            served.url,
+            "--mix",
+            "clean=1,silence=1",
+            "--count",
+            "6",
+            "--rate",
+            "0",
+            "--protocol",
+            "v2",
+            "--json",
+            str(out),
+        ]
         rc = await asyncio.to_thread(loadgen.main, argv)
     assert rc == 0
     summary = json.loads(out.read_text())

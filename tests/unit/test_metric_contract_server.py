@@ -39,7 +39,9 @@ async def scraped(tmp_path_factory) -> dict:
     app = build_app(make_speech_model(path, model_version=VERSION))
     word = base64.b64encode(synthesize_word("no").tobytes()).decode()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://speech") as client:
-        assert (await client.post("/v1/models/speech-commands:predict", json={"instances": [{"audio_b64": word}]})).status_code == 200
+        assert (
+            await client.post("/v1/models/speech-commands:predict", json={"instances": [{"audio_b64": word}]})
+        ).status_code == 200
         v2 = {"inputs": [{"name": "audio", "datatype": "BYTES", "shape": [1], "data": [word]}]}
         assert (await client.post("/v2/models/speech-commands/infer", json=v2)).status_code == 200
         silent = {"inputs": [{"name": "audio", "datatype": "INT16", "shape": [32000], "data": [0] * 32000}]}
@@ -73,7 +75,7 @@ def test_every_documented_series_exists_with_exact_labels(scraped):
         # speech_input_level_dbfs has negative buckets; it must still have _sum (the chart's drift alert)
         suffixes = {"_total"} if kind == "counter" else {"_bucket", "_sum", "_count"}
         main = [s for s in samples if s.name in {name + suf for suf in suffixes}]
-        assert {s.name[len(name):] for s in main} == suffixes, name
+        assert {s.name[len(name) :] for s in main} == suffixes, name
         for s in main:
             assert set(s.labels) - {"le"} == labels, (name, s.labels)
             assert s.labels["model"] == "speech-commands"
@@ -85,10 +87,19 @@ def values(scraped, name: str, label: str) -> dict[str, float]:
 
 
 def test_label_values_and_counts_after_a_few_requests(scraped):
-    requests = {(s.labels["protocol"], s.labels["outcome"]): s.value for s in scraped["speech_requests"][1]
-                if s.name == "speech_requests_total"}
-    assert requests == {("v1", "ok"): 1, ("v1", "client_error"): 1, ("v1", "server_error"): 0,
-                        ("v2", "ok"): 2, ("v2", "client_error"): 0, ("v2", "server_error"): 0}
+    requests = {
+        (s.labels["protocol"], s.labels["outcome"]): s.value
+        for s in scraped["speech_requests"][1]
+        if s.name == "speech_requests_total"
+    }
+    assert requests == {
+        ("v1", "ok"): 1,
+        ("v1", "client_error"): 1,
+        ("v1", "server_error"): 0,
+        ("v2", "ok"): 2,
+        ("v2", "client_error"): 0,
+        ("v2", "server_error"): 0,
+    }
     stages = values(scraped, "speech_request_duration_seconds", "stage")
     assert stages == {"decode": 3, "vad": 3, "features": 3, "recognize": 3, "total": 4}
     predictions = values(scraped, "speech_predictions", "label")
@@ -106,8 +117,9 @@ def test_label_values_and_counts_after_a_few_requests(scraped):
 
 async def test_outcome_is_the_status_class_client_mistakes_never_count_as_server_error(tmp_path):
     """The error-rate gate reads outcome="server_error": a client must not be able to raise it (issue 12)."""
-    model = make_speech_model(write_tiny_recognizer(tmp_path / "tiny.onnx"), model_version="outcome-v1",
-                              max_request_bytes=4096)
+    model = make_speech_model(
+        write_tiny_recognizer(tmp_path / "tiny.onnx"), model_version="outcome-v1", max_request_bytes=4096
+    )
     app = build_app(model)
     v2 = "/v2/models/speech-commands/infer"
     headers = {"content-type": "application/octet-stream", "inference-header-content-length": "2"}
@@ -125,11 +137,21 @@ async def test_outcome_is_the_status_class_client_mistakes_never_count_as_server
         model.stop()  # the server's own failure: 503, and that is a server_error
         assert (await client.post(v2, json={})).status_code == 503
         text = (await client.get("/metrics")).text
-    requests = {(s.labels["protocol"], s.labels["outcome"]): s.value for fam in text_string_to_metric_families(text)
-                if fam.name == "speech_requests" for s in fam.samples
-                if s.name == "speech_requests_total" and s.labels["version"] == "outcome-v1"}
-    assert requests == {("v1", "ok"): 0, ("v1", "client_error"): 1, ("v1", "server_error"): 0,
-                        ("v2", "ok"): 0, ("v2", "client_error"): 4, ("v2", "server_error"): 1}
+    requests = {
+        (s.labels["protocol"], s.labels["outcome"]): s.value
+        for fam in text_string_to_metric_families(text)
+        if fam.name == "speech_requests"
+        for s in fam.samples
+        if s.name == "speech_requests_total" and s.labels["version"] == "outcome-v1"
+    }
+    assert requests == {
+        ("v1", "ok"): 0,
+        ("v1", "client_error"): 1,
+        ("v1", "server_error"): 0,
+        ("v2", "ok"): 0,
+        ("v2", "client_error"): 4,
+        ("v2", "server_error"): 1,
+    }
 
 
 def test_the_signed_histogram_exposes_buckets_count_and_sum_once_with_the_library_s_le_labels():
@@ -152,11 +174,14 @@ def test_the_signed_histogram_exposes_buckets_count_and_sum_once_with_the_librar
     assert le == ["-90.0", "-30.0", "-3.0", "0.0", "+Inf"]
 
     def expected(model, cumulative, total):
-        return ([("level_dbfs_bucket", {"model": model, "le": b}, n) for b, n in zip(le, cumulative)]
-                + [("level_dbfs_count", {"model": model}, cumulative[-1]), ("level_dbfs_sum", {"model": model}, total)])
+        return [("level_dbfs_bucket", {"model": model, "le": b}, n) for b, n in zip(le, cumulative, strict=True)] + [
+            ("level_dbfs_count", {"model": model}, cumulative[-1]),
+            ("level_dbfs_sum", {"model": model}, total),
+        ]
 
     assert [(s.name, s.labels, s.value) for s in family.samples] == (
-        expected("m", (1, 2, 3, 3, 3), -153.5) + expected("idle", (0, 0, 0, 0, 0), 0.0))
+        expected("m", (1, 2, 3, 3, 3), -153.5) + expected("idle", (0, 0, 0, 0, 0), 0.0)
+    )
 
 
 def test_prometheus_client_still_leaves_count_and_sum_out_of_a_negative_bucket_family():

@@ -106,7 +106,9 @@ def test_three_words_give_three_ordered_segments(pipeline):
     assert starts == sorted(starts)
     # each segment lies inside the word it came from
     edges = np.cumsum([0, len(words[0]), len(gap), len(words[1]), len(gap), len(words[2])]) / 16000
-    for seg, (lo, hi) in zip(result.segments, [(edges[0], edges[1]), (edges[2], edges[3]), (edges[4], edges[5])]):
+    for seg, (lo, hi) in zip(
+        result.segments, [(edges[0], edges[1]), (edges[2], edges[3]), (edges[4], edges[5])], strict=True
+    ):
         assert lo - 0.05 <= seg.start_s < seg.end_s <= hi + 0.05
         assert seg.label in LABELS
     best = max(result.segments, key=lambda s: s.confidence)
@@ -151,7 +153,7 @@ def shipped():
 
 def accuracy(pipe, clips, labels) -> float:
     results, _ = pipe.run_batch(clips)
-    return sum(r.label == t for r, t in zip(results, labels)) / len(labels)
+    return sum(r.label == t for r, t in zip(results, labels, strict=True)) / len(labels)
 
 
 def test_shipped_v2_through_the_server_pipeline_recognizes_known_clips(shipped):
@@ -170,7 +172,7 @@ def test_shipped_versions_keep_their_story_through_the_pipeline(shipped):
     assert accuracy(shipped["v2"], noisy, truth) - accuracy(shipped["v1"], noisy, truth) > 0.4
     clean, truth = shipped_slice("clean")
     v4_answers, _ = shipped["v4"].run_batch(clean)
-    assert sum(r.label == t for r, t in zip(v4_answers, truth)) / len(clean) < 0.1
+    assert sum(r.label == t for r, t in zip(v4_answers, truth, strict=True)) / len(clean) < 0.1
     assert np.mean([r.confidence for r in v4_answers]) > 0.8
 
 

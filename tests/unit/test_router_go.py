@@ -1,5 +1,6 @@
 """Runs the router's Go unit tests (`go test ./...` in model_server/traffic_router) so the
 project's one test command covers them."""
+
 from __future__ import annotations
 
 import shutil

@@ -1,5 +1,6 @@
 """Shadow mirroring through the real router binary: the user always gets the stable answer, the
 copy never blocks it, and the router counts prediction agreement between the two versions."""
+
 from __future__ import annotations
 
 import time
@@ -71,13 +72,15 @@ THREE_WORDS = "yes@0.1-0.6,no@1.2-1.7,up@2.5-3.0"
 
 def test_segment_agreement_counts_every_segment(setup):
     # The candidate's spans are a little off (every IoU > 0.8) but say the same words.
-    router, _, _ = setup(("--segments", THREE_WORDS),
-                         ("--label", "yes", "--segments", "yes@0.12-0.58,no@1.25-1.72,up@2.45-2.95"))
+    router, _, _ = setup(
+        ("--segments", THREE_WORDS), ("--label", "yes", "--segments", "yes@0.12-0.58,no@1.25-1.72,up@2.45-2.95")
+    )
     client = router.client()
     for path in ["/v1/models/m:predict"] * 5 + ["/v2/models/m/infer"] * 5:
         assert client.post(path).status == 200
-    router.wait_metric("router_shadow_segment_comparisons_total", 30, result="agree",
-                       stable_version="v1", candidate_version="v2")
+    router.wait_metric(
+        "router_shadow_segment_comparisons_total", 30, result="agree", stable_version="v1", candidate_version="v2"
+    )
     assert router.metric("router_shadow_segment_comparisons_total") == 30
     assert router.metric("router_shadow_comparisons_total", result="agree") == 10
 
@@ -85,8 +88,9 @@ def test_segment_agreement_counts_every_segment(setup):
 def test_segment_disagreement_is_counted_where_the_top_label_agrees(setup):
     # Same top label, so clip level agrees; per segment: "yes" agrees, "no" heard as "go",
     # "up" not found, and a word stable never heard.
-    router, _, _ = setup(("--segments", THREE_WORDS),
-                         ("--label", "yes", "--segments", "yes@0.1-0.6,go@1.2-1.7,down@4.0-4.5"))
+    router, _, _ = setup(
+        ("--segments", THREE_WORDS), ("--label", "yes", "--segments", "yes@0.1-0.6,go@1.2-1.7,down@4.0-4.5")
+    )
     client = router.client()
     for path in ["/v1/models/m:predict"] * 5 + ["/v2/models/m/infer"] * 5:
         assert client.post(path).status == 200

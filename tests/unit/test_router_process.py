@@ -1,6 +1,7 @@
 """The real router binary against real HTTP backends on loopback; the split and endpoints come
 from --static-config (the same structures the Kubernetes watch fills; the watch itself is tested
 in tests/integration/test_router_k8s.py)."""
+
 from __future__ import annotations
 
 import json
@@ -160,8 +161,9 @@ def test_backend_killed_mid_load_fails_only_what_it_had_received(router_bin, bac
     assert all(r.status == 502 and "could not reach version v1" in r.json()["error"] for r in failed)
     assert [r.status for r in run_parallel(router, 40, threads=4) if r.status != 200] == []
     assert router.metric("router_upstream_retries_total", version="v1") >= 1
-    assert any(rec.get("msg") == "endpoint failed, ejected" and rec.get("endpoint") == a.addr
-               for rec in router.log_records())
+    assert any(
+        rec.get("msg") == "endpoint failed, ejected" and rec.get("endpoint") == a.addr for rec in router.log_records()
+    )
 
 
 def test_model_4xx_is_passed_through_and_not_retried(router_bin, backends, routers, tmp_path):
@@ -274,21 +276,35 @@ def test_api_server_unavailable_at_start_routes_all_to_stable(router_bin, backen
     cfg = tmp_path / "endpoints.json"
     write_static(cfg, endpoints={"v1": [v1.addr], "v2": [v2.addr]})  # no traffic: it must come from the API
     kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "dead",
-        "clusters": [{"name": "dead", "cluster": {"server": f"https://127.0.0.1:{free_port()}"}}],
-        "contexts": [{"name": "dead", "context": {"cluster": "dead", "user": "u"}}],
-        "users": [{"name": "u", "user": {"token": "x"}}]}))
-    router = routers(router_bin, tmp_path, f"--static-config={cfg}", "--initial-sync-timeout=500ms",
-                     env={"KUBECONFIG": str(kubeconfig), "ROUTER_STABLE_VERSION": "v1"})
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "dead",
+                "clusters": [{"name": "dead", "cluster": {"server": f"https://127.0.0.1:{free_port()}"}}],
+                "contexts": [{"name": "dead", "context": {"cluster": "dead", "user": "u"}}],
+                "users": [{"name": "u", "user": {"token": "x"}}],
+            }
+        )
+    )
+    router = routers(
+        router_bin,
+        tmp_path,
+        f"--static-config={cfg}",
+        "--initial-sync-timeout=500ms",
+        env={"KUBECONFIG": str(kubeconfig), "ROUTER_STABLE_VERSION": "v1"},
+    )
     router.wait_ready()
     responses = run_parallel(router, 50)
     assert {(r.status, r.headers["x-model-version"]) for r in responses} == {(200, "v1")}
     assert v2.hits() == 0
     assert router.metric("router_traffic_weight", version="v1", role="stable") == 100
     assert any(rec.get("source") == "safe-default" for rec in router.log_records())
-    assert any(rec.get("level") == "WARN" and "could not read the ModelRollout status" in rec.get("msg", "")
-               for rec in router.log_records())
+    assert any(
+        rec.get("level") == "WARN" and "could not read the ModelRollout status" in rec.get("msg", "")
+        for rec in router.log_records()
+    )
 
 
 def test_without_stable_version_it_stays_unready_rather_than_guess(router_bin, backends, routers, tmp_path):
@@ -296,13 +312,25 @@ def test_without_stable_version_it_stays_unready_rather_than_guess(router_bin, b
     cfg = tmp_path / "endpoints.json"
     write_static(cfg, endpoints={"v1": [v1.addr]})
     kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "dead",
-        "clusters": [{"name": "dead", "cluster": {"server": f"https://127.0.0.1:{free_port()}"}}],
-        "contexts": [{"name": "dead", "context": {"cluster": "dead", "user": "u"}}],
-        "users": [{"name": "u", "user": {"token": "x"}}]}))
-    router = routers(router_bin, tmp_path, f"--static-config={cfg}", "--initial-sync-timeout=200ms",
-                     env={"KUBECONFIG": str(kubeconfig)})
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "dead",
+                "clusters": [{"name": "dead", "cluster": {"server": f"https://127.0.0.1:{free_port()}"}}],
+                "contexts": [{"name": "dead", "context": {"cluster": "dead", "user": "u"}}],
+                "users": [{"name": "u", "user": {"token": "x"}}],
+            }
+        )
+    )
+    router = routers(
+        router_bin,
+        tmp_path,
+        f"--static-config={cfg}",
+        "--initial-sync-timeout=200ms",
+        env={"KUBECONFIG": str(kubeconfig)},
+    )
     time.sleep(1.0)
     assert not router.is_ready()
     r = router.client().post()
@@ -313,13 +341,18 @@ def test_without_stable_version_it_stays_unready_rather_than_guess(router_bin, b
 def test_invalid_flags_and_config_name_the_field(router_bin, tmp_path):
     out = subprocess.run([str(router_bin), "--rollout=speech", "--max-concurrency=-1"], capture_output=True, text=True)
     assert out.returncode == 2 and "--max-concurrency: expected an integer >= 1, got -1" in out.stderr
-    out = subprocess.run([str(router_bin), "--rollout=speech"], capture_output=True, text=True,
-                         env={"ROUTER_REQUEST_TIMEOUT": "fast"})
+    out = subprocess.run(
+        [str(router_bin), "--rollout=speech"], capture_output=True, text=True, env={"ROUTER_REQUEST_TIMEOUT": "fast"}
+    )
     assert out.returncode == 2 and "ROUTER_REQUEST_TIMEOUT (flag --request-timeout)" in out.stderr
     cfg = tmp_path / "bad.json"
     cfg.write_text(json.dumps({"traffic": {"stable": {"version": "v1", "weight": 90}}, "endpoints": {}}))
-    out = subprocess.run([str(router_bin), "--rollout=speech", f"--static-config={cfg}", f"--port={free_port()}"],
-                         capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [str(router_bin), "--rollout=speech", f"--static-config={cfg}", f"--port={free_port()}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 1 and "stable.weight + candidate.weight must be 100, got 90" in out.stderr
 
 
@@ -334,18 +367,38 @@ def test_metric_contract_names_are_exported(router_bin, backends, routers, tmp_p
     router.wait_metric("router_mirror_requests_total", stable_requests)
     router.wait_metric("router_shadow_segment_comparisons_total", stable_requests, result="agree")
     names = {name for name, _ in router.metrics()}
-    for name in ["router_requests_total", "router_request_duration_seconds_bucket", "router_request_bytes_total",
-                 "router_response_bytes_total", "router_in_flight_requests", "router_rejected_total",
-                 "router_upstream_retries_total", "router_traffic_weight", "router_mirror_percent",
-                 "router_mirror_requests_total", "router_mirror_dropped_total", "router_shadow_comparisons_total",
-                 "router_shadow_confidence_delta_bucket", "router_shadow_segment_comparisons_total",
-                 "router_panic_routing"]:
+    for name in [
+        "router_requests_total",
+        "router_request_duration_seconds_bucket",
+        "router_request_bytes_total",
+        "router_response_bytes_total",
+        "router_in_flight_requests",
+        "router_rejected_total",
+        "router_upstream_retries_total",
+        "router_traffic_weight",
+        "router_mirror_percent",
+        "router_mirror_requests_total",
+        "router_mirror_dropped_total",
+        "router_shadow_comparisons_total",
+        "router_shadow_confidence_delta_bucket",
+        "router_shadow_segment_comparisons_total",
+        "router_panic_routing",
+    ]:
         assert name in names, name
     labels = {n: dict(lbls) for (n, lbls) in router.metrics() if n.startswith("router_")}
     assert set(labels["router_requests_total"]) == {"rollout", "version", "role", "outcome"}
-    assert set(labels["router_shadow_comparisons_total"]) == {"rollout", "stable_version", "candidate_version", "result"}
-    assert set(labels["router_shadow_segment_comparisons_total"]) == {"rollout", "stable_version", "candidate_version",
-                                                                      "result"}
+    assert set(labels["router_shadow_comparisons_total"]) == {
+        "rollout",
+        "stable_version",
+        "candidate_version",
+        "result",
+    }
+    assert set(labels["router_shadow_segment_comparisons_total"]) == {
+        "rollout",
+        "stable_version",
+        "candidate_version",
+        "result",
+    }
     assert set(labels["router_mirror_percent"]) == {"rollout", "version"}
     assert set(labels["router_panic_routing"]) == {"rollout", "version"}
 
@@ -370,8 +423,10 @@ def test_panic_routing_serves_a_not_ready_endpoint_until_one_is_ready(router_bin
     assert fresh.hits() == 20 and slow.hits() == 20  # only the ready endpoint once there is one
     assert router.client().request("GET", "/readyz").json()["reason"] == "ok"
     msgs = [rec["msg"] for rec in router.log_records() if rec.get("version") == "v1" and "panic" in rec.get("msg", "")]
-    assert msgs == ["panic routing: no ready endpoints, routing to not-ready ones (--panic-routing)",
-                    "panic routing ended: ready endpoints are back"]
+    assert msgs == [
+        "panic routing: no ready endpoints, routing to not-ready ones (--panic-routing)",
+        "panic routing ended: ready endpoints are back",
+    ]
 
 
 def test_panic_routing_off_keeps_the_503_naming_the_version(router_bin, backends, routers, tmp_path):

@@ -28,8 +28,6 @@ def app(tmp_path_factory):
     return build_app(make_speech_model(path, model_version=VERSION, max_clip_seconds=2.0, max_request_bytes=200_000))
 
 
-
-
 def count(protocol: str, outcome: str) -> float:
     labels = {"model": "speech-commands", "version": VERSION, "protocol": protocol, "outcome": outcome}
     return REGISTRY.get_sample_value("speech_requests_total", labels) or 0.0
@@ -68,10 +66,23 @@ async def test_v2_bytes_tensor_answers_per_contract(client, word):
 async def test_v2_int16_fp32_and_binary_tensors_agree(client, word):
     as_int = await client.post(V2, json=v2_body("INT16", [1, len(word)], word.tolist()))
     as_float = await client.post(V2, json=v2_body("FP32", [len(word)], (word / 32768.0).tolist()))
-    header = json.dumps({"inputs": [{"name": "audio", "datatype": "INT16", "shape": [1, len(word)],
-                                     "parameters": {"binary_data_size": word.nbytes}}]}).encode()
-    as_binary = await client.post(V2, content=header + word.astype("<i2").tobytes(), headers={
-        "content-type": "application/octet-stream", "inference-header-content-length": str(len(header))})
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "audio",
+                    "datatype": "INT16",
+                    "shape": [1, len(word)],
+                    "parameters": {"binary_data_size": word.nbytes},
+                }
+            ]
+        }
+    ).encode()
+    as_binary = await client.post(
+        V2,
+        content=header + word.astype("<i2").tobytes(),
+        headers={"content-type": "application/octet-stream", "inference-header-content-length": str(len(header))},
+    )
     answers = []
     for resp in (as_int, as_float, as_binary):
         assert resp.status_code == 200, resp.text
@@ -81,8 +92,18 @@ async def test_v2_int16_fp32_and_binary_tensors_agree(client, word):
 
 
 def binary_header(word: np.ndarray, size: int | None = None) -> bytes:
-    return json.dumps({"inputs": [{"name": "audio", "datatype": "INT16", "shape": [1, len(word)],
-                                   "parameters": {"binary_data_size": word.nbytes if size is None else size}}]}).encode()
+    return json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "audio",
+                    "datatype": "INT16",
+                    "shape": [1, len(word)],
+                    "parameters": {"binary_data_size": word.nbytes if size is None else size},
+                }
+            ]
+        }
+    ).encode()
 
 
 def binary_body(word: np.ndarray) -> bytes:
@@ -90,35 +111,72 @@ def binary_body(word: np.ndarray) -> bytes:
 
 
 def binary_headers(word: np.ndarray) -> dict:
-    return {"content-type": "application/octet-stream", "inference-header-content-length": str(len(binary_header(word)))}
+    return {
+        "content-type": "application/octet-stream",
+        "inference-header-content-length": str(len(binary_header(word))),
+    }
 
 
 async def test_binary_extension_errors_name_the_problem(client, word):
-    resp = await client.post(V2, content=binary_body(word), headers={**binary_headers(word),
-                                                                      "inference-header-content-length": "x1"})
-    assert resp.status_code == 400 and "inference-header-content-length: expected the JSON header's byte length" in resp.text
+    resp = await client.post(
+        V2, content=binary_body(word), headers={**binary_headers(word), "inference-header-content-length": "x1"}
+    )
+    assert (
+        resp.status_code == 400
+        and "inference-header-content-length: expected the JSON header's byte length" in resp.text
+    )
     header = binary_header(word, size=word.nbytes + 10)
-    resp = await client.post(V2, content=header + word.tobytes(), headers={
-        "content-type": "application/octet-stream", "inference-header-content-length": str(len(header))})
+    resp = await client.post(
+        V2,
+        content=header + word.tobytes(),
+        headers={"content-type": "application/octet-stream", "inference-header-content-length": str(len(header))},
+    )
     assert resp.status_code == 400
     assert f"binary_data_size not within the {word.nbytes} binary bytes left" in resp.json()["error"]
 
 
 BAD_REQUESTS = [
-    ("not audio", V1, {"instances": [{"audio_b64": b64(b"definitely not a sound file, just words")}]}, 400,
-     "instances[0].audio_b64: not audio: looks like text"),
+    (
+        "not audio",
+        V1,
+        {"instances": [{"audio_b64": b64(b"definitely not a sound file, just words")}]},
+        400,
+        "instances[0].audio_b64: not audio: looks like text",
+    ),
     ("not base64", V1, {"instances": [{"audio_b64": "%%%"}]}, 400, "instances[0].audio_b64: not valid base64"),
     ("no instances", V1, {"inputs": []}, 400, "instances: expected a non-empty list"),
-    ("wrong sample rate", V1, {"instances": [{"audio_b64": b64(encode_wav(np.zeros(800, np.int16), rate=8000))}]},
-     400, "wrong sample rate 8000 Hz, expected 16000 Hz"),
+    (
+        "wrong sample rate",
+        V1,
+        {"instances": [{"audio_b64": b64(encode_wav(np.zeros(800, np.int16), rate=8000))}]},
+        400,
+        "wrong sample rate 8000 Hz, expected 16000 Hz",
+    ),
     ("empty", V1, {"instances": [{"audio_b64": ""}]}, 400, "empty audio"),
     ("too long", V2, v2_body("INT16", [40000], [0] * 40000), 400, "audio too long: 2.50 s, limit is 2 s"),
-    ("wrong dtype", V2, v2_body("FP64", [3], [0.0, 0.1, 0.2]), 400, "wrong datatype FP64, expected BYTES, INT16 or FP32"),
-    ("int16 out of range", V2, v2_body("INT16", [2], [1, 70000]), 400, "INT16 values must lie in -32768..32767, got 1..70000"),
+    (
+        "wrong dtype",
+        V2,
+        v2_body("FP64", [3], [0.0, 0.1, 0.2]),
+        400,
+        "wrong datatype FP64, expected BYTES, INT16 or FP32",
+    ),
+    (
+        "int16 out of range",
+        V2,
+        v2_body("INT16", [2], [1, 70000]),
+        400,
+        "INT16 values must lie in -32768..32767, got 1..70000",
+    ),
     ("wrong shape", V2, v2_body("INT16", [1, 2, 2], [0, 0, 0, 0]), 400, "wrong shape [1, 2, 2]"),
     ("shape/data mismatch", V2, v2_body("INT16", [5], [1, 2]), 400, "data does not fit shape [5]"),
-    ("two inputs", V2, {"inputs": [v2_body("INT16", [1], [0])["inputs"][0]] * 2}, 400,
-     "expected exactly one input tensor named 'audio', got 2"),
+    (
+        "two inputs",
+        V2,
+        {"inputs": [v2_body("INT16", [1], [0])["inputs"][0]] * 2},
+        400,
+        "expected exactly one input tensor named 'audio', got 2",
+    ),
     ("unknown model", "/v2/models/speech-nope/infer", v2_body("INT16", [1], [0]), 404, "speech-nope"),
     ("unknown model v1", "/v1/models/speech-nope:predict", {"instances": []}, 404, "speech-nope"),
 ]
@@ -139,10 +197,18 @@ async def test_bad_input_gets_4xx_naming_the_problem_and_is_counted(client, word
 
 async def test_nan_is_rejected_in_binary_tensors_and_json(client):
     samples = np.array([0.1, np.nan, 0.2], dtype="<f4")
-    header = json.dumps({"inputs": [{"name": "audio", "datatype": "FP32", "shape": [3],
-                                     "parameters": {"binary_data_size": samples.nbytes}}]}).encode()
-    resp = await client.post(V2, content=header + samples.tobytes(), headers={
-        "content-type": "application/octet-stream", "inference-header-content-length": str(len(header))})
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "audio", "datatype": "FP32", "shape": [3], "parameters": {"binary_data_size": samples.nbytes}}
+            ]
+        }
+    ).encode()
+    resp = await client.post(
+        V2,
+        content=header + samples.tobytes(),
+        headers={"content-type": "application/octet-stream", "inference-header-content-length": str(len(header))},
+    )
     assert resp.status_code == 400 and "audio contains NaN or Inf samples" in resp.json()["error"]
     # JSON has no NaN: such a body is not JSON at all
     body = b'{"inputs":[{"name":"audio","datatype":"FP32","shape":[3],"data":[0.1,NaN,0.2]}]}'
@@ -165,8 +231,9 @@ async def test_malformed_json_is_a_client_error(client):
 
 async def test_kserve_rest_path_without_the_fast_path_gives_the_same_answers(app, word, tmp_path):
     """The fast path is an optimisation only: KServe's own endpoints must answer identically."""
-    plain = build_app(make_speech_model(write_tiny_recognizer(tmp_path / "t.onnx"), model_version=VERSION),
-                      fast_path=False)
+    plain = build_app(
+        make_speech_model(write_tiny_recognizer(tmp_path / "t.onnx"), model_version=VERSION), fast_path=False
+    )
     v1 = {"instances": [{"audio_b64": b64(encode_wav(word))}]}
     v2 = v2_body("INT16", [1, len(word)], word.tolist())
     answers = []
@@ -178,8 +245,16 @@ async def test_kserve_rest_path_without_the_fast_path_gives_the_same_answers(app
             assert binary.json()["outputs"] == r2.json()["outputs"]
         assert r1.headers["x-model-version"] == r2.headers["x-model-version"] == VERSION
         outputs = {o["name"]: o["data"] for o in r2.json()["outputs"]}
-        answers.append((r1.json()["predictions"], outputs["label"], outputs["segments"], r2.json()["model_version"],
-                        bad.status_code, bad.json()["error"]))
+        answers.append(
+            (
+                r1.json()["predictions"],
+                outputs["label"],
+                outputs["segments"],
+                r2.json()["model_version"],
+                bad.status_code,
+                bad.json()["error"],
+            )
+        )
     assert answers[0] == answers[1]
 
 
@@ -192,7 +267,12 @@ async def test_oversized_body_gets_413_before_decoding(client):
 
 
 async def test_health_metadata_and_version_header_everywhere(client):
-    for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/speech-commands/ready", "/v1/models/speech-commands"):
+    for path in (
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2/models/speech-commands/ready",
+        "/v1/models/speech-commands",
+    ):
         resp = await client.get(path)
         assert resp.status_code == 200, path
         assert resp.headers["x-model-version"] == VERSION

@@ -23,8 +23,7 @@ V1 = "/v1/models/speech-commands:predict"
 V2 = "/v2/models/speech-commands/infer"
 MAX_BYTES = 400_000
 # Small limits so the bounds are cheap to reach: 3 clips, 2 s per clip, 3 s per request, 400 kB per body.
-LIMITS = dict(max_clip_seconds=2.0, max_clips_per_request=3, max_request_audio_seconds=3.0,
-              max_request_bytes=MAX_BYTES)
+LIMITS = dict(max_clip_seconds=2.0, max_clips_per_request=3, max_request_audio_seconds=3.0, max_request_bytes=MAX_BYTES)
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +36,12 @@ def app(model_path):
     return build_app(make_speech_model(model_path, model_version=VERSION, **LIMITS))
 
 
-
-
 def binary_request(tensor: dict, raw: bytes, trailing: bytes = b"") -> tuple[bytes, dict]:
     header = json.dumps({"inputs": [{**tensor, "name": "audio", "parameters": {"binary_data_size": len(raw)}}]})
-    return header.encode() + raw + trailing, {"content-type": "application/octet-stream",
-                                              "inference-header-content-length": str(len(header))}
+    return header.encode() + raw + trailing, {
+        "content-type": "application/octet-stream",
+        "inference-header-content-length": str(len(header)),
+    }
 
 
 def count(protocol: str, outcome: str, version: str = VERSION) -> float:
@@ -64,9 +63,18 @@ async def call_asgi(app, method: str, path: str, headers: list[tuple[bytes, byte
     async def send(message):
         sent.append(message)
 
-    scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(), "query_string": b"",
-             "headers": headers, "http_version": "1.1", "scheme": "http", "server": ("127.0.0.1", 80),
-             "client": ("127.0.0.1", 1)}
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": headers,
+        "http_version": "1.1",
+        "scheme": "http",
+        "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 1),
+    }
     await app(scope, receive, send)
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     return sent[0]["status"], json.loads(body), reads[0]
@@ -82,8 +90,14 @@ NOT_SERVED = [
     ("POST", "/v2/models/speech-commands/versions/v2/infer"),  # 501, counted as server_error
     ("GET", "/v2/models/speech-commands/versions/v2/ready"),  # 501
     ("GET", "/v2/models/speech-commands/versions/v2"),  # 501
-    ("GET", "/v1/models"), ("GET", "/v2/models"), ("GET", "/"), ("GET", "/openapi.json"), ("GET", "/docs"),
-    ("POST", "/openai/v1/completions"), ("POST", V2 + "/"), ("GET", "/metrics/"),
+    ("GET", "/v1/models"),
+    ("GET", "/v2/models"),
+    ("GET", "/"),
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
+    ("POST", "/openai/v1/completions"),
+    ("POST", V2 + "/"),
+    ("GET", "/metrics/"),
 ]
 
 
@@ -107,10 +121,16 @@ async def test_unload_is_refused_and_the_model_keeps_serving_and_stays_ready(cli
     assert count("v2", "server_error") == before
 
 
-@pytest.mark.parametrize(("method", "path", "allow"), [
-    ("GET", V2, "POST"), ("PUT", V1, "POST"), ("POST", "/metrics", "GET"), ("DELETE", "/v2/health/ready", "GET"),
-    ("GET", "/v1/models/speech-commands:predict", "POST"),
-])
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("GET", V2, "POST"),
+        ("PUT", V1, "POST"),
+        ("POST", "/metrics", "GET"),
+        ("DELETE", "/v2/health/ready", "GET"),
+        ("GET", "/v1/models/speech-commands:predict", "POST"),
+    ],
+)
 async def test_a_wrong_method_on_a_served_path_gets_405_and_allow(client, method, path, allow):
     resp = await client.request(method, path)
     assert resp.status_code == 405 and resp.headers["allow"] == allow
@@ -126,8 +146,9 @@ def test_the_fastapi_app_holds_exactly_the_allow_listed_routes(app, model_path, 
     served = {(method, route.path) for route in app.app.routes for method in route.methods}
     shown = {tuple(r.shown.replace("<name>", "{model_name}").split(" ")) for r in ROUTES}
     # The gate answers /metrics (classic text format, see app.py) and, on the fast path, inference itself.
-    by_gate = {("GET", "/metrics")} | ({("POST", "/v2/models/{model_name}/infer"),
-                                       ("POST", "/v1/models/{model_name}:predict")} if fast_path else set())
+    by_gate = {("GET", "/metrics")} | (
+        {("POST", "/v2/models/{model_name}/infer"), ("POST", "/v1/models/{model_name}:predict")} if fast_path else set()
+    )
     assert served == shown - by_gate and by_gate <= shown
 
 
@@ -136,11 +157,17 @@ async def test_a_stopped_model_fails_readiness_and_liveness_and_inference_gets_5
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(model)), base_url="http://s") as c:
         assert (await c.get("/v2/health/ready")).status_code == 200
         model.stop()
-        for path in ("/v2/health/ready", "/v2/health/live", "/v2/models/speech-commands/ready",
-                     "/v1/models/speech-commands"):
+        for path in (
+            "/v2/health/ready",
+            "/v2/health/live",
+            "/v2/models/speech-commands/ready",
+            "/v1/models/speech-commands",
+        ):
             resp = await c.get(path)
             assert resp.status_code == 503, path
-            assert resp.json()["error"] == "model 'speech-commands' cannot serve: the model is not loaded (or was stopped)"
+            assert (
+                resp.json()["error"] == "model 'speech-commands' cannot serve: the model is not loaded (or was stopped)"
+            )
         for _ in range(3):  # the wait_for only turns a hang into a failure; it is not a latency bound
             resp = await asyncio.wait_for(c.post(V1, json={"instances": [{"audio_b64": b64(word.tobytes())}]}), 60)
             assert resp.status_code == 503 and "cannot serve" in resp.json()["error"]
@@ -193,8 +220,10 @@ async def test_clips_per_request_at_the_limit_pass_and_one_more_is_refused_namin
     assert ok.status_code == 200 and ok.json()["outputs"][0]["shape"] == [3]
     over = await client.post(V2, json=v2_body("INT16", [4, 8000], clip * 4))
     assert over.status_code == 400
-    assert over.json()["error"] == ("inputs['audio']: 4 clips in one request, limit is 3 (--max-clips-per-request); "
-                                    "split them over several requests")
+    assert over.json()["error"] == (
+        "inputs['audio']: 4 clips in one request, limit is 3 (--max-clips-per-request); "
+        "split them over several requests"
+    )
     pcm = b64(word[:8000].tobytes())
     assert (await client.post(V1, json={"instances": [{"audio_b64": pcm}] * 3})).status_code == 200
     over = await client.post(V1, json={"instances": [{"audio_b64": pcm}] * 4})
@@ -223,8 +252,10 @@ async def test_request_audio_seconds_at_the_limit_pass_and_one_sample_more_is_re
     over = np.concatenate([at_limit, noise[:2]])
     resp = await client.post(V2, json=v2_body("INT16", [2, 24001], over.tolist()))
     assert resp.status_code == 400
-    assert resp.json()["error"] == ("request audio: 3.00 s in total, limit is 3 s per request "
-                                    "(--max-request-audio-seconds); split the clips over several requests")
+    assert resp.json()["error"] == (
+        "request audio: 3.00 s in total, limit is 3 s per request "
+        "(--max-request-audio-seconds); split the clips over several requests"
+    )
     v1_ok = {"instances": [{"audio_b64": b64(noise.tobytes())}, {"audio_b64": b64(noise[:16000].tobytes())}]}
     assert (await client.post(V1, json=v1_ok)).status_code == 200
     v1_over = {"instances": [{"audio_b64": b64(noise.tobytes())}, {"audio_b64": b64(noise[:16002].tobytes())}]}
@@ -240,7 +271,9 @@ async def test_body_of_exactly_the_limit_is_read_and_one_byte_more_gets_413(clie
     assert resp.status_code == 200, resp.text
     resp = await client.post(V1, content=exact[:-1] + b" }", headers={"content-type": "application/json"})
     assert resp.status_code == 413
-    assert resp.json()["error"].startswith(f"request body larger than the limit of {MAX_BYTES} bytes (--max-request-bytes)")
+    assert resp.json()["error"].startswith(
+        f"request body larger than the limit of {MAX_BYTES} bytes (--max-request-bytes)"
+    )
 
 
 async def test_body_limit_is_enforced_before_the_body_is_read(app):
@@ -268,8 +301,9 @@ async def test_twenty_thousand_one_sample_clips_are_refused_cheaply(model_path):
         finally:
             tracemalloc.stop()
     assert resp.status_code == 400
-    assert resp.json()["error"].startswith("inputs['audio']: 20000 clips in one request, limit is 64 "
-                                           "(--max-clips-per-request)")
+    assert resp.json()["error"].startswith(
+        "inputs['audio']: 20000 clips in one request, limit is 64 (--max-clips-per-request)"
+    )
     assert peak < 20 * len(body)  # the parsed JSON and nothing per clip (each clip was a 1 s window before)
     assert count("v2", "client_error", "defaults-v1") == 1
 
@@ -279,49 +313,95 @@ async def test_twenty_thousand_one_sample_clips_are_refused_cheaply(model_path):
 FOUR_BYTES = (4).to_bytes(4, "little")
 MISTAKES = [
     # (name, body or (body, headers), status, message) - the first four are the review's findings (500/501 before)
-    ("null BYTES element", v2_body("BYTES", [1], [None]), 400,
-     "inputs['audio'][0]: expected a base64 string of a WAV file or PCM16LE audio, got null"),
-    ("binary length prefix lies", binary_request({"datatype": "BYTES", "shape": [1]}, (10**6).to_bytes(4, "little")
-                                                 + b"\0" * 96), 400,
-     "inputs[0] (binary BYTES): element 0: length prefix says 1000000 bytes, only 96 follow"),
-    ("binary length prefix cut short", binary_request({"datatype": "BYTES", "shape": [1]}, b"\1\0"), 400,
-     "element 0: 2 bytes left, expected a 4-byte length prefix"),
+    (
+        "null BYTES element",
+        v2_body("BYTES", [1], [None]),
+        400,
+        "inputs['audio'][0]: expected a base64 string of a WAV file or PCM16LE audio, got null",
+    ),
+    (
+        "binary length prefix lies",
+        binary_request({"datatype": "BYTES", "shape": [1]}, (10**6).to_bytes(4, "little") + b"\0" * 96),
+        400,
+        "inputs[0] (binary BYTES): element 0: length prefix says 1000000 bytes, only 96 follow",
+    ),
+    (
+        "binary length prefix cut short",
+        binary_request({"datatype": "BYTES", "shape": [1]}, b"\1\0"),
+        400,
+        "element 0: 2 bytes left, expected a 4-byte length prefix",
+    ),
     # bytes(10**9) once allocated a gigabyte of zeros and decoded it as audio
     ("number as BYTES element", v2_body("BYTES", [1], [1_000_000_000]), 400, "got a number"),
     ("object as BYTES element", v2_body("BYTES", [1], [{"a": 1}]), 400, "got an object"),  # 500 before
-    ("BYTES data longer than shape", v2_body("BYTES", [1], ["AAAA", "AAAA"]), 400,
-     "inputs['audio'].data: holds 2 elements, shape [1] needs 1"),
-    ("fractions as INT16", v2_body("INT16", [2], [0.5, 1.5]), 400,  # silently truncated before
-     "inputs['audio'].data: INT16 data must be integers -32768..32767, got numbers that are not integers"),
+    (
+        "BYTES data longer than shape",
+        v2_body("BYTES", [1], ["AAAA", "AAAA"]),
+        400,
+        "inputs['audio'].data: holds 2 elements, shape [1] needs 1",
+    ),
+    (
+        "fractions as INT16",
+        v2_body("INT16", [2], [0.5, 1.5]),
+        400,  # silently truncated before
+        "inputs['audio'].data: INT16 data must be integers -32768..32767, got numbers that are not integers",
+    ),
     ("huge JSON integer", v2_body("INT16", [1], [10**30]), 400, "INT16 data must be integers -32768..32767"),
-    ("true/false as FP32", v2_body("FP32", [2], [True, False]), 400,  # read as 1.0 and 0.0 before
-     "inputs['audio'].data: FP32 data must be numbers, got true/false"),
+    (
+        "true/false as FP32",
+        v2_body("FP32", [2], [True, False]),
+        400,  # read as 1.0 and 0.0 before
+        "inputs['audio'].data: FP32 data must be numbers, got true/false",
+    ),
     ("strings as FP32", v2_body("FP32", [2], ["0.1", "0.2"]), 400, "FP32 data must be numbers, got strings"),
     ("nulls as FP32", v2_body("FP32", [2], [None, None]), 400, "FP32 data must be numbers, got null"),
     ("FP32 beyond float32", v2_body("FP32", [2], [1e308, 0.0]), 400, "audio contains NaN or Inf samples"),
     ("bool in shape", v2_body("INT16", [True], [1]), 400, "inputs['audio'].shape: wrong shape [True]"),
     ("negative shape", v2_body("INT16", [-1], [1]), 400, "dimensions must be non-negative integers"),
     ("huge shape", v2_body("INT16", [10**9, 10**9], [1]), 400, "1000000000 clips in one request, limit is 3"),
-    ("parameters not an object", v2_body("INT16", [1], [1], parameters=5), 400,  # ignored before
-     "parameters: expected an object, got int"),
+    (
+        "parameters not an object",
+        v2_body("INT16", [1], [1], parameters=5),
+        400,  # ignored before
+        "parameters: expected an object, got int",
+    ),
     ("id not a string", v2_body("INT16", [1], [1], id=7), 400, "id: expected a string, got int"),
-    ("bytes after the binary tensors", binary_request({"datatype": "INT16", "shape": [2]}, b"\0\0\0\0", b"junk"),
-     400, "binary data: 4 bytes after the last binary tensor"),  # ignored before
+    (
+        "bytes after the binary tensors",
+        binary_request({"datatype": "INT16", "shape": [2]}, b"\0\0\0\0", b"junk"),
+        400,
+        "binary data: 4 bytes after the last binary tensor",
+    ),  # ignored before
     ("empty body", (b"", {"content-type": "application/json"}), 400, "request body: not valid JSON"),
-    ("deeply nested JSON", (b'{"inputs":' + b"[" * 10_000 + b"]" * 10_000 + b"}",
-                            {"content-type": "application/json"}), 400, "depth limit exceeded"),
-    ("NaN is not JSON", (b'{"inputs":[{"name":"audio","datatype":"FP32","shape":[1],"data":[NaN]}]}',
-                         {"content-type": "application/json"}), 400, "request body: not valid JSON"),
+    (
+        "deeply nested JSON",
+        (b'{"inputs":' + b"[" * 10_000 + b"]" * 10_000 + b"}", {"content-type": "application/json"}),
+        400,
+        "depth limit exceeded",
+    ),
+    (
+        "NaN is not JSON",
+        (
+            b'{"inputs":[{"name":"audio","datatype":"FP32","shape":[1],"data":[NaN]}]}',
+            {"content-type": "application/json"},
+        ),
+        400,
+        "request body: not valid JSON",
+    ),
     ("wrong content type, not JSON", (b"<xml/>", {"content-type": "application/xml"}), 400, "not valid JSON"),
 ]
 
 
 @pytest.mark.parametrize(("name", "request_", "status", "message"), MISTAKES, ids=[m[0] for m in MISTAKES])
-async def test_client_mistakes_are_4xx_naming_the_field_and_counted_as_client_error(client, name, request_, status,
-                                                                                     message):
+async def test_client_mistakes_are_4xx_naming_the_field_and_counted_as_client_error(
+    client, name, request_, status, message
+):
     before = count("v2", "client_error"), count("v2", "server_error")
-    body, headers = request_ if isinstance(request_, tuple) else (json.dumps(request_).encode(),
-                                                                  {"content-type": "application/json"})
+    body, headers = (
+        request_
+        if isinstance(request_, tuple)
+        else (json.dumps(request_).encode(), {"content-type": "application/json"})
+    )
     resp = await client.post(V2, content=body, headers=headers)
     assert resp.status_code == status, resp.text
     assert message in resp.json()["error"]
@@ -336,8 +416,9 @@ async def test_a_non_ascii_digit_in_the_binary_header_length_is_a_400(app, value
     headers = [(b"content-type", b"application/octet-stream"), (b"inference-header-content-length", value)]
     status, answer, _ = await call_asgi(app, "POST", V2, headers, [body])
     assert status == 400
-    assert answer["error"].startswith("inference-header-content-length: expected the JSON header's byte length as "
-                                      "ASCII digits")
+    assert answer["error"].startswith(
+        "inference-header-content-length: expected the JSON header's byte length as ASCII digits"
+    )
     assert (count("v2", "client_error"), count("v2", "server_error")) == (before[0] + 1, before[1])
 
 
@@ -348,12 +429,17 @@ async def test_unknown_model_and_unicode_names_are_404_naming_the_served_model(c
         assert resp.json()["error"] == f"model {name!r} is not served here; this server serves 'speech-commands'"
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["--max-clips-per-request", "0"], "--max-clips-per-request=0 is invalid; expected an integer 1..10000"),
-    (["--max-request-audio-seconds", "10"],
-     "--max-request-audio-seconds=10.0 is invalid; expected at least --max-clip-seconds (30), so one clip"),
-    (["--max-request-bytes", "12"], "--max-request-bytes=12 is invalid; expected at least 1024"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--max-clips-per-request", "0"], "--max-clips-per-request=0 is invalid; expected an integer 1..10000"),
+        (
+            ["--max-request-audio-seconds", "10"],
+            "--max-request-audio-seconds=10.0 is invalid; expected at least --max-clip-seconds (30), so one clip",
+        ),
+        (["--max-request-bytes", "12"], "--max-request-bytes=12 is invalid; expected at least 1024"),
+    ],
+)
 def test_limit_settings_are_validated_naming_the_flag(argv, message):
     from speech_serving.server.config import parse_settings
 
@@ -366,8 +452,12 @@ def test_limit_defaults_and_environment_variables():
     from speech_serving.server.config import parse_settings
 
     defaults = parse_settings([], environ={})
-    assert (defaults.max_clips_per_request, defaults.max_request_audio_seconds, defaults.max_request_bytes,
-            defaults.max_clip_seconds) == (64, 120.0, 8 * 1024 * 1024, 30.0)
+    assert (
+        defaults.max_clips_per_request,
+        defaults.max_request_audio_seconds,
+        defaults.max_request_bytes,
+        defaults.max_clip_seconds,
+    ) == (64, 120.0, 8 * 1024 * 1024, 30.0)
     env = {"SPEECH_SERVER_MAX_CLIPS_PER_REQUEST": "8", "SPEECH_SERVER_MAX_REQUEST_AUDIO_SECONDS": "45"}
     settings = parse_settings([], environ=env)
     assert (settings.max_clips_per_request, settings.max_request_audio_seconds) == (8, 45.0)

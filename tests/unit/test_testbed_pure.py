@@ -1,6 +1,7 @@
 """Unit tests of the testbed's pure parts: pod env/args translation, status building,
 kwok stage split, probe thresholds and the versions/images files.
 """
+
 from __future__ import annotations
 
 import base64
@@ -35,34 +36,43 @@ def test_expand_vars_follows_kubernetes_rules():
 
 
 def test_env_resolves_field_refs_values_and_references():
-    container = {"env": [
-        {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-        {"name": "NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
-        {"name": "URL", "value": "http://$(IP):8080"},
-    ]}
+    container = {
+        "env": [
+            {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+            {"name": "URL", "value": "http://$(IP):8080"},
+        ]
+    }
     env = podspec.compute_container_env(POD, container, no_objects)
     assert env == {"IP": "127.1.0.7", "NAME": "p1", "APP": "x", "URL": "http://127.1.0.7:8080"}
 
 
 def test_env_reads_configmap_and_secret_keys_and_env_from():
-    objects = {("ConfigMap", "ns1", "cm"): {"data": {"k": "v", "other": "o"}},
-               ("Secret", "ns1", "s"): {"data": {"pw": base64.b64encode(b"hunter2").decode()}}}
+    objects = {
+        ("ConfigMap", "ns1", "cm"): {"data": {"k": "v", "other": "o"}},
+        ("Secret", "ns1", "s"): {"data": {"pw": base64.b64encode(b"hunter2").decode()}},
+    }
     container = {
         "envFrom": [{"configMapRef": {"name": "cm"}, "prefix": "CM_"}],
-        "env": [{"name": "K", "valueFrom": {"configMapKeyRef": {"name": "cm", "key": "k"}}},
-                {"name": "PW", "valueFrom": {"secretKeyRef": {"name": "s", "key": "pw"}}},
-                {"name": "OPT", "valueFrom": {"configMapKeyRef": {"name": "nope", "key": "x", "optional": True}}}],
+        "env": [
+            {"name": "K", "valueFrom": {"configMapKeyRef": {"name": "cm", "key": "k"}}},
+            {"name": "PW", "valueFrom": {"secretKeyRef": {"name": "s", "key": "pw"}}},
+            {"name": "OPT", "valueFrom": {"configMapKeyRef": {"name": "nope", "key": "x", "optional": True}}},
+        ],
     }
     env = podspec.compute_container_env(POD, container, lambda k, n, m: objects.get((k, n, m)))
     assert env == {"CM_k": "v", "CM_other": "o", "K": "v", "PW": "hunter2"}
 
 
-@pytest.mark.parametrize("item, needle", [
-    ({"name": "X", "valueFrom": {"configMapKeyRef": {"name": "missing", "key": "k"}}}, "ConfigMap ns1/'missing'"),
-    ({"name": "X", "valueFrom": {"fieldRef": {"fieldPath": "spec.bogus"}}}, "spec.bogus"),
-    ({"name": "X", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}}, "resourceFieldRef"),
-])
+@pytest.mark.parametrize(
+    "item, needle",
+    [
+        ({"name": "X", "valueFrom": {"configMapKeyRef": {"name": "missing", "key": "k"}}}, "ConfigMap ns1/'missing'"),
+        ({"name": "X", "valueFrom": {"fieldRef": {"fieldPath": "spec.bogus"}}}, "spec.bogus"),
+        ({"name": "X", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}}, "resourceFieldRef"),
+    ],
+)
 def test_env_errors_name_the_problem(item, needle):
     with pytest.raises(podspec.ContainerConfigError, match=needle.replace("(", r"\(").replace(")", r"\)")):
         podspec.compute_container_env(POD, {"env": [item]}, no_objects)
@@ -93,8 +103,13 @@ def test_status_patch_tracks_process_state():
 
 
 def test_status_keeps_transition_time_when_condition_unchanged():
-    pod = {**POD, "status": {**POD["status"], "conditions": [
-        {"type": "Ready", "status": "True", "lastTransitionTime": "2020-01-01T00:00:00Z"}]}}
+    pod = {
+        **POD,
+        "status": {
+            **POD["status"],
+            "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2020-01-01T00:00:00Z"}],
+        },
+    }
     c = status.ContainerState(name="c", image="img", running_since=1.0, ready=True)
     conds = status.compute_status_patch(pod, c, now=1e9)["status"]["conditions"]
     assert [x for x in conds if x["type"] == "Ready"][0]["lastTransitionTime"] == "2020-01-01T00:00:00Z"
@@ -139,29 +154,43 @@ def test_kwok_stages_split_pods_between_kwok_and_the_runner(tmp_path):
         exprs = by_name[name]["spec"]["selector"]["matchExpressions"]
         assert {"key": kwok_config.IMAGE_KEY, "operator": "NotIn", "values": ["img/a:dev"]} in exprs
     ours = by_name["pod-runner-assign-ip"]
-    assert {"key": kwok_config.IMAGE_KEY, "operator": "In", "values": ["img/a:dev"]} in ours["spec"]["selector"]["matchExpressions"]
+    assert {"key": kwok_config.IMAGE_KEY, "operator": "In", "values": ["img/a:dev"]} in ours["spec"]["selector"][
+        "matchExpressions"
+    ]
     # The runner, not kwok, decides readiness for our pods.
-    assert 'type: Ready' in ours["spec"]["next"]["statusTemplate"] and 'status: "True"\n  type: Ready' not in ours["spec"]["next"]["statusTemplate"]
+    assert (
+        "type: Ready" in ours["spec"]["next"]["statusTemplate"]
+        and 'status: "True"\n  type: Ready' not in ours["spec"]["next"]["statusTemplate"]
+    )
 
 
 def _stage_dir(root):
     """A minimal copy of kwok's upstream stage layout (the real one is in the build cache)."""
-    files = {"node/fast/node-initialize.yaml": "node-initialize",
-             "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml": "node-heartbeat-with-lease",
-             "pod/fast/pod-ready.yaml": "pod-ready", "pod/fast/pod-complete.yaml": "pod-complete",
-             "pod/fast/pod-delete.yaml": "pod-delete"}
+    files = {
+        "node/fast/node-initialize.yaml": "node-initialize",
+        "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml": "node-heartbeat-with-lease",
+        "pod/fast/pod-ready.yaml": "pod-ready",
+        "pod/fast/pod-complete.yaml": "pod-complete",
+        "pod/fast/pod-delete.yaml": "pod-delete",
+    }
     for rel, name in files.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"kind: Stage\nmetadata: {{name: {name}}}\nspec:\n  selector:\n    matchExpressions:\n"
-                        "    - {key: .metadata.deletionTimestamp, operator: DoesNotExist}\n")
+        path.write_text(
+            f"kind: Stage\nmetadata: {{name: {name}}}\nspec:\n  selector:\n    matchExpressions:\n"
+            "    - {key: .metadata.deletionTimestamp, operator: DoesNotExist}\n"
+        )
     return root
 
 
 def test_images_map_and_runnable_pods():
     mapping = images.load_image_map()
-    assert set(mapping) >= {"modelrollout/model-server:dev", "modelrollout/router:dev",
-                            "modelrollout/operator:dev", "modelrollout/testbed-echo:dev"}
+    assert set(mapping) >= {
+        "modelrollout/model-server:dev",
+        "modelrollout/router:dev",
+        "modelrollout/operator:dev",
+        "modelrollout/testbed-echo:dev",
+    }
     assert mapping["modelrollout/model-server:dev"][0].endswith("/.venv/bin/speech-server")
     assert is_runnable({"spec": {"containers": [{"image": "modelrollout/router:dev"}]}}, mapping)
     assert not is_runnable({"spec": {"containers": [{"image": "nginx"}]}}, mapping)
@@ -199,12 +228,13 @@ def test_cri_log_lines_mark_full_and_partial_lines():
 
     from e2e.testbed.pod_runner.crilog import format_cri_line
 
-    ts = dt.datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=dt.timezone.utc)
+    ts = dt.datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=dt.UTC)
     assert format_cri_line(ts, "stdout", b"hello\n") == b"2026-01-02T03:04:05.123456Z stdout F hello\n"
     assert format_cri_line(ts, "stderr", b"no newline") == b"2026-01-02T03:04:05.123456Z stderr P no newline\n"
 
 
 # --- the real node (node_config, ociimage, listeners): pure configuration -------------------
+
 
 def _real_layout(tmp_path):
     return paths.Layout(state_dir=tmp_path, ports=paths.Ports(), pod_cidr="198.18.0.0/16", node_mode="real")
@@ -271,8 +301,9 @@ def test_kubernetes_service_endpoints_point_at_the_node_ip(tmp_path):
     from e2e.testbed.node_config import compute_kubernetes_endpoints
 
     endpoints, slice_ = compute_kubernetes_endpoints(_real_layout(tmp_path))
-    assert endpoints["subsets"] == [{"addresses": [{"ip": paths.NODE_IP}],
-                                     "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}]}]
+    assert endpoints["subsets"] == [
+        {"addresses": [{"ip": paths.NODE_IP}], "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}]}
+    ]
     assert slice_["metadata"]["labels"]["kubernetes.io/service-name"] == "kubernetes"
     assert slice_["endpoints"][0]["addresses"] == [paths.NODE_IP]
 
@@ -317,11 +348,18 @@ def test_listeners_cover_the_node_only_in_real_mode(tmp_path):
     from e2e.testbed.cluster import compute_listeners
 
     real = compute_listeners(_real_layout(tmp_path))
-    process = compute_listeners(paths.Layout(state_dir=tmp_path, ports=paths.Ports().shifted(1000),
-                                             pod_cidr="198.19.0.0/16"))
+    process = compute_listeners(
+        paths.Layout(state_dir=tmp_path, ports=paths.Ports().shifted(1000), pod_cidr="198.19.0.0/16")
+    )
     assert (paths.NODE_IP, 10250, "kubelet") in real and (paths.NODE_IP, 6443, "kube-apiserver") in real
-    assert {name for _, _, name in process} == {"etcd", "kube-apiserver", "kube-controller-manager",
-                                                 "kube-scheduler", "kwok", "prometheus"}
+    assert {name for _, _, name in process} == {
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kwok",
+        "prometheus",
+    }
     assert all(addr == "127.0.0.1" for addr, _, _ in process)
 
 
@@ -340,9 +378,16 @@ def test_image_archives_come_from_the_index_and_a_bad_index_says_so(tmp_path):
 
     (tmp_path / "stray.tar").write_bytes(b"")
     assert find_image_archives(tmp_path) == [tmp_path / "stray.tar"]
-    (tmp_path / "index.json").write_text(json.dumps({"images": {
-        "router": {"archive": str(tmp_path / "router.oci.tar")},
-        "operator": {"archive": str(tmp_path / "operator.oci.tar")}}}))
+    (tmp_path / "index.json").write_text(
+        json.dumps(
+            {
+                "images": {
+                    "router": {"archive": str(tmp_path / "router.oci.tar")},
+                    "operator": {"archive": str(tmp_path / "operator.oci.tar")},
+                }
+            }
+        )
+    )
     assert find_image_archives(tmp_path) == [tmp_path / "operator.oci.tar", tmp_path / "router.oci.tar"]
     (tmp_path / "index.json").write_text(json.dumps({"images": {"router": {"path": "x"}}}))
     with pytest.raises(ValueError, match="index.json.*rerun `make images`"):
@@ -352,10 +397,19 @@ def test_image_archives_come_from_the_index_and_a_bad_index_says_so(tmp_path):
 def test_iptables_leftover_parsing_finds_the_nodes_chains_and_jumps(monkeypatch):
     from e2e.testbed import node_host
 
-    rules = "\n".join([
-        "-P INPUT ACCEPT", "-N KUBE-SERVICES", "-N KUBE-FORWARD", "-N CNI-HOSTPORT-DNAT", "-N OTHER",
-        '-A INPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
-        "-A FORWARD -j OTHER", "-A KUBE-FORWARD -j ACCEPT", "-A OUTPUT -j CNI-HOSTPORT-DNAT"])
+    rules = "\n".join(
+        [
+            "-P INPUT ACCEPT",
+            "-N KUBE-SERVICES",
+            "-N KUBE-FORWARD",
+            "-N CNI-HOSTPORT-DNAT",
+            "-N OTHER",
+            '-A INPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+            "-A FORWARD -j OTHER",
+            "-A KUBE-FORWARD -j ACCEPT",
+            "-A OUTPUT -j CNI-HOSTPORT-DNAT",
+        ]
+    )
     monkeypatch.setattr(node_host, "_run", lambda *a, **k: node_host.subprocess.CompletedProcess(a, 0, rules, ""))
     chains, jumps = node_host._chains("iptables", "filter")
     assert chains == ["KUBE-SERVICES", "KUBE-FORWARD", "CNI-HOSTPORT-DNAT"]

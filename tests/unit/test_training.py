@@ -54,7 +54,7 @@ def test_onnx_export_computes_the_same_probabilities_as_numpy():
     rng = np.random.default_rng(4)
     mean = rng.normal(-6, 1, 40).astype(np.float32)
     std = rng.uniform(1, 3, 40).astype(np.float32)
-    meta = export.compute_metadata(["l%d" % i for i in range(12)], "vtest", {"description": "t"})
+    meta = export.compute_metadata([f"l{i}" for i in range(12)], "vtest", {"description": "t"})
     model = export.compute_onnx_model(params, mean, std, meta)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     for frames in (98, 37, 4):

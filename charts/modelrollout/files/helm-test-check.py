@@ -2,6 +2,7 @@
 
 Run by the test pod as `python3 -c <this file> <namespace> <metrics-service>`.
 """
+
 import sys
 import urllib.request
 
@@ -15,11 +16,14 @@ except config.ConfigException:
 
 # 1. The CRD is served: listing ModelRollouts through the API succeeds.
 listing = client.CustomObjectsApi().list_namespaced_custom_object(
-    "modelrollout.dev", "v1alpha1", namespace, "modelrollouts")
+    "modelrollout.dev", "v1alpha1", namespace, "modelrollouts"
+)
 items = listing.get("items") if isinstance(listing, dict) else None
 if not isinstance(items, list):
-    sys.exit(f"CRD not served: listing modelrollouts in {namespace} returned {type(listing).__name__}, "
-             "not a list object with an items array")
+    sys.exit(
+        f"CRD not served: listing modelrollouts in {namespace} returned {type(listing).__name__}, "
+        "not a list object with an items array"
+    )
 print(f"CRD served: modelrollouts.modelrollout.dev/v1alpha1 lists {len(items)} object(s) in {namespace}")
 
 # 2. The operator is ready: a pod behind its metrics Service is Ready and its /readyz says so.

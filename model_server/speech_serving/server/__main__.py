@@ -31,8 +31,12 @@ def main(argv: list[str] | None = None) -> None:
     if model.pipeline is None:
         raise SystemExit(f"speech-server: loading {settings.effective_model_uri} left no pipeline")
     logging.getLogger("speech_serving.server").info(
-        "serving %s version %s (%s) on http://%s:%d", settings.model_name, settings.model_version,
-        model.pipeline.recognizer.path, settings.host, settings.port,
+        "serving %s version %s (%s) on http://%s:%d",
+        settings.model_name,
+        settings.model_version,
+        model.pipeline.recognizer.path,
+        settings.host,
+        settings.port,
     )
     build_uvicorn_server(model).run()
 

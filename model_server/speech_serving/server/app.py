@@ -42,8 +42,15 @@ def compute_outcome(status: int) -> str:
 class InferenceGate:
     """Pure ASGI middleware (no BaseHTTPMiddleware: it costs a task and a queue per request)."""
 
-    def __init__(self, app, metrics: ServerMetrics, model_name: str, version: str, max_request_bytes: int,
-                 fast: FastInference | None = None):
+    def __init__(
+        self,
+        app,
+        metrics: ServerMetrics,
+        model_name: str,
+        version: str,
+        max_request_bytes: int,
+        fast: FastInference | None = None,
+    ):
         self.app = app
         self.fast = fast
         self.metrics = metrics
@@ -79,16 +86,21 @@ class InferenceGate:
             headers = [(b"allow", ", ".join(match.allowed).encode())] if code == 405 else []
             return await send_error(send, code, message, headers)
         if match.model is not None and match.model != self.model_name:
-            return await send_error(send, 404, f"model {match.model!r} is not served here; this server serves "
-                                               f"{self.model_name!r}")
+            return await send_error(
+                send, 404, f"model {match.model!r} is not served here; this server serves {self.model_name!r}"
+            )
         if path == "/metrics":
             return await _send_metrics(send)
         if protocol is None:
             return await self.app(scope, receive, send)
         body = await self._read_body(scope, receive)
         if body is None:
-            await send_error(send, 413, f"request body larger than the limit of {self.max_request_bytes} bytes "
-                                        "(--max-request-bytes); send shorter clips or fewer per request")
+            await send_error(
+                send,
+                413,
+                f"request body larger than the limit of {self.max_request_bytes} bytes "
+                "(--max-request-bytes); send shorter clips or fewer per request",
+            )
         elif self.fast is not None:
             await self.fast.handle(scope, body, send)
         else:
@@ -113,9 +125,17 @@ class InferenceGate:
 
 async def send_error(send, status: int, message: str, headers: list | None = None) -> None:
     body = orjson.dumps({"error": message})
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            *(headers or [])]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -124,8 +144,13 @@ async def _send_metrics(send) -> None:
     # negative `_sum` of speech_input_level_dbfs (dBFS levels are negative), and strict parsers then
     # drop the whole scrape. The classic format allows it, and Prometheus falls back to it.
     body = generate_latest(REGISTRY)
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", CONTENT_TYPE_LATEST.encode()), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", CONTENT_TYPE_LATEST.encode()), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -157,7 +182,13 @@ def build_app(model: SpeechModel, fast_path: bool = True) -> InferenceGate:
 def build_uvicorn_server(model: SpeechModel) -> uvicorn.Server:
     s = model.settings
     config = uvicorn.Config(
-        build_app(model), host=s.host, port=s.port, log_config=None, access_log=False,
-        log_level=s.log_level, timeout_graceful_shutdown=10, lifespan="off",
+        build_app(model),
+        host=s.host,
+        port=s.port,
+        log_config=None,
+        access_log=False,
+        log_level=s.log_level,
+        timeout_graceful_shutdown=10,
+        lifespan="off",
     )
     return uvicorn.Server(config)

@@ -31,7 +31,10 @@ class AdaptiveBatcher:
     """Runs submitted clips through one SpeechPipeline on up to `threads` worker threads."""
 
     def __init__(
-        self, pipeline: BatchPipeline, max_batch: int = 16, threads: int = 1,
+        self,
+        pipeline: BatchPipeline,
+        max_batch: int = 16,
+        threads: int = 1,
         on_batch: Callable[[int], None] | None = None,
     ):
         self._pipeline = pipeline

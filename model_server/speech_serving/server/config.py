@@ -47,7 +47,7 @@ _HELP = {
     "model_name": "model name served under /v1/models/<name> and /v2/models/<name>",
     "model_version": "version string reported in responses, headers and metric labels",
     "model_uri": "builtin:<version> for a model shipped in speech_serving/models, or a path to an ONNX file;"
-                 " empty means builtin:<model-version>",
+    " empty means builtin:<model-version>",
     "host": "address to bind (the pod IP in a cluster)",
     "port": "TCP port for HTTP",
     "max_clip_seconds": "longest accepted clip in seconds",
@@ -102,8 +102,11 @@ def validate_settings(s: ServerSettings) -> None:
         (0 < s.port < 65536, "--port", "a TCP port 1..65535"),
         (s.max_clip_seconds > 0, "--max-clip-seconds", "a positive number of seconds"),
         (1 <= s.max_clips_per_request <= 10_000, "--max-clips-per-request", "an integer 1..10000"),
-        (s.max_request_audio_seconds >= s.max_clip_seconds, "--max-request-audio-seconds",
-         f"at least --max-clip-seconds ({s.max_clip_seconds:g}), so one clip of the longest length is accepted"),
+        (
+            s.max_request_audio_seconds >= s.max_clip_seconds,
+            "--max-request-audio-seconds",
+            f"at least --max-clip-seconds ({s.max_clip_seconds:g}), so one clip of the longest length is accepted",
+        ),
         (s.max_request_bytes >= 1024, "--max-request-bytes", "at least 1024"),
         (1 <= s.max_batch <= 256, "--max-batch", "an integer 1..256"),
         (1 <= s.inference_threads <= 16, "--inference-threads", "an integer 1..16"),
@@ -131,5 +134,7 @@ def resolve_model_uri(uri: str) -> Path:
         )
     path = Path(uri.removeprefix("file://"))
     if not path.is_file():
-        raise SystemExit(f"speech-server: --model-uri={uri!r}: file not found (expected builtin:<version> or an .onnx path)")
+        raise SystemExit(
+            f"speech-server: --model-uri={uri!r}: file not found (expected builtin:<version> or an .onnx path)"
+        )
     return path

@@ -57,8 +57,10 @@ class FastInference:
         if is_v2 and json_length is not None:
             # str.isdigit() is true of '²' and '١', which int() then refuses (once a 500): ASCII digits only.
             if not (json_length.isascii() and json_length.isdigit()) or int(json_length) > len(body):
-                raise InvalidInput(f"{BINARY_HEADER}: expected the JSON header's byte length as ASCII digits "
-                                   f"(0..{len(body)}), got {json_length!r}")
+                raise InvalidInput(
+                    f"{BINARY_HEADER}: expected the JSON header's byte length as ASCII digits "
+                    f"(0..{len(body)}), got {json_length!r}"
+                )
             body, raw = body[: int(json_length)], body[int(json_length) :]
         try:
             parsed = orjson.loads(body)
@@ -84,15 +86,23 @@ def compute_infer_request(body: object, model_name: str, raw: bytes = b"", max_e
         inputs.append(infer_input)
         raw_inputs.append(chunk)
     if offset != len(raw):
-        raise InvalidInput(f"binary data: {len(raw) - offset} bytes after the last binary tensor; the inputs' "
-                           f"parameters.binary_data_size must add up to the {len(raw)} bytes after the JSON header")
+        raise InvalidInput(
+            f"binary data: {len(raw) - offset} bytes after the last binary tensor; the inputs' "
+            f"parameters.binary_data_size must add up to the {len(raw)} bytes after the JSON header"
+        )
     has_raw = any(chunk is not None for chunk in raw_inputs)
-    return InferRequest(model_name, inputs, request_id=body.get("id"), parameters=body.get("parameters"),
-                        raw_inputs=raw_inputs if has_raw else None)
+    return InferRequest(
+        model_name,
+        inputs,
+        request_id=body.get("id"),
+        parameters=body.get("parameters"),
+        raw_inputs=raw_inputs if has_raw else None,
+    )
 
 
-def _compute_input(tensor: object, field: str, raw: bytes, offset: int,
-                   max_elements: int) -> tuple[InferInput, bytes | None, int]:
+def _compute_input(
+    tensor: object, field: str, raw: bytes, offset: int, max_elements: int
+) -> tuple[InferInput, bytes | None, int]:
     """One input tensor: the InferInput, its binary chunk (None for JSON data) and the next binary offset."""
     if not isinstance(tensor, dict):
         raise InvalidInput(f"{field}: expected a tensor object with name, datatype, shape and data")
@@ -105,8 +115,10 @@ def _compute_input(tensor: object, field: str, raw: bytes, offset: int,
     data, chunk = tensor.get("data"), None
     if not isinstance(data, list):
         if not (type(size) is int and 0 <= size <= len(raw) - offset):
-            raise InvalidInput(f"{field}.data: missing or not a list (or parameters.binary_data_size not within "
-                               f"the {len(raw) - offset} binary bytes left)")
+            raise InvalidInput(
+                f"{field}.data: missing or not a list (or parameters.binary_data_size not within "
+                f"the {len(raw) - offset} binary bytes left)"
+            )
         chunk, offset = raw[offset : offset + size], offset + size
         if tensor["datatype"] == "BYTES":  # elements as data: KServe's reader trusts the length prefixes
             data, chunk = split_bytes_elements(chunk, f"{field} (binary BYTES)", max_elements), None
@@ -128,15 +140,19 @@ def split_bytes_elements(raw: bytes, field: str, max_elements: int) -> list[byte
     pos = 0
     while pos < len(raw):
         if len(elements) == max_elements:
-            raise InvalidInput(f"{field}: more than {max_elements} elements; limit is {max_elements} clips per "
-                               "request (--max-clips-per-request)")
+            raise InvalidInput(
+                f"{field}: more than {max_elements} elements; limit is {max_elements} clips per "
+                "request (--max-clips-per-request)"
+            )
         left = len(raw) - pos
         if left < 4:
             raise InvalidInput(f"{field}: element {len(elements)}: {left} bytes left, expected a 4-byte length prefix")
         (length,) = struct.unpack_from("<I", raw, pos)
         if length > left - 4:
-            raise InvalidInput(f"{field}: element {len(elements)}: length prefix says {length} bytes, only "
-                               f"{left - 4} follow within parameters.binary_data_size")
+            raise InvalidInput(
+                f"{field}: element {len(elements)}: length prefix says {length} bytes, only "
+                f"{left - 4} follow within parameters.binary_data_size"
+            )
         elements.append(raw[pos + 4 : pos + 4 + length])
         pos += 4 + length
     return elements
@@ -144,6 +160,11 @@ def split_bytes_elements(raw: bytes, field: str, max_elements: int) -> list[byte
 
 async def _send_json(send, status: int, content) -> None:
     data = orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": data})

@@ -34,7 +34,8 @@ class SpeechModel(Model):
         self.settings = settings
         self.version = settings.model_version
         self.limits = AudioLimits(
-            max_seconds=settings.max_clip_seconds, max_clips=settings.max_clips_per_request,
+            max_seconds=settings.max_clip_seconds,
+            max_clips=settings.max_clips_per_request,
             max_total_seconds=settings.max_request_audio_seconds,
         )
         self.pipeline = pipeline
@@ -43,7 +44,9 @@ class SpeechModel(Model):
 
     def load(self) -> bool:
         if self.pipeline is None:
-            self.pipeline = load_pipeline(resolve_model_uri(self.settings.effective_model_uri), self.settings.ort_threads)
+            self.pipeline = load_pipeline(
+                resolve_model_uri(self.settings.effective_model_uri), self.settings.ort_threads
+            )
         self.metrics = ServerMetrics(self.name, self.version, self.pipeline.recognizer.labels)
         self.batcher = AdaptiveBatcher(
             self.pipeline, self.settings.max_batch, self.settings.inference_threads, self.metrics.observe_batch
@@ -82,7 +85,7 @@ class SpeechModel(Model):
         levels = [compute_level_dbfs(c) for c in clips]
         metrics.observe_stage("decode", time.perf_counter() - start)
         results, times, _ = await batcher.submit(clips)
-        for result, level in zip(results, levels):
+        for result, level in zip(results, levels, strict=True):
             metrics.observe_clip(result, level, times)
         if not is_v2:
             return compute_v1_response(results)

@@ -42,7 +42,7 @@ def parse_v1(body: object, limits: AudioLimits) -> list[np.ndarray]:
         raise AudioError(f"request body: expected a JSON object with 'instances', got {type(body).__name__}")
     instances = body.get("instances")
     if not isinstance(instances, list) or not instances:
-        raise AudioError("instances: expected a non-empty list of {\"audio_b64\": \"<base64 WAV or PCM16LE>\"}")
+        raise AudioError('instances: expected a non-empty list of {"audio_b64": "<base64 WAV or PCM16LE>"}')
     check_clip_count(len(instances), "instances", limits)
     clips, total = [], 0
     for i, item in enumerate(instances):
@@ -97,8 +97,13 @@ def _tensor_array(tensor, shape: list[int], field: str) -> np.ndarray:
         raise AudioError(f"{field}: data does not fit shape {shape} and datatype {tensor.datatype} ({exc})") from None
 
 
-_KIND_NAMES = {"b": "true/false", "U": "strings", "O": "null, objects, lists of uneven length or integers beyond "
-               "64 bits", "f": "numbers that are not integers (a fraction, an exponent or beyond 64 bits)", "c": "complex numbers"}
+_KIND_NAMES = {
+    "b": "true/false",
+    "U": "strings",
+    "O": "null, objects, lists of uneven length or integers beyond 64 bits",
+    "f": "numbers that are not integers (a fraction, an exponent or beyond 64 bits)",
+    "c": "complex numbers",
+}
 
 
 def _json_array(data: list, datatype: str, shape: list[int], field: str) -> np.ndarray:
@@ -112,15 +117,17 @@ def _json_array(data: list, datatype: str, shape: list[int], field: str) -> np.n
         raise AudioError(f"{field}.data: expected a list of numbers (flat or nested as the shape), {exc}") from None
     needed = math.prod(shape)
     if array.size != needed:
-        raise AudioError(f"{field}: data does not fit shape {shape}: it holds {array.size} values, "
-                         f"the shape needs {needed}")
+        raise AudioError(
+            f"{field}: data does not fit shape {shape}: it holds {array.size} values, the shape needs {needed}"
+        )
     if array.size == 0:
         return np.zeros(shape, dtype=_V2_ARRAY_TYPES[datatype])
     allowed = "iu" if datatype == "INT16" else "iuf"
     if array.dtype.kind not in allowed:
         wanted = "integers -32768..32767" if datatype == "INT16" else "numbers"
-        raise AudioError(f"{field}.data: {datatype} data must be {wanted}, got "
-                         f"{_KIND_NAMES.get(array.dtype.kind, str(array.dtype))}")
+        raise AudioError(
+            f"{field}.data: {datatype} data must be {wanted}, got {_KIND_NAMES.get(array.dtype.kind, str(array.dtype))}"
+        )
     if datatype == "INT16":
         low, high = int(array.min()), int(array.max())
         if low < -32768 or high > 32767:
@@ -142,8 +149,10 @@ def _parse_v2_bytes(tensor, shape: list[int], field: str, limits: AudioLimits) -
         except (ValueError, TypeError, struct.error) as exc:
             raise AudioError(f"{field}: binary BYTES data is not {count} length-prefixed elements ({exc})") from None
     if len(elements) != count:
-        raise AudioError(f"{field}.data: holds {len(elements)} elements, shape {shape} needs {count} "
-                         "(a flat list, one element per clip)")
+        raise AudioError(
+            f"{field}.data: holds {len(elements)} elements, shape {shape} needs {count} "
+            "(a flat list, one element per clip)"
+        )
     clips, total = [], 0
     for i, element in enumerate(elements):
         name = f"{field}[{i}]"
@@ -153,8 +162,9 @@ def _parse_v2_bytes(tensor, shape: list[int], field: str, limits: AudioLimits) -
         elif isinstance(element, (bytes, bytearray)):
             data = bytes(element)
         else:
-            raise AudioError(f"{name}: expected a base64 string of a WAV file or PCM16LE audio, "
-                             f"got {json_type_name(element)}")
+            raise AudioError(
+                f"{name}: expected a base64 string of a WAV file or PCM16LE audio, got {json_type_name(element)}"
+            )
         clips.append(decode_audio_bytes(data, name, limits))
         total += len(clips[-1])
         check_total_samples(total, limits)

@@ -103,8 +103,12 @@ def build_fastapi_app(model, kserve_inference: bool = False) -> FastAPI:
     app.add_api_route("/v2/models/{model_name}", model_metadata, methods=["GET"])
     if kserve_inference:
         add_kserve_inference_routes(app, model)
-    for exc_type, status in ((InvalidInput, 400), (RequestValidationError, 400), (ModelNotFound, 404),
-                             (ModelNotReady, 503)):
+    for exc_type, status in (
+        (InvalidInput, 400),
+        (RequestValidationError, 400),
+        (ModelNotFound, 404),
+        (ModelNotReady, 503),
+    ):
         app.add_exception_handler(exc_type, _error_handler(status))
     return app
 
@@ -112,8 +116,13 @@ def build_fastapi_app(model, kserve_inference: bool = False) -> FastAPI:
 def compute_model_metadata(model) -> dict:
     """The v2 model metadata answer: the fields and order KServe's own endpoint gives (it leaves `versions`
     null and `platform` empty; a test compares this with KServe's answer)."""
-    return {"name": model.name, "versions": None, "platform": "", "inputs": model.get_input_types(),
-            "outputs": model.get_output_types()}
+    return {
+        "name": model.name,
+        "versions": None,
+        "platform": "",
+        "inputs": model.get_input_types(),
+        "outputs": model.get_output_types(),
+    }
 
 
 def add_kserve_inference_routes(app: FastAPI, model) -> None:

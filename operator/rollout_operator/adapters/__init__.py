@@ -8,5 +8,17 @@ from .kube import KubeApi, KubeError, TakeoverRefused
 from .manifests import Owner, ServerTemplate
 from .protocols import EventRecorder, MetricsProvider, TrafficRouter, Workloads
 
-__all__ = ["Adapters", "EventRecorder", "KubeApi", "KubeError", "TakeoverRefused", "MetricsProvider", "Owner",
-           "ServerTemplate", "TrafficRouter", "Workloads", "build_adapters", "build_fake_adapters"]
+__all__ = [
+    "Adapters",
+    "EventRecorder",
+    "KubeApi",
+    "KubeError",
+    "TakeoverRefused",
+    "MetricsProvider",
+    "Owner",
+    "ServerTemplate",
+    "TrafficRouter",
+    "Workloads",
+    "build_adapters",
+    "build_fake_adapters",
+]

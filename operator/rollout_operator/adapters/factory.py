@@ -5,8 +5,9 @@ Traffic providers are looked up by `spec.trafficRouting` key (`router`, `gateway
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .fakes import FakeEvents, FakeMetrics, FakeStatusWriter, FakeTraffic, FakeWorkloads, fake_providers
 from .gateway_api import GatewayApiTraffic
@@ -41,11 +42,17 @@ class Adapters:
         return self.traffic[name]
 
 
-def build_adapters(api_client: Any, *, prometheus_timeout: float = 10.0, kube_timeout: float = 30.0,
-                   field_manager: str,
-                   router_endpoints_source: str = "endpointslices",
-                   pods: PodSettings = PodSettings(),
-                   on_call: CallHook | None = None, on_query: QueryHook | None = None) -> Adapters:
+def build_adapters(
+    api_client: Any,
+    *,
+    prometheus_timeout: float = 10.0,
+    kube_timeout: float = 30.0,
+    field_manager: str,
+    router_endpoints_source: str = "endpointslices",
+    pods: PodSettings = PodSettings(),
+    on_call: CallHook | None = None,
+    on_query: QueryHook | None = None,
+) -> Adapters:
     api = KubeApi(api_client, timeout=kube_timeout, on_call=on_call, field_manager=field_manager)
     return Adapters(
         metrics=PrometheusMetrics(timeout=prometheus_timeout, on_query=on_query),
@@ -68,5 +75,10 @@ class FakeAdapters(Adapters):
 
 
 def build_fake_adapters(auto_ready: bool = True) -> FakeAdapters:
-    return FakeAdapters(metrics=FakeMetrics(), workloads=FakeWorkloads(auto_ready=auto_ready),
-                        traffic=fake_providers(), events=FakeEvents(), status=FakeStatusWriter())
+    return FakeAdapters(
+        metrics=FakeMetrics(),
+        workloads=FakeWorkloads(auto_ready=auto_ready),
+        traffic=fake_providers(),
+        events=FakeEvents(),
+        status=FakeStatusWriter(),
+    )

@@ -5,8 +5,9 @@ They keep what was asked of them so tests assert on effects, not on calls to moc
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from ..domain.analysis import Measurement
 from ..domain.observations import QueryRequest, WorkloadState
@@ -25,8 +26,7 @@ class FakeMetrics:
     def set(self, metric: str, version: str, measurement: Measurement) -> None:
         self.values[(metric, version)] = measurement
 
-    def fetch_measurement(self, address: str, request: QueryRequest,
-                          timeout: float | None = None) -> Measurement:
+    def fetch_measurement(self, address: str, request: QueryRequest, timeout: float | None = None) -> Measurement:
         self.queries.append(request)
         if self._answer is not None:
             return self._answer(request)
@@ -76,8 +76,7 @@ class FakeWorkloads:
         if self.deployments.pop((namespace, rollout, version), None) is not None:
             self.deleted.append(version)
 
-    def ensure_router(self, owner: Owner, image: str, replicas: int = 1,
-                      network_policies: bool = True) -> None:
+    def ensure_router(self, owner: Owner, image: str, replicas: int = 1, network_policies: bool = True) -> None:
         self.routers[(owner.namespace, owner.name)] = image
         if network_policies:
             self.policies.add((owner.namespace, owner.name))
@@ -138,8 +137,7 @@ class FakeStatusWriter:
         meta.setdefault("resourceVersion", "1")
         self.objects[(meta["namespace"], meta["name"])] = body
 
-    def patch_status(self, namespace: str, name: str, resource_version: str,
-                     patch: Mapping[str, Any]) -> bool:
+    def patch_status(self, namespace: str, name: str, resource_version: str, patch: Mapping[str, Any]) -> bool:
         obj = self.objects.get((namespace, name))
         if obj is None or obj["metadata"]["resourceVersion"] != resource_version:
             self.conflicts += 1

@@ -7,7 +7,8 @@ of each rule are rewritten; matches and other filters stay as the user wrote the
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..domain.spec import GatewayAPISpec
 from ..domain.status import TrafficSplit
@@ -36,12 +37,15 @@ def compute_mirror_filter(rollout: str, split: TrafficSplit, port: int = PORT) -
     """A RequestMirror filter with `percent` (Gateway API >= v1.3), or None when not shadowing."""
     if split.mirror is None or split.mirror.percent <= 0:
         return None
-    return {"type": MIRROR, "requestMirror": {"backendRef": _ref(rollout, split.mirror.version, port),
-                                              "percent": split.mirror.percent}}
+    return {
+        "type": MIRROR,
+        "requestMirror": {"backendRef": _ref(rollout, split.mirror.version, port), "percent": split.mirror.percent},
+    }
 
 
-def compute_route_rules(rules: list[Mapping[str, Any]], rollout: str, split: TrafficSplit,
-                        port: int = PORT) -> list[dict[str, Any]]:
+def compute_route_rules(
+    rules: list[Mapping[str, Any]], rollout: str, split: TrafficSplit, port: int = PORT
+) -> list[dict[str, Any]]:
     """The route's rules with our backendRefs and mirror filter in each of them."""
     refs = compute_backend_refs(rollout, split, port)
     mirror = compute_mirror_filter(rollout, split, port)
@@ -71,15 +75,16 @@ class GatewayApiTraffic:
     def _route(self, namespace: str, config: GatewayAPISpec) -> dict[str, Any]:
         route = self._api.get(HTTP_ROUTES, namespace, config.http_route)
         if route is None:
-            raise RouteError(f"spec.trafficRouting.gatewayAPI.httpRoute: HTTPRoute "
-                             f"{namespace}/{config.http_route} not found; create it (with parentRefs "
-                             "to your Gateway) before the rollout uses it")
+            raise RouteError(
+                f"spec.trafficRouting.gatewayAPI.httpRoute: HTTPRoute "
+                f"{namespace}/{config.http_route} not found; create it (with parentRefs "
+                "to your Gateway) before the rollout uses it"
+            )
         if not route.get("spec", {}).get("rules"):
             raise RouteError(f"HTTPRoute {namespace}/{config.http_route} has no spec.rules to carry the split")
         return route
 
-    def ensure_traffic(self, namespace: str, rollout: str, split: TrafficSplit,
-                       config: GatewayAPISpec | None) -> bool:
+    def ensure_traffic(self, namespace: str, rollout: str, split: TrafficSplit, config: GatewayAPISpec | None) -> bool:
         """Patches the route only when its managed rules differ; True if a patch was written."""
         if config is None:
             raise RouteError("spec.trafficRouting.gatewayAPI.httpRoute is required for the gatewayAPI provider")
@@ -90,13 +95,13 @@ class GatewayApiTraffic:
         desired = compute_route_rules(rules, rollout, split, config.port)
         if desired == rules:
             return False
-        patch = {"metadata": {"resourceVersion": route["metadata"]["resourceVersion"]},
-                 "spec": {"rules": desired}}
+        patch = {"metadata": {"resourceVersion": route["metadata"]["resourceVersion"]}, "spec": {"rules": desired}}
         try:
             self._api.patch(HTTP_ROUTES, namespace, config.http_route, patch)
         except KubeError as err:
             if err.conflict:  # someone else wrote it meanwhile: the next tick retries on fresh data
-                raise RouteError(f"HTTPRoute {namespace}/{config.http_route} changed while patching; "
-                                 "will retry") from err
+                raise RouteError(
+                    f"HTTPRoute {namespace}/{config.http_route} changed while patching; will retry"
+                ) from err
             raise
         return True

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .deadline import Deadline, install_on_pool_manager
 
@@ -24,8 +25,9 @@ CallHook = Callable[[str, str, int], None]  # (verb, resource path kind, HTTP st
 class KubeError(RuntimeError):
     """A non-2xx answer from the API server, with the status code and the server's message."""
 
-    def __init__(self, status: int, message: str, *, method: str = "", path: str = "",
-                 causes: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, status: int, message: str, *, method: str = "", path: str = "", causes: tuple[str, ...] = ()
+    ) -> None:
         super().__init__(f"{method} {path}: HTTP {status}: {message}".strip())
         self.status = status
         self.message = message
@@ -61,11 +63,14 @@ class TakeoverRefused(RuntimeError):
 
     def __init__(self, kind: str, namespace: str, name: str, existing_meta: Mapping[str, Any]) -> None:
         refs = [r for r in existing_meta.get("ownerReferences") or [] if r.get("controller")]
-        holder = (f"controlled by {refs[0].get('kind')} {refs[0].get('name')}" if refs
-                  else "not created by this operator")
-        super().__init__(f"{kind} {namespace}/{name} already exists and is {holder}; the operator "
-                         "does not take over objects it did not create: rename this ModelRollout "
-                         "(or the version), or delete that object")
+        holder = (
+            f"controlled by {refs[0].get('kind')} {refs[0].get('name')}" if refs else "not created by this operator"
+        )
+        super().__init__(
+            f"{kind} {namespace}/{name} already exists and is {holder}; the operator "
+            "does not take over objects it did not create: rename this ModelRollout "
+            "(or the version), or delete that object"
+        )
         self.kind, self.name = kind, name
 
 
@@ -113,35 +118,51 @@ MODEL_ROLLOUTS = ResourceRef("/apis/modelrollout.dev/v1alpha1", "modelrollouts")
 class KubeApi:
     """JSON requests against the API server using a configured `kubernetes.client.ApiClient`."""
 
-    def __init__(self, api_client: Any, *, timeout: float = 30.0, on_call: CallHook | None = None,
-                 field_manager: str = "modelrollout-operator") -> None:
+    def __init__(
+        self,
+        api_client: Any,
+        *,
+        timeout: float = 30.0,
+        on_call: CallHook | None = None,
+        field_manager: str = "modelrollout-operator",
+    ) -> None:
         self._client = api_client
         self._timeout = timeout  # total seconds per call: connect, send, headers and body
         install_on_pool_manager(api_client.rest_client.pool_manager)
-        from kubernetes.client.exceptions import ApiException  # the client's SSL failures
         import urllib3
+        from kubernetes.client.exceptions import ApiException  # the client's SSL failures
 
         self._transport_errors = (urllib3.exceptions.HTTPError, OSError, ApiException)
         self._on_call = on_call
         self.field_manager = field_manager
 
-    def request(self, method: str, path: str, *, query: Mapping[str, str] | None = None,
-                body: Any = None, content_type: str = JSON) -> dict:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = JSON,
+    ) -> dict:
         """One HTTP call; returns the decoded JSON body or raises KubeError on non-2xx."""
         headers = {"Accept": JSON, "Content-Type": content_type}
         request = self._client.param_serialize(
-            method, path, query_params=list((query or {}).items()), header_params=headers,
-            body=body, auth_settings=["BearerToken"])
+            method,
+            path,
+            query_params=list((query or {}).items()),
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
         with Deadline(self._timeout) as deadline:
             try:
                 response = self._client.call_api(*request, _request_timeout=self._timeout)
                 raw = response.read() or b"{}"
             except self._transport_errors as err:
                 if deadline.expired:
-                    raise KubeTransportError(str(deadline.error()), method=method, path=path,
-                                             deadline=True) from None
-                raise KubeTransportError(f"{type(err).__name__}: {str(err)[:300]}",
-                                         method=method, path=path) from err
+                    raise KubeTransportError(str(deadline.error()), method=method, path=path, deadline=True) from None
+                raise KubeTransportError(f"{type(err).__name__}: {str(err)[:300]}", method=method, path=path) from err
         if deadline.expired:  # the shutdown can also look like an early end of the body
             raise KubeTransportError(str(deadline.error()), method=method, path=path, deadline=True)
         if self._on_call:
@@ -149,10 +170,12 @@ class KubeApi:
         data = json.loads(raw)
         if not 200 <= response.status <= 299:
             details = data.get("details") if isinstance(data.get("details"), dict) else {}
-            causes = tuple(c["field"] for c in details.get("causes") or []
-                           if isinstance(c, dict) and isinstance(c.get("field"), str))
-            raise KubeError(response.status, data.get("message", str(data)), method=method, path=path,
-                            causes=causes)
+            causes = tuple(
+                c["field"]
+                for c in details.get("causes") or []
+                if isinstance(c, dict) and isinstance(c.get("field"), str)
+            )
+            raise KubeError(response.status, data.get("message", str(data)), method=method, path=path, causes=causes)
         return data
 
     def get(self, ref: ResourceRef, namespace: str, name: str) -> dict | None:
@@ -177,17 +200,26 @@ class KubeApi:
         if controller is not None:
             existing = self.get(ref, meta["namespace"], meta["name"])
             if existing is not None and compute_controller_uid(existing.get("metadata") or {}) != controller:
-                raise TakeoverRefused(obj.get("kind", ref.plural), meta["namespace"], meta["name"],
-                                      existing.get("metadata") or {})
+                raise TakeoverRefused(
+                    obj.get("kind", ref.plural), meta["namespace"], meta["name"], existing.get("metadata") or {}
+                )
         return self.request(
-            "PATCH", ref.path(meta["namespace"], meta["name"]), body=dict(obj), content_type=APPLY,
-            query={"fieldManager": self.field_manager, "force": "true"})
+            "PATCH",
+            ref.path(meta["namespace"], meta["name"]),
+            body=dict(obj),
+            content_type=APPLY,
+            query={"fieldManager": self.field_manager, "force": "true"},
+        )
 
-    def patch(self, ref: ResourceRef, namespace: str, name: str, patch: Mapping[str, Any],
-              sub: str = "") -> dict:
+    def patch(self, ref: ResourceRef, namespace: str, name: str, patch: Mapping[str, Any], sub: str = "") -> dict:
         """JSON merge patch (RFC 7386) of one object or its subresource (e.g. `status`, `scale`)."""
-        return self.request("PATCH", ref.path(namespace, name, sub), body=dict(patch), content_type=MERGE,
-                            query={"fieldManager": self.field_manager})
+        return self.request(
+            "PATCH",
+            ref.path(namespace, name, sub),
+            body=dict(patch),
+            content_type=MERGE,
+            query={"fieldManager": self.field_manager},
+        )
 
     def delete(self, ref: ResourceRef, namespace: str, name: str, uid: str | None = None) -> bool:
         """Deletes with foreground-independent background propagation; False if already gone.

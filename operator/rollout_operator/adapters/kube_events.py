@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import logging
 import socket
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from .kube import EVENTS, KubeApi, KubeError
 from .manifests import Owner
@@ -18,20 +19,32 @@ MAX_MESSAGE = 1024  # the API server rejects longer event messages
 log = logging.getLogger(__name__)
 
 
-def compute_event(owner: Owner, type_: str, reason: str, message: str, now: datetime,
-                  instance: str = "") -> dict[str, Any]:
-    stamp = now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+def compute_event(
+    owner: Owner, type_: str, reason: str, message: str, now: datetime, instance: str = ""
+) -> dict[str, Any]:
+    stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     if len(message) > MAX_MESSAGE:
-        message = message[:MAX_MESSAGE - 1] + "…"
+        message = message[: MAX_MESSAGE - 1] + "…"
     return {
-        "apiVersion": "v1", "kind": "Event",
+        "apiVersion": "v1",
+        "kind": "Event",
         "metadata": {"generateName": f"{owner.name}.", "namespace": owner.namespace},
-        "involvedObject": {"apiVersion": owner.api_version, "kind": owner.kind, "name": owner.name,
-                           "namespace": owner.namespace, "uid": owner.uid},
-        "type": type_, "reason": reason, "message": message,
+        "involvedObject": {
+            "apiVersion": owner.api_version,
+            "kind": owner.kind,
+            "name": owner.name,
+            "namespace": owner.namespace,
+            "uid": owner.uid,
+        },
+        "type": type_,
+        "reason": reason,
+        "message": message,
         "source": {"component": COMPONENT},
-        "reportingComponent": COMPONENT, "reportingInstance": instance or COMPONENT,
-        "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+        "reportingComponent": COMPONENT,
+        "reportingInstance": instance or COMPONENT,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
     }
 
 
@@ -40,7 +53,7 @@ class KubeEvents:
 
     def __init__(self, api: KubeApi, clock: Callable[[], datetime] | None = None) -> None:
         self._api = api
-        self._clock = clock or (lambda: datetime.now(timezone.utc))
+        self._clock = clock or (lambda: datetime.now(UTC))
         self._instance = socket.gethostname()
 
     def emit(self, owner: Owner, type_: str, reason: str, message: str) -> None:

@@ -43,31 +43,40 @@ def compute_lease_record(obj: Mapping[str, Any] | None) -> LeaseRecord:
     if obj is None:
         return NO_LEASE
     spec = obj.get("spec") or {}
-    return LeaseRecord(holder=spec.get("holderIdentity") or None,
-                       duration_seconds=int(spec.get("leaseDurationSeconds") or 0),
-                       renewed_at=spec.get("renewTime"), acquired_at=spec.get("acquireTime"),
-                       transitions=int(spec.get("leaseTransitions") or 0),
-                       resource_version=(obj.get("metadata") or {}).get("resourceVersion"))
+    return LeaseRecord(
+        holder=spec.get("holderIdentity") or None,
+        duration_seconds=int(spec.get("leaseDurationSeconds") or 0),
+        renewed_at=spec.get("renewTime"),
+        acquired_at=spec.get("acquireTime"),
+        transitions=int(spec.get("leaseTransitions") or 0),
+        resource_version=(obj.get("metadata") or {}).get("resourceVersion"),
+    )
 
 
 def format_micro_time(at: datetime) -> str:
     return at.strftime(_MICRO)
 
 
-def compute_lease_object(namespace: str, name: str, old: LeaseRecord, holder: str | None,
-                         duration_seconds: int, now: datetime) -> dict[str, Any]:
+def compute_lease_object(
+    namespace: str, name: str, old: LeaseRecord, holder: str | None, duration_seconds: int, now: datetime
+) -> dict[str, Any]:
     """The Lease after `holder` renews (or takes, or with None releases) it at `now`."""
     stamp = format_micro_time(now)
     changed = holder != old.holder
-    metadata: dict[str, Any] = {"name": name, "namespace": namespace,
-                                "labels": {"app.kubernetes.io/name": "modelrollout-operator",
-                                           "app.kubernetes.io/component": "leader-election"}}
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "labels": {"app.kubernetes.io/name": "modelrollout-operator", "app.kubernetes.io/component": "leader-election"},
+    }
     if old.resource_version is not None:
         metadata["resourceVersion"] = old.resource_version  # the precondition: 409 if someone wrote since
     spec: dict[str, Any] = {
-        "holderIdentity": holder, "leaseDurationSeconds": duration_seconds, "renewTime": stamp,
+        "holderIdentity": holder,
+        "leaseDurationSeconds": duration_seconds,
+        "renewTime": stamp,
         "acquireTime": stamp if changed or old.acquired_at is None else old.acquired_at,
-        "leaseTransitions": old.transitions + (1 if changed and old.holder and holder else 0)}
+        "leaseTransitions": old.transitions + (1 if changed and old.holder and holder else 0),
+    }
     return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata, "spec": spec}
 
 
@@ -80,8 +89,9 @@ class KubeLeases:
     def fetch_lease(self) -> LeaseRecord:
         return compute_lease_record(self._api.get(LEASES, self.namespace, self.name))
 
-    def apply_lease(self, old: LeaseRecord, holder: str | None, duration_seconds: int,
-                    now: datetime) -> LeaseRecord | None:
+    def apply_lease(
+        self, old: LeaseRecord, holder: str | None, duration_seconds: int, now: datetime
+    ) -> LeaseRecord | None:
         """Writes the Lease as `holder` would after reading `old`; None when another replica
         created or changed it since (409 on replace or create): then `old` is no longer true."""
         obj = compute_lease_object(self.namespace, self.name, old, holder, duration_seconds, now)

@@ -6,7 +6,8 @@ since the read the decision was based on; the next tick decides again on fresh d
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .kube import MODEL_ROLLOUTS, KubeApi, KubeError
 
@@ -15,8 +16,7 @@ class KubeStatusWriter:
     def __init__(self, api: KubeApi) -> None:
         self._api = api
 
-    def patch_status(self, namespace: str, name: str, resource_version: str,
-                     patch: Mapping[str, Any]) -> bool:
+    def patch_status(self, namespace: str, name: str, resource_version: str, patch: Mapping[str, Any]) -> bool:
         """True when written; False on a conflict (stale read) or if the object is gone."""
         body = {"metadata": {"resourceVersion": resource_version}, "status": dict(patch)}
         try:

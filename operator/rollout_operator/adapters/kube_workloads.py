@@ -10,23 +10,52 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..domain.observations import WorkloadState
-from .kube import (DEPLOYMENTS, NETWORK_POLICIES, POD_DISRUPTION_BUDGETS, ROLE_BINDINGS,
-                   SERVICE_ACCOUNTS, SERVICES, KubeApi, KubeError, ResourceRef,
-                   compute_controller_uid)
-from .manifests import (NAME_LABEL, ROLLOUT_LABEL, VERSION_LABEL, Owner, PodSettings,
-                        ServerTemplate, compute_model_server_policy_name, compute_network_policies,
-                        compute_preview_name, compute_preview_service, compute_router_deployment,
-                        compute_router_name, compute_router_pdb, compute_router_policy_name,
-                        compute_router_rbac, compute_router_service, compute_version_deployment,
-                        compute_version_name, compute_version_pdb, compute_version_service)
+from .kube import (
+    DEPLOYMENTS,
+    NETWORK_POLICIES,
+    POD_DISRUPTION_BUDGETS,
+    ROLE_BINDINGS,
+    SERVICE_ACCOUNTS,
+    SERVICES,
+    KubeApi,
+    KubeError,
+    ResourceRef,
+    compute_controller_uid,
+)
+from .manifests import (
+    NAME_LABEL,
+    ROLLOUT_LABEL,
+    VERSION_LABEL,
+    Owner,
+    PodSettings,
+    ServerTemplate,
+    compute_model_server_policy_name,
+    compute_network_policies,
+    compute_preview_name,
+    compute_preview_service,
+    compute_router_deployment,
+    compute_router_name,
+    compute_router_pdb,
+    compute_router_policy_name,
+    compute_router_rbac,
+    compute_router_service,
+    compute_version_deployment,
+    compute_version_name,
+    compute_version_pdb,
+    compute_version_service,
+)
 
 HASH_ANNOTATION = "modelrollout.dev/applied-hash"
 _KINDS: dict[str, ResourceRef] = {
-    "Deployment": DEPLOYMENTS, "Service": SERVICES, "ServiceAccount": SERVICE_ACCOUNTS,
-    "RoleBinding": ROLE_BINDINGS, "PodDisruptionBudget": POD_DISRUPTION_BUDGETS,
+    "Deployment": DEPLOYMENTS,
+    "Service": SERVICES,
+    "ServiceAccount": SERVICE_ACCOUNTS,
+    "RoleBinding": ROLE_BINDINGS,
+    "PodDisruptionBudget": POD_DISRUPTION_BUDGETS,
     "NetworkPolicy": NETWORK_POLICIES,
 }
 
@@ -42,17 +71,18 @@ def compute_workload_state(deployment: Mapping[str, Any]) -> WorkloadState:
     spec, status = deployment.get("spec", {}), deployment.get("status", {})
     desired = int(spec.get("replicas", 1))
     generation = deployment.get("metadata", {}).get("generation", 0)
-    updated = (status.get("observedGeneration", 0) >= generation
-               and int(status.get("updatedReplicas", 0)) >= desired)
-    return WorkloadState(exists=True, desired_replicas=desired,
-                         ready_replicas=int(status.get("readyReplicas", 0)), updated=updated)
+    updated = status.get("observedGeneration", 0) >= generation and int(status.get("updatedReplicas", 0)) >= desired
+    return WorkloadState(
+        exists=True, desired_replicas=desired, ready_replicas=int(status.get("readyReplicas", 0)), updated=updated
+    )
 
 
 class KubeWorkloads:
     """Workloads backed by the API server through `KubeApi`."""
 
-    def __init__(self, api: KubeApi, router_endpoints_source: str = "endpointslices",
-                 pods: PodSettings = PodSettings()) -> None:
+    def __init__(
+        self, api: KubeApi, router_endpoints_source: str = "endpointslices", pods: PodSettings = PodSettings()
+    ) -> None:
         self._api = api
         self._endpoints_source = router_endpoints_source
         self._pods = pods
@@ -67,8 +97,11 @@ class KubeWorkloads:
         items = self._api.list(DEPLOYMENTS, namespace, f"{ROLLOUT_LABEL}={rollout}")
         states: dict[str, WorkloadState] = {}
         with self._lock:
-            for key in [k for k in self._seen_hashes if k[0] == namespace and
-                        (k[1] == rollout or k[1].startswith(rollout + "-"))]:
+            for key in [
+                k
+                for k in self._seen_hashes
+                if k[0] == namespace and (k[1] == rollout or k[1].startswith(rollout + "-"))
+            ]:
                 del self._seen_hashes[key]
             for item in items:
                 meta = item["metadata"]
@@ -94,14 +127,19 @@ class KubeWorkloads:
 
     def ensure_version(self, owner: Owner, version: str, replicas: int, server: ServerTemplate) -> None:
         deployment = compute_version_deployment(owner, version, replicas, server, self._pods)
-        self._apply_group(owner.namespace, deployment, [compute_version_service(owner, version),
-                                                        compute_version_pdb(owner, version)])
+        self._apply_group(
+            owner.namespace, deployment, [compute_version_service(owner, version), compute_version_pdb(owner, version)]
+        )
 
     def scale_version(self, namespace: str, rollout: str, version: str, replicas: int) -> None:
         name = compute_version_name(rollout, version)
         # Dropping the hash makes the next ensure_version re-apply (it no longer describes the replicas).
-        self._api.patch(DEPLOYMENTS, namespace, name,
-                        {"metadata": {"annotations": {HASH_ANNOTATION: None}}, "spec": {"replicas": replicas}})
+        self._api.patch(
+            DEPLOYMENTS,
+            namespace,
+            name,
+            {"metadata": {"annotations": {HASH_ANNOTATION: None}}, "spec": {"replicas": replicas}},
+        )
         with self._lock:
             self._seen_hashes.pop((namespace, name), None)
 
@@ -113,16 +151,22 @@ class KubeWorkloads:
         with self._lock:
             self._seen_hashes.pop((namespace, name), None)
 
-    def ensure_router(self, owner: Owner, image: str, replicas: int = 1,
-                      network_policies: bool = True) -> None:
+    def ensure_router(self, owner: Owner, image: str, replicas: int = 1, network_policies: bool = True) -> None:
         deployment = compute_router_deployment(owner, image, replicas, self._endpoints_source, self._pods)
         policies = compute_network_policies(owner, self._pods) if network_policies else []
         if policies:
             with self._lock:
                 self._policies_absent.discard(owner.uid)
-        self._apply_group(owner.namespace, deployment,
-                          [*compute_router_rbac(owner, self._pods.router_cluster_role),
-                           compute_router_service(owner), compute_router_pdb(owner), *policies])
+        self._apply_group(
+            owner.namespace,
+            deployment,
+            [
+                *compute_router_rbac(owner, self._pods.router_cluster_role),
+                compute_router_service(owner),
+                compute_router_pdb(owner),
+                *policies,
+            ],
+        )
 
     def delete_network_policies(self, owner: Owner) -> None:
         """Ensure-absent of `<rollout>.router` and `<rollout>.model-servers`: deletes only a
@@ -155,8 +199,7 @@ class KubeWorkloads:
         with self._lock:
             self._seen_hashes.pop((owner.namespace, name), None)
         try:
-            self._api.patch(DEPLOYMENTS, owner.namespace, name,
-                            {"metadata": {"annotations": {HASH_ANNOTATION: None}}})
+            self._api.patch(DEPLOYMENTS, owner.namespace, name, {"metadata": {"annotations": {HASH_ANNOTATION: None}}})
         except KubeError as err:
             if not err.not_found:  # no router Deployment: nothing vouches for anything
                 raise

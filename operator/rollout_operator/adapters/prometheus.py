@@ -11,8 +11,9 @@ import http.client
 import json
 import math
 import socket
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from ..domain.analysis import Measurement, MeasurementKind
@@ -45,11 +46,13 @@ def compute_measurement(result: Any) -> Measurement:
             labels = ", ".join(_short(r.get("metric", {}), 80) for r in result[:3] if isinstance(r, dict))
             return Measurement.error(
                 f"query returned {len(result)} series, expected exactly one (aggregate it, e.g. "
-                f"wrap it in sum(...)); first series: {labels}")
+                f"wrap it in sum(...)); first series: {labels}"
+            )
         series = result[0]
         if not isinstance(series, dict) or "value" not in series:
-            return Measurement.error(f"malformed answer: expected an instant vector sample, got "
-                                     f"{_short(series)} (is this a range query?)")
+            return Measurement.error(
+                f"malformed answer: expected an instant vector sample, got {_short(series)} (is this a range query?)"
+            )
         sample = series["value"]
     else:
         return Measurement.error(f"malformed answer: data.result is {_short(result)}")
@@ -68,8 +71,9 @@ class PrometheusMetrics:
     (the next tick is the retry, and a redirect could send the query to a server the rollout did
     not name)."""
 
-    def __init__(self, timeout: float = 10.0, on_query: QueryHook | None = None,
-                 max_answer_bytes: int = MAX_ANSWER_BYTES) -> None:
+    def __init__(
+        self, timeout: float = 10.0, on_query: QueryHook | None = None, max_answer_bytes: int = MAX_ANSWER_BYTES
+    ) -> None:
         self._timeout = timeout  # total seconds per query: connect, send, headers and body
         self._on_query = on_query
         self._max_bytes = max_answer_bytes
@@ -105,8 +109,11 @@ class PrometheusMetrics:
                 conn.connect()  # before it connects, the connect timeout bounds the wait
                 # Watched as a socket: http.client drops conn.sock when the answer says Connection: close.
                 deadline.watch(conn.sock)
-                conn.request("GET", f"{url.path}/api/v1/query?{urlencode({'query': query})}",
-                             headers={"Accept": "application/json"})
+                conn.request(
+                    "GET",
+                    f"{url.path}/api/v1/query?{urlencode({'query': query})}",
+                    headers={"Accept": "application/json"},
+                )
                 response = conn.getresponse()
                 body = response.read(self._max_bytes + 1)
             except (OSError, http.client.HTTPException):
@@ -121,8 +128,7 @@ class PrometheusMetrics:
             raise AnswerTooLarge(f"answer larger than {self._max_bytes} bytes")
         return response.status, body
 
-    def fetch_measurement(self, address: str, request: QueryRequest,
-                          timeout: float | None = None) -> Measurement:
+    def fetch_measurement(self, address: str, request: QueryRequest, timeout: float | None = None) -> Measurement:
         """The metric's value with the sample count from its companion query. The two run at the
         same time, so a Prometheus that never answers costs one timeout here, not two."""
         timeout = self._bounded(timeout)
@@ -143,8 +149,10 @@ class PrometheusMetrics:
 
 
 # What /api/v1/query answers (https://prometheus.io/docs/prometheus/latest/querying/api/#format-overview).
-ENVELOPE = ('the Prometheus HTTP API\'s JSON ({"status": "success", "data": ...} or '
-            '{"status": "error", "errorType": ..., "error": ...})')
+ENVELOPE = (
+    'the Prometheus HTTP API\'s JSON ({"status": "success", "data": ...} or '
+    '{"status": "error", "errorType": ..., "error": ...})'
+)
 
 
 def compute_answer(status: int, body: bytes, source: str = "Prometheus") -> Measurement:
@@ -165,8 +173,9 @@ def compute_answer(status: int, body: bytes, source: str = "Prometheus") -> Meas
         return Measurement.error(_short(f"{said}: {_compute_error_reason(doc)}", 400))
     if outcome != "success":
         keys = _short(", ".join(sorted(str(k) for k in doc)), 80)
-        return Measurement.error(f"{said}: expected {ENVELOPE}, got an object without a 'status' of 'success' or "
-                                 f"'error' (keys: {keys})")
+        return Measurement.error(
+            f"{said}: expected {ENVELOPE}, got an object without a 'status' of 'success' or 'error' (keys: {keys})"
+        )
     if status != 200:
         return Measurement.error(f"{said} with status 'success'; expected HTTP 200 for a successful query")
     data = doc.get("data")

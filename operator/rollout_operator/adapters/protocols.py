@@ -6,7 +6,8 @@ Providers live one per module (`prometheus`, `kube_workloads`, `router`, `gatewa
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from ..domain.analysis import Measurement
 from ..domain.observations import QueryRequest, WorkloadState
@@ -18,8 +19,7 @@ class MetricsProvider(Protocol):
     """Runs one rendered query; never raises for bad answers, returns an error Measurement instead.
     `timeout` (seconds, None: the provider's own) is what is left of the check round's deadline."""
 
-    def fetch_measurement(self, address: str, request: QueryRequest,
-                          timeout: float | None = None) -> Measurement: ...
+    def fetch_measurement(self, address: str, request: QueryRequest, timeout: float | None = None) -> Measurement: ...
 
 
 class Workloads(Protocol):
@@ -33,8 +33,7 @@ class Workloads(Protocol):
 
     def delete_version(self, namespace: str, rollout: str, version: str) -> None: ...
 
-    def ensure_router(self, owner: Owner, image: str, replicas: int = 1,
-                      network_policies: bool = True) -> None: ...
+    def ensure_router(self, owner: Owner, image: str, replicas: int = 1, network_policies: bool = True) -> None: ...
 
     def delete_network_policies(self, owner: Owner) -> None: ...
 
@@ -61,5 +60,4 @@ class StatusWriter(Protocol):
     """Writes the ModelRollout's .status as a merge patch, only if the object is still at
     `resource_version` (so a decision made on a stale read is never persisted)."""
 
-    def patch_status(self, namespace: str, name: str, resource_version: str,
-                     patch: Mapping[str, Any]) -> bool: ...
+    def patch_status(self, namespace: str, name: str, resource_version: str, patch: Mapping[str, Any]) -> bool: ...

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .kube import KubeApi
 from ..domain.status import TrafficSplit
+from .kube import KubeApi
 
 
 class RouterTraffic:

@@ -6,9 +6,9 @@ Pure and tiny on purpose (like Argo Rollouts' utils/evaluate): limits and counti
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Iterable
 
 from .spec import AnalysisSpec, MetricSpec, OnNoData
 
@@ -50,18 +50,18 @@ class Measurement:
     message: str = ""  # the error text for kind=error
 
     @classmethod
-    def of(cls, value: float, samples: int | None = None) -> "Measurement":
+    def of(cls, value: float, samples: int | None = None) -> Measurement:
         # Prometheus answers NaN for 0/0 (no traffic); that is no data, not a number.
         if value is None or math.isnan(value):
             return cls(MeasurementKind.NO_DATA, samples=samples)
         return cls(MeasurementKind.VALUE, value=float(value), samples=samples)
 
     @classmethod
-    def no_data(cls, samples: int | None = None) -> "Measurement":
+    def no_data(cls, samples: int | None = None) -> Measurement:
         return cls(MeasurementKind.NO_DATA, samples=samples)
 
     @classmethod
-    def error(cls, message: str) -> "Measurement":
+    def error(cls, message: str) -> Measurement:
         return cls(MeasurementKind.ERROR, message=message)
 
 
@@ -78,10 +78,17 @@ class Criteria:
     on_no_data: OnNoData = OnNoData.HOLD
 
     @classmethod
-    def for_metric(cls, metric: MetricSpec, analysis: AnalysisSpec) -> "Criteria":
+    def for_metric(cls, metric: MetricSpec, analysis: AnalysisSpec) -> Criteria:
         min_samples = metric.min_samples if metric.min_samples is not None else analysis.min_samples
-        return cls(metric.min, metric.max, metric.relative_to, metric.max_increase,
-                   metric.max_decrease, min_samples, analysis.on_no_data)
+        return cls(
+            metric.min,
+            metric.max,
+            metric.relative_to,
+            metric.max_increase,
+            metric.max_decrease,
+            min_samples,
+            analysis.on_no_data,
+        )
 
     def describe(self) -> str:
         """The threshold as people read it, e.g. "<= 0.5" or "<= stable+0.05"."""
@@ -103,9 +110,7 @@ class Evaluation:
     message: str  # with the numbers, e.g. "0.84 > max 0.5 (n=412)"
 
 
-def evaluate(
-    measurement: Measurement, criteria: Criteria, stable: Measurement | None = None
-) -> Evaluation:
+def evaluate(measurement: Measurement, criteria: Criteria, stable: Measurement | None = None) -> Evaluation:
     """Judge one measurement. Errors are errors, no data follows onNoData, fewer samples
     than minSamples is inconclusive (never a pass), then absolute and relative thresholds."""
     early = _evaluate_evidence(measurement, criteria, "candidate")
@@ -126,14 +131,14 @@ def _evaluate_evidence(m: Measurement, criteria: Criteria, who: str) -> Evaluati
     if m.kind is MeasurementKind.ERROR:
         return Evaluation(Verdict.ERROR, f"{who} query failed: {m.message}")
     if m.kind is MeasurementKind.NO_DATA:
-        verdict = {OnNoData.HOLD: Verdict.INCONCLUSIVE, OnNoData.FAIL: Verdict.FAIL,
-                   OnNoData.PASS: Verdict.PASS}[criteria.on_no_data]
+        verdict = {OnNoData.HOLD: Verdict.INCONCLUSIVE, OnNoData.FAIL: Verdict.FAIL, OnNoData.PASS: Verdict.PASS}[
+            criteria.on_no_data
+        ]
         return Evaluation(verdict, f"no data for {who} (onNoData: {criteria.on_no_data.value})")
     samples = m.samples
     if criteria.min_samples > 0 and (samples is None or samples < criteria.min_samples):
         got = "unknown" if samples is None else str(samples)
-        return Evaluation(Verdict.INCONCLUSIVE,
-                          f"{who} has {got} samples < minSamples {criteria.min_samples}")
+        return Evaluation(Verdict.INCONCLUSIVE, f"{who} has {got} samples < minSamples {criteria.min_samples}")
     return None
 
 

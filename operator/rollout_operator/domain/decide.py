@@ -8,23 +8,42 @@ repeated every tick, idempotent) and the requeue delay (the next interesting mom
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Callable
 
-from .decision import (Action, Decision, DeleteVersion, EmitEvent, EnsurePreviewService,
-                       EnsureRouter, EnsureVersion, RemoveNetworkPolicies, RemovePreviewService,
-                       ScaleDownVersion, SetTraffic, Tick, normal, warning)
+from .decision import (
+    Action,
+    Decision,
+    DeleteVersion,
+    EmitEvent,
+    EnsurePreviewService,
+    EnsureRouter,
+    EnsureVersion,
+    RemoveNetworkPolicies,
+    RemovePreviewService,
+    ScaleDownVersion,
+    SetTraffic,
+    Tick,
+    normal,
+    warning,
+)
 from .durations import truncate_to_second
 from .gates import is_candidate_exposed
-from .lifecycle import (decide_after_rollout, decide_failed, decide_healthy, decide_initializing,
-                        decide_promoting, decide_rolling_back, decide_start_initializing)
+from .lifecycle import (
+    decide_after_rollout,
+    decide_failed,
+    decide_healthy,
+    decide_initializing,
+    decide_promoting,
+    decide_rolling_back,
+    decide_start_initializing,
+)
 from .observations import Observations
 from .phases import Phase, is_rollout_in_flight
 from .spec import BlueGreenStrategy, RolloutSpec, SpecError, describe_step
 from .status import HandledRequests, RolloutStatus, with_conditions
-from .steps import (compute_replicas, compute_step_deadline, compute_step_end, decide_in_flight,
-                    is_traffic_at_target)
+from .steps import compute_replicas, compute_step_deadline, compute_step_end, decide_in_flight, is_traffic_at_target
 
 MIN_REQUEUE = timedelta(seconds=1)
 FOLLOW_UP = timedelta(seconds=1)  # the next step waits only for this tick's status write
@@ -32,8 +51,7 @@ WORKLOAD_POLL = timedelta(seconds=5)  # while waiting for pods to become Ready
 IDLE_REQUEUE = timedelta(seconds=60)
 
 REQUEST_KINDS = ("promote", "promote_full", "abort", "retry")
-REQUEST_NAMES = {"promote": "promote", "promote_full": "promoteFull", "abort": "abort",
-                 "retry": "retry"}
+REQUEST_NAMES = {"promote": "promote", "promote_full": "promoteFull", "abort": "abort", "retry": "retry"}
 
 _AFTER = (Phase.ROLLING_BACK, Phase.ROLLED_BACK, Phase.STOPPED)
 
@@ -52,8 +70,7 @@ _HANDLERS: dict[Phase | None, Handler] = {
 }
 
 
-def decide(spec: RolloutSpec, status: RolloutStatus, observations: Observations,
-           now: datetime) -> Decision:
+def decide(spec: RolloutSpec, status: RolloutStatus, observations: Observations, now: datetime) -> Decision:
     """The whole next status, the actions to take, and when to look again."""
     now = truncate_to_second(now)  # status stores seconds; keep decisions reproducible from it
     working = status
@@ -63,8 +80,14 @@ def decide(spec: RolloutSpec, status: RolloutStatus, observations: Observations,
     if index is not None and index >= len(spec.steps):
         # The strategy was edited mid-rollout to fewer steps: continue from its last one.
         working = replace(working, current_step_index=len(spec.steps) - 1)
-    tick = Tick(spec=spec, status=working, observations=observations, now=now, persisted=status,
-                pending=compute_pending_requests(spec, working))
+    tick = Tick(
+        spec=spec,
+        status=working,
+        observations=observations,
+        now=now,
+        persisted=status,
+        pending=compute_pending_requests(spec, working),
+    )
     tick = _HANDLERS[working.phase](tick)
     events = tick.events
     if status.phase is Phase.INVALID:
@@ -81,14 +104,19 @@ def decide(spec: RolloutSpec, status: RolloutStatus, observations: Observations,
     return Decision(status=new, actions=tuple(actions), requeue_after=compute_requeue(tick))
 
 
-def decide_invalid(status: RolloutStatus, error: SpecError, generation: int,
-                   now: datetime) -> Decision:
+def decide_invalid(status: RolloutStatus, error: SpecError, generation: int, now: datetime) -> Decision:
     """Phase Invalid with the field-named message; traffic and workloads stay as they are."""
     now = truncate_to_second(now)
     suspended = status.suspended_phase if status.phase is Phase.INVALID else status.phase
     message = f"{error.field}: {error.message}"
-    new = replace(status, phase=Phase.INVALID, suspended_phase=suspended, reason="InvalidSpec",
-                  message=message, observed_generation=generation)
+    new = replace(
+        status,
+        phase=Phase.INVALID,
+        suspended_phase=suspended,
+        reason="InvalidSpec",
+        message=message,
+        observed_generation=generation,
+    )
     new = with_conditions(new, None, generation, now)
     # One event per distinct problem, not one per tick.
     repeat = status.phase is Phase.INVALID and status.message == message
@@ -100,14 +128,14 @@ def compute_pending_requests(spec: RolloutSpec, status: RolloutStatus) -> frozen
     """A request is pending when its spec counter moved past the handled one (a reset to a
     lower number is just recorded, not acted on)."""
     handled = status.handled_requests
-    return frozenset(k for k in REQUEST_KINDS
-                     if getattr(spec.requests, k) > getattr(handled, k))
+    return frozenset(k for k in REQUEST_KINDS if getattr(spec.requests, k) > getattr(handled, k))
 
 
 def _ignored_request(tick: Tick, kind: str) -> EmitEvent:
     phase = tick.status.phase.value if tick.status.phase else "new"
-    return normal("RequestIgnored", f"{REQUEST_NAMES[kind]} by {tick.by} ignored: "
-                  f"nothing it applies to in phase {phase}")
+    return normal(
+        "RequestIgnored", f"{REQUEST_NAMES[kind]} by {tick.by} ignored: nothing it applies to in phase {phase}"
+    )
 
 
 def _finish_status(tick: Tick) -> RolloutStatus:
@@ -121,10 +149,13 @@ def _finish_status(tick: Tick) -> RolloutStatus:
     # The router reads its sticky header with the split, so one status write switches both.
     sticky = router.sticky_header if router is not None else None
     status = replace(
-        status, strategy=spec.strategy.kind, current_step=current,
+        status,
+        strategy=spec.strategy.kind,
+        current_step=current,
         traffic=replace(status.traffic, sticky_header=sticky),
         observed_generation=tick.observations.generation,
-        handled_requests=HandledRequests(r.promote, r.promote_full, r.abort, r.retry))
+        handled_requests=HandledRequests(r.promote, r.promote_full, r.abort, r.retry),
+    )
     return with_conditions(status, spec.model.version, tick.observations.generation, tick.now)
 
 
@@ -139,13 +170,12 @@ def compute_standing_actions(tick: Tick) -> list[Action]:
         # Before SetTraffic: a gateway taking over reaches the model servers only once they go.
         actions.append(RemoveNetworkPolicies())
     if new.stable_version:
-        actions.append(EnsureVersion(new.stable_version, new.stable_uri, spec.server.replicas,
-                                     spec.server.image))
+        actions.append(EnsureVersion(new.stable_version, new.stable_uri, spec.server.replicas, spec.server.image))
     if new.candidate_version and is_rollout_in_flight(new.phase):
-        replicas = (spec.server.replicas if new.phase is Phase.PROMOTING
-                    else compute_replicas(spec, new.current_step_index))
-        actions.append(EnsureVersion(new.candidate_version, new.candidate_uri, replicas,
-                                     spec.server.image))
+        replicas = (
+            spec.server.replicas if new.phase is Phase.PROMOTING else compute_replicas(spec, new.current_step_index)
+        )
+        actions.append(EnsureVersion(new.candidate_version, new.candidate_uri, replicas, spec.server.image))
     if new.traffic.stable is not None:
         t = new.traffic
         actions.append(SetTraffic(t.stable, t.candidate, t.mirror))
@@ -195,8 +225,11 @@ def compute_requeue(tick: Tick) -> timedelta:
     """Time to the next interesting moment: a due check, a step's end, a deadline, a delayed
     scale-down; short when a follow-up only waits for this tick's status write."""
     new, persisted, spec, now = tick.status, tick.persisted, tick.spec, tick.now
-    if new.phase in (Phase.ROLLING_BACK, Phase.PROMOTING) or new.phase != persisted.phase or \
-            new.current_step_index != persisted.current_step_index:
+    if (
+        new.phase in (Phase.ROLLING_BACK, Phase.PROMOTING)
+        or new.phase != persisted.phase
+        or new.current_step_index != persisted.current_step_index
+    ):
         return FOLLOW_UP
     moments = [compute_step_end(spec, new), compute_step_deadline(spec, new)]
     if is_rollout_in_flight(new.phase) and spec.metrics and is_candidate_exposed(spec, new):

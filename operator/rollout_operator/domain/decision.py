@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Union
+from typing import TypeAlias
 
 from .observations import Observations, WorkloadState
 from .spec import RolloutSpec
@@ -55,7 +55,7 @@ class Tick:
     def workload(self, version: str | None) -> WorkloadState:
         return self.observations.workload(version)
 
-    def then(self, status: RolloutStatus, *events: EmitEvent, used: str = "") -> "Tick":
+    def then(self, status: RolloutStatus, *events: EmitEvent, used: str = "") -> Tick:
         """This tick with `status` as the next status, `events` added, `used` acted on."""
         extra = frozenset({used}) if used else frozenset()
         return replace(self, status=status, events=self.events + events, used=self.used | extra)
@@ -127,8 +127,17 @@ class DeleteVersion:
     version: str
 
 
-Action = Union[EnsureVersion, EnsureRouter, RemoveNetworkPolicies, SetTraffic, EnsurePreviewService,
-               RemovePreviewService, ScaleDownVersion, DeleteVersion, EmitEvent]
+Action: TypeAlias = (
+    EnsureVersion
+    | EnsureRouter
+    | RemoveNetworkPolicies
+    | SetTraffic
+    | EnsurePreviewService
+    | RemovePreviewService
+    | ScaleDownVersion
+    | DeleteVersion
+    | EmitEvent
+)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ Durations are strings like "30s" or "10m" (the CRD pattern); timestamps are RFC3
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 DURATION_PATTERN = r"^[0-9]+(ms|s|m|h)$"
 _DURATION_RE = re.compile(DURATION_PATTERN)
@@ -47,7 +47,7 @@ def to_rfc3339(value: datetime | None) -> str | None:
     """UTC, second precision, trailing Z (what kubectl and Kubernetes conditions use)."""
     if value is None:
         return None
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def from_rfc3339(text: object) -> datetime | None:
@@ -59,8 +59,8 @@ def from_rfc3339(text: object) -> datetime | None:
     except ValueError:
         return None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
 
 
 def truncate_to_second(value: datetime) -> datetime:

@@ -17,8 +17,14 @@ from .decision import EmitEvent, Tick, warning
 from .durations import format_duration, format_promql_duration
 from .observations import QueryRequest, Role
 from .phases import Phase
-from .sequential_gates import (SEQUENTIAL_TEMPLATES, SequentialGate, compute_baseline_query,
-                               compute_count_window, compute_rates, evaluate_sequential_gate)
+from .sequential_gates import (
+    SEQUENTIAL_TEMPLATES,
+    SequentialGate,
+    compute_baseline_query,
+    compute_count_window,
+    compute_rates,
+    evaluate_sequential_gate,
+)
 from .spec import Analysis, AnalysisSpec, BlueGreenStrategy, MetricSpec, RolloutSpec, describe_step
 from .status import AnalysisStatus, MetricStatus, RolloutStatus
 from .templates import DEFAULT_SAMPLES_QUERY, TEMPLATES, render
@@ -58,8 +64,7 @@ def is_admission_due(spec: RolloutSpec, status: RolloutStatus) -> bool:
     if phase is Phase.HEALTHY:
         return True
     if phase in (Phase.ROLLED_BACK, Phase.STOPPED):
-        return version != status.candidate_version or \
-            spec.requests.retry > status.handled_requests.retry
+        return version != status.candidate_version or spec.requests.retry > status.handled_requests.retry
     return False
 
 
@@ -67,8 +72,7 @@ def plan_queries(spec: RolloutSpec, status: RolloutStatus, now: datetime) -> lis
     """The rendered queries for the check round due now, or stable's counts for the admission
     forecast when this tick starts a sequential rollout (empty when neither is due)."""
     if is_admission_due(spec, status):
-        return [compute_baseline_request(spec, status, m) for m in spec.metrics
-                if m.template in SEQUENTIAL_TEMPLATES]
+        return [compute_baseline_request(spec, status, m) for m in spec.metrics if m.template in SEQUENTIAL_TEMPLATES]
     if not is_check_due(spec, status, now):
         return []
     assert status.candidate_version is not None
@@ -81,7 +85,10 @@ def plan_queries(spec: RolloutSpec, status: RolloutStatus, now: datetime) -> lis
 
 
 def compute_query(
-    spec: RolloutSpec, status: RolloutStatus, metric: MetricSpec, role: Role,
+    spec: RolloutSpec,
+    status: RolloutStatus,
+    metric: MetricSpec,
+    role: Role,
     now: datetime | None = None,
 ) -> QueryRequest:
     """Render one metric for one version; the same text serves both sides of a comparison.
@@ -98,20 +105,28 @@ def compute_query(
     else:
         assert metric.query is not None
         query_text, samples_text = metric.query, DEFAULT_SAMPLES_QUERY
-    return QueryRequest(metric=metric.name, role=role, version=version,
-                        query=render(query_text, variables),
-                        samples_query=render(samples_text, variables))
+    return QueryRequest(
+        metric=metric.name,
+        role=role,
+        version=version,
+        query=render(query_text, variables),
+        samples_query=render(samples_text, variables),
+    )
 
 
-def compute_baseline_request(spec: RolloutSpec, status: RolloutStatus,
-                             metric: MetricSpec) -> QueryRequest:
+def compute_baseline_request(spec: RolloutSpec, status: RolloutStatus, metric: MetricSpec) -> QueryRequest:
     """Stable's events and trials for one gate over spec.analysis.window (their ratio is the
     value a candidate like stable would show, the trials per second its traffic)."""
     assert status.stable_version is not None and metric.template is not None
     variables = compute_variables(spec, status, status.stable_version)
     query, samples = compute_baseline_query(metric.template)
-    return QueryRequest(metric=metric.name, role=Role.STABLE, version=status.stable_version,
-                        query=render(query, variables), samples_query=render(samples, variables))
+    return QueryRequest(
+        metric=metric.name,
+        role=Role.STABLE,
+        version=status.stable_version,
+        query=render(query, variables),
+        samples_query=render(samples, variables),
+    )
 
 
 def compute_variables(spec: RolloutSpec, status: RolloutStatus, version: str) -> dict[str, str]:
@@ -139,8 +154,7 @@ def compute_initial_metrics(spec: RolloutSpec) -> tuple[MetricStatus, ...]:
     """Fresh gates for a new rollout attempt: thresholds shown, nothing measured yet."""
     if spec.analysis is None:
         return ()
-    return tuple(MetricStatus(name=m.name, threshold=_criteria(m, spec.analysis).describe())
-                 for m in spec.metrics)
+    return tuple(MetricStatus(name=m.name, threshold=_criteria(m, spec.analysis).describe()) for m in spec.metrics)
 
 
 def decide_analysis_round(tick: Tick) -> tuple[Tick, LimitReached | None]:
@@ -164,9 +178,12 @@ def decide_analysis_round(tick: Tick) -> tuple[Tick, LimitReached | None]:
         results.append((_count(old, criteria, ev, candidate, stable, count_inconclusive), ev))
     verdict = worst(ev.verdict for _, ev in results)
     new_analysis = AnalysisStatus(
-        metrics=tuple(m for m, _ in results), last_verdict=verdict, last_check_at=tick.now,
+        metrics=tuple(m for m, _ in results),
+        last_verdict=verdict,
+        last_check_at=tick.now,
         rounds=status.analysis.rounds + 1,
-        step_passes=status.analysis.step_passes + (1 if verdict is Verdict.PASS else 0))
+        step_passes=status.analysis.step_passes + (1 if verdict is Verdict.PASS else 0),
+    )
     status = replace(status, analysis=new_analysis, next_check_at=tick.now + analysis.interval)
     limit = compute_limit_reached(analysis, new_analysis.metrics)
     events: tuple[EmitEvent, ...] = ()
@@ -195,9 +212,12 @@ def decide_sequential_round(tick: Tick) -> tuple[Tick, LimitReached | None]:
         metrics.append(_record_gate(old, _criteria(metric, analysis), gate, stable))
     verdict = worst(m.verdict for m in metrics if m.verdict is not None)
     new_analysis = AnalysisStatus(
-        metrics=tuple(metrics), last_verdict=verdict, last_check_at=tick.now,
+        metrics=tuple(metrics),
+        last_verdict=verdict,
+        last_check_at=tick.now,
         rounds=status.analysis.rounds + 1,
-        step_passes=status.analysis.step_passes + (1 if verdict is Verdict.PASS else 0))
+        step_passes=status.analysis.step_passes + (1 if verdict is Verdict.PASS else 0),
+    )
     status = replace(status, analysis=new_analysis, next_check_at=tick.now + analysis.interval)
     limit = _sequential_limit(spec, status, new_analysis, elapsed)
     events: tuple[EmitEvent, ...] = ()
@@ -212,8 +232,7 @@ def decide_sequential_round(tick: Tick) -> tuple[Tick, LimitReached | None]:
     return tick.then(status, *events), limit
 
 
-def compute_slow_gates(spec: RolloutSpec, status: RolloutStatus, a: AnalysisStatus,
-                       elapsed: timedelta) -> str:
+def compute_slow_gates(spec: RolloutSpec, status: RolloutStatus, a: AnalysisStatus, elapsed: timedelta) -> str:
     """At an analysis step's first round: the gates that, at the traffic seen so far, would need
     longer than the step may wait ("" when none). Only a warning: the estimate rests on one
     interval of traffic, and the step still ends at its longest wait as usual. A gate the
@@ -234,13 +253,16 @@ def compute_slow_gates(spec: RolloutSpec, status: RolloutStatus, a: AnalysisStat
             slow.append(f"{m.name} cannot estimate when it will be decided ({why})")
         elif m.seconds_to_verdict > left:
             rate = (m.samples or 0) / elapsed.total_seconds() if elapsed.total_seconds() > 0 else 0.0
-            slow.append(f"{m.name} needs ~{m.samples_needed} more samples, "
-                        f"{_approx(m.seconds_to_verdict)} at {rate:.3g} req/s")
+            slow.append(
+                f"{m.name} needs ~{m.samples_needed} more samples, {_approx(m.seconds_to_verdict)} at {rate:.3g} req/s"
+            )
     if not slow:
         return ""
-    return (f"{'; '.join(slow)}, but {describe_step(step)} waits at most {format_duration(longest)} "
-            f"({_approx(max(0.0, left))} left): raise the weight, widen the margin or lengthen the "
-            "step, or it ends as InconclusiveAnalysis")
+    return (
+        f"{'; '.join(slow)}, but {describe_step(step)} waits at most {format_duration(longest)} "
+        f"({_approx(max(0.0, left))} left): raise the weight, widen the margin or lengthen the "
+        "step, or it ends as InconclusiveAnalysis"
+    )
 
 
 def _approx(seconds: float) -> str:
@@ -250,22 +272,34 @@ def _approx(seconds: float) -> str:
     return f"~{seconds / 60:.0f}m" if seconds < 7200 else f"~{seconds / 3600:.1f}h"
 
 
-def _record_gate(old: MetricStatus, criteria: Criteria, gate: SequentialGate,
-                 stable: Measurement | None) -> MetricStatus:
+def _record_gate(
+    old: MetricStatus, criteria: Criteria, gate: SequentialGate, stable: Measurement | None
+) -> MetricStatus:
     v = gate.verdict
     stable_value = None
     if stable is not None and stable.value is not None and stable.samples:
         stable_value = min(max(stable.value / stable.samples, 0.0), 1.0)
     return replace(
-        old, threshold=criteria.describe(), verdict=v, value=gate.estimate, stable_value=stable_value,
-        samples=gate.samples, message=gate.message, failures=old.failures + (v is Verdict.FAIL),
+        old,
+        threshold=criteria.describe(),
+        verdict=v,
+        value=gate.estimate,
+        stable_value=stable_value,
+        samples=gate.samples,
+        message=gate.message,
+        failures=old.failures + (v is Verdict.FAIL),
         consecutive_errors=old.consecutive_errors + 1 if v is Verdict.ERROR else 0,
-        lower=gate.lower, upper=gate.upper, stable_samples=gate.stable_samples,
-        samples_needed=gate.samples_needed, seconds_to_verdict=gate.seconds_to_verdict)
+        lower=gate.lower,
+        upper=gate.upper,
+        stable_samples=gate.stable_samples,
+        samples_needed=gate.samples_needed,
+        seconds_to_verdict=gate.seconds_to_verdict,
+    )
 
 
-def _sequential_limit(spec: RolloutSpec, status: RolloutStatus, a: AnalysisStatus,
-                      elapsed: timedelta) -> LimitReached | None:
+def _sequential_limit(
+    spec: RolloutSpec, status: RolloutStatus, a: AnalysisStatus, elapsed: timedelta
+) -> LimitReached | None:
     analysis = spec.analysis
     assert analysis is not None
     for m in a.metrics:
@@ -273,16 +307,16 @@ def _sequential_limit(spec: RolloutSpec, status: RolloutStatus, a: AnalysisStatu
             return LimitReached("AnalysisFailed", f"{m.name} {m.message}")
     for m in a.metrics:
         if m.consecutive_errors >= analysis.consecutive_error_limit:
-            return LimitReached("AnalysisError", f"{m.name} {m.message} ({m.consecutive_errors}/"
-                                f"{analysis.consecutive_error_limit} consecutive errors)")
+            return LimitReached(
+                "AnalysisError",
+                f"{m.name} {m.message} ({m.consecutive_errors}/{analysis.consecutive_error_limit} consecutive errors)",
+            )
     step = spec.steps[status.current_step_index or 0]
     if isinstance(step, Analysis) and a.last_verdict is not Verdict.PASS:
         longest = step.duration or analysis.max_duration
         if elapsed >= longest:
-            undecided = "; ".join(f"{m.name} {m.message}" for m in a.metrics
-                                  if m.verdict is not Verdict.PASS)
-            return LimitReached("InconclusiveAnalysis",
-                                f"no verdict within {format_duration(longest)}: {undecided}")
+            undecided = "; ".join(f"{m.name} {m.message}" for m in a.metrics if m.verdict is not Verdict.PASS)
+            return LimitReached("InconclusiveAnalysis", f"no verdict within {format_duration(longest)}: {undecided}")
     return None
 
 
@@ -290,33 +324,49 @@ def _criteria(metric: MetricSpec, analysis: AnalysisSpec) -> Criteria:
     return Criteria.for_metric(metric, analysis)
 
 
-def _count(old: MetricStatus, criteria: Criteria, ev: Evaluation, candidate: Measurement,
-           stable: Measurement | None, count_inconclusive: bool) -> MetricStatus:
+def _count(
+    old: MetricStatus,
+    criteria: Criteria,
+    ev: Evaluation,
+    candidate: Measurement,
+    stable: Measurement | None,
+    count_inconclusive: bool,
+) -> MetricStatus:
     v = ev.verdict
     return replace(
-        old, threshold=criteria.describe(), verdict=v, value=candidate.value,
-        stable_value=stable.value if stable is not None else None, samples=candidate.samples,
+        old,
+        threshold=criteria.describe(),
+        verdict=v,
+        value=candidate.value,
+        stable_value=stable.value if stable is not None else None,
+        samples=candidate.samples,
         message=ev.message,
         failures=old.failures + (v is Verdict.FAIL),
         inconclusives=old.inconclusives + (v is Verdict.INCONCLUSIVE and count_inconclusive),
         # Only an unbroken streak of errors counts: one good answer shows Prometheus is back.
-        consecutive_errors=old.consecutive_errors + 1 if v is Verdict.ERROR else 0)
+        consecutive_errors=old.consecutive_errors + 1 if v is Verdict.ERROR else 0,
+    )
 
 
 def compute_limit_reached(analysis: AnalysisSpec, metrics: tuple[MetricStatus, ...]) -> LimitReached | None:
     """The first limit reached, failures before errors before inconclusive results."""
     for m in metrics:
         if m.failures >= analysis.failure_limit:
-            return LimitReached("AnalysisFailed", f"{m.name} {m.message} "
-                                f"({m.failures}/{analysis.failure_limit} failures)")
+            return LimitReached(
+                "AnalysisFailed", f"{m.name} {m.message} ({m.failures}/{analysis.failure_limit} failures)"
+            )
     for m in metrics:
         if m.consecutive_errors >= analysis.consecutive_error_limit:
-            return LimitReached("AnalysisError", f"{m.name} {m.message} ({m.consecutive_errors}/"
-                                f"{analysis.consecutive_error_limit} consecutive errors)")
+            return LimitReached(
+                "AnalysisError",
+                f"{m.name} {m.message} ({m.consecutive_errors}/{analysis.consecutive_error_limit} consecutive errors)",
+            )
     for m in metrics:
         if m.inconclusives >= analysis.inconclusive_limit:
-            return LimitReached("InconclusiveAnalysis", f"{m.name} {m.message} ({m.inconclusives}/"
-                                f"{analysis.inconclusive_limit} inconclusive checks)")
+            return LimitReached(
+                "InconclusiveAnalysis",
+                f"{m.name} {m.message} ({m.inconclusives}/{analysis.inconclusive_limit} inconclusive checks)",
+            )
     return None
 
 

@@ -49,9 +49,12 @@ def check_rollout_name(name: str) -> None:
     """metadata.name names the router's Service, so it must be a DNS-1035 label with room
     for the `-preview` suffix."""
     if not isinstance(name, str) or not _ROLLOUT_RE.match(name) or len(name) > ROLLOUT_NAME_MAX:
-        raise SpecError("metadata.name", f"must be a DNS-1035 label of at most {ROLLOUT_NAME_MAX} "
-                        "characters (lowercase letters, digits and '-', starting with a letter; it "
-                        f"names the router's Service and <name>-{PREVIEW_SUFFIX}), got {name!r}")
+        raise SpecError(
+            "metadata.name",
+            f"must be a DNS-1035 label of at most {ROLLOUT_NAME_MAX} "
+            "characters (lowercase letters, digits and '-', starting with a letter; it "
+            f"names the router's Service and <name>-{PREVIEW_SUFFIX}), got {name!r}",
+        )
 
 
 def check_namespace(namespace: str) -> None:
@@ -65,8 +68,14 @@ def check_version_name(rollout: str, version: str, field: str) -> None:
     """`<rollout>-<version>` must be a DNS label and distinct from every other name we derive."""
     budget = DNS_LABEL_MAX - len(rollout) - 1
     if not _VERSION_RE.match(version) or len(version) > budget:
-        raise SpecError(field, f"must be lowercase letters, digits and '-' "
-                        f"(a DNS label part, at most {max(budget, 0)} characters here), got {version!r}")
+        raise SpecError(
+            field,
+            f"must be lowercase letters, digits and '-' "
+            f"(a DNS label part, at most {max(budget, 0)} characters here), got {version!r}",
+        )
     if version in RESERVED_VERSIONS:
-        raise SpecError(field, f"must not be {version!r}: {compute_preview_name(rollout)} is the "
-                        "blue-green preview Service; pick another version name")
+        raise SpecError(
+            field,
+            f"must not be {version!r}: {compute_preview_name(rollout)} is the "
+            "blue-green preview Service; pick another version name",
+        )

@@ -5,9 +5,9 @@ The shell only runs the queries plan_queries() asked for and reports each as a M
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Iterable, Mapping
 
 from .analysis import Measurement
 

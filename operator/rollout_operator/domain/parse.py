@@ -6,18 +6,43 @@ operator reports what `kubectl apply` would have rejected; the typed field reade
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any, Mapping, overload
+from typing import Any, overload
 
 from .durations import format_duration, parse_duration
 from .names import check_namespace, check_rollout_name, check_version_name
 from .pod_policy import PodPolicy, check_args, check_env, resolve_image
 from .sequential_gates import SEQUENTIAL_TEMPLATES
-from .spec import (USER_STEP_KINDS, Analysis, AnalysisMode, AnalysisSpec, BlueGreenStrategy, CanaryStrategy,
-                   GatewayAPISpec, MetricSpec, ModelSpec, OnNoData, Pause, Promote, Requests,
-                   RolloutSpec, RouterSpec, ServerSpec, SetMirror, SetWeight, ShadowStrategy,
-                   ShadowThen, SpecError, Step, Strategy, TrafficRoutingSpec, expand_blue_green,
-                   expand_canary, expand_shadow)
+from .spec import (
+    USER_STEP_KINDS,
+    Analysis,
+    AnalysisMode,
+    AnalysisSpec,
+    BlueGreenStrategy,
+    CanaryStrategy,
+    GatewayAPISpec,
+    MetricSpec,
+    ModelSpec,
+    OnNoData,
+    Pause,
+    Promote,
+    Requests,
+    RolloutSpec,
+    RouterSpec,
+    ServerSpec,
+    SetMirror,
+    SetWeight,
+    ShadowStrategy,
+    ShadowThen,
+    SpecError,
+    Step,
+    Strategy,
+    TrafficRoutingSpec,
+    expand_blue_green,
+    expand_canary,
+    expand_shadow,
+)
 from .templates import PAIRWISE_TEMPLATES, TEMPLATES, TemplateError, check_query
 
 # The model name is a KServe model name, a Prometheus label value and part of a URL path.
@@ -28,8 +53,10 @@ HEADER_NAME_PATTERN = r"^[-!#$%&'*+.^_`|~0-9A-Za-z]+$"
 _HEADER_NAME_RE = re.compile(HEADER_NAME_PATTERN)
 # http(s)://host[:port][/path], no credentials, query or fragment (they would be sent to, or
 # hide, another server).
-PROMETHEUS_ADDRESS_PATTERN = (r"^https?://[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?"
-                              r"(/[-A-Za-z0-9._~/]*)?$")
+PROMETHEUS_ADDRESS_PATTERN = (
+    r"^https?://[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?"
+    r"(/[-A-Za-z0-9._~/]*)?$"
+)
 _PROMETHEUS_ADDRESS_RE = re.compile(PROMETHEUS_ADDRESS_PATTERN)
 # A DNS-1123 subdomain: what Kubernetes allows as an object name.
 OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -41,8 +68,7 @@ MIN_WINDOW = timedelta(seconds=1)
 S = "spec"
 
 
-def parse_spec(spec: Mapping[str, Any], *, name: str, namespace: str,
-               policy: PodPolicy = PodPolicy()) -> RolloutSpec:
+def parse_spec(spec: Mapping[str, Any], *, name: str, namespace: str, policy: PodPolicy = PodPolicy()) -> RolloutSpec:
     """Validate and type a ModelRollout spec; raises SpecError on the first problem found.
 
     `policy` is the operator's say over pod-bound fields: default images, allowed registries,
@@ -57,11 +83,17 @@ def parse_spec(spec: Mapping[str, Any], *, name: str, namespace: str,
     _check_analysis_has_metrics(spec, analysis)
     _check_sequential_steps(spec, analysis, steps)
     return RolloutSpec(
-        name=name, namespace=namespace, model=model, strategy=strategy, steps=steps,
-        server=_parse_server(spec, policy), analysis=analysis,
+        name=name,
+        namespace=namespace,
+        model=model,
+        strategy=strategy,
+        steps=steps,
+        server=_parse_server(spec, policy),
+        analysis=analysis,
         traffic_routing=_parse_traffic_routing(spec, policy),
-        progress_deadline=read_duration(spec, "progressDeadline", S, positive=True,
-                                          default=RolloutSpec.progress_deadline),
+        progress_deadline=read_duration(
+            spec, "progressDeadline", S, positive=True, default=RolloutSpec.progress_deadline
+        ),
         paused=read_bool(spec, "paused", S, default=False),
         requests=_parse_requests(spec),
         history_limit=read_int(spec, "historyLimit", S, default=10, lo=1, hi=100),
@@ -77,10 +109,12 @@ def _parse_model(spec: Mapping[str, Any], rollout: str) -> ModelSpec:
     check_version_name(rollout, version, f"{path}.version")
     model_name = read_str(d, "name", path, required=True) or ""
     if not _MODEL_NAME_RE.match(model_name):
-        raise SpecError(f"{path}.name", "must be letters, digits, '-', '_' and '.', starting and "
-                        f"ending with a letter or digit, got {show(model_name)}")
-    return ModelSpec(name=model_name, version=version,
-                     uri=read_str(d, "uri", path, default="", max_len=2048) or "")
+        raise SpecError(
+            f"{path}.name",
+            "must be letters, digits, '-', '_' and '.', starting and "
+            f"ending with a letter or digit, got {show(model_name)}",
+        )
+    return ModelSpec(name=model_name, version=version, uri=read_str(d, "uri", path, default="", max_len=2048) or "")
 
 
 def _parse_server(spec: Mapping[str, Any], policy: PodPolicy) -> ServerSpec:
@@ -88,11 +122,12 @@ def _parse_server(spec: Mapping[str, Any], policy: PodPolicy) -> ServerSpec:
     path = f"{S}.server"
     resources = read_map(d, "resources", path) or {}
     return ServerSpec(
-        image=resolve_image(read_str(d, "image", path, max_len=512), policy.server_image, policy,
-                            f"{path}.image"),
+        image=resolve_image(read_str(d, "image", path, max_len=512), policy.server_image, policy, f"{path}.image"),
         replicas=read_int(d, "replicas", path, default=1, lo=1, hi=100) or 1,
-        resources=dict(resources), env=check_env(read_list(d, "env", path), policy, f"{path}.env"),
-        args=check_args(read_list(d, "args", path), policy, f"{path}.args"))
+        resources=dict(resources),
+        env=check_env(read_list(d, "env", path), policy, f"{path}.env"),
+        args=check_args(read_list(d, "args", path), policy, f"{path}.args"),
+    )
 
 
 def _parse_strategy(spec: Mapping[str, Any]) -> tuple[Strategy, tuple[Step, ...]]:
@@ -109,19 +144,20 @@ def _parse_strategy(spec: Mapping[str, Any]) -> tuple[Strategy, tuple[Step, ...]
         bg = BlueGreenStrategy(
             auto_promote=read_bool(body, "autoPromote", here, default=True),
             preview_duration=read_duration(body, "previewDuration", here),
-            scale_down_delay=read_duration(body, "scaleDownDelay", here,
-                                             default=BlueGreenStrategy.scale_down_delay),
+            scale_down_delay=read_duration(body, "scaleDownDelay", here, default=BlueGreenStrategy.scale_down_delay),
             post_promotion_duration=read_duration(body, "postPromotionDuration", here),
-            preview_replicas=read_int(body, "previewReplicas", here, lo=1, hi=100))
-        return bg, expand_blue_green(auto_promote=bg.auto_promote,
-                                     preview_duration=bg.preview_duration,
-                                     post_promotion_duration=bg.post_promotion_duration)
+            preview_replicas=read_int(body, "previewReplicas", here, lo=1, hi=100),
+        )
+        return bg, expand_blue_green(
+            auto_promote=bg.auto_promote,
+            preview_duration=bg.preview_duration,
+            post_promotion_duration=bg.post_promotion_duration,
+        )
     return _parse_shadow(body, here)
 
 
 def _parse_shadow(body: Mapping[str, Any], here: str) -> tuple[Strategy, tuple[Step, ...]]:
-    then = ShadowThen(read_enum(body, "then", here, tuple(t.value for t in ShadowThen),
-                                  default="stop"))
+    then = ShadowThen(read_enum(body, "then", here, tuple(t.value for t in ShadowThen), default="stop"))
     canary = read_map(body, "canary", here)
     if then is ShadowThen.CANARY and canary is None:
         raise SpecError(f"{here}.canary", "is required when then is canary (give its steps)")
@@ -130,11 +166,14 @@ def _parse_shadow(body: Mapping[str, Any], here: str) -> tuple[Strategy, tuple[S
     canary_steps = _parse_steps(canary, f"{here}.canary", required=True) if canary else ()
     shadow = ShadowStrategy(
         mirror_percent=read_int(body, "mirrorPercent", here, default=100, lo=1, hi=100) or 100,
-        duration=read_duration(body, "duration", here, positive=True,
-                                 default=ShadowStrategy.duration) or ShadowStrategy.duration,
-        then=then, canary_steps=canary_steps)
-    return shadow, expand_shadow(mirror_percent=shadow.mirror_percent, duration=shadow.duration,
-                                 then=then.value, canary_steps=canary_steps)
+        duration=read_duration(body, "duration", here, positive=True, default=ShadowStrategy.duration)
+        or ShadowStrategy.duration,
+        then=then,
+        canary_steps=canary_steps,
+    )
+    return shadow, expand_shadow(
+        mirror_percent=shadow.mirror_percent, duration=shadow.duration, then=then.value, canary_steps=canary_steps
+    )
 
 
 def _parse_steps(body: Mapping[str, Any], path: str, *, required: bool) -> tuple[Step, ...]:
@@ -148,8 +187,10 @@ def _parse_steps(body: Mapping[str, Any], path: str, *, required: bool) -> tuple
         step = _parse_step(item, here)
         if isinstance(step, SetWeight):
             if step.weight < last_weight:
-                raise SpecError(f"{here}.setWeight", f"must not decrease within a canary "
-                                f"(previous setWeight is {last_weight}, got {step.weight})")
+                raise SpecError(
+                    f"{here}.setWeight",
+                    f"must not decrease within a canary (previous setWeight is {last_weight}, got {step.weight})",
+                )
             last_weight = step.weight
         if isinstance(step, Promote) and i != len(raw) - 1:
             raise SpecError(f"{here}.promote", "must be the last step")
@@ -174,8 +215,10 @@ def _parse_step(item: Any, here: str) -> Step:
         return Pause(duration=read_duration(body, "duration", inner))
     if body.get("duration") is not None and body.get("checks") is not None:
         raise SpecError(inner, "must set at most one of duration, checks")
-    return Analysis(duration=read_duration(body, "duration", inner, positive=True),
-                    checks=read_int(body, "checks", inner, lo=1, hi=1000))
+    return Analysis(
+        duration=read_duration(body, "duration", inner, positive=True),
+        checks=read_int(body, "checks", inner, lo=1, hi=1000),
+    )
 
 
 def _parse_analysis(spec: Mapping[str, Any]) -> AnalysisSpec | None:
@@ -184,8 +227,9 @@ def _parse_analysis(spec: Mapping[str, Any]) -> AnalysisSpec | None:
         return None
     path = f"{S}.analysis"
     prometheus = read_map(d, "prometheus", path) or {}
-    mode = AnalysisMode(read_enum(d, "mode", path, tuple(m.value for m in AnalysisMode),
-                                  default=AnalysisMode.THRESHOLD.value))
+    mode = AnalysisMode(
+        read_enum(d, "mode", path, tuple(m.value for m in AnalysisMode), default=AnalysisMode.THRESHOLD.value)
+    )
     interval = read_duration(d, "interval", path, at_least=MIN_INTERVAL, default=AnalysisSpec.interval)
     metrics = [_parse_metric(m, f"{path}.metrics[{i}]") for i, m in enumerate(read_list(d, "metrics", path))]
     names = [m.name for m in metrics]
@@ -200,17 +244,17 @@ def _parse_analysis(spec: Mapping[str, Any]) -> AnalysisSpec | None:
         or AnalysisSpec.window,
         prometheus_address=_parse_prometheus_address(prometheus, f"{path}.prometheus"),
         min_samples=read_int(d, "minSamples", path, default=50, lo=0) or 0,
-        on_no_data=OnNoData(read_enum(d, "onNoData", path, tuple(o.value for o in OnNoData),
-                                        default="hold")),
+        on_no_data=OnNoData(read_enum(d, "onNoData", path, tuple(o.value for o in OnNoData), default="hold")),
         failure_limit=read_int(d, "failureLimit", path, default=2, lo=1, hi=1000) or 2,
         inconclusive_limit=read_int(d, "inconclusiveLimit", path, default=10, lo=1, hi=1000) or 10,
-        consecutive_error_limit=read_int(d, "consecutiveErrorLimit", path, default=4, lo=1,
-                                           hi=1000) or 4,
-        metrics=tuple(metrics), mode=mode,
+        consecutive_error_limit=read_int(d, "consecutiveErrorLimit", path, default=4, lo=1, hi=1000) or 4,
+        metrics=tuple(metrics),
+        mode=mode,
         false_promotion_rate=_read_rate(d, "falsePromotionRate", path, AnalysisSpec.false_promotion_rate),
         false_rollback_rate=_read_rate(d, "falseRollbackRate", path, AnalysisSpec.false_rollback_rate),
-        max_duration=read_duration(d, "maxDuration", path, at_least=MIN_INTERVAL,
-                                   default=AnalysisSpec.max_duration) or AnalysisSpec.max_duration)
+        max_duration=read_duration(d, "maxDuration", path, at_least=MIN_INTERVAL, default=AnalysisSpec.max_duration)
+        or AnalysisSpec.max_duration,
+    )
 
 
 def _read_rate(d: Mapping[str, Any], key: str, path: str, default: float) -> float:
@@ -219,8 +263,11 @@ def _read_rate(d: Mapping[str, Any], key: str, path: str, default: float) -> flo
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 0.5:
-        raise SpecError(child(path, key), "must be a number in (0, 0.5] (the largest accepted chance "
-                        f"of that wrong verdict, e.g. 0.05), got {_show(value)}")
+        raise SpecError(
+            child(path, key),
+            "must be a number in (0, 0.5] (the largest accepted chance "
+            f"of that wrong verdict, e.g. 0.05), got {_show(value)}",
+        )
     return float(value)
 
 
@@ -232,36 +279,47 @@ def _check_sequential_metrics(metrics: list[MetricSpec], path: str) -> None:
         if m.template not in SEQUENTIAL_TEMPLATES:
             field = f"{here}.template" if m.template is not None else f"{here}.query"
             got = f"template {m.template}" if m.template is not None else "a query"
-            raise SpecError(field, "with mode sequential every gate needs a template that counts events "
-                            f"and trials ({', '.join(SEQUENTIAL_TEMPLATES)}), got {got}")
+            raise SpecError(
+                field,
+                "with mode sequential every gate needs a template that counts events "
+                f"and trials ({', '.join(SEQUENTIAL_TEMPLATES)}), got {got}",
+            )
         for key, value in (("min", m.min), ("max", m.max)):
             if value is not None and not 0 <= value <= 1:
-                raise SpecError(f"{here}.{key}", "with mode sequential must be a share or mean in [0, 1], "
-                                f"got {value:g}")
+                raise SpecError(
+                    f"{here}.{key}", f"with mode sequential must be a share or mean in [0, 1], got {value:g}"
+                )
         for key, value in (("maxIncrease", m.max_increase), ("maxDecrease", m.max_decrease)):
             if value is not None and value > 1:
                 raise SpecError(f"{here}.{key}", f"with mode sequential must be at most 1, got {value:g}")
 
 
-def _check_sequential_steps(spec: Mapping[str, Any], analysis: AnalysisSpec | None,
-                            steps: tuple[Step, ...]) -> None:
+def _check_sequential_steps(spec: Mapping[str, Any], analysis: AnalysisSpec | None, steps: tuple[Step, ...]) -> None:
     """Sequential steps end on evidence: `checks` has no meaning there, and only analysis steps
     wait for a verdict, so there must be one."""
     if analysis is None or not analysis.is_sequential:
         return
     strategy = spec.get("strategy") or {}
-    lists = [("spec.strategy.canary", (strategy.get("canary") or {}).get("steps")),
-             ("spec.strategy.shadow.canary", ((strategy.get("shadow") or {}).get("canary") or {}).get("steps"))]
+    lists = [
+        ("spec.strategy.canary", (strategy.get("canary") or {}).get("steps")),
+        ("spec.strategy.shadow.canary", ((strategy.get("shadow") or {}).get("canary") or {}).get("steps")),
+    ]
     for path, raw in lists:
         for i, item in enumerate(raw or []):
             body = item.get("analysis") if isinstance(item, Mapping) else None
             if isinstance(body, Mapping) and body.get("checks") is not None:
-                raise SpecError(f"{path}.steps[{i}].analysis.checks", "not used with spec.analysis.mode "
-                                "sequential (a step ends as soon as every gate is decided); set duration "
-                                "for its longest wait instead")
+                raise SpecError(
+                    f"{path}.steps[{i}].analysis.checks",
+                    "not used with spec.analysis.mode "
+                    "sequential (a step ends as soon as every gate is decided); set duration "
+                    "for its longest wait instead",
+                )
     if not any(isinstance(step, Analysis) for step in steps):
-        raise SpecError(f"{S}.analysis.mode", "sequential needs an analysis step: only analysis steps "
-                        "wait for a verdict, so without one nothing would be decided before promotion")
+        raise SpecError(
+            f"{S}.analysis.mode",
+            "sequential needs an analysis step: only analysis steps "
+            "wait for a verdict, so without one nothing would be decided before promotion",
+        )
 
 
 def _parse_metric(item: Any, here: str) -> MetricSpec:
@@ -279,12 +337,16 @@ def _parse_metric(item: Any, here: str) -> MetricSpec:
         except TemplateError as err:
             raise SpecError(f"{here}.query", str(err)) from None
     metric = MetricSpec(
-        name=name, template=template, query=query,
-        min=read_number(item, "min", here), max=read_number(item, "max", here),
+        name=name,
+        template=template,
+        query=query,
+        min=read_number(item, "min", here),
+        max=read_number(item, "max", here),
         relative_to=read_enum(item, "relativeTo", here, ("stable",)),
         max_increase=read_number(item, "maxIncrease", here, lo=0),
         max_decrease=read_number(item, "maxDecrease", here, lo=0),
-        min_samples=read_int(item, "minSamples", here, lo=0))
+        min_samples=read_int(item, "minSamples", here, lo=0),
+    )
     _check_thresholds(metric, here)
     return metric
 
@@ -298,8 +360,9 @@ def _check_thresholds(m: MetricSpec, here: str) -> None:
     if relative and not m.relative_to:
         raise SpecError(f"{here}.relativeTo", "must be 'stable' when maxIncrease or maxDecrease is set")
     if m.relative_to and m.template in PAIRWISE_TEMPLATES:
-        raise SpecError(f"{here}.relativeTo", f"cannot be used with {m.template}, "
-                        "which already compares candidate with stable")
+        raise SpecError(
+            f"{here}.relativeTo", f"cannot be used with {m.template}, which already compares candidate with stable"
+        )
     if m.min is None and m.max is None and not relative:
         raise SpecError(here, "needs a threshold: min, max, or relativeTo with maxIncrease/maxDecrease")
 
@@ -307,8 +370,10 @@ def _check_thresholds(m: MetricSpec, here: str) -> None:
 def _parse_prometheus_address(d: Mapping[str, Any], path: str) -> str | None:
     address = read_str(d, "address", path, max_len=2048) or None
     if address is not None and not _PROMETHEUS_ADDRESS_RE.match(address):
-        raise SpecError(f"{path}.address", "must be http(s)://host[:port][/path] without "
-                        f"credentials, query or fragment, got {show(address)}")
+        raise SpecError(
+            f"{path}.address",
+            f"must be http(s)://host[:port][/path] without credentials, query or fragment, got {show(address)}",
+        )
     return address
 
 
@@ -319,15 +384,19 @@ def _check_analysis_has_metrics(spec: Mapping[str, Any], analysis: AnalysisSpec 
     strategy = spec.get("strategy") or {}
     need = "needs spec.analysis.metrics: with no metric it would pass without checking anything"
     if strategy.get("shadow") is not None:
-        raise SpecError(f"{S}.strategy.shadow", need + " (a shadow is judged only by its gates, "
-                        "e.g. the shadow-agreement template)")
+        raise SpecError(
+            f"{S}.strategy.shadow", need + " (a shadow is judged only by its gates, e.g. the shadow-agreement template)"
+        )
     blue_green = strategy.get("blueGreen")
     for key in ("previewDuration", "postPromotionDuration"):
         if isinstance(blue_green, Mapping) and blue_green.get(key) is not None:
-            raise SpecError(f"{S}.strategy.blueGreen.{key}", need + " (leave it unset for a plain "
-                            "switch without analysis)")
-    for path, body in ((f"{S}.strategy.canary", strategy.get("canary")),
-                       (f"{S}.strategy.shadow.canary", (strategy.get("shadow") or {}).get("canary"))):
+            raise SpecError(
+                f"{S}.strategy.blueGreen.{key}", need + " (leave it unset for a plain switch without analysis)"
+            )
+    for path, body in (
+        (f"{S}.strategy.canary", strategy.get("canary")),
+        (f"{S}.strategy.shadow.canary", (strategy.get("shadow") or {}).get("canary")),
+    ):
         for i, step in enumerate((body or {}).get("steps") or []):
             if isinstance(step, Mapping) and step.get("analysis") is not None:
                 raise SpecError(f"{path}.steps[{i}].analysis", need)
@@ -336,8 +405,9 @@ def _check_analysis_has_metrics(spec: Mapping[str, Any], analysis: AnalysisSpec 
 def _parse_traffic_routing(spec: Mapping[str, Any], policy: PodPolicy) -> TrafficRoutingSpec:
     d = read_map(spec, "trafficRouting", S)
     if d is None:
-        return TrafficRoutingSpec(router=RouterSpec(image=policy.router_image,
-                                                    network_policies=policy.network_policies))
+        return TrafficRoutingSpec(
+            router=RouterSpec(image=policy.router_image, network_policies=policy.network_policies)
+        )
     path = f"{S}.trafficRouting"
     kind = exactly_one(d, ("router", "gatewayAPI"), path, "traffic provider")
     body = read_map(d, kind, path) or {}
@@ -345,31 +415,51 @@ def _parse_traffic_routing(spec: Mapping[str, Any], policy: PodPolicy) -> Traffi
     if kind == "router":
         sticky = read_str(body, "stickyHeader", here, max_len=128) or None
         if sticky is not None and not _HEADER_NAME_RE.match(sticky):
-            raise SpecError(f"{here}.stickyHeader", "must be an HTTP header name (an RFC 7230 token: "
-                            f"letters, digits and !#$%&'*+-.^_`|~), got {show(sticky)}")
-        return TrafficRoutingSpec(router=RouterSpec(
-            sticky_header=sticky,
-            replicas=read_int(body, "replicas", here, default=1, lo=1, hi=20) or 1,
-            image=resolve_image(read_str(body, "image", here, max_len=512), policy.router_image,
-                                policy, f"{here}.image"),
-            network_policies=policy.network_policies))
+            raise SpecError(
+                f"{here}.stickyHeader",
+                "must be an HTTP header name (an RFC 7230 token: "
+                f"letters, digits and !#$%&'*+-.^_`|~), got {show(sticky)}",
+            )
+        return TrafficRoutingSpec(
+            router=RouterSpec(
+                sticky_header=sticky,
+                replicas=read_int(body, "replicas", here, default=1, lo=1, hi=20) or 1,
+                image=resolve_image(
+                    read_str(body, "image", here, max_len=512), policy.router_image, policy, f"{here}.image"
+                ),
+                network_policies=policy.network_policies,
+            )
+        )
     http_route = read_str(body, "httpRoute", here, required=True) or ""
     if not _OBJECT_NAME_RE.match(http_route):
         # It becomes part of the REST path the operator reads and patches.
-        raise SpecError(f"{here}.httpRoute", "must be a Kubernetes object name (lowercase letters, "
-                        f"digits, '-' and '.'), got {show(http_route)}")
-    return TrafficRoutingSpec(router=None, gateway_api=GatewayAPISpec(
-        http_route=http_route,
-        port=read_int(body, "port", here, default=8080, lo=1, hi=65535) or 8080))
+        raise SpecError(
+            f"{here}.httpRoute",
+            f"must be a Kubernetes object name (lowercase letters, digits, '-' and '.'), got {show(http_route)}",
+        )
+    return TrafficRoutingSpec(
+        router=None,
+        gateway_api=GatewayAPISpec(
+            http_route=http_route, port=read_int(body, "port", here, default=8080, lo=1, hi=65535) or 8080
+        ),
+    )
 
 
 def _parse_requests(spec: Mapping[str, Any]) -> Requests:
     d = read_map(spec, "requests", S) or {}
     path = f"{S}.requests"
-    return Requests(**{attr: read_int(d, key, path, default=0, lo=0) or 0
-                       for attr, key in (("promote", "promote"), ("promote_full", "promoteFull"),
-                                         ("abort", "abort"), ("retry", "retry"))},
-                    by=read_str(d, "by", path, default="", max_len=253) or "")
+    return Requests(
+        **{
+            attr: read_int(d, key, path, default=0, lo=0) or 0
+            for attr, key in (
+                ("promote", "promote"),
+                ("promote_full", "promoteFull"),
+                ("abort", "abort"),
+                ("retry", "retry"),
+            )
+        },
+        by=read_str(d, "by", path, default="", max_len=253) or "",
+    )
 
 
 # Typed field readers: each names the JSON path and what was expected.
@@ -401,8 +491,9 @@ def read_list(d: Mapping[str, Any], key: str, path: str) -> list[Any]:
     return value
 
 
-def read_str(d: Mapping[str, Any], key: str, path: str, *, default: str | None = None,
-             required: bool = False, max_len: int = 253) -> str | None:
+def read_str(
+    d: Mapping[str, Any], key: str, path: str, *, default: str | None = None, required: bool = False, max_len: int = 253
+) -> str | None:
     value = d.get(key)
     if value is None:
         if required:
@@ -418,13 +509,37 @@ def read_str(d: Mapping[str, Any], key: str, path: str, *, default: str | None =
 
 
 @overload
-def read_int(d: Mapping[str, Any], key: str, path: str, *, default: int,
-             lo: int | None = None, hi: int | None = None, required: bool = False) -> int: ...
+def read_int(
+    d: Mapping[str, Any],
+    key: str,
+    path: str,
+    *,
+    default: int,
+    lo: int | None = None,
+    hi: int | None = None,
+    required: bool = False,
+) -> int: ...
 @overload
-def read_int(d: Mapping[str, Any], key: str, path: str, *, default: None = None,
-             lo: int | None = None, hi: int | None = None, required: bool = False) -> int | None: ...
-def read_int(d: Mapping[str, Any], key: str, path: str, *, default: int | None = None,
-             lo: int | None = None, hi: int | None = None, required: bool = False) -> int | None:
+def read_int(
+    d: Mapping[str, Any],
+    key: str,
+    path: str,
+    *,
+    default: None = None,
+    lo: int | None = None,
+    hi: int | None = None,
+    required: bool = False,
+) -> int | None: ...
+def read_int(
+    d: Mapping[str, Any],
+    key: str,
+    path: str,
+    *,
+    default: int | None = None,
+    lo: int | None = None,
+    hi: int | None = None,
+    required: bool = False,
+) -> int | None:
     value = d.get(key)
     if value is None:
         if required:
@@ -461,14 +576,34 @@ def read_bool(d: Mapping[str, Any], key: str, path: str, *, default: bool) -> bo
 
 
 @overload
-def read_duration(d: Mapping[str, Any], key: str, path: str, *, default: timedelta,
-                  positive: bool = False, at_least: timedelta | None = None) -> timedelta: ...
+def read_duration(
+    d: Mapping[str, Any],
+    key: str,
+    path: str,
+    *,
+    default: timedelta,
+    positive: bool = False,
+    at_least: timedelta | None = None,
+) -> timedelta: ...
 @overload
-def read_duration(d: Mapping[str, Any], key: str, path: str, *, default: None = None,
-                  positive: bool = False, at_least: timedelta | None = None) -> timedelta | None: ...
-def read_duration(d: Mapping[str, Any], key: str, path: str, *,
-                  default: timedelta | None = None, positive: bool = False,
-                  at_least: timedelta | None = None) -> timedelta | None:
+def read_duration(
+    d: Mapping[str, Any],
+    key: str,
+    path: str,
+    *,
+    default: None = None,
+    positive: bool = False,
+    at_least: timedelta | None = None,
+) -> timedelta | None: ...
+def read_duration(
+    d: Mapping[str, Any],
+    key: str,
+    path: str,
+    *,
+    default: timedelta | None = None,
+    positive: bool = False,
+    at_least: timedelta | None = None,
+) -> timedelta | None:
     value = d.get(key)
     if value is None:
         return default
@@ -483,8 +618,9 @@ def read_duration(d: Mapping[str, Any], key: str, path: str, *,
     return parsed
 
 
-def read_enum(d: Mapping[str, Any], key: str, path: str, allowed: tuple[str, ...], *,
-              default: str | None = None) -> str | None:
+def read_enum(
+    d: Mapping[str, Any], key: str, path: str, allowed: tuple[str, ...], *, default: str | None = None
+) -> str | None:
     value = d.get(key)
     if value is None:
         return default

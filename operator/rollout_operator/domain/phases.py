@@ -11,32 +11,25 @@ from enum import Enum
 class Phase(str, Enum):
     """Where a ModelRollout stands; written to status.phase. Each member carries a one-line doc."""
 
-    def __new__(cls, value: str, doc: str) -> "Phase":
+    def __new__(cls, value: str, doc: str) -> Phase:
         member = str.__new__(cls, value)
         member._value_ = value
         member.__doc__ = doc
         return member
 
-    INITIALIZING = ("Initializing",
-        "The first version is coming up; no traffic is routed until it is Ready.")
-    HEALTHY = ("Healthy",
-        "The stable version serves 100% of traffic and no rollout is in flight.")
-    PROGRESSING = ("Progressing",
-        "A candidate version is moving through the strategy's steps under analysis.")
-    PAUSED = ("Paused",
-        "A rollout waits for a person (pause step, blue-green approval or spec.paused).")
-    PROMOTING = ("Promoting",
-        "All traffic is on the candidate; the next tick makes it the stable version.")
-    ROLLING_BACK = ("RollingBack",
-        "Traffic is back on stable (already written); the candidate is being scaled down.")
-    ROLLED_BACK = ("RolledBack",
-        "The candidate was rejected or aborted; stable serves 100%; retry or a new version moves on.")
-    STOPPED = ("Stopped",
-        "A shadow run with `then: stop` finished and reported; the candidate was not promoted.")
-    FAILED = ("Failed",
-        "The first version never became Ready in time; there is no stable version to fall back to.")
-    INVALID = ("Invalid",
-        "The spec cannot be acted on; status.message says which field; nothing else changes.")
+    INITIALIZING = ("Initializing", "The first version is coming up; no traffic is routed until it is Ready.")
+    HEALTHY = ("Healthy", "The stable version serves 100% of traffic and no rollout is in flight.")
+    PROGRESSING = ("Progressing", "A candidate version is moving through the strategy's steps under analysis.")
+    PAUSED = ("Paused", "A rollout waits for a person (pause step, blue-green approval or spec.paused).")
+    PROMOTING = ("Promoting", "All traffic is on the candidate; the next tick makes it the stable version.")
+    ROLLING_BACK = ("RollingBack", "Traffic is back on stable (already written); the candidate is being scaled down.")
+    ROLLED_BACK = (
+        "RolledBack",
+        "The candidate was rejected or aborted; stable serves 100%; retry or a new version moves on.",
+    )
+    STOPPED = ("Stopped", "A shadow run with `then: stop` finished and reported; the candidate was not promoted.")
+    FAILED = ("Failed", "The first version never became Ready in time; there is no stable version to fall back to.")
+    INVALID = ("Invalid", "The spec cannot be acted on; status.message says which field; nothing else changes.")
 
 
 P = Phase

@@ -9,8 +9,9 @@ identity, so the fields are restricted to what a model server needs: see docs/op
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from .spec import SpecError
 
@@ -20,22 +21,36 @@ DEFAULT_ROUTER_IMAGE = "modelrollout/router:dev"
 
 # Model-server flags a spec may pass in spec.server.args: tuning of the speech server's own
 # limits and threads. --host/--port/--model-* are the operator's (it sets them per version).
-DEFAULT_ALLOWED_ARGS = ("max-clip-seconds", "max-request-bytes", "max-batch", "inference-threads",
-                        "ort-threads", "log-level")
+DEFAULT_ALLOWED_ARGS = (
+    "max-clip-seconds",
+    "max-request-bytes",
+    "max-batch",
+    "inference-threads",
+    "ort-threads",
+    "log-level",
+)
 OPERATOR_ARGS = ("host", "port", "model-name", "model-version", "model-uri")
 
 # Env names that change which code runs or what the operator set, not how a model is served:
 # the dynamic loader (LD_PRELOAD), the interpreter (PYTHONPATH, PYTHONSTARTUP), PATH, the
 # kubelet's service-discovery variables, the operator's own POD_IP and the server's
 # SPEECH_SERVER_HOST/PORT/MODEL_* that its flags set.
-RESERVED_ENV_PREFIXES = ("LD_", "PYTHON", "PATH", "KUBERNETES_", "POD_", "MODELROLLOUT_",
-                         "SPEECH_SERVER_HOST", "SPEECH_SERVER_PORT", "SPEECH_SERVER_MODEL_")
+RESERVED_ENV_PREFIXES = (
+    "LD_",
+    "PYTHON",
+    "PATH",
+    "KUBERNETES_",
+    "POD_",
+    "MODELROLLOUT_",
+    "SPEECH_SERVER_HOST",
+    "SPEECH_SERVER_PORT",
+    "SPEECH_SERVER_MODEL_",
+)
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 ARG_PATTERN = r"^--([a-z][a-z0-9-]*)=(.*)$"  # one argument each: no "--flag value" pairs
 IMAGE_PATTERN = r"^[a-z0-9][a-z0-9._/:@-]*$"
 # Called with fullmatch: the CRD's patterns (same text) accept no newline anywhere.
-_ENV_NAME_RE, _ARG_RE, _IMAGE_RE = (re.compile(p) for p in
-                                    (ENV_NAME_PATTERN, ARG_PATTERN, IMAGE_PATTERN))
+_ENV_NAME_RE, _ARG_RE, _IMAGE_RE = (re.compile(p) for p in (ENV_NAME_PATTERN, ARG_PATTERN, IMAGE_PATTERN))
 
 
 @dataclass(frozen=True)
@@ -53,19 +68,24 @@ class PodPolicy:
     def is_allowed_image(self, image: str) -> bool:
         """True when no allow-list is set or `image` lies under one of its prefixes."""
         return not self.allowed_registries or any(
-            image.startswith(prefix.rstrip("/") + "/") for prefix in self.allowed_registries)
+            image.startswith(prefix.rstrip("/") + "/") for prefix in self.allowed_registries
+        )
 
 
 def resolve_image(given: str | None, default: str, policy: PodPolicy, path: str) -> str:
     """The spec's image, or the operator's default when the spec leaves it empty; vetted."""
     image = given or default
     if given and not _IMAGE_RE.fullmatch(given):
-        raise SpecError(path, f"must be an image reference (lowercase registry/name[:tag][@digest], "
-                        f"no spaces), got {given!r}")
+        raise SpecError(
+            path, f"must be an image reference (lowercase registry/name[:tag][@digest], no spaces), got {given!r}"
+        )
     if not policy.is_allowed_image(image):
-        raise SpecError(path, f"image {image!r} is not under an allowed registry "
-                        f"({', '.join(policy.allowed_registries)}; operator flag "
-                        "--allowed-image-registries)")
+        raise SpecError(
+            path,
+            f"image {image!r} is not under an allowed registry "
+            f"({', '.join(policy.allowed_registries)}; operator flag "
+            "--allowed-image-registries)",
+        )
     return image
 
 
@@ -78,19 +98,24 @@ def check_env(env: list[Any], policy: PodPolicy, path: str) -> tuple[dict[str, A
             raise SpecError(here, "must be an object with a string name")
         name = item["name"]
         if not _ENV_NAME_RE.fullmatch(name):
-            raise SpecError(f"{here}.name", f"must be letters, digits and '_' not starting with a "
-                            f"digit, got {name!r}")
+            raise SpecError(f"{here}.name", f"must be letters, digits and '_' not starting with a digit, got {name!r}")
         reserved = [p for p in RESERVED_ENV_PREFIXES if name.upper().startswith(p)]
         if reserved:
-            raise SpecError(f"{here}.name", f"{name!r} starts with the reserved prefix {reserved[0]!r} "
-                            f"(reserved: {', '.join(RESERVED_ENV_PREFIXES)}); use another name")
+            raise SpecError(
+                f"{here}.name",
+                f"{name!r} starts with the reserved prefix {reserved[0]!r} "
+                f"(reserved: {', '.join(RESERVED_ENV_PREFIXES)}); use another name",
+            )
         unknown = sorted(set(item) - {"name", "value", "valueFrom"})
         if unknown:
             raise SpecError(here, f"may only set name, value and valueFrom, not {', '.join(unknown)}")
         if "valueFrom" in item and not policy.allow_env_value_from:
-            raise SpecError(f"{here}.valueFrom", "is not allowed: give a literal value (secrets and "
-                            "config maps reach pods only when the operator runs with "
-                            "--allow-env-value-from)")
+            raise SpecError(
+                f"{here}.valueFrom",
+                "is not allowed: give a literal value (secrets and "
+                "config maps reach pods only when the operator runs with "
+                "--allow-env-value-from)",
+            )
         if "value" in item and not isinstance(item["value"], str):
             raise SpecError(f"{here}.value", f"must be a string, got {item['value']!r}")
         out.append(dict(item))
@@ -109,9 +134,13 @@ def check_args(args: list[Any], policy: PodPolicy, path: str) -> tuple[str, ...]
             raise SpecError(f"{path}[{i}]", f"must be --flag=value (one argument each), got {arg!r}")
         flag = match.group(1)
         if flag in OPERATOR_ARGS:
-            raise SpecError(f"{path}[{i}]", f"--{flag} is set by the operator for every version; "
-                            f"allowed flags: {allowed}")
+            raise SpecError(
+                f"{path}[{i}]", f"--{flag} is set by the operator for every version; allowed flags: {allowed}"
+            )
         if flag not in policy.allowed_args:
-            raise SpecError(f"{path}[{i}]", f"--{flag} is not an allowed model-server flag; allowed: "
-                            f"{allowed} (operator flag --model-server-allowed-args)")
+            raise SpecError(
+                f"{path}[{i}]",
+                f"--{flag} is not an allowed model-server flag; allowed: "
+                f"{allowed} (operator flag --model-server-allowed-args)",
+            )
     return tuple(args)

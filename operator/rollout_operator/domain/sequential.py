@@ -82,18 +82,23 @@ class SequentialResult:
         if limit is None:
             limit = f"{'max' if self.side is Side.AT_MOST else 'min'} {_num(self.threshold)}"
         if self.outcome is Outcome.INCONCLUSIVE:
-            more = ("unknown" if self.samples_needed is None else f"~{self.samples_needed}")
+            more = "unknown" if self.samples_needed is None else f"~{self.samples_needed}"
             return f"{interval} spans {limit} (n={self.samples}, {more} more samples to decide)"
         relation = _RELATION[(self.side, self.outcome)]
         return f"{interval} {relation} {limit} (n={self.samples})"
 
 
-_RELATION = {(Side.AT_MOST, Outcome.PASS): "<", (Side.AT_MOST, Outcome.FAIL): ">",
-             (Side.AT_LEAST, Outcome.PASS): ">", (Side.AT_LEAST, Outcome.FAIL): "<"}
+_RELATION = {
+    (Side.AT_MOST, Outcome.PASS): "<",
+    (Side.AT_MOST, Outcome.FAIL): ">",
+    (Side.AT_LEAST, Outcome.PASS): ">",
+    (Side.AT_LEAST, Outcome.FAIL): "<",
+}
 
 
-def compute_gate_rates(false_promotion_rate: float, false_rollback_rate: float,
-                       gates: int, rounds: int = 1) -> GateRates:
+def compute_gate_rates(
+    false_promotion_rate: float, false_rollback_rate: float, gates: int, rounds: int = 1
+) -> GateRates:
     """Per-gate rates that keep the declared overall rates for `gates` gates in each of `rounds`
     sequential analysis steps.
 
@@ -108,8 +113,7 @@ def compute_gate_rates(false_promotion_rate: float, false_rollback_rate: float,
     return GateRates(false_promotion_rate, false_rollback_rate / (gates * rounds))
 
 
-def compute_mean_bounds(total: float, count: float, alpha: float,
-                        prior_mean: float = 0.5) -> tuple[float, float]:
+def compute_mean_bounds(total: float, count: float, alpha: float, prior_mean: float = 0.5) -> tuple[float, float]:
     """Two-sided confidence sequence at level `alpha` for the mean of values in [0, 1] (or a
     Bernoulli rate: total = events, count = trials) after `count` values summing to `total`.
     No values gives [0, 1]."""
@@ -122,8 +126,9 @@ def compute_mean_bounds(total: float, count: float, alpha: float,
     return mixture.lower(alpha), mixture.upper(alpha)
 
 
-def evaluate_rate(events: float, trials: float, threshold: float, side: Side, rates: GateRates,
-                  prior_mean: float | None = None) -> SequentialResult:
+def evaluate_rate(
+    events: float, trials: float, threshold: float, side: Side, rates: GateRates, prior_mean: float | None = None
+) -> SequentialResult:
     """A Bernoulli rate (errors, unknown labels, slow requests, shadow disagreements) from raw
     counts, or a mean of values in [0, 1] from its sum and count, against an absolute threshold.
     The prior is centred on the threshold unless given (it only changes how fast, never whether
@@ -136,34 +141,38 @@ def evaluate_rate(events: float, trials: float, threshold: float, side: Side, ra
 evaluate_mean = evaluate_rate  # same bound: values in [0, 1] are sub-Bernoulli (module docstring)
 
 
-def evaluate_paired(disagreements: float, pairs: float, max_share: float,
-                    rates: GateRates) -> SequentialResult:
+def evaluate_paired(disagreements: float, pairs: float, max_share: float, rates: GateRates) -> SequentialResult:
     """Shadow comparison on the same requests: each pair either disagrees or not, one Bernoulli
     stream, so no baseline noise enters (far fewer samples than two independent rates)."""
     return evaluate_rate(disagreements, pairs, max_share, Side.AT_MOST, rates)
 
 
-def evaluate_difference(candidate_events: float, candidate_trials: float, stable_events: float,
-                        stable_trials: float, threshold: float, side: Side,
-                        rates: GateRates) -> SequentialResult:
+def evaluate_difference(
+    candidate_events: float,
+    candidate_trials: float,
+    stable_events: float,
+    stable_trials: float,
+    threshold: float,
+    side: Side,
+    rates: GateRates,
+) -> SequentialResult:
     """candidate - stable for two independent rates/means in [0, 1] against `threshold` (a
     non-inferiority margin: +maxIncrease with AT_MOST, -maxDecrease with AT_LEAST). Each side
     gets its own confidence sequence at half the rate; the difference's bound is the worst
     combination of the two, so it holds whenever both do."""
     _check_threshold(threshold, -1.0, 1.0)
-    pair = _TwoSample(_Arm(candidate_events, candidate_trials, 0.5),
-                      _Arm(stable_events, stable_trials, 0.5))
+    pair = _TwoSample(_Arm(candidate_events, candidate_trials, 0.5), _Arm(stable_events, stable_trials, 0.5))
     return _evaluate(pair, threshold, side, rates)
 
 
 # --- the evaluation common to every shape -------------------------------------------------
 
+
 def _evaluate(shape: _Shape, threshold: float, side: Side, rates: GateRates) -> SequentialResult:
     lower, upper = _bounds(shape, side, rates)
     outcome = _outcome(lower, upper, threshold, side)
     needed = 0 if outcome is not Outcome.INCONCLUSIVE else _samples_needed(shape, threshold, side, rates)
-    return SequentialResult(outcome, shape.estimate(), lower, upper, int(shape.samples()), needed,
-                            threshold, side)
+    return SequentialResult(outcome, shape.estimate(), lower, upper, int(shape.samples()), needed, threshold, side)
 
 
 def _bounds(shape: _Shape, side: Side, rates: GateRates) -> tuple[float, float]:
@@ -177,10 +186,8 @@ def _bounds(shape: _Shape, side: Side, rates: GateRates) -> tuple[float, float]:
 def _outcome(lower: float, upper: float, threshold: float, side: Side) -> Outcome:
     # Strict inequalities: a truth exactly on the threshold counts as unhealthy for promotion.
     if side is Side.AT_MOST:
-        return Outcome.PASS if upper < threshold else Outcome.FAIL if lower > threshold \
-            else Outcome.INCONCLUSIVE
-    return Outcome.PASS if lower > threshold else Outcome.FAIL if upper < threshold \
-        else Outcome.INCONCLUSIVE
+        return Outcome.PASS if upper < threshold else Outcome.FAIL if lower > threshold else Outcome.INCONCLUSIVE
+    return Outcome.PASS if lower > threshold else Outcome.FAIL if upper < threshold else Outcome.INCONCLUSIVE
 
 
 def _samples_needed(shape: _Shape, threshold: float, side: Side, rates: GateRates) -> int | None:
@@ -213,6 +220,7 @@ def _samples_needed(shape: _Shape, threshold: float, side: Side, rates: GateRate
 
 
 # --- shapes: how the estimate and bounds are built from one or two arms -------------------
+
 
 @dataclass(frozen=True)
 class _Arm:
@@ -298,6 +306,7 @@ class _TwoSample:
 
 
 # --- the beta-binomial mixture -------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _Mixture:

@@ -29,8 +29,9 @@ from .templates import PAIRWISE_TEMPLATES, Template
 # `samples` the trials, both over {{window}} = the time since the step began. Same selectors as
 # the rate templates in templates.py, so they read the same series.
 _SEL = 'namespace="{{namespace}}",model="{{model}}",version="{{version}}"'
-_SHADOW_SEL = ('namespace="{{namespace}}",rollout="{{rollout}}",'
-               'stable_version="{{stable}}",candidate_version="{{candidate}}"')
+_SHADOW_SEL = (
+    'namespace="{{namespace}}",rollout="{{rollout}}",stable_version="{{stable}}",candidate_version="{{candidate}}"'
+)
 
 
 def _count(selector: str) -> str:
@@ -46,23 +47,28 @@ SEQUENTIAL_TEMPLATES: dict[str, Template] = {
     "error-rate": Template(
         query=_events(f'speech_requests_total{{{_SEL},outcome="server_error"}}'),
         samples=_count(f"speech_requests_total{{{_SEL}}}"),
-        description="server errors / requests since the step began"),
+        description="server errors / requests since the step began",
+    ),
     "unknown-rate": Template(
         query=_events(f'speech_predictions_total{{{_SEL},label=~"_unknown_|_silence_"}}'),
         samples=_count(f"speech_predictions_total{{{_SEL}}}"),
-        description="_unknown_/_silence_ predictions / predictions since the step began"),
+        description="_unknown_/_silence_ predictions / predictions since the step began",
+    ),
     "mean-confidence": Template(
         query=_count(f"speech_confidence_sum{{{_SEL}}}"),
         samples=_count(f"speech_confidence_count{{{_SEL}}}"),
-        description="sum / count of the predicted label's confidence since the step began"),
+        description="sum / count of the predicted label's confidence since the step began",
+    ),
     "shadow-agreement": Template(
         query=_events(f'router_shadow_comparisons_total{{{_SHADOW_SEL},result="agree"}}'),
         samples=_count(f"router_shadow_comparisons_total{{{_SHADOW_SEL}}}"),
-        description="agreeing / all shadow comparisons since the step began (paired)"),
+        description="agreeing / all shadow comparisons since the step began (paired)",
+    ),
     "shadow-segment-agreement": Template(
         query=_events(f'router_shadow_segment_comparisons_total{{{_SHADOW_SEL},result="agree"}}'),
         samples=_count(f"router_shadow_segment_comparisons_total{{{_SHADOW_SEL}}}"),
-        description="agreeing / all segment comparisons since the step began (paired)"),
+        description="agreeing / all segment comparisons since the step began (paired)",
+    ),
 }
 
 
@@ -74,16 +80,16 @@ def compute_count_window(elapsed: timedelta) -> str:
 
 def count_checks(metric: MetricSpec) -> int:
     """Thresholds in one gate; each is a separate test in the rollback split."""
-    return sum(v is not None for v in (metric.min, metric.max, metric.max_increase,
-                                       metric.max_decrease))
+    return sum(v is not None for v in (metric.min, metric.max, metric.max_increase, metric.max_decrease))
 
 
 def compute_rates(analysis: AnalysisSpec, analysis_steps: int) -> GateRates:
     """Each test's rates: falsePromotionRate as declared, falseRollbackRate split across every
     threshold of every gate and every analysis step (sequential.compute_gate_rates says why)."""
     checks = max(1, sum(count_checks(m) for m in analysis.metrics))
-    return compute_gate_rates(analysis.false_promotion_rate, analysis.false_rollback_rate,
-                              gates=checks, rounds=max(1, analysis_steps))
+    return compute_gate_rates(
+        analysis.false_promotion_rate, analysis.false_rollback_rate, gates=checks, rounds=max(1, analysis_steps)
+    )
 
 
 @dataclass(frozen=True)
@@ -101,9 +107,14 @@ class SequentialGate:
     seconds_to_verdict: float | None = None  # samples_needed at the candidate's request rate
 
 
-def evaluate_sequential_gate(metric: MetricSpec, analysis: AnalysisSpec, candidate: Measurement,
-                             stable: Measurement | None, rates: GateRates,
-                             elapsed: timedelta) -> SequentialGate:
+def evaluate_sequential_gate(
+    metric: MetricSpec,
+    analysis: AnalysisSpec,
+    candidate: Measurement,
+    stable: Measurement | None,
+    rates: GateRates,
+    elapsed: timedelta,
+) -> SequentialGate:
     """The gate from counts since the step began: query errors are errors, no data follows
     onNoData, then one test per threshold; the gate is the worst of them."""
     early = _evidence(candidate, analysis.on_no_data, "candidate")
@@ -130,21 +141,40 @@ def evaluate_sequential_gate(metric: MetricSpec, analysis: AnalysisSpec, candida
         s_events = _events_within(stable, _trials(stable))
         prefix = "candidate - stable "
         if metric.max_increase is not None:
-            tests.append((f"maxIncrease {_num(metric.max_increase)}", evaluate_difference(
-                events, n, s_events, _trials(stable), metric.max_increase, Side.AT_MOST, rates)))
+            tests.append(
+                (
+                    f"maxIncrease {_num(metric.max_increase)}",
+                    evaluate_difference(events, n, s_events, _trials(stable), metric.max_increase, Side.AT_MOST, rates),
+                )
+            )
         if metric.max_decrease is not None:
-            tests.append((f"maxDecrease {_num(metric.max_decrease)}", evaluate_difference(
-                events, n, s_events, _trials(stable), -metric.max_decrease, Side.AT_LEAST, rates)))
+            tests.append(
+                (
+                    f"maxDecrease {_num(metric.max_decrease)}",
+                    evaluate_difference(
+                        events, n, s_events, _trials(stable), -metric.max_decrease, Side.AT_LEAST, rates
+                    ),
+                )
+            )
     return _combine(tests, prefix, events, n, stable_n, elapsed)
 
 
-def _combine(tests: list[tuple[str, SequentialResult]], prefix: str, events: float, n: float,
-             stable_n: int | None, elapsed: timedelta) -> SequentialGate:
+def _combine(
+    tests: list[tuple[str, SequentialResult]],
+    prefix: str,
+    events: float,
+    n: float,
+    stable_n: int | None,
+    elapsed: timedelta,
+) -> SequentialGate:
     verdicts = [_VERDICT[r.outcome] for _, r in tests]
     verdict = worst(verdicts)
     # Show the test that decides the gate: a failing one, else an undecided one, else the first.
-    shown = next((t for t in tests if t[1].outcome is Outcome.FAIL), None) or \
-        next((t for t in tests if t[1].outcome is Outcome.INCONCLUSIVE), None) or tests[0]
+    shown = (
+        next((t for t in tests if t[1].outcome is Outcome.FAIL), None)
+        or next((t for t in tests if t[1].outcome is Outcome.INCONCLUSIVE), None)
+        or tests[0]
+    )
     label, result = shown
     needed = _samples_needed([r for _, r in tests])
     rate = n / elapsed.total_seconds() if elapsed.total_seconds() > 0 else 0.0
@@ -154,10 +184,17 @@ def _combine(tests: list[tuple[str, SequentialResult]], prefix: str, events: flo
     elif needed is not None and rate > 0:
         seconds = needed / rate
     message = prefix + result.describe(limit=label)
-    return SequentialGate(verdict, message, estimate=events / n if n > 0 else None,
-                          lower=result.lower, upper=result.upper, samples=int(n),
-                          stable_samples=stable_n, samples_needed=needed,
-                          seconds_to_verdict=seconds)
+    return SequentialGate(
+        verdict,
+        message,
+        estimate=events / n if n > 0 else None,
+        lower=result.lower,
+        upper=result.upper,
+        samples=int(n),
+        stable_samples=stable_n,
+        samples_needed=needed,
+        seconds_to_verdict=seconds,
+    )
 
 
 def _samples_needed(results: list[SequentialResult]) -> int | None:
@@ -169,16 +206,16 @@ def _samples_needed(results: list[SequentialResult]) -> int | None:
     return max(known) if len(known) == len(undecided) else None
 
 
-_VERDICT = {Outcome.PASS: Verdict.PASS, Outcome.FAIL: Verdict.FAIL,
-            Outcome.INCONCLUSIVE: Verdict.INCONCLUSIVE}
+_VERDICT = {Outcome.PASS: Verdict.PASS, Outcome.FAIL: Verdict.FAIL, Outcome.INCONCLUSIVE: Verdict.INCONCLUSIVE}
 
 
 def _evidence(m: Measurement, on_no_data: OnNoData, who: str) -> SequentialGate | None:
     if m.kind is MeasurementKind.ERROR:
         return SequentialGate(Verdict.ERROR, f"{who} query failed: {m.message}")
     if m.kind is MeasurementKind.NO_DATA:
-        verdict = {OnNoData.HOLD: Verdict.INCONCLUSIVE, OnNoData.FAIL: Verdict.FAIL,
-                   OnNoData.PASS: Verdict.PASS}[on_no_data]
+        verdict = {OnNoData.HOLD: Verdict.INCONCLUSIVE, OnNoData.FAIL: Verdict.FAIL, OnNoData.PASS: Verdict.PASS}[
+            on_no_data
+        ]
         return SequentialGate(verdict, f"no data for {who} (onNoData: {on_no_data.value})")
     return None
 
@@ -201,8 +238,13 @@ def _num(value: float) -> str:
 # --- the admission forecast ------------------------------------------------------------------
 
 # What a gate's trials are, for the forecast message.
-_TRIALS = {"error-rate": "req/s", "unknown-rate": "predictions/s", "mean-confidence": "predictions/s",
-           "shadow-agreement": "req/s", "shadow-segment-agreement": "req/s"}
+_TRIALS = {
+    "error-rate": "req/s",
+    "unknown-rate": "predictions/s",
+    "mean-confidence": "predictions/s",
+    "shadow-agreement": "req/s",
+    "shadow-segment-agreement": "req/s",
+}
 # The hypothetical candidate the forecast evaluates starts from this many trials, and the
 # estimate scales up from there. A gate already decided at the seed reports the seed: an upper
 # bound, reachable only with a value far from a loose threshold.
@@ -256,21 +298,28 @@ def compute_forecast(spec: RolloutSpec, baselines: dict[str, Measurement]) -> Fo
             baseline = baselines.get(metric.name)
             if baseline is None or metric.template is None or window <= 0:
                 continue
-            slow = _forecast_gate(metric, analysis, baseline, rates, weight, mirror,
-                                  window, longest)
+            slow = _forecast_gate(metric, analysis, baseline, rates, weight, mirror, window, longest)
             if slow:
                 parts.append(f"step {index + 1} ({describe_step(step)}): {slow}")
                 warned.setdefault(metric.name, []).append(index)
     if not parts:
         return Forecast("", {})
-    message = ("; ".join(parts) + "; expect InconclusiveAnalysis (raise the weight, widen the "
-               "margin or lengthen the step)")
+    message = (
+        "; ".join(parts) + "; expect InconclusiveAnalysis (raise the weight, widen the margin or lengthen the step)"
+    )
     return Forecast(message, {k: tuple(v) for k, v in warned.items()})
 
 
-def _forecast_gate(metric: MetricSpec, analysis: AnalysisSpec, baseline: Measurement,
-                   rates: GateRates, weight: int, mirror: int, window: float,
-                   longest: float) -> str:
+def _forecast_gate(
+    metric: MetricSpec,
+    analysis: AnalysisSpec,
+    baseline: Measurement,
+    rates: GateRates,
+    weight: int,
+    mirror: int,
+    window: float,
+    longest: float,
+) -> str:
     """What the gate needs when it cannot decide in time; empty when it can or nothing is known."""
     trials = _trials(baseline)
     if baseline.kind is not MeasurementKind.VALUE or trials <= 0:
@@ -290,12 +339,15 @@ def _forecast_gate(metric: MetricSpec, analysis: AnalysisSpec, baseline: Measure
     expected = rate * share * longest
     if expected >= needed:
         return ""
-    return (f"{metric.name} needs ~{needed} samples, about {expected:.0f} expected at "
-            f"{_rate(rate)} {_TRIALS.get(metric.template, '/s')} × {_share(weight, mirror, share, pairwise)}")
+    return (
+        f"{metric.name} needs ~{needed} samples, about {expected:.0f} expected at "
+        f"{_rate(rate)} {_TRIALS.get(metric.template, '/s')} × {_share(weight, mirror, share, pairwise)}"
+    )
 
 
-def _samples_to_decide(metric: MetricSpec, analysis: AnalysisSpec, value: float, share: float,
-                       rates: GateRates) -> int | None:
+def _samples_to_decide(
+    metric: MetricSpec, analysis: AnalysisSpec, value: float, share: float, rates: GateRates
+) -> int | None:
     """Candidate trials after which a candidate whose value stays at `value` is decided: the
     gate evaluated on a small seed, plus the samples it says are still needed. Stable's trials
     grow alongside at its share of the requests (the rest)."""

@@ -7,10 +7,11 @@ Canary, blue-green and shadow are presets over the same steps; there is no secon
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import Enum
-from typing import Any, Mapping, Union
+from typing import Any, TypeAlias
 
 from .durations import format_duration
 
@@ -86,7 +87,7 @@ class Stop:
     """Preset-only (shadow `then: stop`): take the candidate out of traffic and report, no promotion."""
 
 
-Step = Union[SetWeight, SetMirror, Pause, Analysis, Promote, Stop]
+Step: TypeAlias = SetWeight | SetMirror | Pause | Analysis | Promote | Stop
 
 # Steps a user may write in spec.strategy.canary.steps (Stop is reached only through presets).
 USER_STEP_KINDS = ("setWeight", "setMirror", "pause", "analysis", "promote")
@@ -196,7 +197,7 @@ class ShadowStrategy:
     kind: str = "shadow"
 
 
-Strategy = Union[CanaryStrategy, BlueGreenStrategy, ShadowStrategy]
+Strategy: TypeAlias = CanaryStrategy | BlueGreenStrategy | ShadowStrategy
 
 
 @dataclass(frozen=True)
@@ -255,7 +256,7 @@ class TrafficRoutingSpec:
 
     @property
     def provider(self) -> str:
-        """"router" or "gatewayAPI" - the key of the traffic provider factory."""
+        """ "router" or "gatewayAPI" - the key of the traffic provider factory."""
         return "gatewayAPI" if self.gateway_api is not None else "router"
 
 

@@ -9,9 +9,10 @@ tolerant: an empty, partial or older status reads as the closest valid RolloutSt
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 from .analysis import Verdict
 from .durations import from_rfc3339, to_rfc3339
@@ -158,6 +159,7 @@ class RolloutStatus:
 
 # The JSON form of .status.
 
+
 def status_to_dict(s: RolloutStatus) -> dict[str, Any]:
     """The exact JSON written to .status."""
     return {
@@ -213,10 +215,8 @@ def status_from_dict(d: Mapping[str, Any] | None) -> RolloutStatus:
         traffic=_traffic_from_dict(_map(d.get("traffic"))),
         analysis=_analysis_from_dict(_map(d.get("analysis"))),
         next_check_at=from_rfc3339(d.get("nextCheckAt")),
-        conditions=tuple(_condition_from_dict(c) for c in _list(d.get("conditions"))
-                         if _map(c).get("type")),
-        history=tuple(_history_from_dict(h) for h in _list(d.get("history"))
-                      if _map(h).get("version")),
+        conditions=tuple(_condition_from_dict(c) for c in _list(d.get("conditions")) if _map(c).get("type")),
+        history=tuple(_history_from_dict(h) for h in _list(d.get("history")) if _map(h).get("version")),
         handled_requests=_handled_from_dict(_map(d.get("handledRequests"))),
         suspended_phase=_enum(Phase, d.get("suspendedPhase")),
         paused_by=_str(d.get("pausedBy")),
@@ -226,21 +226,22 @@ def status_from_dict(d: Mapping[str, Any] | None) -> RolloutStatus:
 
 
 def _handled_to_dict(h: HandledRequests) -> dict[str, Any]:
-    return {"promote": h.promote, "promoteFull": h.promote_full, "abort": h.abort,
-            "retry": h.retry}
+    return {"promote": h.promote, "promoteFull": h.promote_full, "abort": h.abort, "retry": h.retry}
 
 
 def _handled_from_dict(d: Mapping[str, Any]) -> HandledRequests:
-    return HandledRequests(promote=_int(d.get("promote")) or 0,
-                           promote_full=_int(d.get("promoteFull")) or 0,
-                           abort=_int(d.get("abort")) or 0, retry=_int(d.get("retry")) or 0)
+    return HandledRequests(
+        promote=_int(d.get("promote")) or 0,
+        promote_full=_int(d.get("promoteFull")) or 0,
+        abort=_int(d.get("abort")) or 0,
+        retry=_int(d.get("retry")) or 0,
+    )
 
 
 def _traffic_to_dict(t: TrafficSplit) -> dict[str, Any]:
     d: dict[str, Any] = {
         "stable": {"version": t.stable.version, "weight": t.stable.weight} if t.stable else None,
-        "candidate": ({"version": t.candidate.version, "weight": t.candidate.weight}
-                      if t.candidate else None),
+        "candidate": ({"version": t.candidate.version, "weight": t.candidate.weight} if t.candidate else None),
         "mirror": {"version": t.mirror.version, "percent": t.mirror.percent} if t.mirror else None,
     }
     # Only when set, so a rollout that is not sticky keeps the status it always had; the
@@ -259,8 +260,12 @@ def _traffic_from_dict(d: Mapping[str, Any]) -> TrafficSplit:
     m = _map(d.get("mirror"))
     mv, mp = _opt_str(m.get("version")), _int(m.get("percent"))
     mirror = MirrorTarget(mv, mp) if mv and mp is not None else None
-    return TrafficSplit(stable=weight("stable"), candidate=weight("candidate"), mirror=mirror,
-                        sticky_header=_opt_str(d.get("stickyHeader")))
+    return TrafficSplit(
+        stable=weight("stable"),
+        candidate=weight("candidate"),
+        mirror=mirror,
+        sticky_header=_opt_str(d.get("stickyHeader")),
+    )
 
 
 def _analysis_to_dict(a: AnalysisStatus) -> dict[str, Any]:
@@ -269,70 +274,116 @@ def _analysis_to_dict(a: AnalysisStatus) -> dict[str, Any]:
         "lastCheckAt": to_rfc3339(a.last_check_at),
         "rounds": a.rounds,
         "stepPasses": a.step_passes,
-        "metrics": [{
-            "name": m.name, "threshold": m.threshold,
-            "verdict": m.verdict.value if m.verdict else None,
-            "value": _finite(m.value), "stableValue": _finite(m.stable_value), "samples": m.samples,
-            "message": m.message, "failures": m.failures, "inconclusives": m.inconclusives,
-            "consecutiveErrors": m.consecutive_errors, **_sequential_to_dict(m),
-        } for m in a.metrics],
+        "metrics": [
+            {
+                "name": m.name,
+                "threshold": m.threshold,
+                "verdict": m.verdict.value if m.verdict else None,
+                "value": _finite(m.value),
+                "stableValue": _finite(m.stable_value),
+                "samples": m.samples,
+                "message": m.message,
+                "failures": m.failures,
+                "inconclusives": m.inconclusives,
+                "consecutiveErrors": m.consecutive_errors,
+                **_sequential_to_dict(m),
+            }
+            for m in a.metrics
+        ],
     }
 
 
 def _sequential_to_dict(m: MetricStatus) -> dict[str, Any]:
     """The sequential fields, written only when set: threshold-mode status stays as it was."""
-    fields = {"lower": _finite(m.lower), "upper": _finite(m.upper), "stableSamples": m.stable_samples,
-              "samplesNeeded": m.samples_needed, "secondsToVerdict": _finite(m.seconds_to_verdict),
-              "warnedSteps": list(m.warned_steps) or None}
+    fields = {
+        "lower": _finite(m.lower),
+        "upper": _finite(m.upper),
+        "stableSamples": m.stable_samples,
+        "samplesNeeded": m.samples_needed,
+        "secondsToVerdict": _finite(m.seconds_to_verdict),
+        "warnedSteps": list(m.warned_steps) or None,
+    }
     return {k: v for k, v in fields.items() if v is not None}
 
 
 def _analysis_from_dict(d: Mapping[str, Any]) -> AnalysisStatus:
     metrics = tuple(
         MetricStatus(
-            name=_str(m.get("name")), threshold=_str(m.get("threshold")),
-            verdict=_enum(Verdict, m.get("verdict")), value=_float(m.get("value")),
-            stable_value=_float(m.get("stableValue")), samples=_int(m.get("samples")),
-            message=_str(m.get("message")), failures=_int(m.get("failures")) or 0,
+            name=_str(m.get("name")),
+            threshold=_str(m.get("threshold")),
+            verdict=_enum(Verdict, m.get("verdict")),
+            value=_float(m.get("value")),
+            stable_value=_float(m.get("stableValue")),
+            samples=_int(m.get("samples")),
+            message=_str(m.get("message")),
+            failures=_int(m.get("failures")) or 0,
             inconclusives=_int(m.get("inconclusives")) or 0,
             consecutive_errors=_int(m.get("consecutiveErrors")) or 0,
-            lower=_float(m.get("lower")), upper=_float(m.get("upper")),
-            stable_samples=_int(m.get("stableSamples")), samples_needed=_int(m.get("samplesNeeded")),
+            lower=_float(m.get("lower")),
+            upper=_float(m.get("upper")),
+            stable_samples=_int(m.get("stableSamples")),
+            samples_needed=_int(m.get("samplesNeeded")),
             seconds_to_verdict=_float(m.get("secondsToVerdict")),
-            warned_steps=tuple(i for i in map(_int, _list(m.get("warnedSteps"))) if i is not None))
-        for m in map(_map, _list(d.get("metrics"))) if m.get("name"))
+            warned_steps=tuple(i for i in map(_int, _list(m.get("warnedSteps"))) if i is not None),
+        )
+        for m in map(_map, _list(d.get("metrics")))
+        if m.get("name")
+    )
     return AnalysisStatus(
-        metrics=metrics, last_verdict=_enum(Verdict, d.get("lastVerdict")),
-        last_check_at=from_rfc3339(d.get("lastCheckAt")), rounds=_int(d.get("rounds")) or 0,
-        step_passes=_int(d.get("stepPasses")) or 0)
+        metrics=metrics,
+        last_verdict=_enum(Verdict, d.get("lastVerdict")),
+        last_check_at=from_rfc3339(d.get("lastCheckAt")),
+        rounds=_int(d.get("rounds")) or 0,
+        step_passes=_int(d.get("stepPasses")) or 0,
+    )
 
 
 def _condition_to_dict(c: Condition) -> dict[str, Any]:
-    return {"type": c.type, "status": c.status, "reason": c.reason, "message": c.message,
-            "observedGeneration": c.observed_generation,
-            "lastTransitionTime": to_rfc3339(c.last_transition_time)}
+    return {
+        "type": c.type,
+        "status": c.status,
+        "reason": c.reason,
+        "message": c.message,
+        "observedGeneration": c.observed_generation,
+        "lastTransitionTime": to_rfc3339(c.last_transition_time),
+    }
 
 
 def _condition_from_dict(raw: Any) -> Condition:
     c = _map(raw)
-    return Condition(type=_str(c.get("type")), status=_str(c.get("status")) or "Unknown",
-                     reason=_str(c.get("reason")), message=_str(c.get("message")),
-                     observed_generation=_int(c.get("observedGeneration")) or 0,
-                     last_transition_time=from_rfc3339(c.get("lastTransitionTime")))
+    return Condition(
+        type=_str(c.get("type")),
+        status=_str(c.get("status")) or "Unknown",
+        reason=_str(c.get("reason")),
+        message=_str(c.get("message")),
+        observed_generation=_int(c.get("observedGeneration")) or 0,
+        last_transition_time=from_rfc3339(c.get("lastTransitionTime")),
+    )
 
 
 def _history_to_dict(h: HistoryEntry) -> dict[str, Any]:
-    return {"version": h.version, "outcome": h.outcome, "reason": h.reason,
-            "message": h.message, "startedAt": to_rfc3339(h.started_at),
-            "finishedAt": to_rfc3339(h.finished_at), "by": h.by}
+    return {
+        "version": h.version,
+        "outcome": h.outcome,
+        "reason": h.reason,
+        "message": h.message,
+        "startedAt": to_rfc3339(h.started_at),
+        "finishedAt": to_rfc3339(h.finished_at),
+        "by": h.by,
+    }
 
 
 def _history_from_dict(raw: Any) -> HistoryEntry:
     h = _map(raw)
-    return HistoryEntry(version=_str(h.get("version")), outcome=_str(h.get("outcome")),
-                        reason=_str(h.get("reason")), message=_str(h.get("message")),
-                        started_at=from_rfc3339(h.get("startedAt")),
-                        finished_at=from_rfc3339(h.get("finishedAt")), by=_str(h.get("by")))
+    return HistoryEntry(
+        version=_str(h.get("version")),
+        outcome=_str(h.get("outcome")),
+        reason=_str(h.get("reason")),
+        message=_str(h.get("message")),
+        started_at=from_rfc3339(h.get("startedAt")),
+        finished_at=from_rfc3339(h.get("finishedAt")),
+        by=_str(h.get("by")),
+    )
 
 
 def _finite(v: float | None) -> float | None:
@@ -383,15 +434,14 @@ def _enum(cls: Any, v: Any) -> Any:
 # works; lastTransitionTime moves only when a condition's status flips.
 
 CONDITION_TYPES = ("Ready", "Progressing", "Promoted", "RolledBack")
-_IN_MOTION = (Phase.INITIALIZING, Phase.PROGRESSING, Phase.PAUSED, Phase.PROMOTING,
-              Phase.ROLLING_BACK)
+_IN_MOTION = (Phase.INITIALIZING, Phase.PROGRESSING, Phase.PAUSED, Phase.PROMOTING, Phase.ROLLING_BACK)
 
 
-def compute_conditions(status: RolloutStatus, spec_version: str | None, generation: int,
-                       now: datetime) -> tuple[Condition, ...]:
+def compute_conditions(
+    status: RolloutStatus, spec_version: str | None, generation: int, now: datetime
+) -> tuple[Condition, ...]:
     """The four conditions for `status`; lastTransitionTime moves only when status flips."""
-    fresh = (_ready(status), _progressing(status), _promoted(status, spec_version),
-             _rolled_back(status))
+    fresh = (_ready(status), _progressing(status), _promoted(status, spec_version), _rolled_back(status))
     old = {c.type: c for c in status.conditions}
     result = []
     for type_, (value, reason, message) in zip(CONDITION_TYPES, fresh, strict=True):
@@ -432,6 +482,5 @@ def _rolled_back(s: RolloutStatus) -> tuple[str, str, str]:
     return "False", "NotRolledBack", ""
 
 
-def with_conditions(status: RolloutStatus, spec_version: str | None, generation: int,
-                    now: datetime) -> RolloutStatus:
+def with_conditions(status: RolloutStatus, spec_version: str | None, generation: int, now: datetime) -> RolloutStatus:
     return replace(status, conditions=compute_conditions(status, spec_version, generation, now))

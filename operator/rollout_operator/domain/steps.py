@@ -14,8 +14,18 @@ from .decision import Tick, normal
 from .gates import decide_analysis_round, describe_gates, is_check_due, is_gate_open
 from .lifecycle import compute_history_entry, compute_with_history, decide_rollback
 from .phases import Phase
-from .spec import (Analysis, BlueGreenStrategy, Pause, Promote, RolloutSpec, SetMirror, SetWeight,
-                   Step, Stop, describe_step)
+from .spec import (
+    Analysis,
+    BlueGreenStrategy,
+    Pause,
+    Promote,
+    RolloutSpec,
+    SetMirror,
+    SetWeight,
+    Step,
+    Stop,
+    describe_step,
+)
 from .status import MirrorTarget, RolloutStatus, TrafficSplit, VersionWeight
 
 
@@ -23,9 +33,12 @@ def decide_in_flight(tick: Tick) -> Tick:
     """Abort and superseding first, then the due analysis round, pauses, and the step cursor."""
     spec, status = tick.spec, tick.status
     if "abort" in tick.pending:
-        return decide_rollback(tick.then(status, used="abort"), "Aborted",
-                               f"aborted by {tick.by} at {describe_position(spec, status)}",
-                               by=tick.by)
+        return decide_rollback(
+            tick.then(status, used="abort"),
+            "Aborted",
+            f"aborted by {tick.by} at {describe_position(spec, status)}",
+            by=tick.by,
+        )
     if spec.model.version != status.candidate_version:
         return decide_superseded(tick)
     if is_check_due(spec, status, tick.now):
@@ -46,8 +59,11 @@ def decide_in_flight(tick: Tick) -> Tick:
         tick = promoted
     if "promote" in tick.pending:
         index = tick.status.current_step_index or 0
-        tick = tick.then(tick.status, normal("PromoteRequested", f"{tick.by} skipped "
-                                             f"{describe_position(spec, tick.status)}"), used="promote")
+        tick = tick.then(
+            tick.status,
+            normal("PromoteRequested", f"{tick.by} skipped {describe_position(spec, tick.status)}"),
+            used="promote",
+        )
         if not isinstance(spec.steps[index], (Promote, Stop)):
             return decide_enter_step(tick, index + 1)
     return decide_step(tick)
@@ -56,21 +72,25 @@ def decide_in_flight(tick: Tick) -> Tick:
 def decide_superseded(tick: Tick) -> Tick:
     """spec.model.version moved on (or back) mid-rollout: abandon the candidate first."""
     version, stable = tick.spec.model.version, tick.status.stable_version
-    why = (f"spec.model.version is back to {stable}" if version == stable
-           else f"spec.model.version changed to {version}")
-    return decide_rollback(tick, "Superseded",
-                           f"{why} while rolling out {tick.status.candidate_version}",
-                           outcome="Superseded")
+    why = f"spec.model.version is back to {stable}" if version == stable else f"spec.model.version changed to {version}"
+    return decide_rollback(
+        tick, "Superseded", f"{why} while rolling out {tick.status.candidate_version}", outcome="Superseded"
+    )
 
 
 def compute_resumed(tick: Tick) -> RolloutStatus:
     """Resuming restarts the current step's clock (and the wait for Ready, if still waiting)."""
     status = tick.status
     started = status.step_started_at is not None
-    return replace(status, phase=Phase.PROGRESSING, paused_by="", reason="Resumed",
-                   step_started_at=tick.now if started else None,
-                   rollout_started_at=status.rollout_started_at if started else tick.now,
-                   message=f"resumed at {describe_position(tick.spec, status)}")
+    return replace(
+        status,
+        phase=Phase.PROGRESSING,
+        paused_by="",
+        reason="Resumed",
+        step_started_at=tick.now if started else None,
+        rollout_started_at=status.rollout_started_at if started else tick.now,
+        message=f"resumed at {describe_position(tick.spec, status)}",
+    )
 
 
 def decide_candidate_start(tick: Tick) -> Tick:
@@ -79,27 +99,36 @@ def decide_candidate_start(tick: Tick) -> Tick:
     version = status.candidate_version
     w, replicas = tick.workload(version), compute_replicas(spec, 0)
     if w.is_ready(replicas):
-        tick = tick.then(status, normal("CandidateReady", f"{version} is Ready "
-                                        f"({w.ready_replicas}/{replicas} pods)"))
+        tick = tick.then(status, normal("CandidateReady", f"{version} is Ready ({w.ready_replicas}/{replicas} pods)"))
         return decide_enter_step(tick, 0)
     started = status.rollout_started_at or tick.now
     if tick.now >= started + spec.progress_deadline:
-        return decide_rollback(tick, "ProgressDeadlineExceeded",
-                               f"{version} not Ready within progressDeadline "
-                               f"({w.ready_replicas}/{replicas} pods ready)")
+        return decide_rollback(
+            tick,
+            "ProgressDeadlineExceeded",
+            f"{version} not Ready within progressDeadline ({w.ready_replicas}/{replicas} pods ready)",
+        )
     return tick
 
 
 def decide_user_paused(tick: Tick) -> Tick:
     ignored = tick.pending & {"promote", "promote_full"}
     for kind in sorted(ignored):
-        tick = tick.then(tick.status, normal("RequestIgnored", f"{kind} by {tick.by} ignored: "
-                                             "spec.paused is true; resume first"), used=kind)
+        tick = tick.then(
+            tick.status,
+            normal("RequestIgnored", f"{kind} by {tick.by} ignored: spec.paused is true; resume first"),
+            used=kind,
+        )
     # Still protect users: the candidate loses traffic if it has no ready pod.
     status = replace(tick.status, traffic=compute_traffic(tick, hold=True))
     if status.phase is not Phase.PAUSED or status.paused_by != "spec.paused":
-        status = replace(status, phase=Phase.PAUSED, paused_by="spec.paused", reason="PausedByUser",
-                         message=f"paused (spec.paused) at {describe_position(tick.spec, status)}")
+        status = replace(
+            status,
+            phase=Phase.PAUSED,
+            paused_by="spec.paused",
+            reason="PausedByUser",
+            message=f"paused (spec.paused) at {describe_position(tick.spec, status)}",
+        )
         return tick.then(status, normal("Paused", status.message))
     return tick.then(status)
 
@@ -108,21 +137,31 @@ def decide_promote_full(tick: Tick) -> Tick:
     status = tick.status
     w, full = tick.workload(status.candidate_version), tick.spec.server.replicas
     if not w.is_ready(full):
-        return tick.then(status, normal("RequestIgnored", f"promoteFull by {tick.by} ignored: "
-                                        f"{status.candidate_version} has {w.ready_replicas}/{full} "
-                                        "pods ready"))
+        return tick.then(
+            status,
+            normal(
+                "RequestIgnored",
+                f"promoteFull by {tick.by} ignored: "
+                f"{status.candidate_version} has {w.ready_replicas}/{full} "
+                "pods ready",
+            ),
+        )
     return decide_start_promoting(tick, f"promoteFull by {tick.by}")
 
 
 def decide_start_promoting(tick: Tick, why: str) -> Tick:
     """All traffic to the candidate in this status write; the next tick makes it stable."""
     stable, candidate = tick.status.stable_version or "", tick.status.candidate_version or ""
-    status = replace(tick.status, phase=Phase.PROMOTING, reason="Promoting", paused_by="",
-                     message=f"{why}: 100% of traffic to {candidate}", next_check_at=None,
-                     traffic=TrafficSplit(stable=VersionWeight(stable, 0),
-                                          candidate=VersionWeight(candidate, 100)))
-    return tick.then(status, normal("Promoting", f"{status.message} "
-                                    f"(last check: {describe_gates(status)})"))
+    status = replace(
+        tick.status,
+        phase=Phase.PROMOTING,
+        reason="Promoting",
+        paused_by="",
+        message=f"{why}: 100% of traffic to {candidate}",
+        next_check_at=None,
+        traffic=TrafficSplit(stable=VersionWeight(stable, 0), candidate=VersionWeight(candidate, 100)),
+    )
+    return tick.then(status, normal("Promoting", f"{status.message} (last check: {describe_gates(status)})"))
 
 
 def decide_enter_step(tick: Tick, index: int) -> Tick:
@@ -130,15 +169,23 @@ def decide_enter_step(tick: Tick, index: int) -> Tick:
     spec = tick.spec
     index = min(index, len(spec.steps) - 1)
     interval = spec.analysis.interval if spec.analysis else None
-    tick = tick.then(replace(
-        tick.status, phase=Phase.PROGRESSING, paused_by="", current_step_index=index,
-        step_started_at=tick.now, analysis=replace(tick.status.analysis, step_passes=0),
-        next_check_at=tick.now + interval if interval else None, reason="StepStarted"))
+    tick = tick.then(
+        replace(
+            tick.status,
+            phase=Phase.PROGRESSING,
+            paused_by="",
+            current_step_index=index,
+            step_started_at=tick.now,
+            analysis=replace(tick.status.analysis, step_passes=0),
+            next_check_at=tick.now + interval if interval else None,
+            reason="StepStarted",
+        )
+    )
     status = replace(tick.status, traffic=compute_traffic(tick, hold=False))
-    status = replace(status, message=f"{describe_position(spec, status)} "
-                     f"(candidate {status.traffic.candidate_weight}%)")
-    tick = tick.then(status, normal("StepStarted", f"{status.message}; "
-                                    f"last check: {describe_gates(status)}"))
+    status = replace(
+        status, message=f"{describe_position(spec, status)} (candidate {status.traffic.candidate_weight}%)"
+    )
+    tick = tick.then(status, normal("StepStarted", f"{status.message}; last check: {describe_gates(status)}"))
     step = spec.steps[index]
     if isinstance(step, (Promote, Stop)):
         return decide_step(tick)
@@ -158,14 +205,22 @@ def decide_step(tick: Tick) -> Tick:
     traffic = compute_traffic(tick, hold=False)
     if traffic != status.traffic:
         interval = spec.analysis.interval if spec.analysis else None
-        status = replace(status, traffic=traffic, analysis=replace(status.analysis, step_passes=0),
-                         next_check_at=tick.now + interval if interval else None)
+        status = replace(
+            status,
+            traffic=traffic,
+            analysis=replace(status.analysis, step_passes=0),
+            next_check_at=tick.now + interval if interval else None,
+        )
         tick = tick.then(status)
     if isinstance(step, Pause) and step.duration is None:
         if status.phase is not Phase.PAUSED:
-            status = replace(status, phase=Phase.PAUSED, paused_by="step", reason="WaitingForPromote",
-                             message=f"{describe_position(spec, status)}: waiting for "
-                             "`kubectl modelrollout promote`")
+            status = replace(
+                status,
+                phase=Phase.PAUSED,
+                paused_by="step",
+                reason="WaitingForPromote",
+                message=f"{describe_position(spec, status)}: waiting for `kubectl modelrollout promote`",
+            )
             tick = tick.then(status, normal("WaitingForPromote", status.message))
         return tick
     if is_step_complete(tick):
@@ -178,10 +233,13 @@ def decide_deadline(tick: Tick) -> Tick:
     if deadline is None or tick.now < deadline:
         return tick
     w = tick.workload(tick.status.candidate_version)
-    return decide_rollback(tick, "ProgressDeadlineExceeded",
-                           f"{describe_position(tick.spec, tick.status)} did not complete within "
-                           f"progressDeadline (candidate {w.ready_replicas} pods ready; "
-                           f"last check: {describe_gates(tick.status)})")
+    return decide_rollback(
+        tick,
+        "ProgressDeadlineExceeded",
+        f"{describe_position(tick.spec, tick.status)} did not complete within "
+        f"progressDeadline (candidate {w.ready_replicas} pods ready; "
+        f"last check: {describe_gates(tick.status)})",
+    )
 
 
 def decide_promote_step(tick: Tick) -> Tick:
@@ -198,12 +256,19 @@ def decide_stop_step(tick: Tick) -> Tick:
     status = replace(tick.status, traffic=TrafficSplit(stable=VersionWeight(stable, 100)))
     if tick.persisted.traffic.routes_to(status.candidate_version):
         return tick.then(status)
-    msg = (f"shadow of {status.candidate_version} finished, not promoted (then: stop); "
-           f"{describe_gates(status)}")
-    status = replace(status, phase=Phase.STOPPED, reason="ShadowStopped", message=msg,
-                     current_step_index=None, step_started_at=None, next_check_at=None)
-    status = compute_with_history(tick.spec, status, compute_history_entry(
-        status, tick.now, "Stopped", "ShadowStopped", msg))
+    msg = f"shadow of {status.candidate_version} finished, not promoted (then: stop); {describe_gates(status)}"
+    status = replace(
+        status,
+        phase=Phase.STOPPED,
+        reason="ShadowStopped",
+        message=msg,
+        current_step_index=None,
+        step_started_at=None,
+        next_check_at=None,
+    )
+    status = compute_with_history(
+        tick.spec, status, compute_history_entry(status, tick.now, "Stopped", "ShadowStopped", msg)
+    )
     return tick.then(status, normal("ShadowStopped", msg))
 
 
@@ -244,15 +309,17 @@ def compute_traffic(tick: Tick, *, hold: bool) -> TrafficSplit:
         mirror=MirrorTarget(candidate, want_mirror) if want_mirror > 0 else None,
         # Kept, so a step's split differs from the current one only in its shares (decide.py
         # stamps the sticky header on the finished status).
-        sticky_header=current.sticky_header)
+        sticky_header=current.sticky_header,
+    )
 
 
 def compute_replicas(spec: RolloutSpec, index: int | None) -> int:
     """Candidate size at a step: blue-green may preview smaller until its 0->100 switch."""
     strategy = spec.strategy
     if isinstance(strategy, BlueGreenStrategy) and strategy.preview_replicas is not None:
-        switch = next((i for i, s in enumerate(spec.steps)
-                       if isinstance(s, SetWeight) and s.weight == 100), len(spec.steps))
+        switch = next(
+            (i for i, s in enumerate(spec.steps) if isinstance(s, SetWeight) and s.weight == 100), len(spec.steps)
+        )
         if index is not None and index < switch:
             return strategy.preview_replicas
     return spec.server.replicas
@@ -275,8 +342,11 @@ def is_step_complete(tick: Tick) -> bool:
     if isinstance(step, (SetWeight, SetMirror)):
         return sequential or is_gate_open(spec, status)
     if isinstance(step, Pause):
-        return step.duration is not None and _elapsed(status, now, step.duration) and \
-            (sequential or is_gate_open(spec, status))
+        return (
+            step.duration is not None
+            and _elapsed(status, now, step.duration)
+            and (sequential or is_gate_open(spec, status))
+        )
     if isinstance(step, Analysis):
         if sequential:
             return is_gate_open(spec, status)

@@ -8,8 +8,8 @@ rendered as PromQL string-literal content (escaped), so no name can change what 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import promql_parser
 
@@ -23,8 +23,9 @@ RAW_VARIABLES = frozenset({"window"})
 _SEL = 'namespace="{{namespace}}",model="{{model}}",version="{{version}}"'
 _REQ = f"speech_requests_total{{{_SEL}}}"
 _REQUEST_COUNT = f"sum(increase({_REQ}[{{{{window}}}}]))"
-_SHADOW_SEL = ('namespace="{{namespace}}",rollout="{{rollout}}",'
-               'stable_version="{{stable}}",candidate_version="{{candidate}}"')
+_SHADOW_SEL = (
+    'namespace="{{namespace}}",rollout="{{rollout}}",stable_version="{{stable}}",candidate_version="{{candidate}}"'
+)
 
 
 @dataclass(frozen=True)
@@ -37,46 +38,65 @@ class Template:
 TEMPLATES: dict[str, Template] = {
     "error-rate": Template(
         # `or vector(0)`: no server_error series yet means zero errors, not no data.
-        query=(f'(sum(rate(speech_requests_total{{{_SEL},outcome="server_error"}}[{{{{window}}}}]))'
-               f" or vector(0)) / sum(rate({_REQ}[{{{{window}}}}]))"),
+        query=(
+            f'(sum(rate(speech_requests_total{{{_SEL},outcome="server_error"}}[{{{{window}}}}]))'
+            f" or vector(0)) / sum(rate({_REQ}[{{{{window}}}}]))"
+        ),
         samples=_REQUEST_COUNT,
-        description="share of requests answered with a server error (5xx)"),
+        description="share of requests answered with a server error (5xx)",
+    ),
     "latency-p99": Template(
-        query=("histogram_quantile(0.99, sum by (le) (rate(speech_request_duration_seconds_bucket"
-               f'{{{_SEL},stage="total"}}[{{{{window}}}}])))'),
+        query=(
+            "histogram_quantile(0.99, sum by (le) (rate(speech_request_duration_seconds_bucket"
+            f'{{{_SEL},stage="total"}}[{{{{window}}}}])))'
+        ),
         samples=_REQUEST_COUNT,
-        description="99th percentile of end-to-end request latency, seconds"),
+        description="99th percentile of end-to-end request latency, seconds",
+    ),
     "unknown-rate": Template(
-        query=(f'(sum(rate(speech_predictions_total{{{_SEL},label=~"_unknown_|_silence_"}}'
-               "[{{window}}])) or vector(0)) / "
-               f"sum(rate(speech_predictions_total{{{_SEL}}}[{{{{window}}}}]))"),
+        query=(
+            f'(sum(rate(speech_predictions_total{{{_SEL},label=~"_unknown_|_silence_"}}'
+            "[{{window}}])) or vector(0)) / "
+            f"sum(rate(speech_predictions_total{{{_SEL}}}[{{{{window}}}}]))"
+        ),
         samples=f"sum(increase(speech_predictions_total{{{_SEL}}}[{{{{window}}}}]))",
-        description="share of predictions that are _unknown_ or _silence_"),
+        description="share of predictions that are _unknown_ or _silence_",
+    ),
     "mean-confidence": Template(
-        query=(f"sum(rate(speech_confidence_sum{{{_SEL}}}[{{{{window}}}}])) / "
-               f"sum(rate(speech_confidence_count{{{_SEL}}}[{{{{window}}}}]))"),
+        query=(
+            f"sum(rate(speech_confidence_sum{{{_SEL}}}[{{{{window}}}}])) / "
+            f"sum(rate(speech_confidence_count{{{_SEL}}}[{{{{window}}}}]))"
+        ),
         samples=f"sum(increase(speech_confidence_count{{{_SEL}}}[{{{{window}}}}]))",
-        description="mean confidence of the predicted label"),
+        description="mean confidence of the predicted label",
+    ),
     "request-rate": Template(
         query=f"sum(rate({_REQ}[{{{{window}}}}]))",
         samples=_REQUEST_COUNT,
-        description="requests per second the version answered"),
+        description="requests per second the version answered",
+    ),
     "shadow-agreement": Template(
         # Errors count against agreement: a shadow that fails to answer did not agree.
-        query=(f'(sum(rate(router_shadow_comparisons_total{{{_SHADOW_SEL},result="agree"}}'
-               "[{{window}}])) or vector(0)) / "
-               f"sum(rate(router_shadow_comparisons_total{{{_SHADOW_SEL}}}[{{{{window}}}}]))"),
+        query=(
+            f'(sum(rate(router_shadow_comparisons_total{{{_SHADOW_SEL},result="agree"}}'
+            "[{{window}}])) or vector(0)) / "
+            f"sum(rate(router_shadow_comparisons_total{{{_SHADOW_SEL}}}[{{{{window}}}}]))"
+        ),
         samples=f"sum(increase(router_shadow_comparisons_total{{{_SHADOW_SEL}}}[{{{{window}}}}]))",
-        description="share of mirrored requests where the candidate's label matched stable's"),
+        description="share of mirrored requests where the candidate's label matched stable's",
+    ),
     "shadow-segment-agreement": Template(
         # Every stable segment is agree, disagree, missing or error, and every candidate segment
         # stable did not have is extra; all but agree count against the candidate.
-        query=(f'(sum(rate(router_shadow_segment_comparisons_total{{{_SHADOW_SEL},result="agree"}}'
-               "[{{window}}])) or vector(0)) / "
-               f"sum(rate(router_shadow_segment_comparisons_total{{{_SHADOW_SEL}}}[{{{{window}}}}]))"),
+        query=(
+            f'(sum(rate(router_shadow_segment_comparisons_total{{{_SHADOW_SEL},result="agree"}}'
+            "[{{window}}])) or vector(0)) / "
+            f"sum(rate(router_shadow_segment_comparisons_total{{{_SHADOW_SEL}}}[{{{{window}}}}]))"
+        ),
         samples=f"sum(increase(router_shadow_segment_comparisons_total{{{_SHADOW_SEL}}}[{{{{window}}}}]))",
         description="share of segment comparisons of mirrored requests where the candidate heard the same "
-                    "word at the same time as stable"),
+        "word at the same time as stable",
+    ),
 }
 
 # Templates that compare the candidate with stable by construction (no per-version baseline).
@@ -100,8 +120,7 @@ def check_template(text: str) -> None:
     """Raise TemplateError if `text` uses an unknown variable or a stray brace pair."""
     unknown = [v for v in find_variables(text) if v not in TEMPLATE_VARIABLES]
     if unknown:
-        raise TemplateError(f"unknown variable {{{{{unknown[0]}}}}}; "
-                            f"known: {', '.join(TEMPLATE_VARIABLES)}")
+        raise TemplateError(f"unknown variable {{{{{unknown[0]}}}}}; known: {', '.join(TEMPLATE_VARIABLES)}")
     if "{{" in _VAR.sub("", text) or "}}" in _VAR.sub("", text):
         raise TemplateError("malformed placeholder: use {{name}} with a variable name inside")
 
@@ -142,8 +161,15 @@ def render(text: str, variables: Mapping[str, str]) -> str:
 # Placeholder values for checking a query before any rollout runs. The probe values hold a
 # quote and a brace: a label-value variable written outside a double-quoted string then makes
 # the rendered text fail to parse (or not carry the value), which check_query reports.
-_SAMPLE = {"namespace": "ns", "rollout": "r", "model": "m", "version": "v1", "candidate": "v2",
-           "stable": "v1", "window": "1m"}
+_SAMPLE = {
+    "namespace": "ns",
+    "rollout": "r",
+    "model": "m",
+    "version": "v1",
+    "candidate": "v2",
+    "stable": "v1",
+    "window": "1m",
+}
 _PROBE = {k: (v if k in RAW_VARIABLES else f'mr-probe-{k}"}}') for k, v in _SAMPLE.items()}
 
 
@@ -155,10 +181,13 @@ def check_query(text: str) -> None:
         expr = promql_parser.parse(render(text, _SAMPLE))
     except ValueError as err:
         raise TemplateError(f"is not valid PromQL: {err}") from None
-    if isinstance(_unwrap(expr), (promql_parser.MatrixSelector, promql_parser.SubqueryExpr,
-                                  promql_parser.StringLiteral)):
-        raise TemplateError("must return a number or one series (an instant vector or scalar), "
-                            "not a range vector or string; wrap a range in e.g. rate(...)")
+    if isinstance(
+        _unwrap(expr), (promql_parser.MatrixSelector, promql_parser.SubqueryExpr, promql_parser.StringLiteral)
+    ):
+        raise TemplateError(
+            "must return a number or one series (an instant vector or scalar), "
+            "not a range vector or string; wrap a range in e.g. rate(...)"
+        )
     used = [v for v in dict.fromkeys(find_variables(text)) if v not in RAW_VARIABLES]
     try:
         values = compute_string_values(promql_parser.parse(render(text, _PROBE)))
@@ -166,8 +195,9 @@ def check_query(text: str) -> None:
         values = []
     for name in used:
         if not any(_PROBE[name] in value for value in values):
-            raise TemplateError(f"{{{{{name}}}}} must be inside a double-quoted label value, "
-                                f'e.g. {name}="{{{{{name}}}}}"')
+            raise TemplateError(
+                f'{{{{{name}}}}} must be inside a double-quoted label value, e.g. {name}="{{{{{name}}}}}"'
+            )
 
 
 def compute_string_values(expr: promql_parser.Expr) -> list[str]:

@@ -34,8 +34,9 @@ log = logging.getLogger("rollout_operator.leadership")
 class Leases(Protocol):
     def fetch_lease(self) -> LeaseRecord: ...
 
-    def apply_lease(self, old: LeaseRecord, holder: str | None, duration_seconds: int,
-                    now: datetime) -> LeaseRecord | None: ...
+    def apply_lease(
+        self, old: LeaseRecord, holder: str | None, duration_seconds: int, now: datetime
+    ) -> LeaseRecord | None: ...
 
 
 @dataclass(frozen=True)
@@ -52,9 +53,14 @@ class Elector:
     """One replica's view of the election. `step()` is synchronous (it makes the API calls) and
     takes its clocks as parameters' defaults so tests can drive it; `run()` loops it."""
 
-    def __init__(self, leases: Leases, identity: str, timings: ElectionTimings = ElectionTimings(),
-                 monotonic: Callable[[], float] = time.monotonic,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self,
+        leases: Leases,
+        identity: str,
+        timings: ElectionTimings = ElectionTimings(),
+        monotonic: Callable[[], float] = time.monotonic,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.leases, self.identity, self.timings = leases, identity, timings
         self._monotonic, self._clock = monotonic, clock
         self.is_leader = False
@@ -73,8 +79,9 @@ class Elector:
                 self._observed = (record.key, started)  # a change seen now: the holder is alive
             self.leader = record.holder
             if self.is_allowed_to_write(record, started):
-                written = self.leases.apply_lease(record, self.identity, int(self.timings.lease_duration),
-                                                  self._clock())
+                written = self.leases.apply_lease(
+                    record, self.identity, int(self.timings.lease_duration), self._clock()
+                )
                 if written is not None:
                     self._observed = (written.key, started)
                     self._renewed_at, self.leader = started, self.identity
@@ -84,8 +91,9 @@ class Elector:
             if not self.is_leader:
                 raise
             log.warning("renewing the leader Lease failed", exc_info=True)
-        if self.is_leader and (self.leader != self.identity
-                               or self._monotonic() - self._renewed_at > self.timings.renew_deadline):
+        if self.is_leader and (
+            self.leader != self.identity or self._monotonic() - self._renewed_at > self.timings.renew_deadline
+        ):
             self.is_leader = False
         return self.is_leader
 
@@ -113,15 +121,15 @@ class Elector:
                 self.leases.apply_lease(record, None, 1, self._clock())
                 log.info("released the leader Lease")
         except Exception:  # noqa: BLE001 - shutting down anyway
-            log.warning("could not release the leader Lease; a standby takes over when it expires",
-                        exc_info=True)
+            log.warning("could not release the leader Lease; a standby takes over when it expires", exc_info=True)
 
     async def hand_back(self) -> None:
         """release() on the elector's own thread (kopf may have shut its executor down)."""
         await asyncio.get_running_loop().run_in_executor(self._executor, self.release)
 
-    async def run(self, leading: asyncio.Event, lost: asyncio.Event, stop: asyncio.Event,
-                  looked: asyncio.Event | None = None) -> None:
+    async def run(
+        self, leading: asyncio.Event, lost: asyncio.Event, stop: asyncio.Event, looked: asyncio.Event | None = None
+    ) -> None:
         """Loops step() every retry period until `stop`: sets `looked` after the first read that
         worked, `leading` on becoming leader and `lost` (then returns) when leadership ends; logs
         each change and keeps the gauge."""
@@ -146,8 +154,9 @@ class Elector:
                 leading.set()
             elif was_leader and not leads:
                 m.LEADER.set(0)
-                log.error("%s: lost the leader Lease (now held by %s); stopping", self.identity,
-                          self.leader or "nobody")
+                log.error(
+                    "%s: lost the leader Lease (now held by %s); stopping", self.identity, self.leader or "nobody"
+                )
                 lost.set()
                 return
             elif not leads and self.leader != was_holder:
@@ -164,10 +173,17 @@ def build_elector(settings: Settings, api_client: Any) -> Elector:
     from ..adapters.kube_lease import KubeLeases
 
     # A Lease call must end well within the renew deadline, or one slow call costs leadership.
-    api = KubeApi(api_client, timeout=min(settings.kube_timeout, settings.leader_election_renew_deadline / 2),
-                  on_call=m.record_api_call, field_manager=settings.field_manager)
+    api = KubeApi(
+        api_client,
+        timeout=min(settings.kube_timeout, settings.leader_election_renew_deadline / 2),
+        on_call=m.record_api_call,
+        field_manager=settings.field_manager,
+    )
     leases = KubeLeases(api, settings.leader_election_namespace, settings.leader_election_lease)
     identity = f"{settings.leader_election_identity or socket.gethostname()}_{secrets.token_hex(3)}"
-    timings = ElectionTimings(settings.leader_election_lease_duration, settings.leader_election_renew_deadline,
-                              settings.leader_election_retry_period)
+    timings = ElectionTimings(
+        settings.leader_election_lease_duration,
+        settings.leader_election_renew_deadline,
+        settings.leader_election_retry_period,
+    )
     return Elector(leases, identity, timings)

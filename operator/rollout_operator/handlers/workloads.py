@@ -34,8 +34,12 @@ def register_workload_watch(registry: kopf.OperatorRegistry, rollouts: tuple[str
 
     # kopf passes type=None for the initial listing and hands indices over as extra keyword arguments;
     # its WatchingFn protocol declares neither (type: str, no required `rollouts_by_uid`), hence the ignore.
-    @kopf.on.event(*DEPLOYMENTS, labels={ROLLOUT_LABEL: kopf.PRESENT, NAME_LABEL: "model-server"},  # type: ignore[arg-type]
-                   registry=registry)
-    def workload_changed(type: str | None, body: kopf.Body, memo: kopf.Memo,
-                         rollouts_by_uid: kopf.Index[str, Any], **_: Any) -> None:
+    @kopf.on.event(
+        *DEPLOYMENTS,
+        labels={ROLLOUT_LABEL: kopf.PRESENT, NAME_LABEL: "model-server"},  # type: ignore[arg-type]
+        registry=registry,
+    )
+    def workload_changed(
+        type: str | None, body: kopf.Body, memo: kopf.Memo, rollouts_by_uid: kopf.Index[str, Any], **_: Any
+    ) -> None:
         apply_workload_event(memo.workload_watch, memo.runtime, type, body, rollouts_by_uid)

@@ -1,7 +1,7 @@
 """The standing actions each tick asks for: level-based ensures in a fixed order, the right
 provider, and clean-up only of versions nothing (persisted or new) can route to."""
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import pytest
 
@@ -76,8 +76,7 @@ def test_only_versions_of_this_rollout_that_nothing_needs_are_deleted():
     world.workloads["v0"] = WorkloadState(True, 2, 2, True)  # left over from long ago
     d = world.tick()
     assert DeleteVersion("v0") in d.actions
-    assert not any(isinstance(a, (DeleteVersion, ScaleDownVersion)) and a.version == "v1"
-                   for a in d.actions)
+    assert not any(isinstance(a, (DeleteVersion, ScaleDownVersion)) and a.version == "v1" for a in d.actions)
 
 
 def test_nothing_is_scaled_down_twice():
@@ -101,11 +100,11 @@ def test_a_gateway_api_rollout_asks_every_tick_for_the_routers_network_policies_
 
 
 def test_the_built_in_router_keeps_its_policies_unless_the_operator_turns_them_off():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from rollout_operator.domain import Observations, PodPolicy, RolloutStatus, decide, parse_spec
 
-    now = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    now = datetime(2026, 3, 1, tzinfo=UTC)
     for policy, wanted in ((PodPolicy(), True), (PodPolicy(network_policies=False), False)):
         spec = parse_spec(CANARY, name="speech", namespace="models", policy=policy)
         d = decide(spec, RolloutStatus(), Observations(workloads={}, generation=1), now)

@@ -60,6 +60,7 @@ def test_version_change_walks_every_step_and_promotes_once():
     def record_weight(w: World) -> bool:
         weights.append(w.status.traffic.candidate_weight)
         return w.status.phase is Phase.HEALTHY
+
     world.run_until(record_weight, max_ticks=100)
     assert world.status.stable_version == "v2"
     assert world.status.previous_stable_version == "v1"
@@ -135,8 +136,11 @@ def test_an_error_streak_broken_by_a_good_answer_does_not_roll_back():
     def flaky(q):
         calls["n"] += 1
         # Two error rounds, then a good one, repeated: never three in a row.
-        return Measurement.error("timeout") if ((calls["n"] - 1) // 2) % 3 != 2 else \
-            Measurement.of(0.001 if q.metric == "error-rate" else 0.2, 500)
+        return (
+            Measurement.error("timeout")
+            if ((calls["n"] - 1) // 2) % 3 != 2
+            else Measurement.of(0.001 if q.metric == "error-rate" else 0.2, 500)
+        )
 
     world.metrics = flaky
     world.run_until_phase(Phase.HEALTHY, max_ticks=300)
@@ -212,6 +216,7 @@ def test_old_superseded_versions_are_deleted_and_one_previous_is_kept():
 
         def promoted(w: World, v: str = version) -> bool:
             return w.status.phase is Phase.HEALTHY and w.status.stable_version == v
+
         world.run_until(promoted)
     world.run(2)
     assert set(world.workloads) == {"v2", "v3"}
@@ -219,9 +224,13 @@ def test_old_superseded_versions_are_deleted_and_one_previous_is_kept():
 
 
 def test_relative_threshold_fails_when_candidate_is_worse_than_stable_by_more_than_allowed():
-    spec = {**CANARY, "analysis": {**CANARY["analysis"], "metrics": [
-        {"name": "unknown", "template": "unknown-rate", "relativeTo": "stable",
-         "maxIncrease": 0.05}]}}
+    spec = {
+        **CANARY,
+        "analysis": {
+            **CANARY["analysis"],
+            "metrics": [{"name": "unknown", "template": "unknown-rate", "relativeTo": "stable", "maxIncrease": 0.05}],
+        },
+    }
     world = healthy_world(spec)
     world.set_spec(with_version(spec, "v2"))
     world.metrics = lambda q: Measurement.of(0.31 if q.version == "v2" else 0.12, 800)
@@ -249,8 +258,7 @@ def test_a_step_held_by_inconclusive_checks_ends_at_its_deadline():
     assert "7 samples < minSamples 50" in world.status.message or "n=7" in world.status.message
 
 
-@pytest.mark.parametrize("on_no_data, outcome", [("fail", Phase.ROLLED_BACK),
-                                                  ("pass", Phase.HEALTHY)])
+@pytest.mark.parametrize("on_no_data, outcome", [("fail", Phase.ROLLED_BACK), ("pass", Phase.HEALTHY)])
 def test_no_data_in_a_rollout_follows_on_no_data(on_no_data, outcome):
     spec = {**CANARY, "analysis": {**CANARY["analysis"], "onNoData": on_no_data}}
     world = healthy_world(spec)
@@ -272,6 +280,7 @@ def test_history_is_bounded_by_history_limit_keeping_the_newest():
 
         def promoted(w: World, v: str = version) -> bool:
             return w.status.stable_version == v and w.status.phase is Phase.HEALTHY
+
         world.run_until(promoted)
     assert [h.version for h in world.status.history] == ["v3", "v4"]
     assert all(h.outcome == "Promoted" and h.finished_at for h in world.status.history)

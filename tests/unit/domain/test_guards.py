@@ -68,6 +68,7 @@ def test_a_rollback_finishes_once_the_stored_status_routes_nothing_to_the_candid
 
 # --- Failed: only a retry request restarts the first deploy --------------------------------
 
+
 def failed_world() -> World:
     world = World(CANARY, never_ready={"v1"})
     world.run_until_phase(Phase.FAILED)
@@ -94,6 +95,7 @@ def test_a_retry_restarts_a_failed_first_deploy_and_says_who_asked():
 # --- Relative thresholds: the bound itself passes, as it does for max/min ------------------
 # Values exact in binary, so the delta equals the bound exactly.
 
+
 def test_a_candidate_exactly_max_increase_above_stable_passes():
     criteria = Criteria(relative_to="stable", max_increase=0.25, min_samples=50)
     result = evaluate(Measurement.of(0.5, 100), criteria, Measurement.of(0.25, 100))
@@ -108,6 +110,7 @@ def test_a_candidate_exactly_max_decrease_below_stable_passes():
 
 # --- Custom queries checked at admission ------------------------------------------------------
 
+
 def with_query(query: str) -> dict:
     spec = copy.deepcopy(CANARY)
     spec["analysis"]["metrics"] = [{"name": "custom", "query": query, "max": 1}]
@@ -118,10 +121,13 @@ def parse(spec: dict):
     return parse_spec(spec, name="speech", namespace="models")
 
 
-@pytest.mark.parametrize("query", [
-    '(speech_requests_total{version="{{candidate}}"}[{{window}}])',
-    '((speech_requests_total[1m]))',
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        '(speech_requests_total{version="{{candidate}}"}[{{window}}])',
+        "((speech_requests_total[1m]))",
+    ],
+)
 def test_a_range_vector_in_parentheses_is_still_rejected(query):
     with pytest.raises(SpecError) as err:
         parse(with_query(query))
@@ -136,18 +142,22 @@ def test_a_variable_that_selects_nothing_is_rejected_even_when_the_query_parses(
     assert "{{model}} must be inside a double-quoted label value" in err.value.message
 
 
-@pytest.mark.parametrize("query", [
-    # An `or` group of label matchers (Prometheus 3): its values count as quoted.
-    'sum(rate(x{version="{{candidate}}" or version="{{stable}}"}[1m]))',
-    # A string literal argument is a double-quoted value too.
-    'label_replace(x{job="a"}, "dst", "{{candidate}}", "src", "(.*)")',
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        # An `or` group of label matchers (Prometheus 3): its values count as quoted.
+        'sum(rate(x{version="{{candidate}}" or version="{{stable}}"}[1m]))',
+        # A string literal argument is a double-quoted value too.
+        'label_replace(x{job="a"}, "dst", "{{candidate}}", "src", "(.*)")',
+    ],
+)
 def test_a_variable_in_any_double_quoted_value_is_accepted(query):
     spec = parse(with_query(query))
     assert spec.metrics[0].query == query
 
 
 # --- Standing actions and cleanup ---------------------------------------------------------------
+
 
 def rolled_out(spec: dict, until) -> World:
     """A world where v1 is Healthy, then spec.model.version moved to v2, run until `until`."""
@@ -259,6 +269,7 @@ def test_a_candidate_not_ready_yet_is_polled_every_few_seconds(spec):
 
 
 # --- Check rounds -------------------------------------------------------------------------------
+
 
 # Blue-green counts as exposed once its step started (the preview Service has test traffic), so
 # only the not-started check keeps a preview that is not Ready from being measured.

@@ -15,8 +15,20 @@ from tests.support.domain_sim import CANARY
 
 pytestmark = pytest.mark.unit
 
-HOSTILE = ['evil"} or vector(1) or x{a="', 'a}b', 'back\\slash', "new\nline", 'tab\there', "q'uote",
-           "\x00nul", "\u2028sep", '{{version}}', '"', "\\", "é"]
+HOSTILE = [
+    'evil"} or vector(1) or x{a="',
+    "a}b",
+    "back\\slash",
+    "new\nline",
+    "tab\there",
+    "q'uote",
+    "\x00nul",
+    "\u2028sep",
+    "{{version}}",
+    '"',
+    "\\",
+    "é",
+]
 VARS = dict(namespace="ns", rollout="r", model="m", version="v2", candidate="v2", stable="v1", window="1m")
 
 
@@ -61,47 +73,110 @@ def test_window_is_not_escaped_it_is_a_duration_the_operator_formats():
     assert render("rate(x[{{window}}])", {"window": "1m"}) == "rate(x[1m])"
 
 
-@pytest.mark.parametrize("path, value, field, expected", [
-    (("model", "name"), 'speech"}', "spec.model.name", "letters, digits, '-', '_' and '.'"),
-    (("model", "name"), "a}b", "spec.model.name", "letters, digits"),
-    (("model", "name"), "-lead", "spec.model.name", "starting and ending with a letter or digit"),
-    (("model", "version"), 'v1"', "spec.model.version", "lowercase letters, digits and '-'"),
-    (("model", "version"), "preview", "spec.model.version", "speech-preview is the blue-green preview Service"),
-    (("trafficRouting",), {"router": {"stickyHeader": "X-User: 1"}}, "spec.trafficRouting.router.stickyHeader",
-     "RFC 7230 token"),
-    (("trafficRouting",), {"router": {"stickyHeader": "x\r\nevil"}}, "spec.trafficRouting.router.stickyHeader",
-     "RFC 7230 token"),
-    (("analysis", "interval"), "500ms", "spec.analysis.interval", "must be at least 1s, got '500ms'"),
-    (("analysis", "interval"), "0s", "spec.analysis.interval", "must be at least 1s"),
-    (("analysis", "window"), "10ms", "spec.analysis.window", "must be at least 1s"),
-    (("progressDeadline",), "99999999999999999999h", "spec.progressDeadline", "at most 8784h"),
-    (("analysis", "prometheus"), {"address": "http://user:pw@prom:9090"}, "spec.analysis.prometheus.address",
-     "without credentials"),
-    (("analysis", "prometheus"), {"address": "file:///etc/passwd"}, "spec.analysis.prometheus.address",
-     "http(s)://host"),
-    (("analysis", "prometheus"), {"address": "http://prom:9090/?x=1"}, "spec.analysis.prometheus.address",
-     "query or fragment"),
-    (("analysis", "metrics"), [{"name": "q", "query": "sum(rate(x[1m])", "max": 1}],
-     "spec.analysis.metrics[0].query", "is not valid PromQL: unclosed left parenthesis"),
-    (("analysis", "metrics"), [{"name": "q", "query": 'x{a="b}', "max": 1}],
-     "spec.analysis.metrics[0].query", "is not valid PromQL"),
-    (("analysis", "metrics"), [{"name": "q", "query": "nosuchfn(x)", "max": 1}],
-     "spec.analysis.metrics[0].query", "unknown function"),
-    (("analysis", "metrics"), [{"name": "q", "query": "x[{{window}}]", "max": 1}],
-     "spec.analysis.metrics[0].query", "not a range vector"),
-    (("analysis", "metrics"), [{"name": "q", "query": "sum(x{model={{model}}})", "max": 1}],
-     "spec.analysis.metrics[0].query", "is not valid PromQL"),
-    (("analysis", "metrics"), [{"name": "q", "query": "sum({{model}}_total)", "max": 1}],
-     "spec.analysis.metrics[0].query", "{{model}} must be inside a double-quoted label value"),
-    (("analysis", "metrics"), [{"name": "q", "query": "sum(x{model=`{{model}}`})", "max": 1}],
-     "spec.analysis.metrics[0].query", "{{model}} must be inside a double-quoted label value"),
-    (("trafficRouting",), {"gatewayAPI": {"httpRoute": "../../../api/v1/namespaces/kube-system/secrets/x"}},
-     "spec.trafficRouting.gatewayAPI.httpRoute", "must be a Kubernetes object name"),
-    (("trafficRouting",), {"gatewayAPI": {"httpRoute": "route?dryRun=All"}},
-     "spec.trafficRouting.gatewayAPI.httpRoute", "must be a Kubernetes object name"),
-    (("analysis", "metrics"), [], "spec.strategy.canary.steps[3].analysis",
-     "needs spec.analysis.metrics: with no metric it would pass without checking anything"),
-])
+@pytest.mark.parametrize(
+    "path, value, field, expected",
+    [
+        (("model", "name"), 'speech"}', "spec.model.name", "letters, digits, '-', '_' and '.'"),
+        (("model", "name"), "a}b", "spec.model.name", "letters, digits"),
+        (("model", "name"), "-lead", "spec.model.name", "starting and ending with a letter or digit"),
+        (("model", "version"), 'v1"', "spec.model.version", "lowercase letters, digits and '-'"),
+        (("model", "version"), "preview", "spec.model.version", "speech-preview is the blue-green preview Service"),
+        (
+            ("trafficRouting",),
+            {"router": {"stickyHeader": "X-User: 1"}},
+            "spec.trafficRouting.router.stickyHeader",
+            "RFC 7230 token",
+        ),
+        (
+            ("trafficRouting",),
+            {"router": {"stickyHeader": "x\r\nevil"}},
+            "spec.trafficRouting.router.stickyHeader",
+            "RFC 7230 token",
+        ),
+        (("analysis", "interval"), "500ms", "spec.analysis.interval", "must be at least 1s, got '500ms'"),
+        (("analysis", "interval"), "0s", "spec.analysis.interval", "must be at least 1s"),
+        (("analysis", "window"), "10ms", "spec.analysis.window", "must be at least 1s"),
+        (("progressDeadline",), "99999999999999999999h", "spec.progressDeadline", "at most 8784h"),
+        (
+            ("analysis", "prometheus"),
+            {"address": "http://user:pw@prom:9090"},
+            "spec.analysis.prometheus.address",
+            "without credentials",
+        ),
+        (
+            ("analysis", "prometheus"),
+            {"address": "file:///etc/passwd"},
+            "spec.analysis.prometheus.address",
+            "http(s)://host",
+        ),
+        (
+            ("analysis", "prometheus"),
+            {"address": "http://prom:9090/?x=1"},
+            "spec.analysis.prometheus.address",
+            "query or fragment",
+        ),
+        (
+            ("analysis", "metrics"),
+            [{"name": "q", "query": "sum(rate(x[1m])", "max": 1}],
+            "spec.analysis.metrics[0].query",
+            "is not valid PromQL: unclosed left parenthesis",
+        ),
+        (
+            ("analysis", "metrics"),
+            [{"name": "q", "query": 'x{a="b}', "max": 1}],
+            "spec.analysis.metrics[0].query",
+            "is not valid PromQL",
+        ),
+        (
+            ("analysis", "metrics"),
+            [{"name": "q", "query": "nosuchfn(x)", "max": 1}],
+            "spec.analysis.metrics[0].query",
+            "unknown function",
+        ),
+        (
+            ("analysis", "metrics"),
+            [{"name": "q", "query": "x[{{window}}]", "max": 1}],
+            "spec.analysis.metrics[0].query",
+            "not a range vector",
+        ),
+        (
+            ("analysis", "metrics"),
+            [{"name": "q", "query": "sum(x{model={{model}}})", "max": 1}],
+            "spec.analysis.metrics[0].query",
+            "is not valid PromQL",
+        ),
+        (
+            ("analysis", "metrics"),
+            [{"name": "q", "query": "sum({{model}}_total)", "max": 1}],
+            "spec.analysis.metrics[0].query",
+            "{{model}} must be inside a double-quoted label value",
+        ),
+        (
+            ("analysis", "metrics"),
+            [{"name": "q", "query": "sum(x{model=`{{model}}`})", "max": 1}],
+            "spec.analysis.metrics[0].query",
+            "{{model}} must be inside a double-quoted label value",
+        ),
+        (
+            ("trafficRouting",),
+            {"gatewayAPI": {"httpRoute": "../../../api/v1/namespaces/kube-system/secrets/x"}},
+            "spec.trafficRouting.gatewayAPI.httpRoute",
+            "must be a Kubernetes object name",
+        ),
+        (
+            ("trafficRouting",),
+            {"gatewayAPI": {"httpRoute": "route?dryRun=All"}},
+            "spec.trafficRouting.gatewayAPI.httpRoute",
+            "must be a Kubernetes object name",
+        ),
+        (
+            ("analysis", "metrics"),
+            [],
+            "spec.strategy.canary.steps[3].analysis",
+            "needs spec.analysis.metrics: with no metric it would pass without checking anything",
+        ),
+    ],
+)
 def test_careless_or_hostile_fields_are_rejected_naming_the_field(path, value, field, expected):
     with pytest.raises(SpecError) as err:
         parse(changed(path, value))
@@ -137,10 +212,15 @@ def test_blue_green_analysis_durations_without_metrics_are_rejected_a_plain_swit
     assert parse(spec).strategy.kind == "blueGreen"
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("my.model", "DNS-1035 label"), ("1speech", "starting with a letter"), ("a" * 56, "at most 55"),
-    ("Speech", "lowercase"),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("my.model", "DNS-1035 label"),
+        ("1speech", "starting with a letter"),
+        ("a" * 56, "at most 55"),
+        ("Speech", "lowercase"),
+    ],
+)
 def test_rollout_names_that_cannot_name_a_service_are_rejected(name, expected):
     with pytest.raises(SpecError) as err:
         parse(CANARY, name=name)

@@ -33,8 +33,7 @@ def changed(**top):
 
 
 def test_defaults_fill_everything_the_crd_defaults():
-    s = parse({"model": {"name": "m", "version": "v1"},
-               "strategy": {"canary": {"steps": [{"setWeight": 10}]}}})
+    s = parse({"model": {"name": "m", "version": "v1"}, "strategy": {"canary": {"steps": [{"setWeight": 10}]}}})
     assert s.server.image == "modelrollout/model-server:dev" and s.server.replicas == 1
     assert s.traffic_routing.provider == "router"
     assert s.traffic_routing.router.image == "modelrollout/router:dev"
@@ -46,29 +45,45 @@ def test_defaults_fill_everything_the_crd_defaults():
 
 def test_canary_preset_appends_the_implied_promote():
     s = parse(CANARY)
-    assert s.steps == (SetWeight(10), Pause(timedelta(minutes=1)), SetWeight(50),
-                       Analysis(checks=2), Promote())
+    assert s.steps == (SetWeight(10), Pause(timedelta(minutes=1)), SetWeight(50), Analysis(checks=2), Promote())
     explicit = changed(strategy={"canary": {"steps": [{"setWeight": 100}, {"promote": {}}]}})
     assert parse(explicit).steps == (SetWeight(100), Promote())
 
 
 def test_blue_green_preset():
-    s = parse(changed(strategy={"blueGreen": {"autoPromote": False, "previewDuration": "2m",
-                                              "postPromotionDuration": "3m",
-                                              "scaleDownDelay": "45s"}}))
+    s = parse(
+        changed(
+            strategy={
+                "blueGreen": {
+                    "autoPromote": False,
+                    "previewDuration": "2m",
+                    "postPromotionDuration": "3m",
+                    "scaleDownDelay": "45s",
+                }
+            }
+        )
+    )
     assert isinstance(s.strategy, BlueGreenStrategy)
     assert s.strategy.scale_down_delay == timedelta(seconds=45)
-    assert s.steps == (Analysis(duration=timedelta(minutes=2)), Pause(), SetWeight(100),
-                       Analysis(duration=timedelta(minutes=3)), Promote())
+    assert s.steps == (
+        Analysis(duration=timedelta(minutes=2)),
+        Pause(),
+        SetWeight(100),
+        Analysis(duration=timedelta(minutes=3)),
+        Promote(),
+    )
     auto = parse(changed(strategy={"blueGreen": {}}))
     assert auto.steps == (Analysis(), SetWeight(100), Analysis(), Promote())
 
 
-@pytest.mark.parametrize("then, tail", [
-    ("promote", (Promote(),)),
-    ("stop", (Stop(),)),
-    ("canary", (SetMirror(0), SetWeight(30), Promote())),
-])
+@pytest.mark.parametrize(
+    "then, tail",
+    [
+        ("promote", (Promote(),)),
+        ("stop", (Stop(),)),
+        ("canary", (SetMirror(0), SetWeight(30), Promote())),
+    ],
+)
 def test_shadow_preset(then, tail):
     body = {"mirrorPercent": 40, "duration": "3m", "then": then}
     if then == "canary":
@@ -85,58 +100,122 @@ def test_analysis_fields_parse():
     assert [m.name for m in a.metrics] == ["error-rate", "p99-latency"]
 
 
-@pytest.mark.parametrize("spec, field, expected", [
-    ({}, "spec.model", "is required"),
-    ({"model": {"name": "m"}, "strategy": {"canary": {"steps": [{"setWeight": 1}]}}},
-     "spec.model.version", "is required"),
-    ({"model": {"name": "m", "version": "V_2"}, "strategy": {"canary": {"steps": [{"setWeight": 1}]}}},
-     "spec.model.version", "lowercase letters, digits and '-'"),
-    (changed(server={"replicas": "two"}), "spec.server.replicas", "must be an integer in 1..100, got 'two'"),
-    (changed(server={"replicas": True}), "spec.server.replicas", "must be an integer"),
-    (changed(server={"args": ["--x", 3]}), "spec.server.args[1]", "must be a string"),
-    (changed(server={"env": [{"value": "1"}]}), "spec.server.env[0]", "string name"),
-    (changed(strategy={}), "spec.strategy", "exactly one strategy of canary, blueGreen, shadow, got none"),
-    (changed(strategy={"canary": {"steps": []}}), "spec.strategy.canary.steps", "at least one step"),
-    (changed(strategy={"canary": {"steps": [{"setWeight": 101}]}}),
-     "spec.strategy.canary.steps[0].setWeight", "must be an integer in 0..100, got 101"),
-    (changed(strategy={"canary": {"steps": ["setWeight 10"]}}),
-     "spec.strategy.canary.steps[0]", "must be an object"),
-    (changed(strategy={"canary": {"steps": [{}]}}), "spec.strategy.canary.steps[0]",
-     "exactly one step kind"),
-    (changed(strategy={"canary": {"steps": [{"pause": {"duration": "5 min"}}]}}),
-     "spec.strategy.canary.steps[0].pause.duration", "duration like 30s"),
-    (changed(strategy={"canary": {"steps": [{"setMirror": {}}]}}),
-     "spec.strategy.canary.steps[0].setMirror.percent", "is required"),
-    (changed(strategy={"shadow": {"then": "later"}}), "spec.strategy.shadow.then",
-     "must be one of promote, canary, stop, got 'later'"),
-    (changed(strategy={"shadow": {"then": "stop", "canary": {"steps": [{"setWeight": 5}]}}}),
-     "spec.strategy.shadow.canary", "only used when then is canary"),
-    (changed(strategy={"shadow": {"duration": "0s"}}), "spec.strategy.shadow.duration",
-     "greater than 0"),
-    (changed(analysis={"interval": 30}), "spec.analysis.interval", "got 30"),
-    (changed(analysis={"metrics": [{"name": "x", "template": "error-rate", "max": "abc"}]}),
-     "spec.analysis.metrics[0].max", "must be a number, got 'abc'"),
-    (changed(analysis={"metrics": [{"name": "x", "query": 'up{v="{{versoin}}"}', "max": 1}]}),
-     "spec.analysis.metrics[0].query", "unknown variable {{versoin}}"),
-    (changed(analysis={"metrics": [{"name": "x", "template": "error-rate", "max": 1},
-                                   {"name": "x", "template": "latency-p99", "max": 1}]}),
-     "spec.analysis.metrics[1].name", "must be unique"),
-    (changed(analysis={"metrics": [{"name": "a", "template": "shadow-agreement",
-                                    "relativeTo": "stable", "maxDecrease": 0.1}]}),
-     "spec.analysis.metrics[0].relativeTo", "cannot be used with shadow-agreement"),
-    (changed(analysis={"metrics": [{"name": "a", "template": "shadow-segment-agreement",
-                                    "relativeTo": "stable", "maxDecrease": 0.1}]}),
-     "spec.analysis.metrics[0].relativeTo", "cannot be used with shadow-segment-agreement"),
-    (changed(analysis={"onNoData": "skip"}), "spec.analysis.onNoData", "hold, fail, pass"),
-    (changed(analysis={"failureLimit": 0}), "spec.analysis.failureLimit", "in 1..1000, got 0"),
-    (changed(trafficRouting={"gatewayAPI": {}}), "spec.trafficRouting.gatewayAPI.httpRoute", "is required"),
-    (changed(trafficRouting={"router": {}, "gatewayAPI": {"httpRoute": "r"}}), "spec.trafficRouting",
-     "got router, gatewayAPI"),
-    (changed(progressDeadline="soon"), "spec.progressDeadline", "duration like"),
-    (changed(paused="yes"), "spec.paused", "true or false"),
-    (changed(requests={"abort": -1}), "spec.requests.abort", ">= 0"),
-    (changed(historyLimit=0), "spec.historyLimit", "1..100"),
-])
+@pytest.mark.parametrize(
+    "spec, field, expected",
+    [
+        ({}, "spec.model", "is required"),
+        (
+            {"model": {"name": "m"}, "strategy": {"canary": {"steps": [{"setWeight": 1}]}}},
+            "spec.model.version",
+            "is required",
+        ),
+        (
+            {"model": {"name": "m", "version": "V_2"}, "strategy": {"canary": {"steps": [{"setWeight": 1}]}}},
+            "spec.model.version",
+            "lowercase letters, digits and '-'",
+        ),
+        (changed(server={"replicas": "two"}), "spec.server.replicas", "must be an integer in 1..100, got 'two'"),
+        (changed(server={"replicas": True}), "spec.server.replicas", "must be an integer"),
+        (changed(server={"args": ["--x", 3]}), "spec.server.args[1]", "must be a string"),
+        (changed(server={"env": [{"value": "1"}]}), "spec.server.env[0]", "string name"),
+        (changed(strategy={}), "spec.strategy", "exactly one strategy of canary, blueGreen, shadow, got none"),
+        (changed(strategy={"canary": {"steps": []}}), "spec.strategy.canary.steps", "at least one step"),
+        (
+            changed(strategy={"canary": {"steps": [{"setWeight": 101}]}}),
+            "spec.strategy.canary.steps[0].setWeight",
+            "must be an integer in 0..100, got 101",
+        ),
+        (
+            changed(strategy={"canary": {"steps": ["setWeight 10"]}}),
+            "spec.strategy.canary.steps[0]",
+            "must be an object",
+        ),
+        (changed(strategy={"canary": {"steps": [{}]}}), "spec.strategy.canary.steps[0]", "exactly one step kind"),
+        (
+            changed(strategy={"canary": {"steps": [{"pause": {"duration": "5 min"}}]}}),
+            "spec.strategy.canary.steps[0].pause.duration",
+            "duration like 30s",
+        ),
+        (
+            changed(strategy={"canary": {"steps": [{"setMirror": {}}]}}),
+            "spec.strategy.canary.steps[0].setMirror.percent",
+            "is required",
+        ),
+        (
+            changed(strategy={"shadow": {"then": "later"}}),
+            "spec.strategy.shadow.then",
+            "must be one of promote, canary, stop, got 'later'",
+        ),
+        (
+            changed(strategy={"shadow": {"then": "stop", "canary": {"steps": [{"setWeight": 5}]}}}),
+            "spec.strategy.shadow.canary",
+            "only used when then is canary",
+        ),
+        (changed(strategy={"shadow": {"duration": "0s"}}), "spec.strategy.shadow.duration", "greater than 0"),
+        (changed(analysis={"interval": 30}), "spec.analysis.interval", "got 30"),
+        (
+            changed(analysis={"metrics": [{"name": "x", "template": "error-rate", "max": "abc"}]}),
+            "spec.analysis.metrics[0].max",
+            "must be a number, got 'abc'",
+        ),
+        (
+            changed(analysis={"metrics": [{"name": "x", "query": 'up{v="{{versoin}}"}', "max": 1}]}),
+            "spec.analysis.metrics[0].query",
+            "unknown variable {{versoin}}",
+        ),
+        (
+            changed(
+                analysis={
+                    "metrics": [
+                        {"name": "x", "template": "error-rate", "max": 1},
+                        {"name": "x", "template": "latency-p99", "max": 1},
+                    ]
+                }
+            ),
+            "spec.analysis.metrics[1].name",
+            "must be unique",
+        ),
+        (
+            changed(
+                analysis={
+                    "metrics": [
+                        {"name": "a", "template": "shadow-agreement", "relativeTo": "stable", "maxDecrease": 0.1}
+                    ]
+                }
+            ),
+            "spec.analysis.metrics[0].relativeTo",
+            "cannot be used with shadow-agreement",
+        ),
+        (
+            changed(
+                analysis={
+                    "metrics": [
+                        {
+                            "name": "a",
+                            "template": "shadow-segment-agreement",
+                            "relativeTo": "stable",
+                            "maxDecrease": 0.1,
+                        }
+                    ]
+                }
+            ),
+            "spec.analysis.metrics[0].relativeTo",
+            "cannot be used with shadow-segment-agreement",
+        ),
+        (changed(analysis={"onNoData": "skip"}), "spec.analysis.onNoData", "hold, fail, pass"),
+        (changed(analysis={"failureLimit": 0}), "spec.analysis.failureLimit", "in 1..1000, got 0"),
+        (changed(trafficRouting={"gatewayAPI": {}}), "spec.trafficRouting.gatewayAPI.httpRoute", "is required"),
+        (
+            changed(trafficRouting={"router": {}, "gatewayAPI": {"httpRoute": "r"}}),
+            "spec.trafficRouting",
+            "got router, gatewayAPI",
+        ),
+        (changed(progressDeadline="soon"), "spec.progressDeadline", "duration like"),
+        (changed(paused="yes"), "spec.paused", "true or false"),
+        (changed(requests={"abort": -1}), "spec.requests.abort", ">= 0"),
+        (changed(historyLimit=0), "spec.historyLimit", "1..100"),
+    ],
+)
 def test_errors_name_the_field_and_what_is_expected(spec, field, expected):
     with pytest.raises(SpecError) as err:
         parse(spec)

@@ -10,8 +10,7 @@ from tests.support.domain_sim import CANARY, World
 
 pytestmark = pytest.mark.unit
 
-OURS = PodPolicy(server_image="registry.example/ml/model-server:7",
-                 router_image="registry.example/ml/router:7")
+OURS = PodPolicy(server_image="registry.example/ml/model-server:7", router_image="registry.example/ml/router:7")
 
 
 def parse(spec, policy=OURS):
@@ -56,17 +55,18 @@ def test_a_spec_image_wins_and_empty_means_default():
     assert parse(server(image="")).server.image == OURS.server_image
 
 
-@pytest.mark.parametrize("image", ["Registry.example/x:1", "reg.example/x:1 --privileged", "reg/x\n:1",
-                                   "-reg/x"])
+@pytest.mark.parametrize("image", ["Registry.example/x:1", "reg.example/x:1 --privileged", "reg/x\n:1", "-reg/x"])
 def test_malformed_images_are_rejected(image):
     err = rejected(server(image=image))
     assert err.field == "spec.server.image" and "image reference" in err.message
 
 
 def test_allowed_registries_confine_spec_and_router_images():
-    policy = PodPolicy(server_image="registry.example/ml/model-server:7",
-                       router_image="registry.example/ml/router:7",
-                       allowed_registries=("registry.example/ml",))
+    policy = PodPolicy(
+        server_image="registry.example/ml/model-server:7",
+        router_image="registry.example/ml/router:7",
+        allowed_registries=("registry.example/ml",),
+    )
     assert parse(server(image="registry.example/ml/other:1"), policy).server.image
     err = rejected(server(image="docker.io/evil/miner:1"), policy)
     assert err.field == "spec.server.image"
@@ -95,24 +95,35 @@ def test_secret_env_needs_the_operator_flag():
     assert parse(server(env=[SECRET]), allowing).server.env == (SECRET,)
 
 
-@pytest.mark.parametrize("name, prefix", [("LD_PRELOAD", "LD_"), ("PYTHONPATH", "PYTHON"),
-                                          ("pythonstartup", "PYTHON"), ("PATH", "PATH"),
-                                          ("KUBERNETES_SERVICE_HOST", "KUBERNETES_"), ("POD_IP", "POD_"),
-                                          ("SPEECH_SERVER_PORT", "SPEECH_SERVER_PORT"),
-                                          ("SPEECH_SERVER_MODEL_URI", "SPEECH_SERVER_MODEL_")])
+@pytest.mark.parametrize(
+    "name, prefix",
+    [
+        ("LD_PRELOAD", "LD_"),
+        ("PYTHONPATH", "PYTHON"),
+        ("pythonstartup", "PYTHON"),
+        ("PATH", "PATH"),
+        ("KUBERNETES_SERVICE_HOST", "KUBERNETES_"),
+        ("POD_IP", "POD_"),
+        ("SPEECH_SERVER_PORT", "SPEECH_SERVER_PORT"),
+        ("SPEECH_SERVER_MODEL_URI", "SPEECH_SERVER_MODEL_"),
+    ],
+)
 def test_reserved_env_names_are_rejected_naming_the_prefix(name, prefix):
     err = rejected(server(env=[{"name": "OK", "value": "1"}, {"name": name, "value": "x"}]))
     assert err.field == "spec.server.env[1].name"
     assert repr(prefix) in err.message and "use another name" in err.message
 
 
-@pytest.mark.parametrize("item, field, needle", [
-    ({"name": "MY-VAR", "value": "1"}, "spec.server.env[0].name", "letters, digits and '_'"),
-    ({"name": "9LIVES", "value": "1"}, "spec.server.env[0].name", "not starting with a digit"),
-    ({"name": "A", "value": 3}, "spec.server.env[0].value", "must be a string"),
-    ({"name": "A", "value": "1", "valueFromm": {}}, "spec.server.env[0]", "not valueFromm"),
-    ({"value": "1"}, "spec.server.env[0]", "string name"),
-])
+@pytest.mark.parametrize(
+    "item, field, needle",
+    [
+        ({"name": "MY-VAR", "value": "1"}, "spec.server.env[0].name", "letters, digits and '_'"),
+        ({"name": "9LIVES", "value": "1"}, "spec.server.env[0].name", "not starting with a digit"),
+        ({"name": "A", "value": 3}, "spec.server.env[0].value", "must be a string"),
+        ({"name": "A", "value": "1", "valueFromm": {}}, "spec.server.env[0]", "not valueFromm"),
+        ({"value": "1"}, "spec.server.env[0]", "string name"),
+    ],
+)
 def test_malformed_env_is_rejected(item, field, needle):
     err = rejected(server(env=[item]))
     assert err.field == field and needle in err.message, str(err)
@@ -120,7 +131,9 @@ def test_malformed_env_is_rejected(item, field, needle):
 
 def test_allowed_args_pass_and_others_are_refused():
     assert parse(server(args=["--max-batch=8", "--log-level=debug"])).server.args == (
-        "--max-batch=8", "--log-level=debug")
+        "--max-batch=8",
+        "--log-level=debug",
+    )
     err = rejected(server(args=["--max-batch=8", "--model-uri=file:///etc/shadow"]))
     assert err.field == "spec.server.args[1]" and "set by the operator" in err.message
     err = rejected(server(args=["--debug-shell=1"]))
@@ -130,4 +143,3 @@ def test_allowed_args_pass_and_others_are_refused():
     assert err.field == "spec.server.args[0]" and "--flag=value" in err.message
     assert rejected(server(args=["--max-batch=8\n--port=1"])).field == "spec.server.args[0]"
     assert parse(server(args=["--debug-shell=1"]), PodPolicy(allowed_args=("debug-shell",))).server.args
-

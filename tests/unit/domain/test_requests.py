@@ -9,8 +9,7 @@ from tests.support.domain_sim import CANARY, World, condition_of, with_version
 
 pytestmark = pytest.mark.unit
 
-MANUAL = {**CANARY, "strategy": {"canary": {"steps": [{"setWeight": 10}, {"pause": {}},
-                                                      {"setWeight": 60}]}}}
+MANUAL = {**CANARY, "strategy": {"canary": {"steps": [{"setWeight": 10}, {"pause": {}}, {"setWeight": 60}]}}}
 
 
 def in_rollout(spec=CANARY, weight=10) -> World:
@@ -39,8 +38,7 @@ def test_retry_after_rollback_runs_the_same_version_again_from_step_one():
     world.request("retry", by="carol")
     world.tick()
     assert "Retry" in world.reasons()
-    assert any(e.message == "retrying v2 from step 1 (requested by carol)"
-               for e in world.events if e.reason == "Retry")
+    assert any(e.message == "retrying v2 from step 1 (requested by carol)" for e in world.events if e.reason == "Retry")
     assert world.status.last_request == "retry by carol"
     assert world.status.phase is Phase.PROGRESSING
     assert world.status.candidate_version == "v2" and world.status.current_step_index == 0
@@ -155,8 +153,9 @@ def test_old_stable_survives_a_crash_during_promotion_followed_by_an_abort():
     saved = world.status
     decision = world.tick()  # finalizes the promotion ... but the write is lost:
     assert decision.status.phase is Phase.HEALTHY
-    assert not any(getattr(a, "version", None) == "v1" and type(a).__name__ == "ScaleDownVersion"
-                   for a in decision.actions)
+    assert not any(
+        getattr(a, "version", None) == "v1" and type(a).__name__ == "ScaleDownVersion" for a in decision.actions
+    )
     world.status = saved
     world.request("abort")
     world.tick()

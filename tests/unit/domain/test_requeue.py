@@ -42,8 +42,7 @@ def test_during_a_step_the_next_check_is_the_next_moment():
 
 
 def test_a_pause_ending_before_the_next_check_wakes_at_its_end():
-    spec = {**CANARY, "strategy": {"canary": {"steps": [{"setWeight": 10},
-                                                        {"pause": {"duration": "10s"}}]}}}
+    spec = {**CANARY, "strategy": {"canary": {"steps": [{"setWeight": 10}, {"pause": {"duration": "10s"}}]}}}
     world = World(spec)
     world.run_until_phase(Phase.HEALTHY)
     world.set_spec(with_version(spec, "v2"))

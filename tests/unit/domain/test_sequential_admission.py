@@ -17,19 +17,27 @@ pytestmark = pytest.mark.unit
 SPEC: dict[str, Any] = {
     "model": {"name": "speech-commands", "version": "v1", "uri": "file:///models/v1.onnx"},
     "strategy": {"canary": {"steps": [{"setWeight": 20}, {"analysis": {"duration": "10m"}}]}},
-    "analysis": {"mode": "sequential", "interval": "30s", "window": "1m",
-                 "falsePromotionRate": 0.05, "falseRollbackRate": 0.05,
-                 "metrics": [{"name": "error-rate", "template": "error-rate", "max": 0.02}]},
+    "analysis": {
+        "mode": "sequential",
+        "interval": "30s",
+        "window": "1m",
+        "falsePromotionRate": 0.05,
+        "falseRollbackRate": 0.05,
+        "metrics": [{"name": "error-rate", "template": "error-rate", "max": 0.02}],
+    },
     "progressDeadline": "5m",
 }
 _WINDOW = re.compile(r"\[(\d+)([sm])\]")
-_FORECAST = re.compile(r"step 2 \(analysis 10m\): error-rate needs ~(\d+) samples, about (\d+) "
-                       r"expected at ([\d.]+) req/s × 20% weight; expect InconclusiveAnalysis")
+_FORECAST = re.compile(
+    r"step 2 \(analysis 10m\): error-rate needs ~(\d+) samples, about (\d+) "
+    r"expected at ([\d.]+) req/s × 20% weight; expect InconclusiveAnalysis"
+)
 
 
 def steady(total_rps: float, error_rate: float, candidate_share: float = 0.2):
     """Prometheus with every version at `error_rate`: stable's queries see all `total_rps` (as
     before the rollout), the candidate's its 20% weight of it."""
+
     def answer(q: QueryRequest) -> Measurement:
         window = _WINDOW.search(q.query)
         assert window, q.query
@@ -37,6 +45,7 @@ def steady(total_rps: float, error_rate: float, candidate_share: float = 0.2):
         rps = total_rps * (candidate_share if q.role is Role.CANDIDATE else 1.0)
         trials = rps * int(amount) * (60 if unit == "m" else 1)
         return Measurement.of(trials * error_rate, samples=int(trials))
+
     return answer
 
 
@@ -112,8 +121,7 @@ def test_the_warning_is_not_repeated_at_the_steps_first_round_or_after():
     assert len(forecasts(world)) == 1
     # Through the analysis step's first rounds (status goes through JSON every tick: a restart
     # reads the same memory) until the step ends on its longest wait.
-    world.run_until(lambda w: w.status.current_step_index == 1 and w.status.analysis.rounds >= 3,
-                    max_ticks=200)
+    world.run_until(lambda w: w.status.current_step_index == 1 and w.status.analysis.rounds >= 3, max_ticks=200)
     gate = world.status.analysis.metrics[0]
     assert gate.verdict is not None and gate.verdict.value == "Inconclusive" and gate.warned_steps == (1,)
     world.run_until_phase(Phase.ROLLED_BACK, max_ticks=200)
@@ -127,11 +135,11 @@ def test_the_first_round_still_warns_when_admission_had_nothing_to_go_on():
         if q.role is Role.STABLE:
             return Measurement.no_data()
         return steady(0.4, 0.002, candidate_share=1.0)(q)
+
     world = start(metrics=metrics)
     admission(world)
     assert not forecasts(world)
-    world.run_until(lambda w: w.status.current_step_index == 1 and w.status.analysis.rounds >= 2,
-                    max_ticks=200)
+    world.run_until(lambda w: w.status.current_step_index == 1 and w.status.analysis.rounds >= 2, max_ticks=200)
     (first_round,) = forecasts(world)
     assert "but analysis 10m waits at most 10m" in first_round.message
 
@@ -151,8 +159,9 @@ def test_threshold_mode_does_not_forecast():
     assert len(forecasts(sequential)) == 1
 
 
-@pytest.mark.parametrize("baseline", [Measurement.no_data(), Measurement.of(0.0, samples=0),
-                                      Measurement.error("connection refused")])
+@pytest.mark.parametrize(
+    "baseline", [Measurement.no_data(), Measurement.of(0.0, samples=0), Measurement.error("connection refused")]
+)
 def test_no_stable_rate_says_nothing(baseline):
     world = start(metrics=lambda q: baseline)
     decision, obs = admission(world)
@@ -173,7 +182,10 @@ def test_shadow_counts_stables_requests_at_the_mirror_share():
     assert obs.measurements["agreement"].stable.samples == 6
     (event,) = [e for e in decision.events if e.reason == "VerdictUnlikelyInTime"]
     # 0.1 req/s x 50% mirror x 300 s = 15 comparisons; even full agreement needs more than that.
-    match = re.search(r"step 2 \(analysis 5m\): agreement needs ~(\d+) samples, about 15 expected "
-                      r"at 0\.1 req/s × 50% mirror", event.message)
+    match = re.search(
+        r"step 2 \(analysis 5m\): agreement needs ~(\d+) samples, about 15 expected "
+        r"at 0\.1 req/s × 50% mirror",
+        event.message,
+    )
     assert match, event.message
     assert int(match.group(1)) > 15

@@ -26,7 +26,7 @@ RATES = GateRates(false_promotion=0.05, false_rollback=0.05)
 def _uniform_ratio(successes: int, trials: int, p: float) -> float:
     """M_n(p) under a Beta(1, 1) prior, written independently of the module with exact integers:
     B(1 + s, 1 + n - s) = s! (n - s)! / (n + 1)!  =  1 / ((n + 1) C(n, s))."""
-    return 1.0 / ((trials + 1) * math.comb(trials, successes) * p**successes * (1 - p)**(trials - successes))
+    return 1.0 / ((trials + 1) * math.comb(trials, successes) * p**successes * (1 - p) ** (trials - successes))
 
 
 @pytest.mark.parametrize("trials, alpha", [(10, 0.05), (100, 0.05), (1000, 0.01), (50, 0.2)])
@@ -55,8 +55,9 @@ def test_no_events_with_a_prior_centred_low(prior_mean):
     assert upper == pytest.approx(1 - (alpha * beta / (beta + n)) ** (1 / n), rel=1e-9)
 
 
-@pytest.mark.parametrize("successes, trials, alpha", [(3, 40, 0.05), (20, 1000, 0.05),
-                                                      (250, 500, 0.1), (97, 100, 0.01)])
+@pytest.mark.parametrize(
+    "successes, trials, alpha", [(3, 40, 0.05), (20, 1000, 0.05), (250, 500, 0.1), (97, 100, 0.01)]
+)
 def test_bounds_are_where_the_mixture_reaches_one_over_alpha(successes, trials, alpha):
     lower, upper = compute_mean_bounds(successes, trials, alpha, prior_mean=0.5)
     assert 0 < lower < successes / trials < upper < 1
@@ -81,8 +82,7 @@ def test_a_smaller_alpha_gives_a_wider_interval():
 
 
 def test_more_evidence_at_the_same_estimate_narrows_the_interval():
-    widths = [(lambda b: b[1] - b[0])(compute_mean_bounds(0.1 * n, n, 0.05)) for n in
-              (20, 100, 1000, 10_000, 100_000)]
+    widths = [(lambda b: b[1] - b[0])(compute_mean_bounds(0.1 * n, n, 0.05)) for n in (20, 100, 1000, 10_000, 100_000)]
     assert widths == sorted(widths, reverse=True)
     assert widths[-1] < 0.01
 
@@ -104,12 +104,15 @@ def test_sums_outside_the_unit_range_are_rejected(total, count):
         compute_mean_bounds(total, count, 0.05)
 
 
-@pytest.mark.parametrize("events, trials, outcome, text", [
-    (5, 1000, Outcome.PASS, "0.005 [0.0008839, 0.015] < max 0.02 (n=1000)"),
-    (40, 1000, Outcome.FAIL, "0.04 [0.02308, 0.0633] > max 0.02 (n=1000)"),
-    (25, 1000, Outcome.INCONCLUSIVE, "spans max 0.02 (n=1000, ~"),
-    (0, 30, Outcome.INCONCLUSIVE, "spans max 0.02 (n=30"),  # no errors yet, but too few requests
-])
+@pytest.mark.parametrize(
+    "events, trials, outcome, text",
+    [
+        (5, 1000, Outcome.PASS, "0.005 [0.0008839, 0.015] < max 0.02 (n=1000)"),
+        (40, 1000, Outcome.FAIL, "0.04 [0.02308, 0.0633] > max 0.02 (n=1000)"),
+        (25, 1000, Outcome.INCONCLUSIVE, "spans max 0.02 (n=1000, ~"),
+        (0, 30, Outcome.INCONCLUSIVE, "spans max 0.02 (n=30"),  # no errors yet, but too few requests
+    ],
+)
 def test_rate_verdicts_against_a_max(events, trials, outcome, text):
     result = evaluate_rate(events, trials, 0.02, Side.AT_MOST, RATES)
     assert result.outcome is outcome
@@ -163,9 +166,15 @@ def test_paired_disagreement_needs_far_fewer_samples_than_two_rates():
     assert unpaired.samples_needed is not None and unpaired.samples_needed > 1000
 
 
-@pytest.mark.parametrize("events, trials, threshold, side", [
-    (25, 1000, 0.02, Side.AT_MOST), (15, 1000, 0.02, Side.AT_MOST),
-    (830, 1000, 0.8, Side.AT_LEAST), (2, 50, 0.02, Side.AT_MOST)])
+@pytest.mark.parametrize(
+    "events, trials, threshold, side",
+    [
+        (25, 1000, 0.02, Side.AT_MOST),
+        (15, 1000, 0.02, Side.AT_MOST),
+        (830, 1000, 0.8, Side.AT_LEAST),
+        (2, 50, 0.02, Side.AT_MOST),
+    ],
+)
 def test_samples_needed_is_where_the_same_estimate_decides(events, trials, threshold, side):
     result = evaluate_rate(events, trials, threshold, side, RATES)
     assert result.outcome is Outcome.INCONCLUSIVE
@@ -204,10 +213,15 @@ def test_gate_rates_split_rollbacks_across_gates_and_steps():
     assert rates.false_rollback == pytest.approx(0.1 / 8)
 
 
-@pytest.mark.parametrize("fpr, frr, name", [(0.0, 0.1, "falsePromotionRate"),
-                                            (0.6, 0.1, "falsePromotionRate"),
-                                            (0.05, -0.1, "falseRollbackRate"),
-                                            (0.05, 0.51, "falseRollbackRate")])
+@pytest.mark.parametrize(
+    "fpr, frr, name",
+    [
+        (0.0, 0.1, "falsePromotionRate"),
+        (0.6, 0.1, "falsePromotionRate"),
+        (0.05, -0.1, "falseRollbackRate"),
+        (0.05, 0.51, "falseRollbackRate"),
+    ],
+)
 def test_gate_rates_outside_the_allowed_range_are_rejected(fpr, frr, name):
     with pytest.raises(ValueError, match=rf"{name} must be in \(0, 0.5\]"):
         compute_gate_rates(fpr, frr, gates=1)

@@ -62,8 +62,9 @@ def test_false_pass_and_false_fail_stay_within_their_rates_at_the_threshold():
         outcomes = []
         for s, n in zip(events, trials, strict=True):
             lower, upper = compute_mean_bounds(float(s), float(n), ALPHA, prior_mean=threshold)
-            outcomes.append(Outcome.PASS if upper < threshold else
-                            Outcome.FAIL if lower > threshold else Outcome.INCONCLUSIVE)
+            outcomes.append(
+                Outcome.PASS if upper < threshold else Outcome.FAIL if lower > threshold else Outcome.INCONCLUSIVE
+            )
         first = _first_look_where(o is not Outcome.INCONCLUSIVE for o in outcomes)
         passes += first is not None and outcomes[first] is Outcome.PASS
         fails += first is not None and outcomes[first] is Outcome.FAIL
@@ -101,8 +102,7 @@ def test_difference_false_pass_when_worse_by_exactly_the_margin():
         cand = np.cumsum(rng.binomial(40, stable_p + margin, size=LOOKS))
         stab = np.cumsum(rng.binomial(360, stable_p, size=LOOKS))
         for look, (c, s) in enumerate(zip(cand, stab, strict=True), start=1):
-            result = evaluate_difference(float(c), 40.0 * look, float(s), 360.0 * look, margin,
-                                         Side.AT_MOST, rates)
+            result = evaluate_difference(float(c), 40.0 * look, float(s), 360.0 * look, margin, Side.AT_MOST, rates)
             if result.outcome is not Outcome.INCONCLUSIVE:
                 passes += result.outcome is Outcome.PASS
                 break

@@ -97,13 +97,17 @@ def test_relative_gate_without_a_baseline_never_passes():
     assert gate(RELATIVE, Measurement.of(0, 5000), None).verdict is Verdict.ERROR
     assert gate(RELATIVE, Measurement.of(0, 5000), Measurement.no_data()).verdict is Verdict.INCONCLUSIVE
     lenient = AnalysisSpec(on_no_data=OnNoData.PASS)
-    assert gate(RELATIVE, Measurement.of(0, 5000), Measurement.no_data(),
-                analysis=lenient).verdict is Verdict.INCONCLUSIVE
+    assert (
+        gate(RELATIVE, Measurement.of(0, 5000), Measurement.no_data(), analysis=lenient).verdict is Verdict.INCONCLUSIVE
+    )
 
 
 def test_rates_split_rollbacks_across_thresholds_and_steps():
-    analysis = AnalysisSpec(false_promotion_rate=0.05, false_rollback_rate=0.12, metrics=(
-        ERRORS, MetricSpec(name="c", template="mean-confidence", min=0.6, max=0.95)))
+    analysis = AnalysisSpec(
+        false_promotion_rate=0.05,
+        false_rollback_rate=0.12,
+        metrics=(ERRORS, MetricSpec(name="c", template="mean-confidence", min=0.6, max=0.95)),
+    )
     rates = compute_rates(analysis, analysis_steps=2)
     assert rates.false_promotion == 0.05
     assert rates.false_rollback == pytest.approx(0.12 / (3 * 2))

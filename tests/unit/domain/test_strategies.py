@@ -33,6 +33,7 @@ def test_blue_green_previews_then_switches_atomically_and_keeps_old_for_the_dela
     def record_split(w: World) -> bool:
         splits.append(w.status.traffic.candidate_weight)
         return w.status.phase is Phase.HEALTHY
+
     world.run_until(record_split, max_ticks=100)
     # Only 0 and 100 ever: the switch is one status write.
     assert set(splits) == {0, 100}
@@ -75,8 +76,7 @@ def test_blue_green_preview_replicas_scale_up_before_the_switch():
     spec = {**BLUE_GREEN, "strategy": {"blueGreen": {"previewReplicas": 1, "previewDuration": "1m"}}}
     world = started(spec)
     world.run_until(lambda w: w.status.step_started_at is not None)
-    sizes = [a.replicas for a in world.decisions[-1].actions
-             if isinstance(a, EnsureVersion) and a.version == "v2"]
+    sizes = [a.replicas for a in world.decisions[-1].actions if isinstance(a, EnsureVersion) and a.version == "v2"]
     assert sizes == [1]
     world.run_until(lambda w: w.status.traffic.candidate_weight == 100)
     assert world.workloads["v2"].ready_replicas == 2
@@ -111,15 +111,24 @@ def test_shadow_fails_on_agreement_even_when_error_rate_is_fine():
 
 
 def test_shadow_then_canary_stops_mirroring_before_real_traffic():
-    spec = {**SHADOW, "strategy": {"shadow": {"mirrorPercent": 100, "duration": "1m",
-                                              "then": "canary",
-                                              "canary": {"steps": [{"setWeight": 20}]}}}}
+    spec = {
+        **SHADOW,
+        "strategy": {
+            "shadow": {
+                "mirrorPercent": 100,
+                "duration": "1m",
+                "then": "canary",
+                "canary": {"steps": [{"setWeight": 20}]},
+            }
+        },
+    }
     world = started(spec)
     both = []
 
     def record_both(w: World) -> bool:
         both.append((w.status.traffic.candidate_weight, w.status.traffic.mirror))
         return w.status.phase is Phase.HEALTHY
+
     world.run_until(record_both, max_ticks=100)
     assert world.status.stable_version == "v2"
     assert not any(weight > 0 and mirror is not None for weight, mirror in both)
@@ -127,8 +136,7 @@ def test_shadow_then_canary_stops_mirroring_before_real_traffic():
 
 
 def test_shadow_then_promote_goes_from_mirror_to_full_traffic():
-    spec = {**SHADOW, "strategy": {"shadow": {"mirrorPercent": 10, "duration": "1m",
-                                              "then": "promote"}}}
+    spec = {**SHADOW, "strategy": {"shadow": {"mirrorPercent": 10, "duration": "1m", "then": "promote"}}}
     world = started(spec)
     world.run_until_phase(Phase.HEALTHY)
     assert world.status.stable_version == "v2" and world.status.traffic.mirror is None

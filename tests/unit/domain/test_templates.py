@@ -9,18 +9,38 @@ from rollout_operator.domain.templates import TEMPLATE_VARIABLES, check_template
 
 pytestmark = pytest.mark.unit
 
-VARS = dict(namespace="models", rollout="speech", model="speech-commands", version="v2",
-            candidate="v2", stable="v1", window="1m")
+VARS = dict(
+    namespace="models",
+    rollout="speech",
+    model="speech-commands",
+    version="v2",
+    candidate="v2",
+    stable="v1",
+    window="1m",
+)
 
 # The metric contract (names fixed by the shared brief); every template must use only these.
-CONTRACT = {"speech_requests_total", "speech_request_duration_seconds_bucket",
-            "speech_predictions_total", "speech_confidence_sum", "speech_confidence_count",
-            "router_shadow_comparisons_total", "router_shadow_segment_comparisons_total"}
+CONTRACT = {
+    "speech_requests_total",
+    "speech_request_duration_seconds_bucket",
+    "speech_predictions_total",
+    "speech_confidence_sum",
+    "speech_confidence_count",
+    "router_shadow_comparisons_total",
+    "router_shadow_segment_comparisons_total",
+}
 
 
 def test_the_built_in_template_names():
-    assert set(TEMPLATES) == {"error-rate", "latency-p99", "unknown-rate", "mean-confidence",
-                              "request-rate", "shadow-agreement", "shadow-segment-agreement"}
+    assert set(TEMPLATES) == {
+        "error-rate",
+        "latency-p99",
+        "unknown-rate",
+        "mean-confidence",
+        "request-rate",
+        "shadow-agreement",
+        "shadow-segment-agreement",
+    }
 
 
 @pytest.mark.parametrize("name", sorted(TEMPLATES))
@@ -71,7 +91,7 @@ def test_undefined_variable_is_an_error_not_an_empty_string():
 
 def test_unknown_variable_names_the_known_ones():
     with pytest.raises(TemplateError) as err:
-        render("rate(x{pod=\"{{pod}}\"}[5m])", VARS)
+        render('rate(x{pod="{{pod}}"}[5m])', VARS)
     assert "{{pod}}" in str(err.value) and "window" in str(err.value)
 
 
@@ -88,6 +108,7 @@ def test_whitespace_inside_braces_is_allowed():
 
 def test_template_variables_are_documented_in_the_crd():
     from pathlib import Path
+
     crd = (Path(__file__).resolve().parents[3] / "crds" / "modelrollout.dev_modelrollouts.yaml").read_text()
     for var in TEMPLATE_VARIABLES:
         assert "{{" + var + "}}" in crd

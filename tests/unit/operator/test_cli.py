@@ -9,21 +9,26 @@ from tests.support.stub_kube import StubKube
 pytestmark = pytest.mark.unit
 
 MROS = "/apis/modelrollout.dev/v1alpha1/namespaces/ml/modelrollouts"
-OBJ = {"metadata": {"name": "speech", "namespace": "ml", "resourceVersion": "7"},
-       "spec": {"model": {"name": "m", "version": "v2"}, "requests": {"promote": 2, "by": "bob"}}}
+OBJ = {
+    "metadata": {"name": "speech", "namespace": "ml", "resourceVersion": "7"},
+    "spec": {"model": {"name": "m", "version": "v2"}, "requests": {"promote": 2, "by": "bob"}},
+}
 WHO = Identity("ml", "alice")
 
 
-@pytest.mark.parametrize("argv, needle", [
-    ([], "the following arguments are required: COMMAND"),
-    (["status"], "the following arguments are required: NAME"),
-    (["launch", "speech"], "invalid choice: 'launch'"),
-    (["promote", "Speech_1"], "NAME 'Speech_1' is not a valid object name"),
-    (["abort", "speech", "-n", "Bad NS"], "--namespace 'Bad NS' is not a valid namespace name"),
-    (["-n", "Bad_NS", "abort", "speech"], "--namespace 'Bad_NS' is not a valid namespace name"),
-    (["status", "speech", "--watch", "--interval=0"], "--interval must be > 0 seconds"),
-    (["pause", "speech", "--full"], "unrecognized arguments: --full"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        ([], "the following arguments are required: COMMAND"),
+        (["status"], "the following arguments are required: NAME"),
+        (["launch", "speech"], "invalid choice: 'launch'"),
+        (["promote", "Speech_1"], "NAME 'Speech_1' is not a valid object name"),
+        (["abort", "speech", "-n", "Bad NS"], "--namespace 'Bad NS' is not a valid namespace name"),
+        (["-n", "Bad_NS", "abort", "speech"], "--namespace 'Bad_NS' is not a valid namespace name"),
+        (["status", "speech", "--watch", "--interval=0"], "--interval must be > 0 seconds"),
+        (["pause", "speech", "--full"], "unrecognized arguments: --full"),
+    ],
+)
 def test_bad_arguments_exit_2_with_a_message(argv, needle, capsys):
     with pytest.raises(SystemExit) as exit_:
         parse_args(argv)
@@ -31,14 +36,17 @@ def test_bad_arguments_exit_2_with_a_message(argv, needle, capsys):
     assert needle in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("intent, spec_patch", [
-    ("promote", {"requests": {"promote": 3, "by": "alice"}}),
-    ("promote-full", {"requests": {"promoteFull": 1, "by": "alice"}}),
-    ("abort", {"requests": {"abort": 1, "by": "alice"}}),
-    ("retry", {"requests": {"retry": 1, "by": "alice"}}),
-    ("pause", {"paused": True, "requests": {"by": "alice"}}),
-    ("resume", {"paused": False, "requests": {"by": "alice"}}),
-])
+@pytest.mark.parametrize(
+    "intent, spec_patch",
+    [
+        ("promote", {"requests": {"promote": 3, "by": "alice"}}),
+        ("promote-full", {"requests": {"promoteFull": 1, "by": "alice"}}),
+        ("abort", {"requests": {"abort": 1, "by": "alice"}}),
+        ("retry", {"requests": {"retry": 1, "by": "alice"}}),
+        ("pause", {"paused": True, "requests": {"by": "alice"}}),
+        ("resume", {"paused": False, "requests": {"by": "alice"}}),
+    ],
+)
 def test_each_intent_is_one_spec_patch_with_a_precondition(intent, spec_patch):
     patch = compute_intent_patch(OBJ, intent, "alice")
     assert patch == {"metadata": {"resourceVersion": "7"}, "spec": spec_patch}
@@ -54,16 +62,46 @@ def test_a_corrupt_counter_is_reported_with_its_field():
 @pytest.fixture
 def cluster():
     with StubKube() as kube:
-        kube.put(MROS, {**OBJ, "status": {
-            "phase": "Paused", "currentStep": "2/4 pause", "stableVersion": "v1", "candidateVersion": "v2",
-            "traffic": {"stable": {"version": "v1", "weight": 90}, "candidate": {"version": "v2", "weight": 10}},
-            "analysis": {"lastVerdict": "Pass", "metrics": [
-                {"name": "error-rate", "threshold": "<= 0.01", "value": 0.002, "samples": 480, "verdict": "Pass"}]},
-            "history": [{"version": "v1", "outcome": "Promoted", "reason": "Completed", "by": "carol"}]}})
-        kube.put("/api/v1/namespaces/ml/events", {"metadata": {"name": "speech.1"}, "type": "Normal",
-                                                  "reason": "Paused", "message": "waiting for promote",
-                                                  "lastTimestamp": "2026-03-01T12:00:00Z",
-                                                  "involvedObject": {"kind": "ModelRollout", "name": "speech"}})
+        kube.put(
+            MROS,
+            {
+                **OBJ,
+                "status": {
+                    "phase": "Paused",
+                    "currentStep": "2/4 pause",
+                    "stableVersion": "v1",
+                    "candidateVersion": "v2",
+                    "traffic": {
+                        "stable": {"version": "v1", "weight": 90},
+                        "candidate": {"version": "v2", "weight": 10},
+                    },
+                    "analysis": {
+                        "lastVerdict": "Pass",
+                        "metrics": [
+                            {
+                                "name": "error-rate",
+                                "threshold": "<= 0.01",
+                                "value": 0.002,
+                                "samples": 480,
+                                "verdict": "Pass",
+                            }
+                        ],
+                    },
+                    "history": [{"version": "v1", "outcome": "Promoted", "reason": "Completed", "by": "carol"}],
+                },
+            },
+        )
+        kube.put(
+            "/api/v1/namespaces/ml/events",
+            {
+                "metadata": {"name": "speech.1"},
+                "type": "Normal",
+                "reason": "Paused",
+                "message": "waiting for promote",
+                "lastTimestamp": "2026-03-01T12:00:00Z",
+                "involvedObject": {"kind": "ModelRollout", "name": "speech"},
+            },
+        )
         yield kube
 
 
@@ -125,8 +163,9 @@ def test_status_of_a_never_reconciled_rollout():
     assert "Pending (not reconciled yet)" in text and "Traffic:   none yet" in text
 
 
-@pytest.mark.parametrize("argv", [["-n", "ml", "status", "speech"], ["status", "speech", "-n", "ml"],
-                                  ["status", "-n", "ml", "speech"]])
+@pytest.mark.parametrize(
+    "argv", [["-n", "ml", "status", "speech"], ["status", "speech", "-n", "ml"], ["status", "-n", "ml", "speech"]]
+)
 def test_namespace_flag_works_before_or_after_the_subcommand(argv):
     args = parse_args(argv)
     assert (args.namespace, args.command, args.name) == ("ml", "status", "speech")

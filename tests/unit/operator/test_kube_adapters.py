@@ -96,11 +96,21 @@ def test_delete_version_removes_deployment_and_service_and_tolerates_absence(kub
 def test_router_gets_a_binding_to_the_chart_role_service_pdb_policies_and_deployment(kube, api):
     KubeWorkloads(api).ensure_router(OWNER, "modelrollout/router:dev")
     kinds = sorted(p.split("/")[-2] for p in kube.objects)
-    assert kinds == ["deployments", "networkpolicies", "networkpolicies", "poddisruptionbudgets",
-                     "rolebindings", "serviceaccounts", "services"], "no Role: the chart's ClusterRole is bound"
+    assert kinds == [
+        "deployments",
+        "networkpolicies",
+        "networkpolicies",
+        "poddisruptionbudgets",
+        "rolebindings",
+        "serviceaccounts",
+        "services",
+    ], "no Role: the chart's ClusterRole is bound"
     binding = kube.get("/apis/rbac.authorization.k8s.io/v1" + NS + "/rolebindings", "speech.router")
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                                  "name": "modelrollout-router"}
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "modelrollout-router",
+    }
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "speech-router", "namespace": "ml"}]
     assert kube.get(NETPOL, "speech.model-servers") and kube.get(NETPOL, "speech.router")
 
@@ -114,17 +124,28 @@ def test_removing_network_policies_deletes_only_the_ones_this_rollout_controls(k
     w = KubeWorkloads(api)
     w.ensure_router(OWNER, "r:1")
     # Someone else's policy now holds the router policy's name: it is left alone.
-    foreign = {"metadata": {"name": "speech.router", "namespace": "ml", "uid": "np-foreign",
-                            "ownerReferences": [{"kind": "ModelRollout", "name": "speech",
-                                                 "uid": "uid-other", "controller": True}]}}
+    foreign = {
+        "metadata": {
+            "name": "speech.router",
+            "namespace": "ml",
+            "uid": "np-foreign",
+            "ownerReferences": [{"kind": "ModelRollout", "name": "speech", "uid": "uid-other", "controller": True}],
+        }
+    }
     kube.put(NETPOL, foreign)
     kube.objects[NETPOL + "/speech.model-servers"]["metadata"]["uid"] = "np-ours"
     w.delete_network_policies(OWNER)
     assert kube.get(NETPOL, "speech.model-servers") is None
     assert kube.get(NETPOL, "speech.router")["metadata"]["uid"] == "np-foreign"
     deletes = [r for r in kube.requests if r[0] == "DELETE"]
-    assert deletes == [("DELETE", NETPOL + "/speech.model-servers", "application/json",
-                        {"propagationPolicy": "Background", "preconditions": {"uid": "np-ours"}})]
+    assert deletes == [
+        (
+            "DELETE",
+            NETPOL + "/speech.model-servers",
+            "application/json",
+            {"propagationPolicy": "Background", "preconditions": {"uid": "np-ours"}},
+        )
+    ]
     # Settled: the next ticks' ensure-absent costs no API call.
     before = len(kube.requests)
     w.delete_network_policies(OWNER)
@@ -147,6 +168,7 @@ def test_removing_network_policies_is_idempotent_and_they_come_back_with_the_rou
 
 def test_removing_network_policies_without_a_router_deployment(kube, api):
     from rollout_operator.adapters.manifests import PodSettings, compute_network_policies
+
     for policy in compute_network_policies(OWNER, PodSettings()):
         kube.put(NETPOL, policy)
     KubeWorkloads(api).delete_network_policies(OWNER)  # e.g. a gatewayAPI rollout from the start
@@ -163,10 +185,15 @@ def test_preview_service_selects_the_candidate(kube, api):
 
 def test_events_are_core_v1_events_on_the_rollout(kube, api):
     KubeEvents(api).emit(OWNER, "Warning", "RollingBack", "p99 0.84s > max 0.5s (2/2 failures)")
-    (key, event), = kube.objects.items()
+    ((key, event),) = kube.objects.items()
     assert key.startswith("/api/v1/namespaces/ml/events/speech.")
-    assert event["involvedObject"] == {"apiVersion": "modelrollout.dev/v1alpha1", "kind": "ModelRollout",
-                                       "name": "speech", "namespace": "ml", "uid": "uid-1"}
+    assert event["involvedObject"] == {
+        "apiVersion": "modelrollout.dev/v1alpha1",
+        "kind": "ModelRollout",
+        "name": "speech",
+        "namespace": "ml",
+        "uid": "uid-1",
+    }
     assert (event["type"], event["reason"]) == ("Warning", "RollingBack")
     assert event["message"] == "p99 0.84s > max 0.5s (2/2 failures)"
 
@@ -184,8 +211,15 @@ def test_status_write_has_a_resource_version_precondition(kube, api):
 
 
 def test_router_provider_leaves_the_switch_to_the_status_write(kube, api):
-    kube.put(MROS, {"metadata": {"name": "speech", "namespace": "ml"}, "status": {"traffic": {
-        "stable": {"version": "v1", "weight": 90}, "candidate": {"version": "v2", "weight": 10}}}})
+    kube.put(
+        MROS,
+        {
+            "metadata": {"name": "speech", "namespace": "ml"},
+            "status": {
+                "traffic": {"stable": {"version": "v1", "weight": 90}, "candidate": {"version": "v2", "weight": 10}}
+            },
+        },
+    )
     writes = len(kube.writes())
     provider = RouterTraffic(api)
     split = TrafficSplit(VersionWeight("v1", 90), VersionWeight("v2", 10))
@@ -193,11 +227,21 @@ def test_router_provider_leaves_the_switch_to_the_status_write(kube, api):
     assert len(kube.writes()) == writes
 
 
-ROUTE: dict[str, Any] = {"metadata": {"name": "speech", "namespace": "ml"}, "spec": {
-    "parentRefs": [{"name": "gw"}],
-    "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/v2"}}],
-               "filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "x", "value": "1"}]}}],
-               "backendRefs": [{"name": "speech-v1", "port": 8080}]}]}}
+ROUTE: dict[str, Any] = {
+    "metadata": {"name": "speech", "namespace": "ml"},
+    "spec": {
+        "parentRefs": [{"name": "gw"}],
+        "rules": [
+            {
+                "matches": [{"path": {"type": "PathPrefix", "value": "/v2"}}],
+                "filters": [
+                    {"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "x", "value": "1"}]}}
+                ],
+                "backendRefs": [{"name": "speech-v1", "port": 8080}],
+            }
+        ],
+    },
+}
 
 
 def test_gateway_api_writes_weights_and_mirror_and_keeps_user_parts(kube, api):
@@ -211,7 +255,9 @@ def test_gateway_api_writes_weights_and_mirror_and_keeps_user_parts(kube, api):
     types = [f["type"] for f in rule["filters"]]
     assert types == ["RequestHeaderModifier", "RequestMirror"]
     assert rule["filters"][1]["requestMirror"] == {
-        "backendRef": {"group": "", "kind": "Service", "name": "speech-v2", "port": 8080}, "percent": 50}
+        "backendRef": {"group": "", "kind": "Service", "name": "speech-v2", "port": 8080},
+        "percent": 50,
+    }
     # Same split again: no write. Mirror gone: filter removed, user filter kept.
     writes = len(kube.writes())
     assert gw.ensure_traffic("ml", "speech", split, cfg) is False and len(kube.writes()) == writes
@@ -224,5 +270,6 @@ def test_gateway_api_writes_weights_and_mirror_and_keeps_user_parts(kube, api):
 
 def test_gateway_api_missing_route_names_the_field(api):
     with pytest.raises(RouteError, match=r"spec.trafficRouting.gatewayAPI.httpRoute: HTTPRoute ml/nope not found"):
-        GatewayApiTraffic(api).ensure_traffic("ml", "speech", TrafficSplit(VersionWeight("v1", 100)),
-                                              GatewayAPISpec(http_route="nope"))
+        GatewayApiTraffic(api).ensure_traffic(
+            "ml", "speech", TrafficSplit(VersionWeight("v1", 100)), GatewayAPISpec(http_route="nope")
+        )

@@ -205,15 +205,18 @@ class LeaseApi:
         return {"items": self.items}
 
 
-LEASE = {"metadata": {"namespace": "modelrollout-system", "name": "modelrollout-operator"},
-         "spec": {"holderIdentity": "modelrollout-operator-5d8f-x2k_a1b2c3",
-                  "renewTime": "2026-12-02T14:00:05.000000Z"}}
+LEASE = {
+    "metadata": {"namespace": "modelrollout-system", "name": "modelrollout-operator"},
+    "spec": {"holderIdentity": "modelrollout-operator-5d8f-x2k_a1b2c3", "renewTime": "2026-12-02T14:00:05.000000Z"},
+}
 
 
 def test_status_says_which_replica_leads_from_the_lease():
     text = fetch_leader_text(LeaseApi(items=[LEASE]), "ml")
-    assert text == ("  Operator:  leader modelrollout-operator-5d8f-x2k_a1b2c3, renewed 2026-12-02T14:00:05.000000Z "
-                    "(Lease modelrollout-system/modelrollout-operator)")
+    assert text == (
+        "  Operator:  leader modelrollout-operator-5d8f-x2k_a1b2c3, renewed 2026-12-02T14:00:05.000000Z "
+        "(Lease modelrollout-system/modelrollout-operator)"
+    )
 
 
 def test_status_falls_back_to_the_rollouts_namespace_when_leases_cannot_be_listed_everywhere():
@@ -225,8 +228,10 @@ def test_status_falls_back_to_the_rollouts_namespace_when_leases_cannot_be_liste
 
 def test_settings_refuse_timings_that_let_a_standby_start_before_the_leader_stops():
     with pytest.raises(SettingsError) as err:
-        load_settings(["--leader-election=true", "--leader-election-namespace=ops",
-                       "--leader-election-renew-deadline=20"], environ={})
+        load_settings(
+            ["--leader-election=true", "--leader-election-namespace=ops", "--leader-election-renew-deadline=20"],
+            environ={},
+        )
     assert "must hold: a leader must stop before a standby may take its Lease" in str(err.value)
     with pytest.raises(SettingsError, match="--leader-election-namespace: empty"):
         load_settings(["--leader-election=true"], environ={})
@@ -270,6 +275,7 @@ def test_the_process_runs_kopf_only_once_it_leads_and_hands_the_lease_back_on_st
         await asyncio.wait_for(task, 5)
 
     asyncio.run(scenario())
-    assert store.obj is not None and store.obj["spec"]["holderIdentity"] is None, \
+    assert store.obj is not None and store.obj["spec"]["holderIdentity"] is None, (
         "the Lease was not handed back on a clean stop"
+    )
     assert store.writes[-1] is None

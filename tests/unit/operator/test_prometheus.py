@@ -45,16 +45,27 @@ def test_nan_from_zero_over_zero_is_no_data(prom):
     assert PrometheusMetrics().fetch_measurement(prom.url, REQUEST).kind is MeasurementKind.NO_DATA
 
 
-@pytest.mark.parametrize("answer, needle", [
-    (vector(0.1, 0.2), "query returned 2 series, expected exactly one (aggregate it, e.g. wrap it in sum(...))"),
-    (vector("+Inf"), "query returned inf"),
-    (vector("abc"), "non-numeric value"),
-    (bad_query('1:5: parse error: unexpected ")"'), 'HTTP Status Code 400: 1:5: parse error: unexpected ")"'),
-    ((200, b"<html>not json</html>"), "Prometheus at"),
-    ((200, {"status": "success", "data": {"resultType": "matrix", "result": [{"metric": {}, "values": [[1, "1"]]}]}}),
-     "expected an instant vector sample"),
-    ((503, {"status": "error", "error": "overloaded"}), "HTTP Status Code 503"),
-])
+@pytest.mark.parametrize(
+    "answer, needle",
+    [
+        (vector(0.1, 0.2), "query returned 2 series, expected exactly one (aggregate it, e.g. wrap it in sum(...))"),
+        (vector("+Inf"), "query returned inf"),
+        (vector("abc"), "non-numeric value"),
+        (bad_query('1:5: parse error: unexpected ")"'), 'HTTP Status Code 400: 1:5: parse error: unexpected ")"'),
+        ((200, b"<html>not json</html>"), "Prometheus at"),
+        (
+            (
+                200,
+                {
+                    "status": "success",
+                    "data": {"resultType": "matrix", "result": [{"metric": {}, "values": [[1, "1"]]}]},
+                },
+            ),
+            "expected an instant vector sample",
+        ),
+        ((503, {"status": "error", "error": "overloaded"}), "HTTP Status Code 503"),
+    ],
+)
 def test_malformed_answers_are_error_measurements_naming_the_problem(prom, answer, needle):
     prom.answers = {Q: answer, N: vector(100)}
     m = PrometheusMetrics().fetch_measurement(prom.url, REQUEST)
@@ -117,22 +128,36 @@ def test_prometheus_error_comes_from_the_json_body_not_exception_text(prom):
     assert m.message == f"Prometheus at {prom.url} answered HTTP Status Code 422: many-to-many matching"
 
 
+ENVELOPE = (
+    'expected the Prometheus HTTP API\'s JSON ({"status": "success", "data": ...} or '
+    '{"status": "error", "errorType": ..., "error": ...})'
+)
 
-ENVELOPE = ('expected the Prometheus HTTP API\'s JSON ({"status": "success", "data": ...} or '
-            '{"status": "error", "errorType": ..., "error": ...})')
 
-
-@pytest.mark.parametrize("answer, message", [
-    # a proxy in front of Prometheus answering for it
-    ((502, b"<html><body>Bad Gateway</body></html>"),
-     f"answered HTTP Status Code 502: not JSON; {ENVELOPE}; the body starts '<html><body>Bad Gateway</body></html>'"),
-    ((200, ["success"]), f"answered HTTP Status Code 200: {ENVELOPE}, got a JSON list: ['success']"),
-    ((200, {"result": [1, "2"]}), f"answered HTTP Status Code 200: {ENVELOPE}, got an object without a "
-                                  "'status' of 'success' or 'error' (keys: result)"),
-    ((500, {"status": "error", "errorType": "internal"}), "answered HTTP Status Code 500: internal (no 'error' message)"),
-    ((400, {"status": "success", "data": {"resultType": "vector", "result": []}}),
-     "answered HTTP Status Code 400 with status 'success'; expected HTTP 200 for a successful query"),
-])
+@pytest.mark.parametrize(
+    "answer, message",
+    [
+        # a proxy in front of Prometheus answering for it
+        (
+            (502, b"<html><body>Bad Gateway</body></html>"),
+            f"answered HTTP Status Code 502: not JSON; {ENVELOPE}; the body starts '<html><body>Bad Gateway</body></html>'",
+        ),
+        ((200, ["success"]), f"answered HTTP Status Code 200: {ENVELOPE}, got a JSON list: ['success']"),
+        (
+            (200, {"result": [1, "2"]}),
+            f"answered HTTP Status Code 200: {ENVELOPE}, got an object without a "
+            "'status' of 'success' or 'error' (keys: result)",
+        ),
+        (
+            (500, {"status": "error", "errorType": "internal"}),
+            "answered HTTP Status Code 500: internal (no 'error' message)",
+        ),
+        (
+            (400, {"status": "success", "data": {"resultType": "vector", "result": []}}),
+            "answered HTTP Status Code 400 with status 'success'; expected HTTP 200 for a successful query",
+        ),
+    ],
+)
 def test_an_answer_that_is_not_the_api_envelope_says_what_was_expected(prom, answer, message):
     prom.answers = {Q: answer, N: vector(1)}
     m = PrometheusMetrics().fetch_measurement(prom.url, REQUEST)

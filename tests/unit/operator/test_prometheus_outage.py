@@ -82,8 +82,7 @@ def _spec_with_gates(address: str) -> dict:
     spec["analysis"]["metrics"] = [
         {"name": "error-rate", "template": "error-rate", "max": 0.01},
         {"name": "p99-latency", "template": "latency-p99", "max": 0.5},
-        {"name": "unknown-rate", "template": "unknown-rate", "max": 0.2, "relativeTo": "stable",
-         "maxIncrease": 0.05},
+        {"name": "unknown-rate", "template": "unknown-rate", "max": 0.2, "relativeTo": "stable", "maxIncrease": 0.05},
     ]
     return spec
 
@@ -123,11 +122,14 @@ class RecordingMetrics:
 
 def test_a_round_is_bounded_by_its_interval_and_keeps_the_order_of_its_queries():
     from rollout_operator.adapters import Adapters, build_fake_adapters
+
     recording = RecordingMetrics()
     fakes: Adapters = build_fake_adapters()  # as the interface type: a real-shaped provider goes in
     adapters = replace(fakes, metrics=recording)
-    requests = [QueryRequest(metric=f"m{i}", role=Role.CANDIDATE, version="v2", query=f"q{i}",
-                             samples_query=f"n{i}") for i in range(ROUND_CONCURRENCY * 2 + 1)]
+    requests = [
+        QueryRequest(metric=f"m{i}", role=Role.CANDIDATE, version="v2", query=f"q{i}", samples_query=f"n{i}")
+        for i in range(ROUND_CONCURRENCY * 2 + 1)
+    ]
     results = fetch_round(adapters, "http://prometheus.test", requests, round_seconds=5.0)
     assert len(results) == len(requests) and all(r.value == 0.0 for r in results)
     timeouts = recording.timeouts
@@ -137,6 +139,7 @@ def test_a_round_is_bounded_by_its_interval_and_keeps_the_order_of_its_queries()
 def test_no_time_left_in_the_round_is_an_error_without_a_query():
     with HungPrometheus() as hung:
         m = PrometheusMetrics(timeout=5).fetch_measurement(
-            hung.url, QueryRequest("m", Role.CANDIDATE, "v2", "q", "n"), timeout=0.0)
+            hung.url, QueryRequest("m", Role.CANDIDATE, "v2", "q", "n"), timeout=0.0
+        )
     assert m.kind.value == "error" and "deadline passed before this query could start" in m.message
     assert hung.waves == []

@@ -10,10 +10,10 @@ import copy
 import pytest
 
 from rollout_operator import metrics as m
+from rollout_operator.adapters.fakes import FakeWorkloads
 from rollout_operator.reconcile import compute_status_patch, reconcile
 from rollout_operator.runtime import Runtime
 from rollout_operator.settings import Settings
-from rollout_operator.adapters.fakes import FakeWorkloads
 from tests.support.reconcile_world import SPEC, CountingWorkloads, World, healthy
 
 pytestmark = pytest.mark.unit
@@ -21,8 +21,11 @@ pytestmark = pytest.mark.unit
 
 def test_images_are_the_operators_when_the_spec_names_none():
     w = World()
-    w.settings = Settings(prometheus_url="", model_server_image="registry.example/ml/model-server:7",
-                          router_image="registry.example/ml/router:7")
+    w.settings = Settings(
+        prometheus_url="",
+        model_server_image="registry.example/ml/model-server:7",
+        router_image="registry.example/ml/router:7",
+    )
     w.run_until(healthy("v1"))
     assert w.adapters.workloads.routers == {("ml", "speech"): "registry.example/ml/router:7"}
     (dep,) = w.adapters.workloads.deployments.values()
@@ -131,7 +134,9 @@ def test_operator_metrics_show_phase_weights_value_and_threshold():
     text = m.generate_text()
     assert 'modelrollout_rollout_phase{namespace="ml",phase="Progressing",rollout="speech"} 1.0' in text
     assert 'modelrollout_analysis_value{metric="error-rate",namespace="ml",rollout="speech"} 0.001' in text
-    assert 'modelrollout_analysis_threshold{bound="max",metric="error-rate",namespace="ml",rollout="speech"} 0.01' in text
+    assert (
+        'modelrollout_analysis_threshold{bound="max",metric="error-rate",namespace="ml",rollout="speech"} 0.01' in text
+    )
     assert 'modelrollout_traffic_weight{namespace="ml",role="candidate",rollout="speech",version="v2"}' in text
 
 
@@ -153,15 +158,23 @@ def test_runtime_skips_ticks_until_due_or_changed():
 
 
 def test_compute_status_patch_removes_sets_and_skips_unchanged():
-    old = {"phase": "Progressing", "traffic": {"stable": {"version": "v1", "weight": 90},
-                                               "candidate": {"version": "v2", "weight": 10}},
-           "history": [{"version": "v1"}], "gone": 1}
-    new = {"phase": "Healthy", "traffic": {"stable": {"version": "v2", "weight": 100}, "candidate": None,
-                                           "mirror": None},
-           "history": [{"version": "v1"}], "message": None}
+    old = {
+        "phase": "Progressing",
+        "traffic": {"stable": {"version": "v1", "weight": 90}, "candidate": {"version": "v2", "weight": 10}},
+        "history": [{"version": "v1"}],
+        "gone": 1,
+    }
+    new = {
+        "phase": "Healthy",
+        "traffic": {"stable": {"version": "v2", "weight": 100}, "candidate": None, "mirror": None},
+        "history": [{"version": "v1"}],
+        "message": None,
+    }
     assert compute_status_patch(old, new) == {
-        "phase": "Healthy", "traffic": {"stable": {"version": "v2", "weight": 100}, "candidate": None},
-        "gone": None}
+        "phase": "Healthy",
+        "traffic": {"stable": {"version": "v2", "weight": 100}, "candidate": None},
+        "gone": None,
+    }
     assert compute_status_patch(new | {"message": None}, new) == {}
 
 
@@ -185,7 +198,8 @@ def test_runtime_turns_api_errors_into_a_retry_not_an_exception():
     clock[0] += 5
     rt.tick(copy.deepcopy(w.obj))
     assert w.adapters.events.events == [
-        ("Warning", "ReconcileError", "GET /apis/apps/v1/...: HTTP 503: etcd leader changed; retrying every 5s")]
+        ("Warning", "ReconcileError", "GET /apis/apps/v1/...: HTTP 503: etcd leader changed; retrying every 5s")
+    ]
 
 
 def _rolls_back_on_errors(w, needle):
@@ -203,6 +217,7 @@ def test_a_metrics_provider_that_raises_is_an_error_measurement_counted_to_the_l
 
     def explode(q):
         raise RecursionError("maximum recursion depth exceeded while decoding")
+
     w.adapters.metrics._answer = explode
     _rolls_back_on_errors(w, "metrics provider failed: RecursionError")
 
@@ -212,6 +227,7 @@ def test_a_trickling_prometheus_rolls_back_at_the_error_limit_instead_of_freezin
 
     from rollout_operator.adapters.prometheus import PrometheusMetrics
     from tests.support.stub_prometheus import TricklingPrometheus, vector
+
     spec = copy.deepcopy(SPEC)
     with TricklingPrometheus(vector(0.001), delay=0.05) as slow:
         spec["analysis"]["prometheus"]["address"] = slow.url

@@ -12,8 +12,11 @@ def test_defaults_without_flags_or_env():
 
 
 def test_env_vars_are_read_and_flags_override_them():
-    env = {"MODELROLLOUT_PORT": "9100", "MODELROLLOUT_TICK_INTERVAL": "0.5",
-           "MODELROLLOUT_NAMESPACES": "team-a, team-b"}
+    env = {
+        "MODELROLLOUT_PORT": "9100",
+        "MODELROLLOUT_TICK_INTERVAL": "0.5",
+        "MODELROLLOUT_NAMESPACES": "team-a, team-b",
+    }
     s = load_settings(["--port=9200", "--host=127.0.0.5"], env)
     assert s.port == 9200  # flag wins
     assert s.tick_interval == 0.5  # env
@@ -33,19 +36,30 @@ def test_every_option_has_a_kebab_flag_and_prefixed_env():
         assert hasattr(Settings(), opt.name)
 
 
-@pytest.mark.parametrize("argv, env, needle", [
-    (["--port=0"], {}, "--port (--port / MODELROLLOUT_PORT): expected an integer between 1 and 65535, got '0'"),
-    (["--port=http"], {}, "expected an integer, got 'http'"),
-    ([], {"MODELROLLOUT_TICK_INTERVAL": "fast"}, "MODELROLLOUT_TICK_INTERVAL (--tick-interval / MODELROLLOUT_TICK_INTERVAL): expected a number, got 'fast'"),
-    (["--prometheus-url=prometheus:9090"], {}, "expected an http(s):// URL"),
-    (["--log-level=loud"], {}, "expected one of debug, info, warning, error, got 'loud'"),
-    (["--namespaces=ok,Bad_NS"], {}, "invalid: Bad_NS"),
-    (["--router-image= "], {}, "expected a non-empty image reference"),
-    (["--host=not a host"], {}, "expected an IP address or host name"),
-    (["--router-endpoints-source=dns"], {}, "expected endpointslices or pods, got 'dns'"),
-    (["--kube-timeout=0.5"], {}, "--kube-timeout (--kube-timeout / MODELROLLOUT_KUBE_TIMEOUT): expected a "
-                                 "number of seconds between 1 and 300, got '0.5'"),
-])
+@pytest.mark.parametrize(
+    "argv, env, needle",
+    [
+        (["--port=0"], {}, "--port (--port / MODELROLLOUT_PORT): expected an integer between 1 and 65535, got '0'"),
+        (["--port=http"], {}, "expected an integer, got 'http'"),
+        (
+            [],
+            {"MODELROLLOUT_TICK_INTERVAL": "fast"},
+            "MODELROLLOUT_TICK_INTERVAL (--tick-interval / MODELROLLOUT_TICK_INTERVAL): expected a number, got 'fast'",
+        ),
+        (["--prometheus-url=prometheus:9090"], {}, "expected an http(s):// URL"),
+        (["--log-level=loud"], {}, "expected one of debug, info, warning, error, got 'loud'"),
+        (["--namespaces=ok,Bad_NS"], {}, "invalid: Bad_NS"),
+        (["--router-image= "], {}, "expected a non-empty image reference"),
+        (["--host=not a host"], {}, "expected an IP address or host name"),
+        (["--router-endpoints-source=dns"], {}, "expected endpointslices or pods, got 'dns'"),
+        (
+            ["--kube-timeout=0.5"],
+            {},
+            "--kube-timeout (--kube-timeout / MODELROLLOUT_KUBE_TIMEOUT): expected a "
+            "number of seconds between 1 and 300, got '0.5'",
+        ),
+    ],
+)
 def test_bad_values_name_the_flag_env_and_expectation(argv, env, needle):
     with pytest.raises(SettingsError) as err:
         load_settings(argv, env)
@@ -54,15 +68,27 @@ def test_bad_values_name_the_flag_env_and_expectation(argv, env, needle):
 
 def test_model_server_resources_default_to_bounded_and_read_their_env():
     s = Settings()
-    assert (s.model_server_cpu_request, s.model_server_memory_request, s.model_server_cpu_limit,
-            s.model_server_memory_limit) == ("250m", "256Mi", "", "1Gi")
-    s = load_settings([], {"MODELROLLOUT_MODEL_SERVER_MEMORY_LIMIT": "2Gi",
-                           "MODELROLLOUT_MODEL_SERVER_CPU_REQUEST": "500m"})
+    assert (
+        s.model_server_cpu_request,
+        s.model_server_memory_request,
+        s.model_server_cpu_limit,
+        s.model_server_memory_limit,
+    ) == ("250m", "256Mi", "", "1Gi")
+    s = load_settings(
+        [], {"MODELROLLOUT_MODEL_SERVER_MEMORY_LIMIT": "2Gi", "MODELROLLOUT_MODEL_SERVER_CPU_REQUEST": "500m"}
+    )
     assert (s.model_server_memory_limit, s.model_server_cpu_request) == ("2Gi", "500m")
 
 
-@pytest.mark.parametrize("flag", ["--model-server-cpu-request", "--model-server-memory-request",
-                                  "--model-server-cpu-limit", "--model-server-memory-limit"])
+@pytest.mark.parametrize(
+    "flag",
+    [
+        "--model-server-cpu-request",
+        "--model-server-memory-request",
+        "--model-server-cpu-limit",
+        "--model-server-memory-limit",
+    ],
+)
 def test_a_bad_model_server_quantity_names_the_flag(flag):
     with pytest.raises(SettingsError) as err:
         load_settings([f"{flag}=1 GB"], {})
@@ -77,12 +103,15 @@ def test_model_server_requests_cannot_be_empty(flag):
     assert flag in str(err.value)
 
 
-@pytest.mark.parametrize("args, flag", [
-    (["--model-server-memory-limit=128Mi"], "--model-server-memory"),  # default request 256Mi
-    (["--model-server-cpu-request=2", "--model-server-cpu-limit=1500m"], "--model-server-cpu"),
-    (["--router-memory-request=1Gi"], "--router-memory"),  # default limit 512Mi
-    (["--router-cpu-limit=50m"], "--router-cpu"),  # default request 100m
-])
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["--model-server-memory-limit=128Mi"], "--model-server-memory"),  # default request 256Mi
+        (["--model-server-cpu-request=2", "--model-server-cpu-limit=1500m"], "--model-server-cpu"),
+        (["--router-memory-request=1Gi"], "--router-memory"),  # default limit 512Mi
+        (["--router-cpu-limit=50m"], "--router-cpu"),  # default request 100m
+    ],
+)
 def test_a_request_above_its_limit_is_refused_at_startup(args, flag):
     # The API server would refuse every Deployment built from these defaults, and each rollout
     # would end Invalid blaming spec.server.resources, which its author never set.

@@ -22,8 +22,13 @@ SERVER = ServerTemplate("speech-commands", "", "modelrollout/model-server:dev")
 
 
 def test_an_object_someone_else_created_is_not_taken_over(kube):
-    kube.put(SVC, {"metadata": {"name": "speech-v2", "namespace": "ml", "labels": {"team": "billing"}},
-                   "spec": {"selector": {"app": "billing"}}})
+    kube.put(
+        SVC,
+        {
+            "metadata": {"name": "speech-v2", "namespace": "ml", "labels": {"team": "billing"}},
+            "spec": {"selector": {"app": "billing"}},
+        },
+    )
     with pytest.raises(TakeoverRefused) as err:
         KubeWorkloads(KubeApi(kube.api_client())).ensure_version(OWNER, "v2", 1, SERVER)
     assert "Service ml/speech-v2 already exists and is not created by this operator" in str(err.value)
@@ -80,9 +85,12 @@ def test_a_takeover_refusal_ends_invalid_naming_the_object():
 
 def test_a_spec_kubernetes_rejects_downstream_ends_invalid_naming_the_field():
     # What the API server answers for spec.server.resources.requests.cpu = "lots".
-    err = KubeError(422, 'Deployment.apps "speech-v1" is invalid: spec.template.spec.containers[0]'
-                    '.resources.requests[cpu]: Invalid value: "lots": must be a quantity',
-                    causes=("spec.template.spec.containers[0].resources.requests[cpu]",))
+    err = KubeError(
+        422,
+        'Deployment.apps "speech-v1" is invalid: spec.template.spec.containers[0]'
+        '.resources.requests[cpu]: Invalid value: "lots": must be a quantity',
+        causes=("spec.template.spec.containers[0].resources.requests[cpu]",),
+    )
     w = Refusing(err)
     for _ in range(3):
         w.tick()

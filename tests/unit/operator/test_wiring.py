@@ -1,18 +1,22 @@
 """Manifests per the project contract, the health/metrics HTTP app, and the kopf handler wiring."""
 
-import pytest
-from aiohttp.test_utils import TestClient, TestServer
-
 import asyncio
 from collections.abc import Callable
 from typing import Any
 
 import kopf
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from kopf._core.intents.handlers import TimerHandler  # the registry below is kopf's private layout too
 
-from rollout_operator.adapters.manifests import (Owner, ServerTemplate, compute_router_deployment,
-                                                 compute_router_service, compute_version_deployment,
-                                                 compute_version_service)
+from rollout_operator.adapters.manifests import (
+    Owner,
+    ServerTemplate,
+    compute_router_deployment,
+    compute_router_service,
+    compute_version_deployment,
+    compute_version_service,
+)
 from rollout_operator.handlers import register
 from rollout_operator.main import build_http_app, main
 from rollout_operator.settings import Settings
@@ -22,22 +26,45 @@ OWNER = Owner("speech", "ml", "uid-1")
 
 
 def test_version_deployment_and_service_follow_the_contract():
-    dep = compute_version_deployment(OWNER, "v2", 3, ServerTemplate(
-        "speech-commands", "file:///m/v2.onnx", "modelrollout/model-server:dev", args=("--batch=8",)))
-    labels = {"modelrollout.dev/rollout": "speech", "modelrollout.dev/version": "v2",
-              "app.kubernetes.io/name": "model-server"}
+    dep = compute_version_deployment(
+        OWNER,
+        "v2",
+        3,
+        ServerTemplate("speech-commands", "file:///m/v2.onnx", "modelrollout/model-server:dev", args=("--batch=8",)),
+    )
+    labels = {
+        "modelrollout.dev/rollout": "speech",
+        "modelrollout.dev/version": "v2",
+        "app.kubernetes.io/name": "model-server",
+    }
     assert dep["metadata"]["name"] == "speech-v2"
     assert labels.items() <= dep["metadata"]["labels"].items()
-    assert dep["metadata"]["ownerReferences"] == [{
-        "apiVersion": "modelrollout.dev/v1alpha1", "kind": "ModelRollout", "name": "speech", "uid": "uid-1",
-        "controller": True, "blockOwnerDeletion": True}]
+    assert dep["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "modelrollout.dev/v1alpha1",
+            "kind": "ModelRollout",
+            "name": "speech",
+            "uid": "uid-1",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
     pod = dep["spec"]["template"]
-    assert pod["metadata"]["annotations"] == {"prometheus.io/scrape": "true", "prometheus.io/port": "8080",
-                                              "prometheus.io/path": "/metrics"}
+    assert pod["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "8080",
+        "prometheus.io/path": "/metrics",
+    }
     (c,) = pod["spec"]["containers"]
     assert "command" not in c
-    assert c["args"] == ["--model-name=speech-commands", "--model-version=v2", "--model-uri=file:///m/v2.onnx",
-                         "--host=$(POD_IP)", "--port=8080", "--batch=8"]
+    assert c["args"] == [
+        "--model-name=speech-commands",
+        "--model-version=v2",
+        "--model-uri=file:///m/v2.onnx",
+        "--host=$(POD_IP)",
+        "--port=8080",
+        "--batch=8",
+    ]
     assert c["env"][0] == {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
     assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
     svc = compute_version_service(OWNER, "v2")
@@ -87,8 +114,9 @@ def _name(fn: Callable[..., Any]) -> str:
 def test_startup_bounds_kopfs_own_api_calls_by_the_kube_timeout():
     registry = kopf.OperatorRegistry()
     register(registry, Settings(kube_timeout=12.0), runtime=object())  # type: ignore[arg-type]
-    (startup,) = [h for h in registry._activities.get_all_handlers()
-                  if h.activity is not None and h.activity.value == "startup"]
+    (startup,) = [
+        h for h in registry._activities.get_all_handlers() if h.activity is not None and h.activity.value == "startup"
+    ]
     settings = kopf.OperatorSettings()
     assert settings.networking.request_timeout == 300  # kopf's default, which we replace
     # kopf types each fn as its full keyword protocol; ours take `**_`, so the test passes only what they read.

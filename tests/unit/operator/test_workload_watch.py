@@ -4,7 +4,7 @@ rollout at once (not at its next requeue time); other Deployments and noise do n
 import copy
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -15,32 +15,57 @@ from rollout_operator.adapters.fakes import FakeWorkloads
 from rollout_operator.handlers import register
 from rollout_operator.runtime import Runtime
 from rollout_operator.settings import Settings
-from rollout_operator.workload_watch import (WATCH_LABEL_SELECTOR, WorkloadWatch, apply_workload_event,
-                                             compute_readiness_key)
+from rollout_operator.workload_watch import (
+    WATCH_LABEL_SELECTOR,
+    WorkloadWatch,
+    apply_workload_event,
+    compute_readiness_key,
+)
 
 pytestmark = pytest.mark.unit
 
-T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 SPEC = {
     "model": {"name": "speech-commands", "version": "v1", "uri": "file:///models/v1.onnx"},
     "server": {"replicas": 2},
     "strategy": {"canary": {"steps": [{"setWeight": 10}, {"pause": {"duration": "1m"}}]}},
     "progressDeadline": "5m",
 }
-OWNER_REF = {"apiVersion": "modelrollout.dev/v1alpha1", "kind": "ModelRollout", "name": "speech",
-             "uid": "u1", "controller": True, "blockOwnerDeletion": True}
+OWNER_REF = {
+    "apiVersion": "modelrollout.dev/v1alpha1",
+    "kind": "ModelRollout",
+    "name": "speech",
+    "uid": "u1",
+    "controller": True,
+    "blockOwnerDeletion": True,
+}
 
 
 def deployment(ready: int, *, uid="d1", owner=OWNER_REF, generation=1, annotations=None) -> dict:
     """A model-server Deployment as the watch delivers it (what kube_workloads reads, and more)."""
-    return {"metadata": {"name": "speech-v1", "namespace": "ml", "uid": uid, "generation": generation,
-                         "labels": {"modelrollout.dev/rollout": "speech", "modelrollout.dev/version": "v1",
-                                    "app.kubernetes.io/name": "model-server"},
-                         "annotations": annotations or {},
-                         "ownerReferences": [owner] if owner else []},
-            "spec": {"replicas": 2},
-            "status": {"observedGeneration": generation, "replicas": 2, "updatedReplicas": 2,
-                       "readyReplicas": ready, "availableReplicas": ready}}
+    return {
+        "metadata": {
+            "name": "speech-v1",
+            "namespace": "ml",
+            "uid": uid,
+            "generation": generation,
+            "labels": {
+                "modelrollout.dev/rollout": "speech",
+                "modelrollout.dev/version": "v1",
+                "app.kubernetes.io/name": "model-server",
+            },
+            "annotations": annotations or {},
+            "ownerReferences": [owner] if owner else [],
+        },
+        "spec": {"replicas": 2},
+        "status": {
+            "observedGeneration": generation,
+            "replicas": 2,
+            "updatedReplicas": 2,
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+        },
+    }
 
 
 class CountingWorkloads(FakeWorkloads):
@@ -61,11 +86,19 @@ class Cluster:
     def __init__(self):
         self.workloads = CountingWorkloads()
         self.adapters = replace(build_fake_adapters(auto_ready=False), workloads=self.workloads)
-        self.adapters.status.put({"metadata": {"name": "speech", "namespace": "ml", "uid": "u1",
-                                               "generation": 1}, "spec": copy.deepcopy(SPEC)})
+        self.adapters.status.put(
+            {
+                "metadata": {"name": "speech", "namespace": "ml", "uid": "u1", "generation": 1},
+                "spec": copy.deepcopy(SPEC),
+            }
+        )
         self.mono = [100.0]
-        self.runtime = Runtime(settings=Settings(prometheus_url=""), adapters=self.adapters,
-                               clock=lambda: T0, monotonic=lambda: self.mono[0])
+        self.runtime = Runtime(
+            settings=Settings(prometheus_url=""),
+            adapters=self.adapters,
+            clock=lambda: T0,
+            monotonic=lambda: self.mono[0],
+        )
 
     @property
     def fetches(self) -> int:
@@ -125,13 +158,18 @@ def test_without_the_watch_the_same_readiness_waits_for_the_requeue_time(cluster
     assert cluster.fetches == fetches and cluster.obj["status"]["phase"] == "Initializing"
 
 
-@pytest.mark.parametrize("event", [
-    pytest.param(deployment(ready=2, owner={**OWNER_REF, "uid": "u-other"}), id="another rollout's"),
-    pytest.param(deployment(ready=2, owner=None), id="no owner"),
-    pytest.param(deployment(ready=2, owner={**OWNER_REF, "kind": "ReplicaSet"}), id="owned by something else"),
-    pytest.param(deployment(ready=2, owner={**OWNER_REF, "controller": False}), id="not the controller"),
-    pytest.param(deployment(ready=2, owner={**OWNER_REF, "apiVersion": "other.dev/v1"}), id="same kind, other group"),
-])
+@pytest.mark.parametrize(
+    "event",
+    [
+        pytest.param(deployment(ready=2, owner={**OWNER_REF, "uid": "u-other"}), id="another rollout's"),
+        pytest.param(deployment(ready=2, owner=None), id="no owner"),
+        pytest.param(deployment(ready=2, owner={**OWNER_REF, "kind": "ReplicaSet"}), id="owned by something else"),
+        pytest.param(deployment(ready=2, owner={**OWNER_REF, "controller": False}), id="not the controller"),
+        pytest.param(
+            deployment(ready=2, owner={**OWNER_REF, "apiVersion": "other.dev/v1"}), id="same kind, other group"
+        ),
+    ],
+)
 def test_unrelated_deployments_tick_nothing(cluster, event):
     watch = WorkloadWatch()
     cluster.make_ready()
@@ -190,9 +228,14 @@ def test_a_wake_during_a_running_tick_keeps_the_next_tick_due(cluster):
 
 def test_the_readiness_key_covers_what_the_domain_reads():
     base = compute_readiness_key(deployment(ready=1))
-    for path, value in [(("spec", "replicas"), 3), (("status", "readyReplicas"), 2),
-                        (("status", "updatedReplicas"), 1), (("status", "observedGeneration"), 0),
-                        (("metadata", "generation"), 2), (("status", "availableReplicas"), 0)]:
+    for path, value in [
+        (("spec", "replicas"), 3),
+        (("status", "readyReplicas"), 2),
+        (("status", "updatedReplicas"), 1),
+        (("status", "observedGeneration"), 0),
+        (("metadata", "generation"), 2),
+        (("status", "availableReplicas"), 0),
+    ]:
         changed = deployment(ready=1)
         changed[path[0]][path[1]] = value
         assert compute_readiness_key(changed) != base, path
@@ -202,8 +245,9 @@ def test_the_handler_wiring_selects_model_server_deployments_and_ticks_through_t
     registry = kopf.OperatorRegistry()
     register(registry, Settings(tick_interval=30), runtime=cluster.runtime)
     settings, memo = kopf.OperatorSettings(), kopf.Memo()
-    (startup,) = [h for h in registry._activities.get_all_handlers()
-                  if h.activity is not None and h.activity.value == "startup"]
+    (startup,) = [
+        h for h in registry._activities.get_all_handlers() if h.activity is not None and h.activity.value == "startup"
+    ]
     # kopf types each fn as its full keyword protocol; ours take `**_`, so the test passes only what they read.
     startup_fn: Callable[..., Any] = startup.fn
     startup_fn(settings=settings, memo=memo)
