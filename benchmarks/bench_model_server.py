@@ -295,7 +295,7 @@ async def call_app_sequentially(app, model_name: str, bodies: list[bytes]) -> No
             "path": path,
             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
         }
-        status = []
+        status: list[int] = []
 
         async def receive(body=body) -> dict:
             return {"type": "http.request", "body": body, "more_body": False}

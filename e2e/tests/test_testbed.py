@@ -347,7 +347,11 @@ def test_down_leaves_no_listener_and_up_works_again(tmp_path, layout):
             assert all(is_listening("127.0.0.1", p) for p in ports), attempt
             core = client.CoreV1Api(config.new_client_from_config(config_file=str(tmp_path / "cluster" / "kubeconfig")))
             core.create_namespaced_pod("default", process_pod("echo", containers=[echo_container()]))  # type: ignore[arg-type]  # the client sends a dict body as is; its hints name only the V1 model
-            pod = wait_for(lambda core=core: ready_pods(core, "default", 1), "the echo pod Ready", timeout=WAIT_S)[0]
+
+            def echo_ready(core: client.CoreV1Api = core) -> list:
+                return ready_pods(core, "default", 1)
+
+            pod = wait_for(echo_ready, "the echo pod Ready", timeout=WAIT_S)[0]
             assert ipaddress.ip_address(pod.status.pod_ip) in ipaddress.ip_network(SECOND_POD_CIDR)
             pid = http_get_json(f"http://{pod.status.pod_ip}:8080/")["pid"]
             if attempt == "first":

@@ -34,9 +34,9 @@ def register_workload_watch(registry: kopf.OperatorRegistry, rollouts: tuple[str
 
     # kopf passes type=None for the initial listing and hands indices over as extra keyword arguments;
     # its WatchingFn protocol declares neither (type: str, no required `rollouts_by_uid`), hence the ignore.
-    @kopf.on.event(
+    @kopf.on.event(  # type: ignore[arg-type]
         *DEPLOYMENTS,
-        labels={ROLLOUT_LABEL: kopf.PRESENT, NAME_LABEL: "model-server"},  # type: ignore[arg-type]
+        labels={ROLLOUT_LABEL: kopf.PRESENT, NAME_LABEL: "model-server"},
         registry=registry,
     )
     def workload_changed(
