@@ -126,6 +126,9 @@ SCHEMA_REJECTS = {
     "falsePromotionRate above 0.5": lambda s: s["analysis"].__setitem__("falsePromotionRate", 0.6),
     "falseRollbackRate negative": lambda s: s["analysis"].__setitem__("falseRollbackRate", -0.01),
     "maxDuration not a duration": lambda s: s["analysis"].__setitem__("maxDuration", "ten minutes"),
+    "slow-requests bound between bucket edges": lambda s: s["analysis"]["metrics"].__setitem__(
+        1, {"name": "slow", "template": "slow-requests", "bound": 0.3, "max": 0.05}
+    ),
 }
 
 
@@ -226,6 +229,14 @@ CEL_CASES = {
         lambda s: (_sequential(s), s["analysis"].__setitem__("metrics", [s["analysis"]["metrics"][0]])),
         "spec.strategy.canary.steps[3].analysis.checks",
     ),
+    "bound on another template": (
+        lambda s: s["analysis"]["metrics"][0].__setitem__("bound", 0.5),
+        "spec.analysis.metrics[0].bound",
+    ),
+    "slow-requests without a bound": (
+        lambda s: s["analysis"]["metrics"].__setitem__(1, {"name": "slow", "template": "slow-requests", "max": 0.05}),
+        "spec.analysis.metrics[1].bound",
+    ),
 }
 
 
@@ -320,3 +331,30 @@ def test_the_cel_rules_for_the_new_limits_exist():
         "spec.strategy.canary.steps[].analysis.checks: not used with spec.analysis.mode sequential",
     ):
         assert any(m.startswith(needle) for m in messages), needle
+
+
+def test_slow_requests_with_a_bucket_edge_validates_and_parses_in_both_modes():
+    for mode in ("threshold", "sequential"):
+
+        def change(s, mode=mode):
+            s["analysis"]["mode"] = mode
+            s["analysis"]["metrics"] = [{"name": "slow", "template": "slow-requests", "bound": 0.25, "max": 0.05}]
+            s["strategy"]["canary"]["steps"][3] = {"analysis": {"duration": "5m"}}
+
+        doc = mutate(change)
+        VALIDATOR.validate(doc)
+        (metric,) = parse_spec(doc["spec"], name="speech", namespace="default").metrics
+        assert metric.template == "slow-requests" and metric.bound == 0.25
+
+
+def test_the_bound_enum_and_cel_rule_match_the_latency_bounds():
+    from rollout_operator.domain.templates import LATENCY_BOUNDS
+
+    metric = load_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"][
+        "analysis"
+    ]["properties"]["metrics"]["items"]
+    assert metric["properties"]["bound"]["enum"] == list(LATENCY_BOUNDS)
+    (rule,) = [
+        r for r in metric["x-kubernetes-validations"] if r["message"].startswith("spec.analysis.metrics[].bound:")
+    ]
+    assert "'slow-requests'" in rule["rule"] and rule["fieldPath"] == ".bound"

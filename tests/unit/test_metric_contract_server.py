@@ -197,3 +197,17 @@ def test_prometheus_client_still_leaves_count_and_sum_out_of_a_negative_bucket_f
     plain.observe(-2.0)
     names = {s.name for f in plain.collect() for s in f.samples} - {"y_created"}  # build_app turns _created off
     assert names == {"y_bucket", "y_count"}
+
+
+def test_the_slow_requests_bounds_are_the_latency_histogram_s_bucket_edges(scraped):
+    """The operator's slow-requests template selects le="<bound>" of the end-to-end latency
+    histogram; every bound it accepts must be a bucket the server writes, with that exact label."""
+    from rollout_operator.domain.templates import LATENCY_BOUNDS
+
+    _, samples = scraped["speech_request_duration_seconds"]
+    written = [
+        s.labels["le"]
+        for s in samples
+        if s.name == "speech_request_duration_seconds_bucket" and s.labels["stage"] == "total"
+    ]
+    assert written == [*LATENCY_BOUNDS.values(), "+Inf"]

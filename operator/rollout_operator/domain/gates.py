@@ -27,7 +27,7 @@ from .sequential_gates import (
 )
 from .spec import Analysis, AnalysisSpec, BlueGreenStrategy, MetricSpec, RolloutSpec, describe_step
 from .status import AnalysisStatus, MetricStatus, RolloutStatus
-from .templates import DEFAULT_SAMPLES_QUERY, TEMPLATES, render
+from .templates import DEFAULT_SAMPLES_QUERY, TEMPLATES, compute_arguments, render
 
 _NOT_MEASURED = Measurement.error("the shell did not report this metric for the due round")
 
@@ -95,7 +95,7 @@ def compute_query(
     Sequential mode counts events and trials over the whole time since the step began."""
     version = status.stable_version if role is Role.STABLE else status.candidate_version
     assert version is not None and spec.analysis is not None
-    variables = compute_variables(spec, status, version)
+    variables = compute_variables(spec, status, version) | compute_arguments(metric.bound)
     sequential = spec.analysis.is_sequential and metric.template in SEQUENTIAL_TEMPLATES
     if sequential and now is not None and status.step_started_at is not None:
         variables["window"] = compute_count_window(now - status.step_started_at)
@@ -118,7 +118,7 @@ def compute_baseline_request(spec: RolloutSpec, status: RolloutStatus, metric: M
     """Stable's events and trials for one gate over spec.analysis.window (their ratio is the
     value a candidate like stable would show, the trials per second its traffic)."""
     assert status.stable_version is not None and metric.template is not None
-    variables = compute_variables(spec, status, status.stable_version)
+    variables = compute_variables(spec, status, status.stable_version) | compute_arguments(metric.bound)
     query, samples = compute_baseline_query(metric.template)
     return QueryRequest(
         metric=metric.name,

@@ -43,7 +43,7 @@ from .spec import (
     expand_canary,
     expand_shadow,
 )
-from .templates import PAIRWISE_TEMPLATES, TEMPLATES, TemplateError, check_query
+from .templates import LATENCY_BOUNDS, PAIRWISE_TEMPLATES, TEMPLATES, TemplateError, check_query
 
 # The model name is a KServe model name, a Prometheus label value and part of a URL path.
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9._]*[A-Za-z0-9])?$"
@@ -346,9 +346,33 @@ def _parse_metric(item: Any, here: str) -> MetricSpec:
         max_increase=read_number(item, "maxIncrease", here, lo=0),
         max_decrease=read_number(item, "maxDecrease", here, lo=0),
         min_samples=read_int(item, "minSamples", here, lo=0),
+        bound=_read_bound(item, template, here),
     )
     _check_thresholds(metric, here)
     return metric
+
+
+def _read_bound(item: Mapping[str, Any], template: str | None, here: str) -> float | None:
+    """The template's `bound` argument: set exactly when the template takes it, and one of the
+    latency histogram's bucket edges (the share slower than a bound is exact only at an edge)."""
+    needs = template is not None and "bound" in TEMPLATES[template].arguments
+    if item.get("bound") is None:
+        if needs:
+            raise SpecError(f"{here}.bound", f"is required with template {template} (seconds, one of {_edges()})")
+        return None
+    if not needs:
+        raise SpecError(f"{here}.bound", "is used only with template slow-requests")
+    value = read_number(item, "bound", here)
+    if value not in LATENCY_BOUNDS:
+        raise SpecError(
+            f"{here}.bound",
+            f"must be a bucket edge of speech_request_duration_seconds (seconds, one of {_edges()}), got {_show(value)}",
+        )
+    return value
+
+
+def _edges() -> str:
+    return ", ".join(f"{edge:g}" for edge in LATENCY_BOUNDS)
 
 
 def _check_thresholds(m: MetricSpec, here: str) -> None:

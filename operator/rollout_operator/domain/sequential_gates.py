@@ -29,6 +29,9 @@ from .templates import PAIRWISE_TEMPLATES, Template
 # `samples` the trials, both over {{window}} = the time since the step began. Same selectors as
 # the rate templates in templates.py, so they read the same series.
 _SEL = 'namespace="{{namespace}}",model="{{model}}",version="{{version}}"'
+_LAT = f'{_SEL},stage="total"'
+_LAT_COUNT = f"speech_request_duration_seconds_count{{{_LAT}}}"
+_LAT_FAST = f'speech_request_duration_seconds_bucket{{{_LAT},le="{{{{bound}}}}"}}'
 _SHADOW_SEL = (
     'namespace="{{namespace}}",rollout="{{rollout}}",stable_version="{{stable}}",candidate_version="{{candidate}}"'
 )
@@ -48,6 +51,14 @@ SEQUENTIAL_TEMPLATES: dict[str, Template] = {
         query=_events(f'speech_requests_total{{{_SEL},outcome="server_error"}}'),
         samples=_count(f"speech_requests_total{{{_SEL}}}"),
         description="server errors / requests since the step began",
+    ),
+    "slow-requests": Template(
+        # Both series exist from the server's start (pre-created), so no `or vector(0)`; the
+        # difference is clamped into [0, trials] like every event count (_events_within).
+        query=f"({_count(_LAT_COUNT)} - {_count(_LAT_FAST)})",
+        samples=_count(_LAT_COUNT),
+        description="requests slower than the bound / requests since the step began",
+        arguments=("bound",),
     ),
     "unknown-rate": Template(
         query=_events(f'speech_predictions_total{{{_SEL},label=~"_unknown_|_silence_"}}'),
@@ -240,6 +251,7 @@ def _num(value: float) -> str:
 # What a gate's trials are, for the forecast message.
 _TRIALS = {
     "error-rate": "req/s",
+    "slow-requests": "req/s",
     "unknown-rate": "predictions/s",
     "mean-confidence": "predictions/s",
     "shadow-agreement": "req/s",

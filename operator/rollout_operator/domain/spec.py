@@ -211,6 +211,7 @@ class MetricSpec:
     max_increase: float | None = None  # candidate - stable must be <= this
     max_decrease: float | None = None  # stable - candidate must be <= this
     min_samples: int | None = None  # None: analysis.minSamples
+    bound: float | None = None  # slow-requests only: a latency bucket edge, seconds (templates.LATENCY_BOUNDS)
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,36 @@ TEMPLATE_VARIABLES = ("namespace", "rollout", "model", "version", "candidate", "
 # Rendered as written (the operator formats it from a parsed duration); all others are label
 # values and must sit inside a double-quoted string.
 RAW_VARIABLES = frozenset({"window"})
+# Template arguments: set per gate by the user (MetricSpec), defined only for the built-in
+# templates that list them, never in a user query. {{bound}} is a latency histogram bucket edge.
+TEMPLATE_ARGUMENTS = ("bound",)
+
+# The bucket edges of the model server's speech_request_duration_seconds histogram (seconds)
+# and their `le` label values as the server writes them. A share slower than a bound is exact
+# only at an edge, so slow-requests takes one of these (tests/unit/test_metric_contract_server.py
+# checks the server still has them).
+LATENCY_BOUNDS: dict[float, str] = {
+    0.0005: "0.0005",
+    0.001: "0.001",
+    0.0025: "0.0025",
+    0.005: "0.005",
+    0.01: "0.01",
+    0.025: "0.025",
+    0.05: "0.05",
+    0.1: "0.1",
+    0.25: "0.25",
+    0.5: "0.5",
+    1.0: "1.0",
+    2.5: "2.5",
+    5.0: "5.0",
+}
 
 _SEL = 'namespace="{{namespace}}",model="{{model}}",version="{{version}}"'
 _REQ = f"speech_requests_total{{{_SEL}}}"
 _REQUEST_COUNT = f"sum(increase({_REQ}[{{{{window}}}}]))"
+_LAT = f'{_SEL},stage="total"'
+_LAT_COUNT = f"speech_request_duration_seconds_count{{{_LAT}}}"
+_LAT_FAST = f'speech_request_duration_seconds_bucket{{{_LAT},le="{{{{bound}}}}"}}'
 _SHADOW_SEL = (
     'namespace="{{namespace}}",rollout="{{rollout}}",stable_version="{{stable}}",candidate_version="{{candidate}}"'
 )
@@ -33,6 +59,7 @@ class Template:
     query: str
     samples: str  # the sample count behind the value, compared with minSamples
     description: str
+    arguments: tuple[str, ...] = ()  # the TEMPLATE_ARGUMENTS it needs from the gate
 
 
 TEMPLATES: dict[str, Template] = {
@@ -52,6 +79,16 @@ TEMPLATES: dict[str, Template] = {
         ),
         samples=_REQUEST_COUNT,
         description="99th percentile of end-to-end request latency, seconds",
+    ),
+    "slow-requests": Template(
+        # Slower than the bound = all requests minus those in the bucket le="bound".
+        query=(
+            f"(sum(rate({_LAT_COUNT}[{{{{window}}}}])) - sum(rate({_LAT_FAST}[{{{{window}}}}]))) / "
+            f"sum(rate({_LAT_COUNT}[{{{{window}}}}]))"
+        ),
+        samples=f"sum(increase({_LAT_COUNT}[{{{{window}}}}]))",
+        description="share of requests whose end-to-end latency is above the gate's bound (seconds)",
+        arguments=("bound",),
     ),
     "unknown-rate": Template(
         query=(
@@ -116,9 +153,15 @@ def find_variables(text: str) -> list[str]:
     return _VAR.findall(text)
 
 
-def check_template(text: str) -> None:
-    """Raise TemplateError if `text` uses an unknown variable or a stray brace pair."""
-    unknown = [v for v in find_variables(text) if v not in TEMPLATE_VARIABLES]
+def compute_arguments(bound: float | None) -> dict[str, str]:
+    """The template arguments a gate sets, as the values its built-in template renders."""
+    return {} if bound is None else {"bound": LATENCY_BOUNDS[bound]}
+
+
+def check_template(text: str, arguments: tuple[str, ...] = ()) -> None:
+    """Raise TemplateError if `text` uses an unknown variable or a stray brace pair; `arguments`
+    are the TEMPLATE_ARGUMENTS a built-in template may use besides the variables."""
+    unknown = [v for v in find_variables(text) if v not in TEMPLATE_VARIABLES and v not in arguments]
     if unknown:
         raise TemplateError(f"unknown variable {{{{{unknown[0]}}}}}; known: {', '.join(TEMPLATE_VARIABLES)}")
     if "{{" in _VAR.sub("", text) or "}}" in _VAR.sub("", text):
@@ -146,7 +189,7 @@ _NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 def render(text: str, variables: Mapping[str, str]) -> str:
     """Substitute every {{var}}, escaping label values; an undefined one raises TemplateError."""
-    check_template(text)
+    check_template(text, TEMPLATE_ARGUMENTS)
 
     def substitute(match: re.Match[str]) -> str:
         name = match.group(1)
@@ -169,14 +212,16 @@ _SAMPLE = {
     "candidate": "v2",
     "stable": "v1",
     "window": "1m",
+    "bound": "0.5",
 }
 _PROBE = {k: (v if k in RAW_VARIABLES else f'mr-probe-{k}"}}') for k, v in _SAMPLE.items()}
 
 
-def check_query(text: str) -> None:
+def check_query(text: str, arguments: tuple[str, ...] = ()) -> None:
     """Raise TemplateError unless `text` is PromQL an instant query can run once rendered:
-    known variables, label-value variables inside double quotes, parses, not a range vector."""
-    check_template(text)
+    known variables (and `arguments`, for a built-in template), label-value variables inside
+    double quotes, parses, not a range vector."""
+    check_template(text, arguments)
     try:
         expr = promql_parser.parse(render(text, _SAMPLE))
     except ValueError as err:

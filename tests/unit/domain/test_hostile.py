@@ -29,7 +29,8 @@ HOSTILE = [
     "\\",
     "é",
 ]
-VARS = dict(namespace="ns", rollout="r", model="m", version="v2", candidate="v2", stable="v1", window="1m")
+# bound: slow-requests' template argument (a bucket edge's le value).
+VARS = dict(namespace="ns", rollout="r", model="m", version="v2", candidate="v2", stable="v1", window="1m", bound="0.5")
 
 
 def parse(spec, name="speech"):

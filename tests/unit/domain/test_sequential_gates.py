@@ -31,8 +31,8 @@ def gate(metric, candidate, stable=None, analysis=AnalysisSpec(), elapsed=FIVE_M
 @pytest.mark.parametrize("name", sorted(SEQUENTIAL_TEMPLATES))
 def test_count_templates_are_valid_promql_over_the_same_series(name):
     template = SEQUENTIAL_TEMPLATES[name]
-    check_query(template.query)
-    check_query(template.samples)
+    check_query(template.query, template.arguments)
+    check_query(template.samples, template.arguments)
     assert "increase(" in template.query and "increase(" in template.samples
     # The trials are the same series the threshold-mode template counts as its samples.
     assert template.samples.split("[")[0] == TEMPLATES[name].samples.split("[")[0]

@@ -17,12 +17,14 @@ VARS = dict(
     candidate="v2",
     stable="v1",
     window="1m",
+    bound="0.5",  # slow-requests' template argument
 )
 
 # The metric contract (names fixed by the shared brief); every template must use only these.
 CONTRACT = {
     "speech_requests_total",
     "speech_request_duration_seconds_bucket",
+    "speech_request_duration_seconds_count",
     "speech_predictions_total",
     "speech_confidence_sum",
     "speech_confidence_count",
@@ -35,6 +37,7 @@ def test_the_built_in_template_names():
     assert set(TEMPLATES) == {
         "error-rate",
         "latency-p99",
+        "slow-requests",
         "unknown-rate",
         "mean-confidence",
         "request-rate",
