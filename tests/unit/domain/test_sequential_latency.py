@@ -172,3 +172,31 @@ def test_relative_to_stable_fails_a_slower_candidate_and_passes_an_equal_one():
     same = rollout(RELATIVE, candidate_slow=0.01, stable_slow=0.01)
     same.run_until_phase(Phase.HEALTHY, max_ticks=200)
     assert same.status.stable_version == "v2"
+
+
+def ratio(slow_share: dict[Role, float], rps: float = 10.0):
+    """A Prometheus that answers the threshold-mode slow-requests ratio over a 1m window."""
+
+    def answer(q: QueryRequest) -> Measurement:
+        assert 'le="0.5"' in q.query and q.query.startswith("(sum(rate(speech_request_duration_seconds_count"), q.query
+        assert q.samples_query.startswith("sum(increase(speech_request_duration_seconds_count"), q.samples_query
+        return Measurement.of(slow_share[q.role], samples=int(rps * 60))
+
+    return answer
+
+
+THRESHOLD = copy.deepcopy(RELATIVE)
+THRESHOLD["analysis"]["mode"] = "threshold"
+THRESHOLD["strategy"]["canary"]["steps"] = [{"setWeight": 20}, {"analysis": {"checks": 2}}]
+
+
+def test_threshold_mode_relative_to_stable_renders_the_bound_for_both_versions():
+    for candidate, phase in ((0.10, Phase.ROLLED_BACK), (0.01, Phase.HEALTHY)):
+        world = World(THRESHOLD)
+        world.run_until_phase(Phase.HEALTHY)
+        world.metrics = ratio({Role.CANDIDATE: candidate, Role.STABLE: 0.01})
+        world.set_spec(with_version(THRESHOLD, "v2"))
+        world.run_until_phase(phase, max_ticks=200)
+        roles = {q.role for q in world.queries}
+        assert roles == {Role.CANDIDATE, Role.STABLE}
+        assert world.status.stable_version == ("v1" if phase is Phase.ROLLED_BACK else "v2")
