@@ -13,7 +13,7 @@ from typing import Any
 
 # Which Deadline watches a socket now. A pooled connection outlives one call: the next call on
 # it takes the socket over, so an old deadline firing late never shuts down a newer call's read.
-_owners: dict[socket.socket, "Deadline"] = {}
+_owners: dict[socket.socket, Deadline] = {}
 _owners_lock = threading.Lock()
 _current = threading.local()  # the Deadline of the call this thread is making, for urllib3 hooks
 
@@ -38,9 +38,9 @@ class Deadline:
         return self._expired.is_set()
 
     def error(self) -> DeadlineExceeded:
-        return DeadlineExceeded(f"no complete answer within {self.seconds:g}s (total deadline)")
+        return DeadlineExceeded(f"no complete answer within {self.seconds:.3g}s (total deadline)")
 
-    def __enter__(self) -> "Deadline":
+    def __enter__(self) -> Deadline:
         self._outer = getattr(_current, "deadline", None)
         _current.deadline = self
         self._timer.start()
@@ -104,7 +104,7 @@ def install_on_pool_manager(pool_manager: Any) -> None:
     urllib3 has no total deadline (its docs suggest a watcher thread) and no hook that hands out
     the socket of a call, so this subclasses the pool classes the manager builds
     (`pool_classes_by_scheme`, each with its `ConnectionCls`): the one place that depends on
-    urllib3's structure (2.x); tests/unit/operator/test_op_deadline.py fails if it stops working."""
+    urllib3's structure (2.x); tests/unit/operator/test_deadline.py fails if it stops working."""
     classes = {}
     for scheme, pool in pool_manager.pool_classes_by_scheme.items():
         conn = pool.ConnectionCls

@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 
 from rollout_operator import metrics as m
+from rollout_operator.adapters.deadline import Deadline
 from rollout_operator.adapters.kube import DEPLOYMENTS, KubeApi, KubeTransportError
 from rollout_operator.adapters.kube_workloads import KubeWorkloads
 from rollout_operator.runtime import Runtime
@@ -71,8 +72,7 @@ def test_a_trickling_api_server_fails_the_tick_as_an_api_error_and_writes_nothin
         w = World()
         w.live = replace(w.live, workloads=KubeWorkloads(_api(slow, timeout=0.3)))
         clock = [0.0]
-        rt = Runtime(settings=w.settings, adapters=w.live, clock=lambda: w.now,
-                     monotonic=lambda: clock[0])
+        rt = Runtime(settings=w.settings, adapters=w.live, clock=lambda: w.now, monotonic=lambda: clock[0])
         before = m.RECONCILE_ERRORS.labels("api")._value.get()
         rt.tick(copy.deepcopy(w.obj))  # must not raise
     assert m.RECONCILE_ERRORS.labels("api")._value.get() == before + 1
@@ -92,3 +92,10 @@ def test_a_call_that_ends_forgets_its_sockets():
         for _ in range(3):
             assert api.list(DEPLOYMENTS, "ml", "a=b") == []
     assert deadline._owners == {}
+
+
+def test_the_deadline_message_names_the_budget_not_the_rounding_left_by_a_shared_round():
+    # A check round shares one deadline between its queries (reconcile.fetch_round), so each
+    # query gets what is left of it, e.g. 0.999997 s of a 1 s budget: the message says 1s.
+    assert "no complete answer within 1s (total deadline)" in str(Deadline(0.999997).error())
+    assert "no complete answer within 0.25s (total deadline)" in str(Deadline(0.25).error())
