@@ -10,7 +10,7 @@ import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlparse
 
 Answer = tuple[int, Any]  # (HTTP status, JSON body or raw bytes)
@@ -90,24 +90,14 @@ class StubPrometheus:
         return Handler
 
 
-class TricklingPrometheus:
-    """A loopback HTTP server that answers every request with a valid Prometheus answer, one
-    byte every `delay` seconds: each read sees progress, so only a total deadline stops it."""
+class LoopbackServer:
+    """A raw TCP server on 127.0.0.1 that hands each accepted connection to `_accepted` (a
+    subclass decides what a misbehaving Prometheus does with it); stops on exit."""
 
-    def __init__(self, answer: Answer | None = None, delay: float = 0.05, endless_header: bool = False) -> None:
-        code, body = answer or vector(0.5)
-        self.body = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.head = (
-            f"HTTP/1.1 {code} OK\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(self.body)}\r\nConnection: close\r\n\r\n"
-        ).encode()
-        if endless_header:  # a header line that never ends: the answer's body never starts
-            self.head, self.body = b"HTTP/1.1 200 OK\r\nX-Slow: ", b"a" * 10_000_000
-        self.delay = delay
-        self.connections = 0
+    def __init__(self, backlog: int = 16, poll: float = 0.1) -> None:
         self._stop = threading.Event()
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self._sock.settimeout(0.1)
+        self._sock = socket.create_server(("127.0.0.1", 0), backlog=backlog)
+        self._sock.settimeout(poll)
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
     @property
@@ -115,7 +105,7 @@ class TricklingPrometheus:
         host, port = self._sock.getsockname()[:2]
         return f"http://{host}:{port}"
 
-    def __enter__(self) -> TricklingPrometheus:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -130,8 +120,32 @@ class TricklingPrometheus:
                 conn, _ = self._sock.accept()
             except OSError:
                 continue
-            self.connections += 1
-            threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+            self._accepted(conn)
+
+    def _accepted(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+
+class TricklingPrometheus(LoopbackServer):
+    """A loopback HTTP server that answers every request with a valid Prometheus answer, one
+    byte every `delay` seconds: each read sees progress, so only a total deadline stops it."""
+
+    def __init__(self, answer: Answer | None = None, delay: float = 0.05, endless_header: bool = False) -> None:
+        super().__init__()
+        code, body = answer or vector(0.5)
+        self.body = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.head = (
+            f"HTTP/1.1 {code} OK\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(self.body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        if endless_header:  # a header line that never ends: the answer's body never starts
+            self.head, self.body = b"HTTP/1.1 200 OK\r\nX-Slow: ", b"a" * 10_000_000
+        self.delay = delay
+        self.connections = 0
+
+    def _accepted(self, conn: socket.socket) -> None:
+        self.connections += 1
+        threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
 
     def _trickle(self, conn: socket.socket) -> None:
         with conn:
@@ -144,3 +158,36 @@ class TricklingPrometheus:
                     conn.sendall(self.body[i : i + 1])
             except OSError:  # the client gave up (what a deadline does)
                 return
+
+
+class HungPrometheus(LoopbackServer):
+    """Accepts every connection, reads the request, never answers; holds it until the client
+    hangs up. Records how many queries were open together in each wave."""
+
+    def __init__(self) -> None:
+        super().__init__(backlog=64, poll=0.05)
+        self.waves: list[int] = []  # peak open queries per wave
+        self._open = 0
+        self._lock = threading.Lock()
+
+    def _accepted(self, conn: socket.socket) -> None:
+        with self._lock:
+            if self._open == 0:
+                self.waves.append(0)
+            self._open += 1
+            self.waves[-1] = max(self.waves[-1], self._open)
+        threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
+
+    def _hold(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(0.05)
+            while not self._stop.is_set():
+                try:
+                    if not conn.recv(65536):  # the client hung up (its deadline shut the socket)
+                        break
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break
+        with self._lock:
+            self._open -= 1

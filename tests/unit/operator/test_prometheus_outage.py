@@ -6,10 +6,8 @@ run one after another make one wave per query; queries run together make one wav
 """
 
 import copy
-import socket
 import threading
 from dataclasses import replace
-from typing import Any
 
 import pytest
 
@@ -17,63 +15,9 @@ from rollout_operator.adapters.prometheus import PrometheusMetrics
 from rollout_operator.domain import Measurement, QueryRequest, Role
 from rollout_operator.reconcile import ROUND_CONCURRENCY, fetch_round
 from tests.support.reconcile_world import SPEC, World, healthy
+from tests.support.stub_prometheus import HungPrometheus
 
 pytestmark = pytest.mark.unit
-
-
-class HungPrometheus:
-    """Accepts every connection, reads the request, never answers; holds it until the client
-    hangs up. Records how many queries were open together in each wave."""
-
-    def __init__(self) -> None:
-        self.waves: list[int] = []  # peak open queries per wave
-        self._open = 0
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._sock = socket.create_server(("127.0.0.1", 0), backlog=64)
-        self._sock.settimeout(0.05)
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._sock.getsockname()[:2]
-        return f"http://{host}:{port}"
-
-    def __enter__(self) -> "HungPrometheus":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: Any) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._sock.close()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                continue
-            with self._lock:
-                if self._open == 0:
-                    self.waves.append(0)
-                self._open += 1
-                self.waves[-1] = max(self.waves[-1], self._open)
-            threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
-
-    def _hold(self, conn: socket.socket) -> None:
-        with conn:
-            conn.settimeout(0.05)
-            while not self._stop.is_set():
-                try:
-                    if not conn.recv(65536):  # the client hung up (its deadline shut the socket)
-                        break
-                except TimeoutError:
-                    continue
-                except OSError:
-                    break
-        with self._lock:
-            self._open -= 1
 
 
 def _spec_with_gates(address: str) -> dict:
