@@ -145,7 +145,7 @@ def run(n: int, tmp: Path) -> dict:
         proc = op.proc
         assert proc is not None  # start() made it
         try:
-            wait_for(lambda: _ok(op.port), "operator /readyz", timeout=60)
+            wait_for(lambda: is_operator_ready(op.port), "operator /readyz", timeout=60)
             rss_idle = fetch_rss_mib(proc.pid)
             started = time.monotonic()
             apply_all(cluster, ns, n, "v1")
@@ -184,7 +184,7 @@ def run(n: int, tmp: Path) -> dict:
     }
 
 
-def _ok(port: int) -> bool:
+def is_operator_ready(port: int) -> bool:
     try:
         return urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).status == 200
     except OSError:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from kubernetes import client, config, watch
 
+from benchmarks.bench_operator import is_operator_ready
 from tests.support.operator_harness import CRD, OperatorProcess, connect_testbed, delete_rollouts, kubectl
 from tests.support.waiting import wait_for
 
@@ -186,7 +187,7 @@ def run(runs: int, tick: float, tmp: Path, budget_s: float, real_pods: bool) -> 
     started = time.monotonic()
     try:
         op.start()
-        wait_for(lambda: _ok(op.port), "operator /readyz", timeout=60)
+        wait_for(lambda: is_operator_ready(op.port), "operator /readyz", timeout=60)
         for i in range(runs):
             if time.monotonic() - started > budget_s:
                 print(f"readiness: time budget {budget_s:.0f}s spent after {i} runs", file=sys.stderr)
@@ -219,13 +220,6 @@ def fetch_api_calls(port: int) -> dict[str, int]:
             verb = line.split('verb="', 1)[1].split('"', 1)[0]
             calls[verb] = calls.get(verb, 0) + int(float(line.rsplit(" ", 1)[1]))
     return dict(sorted(calls.items()))
-
-
-def _ok(port: int) -> bool:
-    try:
-        return urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).status == 200
-    except OSError:
-        return False
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,7 @@ from e2e import rollouts, scenario
 from e2e.load import LoadRunner
 from e2e.tests.conftest import front_door
 from e2e.tests.support import NAME, ROLLOUT_TIMEOUT, deploy_first
+from tests.support.tcp import relay
 
 pytestmark = pytest.mark.e2e
 
@@ -210,21 +211,7 @@ class FlakyPrometheus:
             conn.close()
             return
         for a, b in ((conn, upstream), (upstream, conn)):
-            threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
-
-
-def _pipe(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while chunk := src.recv(65536):
-            dst.sendall(chunk)
-    except OSError:
-        pass
-    finally:
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            threading.Thread(target=relay, args=(a, b), daemon=True).start()
 
 
 def _first(rec: scenario.StatusRecorder, check, after: float = 0.0) -> scenario.Snapshot | None:

@@ -16,6 +16,7 @@ import yaml
 
 from e2e import scenario
 from tests.support.router_fixtures import RouterProcess, start_router
+from tests.support.tcp import relay
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -415,21 +416,7 @@ class TcpProxy:
             upstream = socket.create_connection(self.target)
             self.conns += [client, upstream]
             for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src, dst) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+                threading.Thread(target=relay, args=(src, dst), daemon=True).start()
 
     def cut(self) -> None:
         self.cut_off = True

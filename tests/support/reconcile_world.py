@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from rollout_operator.adapters import Adapters, build_fake_adapters
@@ -15,16 +15,11 @@ from rollout_operator.adapters.fakes import FakeMetrics, FakeWorkloads
 from rollout_operator.domain import Measurement, QueryRequest
 from rollout_operator.reconcile import reconcile
 from rollout_operator.settings import Settings
+from tests.support.domain_sim import CANARY, T0
 
-T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+# The domain simulation's canary (same model, server and steps) with the analysis these tests need.
 SPEC: dict[str, Any] = {
-    "model": {"name": "speech-commands", "version": "v1", "uri": "file:///models/v1.onnx"},
-    "server": {"replicas": 2},
-    "strategy": {
-        "canary": {
-            "steps": [{"setWeight": 10}, {"pause": {"duration": "1m"}}, {"setWeight": 50}, {"analysis": {"checks": 2}}]
-        }
-    },
+    **copy.deepcopy({k: v for k, v in CANARY.items() if k != "analysis"}),
     "analysis": {
         "interval": "30s",
         "minSamples": 50,
@@ -32,7 +27,6 @@ SPEC: dict[str, Any] = {
         "prometheus": {"address": "http://prometheus.test:9090"},
         "metrics": [{"name": "error-rate", "template": "error-rate", "max": 0.01}],
     },
-    "progressDeadline": "5m",
 }
 
 
