@@ -73,8 +73,15 @@ def test_example_validates_against_the_schema_and_parses(path):
     assert spec.steps, "every strategy expands into steps"
 
 
-def test_all_five_examples_exist():
-    assert {p.stem for p in EXAMPLES} >= {"canary", "shadow-then-canary", "blue-green", "gateway-api", "minimal"}
+def test_all_examples_exist():
+    assert {p.stem for p in EXAMPLES} >= {
+        "canary",
+        "canary-sequential",
+        "shadow-then-canary",
+        "blue-green",
+        "gateway-api",
+        "minimal",
+    }
 
 
 def test_every_cel_rule_has_a_message_naming_a_spec_field():

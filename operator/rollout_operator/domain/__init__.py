@@ -8,6 +8,7 @@ Modules by concept, in reading order:
    names        the objects a rollout owns and the rules that keep their names valid
    pod_policy   images (the one place defaults live) and what a spec may put into pods
    templates    built-in PromQL templates, strict rendering, the PromQL check
+   durations    durations and RFC 3339 timestamps as the spec and status write them
 3. phases       where a rollout stands, and the transitions allowed between phases
 4. status       the only memory: types, the exact JSON of .status, conditions
 5. analysis     one measurement against one metric's criteria -> a verdict
