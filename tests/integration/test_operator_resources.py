@@ -104,6 +104,13 @@ def test_printer_columns_show_phase_versions_weight_and_step(tb, api, ns, operat
         timeout=180,
         describe=operator.log_tail,
     )
+    # Events go out after the status write that made the rollout Healthy: wait for them too.
+    wait_for(
+        lambda: "Promoted" in [r for _, r, _ in _events(api, ns)],
+        "the Promoted event",
+        timeout=30,
+        describe=operator.log_tail,
+    )
     events = _events(api, ns)
     assert [r for _, r, _ in events].count("Promoted") == 1
     assert any(user in m for _, _, m in events), events
