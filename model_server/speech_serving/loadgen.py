@@ -1,6 +1,8 @@
 """speech-loadgen: send labelled clips from named slices at a rate and mix, report per version and slice.
 
-The ground truth is for this report only (accuracy per responding version); rollout gates never see it.
+Each request names its slice in `x-slice`. The ground truth feeds this report (accuracy per responding
+version and slice) and, for `--feedback-share` of the answers, the router's `POST /feedback` by the
+answer's `x-request-id` (what the `accuracy` gate counts); gates never see it otherwise.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import random
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from urllib.parse import urlsplit
 
 import aiohttp
 import numpy as np
@@ -20,6 +23,9 @@ import numpy as np
 SLICES = ("clean", "young", "noisy", "other_mic", "silence")
 MAX_REQUESTS = 100_000
 MAX_DURATION_S = 3600.0
+SLICE_HEADER = "x-slice"  # the model server's default --slice-header
+REQUEST_ID_HEADER = "x-request-id"  # set on every answer by the router
+MAX_ERROR_BODY = 64 * 1024  # read at most this much of an error or feedback answer
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,8 @@ class LoadSpec:
     timeout_s: float = 10.0
     seed: int = 0
     headers: dict[str, str] = field(default_factory=dict)
+    feedback_share: float = 0.0  # share of answers (0..1) whose true label is POSTed to /feedback
+    feedback_url: str | None = None  # None: <scheme>://<host:port of url>/feedback (the router's front door)
 
 
 @dataclass
@@ -48,6 +56,7 @@ class Outcome:
     latency_s: float
     confidence: float
     label: str
+    feedback: str = ""  # "" not asked; "accepted" (200); "rejected:<status>"; "no-id"; "error"
 
 
 @dataclass
@@ -60,6 +69,9 @@ class SliceStats:
     p99_ms: float | None = None
     mean_confidence: float | None = None
     labels: dict[str, int] = field(default_factory=dict)
+    feedback_sent: int = 0  # POSTs to /feedback (answers without an x-request-id are not sent)
+    feedback_accepted: int = 0  # ... answered 200
+    feedback_rejected: int = 0  # ... answered another status or not at all (why: the summary's feedback_rejections)
 
 
 def validate_spec(spec: LoadSpec) -> None:
@@ -78,6 +90,20 @@ def validate_spec(spec: LoadSpec) -> None:
         raise ValueError(f"rate: expected 0..10000 requests per second, got {spec.rate}")
     if not 1 <= spec.concurrency <= 1024:
         raise ValueError(f"concurrency: expected 1..1024, got {spec.concurrency}")
+    if not 0.0 <= spec.feedback_share <= 1.0:  # also rejects NaN
+        raise ValueError(f"feedback-share: expected a share 0..1 of the answers, got {spec.feedback_share}")
+    if spec.feedback_share > 0:
+        compute_feedback_url(spec)
+
+
+def compute_feedback_url(spec: LoadSpec) -> str:
+    """Where feedback goes: `feedback_url`, else `/feedback` at the origin of `url` (the router's traffic port)."""
+    if spec.feedback_url:
+        return spec.feedback_url
+    parts = urlsplit(spec.url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"url: expected http(s)://host:port to derive the feedback URL from, got {spec.url!r}")
+    return f"{parts.scheme}://{parts.netloc}/feedback"
 
 
 def compute_endpoint(spec: LoadSpec) -> str:
@@ -140,6 +166,7 @@ async def run_load(spec: LoadSpec, clips: dict[str, list[tuple[np.ndarray, str]]
     names = [s for s, w in spec.mix.items() if w > 0]
     weights = [spec.mix[s] for s in names]
     endpoint = compute_endpoint(spec)
+    feedback_url = compute_feedback_url(spec) if spec.feedback_share > 0 else None
     outcomes: list[Outcome] = []
     sem = asyncio.Semaphore(spec.concurrency)
     timeout = aiohttp.ClientTimeout(total=spec.timeout_s)
@@ -156,30 +183,57 @@ async def run_load(spec: LoadSpec, clips: dict[str, list[tuple[np.ndarray, str]]
             await sem.acquire()
             name = rng.choices(names, weights)[0]
             samples, truth = rng.choice(clips[name])
-            tasks.append(
-                asyncio.create_task(_send(session, endpoint, spec.protocol, name, samples, truth, sem, outcomes))
-            )
+            ask = feedback_url if feedback_url and rng.random() < spec.feedback_share else None
+            req = _Request(endpoint, spec.protocol, name, samples, truth, ask)
+            tasks.append(asyncio.create_task(_send(session, req, sem, outcomes)))
         await asyncio.gather(*tasks)
     return compute_summary(spec, outcomes, time.perf_counter() - start)
 
 
-async def _send(session, endpoint, protocol, name, samples, truth, sem, outcomes) -> None:
+@dataclass(frozen=True)
+class _Request:
+    endpoint: str
+    protocol: str
+    slice: str
+    samples: np.ndarray
+    truth: str
+    feedback_url: str | None  # set: report the true label for this answer
+
+
+async def _send(session: aiohttp.ClientSession, req: _Request, sem: asyncio.Semaphore, outcomes: list) -> None:
     t = time.perf_counter()
+    name = req.slice
     try:
-        async with session.post(endpoint, data=encode_body(samples, protocol)) as resp:
+        headers = {SLICE_HEADER: name}
+        async with session.post(req.endpoint, data=encode_body(req.samples, req.protocol), headers=headers) as resp:
             header_version = resp.headers.get("x-model-version")
+            request_id = resp.headers.get(REQUEST_ID_HEADER)
             if resp.status != 200:
-                await resp.read()
+                await resp.content.read(MAX_ERROR_BODY)
                 outcomes.append(
                     Outcome(name, header_version or "unknown", False, False, time.perf_counter() - t, 0.0, "")
                 )
                 return
-            label, conf, version = parse_answer(protocol, await resp.json(content_type=None), header_version)
-            outcomes.append(Outcome(name, version, True, label == truth, time.perf_counter() - t, conf, label))
+            label, conf, version = parse_answer(req.protocol, await resp.json(content_type=None), header_version)
+        latency = time.perf_counter() - t
+        feedback = await _send_feedback(session, req.feedback_url, request_id, req.truth) if req.feedback_url else ""
+        outcomes.append(Outcome(name, version, True, label == req.truth, latency, conf, label, feedback))
     except (TimeoutError, aiohttp.ClientError, KeyError, IndexError, ValueError, TypeError):
         outcomes.append(Outcome(name, "unknown", False, False, time.perf_counter() - t, 0.0, ""))
     finally:
         sem.release()
+
+
+async def _send_feedback(session: aiohttp.ClientSession, url: str, request_id: str | None, truth: str) -> str:
+    """POST the true label for one answer; what happened, as Outcome.feedback."""
+    if not request_id:  # straight to a model server (no router), or a router without feedback
+        return "no-id"
+    try:
+        async with session.post(url, json={"requestId": request_id, "label": truth}) as resp:
+            await resp.content.read(MAX_ERROR_BODY)
+            return "accepted" if resp.status == 200 else f"rejected:{resp.status}"
+    except (TimeoutError, aiohttp.ClientError):
+        return "error"
 
 
 def compute_summary(spec: LoadSpec, outcomes: list[Outcome], wall_s: float) -> dict:
@@ -194,6 +248,11 @@ def compute_summary(spec: LoadSpec, outcomes: list[Outcome], wall_s: float) -> d
             "total": asdict(compute_stats(every)),
             "slices": {s: asdict(compute_stats(items)) for s, items in sorted(by_slice.items())},
         }
+    rejections: dict[str, int] = {}
+    for o in outcomes:
+        if o.feedback and o.feedback != "accepted":
+            reason = o.feedback.removeprefix("rejected:")
+            rejections[reason] = rejections.get(reason, 0) + 1
     return {
         "endpoint": compute_endpoint(spec),
         "protocol": spec.protocol,
@@ -202,12 +261,18 @@ def compute_summary(spec: LoadSpec, outcomes: list[Outcome], wall_s: float) -> d
         "errors": sum(not o.ok for o in outcomes),
         "wall_seconds": round(wall_s, 3),
         "achieved_rps": round(len(outcomes) / wall_s, 2) if wall_s > 0 else 0.0,
+        "feedback_share": spec.feedback_share,
+        # feedback not accepted, by HTTP status ("404", ...), "no-id" (answer without x-request-id), "error"
+        "feedback_rejections": dict(sorted(rejections.items())),
         "versions": versions,
     }
 
 
 def compute_stats(items: list[Outcome]) -> SliceStats:
     stats = SliceStats(requests=len(items), errors=sum(not o.ok for o in items), correct=sum(o.correct for o in items))
+    stats.feedback_accepted = sum(o.feedback == "accepted" for o in items)
+    stats.feedback_rejected = sum(o.feedback.startswith("rejected:") or o.feedback == "error" for o in items)
+    stats.feedback_sent = stats.feedback_accepted + stats.feedback_rejected
     answered = [o for o in items if o.ok]
     if answered:
         lat = np.array([o.latency_s for o in answered]) * 1e3
@@ -226,10 +291,13 @@ def format_report(summary: dict) -> str:
         f"{summary['requests']} requests to {summary['endpoint']} in {summary['wall_seconds']} s "
         f"({summary['achieved_rps']} req/s), {summary['errors']} errors"
     ]
-    row = "  {:<10} {:>6} {:>6} {:>9} {:>9} {:>9} {:>9}"
+    feedback = bool(summary.get("feedback_share"))
+    row = "  {:<10} {:>6} {:>6} {:>9} {:>9} {:>9} {:>9}" + ("  {:>17}" if feedback else "")
     for version, data in summary["versions"].items():
         lines.append(f"version {version}")
-        lines.append(row.format("slice", "reqs", "errors", "accuracy", "p50 ms", "p99 ms", "mean conf"))
+        lines.append(
+            row.format("slice", "reqs", "errors", "accuracy", "p50 ms", "p99 ms", "mean conf", "feedback ok/sent")
+        )
         for name, s in list(data["slices"].items()) + [("ALL", data["total"])]:
             lines.append(
                 row.format(
@@ -240,8 +308,12 @@ def format_report(summary: dict) -> str:
                     _fmt(s["p50_ms"]),
                     _fmt(s["p99_ms"]),
                     _fmt(s["mean_confidence"]),
+                    f"{s.get('feedback_accepted', 0)}/{s.get('feedback_sent', 0)}",
                 )
             )
+    if feedback and summary.get("feedback_rejections"):
+        why = ", ".join(f"{k}: {v}" for k, v in summary["feedback_rejections"].items())
+        lines.append(f"feedback not accepted: {why}")
     return "\n".join(lines)
 
 
@@ -285,6 +357,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=10.0, help="per-request timeout in seconds")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--header", action="append", default=[], help="extra request header 'Name: value' (repeatable)")
+    p.add_argument(
+        "--feedback-share",
+        type=float,
+        default=0.0,
+        help="share (0..1) of answers whose true label is POSTed to the router's /feedback by x-request-id",
+    )
+    p.add_argument("--feedback-url", default=None, help="where feedback goes (default: /feedback at --url's host:port)")
     p.add_argument("--json", default=None, help="write the JSON summary to this file ('-' for stdout)")
     return p
 
@@ -304,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
             timeout_s=args.timeout,
             seed=args.seed,
             headers=dict(parse_header(h) for h in args.header),
+            feedback_share=args.feedback_share,
+            feedback_url=args.feedback_url,
         )
         summary = asyncio.run(run_load(spec))
     except ValueError as exc:
