@@ -41,8 +41,13 @@ class Runtime:
     def tick(self, live_body: Mapping[str, Any]) -> None:
         """Reconciles when due (the object changed, the requeue time passed or a workload change
         woke it); never raises."""
+        meta = live_body["metadata"]
+        uid = meta["uid"]
+        # Most ticks are "not yet" (a timer per rollout fires every --tick-interval): answer those
+        # from uid and resourceVersion alone, without copying the body. _tick claims it again.
+        if not self.schedule.is_due(uid, str(meta.get("resourceVersion", "")), self.monotonic()):
+            return
         body = compute_snapshot(live_body)  # kopf's body is live: freeze one consistent read
-        uid = body["metadata"]["uid"]
         with self.tick_locks_guard:
             lock = self.tick_locks.setdefault(uid, threading.Lock())
         with lock:
