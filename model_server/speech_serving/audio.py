@@ -6,6 +6,7 @@ Everything returns float32 mono samples in [-1, 1] at 16 kHz or raises AudioErro
 from __future__ import annotations
 
 import binascii
+import bisect
 import struct
 from dataclasses import dataclass
 
@@ -204,6 +205,28 @@ def compute_level_dbfs(samples: np.ndarray) -> float:
     """RMS level in dBFS (0 dB = full-scale square wave); floor at -120 dB for digital silence."""
     rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float32))))
     return max(-120.0, 20.0 * np.log10(rms + 1e-12))
+
+
+# Derived slices of the input the server measured (docs/model-server.md, "Slices", says why these cuts). Each band
+# A level on an edge belongs to the band above it (-40.0 dBFS is `normal`); a clip of exactly 1.5 s is `medium`,
+# as the pipeline scores it whole like a 1 s keyword.
+LEVEL_BANDS = ("silent", "quiet", "normal", "loud")
+LEVEL_BAND_EDGES_DBFS = (-60.0, -40.0, -20.0)  # silent < -60 <= quiet < -40 <= normal < -20 <= loud
+DURATION_BANDS = ("short", "medium", "long")
+DURATION_BAND_EDGES_S = (0.5, 1.5)  # short < 0.5 <= medium <= 1.5 < long (1.5 s = the pipeline's SHORT_CLIP)
+
+
+def compute_level_band(level_dbfs: float) -> str:
+    """The clip's level band from its RMS level in dBFS (compute_level_dbfs)."""
+    return LEVEL_BANDS[bisect.bisect_right(LEVEL_BAND_EDGES_DBFS, level_dbfs)]
+
+
+def compute_duration_band(seconds: float) -> str:
+    """The clip's duration band; up to 1.5 s inclusive is one keyword scored whole, longer is a recording."""
+    shortest, longest = DURATION_BAND_EDGES_S
+    if seconds < shortest:
+        return "short"
+    return "medium" if seconds <= longest else "long"
 
 
 def encode_wav(samples_int16: np.ndarray, rate: int = SAMPLE_RATE) -> bytes:

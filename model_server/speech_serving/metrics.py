@@ -14,6 +14,7 @@ from typing import NamedTuple, Protocol
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import HistogramMetricFamily
 
+from speech_serving.audio import DURATION_BANDS, LEVEL_BANDS, compute_duration_band, compute_level_band
 from speech_serving.pipeline import ClipResult, StageTimes
 
 PROTOCOLS = ("v1", "v2")
@@ -28,14 +29,26 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 # name → (type, labels beyond model/version, help). docs/model-server.md renders the same table.
 CONTRACT: dict[str, tuple[str, tuple[str, ...], str]] = {
-    "speech_requests_total": ("counter", ("protocol", "outcome"), "Inference requests by protocol and outcome"),
+    "speech_requests_total": (
+        "counter",
+        ("protocol", "outcome", "slice"),
+        "Inference requests by protocol, outcome and the request's slice",
+    ),
     "speech_request_duration_seconds": ("histogram", ("stage",), "Seconds per pipeline stage per request"),
     "speech_audio_seconds_total": ("counter", (), "Seconds of audio processed"),
     "speech_input_duration_seconds": ("histogram", (), "Clip duration in seconds"),
     "speech_input_level_dbfs": ("histogram", (), "Clip RMS level in dBFS"),
     "speech_vad_speech_ratio": ("histogram", (), "Share of each clip the VAD marked as speech"),
-    "speech_predictions_total": ("counter", ("label",), "Answers by label (_silence_ = no speech)"),
-    "speech_confidence": ("histogram", (), "Confidence of each answer"),
+    "speech_predictions_total": (
+        "counter",
+        ("label", "slice", "level_band", "duration_band"),
+        "Answers by label (_silence_ = no speech), request slice and the clip's level and duration band",
+    ),
+    "speech_confidence": (
+        "histogram",
+        ("slice", "level_band", "duration_band"),
+        "Confidence of each answer by request slice and the clip's level and duration band",
+    ),
     "speech_batch_size": ("histogram", (), "Clips per adaptive pipeline batch"),
 }
 
@@ -168,9 +181,20 @@ def _families(registry: CollectorRegistry) -> _Families:
 
 
 class ServerMetrics:
-    """Prometheus series for one served model version; children are pre-created so series exist at 0."""
+    """Prometheus series for one served model version; children are pre-created so series exist at 0.
 
-    def __init__(self, model: str, version: str, labels: list[str], registry: CollectorRegistry = REGISTRY):
+    `slices` are every value the `slice` label can take (the allow-list plus none and other), which bounds the
+    series: predictions labels x slices x 4 level bands x 3 duration bands; confidence slices x 12 histograms.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        version: str,
+        labels: list[str],
+        slices: tuple[str, ...],
+        registry: CollectorRegistry = REGISTRY,
+    ):
         counters, histograms = _families(registry)
         ids = {"model": model, "version": version}
         self._ids = ids
@@ -181,26 +205,33 @@ class ServerMetrics:
         self.input_level = histograms["speech_input_level_dbfs"].labels(**ids)
         self.speech_ratio = histograms["speech_vad_speech_ratio"].labels(**ids)
         self.predictions = counters["speech_predictions_total"]
-        self.confidence = histograms["speech_confidence"].labels(**ids)
+        self.confidence = histograms["speech_confidence"]
         self.batch_size = histograms["speech_batch_size"].labels(**ids)
-        self._request_children: dict[tuple[str, str], Counter] = {}
+        # Children by label values: label lookups cost ~3 µs each and a request makes a dozen. Every key is
+        # a value of a bounded label set (the slices are allow-listed), so these stay as small as the series.
+        self._request_children: dict[tuple[str, str, str], Counter] = {}
         self._stage_children: dict[str, _Observer] = {}
-        self._precreate(labels)
+        self._prediction_children: dict[tuple[str, str, str, str], Counter] = {}
+        self._confidence_children: dict[tuple[str, str, str], _Observer] = {}
+        self._precreate(labels, slices)
 
-    def _precreate(self, labels: list[str]) -> None:
+    def _precreate(self, labels: list[str], slices: tuple[str, ...]) -> None:
         # Rate queries over a series that appears only at the first error see "no data"; start them at 0.
-        for protocol in PROTOCOLS:
-            for outcome in OUTCOMES:
-                self.requests.labels(protocol=protocol, outcome=outcome, **self._ids)
+        # A per-slice unknown-rate needs its numerator at 0 in every slice and band, hence the full product.
+        for protocol, outcome, slice_ in itertools.product(PROTOCOLS, OUTCOMES, slices):
+            self.requests.labels(protocol=protocol, outcome=outcome, slice=slice_, **self._ids)
         for stage in STAGES:
             self.duration.labels(stage=stage, **self._ids)
-        for label in sorted(set(labels) | {"_silence_"}):
-            self.predictions.labels(label=label, **self._ids)
+        answers = sorted(set(labels) | {"_silence_"})
+        for label, slice_, level, duration in itertools.product(answers, slices, LEVEL_BANDS, DURATION_BANDS):
+            self.predictions.labels(label=label, slice=slice_, level_band=level, duration_band=duration, **self._ids)
 
-    def count_request(self, protocol: str, outcome: str) -> None:
-        key = (protocol, outcome)
-        if key not in self._request_children:  # label lookups cost ~3 µs each; requests make a dozen
-            self._request_children[key] = self.requests.labels(protocol=protocol, outcome=outcome, **self._ids)
+    def count_request(self, protocol: str, outcome: str, slice_: str) -> None:
+        key = (protocol, outcome, slice_)
+        if key not in self._request_children:
+            self._request_children[key] = self.requests.labels(
+                protocol=protocol, outcome=outcome, slice=slice_, **self._ids
+            )
         self._request_children[key].inc()
 
     def observe_stage(self, stage: str, seconds: float) -> None:
@@ -211,14 +242,33 @@ class ServerMetrics:
     def observe_batch(self, size: int) -> None:
         self.batch_size.observe(size)
 
-    def observe_clip(self, result: ClipResult, level_dbfs: float, times: StageTimes) -> None:
-        """Input and output metrics for one answered clip, and the stage times its batch took."""
+    def observe_clip(self, result: ClipResult, level_dbfs: float, times: StageTimes, slice_: str) -> None:
+        """Input and output metrics for one answered clip of a request in `slice_`, and its batch's stage times."""
         self.audio_seconds.inc(result.duration_s)
         self.input_duration.observe(result.duration_s)
         self.input_level.observe(level_dbfs)
         self.speech_ratio.observe(result.speech_ratio)
-        self.predictions.labels(label=result.label, **self._ids).inc()
-        self.confidence.observe(result.confidence)
+        group = (slice_, compute_level_band(level_dbfs), compute_duration_band(result.duration_s))
+        self._prediction_child(result.label, group).inc()
+        self._confidence_child(group).observe(result.confidence)
         self.observe_stage("vad", times.vad)
         self.observe_stage("features", times.features)
         self.observe_stage("recognize", times.recognize)
+
+    def _prediction_child(self, label: str, group: tuple[str, str, str]) -> Counter:
+        """The predictions child for one answer label in one (slice, level_band, duration_band) group."""
+        key = (label, *group)
+        if key not in self._prediction_children:
+            slice_, level, duration = group
+            self._prediction_children[key] = self.predictions.labels(
+                label=label, slice=slice_, level_band=level, duration_band=duration, **self._ids
+            )
+        return self._prediction_children[key]
+
+    def _confidence_child(self, group: tuple[str, str, str]) -> _Observer:
+        if group not in self._confidence_children:
+            slice_, level, duration = group
+            self._confidence_children[group] = self.confidence.labels(
+                slice=slice_, level_band=level, duration_band=duration, **self._ids
+            )
+        return self._confidence_children[group]

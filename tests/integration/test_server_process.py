@@ -98,8 +98,8 @@ def test_limits_from_env_and_metrics(server):
     with urllib.request.urlopen(base + "/metrics", timeout=10) as resp:
         text = resp.read().decode()
     assert (
-        'speech_requests_total{model="speech-commands",outcome="client_error",protocol="v2",version="proc-v1"} 1.0'
-        in text
+        'speech_requests_total{model="speech-commands",outcome="client_error",protocol="v2",slice="none",'
+        'version="proc-v1"} 1.0' in text
     )
     assert "speech_batch_size_bucket" in text
 

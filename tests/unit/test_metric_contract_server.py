@@ -21,33 +21,37 @@ VERSION = "contract-v3"
 BASE = {"model", "version"}
 # family name → (type, label names). Counters are exposed as <family>_total.
 PINNED = {
-    "speech_requests": ("counter", BASE | {"protocol", "outcome"}),
+    "speech_requests": ("counter", BASE | {"protocol", "outcome", "slice"}),
     "speech_request_duration_seconds": ("histogram", BASE | {"stage"}),
     "speech_audio_seconds": ("counter", BASE),
     "speech_input_duration_seconds": ("histogram", BASE),
     "speech_input_level_dbfs": ("histogram", BASE),
     "speech_vad_speech_ratio": ("histogram", BASE),
-    "speech_predictions": ("counter", BASE | {"label"}),
-    "speech_confidence": ("histogram", BASE),
+    "speech_predictions": ("counter", BASE | {"label", "slice", "level_band", "duration_band"}),
+    "speech_confidence": ("histogram", BASE | {"slice", "level_band", "duration_band"}),
     "speech_batch_size": ("histogram", BASE),
 }
+SLICES = ("young", "noisy")  # the allow-list the scraped server runs with
+SLICE_VALUES = {"young", "noisy", "none", "other"}
 
 
 @pytest.fixture(scope="module")
 async def scraped(tmp_path_factory) -> dict:
     path = write_tiny_recognizer(tmp_path_factory.mktemp("m") / "tiny.onnx")
-    app = build_app(make_speech_model(path, model_version=VERSION))
+    app = build_app(make_speech_model(path, model_version=VERSION, slices=SLICES))
     word = base64.b64encode(synthesize_word("no").tobytes()).decode()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://speech") as client:
-        assert (
-            await client.post("/v1/models/speech-commands:predict", json={"instances": [{"audio_b64": word}]})
-        ).status_code == 200
+        v1 = {"instances": [{"audio_b64": word}]}
+        young = {"x-slice": "young"}
+        assert (await client.post("/v1/models/speech-commands:predict", json=v1, headers=young)).status_code == 200
         v2 = {"inputs": [{"name": "audio", "datatype": "BYTES", "shape": [1], "data": [word]}]}
-        assert (await client.post("/v2/models/speech-commands/infer", json=v2)).status_code == 200
+        noisy = {"x-slice": "Noisy"}  # matched case-insensitively
+        assert (await client.post("/v2/models/speech-commands/infer", json=v2, headers=noisy)).status_code == 200
         silent = {"inputs": [{"name": "audio", "datatype": "INT16", "shape": [32000], "data": [0] * 32000}]}
         assert (await client.post("/v2/models/speech-commands/infer", json=silent)).status_code == 200
         bad = {"instances": [{"audio_b64": "!!"}]}
-        assert (await client.post("/v1/models/speech-commands:predict", json=bad)).status_code == 400
+        unlisted = {"x-slice": "elderly"}
+        assert (await client.post("/v1/models/speech-commands:predict", json=bad, headers=unlisted)).status_code == 400
         # Prometheus asks for OpenMetrics first; the server answers the classic format (see app.py)
         resp = await client.get("/metrics", headers={"accept": "application/openmetrics-text; version=1.0.0"})
         assert resp.headers["content-type"].startswith("text/plain; version=")
@@ -81,32 +85,45 @@ def test_every_documented_series_exists_with_exact_labels(scraped):
             assert s.labels["model"] == "speech-commands"
 
 
-def values(scraped, name: str, label: str) -> dict[str, float]:
+def values(scraped, name: str, *labels: str) -> dict:
+    """Sample values summed by the given labels (one label: keyed by its value, several: by a tuple)."""
     _, samples = scraped[name]
-    return {s.labels[label]: s.value for s in samples if s.name in (name + "_total", name + "_count")}
+    summed: dict = {}
+    for s in samples:
+        if s.name in (name + "_total", name + "_count"):
+            key = tuple(s.labels[label] for label in labels)
+            summed[key[0] if len(key) == 1 else key] = summed.get(key[0] if len(key) == 1 else key, 0) + s.value
+    return summed
 
 
 def test_label_values_and_counts_after_a_few_requests(scraped):
-    requests = {
-        (s.labels["protocol"], s.labels["outcome"]): s.value
-        for s in scraped["speech_requests"][1]
-        if s.name == "speech_requests_total"
+    requests = values(scraped, "speech_requests", "protocol", "outcome", "slice")
+    # every protocol x outcome x slice exists (at 0 until used), and each request counts in its own slice
+    expected = {
+        (p, o, s): 0 for p in ("v1", "v2") for o in ("ok", "client_error", "server_error") for s in SLICE_VALUES
     }
-    assert requests == {
-        ("v1", "ok"): 1,
-        ("v1", "client_error"): 1,
-        ("v1", "server_error"): 0,
-        ("v2", "ok"): 2,
-        ("v2", "client_error"): 0,
-        ("v2", "server_error"): 0,
-    }
+    expected |= {("v1", "ok", "young"): 1, ("v1", "client_error", "other"): 1}
+    expected |= {("v2", "ok", "noisy"): 1, ("v2", "ok", "none"): 1}
+    assert requests == expected
     stages = values(scraped, "speech_request_duration_seconds", "stage")
     assert stages == {"decode": 3, "vad": 3, "features": 3, "recognize": 3, "total": 4}
     predictions = values(scraped, "speech_predictions", "label")
     assert set(predictions) == set(LABELS)  # pre-created at 0 so rate() works before the first answer
     assert sum(predictions.values()) == 3 and predictions["_silence_"] >= 1
+    by_slice = values(scraped, "speech_predictions", "slice")
+    assert by_slice == {"young": 1, "noisy": 1, "none": 1, "other": 0}
+    groups = values(scraped, "speech_predictions", "slice", "level_band", "duration_band")
+    assert len(groups) == len(SLICE_VALUES) * 4 * 3  # every slice x level band x duration band, pre-created
+    # espeak's "no" (1.2 s at about -25 dBFS) is a normal, medium clip; 2 s of digital silence is silent and long
+    assert {k: v for k, v in groups.items() if v} == {
+        ("young", "normal", "medium"): 1,
+        ("noisy", "normal", "medium"): 1,
+        ("none", "silent", "long"): 1,
+    }
+    confidence = values(scraped, "speech_confidence", "slice", "level_band", "duration_band")
+    assert {k: v for k, v in confidence.items() if v} == {k: v for k, v in groups.items() if v}
     (audio,) = [s.value for s in scraped["speech_audio_seconds"][1] if s.name == "speech_audio_seconds_total"]
-    (conf_count,) = [s.value for s in scraped["speech_confidence"][1] if s.name == "speech_confidence_count"]
+    conf_count = sum(s.value for s in scraped["speech_confidence"][1] if s.name == "speech_confidence_count")
     assert conf_count == 3 and audio > 0.5
     level = {s.labels["le"]: s.value for s in scraped["speech_input_level_dbfs"][1] if s.name.endswith("_bucket")}
     assert level["-90.0"] == 1  # the digital-silence clip sits at the -120 dBFS floor
@@ -142,7 +159,7 @@ async def test_outcome_is_the_status_class_client_mistakes_never_count_as_server
         for fam in text_string_to_metric_families(text)
         if fam.name == "speech_requests"
         for s in fam.samples
-        if s.name == "speech_requests_total" and s.labels["version"] == "outcome-v1"
+        if s.name == "speech_requests_total" and s.labels["version"] == "outcome-v1" and s.labels["slice"] == "none"
     }
     assert requests == {
         ("v1", "ok"): 0,

@@ -29,7 +29,7 @@ def app(tmp_path_factory):
 
 
 def count(protocol: str, outcome: str) -> float:
-    labels = {"model": "speech-commands", "version": VERSION, "protocol": protocol, "outcome": outcome}
+    labels = {"model": "speech-commands", "version": VERSION, "protocol": protocol, "outcome": outcome, "slice": "none"}
     return REGISTRY.get_sample_value("speech_requests_total", labels) or 0.0
 
 
@@ -377,7 +377,13 @@ async def test_pipeline_failure_is_a_500_counted_as_server_error_and_serving_goe
     from speech_serving.server.batching import AdaptiveBatcher
 
     model.batcher = AdaptiveBatcher(failing, threads=1)
-    labels = {"model": "speech-commands", "version": "fails-v1", "protocol": "v1", "outcome": "server_error"}
+    labels = {
+        "model": "speech-commands",
+        "version": "fails-v1",
+        "protocol": "v1",
+        "outcome": "server_error",
+        "slice": "none",
+    }
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(model)), base_url="http://s") as c:
         resp = await c.post(V1, json={"instances": [{"audio_b64": b64(word.tobytes())}]})
         assert resp.status_code == 500 and "recognizer exploded" in resp.json()["error"]

@@ -45,7 +45,7 @@ def binary_request(tensor: dict, raw: bytes, trailing: bytes = b"") -> tuple[byt
 
 
 def count(protocol: str, outcome: str, version: str = VERSION) -> float:
-    labels = {"model": "speech-commands", "version": version, "protocol": protocol, "outcome": outcome}
+    labels = {"model": "speech-commands", "version": version, "protocol": protocol, "outcome": outcome, "slice": "none"}
     return REGISTRY.get_sample_value("speech_requests_total", labels) or 0.0
 
 

@@ -1,7 +1,7 @@
 """The HTTP application: the allow-listed routes (routes.py) for one SpeechModel, behind a small ASGI gate.
 
 The gate refuses paths outside the allow-list, bounds request bodies, sets x-model-version on every
-response and counts inference outcomes per protocol.
+response, decides each inference request's slice (and echoes a valid x-request-id) and counts outcomes.
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from speech_serving.metrics import ServerMetrics
 from speech_serving.server.fastpath import FastInference
 from speech_serving.server.model import SpeechModel
 from speech_serving.server.routes import build_fastapi_app, compute_not_served, match_route
+from speech_serving.server.slices import REQUEST_ID_HEADER, SlicePolicy
 
 log = logging.getLogger("speech_serving.server")
 VERSION_HEADER = b"x-model-version"
+SLICE_HEADER = b"x-slice"  # the answer's header naming the request's slice, whatever --slice-header is
 
 
 def compute_protocol(method: str, path: str) -> str | None:
@@ -49,7 +51,8 @@ class InferenceGate:
         model_name: str,
         version: str,
         max_request_bytes: int,
-        fast: FastInference | None = None,
+        fast: FastInference | None,
+        slices: SlicePolicy,
     ):
         self.app = app
         self.fast = fast
@@ -57,6 +60,7 @@ class InferenceGate:
         self.model_name = model_name
         self.version_header = (VERSION_HEADER, version.encode())
         self.max_request_bytes = max_request_bytes
+        self.slices = slices
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -64,11 +68,19 @@ class InferenceGate:
         method, path = scope["method"], scope["path"]
         protocol = compute_protocol(method, path)
         status = [500]
+        added = [self.version_header]
+        slice_ = ""
+        if protocol is not None:
+            slice_, request_id = self.slices.compute_request_labels(scope["headers"])
+            scope = {**scope, "headers": self.slices.compute_normalized_headers(scope["headers"], slice_)}
+            added.append((SLICE_HEADER, slice_.encode()))
+            if request_id is not None:
+                added.append((REQUEST_ID_HEADER, request_id))
 
         async def send_with_version(message):
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
-                message["headers"] = list(message.get("headers", [])) + [self.version_header]
+                message["headers"] = list(message.get("headers", [])) + added
             await send(message)
 
         start = time.perf_counter()
@@ -76,7 +88,7 @@ class InferenceGate:
             await self._dispatch(scope, receive, send_with_version, method, path, protocol)
         finally:
             if protocol is not None:
-                self.metrics.count_request(protocol, compute_outcome(status[0]))
+                self.metrics.count_request(protocol, compute_outcome(status[0]), slice_)
                 self.metrics.observe_stage("total", time.perf_counter() - start)
 
     async def _dispatch(self, scope, receive, send, method: str, path: str, protocol: str | None) -> None:
@@ -176,7 +188,9 @@ def build_app(model: SpeechModel, fast_path: bool = True) -> InferenceGate:
     disable_created_metrics()
     app = build_fastapi_app(model, kserve_inference=not fast_path)
     fast = FastInference(model) if fast_path else None
-    return InferenceGate(app, model.metrics, model.name, model.version, model.settings.max_request_bytes, fast)
+    return InferenceGate(
+        app, model.metrics, model.name, model.version, model.settings.max_request_bytes, fast, model.slices
+    )
 
 
 def build_uvicorn_server(model: SpeechModel) -> uvicorn.Server:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from speech_serving.server.slices import SlicePolicy, compute_slice_problem
+
 ENV_PREFIX = "SPEECH_SERVER_"
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
@@ -36,11 +38,19 @@ class ServerSettings:
     inference_threads: int = 2  # batches run at once, each on its own thread (ORT releases the GIL)
     ort_threads: int = 1  # onnxruntime intra-op threads per session
     log_level: str = "info"
+    # Slices (docs/model-server.md): a request names its slice in this header; values outside the allow-list are
+    # `other`, a request without the header is `none`, so the `slice` metric label has at most len(slices) + 2 values.
+    slice_header: str = "x-slice"
+    slices: tuple[str, ...] = ()  # the allow-list (flag/env: a comma-separated list); empty = every request none/other
 
     @property
     def effective_model_uri(self) -> str:
         """An empty --model-uri serves the shipped model named like --model-version (the operator relies on it)."""
         return self.model_uri or f"builtin:{self.model_version}"
+
+    @property
+    def slice_policy(self) -> SlicePolicy:
+        return SlicePolicy(self.slice_header.lower(), self.slices)
 
 
 _HELP = {
@@ -58,6 +68,9 @@ _HELP = {
     "inference_threads": "pipeline batches that may run at once",
     "ort_threads": "onnxruntime intra-op threads per session",
     "log_level": "debug, info, warning or error",
+    "slice_header": "request header that names the request's slice (matched case-insensitively)",
+    "slices": "comma-separated allow-list of slice names (at most 16, each [a-z0-9][a-z0-9_-]{0,31});"
+    " other values are counted as 'other', no header as 'none'",
 }
 
 
@@ -88,6 +101,8 @@ def parse_settings(argv: list[str] | None = None, environ: dict[str, str] | None
 
 
 def _convert(name: str, raw: str, source: str, kind: type) -> object:
+    if kind is tuple:  # a comma-separated list; blanks around the names are dropped, the names checked later
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
     try:
         return kind(raw)
     except ValueError:
@@ -113,10 +128,14 @@ def validate_settings(s: ServerSettings) -> None:
         (1 <= s.ort_threads <= 16, "--ort-threads", "an integer 1..16"),
         (s.log_level in ("debug", "info", "warning", "error"), "--log-level", "debug, info, warning or error"),
     ]
+    slice_problem = compute_slice_problem(s.slice_header, s.slices)
+    if slice_problem is not None:
+        checks.append((False, *slice_problem))
     for ok, flag, expected in checks:
         if not ok:
             value = getattr(s, flag[2:].replace("-", "_"))
-            raise SystemExit(f"speech-server: {flag}={value!r} is invalid; expected {expected}")
+            shown = ",".join(value) if isinstance(value, tuple) else value
+            raise SystemExit(f"speech-server: {flag}={shown!r} is invalid; expected {expected}")
     resolve_model_uri(s.effective_model_uri)
 
 

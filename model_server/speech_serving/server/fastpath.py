@@ -38,10 +38,10 @@ class FastInference:
             return await _send_json(send, 503, {"error": f"model {self.model.name!r} cannot serve: {problem}"})
         try:
             payload = self._decode(scope["path"] == self.v2_path, body, headers)
-            response, _ = await self.model(payload, headers)
+            response, response_headers = await self.model(payload, headers)
             if isinstance(response, InferResponse):
                 response, _ = response.to_rest()
-            await _send_json(send, 200, response)
+            await _send_json(send, 200, response, response_headers)
         except InvalidInput as exc:
             log.info("rejected request: %s", exc)
             await _send_json(send, 400, {"error": str(exc)})
@@ -158,13 +158,9 @@ def split_bytes_elements(raw: bytes, field: str, max_elements: int) -> list[byte
     return elements
 
 
-async def _send_json(send, status: int, content) -> None:
+async def _send_json(send, status: int, content, extra_headers: dict[str, str] | None = None) -> None:
     data = orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())],
-        }
-    )
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+    headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in (extra_headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": data})

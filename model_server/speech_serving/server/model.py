@@ -5,6 +5,7 @@ v1 bodies arrive as dicts, v2 as KServe InferRequests; both return what the cont
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 
@@ -13,7 +14,7 @@ from kserve.errors import InvalidInput
 
 from speech_serving.audio import AudioError, AudioLimits, compute_level_dbfs
 from speech_serving.metrics import ServerMetrics
-from speech_serving.pipeline import SpeechPipeline, load_pipeline
+from speech_serving.pipeline import SILENCE, SpeechPipeline, load_pipeline
 from speech_serving.server.batching import AdaptiveBatcher
 from speech_serving.server.config import ServerSettings, resolve_model_uri
 from speech_serving.server.payloads import (
@@ -30,8 +31,10 @@ class SpeechModel(Model):
     """Serves one recognizer version under `settings.model_name`."""
 
     def __init__(self, settings: ServerSettings, pipeline: SpeechPipeline | None = None):
-        super().__init__(settings.model_name)
+        # return_response_headers: KServe then passes predict() a dict whose entries go on the answer (both paths).
+        super().__init__(settings.model_name, return_response_headers=True)
         self.settings = settings
+        self.slices = settings.slice_policy
         self.version = settings.model_version
         self.limits = AudioLimits(
             max_seconds=settings.max_clip_seconds,
@@ -41,13 +44,17 @@ class SpeechModel(Model):
         self.pipeline = pipeline
         self.metrics: ServerMetrics | None = None
         self.batcher: AdaptiveBatcher | None = None
+        self.labels_header = ""  # x-model-labels: every answer this model can give, in the model's order
 
     def load(self) -> bool:
         if self.pipeline is None:
             self.pipeline = load_pipeline(
                 resolve_model_uri(self.settings.effective_model_uri), self.settings.ort_threads
             )
-        self.metrics = ServerMetrics(self.name, self.version, self.pipeline.recognizer.labels)
+        labels = self.pipeline.recognizer.labels
+        check_header_labels(labels, self.settings.effective_model_uri)
+        self.labels_header = ",".join(labels if SILENCE in labels else [*labels, SILENCE])
+        self.metrics = ServerMetrics(self.name, self.version, labels, self.slices.values)
         self.batcher = AdaptiveBatcher(
             self.pipeline, self.settings.max_batch, self.settings.inference_threads, self.metrics.observe_batch
         )
@@ -71,6 +78,7 @@ class SpeechModel(Model):
         self.ready = False
 
     async def predict(self, payload, headers=None, response_headers=None):
+        """The answer for one request; `response_headers` gets x-predictions and x-model-labels (docs)."""
         start = time.perf_counter()
         is_v2 = isinstance(payload, InferRequest)
         try:
@@ -85,8 +93,12 @@ class SpeechModel(Model):
         levels = [compute_level_dbfs(c) for c in clips]
         metrics.observe_stage("decode", time.perf_counter() - start)
         results, times, _ = await batcher.submit(clips)
+        slice_ = self.slices.compute_model_slice(headers)
         for result, level in zip(results, levels, strict=True):
-            metrics.observe_clip(result, level, times)
+            metrics.observe_clip(result, level, times, slice_)
+        if response_headers is not None:
+            response_headers["x-predictions"] = ",".join(r.label for r in results)
+            response_headers["x-model-labels"] = self.labels_header
         if not is_v2:
             return compute_v1_response(results)
         outputs = [InferOutput(o["name"], o["shape"], o["datatype"], o["data"]) for o in compute_v2_outputs(results)]
@@ -106,3 +118,16 @@ class SpeechModel(Model):
             {"name": "confidence", "datatype": "FP32", "shape": [-1]},
             {"name": "segments", "datatype": "BYTES", "shape": [-1]},
         ]
+
+
+HEADER_LABEL = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def check_header_labels(labels: list[str], source: str) -> None:
+    """Refuse a model whose labels cannot travel in the comma-separated x-predictions / x-model-labels headers."""
+    for label in labels:
+        if not HEADER_LABEL.fullmatch(label):
+            raise ValueError(
+                f"{source}: label {label!r} cannot be sent in the x-predictions header; expected 1-64 characters "
+                "of letters, digits, '_', '.' or '-' (no commas, spaces or other characters)"
+            )
