@@ -18,6 +18,8 @@ from speech_serving.clips import load_clip_arrays
 
 # The demo's traffic: mostly clean speech plus the slices v1 is weak on (young voices, noise).
 DEMO_MIX = {"clean": 4.0, "young": 2.0, "noisy": 2.0, "other_mic": 1.0, "silence": 1.0}
+# Counted per version (and slice) by compute_totals / compute_slice_totals, summed over segments.
+COUNTS = ("requests", "errors", "correct", "feedback_sent", "feedback_accepted", "feedback_rejected")
 
 
 def load_labelled_clips(names: list[str]) -> dict[str, list[tuple[np.ndarray, str]]]:
@@ -51,10 +53,12 @@ class LoadRunner:
         segment_s: float = 5.0,
         concurrency: int = 8,
         headers: dict[str, str] | None = None,
+        feedback_share: float = 0.0,
     ):
         self.resolve_url, self.mix = resolve_url, dict(mix or DEMO_MIX)
         self.rate, self.segment_s, self.concurrency = rate, segment_s, concurrency
         self.headers = headers or {}
+        self.feedback_share = feedback_share  # share of answers whose true label goes to the router's /feedback
         self.clips = load_labelled_clips([s for s, w in self.mix.items() if w > 0])
         self.segments: list[Segment] = []
         self.start = time.monotonic()
@@ -89,6 +93,7 @@ class LoadRunner:
                 concurrency=self.concurrency,
                 seed=seed,
                 headers=self.headers,
+                feedback_share=self.feedback_share,
             )
             t0 = self.elapsed()
             summary = asyncio.run(loadgen.run_load(spec, self.clips))
@@ -101,17 +106,31 @@ class LoadRunner:
             return [s for s in self.segments if s.t0 >= since and (until is None or s.t1 <= until)]
 
     def compute_totals(self, since: float = 0.0, until: float | None = None) -> dict[str, dict]:
-        """version -> {requests, errors, correct, accuracy} over the chosen segments."""
+        """version -> {requests, errors, correct, accuracy, feedback_*} over the chosen segments."""
         totals: dict[str, dict] = {}
         for seg in self.history(since, until):
             for version, data in seg.summary["versions"].items():
-                t = totals.setdefault(version, {"requests": 0, "errors": 0, "correct": 0})
-                for key in ("requests", "errors", "correct"):
-                    t[key] += data["total"][key]
-        for t in totals.values():
-            answered = t["requests"] - t["errors"]
-            t["accuracy"] = round(t["correct"] / answered, 4) if answered else None
-        return totals
+                _add_counts(totals.setdefault(version, {}), data["total"])
+        return {version: _with_accuracy(t) for version, t in totals.items()}
+
+    def compute_slice_totals(self, since: float = 0.0, until: float | None = None) -> dict[str, dict[str, dict]]:
+        """version -> slice -> the same counts as compute_totals, per slice of the mix."""
+        totals: dict[str, dict[str, dict]] = {}
+        for seg in self.history(since, until):
+            for version, data in seg.summary["versions"].items():
+                for name, stats in data["slices"].items():
+                    _add_counts(totals.setdefault(version, {}).setdefault(name, {}), stats)
+        return {v: {name: _with_accuracy(t) for name, t in sorted(by.items())} for v, by in sorted(totals.items())}
+
+
+def _add_counts(into: dict, stats: dict) -> None:
+    for key in COUNTS:
+        into[key] = into.get(key, 0) + stats.get(key, 0)
+
+
+def _with_accuracy(t: dict) -> dict:
+    answered = t["requests"] - t["errors"]
+    return {**t, "accuracy": round(t["correct"] / answered, 4) if answered else None}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """Draws a rollout timeline PNG from recorded status snapshots: traffic weights on top, one panel
-per analysis gate (value against its threshold) below, decision points marked on every panel.
+per analysis gate (value against its threshold; a per-slice gate: one line per slice) below,
+decision points marked on every panel.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def compute_threshold(metric: dict[str, Any]) -> float | None:
         return None
     if "stable" in text:
         base = metric.get("stableValue")
-        return None if base is None else base + (numbers[0] if "+" in text else -numbers[0])
+        # "stable-0.1" reads as the signed number -0.1: the sign is the text's, the size the number's
+        return None if base is None else base + (abs(numbers[0]) if "+" in text else -abs(numbers[0]))
     return numbers[0]
 
 
@@ -56,6 +58,38 @@ def compute_gate_series(snapshots: Sequence[Snapshot]) -> dict[str, dict[str, li
             g["value"].append(m["value"])
             g["threshold"].append(compute_threshold(m))
     return series
+
+
+def compute_slice_series(snapshots: Sequence[Snapshot]) -> dict[str, dict[str, dict[str, list]]]:
+    """per-slice gate name -> slice -> {"t", "value", "threshold"} from status.analysis.metrics[].slices."""
+    series: dict[str, dict[str, dict[str, list]]] = {}
+    for s in snapshots:
+        for m in s.metrics:
+            for sl in m.get("slices") or ():
+                if sl.get("value") is None:
+                    continue
+                g = series.setdefault(m["name"], {}).setdefault(sl["name"], {"t": [], "value": [], "threshold": []})
+                g["t"].append(s.t)
+                g["value"].append(sl["value"])
+                # the gate's threshold against this slice's own stable baseline
+                g["threshold"].append(
+                    compute_threshold({"threshold": m.get("threshold"), "stableValue": sl.get("stableValue")})
+                )
+    return series
+
+
+def _draw_gate(ax, name: str, g: dict[str, list], colour: Any = None, label: str = "") -> None:
+    ax.plot(g["t"], g["value"], marker=".", color=colour, label=label or f"{name} value")
+    if any(v is not None for v in g["threshold"]):
+        ax.step(
+            g["t"],
+            [v if v is not None else float("nan") for v in g["threshold"]],
+            where="post",
+            linestyle="--",
+            color=colour or "tab:red",
+            linewidth=1,
+            label=None if label else "threshold",
+        )
 
 
 def _step_series(snapshots: Sequence[Snapshot], attr: str) -> tuple[list[float], list[float]]:
@@ -97,24 +131,20 @@ def _mark_decisions(axes, decisions: list[tuple[float, str]]) -> None:
 
 def write_timeline_png(snapshots: Sequence[Snapshot], path: Path) -> Path:
     """Renders the timeline to `path` (parent directories created) and returns it."""
-    gates = compute_gate_series(snapshots)
-    rows = 1 + len(gates)
-    fig, grid = plt.subplots(rows, 1, figsize=(11, 2.6 + 1.8 * len(gates)), sharex=True, squeeze=False)
+    gates, sliced = compute_gate_series(snapshots), compute_slice_series(snapshots)
+    names = sorted(set(gates) | set(sliced))
+    fig, grid = plt.subplots(1 + len(names), 1, figsize=(11, 2.6 + 1.8 * len(names)), sharex=True, squeeze=False)
     axes = [a[0] for a in grid]
     _draw_weights(axes[0], snapshots)
-    for ax, (name, g) in zip(axes[1:], sorted(gates.items()), strict=True):
-        ax.plot(g["t"], g["value"], marker=".", label=f"{name} value")
-        if any(v is not None for v in g["threshold"]):
-            ax.step(
-                g["t"],
-                [v if v is not None else float("nan") for v in g["threshold"]],
-                where="post",
-                linestyle="--",
-                color="tab:red",
-                label="threshold",
-            )
+    for ax, name in zip(axes[1:], names, strict=True):
+        if name in sliced:  # one line per slice, its threshold dashed in the same colour
+            colours = plt.get_cmap("tab10")
+            for i, (slice_name, g) in enumerate(sorted(sliced[name].items())):
+                _draw_gate(ax, name, g, colours(i % 10), label=f"{name}[{slice_name}]")
+        else:
+            _draw_gate(ax, name, gates[name])
         ax.set_ylabel(name, fontsize=8)
-        ax.legend(loc="upper left", fontsize=7)
+        ax.legend(loc="upper left", fontsize=7, ncol=2 if name in sliced else 1)
     _mark_decisions(axes, compute_decisions(snapshots))
     axes[-1].set_xlabel("seconds since the demo's first rollout")
     fig.tight_layout()

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from e2e.scenario import Snapshot, is_settled
-from e2e.timeline import compute_decisions, compute_gate_series, compute_threshold, write_timeline_png
+from e2e.timeline import (
+    compute_decisions,
+    compute_gate_series,
+    compute_slice_series,
+    compute_threshold,
+    write_timeline_png,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -35,6 +41,7 @@ def _snap(t, phase, stable="v1", sw=100, cand=None, cw=0, metrics=(), cand_versi
         ({"threshold": "<= 0.02"}, 0.02),
         ({"threshold": ">= 0.9"}, 0.9),
         ({"threshold": "<= stable+0.2", "stableValue": 0.1}, pytest.approx(0.3)),
+        ({"threshold": ">= stable-0.1", "stableValue": 0.9}, pytest.approx(0.8)),  # maxDecrease
         ({"threshold": "<= stable+0.2"}, None),  # no stable reading yet
         ({"threshold": ""}, None),
     ],
@@ -65,6 +72,38 @@ def test_png_is_written_with_a_panel_per_gate(tmp_path):
     ]
     assert compute_gate_series(snaps)["error-rate"]["value"] == [0.01, 0.0]
     path = write_timeline_png(snaps, tmp_path / "out" / "timeline.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _sliced(young: float | None, clean: float, stable_young: float = 0.9) -> dict:
+    """A per-slice gate's status entry as the operator writes it (status.analysis.metrics[].slices)."""
+    return {
+        "name": "accuracy",
+        "threshold": ">= stable-0.1",
+        "value": young,
+        "stableValue": stable_young,
+        "verdict": "Fail",
+        "slices": [
+            {"name": "clean", "value": clean, "stableValue": 0.95, "samples": 80, "verdict": "Pass"},
+            {"name": "young", "value": young, "stableValue": stable_young, "samples": 30, "verdict": "Fail"},
+        ],
+    }
+
+
+def test_slice_series_has_each_slice_against_its_own_stable_baseline(tmp_path):
+    snaps = [
+        _snap(0, "Progressing", stable="v2", cand="v6", sw=80, cw=20, metrics=[_sliced(None, 0.97)]),
+        _snap(5, "Progressing", stable="v2", cand="v6", sw=80, cw=20, metrics=[_sliced(0.6, 0.96)]),
+        _snap(9, "RolledBack", stable="v2", cand_version="v6", metrics=[_sliced(0.55, 0.96, stable_young=0.92)]),
+    ]
+    series = compute_slice_series(snaps)
+    assert set(series) == {"accuracy"} and set(series["accuracy"]) == {"clean", "young"}
+    young = series["accuracy"]["young"]
+    assert young["t"] == [5, 9] and young["value"] == [0.6, 0.55]  # no data at t=0 is no point
+    assert young["threshold"] == [pytest.approx(0.8), pytest.approx(0.82)]  # stable's young minus 0.1
+    assert series["accuracy"]["clean"]["threshold"] == [pytest.approx(0.85)] * 3
+    assert compute_slice_series([_snap(0, "Healthy", metrics=[{"name": "error-rate", "value": 0.0}])]) == {}
+    path = write_timeline_png(snaps, tmp_path / "sliced.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
