@@ -28,6 +28,8 @@ DEFAULT_ALLOWED_ARGS = (
     "inference-threads",
     "ort-threads",
     "log-level",
+    "slice-header",  # issue 15: the request slice header and its allow-list (bounded label values)
+    "slices",
 )
 OPERATOR_ARGS = ("host", "port", "model-name", "model-version", "model-uri")
 
