@@ -53,6 +53,19 @@ LEADER = Gauge(
 STATUS_WRITES = Counter(
     "modelrollout_status_writes_total", "Status patches written (unchanged statuses are skipped).", registry=REGISTRY
 )
+# Webhook notifications (adapters/webhooks.py) by receiver and how each ended: delivered, failed
+# (a status that is not retried, or the last attempt failed) or dropped (the queue was full).
+NOTIFICATIONS = Counter(
+    "modelrollout_notifications_total",
+    "Webhook notifications by receiver and result (delivered, failed, dropped).",
+    ["receiver", "result"],
+    registry=REGISTRY,
+)
+NOTIFICATION_QUEUE = Gauge(
+    "modelrollout_notification_queue_depth",
+    "Webhook notifications waiting for their first attempt or a retry.",
+    registry=REGISTRY,
+)
 
 
 @dataclass(frozen=True)
@@ -147,3 +160,11 @@ def record_api_call(verb: str, resource: str, code: int) -> None:
 
 def record_query(outcome: str) -> None:
     PROMETHEUS_QUERIES.labels(outcome).inc()
+
+
+def record_notification(receiver: str, result: str) -> None:
+    NOTIFICATIONS.labels(receiver, result).inc()
+
+
+def record_notification_queue(depth: int) -> None:
+    NOTIFICATION_QUEUE.set(depth)

@@ -44,6 +44,7 @@ from .domain import (
     status_from_dict,
     status_to_dict,
 )
+from .domain.notifications import Notification, compute_deliveries, compute_event_kind, compute_unknown_receivers
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -339,9 +340,50 @@ def reconcile(body: Mapping[str, Any], adapters: Adapters, settings: Settings, n
         for event in decision.events:
             adapters.events.emit(owner, event.type, event.reason, event.message)
             m.EVENTS.labels(event.reason).inc()
+        if spec is not None:
+            notify_decision(owner, spec, body, decision, adapters, settings, now)
     record_snapshot(owner, spec, decision.status)
     m.RECONCILE_SECONDS.observe(time.perf_counter() - started)
     return TickOutcome(decision.status, written, conflict, decision.requeue_seconds, decision.actions)
+
+
+def notify_decision(
+    owner: Owner,
+    spec: RolloutSpec,
+    body: Mapping[str, Any],
+    decision: Decision,
+    adapters: Adapters,
+    settings: Settings,
+    now: datetime,
+) -> None:
+    """Each decision event, as posted, to the receivers that want it (queued: never waits on
+    one). On the first tick of a spec generation, a warning names the receivers it lacks."""
+    config, status = settings.notifications, decision.status
+    generation = int(body["metadata"].get("generation", 0))
+    if status_from_dict(body.get("status")).observed_generation != generation:
+        problem = compute_unknown_receivers(spec.notifications, config)
+        if problem:
+            adapters.events.emit(owner, "Warning", "UnknownNotificationReceiver", problem)
+            m.EVENTS.labels("UnknownNotificationReceiver").inc()
+    for event in decision.events:
+        kind = compute_event_kind(event.type, event.reason, status.phase)
+        if kind is None:
+            continue
+        note = Notification(
+            kind=kind,
+            rollout=owner.name,
+            namespace=owner.namespace,
+            type=event.type,
+            reason=event.reason,
+            message=event.message,
+            phase=status.phase.value if status.phase else "",
+            stable_version=status.stable_version or "",
+            candidate_version=status.candidate_version or "",
+            step=status.current_step,
+            time=now,
+        )
+        for receiver, payload in compute_deliveries(config, spec.notifications, note):
+            adapters.notifier.notify(receiver, payload, f"{owner.namespace}/{owner.name} {event.reason}")
 
 
 def record_snapshot(owner: Owner, spec: RolloutSpec | None, status: RolloutStatus) -> None:

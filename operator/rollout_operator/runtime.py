@@ -18,6 +18,7 @@ from . import metrics as m
 from .adapters import Adapters, KubeError, Owner, build_adapters
 from .adapters.gateway_api import RouteError
 from .adapters.kube import load_api_client
+from .adapters.webhooks import WebhookNotifier
 from .reconcile import Schedule, reconcile
 from .settings import Settings
 
@@ -122,5 +123,18 @@ def build_runtime(settings: Settings) -> Runtime:
         pods=settings.pod_settings(),
         on_call=m.record_api_call,
         on_query=m.record_query,
+        notifier=build_notifier(settings),
     )
     return Runtime(settings=settings, adapters=adapters)
+
+
+def build_notifier(settings: Settings) -> WebhookNotifier:
+    """Built with the runtime, i.e. in kopf's startup, which only the leader reaches (main.py);
+    its threads start with the first notification."""
+    return WebhookNotifier(
+        queue_size=settings.notification_queue_size,
+        workers=settings.notification_workers,
+        max_attempts=settings.notification_max_attempts,
+        on_result=m.record_notification,
+        on_depth=m.record_notification_queue,
+    )

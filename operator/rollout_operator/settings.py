@@ -11,12 +11,15 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from urllib.parse import urlparse
 
+import yaml
 from kubernetes.utils.quantity import parse_quantity
 
 from .adapters.manifests import PodSettings
+from .domain.notifications import NotificationConfig, NotificationError, parse_notification_config
 from .domain.pod_policy import DEFAULT_ALLOWED_ARGS, DEFAULT_ROUTER_IMAGE, DEFAULT_SERVER_IMAGE, PodPolicy
 
 ENV_PREFIX = "MODELROLLOUT_"
@@ -106,6 +109,17 @@ class Settings:
     leader_election_lease_duration: float = 15.0
     leader_election_renew_deadline: float = 10.0
     leader_election_retry_period: float = 2.0
+    # Webhook notifications of decisions (docs/operator.md#notifications): a JSON or YAML file with
+    # `receivers` and `defaultReceivers` (the chart renders it from its values); empty = none.
+    notifications_file: str = ""
+    # Notifications waiting for an attempt or a retry, over all receivers; beyond, the oldest is dropped.
+    notification_queue_size: int = 1000
+    # Threads sending them; each attempt holds one for at most its receiver's timeoutSeconds.
+    notification_workers: int = 2
+    # Attempts per notification (5xx, 408, 429, timeouts and connection errors are retried).
+    notification_max_attempts: int = 5
+    # What notifications_file holds, read and checked at startup (not a flag of its own).
+    notifications: NotificationConfig = NotificationConfig()
 
     def pod_policy(self) -> PodPolicy:
         """The domain's view of the pod-bound settings: images, what specs may set, and whether
@@ -379,6 +393,15 @@ OPTIONS: tuple[_Option, ...] = (
         float,
         _in_range(0.1, 300, "a number of seconds"),
     ),
+    _Option("notifications_file", "JSON/YAML file of webhook receivers (empty: none)", str, lambda _: None),
+    _Option(
+        "notification_queue_size",
+        "notifications queued at most; the oldest is dropped beyond",
+        int,
+        _in_range(1, 100_000, "an integer"),
+    ),
+    _Option("notification_workers", "threads sending notifications", int, _in_range(1, 16, "an integer")),
+    _Option("notification_max_attempts", "attempts per notification", int, _in_range(1, 20, "an integer")),
     _Option(
         "log_level",
         "one of " + "|".join(LOG_LEVELS),
@@ -442,6 +465,11 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
     if settings is not None:
         problems.extend(compute_request_limit_problems(settings))
         problems.extend(compute_election_problems(settings))
+        if settings.notifications_file:
+            try:
+                settings = replace(settings, notifications=load_notifications(settings.notifications_file))
+            except SettingsError as err:
+                problems.append(str(err))
     if problems or settings is None:
         raise SettingsError("invalid operator settings:\n  " + "\n  ".join(problems))
     return settings
@@ -482,6 +510,49 @@ def compute_election_problems(settings: Settings) -> list[str]:
             "leader must stop before a standby may take its Lease"
         )
     return problems
+
+
+MAX_NOTIFICATIONS_FILE = 1 << 20
+
+
+def load_notifications(path: str) -> NotificationConfig:
+    """Reads --notifications-file; each receiver's `headersDir` (a mounted Secret: one file per
+    header, named after it) becomes its headers. SettingsError names the field that is wrong."""
+    where = f"--notifications-file ({path})"
+    try:
+        with open(path, "rb") as f:
+            text = f.read(MAX_NOTIFICATIONS_FILE + 1)
+        if len(text) > MAX_NOTIFICATIONS_FILE:
+            raise SettingsError(f"{where}: larger than {MAX_NOTIFICATIONS_FILE} bytes")
+        doc = yaml.safe_load(text) or {}
+    except OSError as err:
+        raise SettingsError(f"{where}: cannot read it: {err.strerror or err}") from None
+    except yaml.YAMLError as err:
+        raise SettingsError(f"{where}: not valid JSON or YAML: {str(err)[:200]}") from None
+    try:
+        if isinstance(doc, dict) and isinstance(doc.get("receivers"), list):
+            doc = {**doc, "receivers": [_with_headers(r, f"receivers[{i}]") for i, r in enumerate(doc["receivers"])]}
+        return parse_notification_config(doc)
+    except NotificationError as err:
+        raise SettingsError(f"{where}: {err}") from None
+
+
+def _with_headers(receiver: object, path: str) -> object:
+    """The receiver with `headersDir` read into `headers` (file name -> content, one line)."""
+    if not isinstance(receiver, dict) or "headersDir" not in receiver:
+        return receiver
+    rest = {k: v for k, v in receiver.items() if k != "headersDir"}
+    directory = Path(str(receiver["headersDir"]))
+    headers = dict(rest.get("headers") or {})
+    try:
+        # A mounted Secret also holds ..data and timestamped directories: only its regular files count.
+        for entry in sorted(directory.iterdir()):
+            if entry.name.startswith(".") or not entry.is_file():
+                continue
+            headers[entry.name] = entry.read_bytes()[:8192].decode("utf-8", "replace").rstrip("\r\n")
+    except OSError as err:
+        raise NotificationError(f"{path}.headersDir", f"cannot read {directory}: {err.strerror or err}") from None
+    return {**rest, "headers": headers}
 
 
 def _expected(opt: _Option) -> str:

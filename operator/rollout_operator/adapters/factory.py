@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .fakes import FakeEvents, FakeMetrics, FakeStatusWriter, FakeTraffic, FakeWorkloads, fake_providers
+from .fakes import FakeEvents, FakeMetrics, FakeNotifier, FakeStatusWriter, FakeTraffic, FakeWorkloads, fake_providers
 from .gateway_api import GatewayApiTraffic
 from .kube import CallHook, KubeApi
 from .kube_events import KubeEvents
@@ -17,7 +17,7 @@ from .kube_status import KubeStatusWriter
 from .kube_workloads import KubeWorkloads
 from .manifests import PodSettings
 from .prometheus import PrometheusMetrics, QueryHook
-from .protocols import EventRecorder, MetricsProvider, StatusWriter, TrafficRouter, Workloads
+from .protocols import EventRecorder, MetricsProvider, Notifier, StatusWriter, TrafficRouter, Workloads
 from .router import RouterTraffic
 
 TRAFFIC_PROVIDERS: dict[str, Callable[[KubeApi], TrafficRouter]] = {
@@ -35,6 +35,7 @@ class Adapters:
     traffic: Mapping[str, TrafficRouter]
     events: EventRecorder
     status: StatusWriter
+    notifier: Notifier
 
     def traffic_provider(self, name: str) -> TrafficRouter:
         if name not in self.traffic:
@@ -52,6 +53,7 @@ def build_adapters(
     pods: PodSettings = PodSettings(),
     on_call: CallHook | None = None,
     on_query: QueryHook | None = None,
+    notifier: Notifier,
 ) -> Adapters:
     api = KubeApi(api_client, timeout=kube_timeout, on_call=on_call, field_manager=field_manager)
     return Adapters(
@@ -60,6 +62,7 @@ def build_adapters(
         traffic={name: make(api) for name, make in TRAFFIC_PROVIDERS.items()},
         events=KubeEvents(api),
         status=KubeStatusWriter(api),
+        notifier=notifier,
     )
 
 
@@ -72,6 +75,7 @@ class FakeAdapters(Adapters):
     traffic: Mapping[str, FakeTraffic]
     events: FakeEvents
     status: FakeStatusWriter
+    notifier: FakeNotifier
 
 
 def build_fake_adapters(auto_ready: bool = True) -> FakeAdapters:
@@ -81,4 +85,5 @@ def build_fake_adapters(auto_ready: bool = True) -> FakeAdapters:
         traffic=fake_providers(),
         events=FakeEvents(),
         status=FakeStatusWriter(),
+        notifier=FakeNotifier(),
     )

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..domain.analysis import Measurement
+from ..domain.notifications import Receiver
 from ..domain.observations import QueryRequest, WorkloadState
 from ..domain.status import TrafficSplit
 from .manifests import Owner, ServerTemplate
@@ -119,6 +120,14 @@ class FakeEvents:
 
     def reasons(self) -> list[str]:
         return [reason for _, reason, _ in self.events]
+
+
+@dataclass
+class FakeNotifier:
+    sent: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (receiver name, payload)
+
+    def notify(self, receiver: Receiver, payload: Mapping[str, Any], what: str = "") -> None:
+        self.sent.append((receiver.name, dict(payload)))
 
 
 class FakeStatusWriter:

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from ..domain.analysis import Measurement
+from ..domain.notifications import Receiver
 from ..domain.observations import QueryRequest, WorkloadState
 from ..domain.status import TrafficSplit
 from .manifests import Owner, ServerTemplate
@@ -54,6 +55,13 @@ class EventRecorder(Protocol):
     """Kubernetes Events on the ModelRollout (what `kubectl describe` shows)."""
 
     def emit(self, owner: Owner, type_: str, reason: str, message: str) -> None: ...
+
+
+class Notifier(Protocol):
+    """Webhook notifications of decisions (webhooks.py): queues one and returns at once; never
+    raises, never blocks on the receiver."""
+
+    def notify(self, receiver: Receiver, payload: Mapping[str, Any], what: str = "") -> None: ...
 
 
 class StatusWriter(Protocol):

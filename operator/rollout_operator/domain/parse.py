@@ -12,6 +12,7 @@ from typing import Any, overload
 
 from .durations import format_duration, parse_duration
 from .names import check_namespace, check_rollout_name, check_version_name
+from .notifications import NotificationError, NotificationRule, parse_rules
 from .pod_policy import PodPolicy, check_args, check_env, resolve_image
 from .sequential_gates import SEQUENTIAL_TEMPLATES
 from .spec import (
@@ -97,7 +98,16 @@ def parse_spec(spec: Mapping[str, Any], *, name: str, namespace: str, policy: Po
         paused=read_bool(spec, "paused", S, default=False),
         requests=_parse_requests(spec),
         history_limit=read_int(spec, "historyLimit", S, default=10, lo=1, hi=100),
+        notifications=_parse_notifications(spec),
     )
+
+
+def _parse_notifications(spec: Mapping[str, Any]) -> tuple[NotificationRule, ...]:
+    """Receiver names only; whether the operator defines them is its business (a warning event)."""
+    try:
+        return parse_rules(spec.get("notifications"), f"{S}.notifications")
+    except NotificationError as err:
+        raise SpecError(err.field, err.message) from None
 
 
 def _parse_model(spec: Mapping[str, Any], rollout: str) -> ModelSpec:

@@ -14,6 +14,7 @@ from enum import Enum
 from typing import Any, TypeAlias
 
 from .durations import format_duration
+from .notifications import NotificationRule
 
 
 class SpecError(ValueError):
@@ -286,6 +287,8 @@ class RolloutSpec:
     paused: bool = False
     requests: Requests = Requests()
     history_limit: int = 10
+    # spec.notifications: which of the operator's receivers get which decisions (names only).
+    notifications: tuple[NotificationRule, ...] = ()
 
     @property
     def metrics(self) -> tuple[MetricSpec, ...]:
