@@ -179,3 +179,19 @@ none for Roles (it creates no Role), and none for Pods (the Deployments make the
 {{- define "modelrollout.metric.phase" -}}
 modelrollout_rollout_phase
 {{- end -}}
+
+{{/* The --notifications-file document: the receivers as the operator reads them (a
+     headersSecret becomes the directory it is mounted at) and the default rules. */}}
+{{- define "modelrollout.notificationsFile" -}}
+{{- $receivers := list -}}
+{{- range .Values.notifications.receivers -}}
+{{- $r := dict "name" .name "url" .url -}}
+{{- with .format }}{{ $_ := set $r "format" . }}{{ end -}}
+{{- with .timeoutSeconds }}{{ $_ := set $r "timeoutSeconds" . }}{{ end -}}
+{{- if .headersSecret }}{{ $_ := set $r "headersDir" (printf "%s/%s" (include "modelrollout.notificationHeadersDir" $) .name) }}{{ end -}}
+{{- $receivers = append $receivers $r -}}
+{{- end -}}
+{{- dict "receivers" $receivers "defaultReceivers" .Values.notifications.defaultReceivers | toJson -}}
+{{- end -}}
+
+{{- define "modelrollout.notificationHeadersDir" -}}/etc/modelrollout/notification-headers{{- end -}}
