@@ -44,7 +44,12 @@ def request(url: str, body: dict | None = None) -> tuple[int, dict, dict]:
 def server(tmp_path_factory):
     model = write_tiny_recognizer(tmp_path_factory.mktemp("m") / "tiny.onnx")
     port = free_port()
-    env = dict(os.environ, SPEECH_SERVER_MODEL_VERSION="proc-v1", SPEECH_SERVER_MAX_CLIP_SECONDS="3")
+    env = dict(
+        os.environ,
+        SPEECH_SERVER_MODEL_VERSION="proc-v1",
+        SPEECH_SERVER_MAX_CLIP_SECONDS="3",
+        SPEECH_SERVER_SLICES="young",
+    )
     proc = subprocess.Popen(
         [str(SERVER), "--model-uri", str(model), "--host", "127.0.0.2", "--port", str(port)],
         env=env,
@@ -88,6 +93,26 @@ def test_v1_and_v2_answer_with_version_from_env(server):
     status, _, body = request(base + "/v2/models/speech-commands/infer", v2)
     assert status == 200 and body["model_version"] == "proc-v1"
     assert [o["name"] for o in body["outputs"]] == ["label", "confidence", "segments"]
+
+
+def test_slice_and_answer_headers_over_real_http(server):
+    """uvicorn's HTTP parser in front of the gate: the slice allow-list from the environment, the answer headers."""
+    base, _ = server
+    audio = base64.b64encode(synthesize_word("go").tobytes()).decode()
+    body = json.dumps({"instances": [{"audio_b64": audio}, {"audio_b64": audio}]}).encode()
+    answers = []
+    for slice_header in ("Young", "elderly"):
+        req = urllib.request.Request(
+            base + "/v1/models/speech-commands:predict",
+            data=body,
+            headers={"content-type": "application/json", "X-Slice": slice_header, "x-request-id": "proc-1"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            labels = [p["label"] for p in json.loads(resp.read())["predictions"]]
+            answers.append((resp.headers["x-slice"], resp.headers["x-request-id"]))
+            assert resp.headers["x-predictions"] == ",".join(labels)
+            assert resp.headers["x-model-labels"].split(",")[:2] == ["_silence_", "_unknown_"]
+    assert answers == [("young", "proc-1"), ("other", "proc-1")]
 
 
 def test_limits_from_env_and_metrics(server):
