@@ -54,8 +54,7 @@ class WebhookReceiver:
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/hook"
+        return f"http://127.0.0.1:{self._server.server_port}/hook"
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
         """The first `count` requests; fails if they do not all arrive (a hang guard, not a timing assertion)."""

@@ -92,9 +92,9 @@ def test_explaining_events_are_not_notifications(type_, reason, phase):
 
 
 def _string_reasons(call: ast.Call, position: int) -> set[str]:
-    args = list(call.args)
-    if len(args) > position and isinstance(args[position], ast.Constant) and isinstance(args[position].value, str):
-        return {args[position].value}
+    arg = call.args[position] if len(call.args) > position else None
+    if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+        return {arg.value}
     return set()
 
 

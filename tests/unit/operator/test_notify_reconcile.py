@@ -120,7 +120,7 @@ def test_a_hung_receiver_and_a_full_queue_never_hold_the_rollout():
         )
         w = _world()
         w.settings = Settings(notifications=_config(hung.url, timeout=30))
-        w.live = replace(w.adapters, notifier=notifier)
+        w.live = replace(w.live, notifier=notifier)
         w.set_version("v2")
         w.run_until(healthy("v2"))  # every tick returned while the one worker hangs on the first POST
         assert hung.waves == [1]
