@@ -136,6 +136,13 @@ SCHEMA_REJECTS = {
     "slow-requests bound between bucket edges": lambda s: s["analysis"]["metrics"].__setitem__(
         1, {"name": "slow", "template": "slow-requests", "bound": 0.3, "max": 0.05}
     ),
+    # Per-slice gates (issue 15).
+    "slices label typo": lambda s: s["analysis"]["metrics"][2].__setitem__("slices", {"label": "speaker"}),
+    "slice value with capitals": lambda s: s["analysis"]["metrics"][2].__setitem__("slices", {"values": ["Young"]}),
+    "slice value with a quote": lambda s: s["analysis"]["metrics"][2].__setitem__("slices", {"values": ['a"|.*']}),
+    "slices max above 32": lambda s: s["analysis"]["metrics"][2].__setitem__("slices", {"max": 33}),
+    "slices values empty": lambda s: s["analysis"]["metrics"][2].__setitem__("slices", {"values": []}),
+    "accuracy template typo": lambda s: s["analysis"]["metrics"][0].__setitem__("template", "accurracy"),
 }
 
 
@@ -239,6 +246,18 @@ CEL_CASES = {
     "bound on another template": (
         lambda s: s["analysis"]["metrics"][0].__setitem__("bound", 0.5),
         "spec.analysis.metrics[0].bound",
+    ),
+    "slices on a template without the label": (
+        lambda s: s["analysis"]["metrics"][1].__setitem__("slices", {}),
+        "spec.analysis.metrics[1].slices",
+    ),
+    "slices by a band on error-rate": (
+        lambda s: s["analysis"]["metrics"][0].__setitem__("slices", {"label": "level_band"}),
+        "spec.analysis.metrics[0].slices.label",
+    ),
+    "slices with values and max": (
+        lambda s: s["analysis"]["metrics"][2].__setitem__("slices", {"values": ["young"], "max": 4}),
+        "spec.analysis.metrics[2].slices.max",
     ),
     "slow-requests without a bound": (
         lambda s: s["analysis"]["metrics"].__setitem__(1, {"name": "slow", "template": "slow-requests", "max": 0.05}),
@@ -365,3 +384,41 @@ def test_the_bound_enum_and_cel_rule_match_the_latency_bounds():
         r for r in metric["x-kubernetes-validations"] if r["message"].startswith("spec.analysis.metrics[].bound:")
     ]
     assert "'slow-requests'" in rule["rule"] and rule["fieldPath"] == ".bound"
+
+
+def test_per_slice_gates_validate_and_parse_in_both_modes():
+    for mode in ("threshold", "sequential"):
+
+        def change(s, mode=mode):
+            s["analysis"]["mode"] = mode
+            s["analysis"]["metrics"] = [
+                {"name": "acc", "template": "accuracy", "relativeTo": "stable", "maxDecrease": 0.05}
+                | {"slices": {"values": ["clean", "young"]}},
+                {"name": "unk", "template": "unknown-rate", "max": 0.3, "slices": {"label": "level_band", "max": 4}},
+            ]
+            s["strategy"]["canary"]["steps"][3] = {"analysis": {"duration": "5m"}}
+
+        doc = mutate(change)
+        VALIDATOR.validate(doc)
+        acc, unk = parse_spec(doc["spec"], name="speech", namespace="default").metrics
+        assert acc.slices is not None and unk.slices is not None
+        assert acc.slices.values == ("clean", "young") and (unk.slices.label, unk.slices.max) == ("level_band", 4)
+
+
+def test_the_slice_cel_rules_match_the_templates_slice_labels():
+    from rollout_operator.domain.slices import SLICE_SUPPORT
+
+    metric = load_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"][
+        "analysis"
+    ]["properties"]["metrics"]["items"]
+    rules = {
+        r["fieldPath"]: r["rule"] for r in metric["x-kubernetes-validations"] if "slices" in r.get("fieldPath", "")
+    }
+    listed = rules[".slices"].split(" in [")[1].rstrip("]")
+    assert [name.strip(" '") for name in listed.split(",")] == list(SLICE_SUPPORT)
+    bands = rules[".slices.label"].split(" in [")[1].rstrip("]")
+    all_three = [t for t, labels in SLICE_SUPPORT.items() if len(labels) == 3]
+    assert [name.strip(" '") for name in bands.split(",")] == all_three
+    slices = metric["properties"]["slices"]["properties"]
+    assert slices["label"]["enum"] == ["slice", "level_band", "duration_band"]
+    assert slices["values"]["items"]["pattern"] == "^[a-z0-9][a-z0-9_-]{0,31}$"

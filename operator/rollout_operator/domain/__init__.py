@@ -20,6 +20,7 @@ Modules by concept, in reading order:
 11. gates       the analysis of a running rollout: due queries, check rounds, limits
 12. sequential  anytime-valid confidence sequences: the statistics of sequential gates
 13. sequential_gates  a gate in sequential mode: its count queries, verdict and rates
+14. slices      a gate per slice: grouped queries, per-slice verdicts, the false-alarm correction
 """
 
 from .analysis import Criteria, Evaluation, Measurement, MeasurementKind, Verdict, evaluate, worst
@@ -70,6 +71,7 @@ from .spec import (
     SetWeight,
     ShadowStrategy,
     ShadowThen,
+    SliceSpec,
     SpecError,
     Step,
     Stop,
@@ -84,6 +86,7 @@ from .status import (
     MetricStatus,
     MirrorTarget,
     RolloutStatus,
+    SliceStatus,
     TrafficSplit,
     VersionWeight,
     status_from_dict,
@@ -138,6 +141,8 @@ __all__ = [
     "SetWeight",
     "ShadowStrategy",
     "ShadowThen",
+    "SliceSpec",
+    "SliceStatus",
     "SpecError",
     "Step",
     "Stop",

@@ -6,7 +6,7 @@ Pure and tiny on purpose (like Argo Rollouts' utils/evaluate): limits and counti
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
@@ -42,12 +42,15 @@ class MeasurementKind(str, Enum):
 
 @dataclass(frozen=True)
 class Measurement:
-    """What one metric query returned: a value with its sample count, no data, or an error."""
+    """What one metric query returned: a value with its sample count, no data, or an error.
+    A per-slice query (QueryRequest.slice_label) returns `slices` instead: one Measurement per
+    slice with data, kind VALUE and no value of its own (NO_DATA when no slice has any)."""
 
     kind: MeasurementKind
     value: float | None = None
     samples: int | None = None  # requests behind the value in the window; None = not known
     message: str = ""  # the error text for kind=error
+    slices: tuple[tuple[str, Measurement], ...] = ()  # (slice, its measurement), sorted by slice
 
     @classmethod
     def of(cls, value: float, samples: int | None = None) -> Measurement:
@@ -63,6 +66,17 @@ class Measurement:
     @classmethod
     def error(cls, message: str) -> Measurement:
         return cls(MeasurementKind.ERROR, message=message)
+
+    @classmethod
+    def by_slice(cls, slices: Mapping[str, Measurement]) -> Measurement:
+        """A per-slice answer; no slice at all is no data."""
+        if not slices:
+            return cls(MeasurementKind.NO_DATA)
+        return cls(MeasurementKind.VALUE, slices=tuple(sorted(slices.items())))
+
+    @property
+    def slice_map(self) -> dict[str, Measurement]:
+        return dict(self.slices)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from .sequential_gates import (
     compute_rates,
     evaluate_sequential_gate,
 )
+from .slices import SlicedVerdict, compute_sliced_queries, evaluate_sliced, evaluate_sliced_sequential
 from .spec import Analysis, AnalysisSpec, BlueGreenStrategy, MetricSpec, RolloutSpec, describe_step
 from .status import AnalysisStatus, MetricStatus, RolloutStatus
 from .templates import DEFAULT_SAMPLES_QUERY, TEMPLATES, compute_arguments, render
@@ -72,7 +73,12 @@ def plan_queries(spec: RolloutSpec, status: RolloutStatus, now: datetime) -> lis
     """The rendered queries for the check round due now, or stable's counts for the admission
     forecast when this tick starts a sequential rollout (empty when neither is due)."""
     if is_admission_due(spec, status):
-        return [compute_baseline_request(spec, status, m) for m in spec.metrics if m.template in SEQUENTIAL_TEMPLATES]
+        # A per-slice gate is left out of the forecast: stable's total says nothing of one slice.
+        return [
+            compute_baseline_request(spec, status, m)
+            for m in spec.metrics
+            if m.template in SEQUENTIAL_TEMPLATES and m.slices is None
+        ]
     if not is_check_due(spec, status, now):
         return []
     assert status.candidate_version is not None
@@ -99,7 +105,9 @@ def compute_query(
     sequential = spec.analysis.is_sequential and metric.template in SEQUENTIAL_TEMPLATES
     if sequential and now is not None and status.step_started_at is not None:
         variables["window"] = compute_count_window(now - status.step_started_at)
-    if metric.template is not None:
+    if metric.slices is not None:
+        query_text, samples_text = compute_sliced_queries(metric, sequential)
+    elif metric.template is not None:
         template = (SEQUENTIAL_TEMPLATES if sequential else TEMPLATES)[metric.template]
         query_text, samples_text = template.query, template.samples
     else:
@@ -111,6 +119,8 @@ def compute_query(
         version=version,
         query=render(query_text, variables),
         samples_query=render(samples_text, variables),
+        slice_label=metric.slices.label if metric.slices is not None else "",
+        slice_max=metric.slices.count if metric.slices is not None else 0,
     )
 
 
@@ -173,8 +183,14 @@ def decide_analysis_round(tick: Tick) -> tuple[Tick, LimitReached | None]:
         observed = tick.observations.measurements.get(metric.name)
         candidate = observed.candidate if observed else _NOT_MEASURED
         stable = observed.stable if observed else None
-        ev = evaluate(candidate, criteria, stable)
         old = previous.get(metric.name, MetricStatus(metric.name, criteria.describe()))
+        if metric.slices is not None:
+            sliced = evaluate_sliced(metric, analysis, candidate, stable)
+            ev = sliced.evaluation
+            counted = _count(old, criteria, ev, candidate, stable, count_inconclusive)
+            results.append((_record_slices(counted, sliced), ev))
+            continue
+        ev = evaluate(candidate, criteria, stable)
         results.append((_count(old, criteria, ev, candidate, stable, count_inconclusive), ev))
     verdict = worst(ev.verdict for _, ev in results)
     new_analysis = AnalysisStatus(
@@ -207,8 +223,14 @@ def decide_sequential_round(tick: Tick) -> tuple[Tick, LimitReached | None]:
         observed = tick.observations.measurements.get(metric.name)
         candidate = observed.candidate if observed else _NOT_MEASURED
         stable = observed.stable if observed else None
-        gate = evaluate_sequential_gate(metric, analysis, candidate, stable, rates, elapsed)
         old = previous.get(metric.name, MetricStatus(metric.name, ""))
+        if metric.slices is not None:
+            gate, slices = evaluate_sliced_sequential(metric, analysis, candidate, stable, rates, elapsed)
+            shown = next((s for s in slices if s.verdict is gate.verdict), None)
+            recorded = _record_gate(old, _criteria(metric, analysis), gate, None)
+            metrics.append(replace(recorded, stable_value=shown.stable_value if shown else None, slices=slices))
+            continue
+        gate = evaluate_sequential_gate(metric, analysis, candidate, stable, rates, elapsed)
         metrics.append(_record_gate(old, _criteria(metric, analysis), gate, stable))
     verdict = worst(m.verdict for m in metrics if m.verdict is not None)
     new_analysis = AnalysisStatus(
@@ -304,20 +326,38 @@ def _sequential_limit(
     assert analysis is not None
     for m in a.metrics:
         if m.verdict is Verdict.FAIL:
-            return LimitReached("AnalysisFailed", f"{m.name} {m.message}")
+            return LimitReached("AnalysisFailed", describe_gate(m))
     for m in a.metrics:
         if m.consecutive_errors >= analysis.consecutive_error_limit:
             return LimitReached(
                 "AnalysisError",
-                f"{m.name} {m.message} ({m.consecutive_errors}/{analysis.consecutive_error_limit} consecutive errors)",
+                f"{describe_gate(m)} ({m.consecutive_errors}/{analysis.consecutive_error_limit} consecutive errors)",
             )
     step = spec.steps[status.current_step_index or 0]
     if isinstance(step, Analysis) and a.last_verdict is not Verdict.PASS:
         longest = step.duration or analysis.max_duration
         if elapsed >= longest:
-            undecided = "; ".join(f"{m.name} {m.message}" for m in a.metrics if m.verdict is not Verdict.PASS)
+            undecided = "; ".join(describe_gate(m) for m in a.metrics if m.verdict is not Verdict.PASS)
             return LimitReached("InconclusiveAnalysis", f"no verdict within {format_duration(longest)}: {undecided}")
     return None
+
+
+def describe_gate(m: MetricStatus) -> str:
+    """The gate and its message for a rollback reason; a per-slice gate's message starts with
+    the slice, so it reads "accuracy[young] 0.62 < stable-0.05 = 0.86 (n=212)"."""
+    return f"{m.name}{m.message}" if m.slices and m.message.startswith("[") else f"{m.name} {m.message}"
+
+
+def _record_slices(counted: MetricStatus, sliced: SlicedVerdict) -> MetricStatus:
+    """A threshold-mode per-slice gate: its slices, and the deciding slice's numbers on top."""
+    shown = sliced.shown
+    return replace(
+        counted,
+        value=shown.value if shown else None,
+        stable_value=shown.stable_value if shown else None,
+        samples=sliced.samples,
+        slices=sliced.slices,
+    )
 
 
 def _criteria(metric: MetricSpec, analysis: AnalysisSpec) -> Criteria:
@@ -353,19 +393,19 @@ def compute_limit_reached(analysis: AnalysisSpec, metrics: tuple[MetricStatus, .
     for m in metrics:
         if m.failures >= analysis.failure_limit:
             return LimitReached(
-                "AnalysisFailed", f"{m.name} {m.message} ({m.failures}/{analysis.failure_limit} failures)"
+                "AnalysisFailed", f"{describe_gate(m)} ({m.failures}/{analysis.failure_limit} failures)"
             )
     for m in metrics:
         if m.consecutive_errors >= analysis.consecutive_error_limit:
             return LimitReached(
                 "AnalysisError",
-                f"{m.name} {m.message} ({m.consecutive_errors}/{analysis.consecutive_error_limit} consecutive errors)",
+                f"{describe_gate(m)} ({m.consecutive_errors}/{analysis.consecutive_error_limit} consecutive errors)",
             )
     for m in metrics:
         if m.inconclusives >= analysis.inconclusive_limit:
             return LimitReached(
                 "InconclusiveAnalysis",
-                f"{m.name} {m.message} ({m.inconclusives}/{analysis.inconclusive_limit} inconclusive checks)",
+                f"{describe_gate(m)} ({m.inconclusives}/{analysis.inconclusive_limit} inconclusive checks)",
             )
     return None
 
@@ -404,5 +444,7 @@ def describe_gates(status: RolloutStatus) -> str:
             continue
         value = "no value" if m.value is None else f"{m.value:.4g}"
         samples = f", n={m.samples}" if m.samples is not None else ""
-        parts.append(f"{m.name} {value} ({m.threshold}{samples}) {m.verdict.value.lower()}")
+        # A per-slice gate names the slice its value is from (the deciding one).
+        shown = next((f"[{s.name}]" for s in m.slices if s.verdict is m.verdict), "")
+        parts.append(f"{m.name}{shown} {value} ({m.threshold}{samples}) {m.verdict.value.lower()}")
     return "; ".join(parts) if parts else "no analysis metrics"

@@ -43,13 +43,17 @@ class MetricObservation:
 
 @dataclass(frozen=True)
 class QueryRequest:
-    """A due query, fully rendered: run `query` (the value) and `samples_query` (the count)."""
+    """A due query, fully rendered: run `query` (the value) and `samples_query` (the count).
+    With `slice_label` both are grouped by that label and answer a vector: one series per slice,
+    at most `slice_max` of them (more is an error), read into Measurement.slices."""
 
     metric: str
     role: Role
     version: str
     query: str
     samples_query: str
+    slice_label: str = ""  # "": one number (the scalar path)
+    slice_max: int = 0
 
 
 @dataclass(frozen=True)

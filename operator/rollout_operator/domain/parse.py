@@ -15,7 +15,11 @@ from .names import check_namespace, check_rollout_name, check_version_name
 from .notifications import NotificationError, NotificationRule, parse_rules
 from .pod_policy import PodPolicy, check_args, check_env, resolve_image
 from .sequential_gates import SEQUENTIAL_TEMPLATES
+from .slices import SLICE_SUPPORT, check_groups_by
 from .spec import (
+    MAX_SLICES,
+    SLICE_LABELS,
+    SLICE_NAME_PATTERN,
     USER_STEP_KINDS,
     Analysis,
     AnalysisMode,
@@ -36,6 +40,7 @@ from .spec import (
     SetWeight,
     ShadowStrategy,
     ShadowThen,
+    SliceSpec,
     SpecError,
     Step,
     Strategy,
@@ -59,6 +64,7 @@ PROMETHEUS_ADDRESS_PATTERN = (
     r"(/[-A-Za-z0-9._~/]*)?$"
 )
 _PROMETHEUS_ADDRESS_RE = re.compile(PROMETHEUS_ADDRESS_PATTERN)
+_SLICE_NAME_RE = re.compile(SLICE_NAME_PATTERN)
 # A DNS-1123 subdomain: what Kubernetes allows as an object name.
 OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 _OBJECT_NAME_RE = re.compile(OBJECT_NAME_PATTERN)
@@ -357,9 +363,58 @@ def _parse_metric(item: Any, here: str) -> MetricSpec:
         max_decrease=read_number(item, "maxDecrease", here, lo=0),
         min_samples=read_int(item, "minSamples", here, lo=0),
         bound=_read_bound(item, template, here),
+        slices=_read_slices(item, template, query, here),
     )
     _check_thresholds(metric, here)
     return metric
+
+
+def _read_slices(item: Mapping[str, Any], template: str | None, query: str | None, here: str) -> SliceSpec | None:
+    """spec.analysis.metrics[].slices: a label the template's series carry (SLICE_SUPPORT), the
+    listed values (slice names, unique, at most MAX_SLICES) or a cap `max` on the slices with
+    data, not both. A user query is sliced only if it groups by the label itself."""
+    d = read_map(item, "slices", here)
+    if d is None:
+        return None
+    path = f"{here}.slices"
+    label = read_enum(d, "label", path, SLICE_LABELS, default="slice") or "slice"
+    if template is not None:
+        supported = SLICE_SUPPORT.get(template, ())
+        if not supported:
+            able = ", ".join(SLICE_SUPPORT)
+            raise SpecError(path, f"template {template} has no slice label on its series; slices work with {able}")
+        if label not in supported:
+            raise SpecError(
+                f"{path}.label", f"template {template} supports slices by {' or '.join(supported)} only, got {label!r}"
+            )
+    else:
+        try:
+            check_groups_by(query or "", label)
+        except TemplateError as err:
+            raise SpecError(f"{here}.query", str(err)) from None
+    values = _read_slice_values(d, path)
+    if values and d.get("max") is not None:
+        raise SpecError(f"{path}.max", "caps the slices found in the data; with values listed it is not used, drop it")
+    limit = read_int(d, "max", path, default=SliceSpec.max, lo=1, hi=MAX_SLICES)
+    return SliceSpec(label=label, values=values, max=limit)
+
+
+def _read_slice_values(d: Mapping[str, Any], path: str) -> tuple[str, ...]:
+    raw = d.get("values")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_SLICES:
+        raise SpecError(f"{path}.values", f"must be a list of 1..{MAX_SLICES} slice names, got {_show(raw)}")
+    for i, value in enumerate(raw):
+        if not isinstance(value, str) or not _SLICE_NAME_RE.match(value):
+            raise SpecError(
+                f"{path}.values[{i}]",
+                "must be a slice name as the model server writes it "
+                f"(lower-case letters, digits, _ and -, 1..32 characters, starting with a letter or digit), got {_show(value)}",
+            )
+        if value in raw[:i]:
+            raise SpecError(f"{path}.values[{i}]", f"must be unique, {value!r} is listed twice")
+    return tuple(raw)
 
 
 def _read_bound(item: Mapping[str, Any], template: str | None, here: str) -> float | None:

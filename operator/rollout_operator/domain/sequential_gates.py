@@ -23,7 +23,7 @@ from .sequential import (
     evaluate_rate,
 )
 from .spec import Analysis, AnalysisSpec, MetricSpec, OnNoData, RolloutSpec, SetMirror, SetWeight, describe_step
-from .templates import PAIRWISE_TEMPLATES, Template
+from .templates import FEEDBACK_SEL, PAIRWISE_TEMPLATES, Template
 
 # Count queries per built-in template: `query` gives the events (or the sum of values in [0, 1]),
 # `samples` the trials, both over {{window}} = the time since the step began. Same selectors as
@@ -70,6 +70,11 @@ SEQUENTIAL_TEMPLATES: dict[str, Template] = {
         samples=_count(f"speech_confidence_count{{{_SEL}}}"),
         description="sum / count of the predicted label's confidence since the step began",
     ),
+    "accuracy": Template(
+        query=_events(f'router_feedback_total{{{FEEDBACK_SEL},result="correct"}}'),
+        samples=_count(f"router_feedback_total{{{FEEDBACK_SEL}}}"),
+        description="correct / all fed-back labels since the step began",
+    ),
     "shadow-agreement": Template(
         query=_events(f'router_shadow_comparisons_total{{{_SHADOW_SEL},result="agree"}}'),
         samples=_count(f"router_shadow_comparisons_total{{{_SHADOW_SEL}}}"),
@@ -90,13 +95,16 @@ def compute_count_window(elapsed: timedelta) -> str:
 
 
 def count_checks(metric: MetricSpec) -> int:
-    """Thresholds in one gate; each is a separate test in the rollback split."""
-    return sum(v is not None for v in (metric.min, metric.max, metric.max_increase, metric.max_decrease))
+    """Tests in one gate, each separate in the rollback split: one per threshold, per slice for a
+    per-slice gate (k fixed in advance: the listed values, or slices.max)."""
+    thresholds = sum(v is not None for v in (metric.min, metric.max, metric.max_increase, metric.max_decrease))
+    return thresholds * (metric.slices.count if metric.slices is not None else 1)
 
 
 def compute_rates(analysis: AnalysisSpec, analysis_steps: int) -> GateRates:
     """Each test's rates: falsePromotionRate as declared, falseRollbackRate split across every
-    threshold of every gate and every analysis step (sequential.compute_gate_rates says why)."""
+    threshold of every gate (and slice) and every analysis step (sequential.compute_gate_rates
+    says why; a slice is one more gate to it)."""
     checks = max(1, sum(count_checks(m) for m in analysis.metrics))
     return compute_gate_rates(
         analysis.false_promotion_rate, analysis.false_rollback_rate, gates=checks, rounds=max(1, analysis_steps)
@@ -254,6 +262,7 @@ _TRIALS = {
     "slow-requests": "req/s",
     "unknown-rate": "predictions/s",
     "mean-confidence": "predictions/s",
+    "accuracy": "feedback/s",
     "shadow-agreement": "req/s",
     "shadow-segment-agreement": "req/s",
 }

@@ -201,6 +201,28 @@ class ShadowStrategy:
 Strategy: TypeAlias = CanaryStrategy | BlueGreenStrategy | ShadowStrategy
 
 
+# What a gate can be evaluated per slice of: the request's own slice (the x-slice header the
+# model server allow-lists) or a band the server derived from the input it measured.
+SLICE_LABELS = ("slice", "level_band", "duration_band")
+# A slice name as the model server writes it (its allow-list rule; the bands fit it too).
+SLICE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+MAX_SLICES = 32  # the largest slices.max: bounds the series one query returns and the correction
+
+
+@dataclass(frozen=True)
+class SliceSpec:
+    """Evaluate a gate per value of `label`: the listed `values`, or every slice with data (at
+    most `max`). `count` is k, fixed before any data: the slices the false-alarm control splits over."""
+
+    label: str = "slice"
+    values: tuple[str, ...] = ()  # empty: every slice that has data
+    max: int = 16
+
+    @property
+    def count(self) -> int:
+        return len(self.values) or self.max
+
+
 @dataclass(frozen=True)
 class MetricSpec:
     name: str
@@ -213,6 +235,7 @@ class MetricSpec:
     max_decrease: float | None = None  # stable - candidate must be <= this
     min_samples: int | None = None  # None: analysis.minSamples
     bound: float | None = None  # slow-requests only: a latency bucket edge, seconds (templates.LATENCY_BOUNDS)
+    slices: SliceSpec | None = None  # None: one value for the whole version (the scalar path)
 
 
 @dataclass(frozen=True)

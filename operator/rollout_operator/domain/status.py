@@ -68,6 +68,21 @@ class Condition:
 
 
 @dataclass(frozen=True)
+class SliceStatus:
+    """One slice of a per-slice gate at the latest check (spec.analysis.metrics[].slices)."""
+
+    name: str  # the slice, e.g. "young" (a value of the gate's slices.label)
+    verdict: Verdict
+    value: float | None = None  # the candidate's value on this slice (None: no data)
+    stable_value: float | None = None  # stable's on the same slice, for a relative threshold
+    samples: int | None = None
+    stable_samples: int | None = None
+    message: str = ""  # with the numbers, e.g. "0.62 < stable-0.05 = 0.86 (n=212)"
+    lower: float | None = None  # sequential mode: this slice's interval
+    upper: float | None = None
+
+
+@dataclass(frozen=True)
 class MetricStatus:
     """One gate's latest check and its counters for the current rollout attempt."""
 
@@ -90,6 +105,9 @@ class MetricStatus:
     # Analysis step indices the admission forecast warned this gate cannot decide in time; their
     # first round does not warn again. Empty outside sequential mode or without a warning.
     warned_steps: tuple[int, ...] = ()
+    # A per-slice gate only (empty otherwise): each slice's reading; value/stable_value above are
+    # then those of the slice that decides the gate (a failing one, else an undecided one).
+    slices: tuple[SliceStatus, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -294,7 +312,8 @@ def _analysis_to_dict(a: AnalysisStatus) -> dict[str, Any]:
 
 
 def _sequential_to_dict(m: MetricStatus) -> dict[str, Any]:
-    """The sequential fields, written only when set: threshold-mode status stays as it was."""
+    """The sequential and per-slice fields, written only when set: a plain threshold gate's
+    status stays as it was (metrics is a list, so a merge patch replaces it whole)."""
     fields = {
         "lower": _finite(m.lower),
         "upper": _finite(m.upper),
@@ -302,8 +321,41 @@ def _sequential_to_dict(m: MetricStatus) -> dict[str, Any]:
         "samplesNeeded": m.samples_needed,
         "secondsToVerdict": _finite(m.seconds_to_verdict),
         "warnedSteps": list(m.warned_steps) or None,
+        "slices": [_slice_to_dict(s) for s in m.slices] or None,
     }
     return {k: v for k, v in fields.items() if v is not None}
+
+
+def _slice_to_dict(s: SliceStatus) -> dict[str, Any]:
+    d = {
+        "name": s.name,
+        "verdict": s.verdict.value,
+        "value": _finite(s.value),
+        "stableValue": _finite(s.stable_value),
+        "samples": s.samples,
+        "stableSamples": s.stable_samples,
+        "message": s.message,
+        "lower": _finite(s.lower),
+        "upper": _finite(s.upper),
+    }
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def _slice_from_dict(d: Mapping[str, Any]) -> SliceStatus | None:
+    verdict = _enum(Verdict, d.get("verdict"))
+    if not d.get("name") or verdict is None:
+        return None
+    return SliceStatus(
+        name=_str(d.get("name")),
+        verdict=verdict,
+        value=_float(d.get("value")),
+        stable_value=_float(d.get("stableValue")),
+        samples=_int(d.get("samples")),
+        stable_samples=_int(d.get("stableSamples")),
+        message=_str(d.get("message")),
+        lower=_float(d.get("lower")),
+        upper=_float(d.get("upper")),
+    )
 
 
 def _analysis_from_dict(d: Mapping[str, Any]) -> AnalysisStatus:
@@ -325,6 +377,7 @@ def _analysis_from_dict(d: Mapping[str, Any]) -> AnalysisStatus:
             samples_needed=_int(m.get("samplesNeeded")),
             seconds_to_verdict=_float(m.get("secondsToVerdict")),
             warned_steps=tuple(i for i in map(_int, _list(m.get("warnedSteps"))) if i is not None),
+            slices=tuple(s for s in map(_slice_from_dict, map(_map, _list(m.get("slices")))) if s is not None),
         )
         for m in map(_map, _list(d.get("metrics")))
         if m.get("name")

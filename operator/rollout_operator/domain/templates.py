@@ -52,6 +52,9 @@ _LAT_FAST = f'speech_request_duration_seconds_bucket{{{_LAT},le="{{{{bound}}}}"}
 _SHADOW_SEL = (
     'namespace="{{namespace}}",rollout="{{rollout}}",stable_version="{{stable}}",candidate_version="{{candidate}}"'
 )
+# The router counts fed-back labels by the version that gave the answer (no model label).
+FEEDBACK_SEL = 'namespace="{{namespace}}",rollout="{{rollout}}",version="{{version}}"'
+_FEEDBACK = f"router_feedback_total{{{FEEDBACK_SEL}}}"
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,15 @@ TEMPLATES: dict[str, Template] = {
         query=f"sum(rate({_REQ}[{{{{window}}}}]))",
         samples=_REQUEST_COUNT,
         description="requests per second the version answered",
+    ),
+    "accuracy": Template(
+        # `or vector(0)`: no correct answer yet is a share of zero, not no data.
+        query=(
+            f'(sum(rate(router_feedback_total{{{FEEDBACK_SEL},result="correct"}}[{{{{window}}}}])) or vector(0)) / '
+            f"sum(rate({_FEEDBACK}[{{{{window}}}}]))"
+        ),
+        samples=f"sum(increase({_FEEDBACK}[{{{{window}}}}]))",
+        description="share of fed-back labels (POST /feedback at the router) the version had predicted",
     ),
     "shadow-agreement": Template(
         # Errors count against agreement: a shadow that fails to answer did not agree.
@@ -215,6 +227,11 @@ _SAMPLE = {
     "bound": "0.5",
 }
 _PROBE = {k: (v if k in RAW_VARIABLES else f'mr-probe-{k}"}}') for k, v in _SAMPLE.items()}
+
+
+def parse_sample(text: str) -> promql_parser.Expr:
+    """`text` rendered with placeholder values and parsed (ValueError when it does not parse)."""
+    return promql_parser.parse(render(text, _SAMPLE))
 
 
 def check_query(text: str, arguments: tuple[str, ...] = ()) -> None:

@@ -30,6 +30,7 @@ CONTRACT = {
     "speech_confidence_count",
     "router_shadow_comparisons_total",
     "router_shadow_segment_comparisons_total",
+    "router_feedback_total",
 }
 
 
@@ -41,6 +42,7 @@ def test_the_built_in_template_names():
         "unknown-rate",
         "mean-confidence",
         "request-rate",
+        "accuracy",
         "shadow-agreement",
         "shadow-segment-agreement",
     }
