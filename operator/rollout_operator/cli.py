@@ -123,6 +123,7 @@ def compute_status_text(obj: Mapping[str, Any], events: Sequence[Mapping[str, An
                 f"    {g.get('name', ''):<20} {_fmt(g.get('value')):>10} {_fmt(g.get('stableValue')):>10} "
                 f"{g.get('threshold') or '-':<22} {_fmt(g.get('samples')):>7}  {g.get('verdict') or '-'}"
             )
+            lines.extend(compute_slice_lines(g))
         lines.extend(compute_evidence_lines(gates))
     if events:
         lines.append("  Recent events:")
@@ -132,6 +133,22 @@ def compute_status_text(obj: Mapping[str, Any], events: Sequence[Mapping[str, An
                 f"{e.get('reason', ''):<18} {e.get('message', '')}"
             )
     return "\n".join(lines)
+
+
+def compute_slice_lines(gate: Mapping[str, Any]) -> list[str]:
+    """A per-slice gate: one row per slice under the gate (value, stable's, samples, verdict), the
+    message of each slice that is not a pass."""
+    slices = [s for s in gate.get("slices") or [] if isinstance(s, Mapping)]
+    lines = []
+    for s in slices:
+        name = f"  [{s.get('name', '')}]"
+        verdict = s.get("verdict") or "-"
+        why = f"  {s.get('message')}" if verdict != "Pass" and s.get("message") else ""
+        lines.append(
+            f"    {name:<20} {_fmt(s.get('value')):>10} {_fmt(s.get('stableValue')):>10} "
+            f"{'':<22} {_fmt(s.get('samples')):>7}  {verdict}{why}"
+        )
+    return lines
 
 
 def compute_evidence_lines(gates: Sequence[Mapping[str, Any]]) -> list[str]:

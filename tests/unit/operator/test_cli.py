@@ -179,3 +179,20 @@ def test_bad_namespace_after_the_subcommand_is_still_rejected(capsys):
     with pytest.raises(SystemExit):
         parse_args(["pause", "speech", "-n", "Bad_NS"])
     assert "--namespace 'Bad_NS' is not a valid namespace name" in capsys.readouterr().err
+
+
+def test_status_shows_each_slice_of_a_per_slice_gate_under_it():
+    young = {"name": "young", "verdict": "Fail", "value": 0.6, "stableValue": 0.9, "samples": 212}
+    young["message"] = "0.6 < stable-0.05 = 0.85 (n=212)"
+    clean = {"name": "clean", "verdict": "Pass", "value": 0.98, "stableValue": 0.95, "samples": 400, "message": "ok"}
+    gate = {"name": "accuracy", "threshold": ">= stable-0.05", "verdict": "Fail", "value": 0.6, "stableValue": 0.9}
+    gate.update(samples=612, slices=[clean, young])
+    obj = {"metadata": {"name": "speech", "namespace": "models"}, "status": {"analysis": {"metrics": [gate]}}}
+    lines = compute_status_text(obj, []).splitlines()
+    at = next(i for i, line in enumerate(lines) if line.strip().startswith("accuracy "))
+    assert lines[at + 1].split() == ["[clean]", "0.98", "0.95", "400", "Pass"]  # a pass: no message
+    assert lines[at + 2].split()[:5] == ["[young]", "0.6", "0.9", "212", "Fail"]
+    assert lines[at + 2].endswith("Fail  0.6 < stable-0.05 = 0.85 (n=212)")
+    plain = {"name": "errors", "threshold": "<= 0.01", "verdict": "Pass", "value": 0.001, "samples": 10}
+    unsliced = {"metadata": obj["metadata"], "status": {"analysis": {"metrics": [plain]}}}
+    assert "[" not in compute_status_text(unsliced, []).split("GATE")[1]
