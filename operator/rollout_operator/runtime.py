@@ -115,7 +115,7 @@ def compute_snapshot(value: Any) -> Any:
 
 def build_runtime(settings: Settings) -> Runtime:
     adapters = build_adapters(
-        load_api_client(),
+        load_api_client(connections=settings.max_workers),  # each reconcile thread keeps its connection
         prometheus_timeout=settings.prometheus_timeout,
         kube_timeout=settings.kube_timeout,
         field_manager=settings.field_manager,

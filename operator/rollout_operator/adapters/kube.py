@@ -247,12 +247,22 @@ def _resource_of(path: str) -> str:
     return parts[-1]
 
 
-def load_api_client() -> Any:
-    """An ApiClient from $KUBECONFIG / ~/.kube/config, falling back to the in-cluster service account."""
+# The client's own default is 5 per CPU (10 on a 2-core node), fewer than the reconcile threads.
+DEFAULT_API_CONNECTIONS = 10
+
+
+def load_api_client(connections: int = DEFAULT_API_CONNECTIONS) -> Any:
+    """An ApiClient from $KUBECONFIG / ~/.kube/config, falling back to the in-cluster service account.
+
+    `connections`: API-server connections the pool keeps open. Give it at least the number of
+    threads that call at once: a call finding the pool full opens a new TLS connection and drops it
+    afterwards (urllib3's "Connection pool is full" warning), a handshake per call under load."""
     from kubernetes import client, config  # local import: unit tests with fakes never need it
 
     try:
         config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)
     except Exception:  # noqa: BLE001 - any kubeconfig problem means "try in-cluster"
         config.load_incluster_config()
-    return client.ApiClient()
+    configuration = client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = connections
+    return client.ApiClient(configuration)

@@ -36,3 +36,27 @@ def test_a_tick_that_is_not_due_reads_only_uid_and_resource_version():
     body = {"metadata": {"name": "r", "namespace": "ns", "uid": "u1", "resourceVersion": "7"}}
     rt.tick({**body, "spec": Untouchable(), "status": Untouchable()})
     assert adapters.status.writes == 0 and adapters.events.events == []
+
+
+KUBECONFIG = """
+apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+"""
+
+
+def test_the_api_client_keeps_a_connection_per_reconcile_thread(tmp_path, monkeypatch):
+    from kubernetes import client
+
+    from rollout_operator.runtime import build_runtime
+
+    monkeypatch.setattr(client.Configuration, "_default", None)  # load_kube_config sets a global default
+    (tmp_path / "kubeconfig").write_text(KUBECONFIG)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+    runtime = build_runtime(Settings(max_workers=37))
+    # Fewer pooled connections than threads: every call past the pool's size is a new TLS handshake.
+    pool = runtime.adapters.status._api._client.rest_client.pool_manager  # type: ignore[attr-defined]
+    assert pool.connection_pool_kw["maxsize"] == 37
