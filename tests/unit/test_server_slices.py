@@ -281,9 +281,9 @@ async def test_predictions_and_confidence_are_counted_in_the_slice_and_bands(mod
     confidence: dict[tuple[str, str, str], float] = {}
     for family in REGISTRY.collect():
         for s in family.samples:
-            if s.labels.get("version") != version:
+            if s.labels.get("version") != version or "level_band" not in s.labels:
                 continue
-            key = (s.labels.get("slice"), s.labels.get("level_band"), s.labels.get("duration_band"))
+            key = (s.labels["slice"], s.labels["level_band"], s.labels["duration_band"])
             if s.name == "speech_predictions_total":
                 groups[key] = groups.get(key, 0.0) + s.value
             elif s.name == "speech_confidence_count":
