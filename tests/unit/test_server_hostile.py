@@ -481,3 +481,12 @@ def test_the_kserve_endpoint_classes_routes_py_builds_on_keep_their_shape():
     assert params(V1Endpoints.__init__)[:2] == params(V2Endpoints.__init__)[:2] == ["self", "dataplane"]
     assert params(V1Endpoints.predict) == ["self", "model_name", "request"]
     assert params(V2Endpoints.infer)[:5] == ["self", "raw_request", "raw_response", "model_name", "request_body"]
+
+
+def test_the_server_keeps_idle_connections_open_longer_than_the_router_keeps_them(model_path):
+    """The router closes idle backend connections after 60 s (docs/router.md, --upstream-idle-timeout) so the
+    server never closes one under a request being sent on it; uvicorn's own default, 5 s, did (a reset, a 502)."""
+    from speech_serving.server.app import build_uvicorn_server
+
+    server = build_uvicorn_server(make_speech_model(model_path, model_version="keepalive-v1"))
+    assert server.config.timeout_keep_alive == 65 > 60

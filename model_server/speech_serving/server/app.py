@@ -22,6 +22,10 @@ from speech_serving.server.slices import REQUEST_ID_HEADER, SlicePolicy
 log = logging.getLogger("speech_serving.server")
 VERSION_HEADER = b"x-model-version"
 SLICE_HEADER = b"x-slice"  # the answer's header naming the request's slice, whatever --slice-header is
+# Idle keep-alive connections stay open this long (KServe's own server uses 65 s, uvicorn's default is 5 s). The
+# router closes idle backend connections after 60 s (--upstream-idle-timeout) so that it, not the server, ends
+# them: with uvicorn's 5 s a POST sent on a connection the server was closing got a reset and a 502 (never retried).
+KEEP_ALIVE_SECONDS = 65
 
 
 def compute_protocol(method: str, path: str) -> str | None:
@@ -203,6 +207,7 @@ def build_uvicorn_server(model: SpeechModel) -> uvicorn.Server:
         access_log=False,
         log_level=s.log_level,
         timeout_graceful_shutdown=10,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
         lifespan="off",
     )
     return uvicorn.Server(config)
