@@ -6,10 +6,13 @@ transport error retries on the next tick instead of entering kopf's long error b
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -42,17 +45,21 @@ class Runtime:
     def tick(self, live_body: Mapping[str, Any]) -> None:
         """Reconciles when due (the object changed, the requeue time passed or a workload change
         woke it); never raises."""
-        meta = live_body["metadata"]
-        uid = meta["uid"]
-        # Most ticks are "not yet" (a timer per rollout fires every --tick-interval): answer those
-        # from uid and resourceVersion alone, without copying the body. _tick claims it again.
-        if not self.schedule.is_due(uid, str(meta.get("resourceVersion", "")), self.monotonic()):
+        if not self.is_due(live_body):
             return
         body = compute_snapshot(live_body)  # kopf's body is live: freeze one consistent read
+        uid = body["metadata"]["uid"]
         with self.tick_locks_guard:
             lock = self.tick_locks.setdefault(uid, threading.Lock())
         with lock:
             self._tick(body)
+
+    def is_due(self, live_body: Mapping[str, Any]) -> bool:
+        """Whether a tick now would reconcile. Most ticks are "not yet" (a timer per rollout fires
+        every --tick-interval): this answers from uid and resourceVersion alone, without copying
+        the body or any I/O, cheap enough for the event loop. _tick claims the tick again."""
+        meta = live_body["metadata"]
+        return self.schedule.is_due(meta["uid"], str(meta.get("resourceVersion", "")), self.monotonic())
 
     def wake(self, live_body: Mapping[str, Any]) -> None:
         """One of this rollout's workloads changed in a way that matters: tick now instead of at
@@ -102,6 +109,23 @@ class Runtime:
             self.tick_locks.pop(uid, None)
         self.reported.pop(uid, None)
         m.ROLLOUTS.forget(namespace, name)
+
+
+async def run_in_executor(executor: Executor | None, fn: Callable[..., Any], *args: Any) -> Any:
+    """`fn(*args)` on a thread of `executor`, as kopf runs a sync handler: a cancellation (the
+    rollout deleted, the operator stopping) waits for the thread to finish before it goes on, so
+    kopf never releases a finalizer while that rollout's tick still runs."""
+    context = contextvars.copy_context()
+    future = asyncio.get_running_loop().run_in_executor(executor, context.run, fn, *args)
+    cancelled: asyncio.CancelledError | None = None
+    while not future.done():
+        try:
+            await asyncio.shield(future)
+        except asyncio.CancelledError as err:
+            cancelled = err
+    if cancelled is not None:
+        raise cancelled
+    return future.result()
 
 
 def compute_snapshot(value: Any) -> Any:

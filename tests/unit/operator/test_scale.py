@@ -4,12 +4,17 @@ A timer per rollout fires every --tick-interval; at 1,000 rollouts most of those
 yet", and they must cost a schedule lookup, not a copy of the body or any I/O.
 """
 
-from collections.abc import Iterator, Mapping
+import asyncio
+import inspect
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import kopf
 import pytest
 
 from rollout_operator.adapters.factory import build_fake_adapters
+from rollout_operator.handlers import register
 from rollout_operator.runtime import Runtime
 from rollout_operator.settings import Settings
 
@@ -60,3 +65,34 @@ def test_the_api_client_keeps_a_connection_per_reconcile_thread(tmp_path, monkey
     # Fewer pooled connections than threads: every call past the pool's size is a new TLS handshake.
     pool = runtime.adapters.status._api._client.rest_client.pool_manager  # type: ignore[attr-defined]
     assert pool.connection_pool_kw["maxsize"] == 37
+
+
+class CountingExecutor(ThreadPoolExecutor):
+    def __init__(self) -> None:
+        super().__init__(max_workers=1)
+        self.submitted = 0
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        self.submitted += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_the_timer_answers_not_yet_in_the_event_loop_and_reconciles_on_the_executor():
+    runtime = Runtime(settings=Settings(), adapters=build_fake_adapters(), monotonic=lambda: 100.0)
+    registry = kopf.OperatorRegistry()
+    register(registry, Settings(), runtime=runtime)
+    (timer,) = registry._spawning.get_all_handlers()
+    # A sync handler would cost a hop onto kopf's executor per rollout per tick interval.
+    assert inspect.iscoroutinefunction(timer.fn)
+    timer_fn: Callable[..., Any] = timer.fn
+    executor = CountingExecutor()
+    memo = kopf.Memo(runtime=runtime, executor=executor)
+    meta = {"name": "r", "namespace": "ns", "uid": "u1", "resourceVersion": "7"}
+    runtime.schedule.set("u1", "7", 160.0)
+    asyncio.run(timer_fn(body={"metadata": meta, "spec": Untouchable()}, memo=memo))
+    assert executor.submitted == 0
+    runtime.schedule.set("u1", "7", 50.0)  # the requeue time has passed: reconcile, on a thread
+    asyncio.run(timer_fn(body={"metadata": meta, "spec": {}}, memo=memo))
+    assert executor.submitted == 1
+    assert runtime.schedule.due["u1"] != ("7", 50.0)  # the tick ran and set the next due time
+    executor.shutdown()
