@@ -279,7 +279,7 @@ def _gate(slices: tuple[SliceStatus, ...], describe: str, spec: SliceSpec) -> Sl
     shown = next((s for s in slices if s.verdict is verdict), None)
     samples = sum(s.samples or 0 for s in slices)
     if verdict is Verdict.PASS:
-        message = f"{len(slices)} {spec.label} slices within {describe}"
+        message = f"all {len(slices)} slices by {spec.label} within {describe}"
     else:
         message = describe_slices([s for s in slices if s.verdict is verdict])
     return SlicedVerdict(Evaluation(verdict, message), slices, shown, samples)
@@ -351,7 +351,7 @@ def _combine_sequential(
     verdict = worst(g.verdict for _, g, _ in gates)
     shown = next(g for _, g, _ in gates if g.verdict is verdict)
     if verdict is Verdict.PASS:
-        message = f"{len(gates)} slices decided within the threshold"
+        message = f"all {len(gates)} slices decided within the threshold"
     else:
         message = describe_slices([s for s in slices if s.verdict is verdict])
     undecided = [g for _, g, _ in gates if g.verdict is Verdict.INCONCLUSIVE]

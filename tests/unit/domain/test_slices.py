@@ -250,7 +250,7 @@ def test_without_values_every_slice_with_data_is_judged():
     result = judge(metric_with(slices={}), cand, stable)
     assert result.evaluation.verdict is Verdict.PASS
     assert [s.name for s in result.slices] == ["clean", "none", "other"]
-    assert result.evaluation.message == "3 slice slices within >= stable-0.05"
+    assert result.evaluation.message == "all 3 slices by slice within >= stable-0.05"
 
 
 def test_errors_and_no_data_are_judged_for_the_whole_gate():
