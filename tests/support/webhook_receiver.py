@@ -25,8 +25,9 @@ class Received:
 class WebhookReceiver:
     """`with WebhookReceiver([503, 503]) as r:` answers 503 twice, then 200 to every POST."""
 
-    def __init__(self, statuses: list[int] | None = None) -> None:
+    def __init__(self, statuses: list[int] | None = None, retry_after: str | None = None) -> None:
         self.statuses = deque(statuses or [])
+        self.retry_after = retry_after  # sent as Retry-After with every scripted (non-200) answer
         self.received: list[Received] = []
         self._lock = threading.Lock()
         self.changed = threading.Condition(self._lock)
@@ -41,6 +42,8 @@ class WebhookReceiver:
                     status = receiver.statuses.popleft() if receiver.statuses else 200
                     receiver.changed.notify_all()
                 self.send_response(status)
+                if status != 200 and receiver.retry_after is not None:
+                    self.send_header("Retry-After", receiver.retry_after)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok")

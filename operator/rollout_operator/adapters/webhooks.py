@@ -51,6 +51,20 @@ def compute_backoff(attempt: int, base: float, cap: float, draw: float) -> float
     return step / 2 + step / 2 * draw
 
 
+def compute_retry_delay(attempt: int, base: float, cap: float, draw: float, retry_after: float | None) -> float:
+    """The backoff, or longer when the receiver said when to come back (Retry-After on a 429 or
+    503), but never beyond the cap: a receiver cannot park a notification for an hour."""
+    delay = compute_backoff(attempt, base, cap, draw)
+    return delay if retry_after is None else max(delay, min(retry_after, cap))
+
+
+def read_retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds (the delay-seconds form; an HTTP date is ignored)."""
+    if value is None or not value.strip().isdigit():
+        return None
+    return float(value.strip())
+
+
 @dataclass(order=True)
 class _Entry:
     due: float  # monotonic time of the next attempt
@@ -68,6 +82,7 @@ class Outcome:
     delivered: bool
     retry: bool
     detail: str
+    retry_after: float | None = None  # seconds the receiver asked for (Retry-After)
 
 
 class WebhookNotifier:
@@ -179,7 +194,7 @@ class WebhookNotifier:
             self._on_result(name, "delivered")
             return
         if outcome.retry and entry.attempt < self._max_attempts:
-            delay = compute_backoff(entry.attempt, *self._backoff, self._draw())
+            delay = compute_retry_delay(entry.attempt, *self._backoff, self._draw(), outcome.retry_after)
             log.info(
                 "notification %s to %s: attempt %d failed (%s); retrying in %.1fs",
                 entry.what,
@@ -230,12 +245,12 @@ class WebhookNotifier:
                 return Outcome(False, True, f"{type(err).__name__}: {str(err)[:200]}")
         if deadline.expired:
             return Outcome(False, True, str(deadline.error()))
-        return compute_outcome(answer.status, text)
+        return compute_outcome(answer.status, text, read_retry_after(answer.headers.get("Retry-After")))
 
 
-def compute_outcome(status: int, body: bytes) -> Outcome:
+def compute_outcome(status: int, body: bytes, retry_after: float | None = None) -> Outcome:
     """2xx delivered; 5xx, 408 and 429 retried; other statuses failed for good."""
     if 200 <= status < 300:
         return Outcome(True, False, f"HTTP {status}")
     detail = f"HTTP {status}: {body[:200].decode('utf-8', 'replace')}"
-    return Outcome(False, status >= 500 or status in RETRIED_STATUSES, detail)
+    return Outcome(False, status >= 500 or status in RETRIED_STATUSES, detail, retry_after)

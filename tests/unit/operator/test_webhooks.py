@@ -8,7 +8,13 @@ import threading
 
 import pytest
 
-from rollout_operator.adapters.webhooks import WebhookNotifier, compute_backoff, compute_outcome
+from rollout_operator.adapters.webhooks import (
+    WebhookNotifier,
+    compute_backoff,
+    compute_outcome,
+    compute_retry_delay,
+    read_retry_after,
+)
 from rollout_operator.domain.notifications import Receiver
 from tests.support.stub_prometheus import HungPrometheus
 from tests.support.waiting import wait_for
@@ -61,6 +67,19 @@ def test_backoff_doubles_per_attempt_up_to_the_cap_with_half_of_it_jittered(atte
 
 
 @pytest.mark.parametrize(
+    "retry_after, seconds",
+    [(None, 1.0), (0.0, 1.0), (7.0, 7.0), (3600.0, 60.0)],  # attempt 2: the backoff is 1 s (draw 0)
+)
+def test_retry_after_lengthens_the_wait_up_to_the_cap(retry_after, seconds):
+    assert compute_retry_delay(2, 1.0, 60.0, 0.0, retry_after) == seconds
+
+
+@pytest.mark.parametrize("header, seconds", [("7", 7.0), (" 120 ", 120.0), (None, None), ("soon", None), ("-3", None)])
+def test_retry_after_is_read_in_seconds_only(header, seconds):
+    assert read_retry_after(header) == seconds
+
+
+@pytest.mark.parametrize(
     "status, delivered, retry",
     [
         (200, True, False),
@@ -107,6 +126,14 @@ def test_5xx_is_retried_until_delivered():
         notifier.close()
     assert [r.json for r in got] == [PAYLOAD] * 3, "the same body each attempt"
     assert results.results == [("ops", "delivered")]
+
+
+def test_a_429_is_retried_after_the_wait_the_receiver_asked_for():
+    with WebhookReceiver([429], retry_after="7") as hook:
+        notifier = _notifier(Results())
+        outcome = notifier.deliver(Receiver("ops", hook.url), b"{}")
+        notifier.close()
+    assert (outcome.delivered, outcome.retry, outcome.retry_after) == (False, True, 7.0)
 
 
 def test_gives_up_after_max_attempts():
