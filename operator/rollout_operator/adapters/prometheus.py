@@ -100,9 +100,12 @@ def compute_slice_values(result: Any, label: str, limit: int) -> SliceValues | M
             return Measurement.error(f"series label {label}={_short(name, 40)!s} is not a slice name")
         if name in values:
             return Measurement.error(f"two series for {label}={name}; expected one per slice")
+        sample = series["value"]
         try:
-            value = float(series["value"][1])
-        except (TypeError, ValueError, IndexError, KeyError):
+            if not isinstance(sample, list) or len(sample) != 2:
+                raise ValueError("not a [timestamp, value] pair")
+            value = float(sample[1])
+        except (TypeError, ValueError):
             return Measurement.error(f"query returned a non-numeric value {_short(series['value'])} for {label}={name}")
         if math.isinf(value):
             return Measurement.error(f"query returned {value} for {label}={name} (a division by zero?)")
