@@ -11,6 +11,8 @@ from typing import Any
 
 import promql_parser
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rollout_operator.domain import Measurement, Phase, QueryRequest, Role, SpecError, Verdict, parse_spec
 from rollout_operator.domain.gates import compute_query
@@ -474,3 +476,25 @@ def test_the_admission_forecast_leaves_sliced_gates_out():
 
 def test_analysis_spec_default_is_threshold():
     assert AnalysisSpec().mode is AnalysisMode.THRESHOLD and MetricSpec("m").slices is None
+
+
+# --- properties ---------------------------------------------------------------------------
+
+READING = st.tuples(st.floats(0, 1), st.integers(0, 2000))
+READINGS = st.dictionaries(st.sampled_from(DEMO_SLICES), READING, min_size=1, max_size=5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(candidate=READINGS, stable=READINGS, k=st.integers(1, 32))
+def test_the_gate_is_its_worst_slice_and_fewer_slices_never_hide_a_failure(candidate, stable, k):
+    metric = metric_with(slices={"max": k})
+    result = judge(metric, sliced(**candidate), sliced(**stable))
+    verdicts = [s.verdict for s in result.slices]
+    assert [s.name for s in result.slices] == sorted(candidate)
+    assert result.evaluation.verdict is max(verdicts, key=lambda v: v.rank)
+    if result.evaluation.verdict is Verdict.FAIL:
+        assert result.evaluation.message.startswith("[")
+        # A smaller k is a smaller noise margin: whatever fails at k still fails at k - 1.
+        if k > 1:
+            fewer = judge(metric_with(slices={"max": k - 1}), sliced(**candidate), sliced(**stable))
+            assert fewer.evaluation.verdict is Verdict.FAIL
