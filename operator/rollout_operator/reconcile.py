@@ -71,6 +71,11 @@ class Schedule:
     # Rollouts whose workloads changed in a way that matters since their last tick started:
     # due at once whatever `due` says (the Deployment watch, handlers/workloads.py).
     woken: set[str] = field(default_factory=set)
+    # uid → (resourceVersion our own status write replaced, monotonic deadline). A body still at
+    # that version predates the write (kopf's index lags the watch by an event): deciding on it
+    # again would only be refused (409) and re-read. The fresh body has another version, so it is
+    # due at once; a wake stays pending for it. Bounded in time, in case that body never comes.
+    superseded: dict[str, tuple[str, float]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def is_due(self, uid: str, resource_version: str, now_mono: float) -> bool:
@@ -87,8 +92,19 @@ class Schedule:
         return due
 
     def _is_due(self, uid: str, resource_version: str, now_mono: float) -> bool:
+        old = self.superseded.get(uid)
+        if old is not None:
+            if old[0] == resource_version and now_mono < old[1]:
+                return False
+            del self.superseded[uid]
         entry = self.due.get(uid)
         return uid in self.woken or entry is None or entry[0] != resource_version or now_mono >= entry[1]
+
+    def supersede(self, uid: str, resource_version: str, until_mono: float) -> None:
+        """Our own status write replaced `resource_version`: ticks on a body still at it wait
+        (until `until_mono` at most) for the body the watch delivers next."""
+        with self.lock:
+            self.superseded[uid] = (resource_version, until_mono)
 
     def wake(self, uid: str) -> None:
         with self.lock:
@@ -102,6 +118,7 @@ class Schedule:
         with self.lock:
             self.due.pop(uid, None)
             self.woken.discard(uid)
+            self.superseded.pop(uid, None)
 
 
 def compute_status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:

@@ -27,6 +27,9 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 ERROR_RETRY_SECONDS = 5.0
+# How long ticks on a body older than our own last status write wait for the newer one (the
+# watch delivers it within milliseconds unless it is reconnecting); then they run as before.
+SUPERSEDED_GRACE_SECONDS = 5.0
 
 
 @dataclass
@@ -84,7 +87,10 @@ class Runtime:
         self.reported.pop(uid, None)
         # After our own write the object has a new resourceVersion, so the next tick runs at once
         # and re-reads; otherwise sleep until decide() wants to look again.
-        self.schedule.set(uid, rv, self.monotonic() + (0.0 if outcome.conflict else outcome.requeue_after))
+        now = self.monotonic()
+        if outcome.written:
+            self.schedule.supersede(uid, rv, now + SUPERSEDED_GRACE_SECONDS)
+        self.schedule.set(uid, rv, now + (0.0 if outcome.conflict else outcome.requeue_after))
 
     def _failed(self, uid: str, rv: str, meta: Mapping[str, Any], kind: str, err: Exception) -> None:
         m.RECONCILE_ERRORS.labels(kind).inc()

@@ -5,6 +5,7 @@ yet", and they must cost a schedule lookup, not a copy of the body or any I/O.
 """
 
 import asyncio
+import copy
 import inspect
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -15,8 +16,9 @@ import pytest
 
 from rollout_operator.adapters.factory import build_fake_adapters
 from rollout_operator.handlers import register
-from rollout_operator.runtime import Runtime
+from rollout_operator.runtime import SUPERSEDED_GRACE_SECONDS, Runtime
 from rollout_operator.settings import Settings
+from tests.support.reconcile_world import CountingWorkloads, World
 
 pytestmark = pytest.mark.unit
 
@@ -96,3 +98,23 @@ def test_the_timer_answers_not_yet_in_the_event_loop_and_reconciles_on_the_execu
     assert executor.submitted == 1
     assert runtime.schedule.due["u1"] != ("7", 50.0)  # the tick ran and set the next due time
     executor.shutdown()
+
+
+def test_a_wake_on_a_body_older_than_our_own_write_waits_for_the_fresh_body():
+    workloads = CountingWorkloads()
+    w = World(workloads=workloads)
+    clock = [100.0]
+    rt = Runtime(settings=w.settings, adapters=w.adapters, clock=lambda: w.now, monotonic=lambda: clock[0])
+    before_write = copy.deepcopy(w.obj)
+    rt.tick(before_write)
+    assert w.adapters.status.writes == 1
+    fetches = workloads.fetches
+    # A Deployment event wakes the rollout on kopf's index body, which has not seen our write yet:
+    # deciding on it again could only be refused (409) and cost a list and a patch.
+    rt.wake(before_write)
+    assert (workloads.fetches, w.adapters.status.conflicts) == (fetches, 0)
+    rt.tick(copy.deepcopy(w.obj))  # the watch delivers the written body: the wake still stands
+    assert workloads.fetches == fetches + 1 and w.adapters.status.conflicts == 0
+    clock[0] += SUPERSEDED_GRACE_SECONDS  # a body that never catches up is decided on again, as before
+    rt.wake(before_write)
+    assert workloads.fetches == fetches + 2
