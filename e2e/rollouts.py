@@ -1,5 +1,5 @@
-"""ModelRollout manifests the demo and the e2e tests apply: canary, shadow and blue-green over
-the shipped speech models (v1..v4), with intervals shortened for a local run (stated as such).
+"""ModelRollout manifests the demo and the e2e tests apply: canary, shadow, blue-green and a
+per-slice canary over the shipped speech models, with intervals shortened for a local run (stated as such).
 """
 
 from __future__ import annotations
@@ -16,6 +16,11 @@ DEMO_ANALYSIS_INTERVAL = "5s"
 DEMO_ANALYSIS_WINDOW = "30s"
 DEMO_MIN_SAMPLES = 20
 
+# The load generator's slices (speech_serving.loadgen.SLICES), allow-listed at the model servers
+# so their `x-slice` header becomes the `slice` label (anything else would be counted as `other`).
+DEMO_SLICES = ("clean", "young", "noisy", "other_mic", "silence")
+SERVER_ARGS = [f"--slices={','.join(DEMO_SLICES)}"]
+
 # The gates, written against the metric contract. Each is chosen for what it catches:
 # v3 (a broken training run) answers "_unknown_" with low confidence -> mean-confidence and
 # unknown-rate fail; v4 (labels off by one) is confident and error-free -> only shadow
@@ -30,6 +35,22 @@ SHADOW_GATES: list[dict[str, Any]] = [
     {"name": "shadow-agreement", "template": "shadow-agreement", "min": 0.9},
     {"name": "error-rate", "template": "error-rate", "max": 0.02},
     {"name": "mean-confidence", "template": "mean-confidence", "min": 0.5},
+]
+
+# v6 is better than v2 on the demo's mix and clearly worse on young voices: every aggregate gate
+# passes (accuracy from the load's feedback among them), only the per-slice accuracy gate sees it.
+# The sliced gate is the one named `accuracy`, so its verdict reads `accuracy[young] ...`.
+SLICE_GATES: list[dict[str, Any]] = [
+    {"name": "error-rate", "template": "error-rate", "max": 0.02},
+    {"name": "unknown-rate", "template": "unknown-rate", "relativeTo": "stable", "maxIncrease": 0.2},
+    {"name": "mix-accuracy", "template": "accuracy", "relativeTo": "stable", "maxDecrease": 0.05},
+    {
+        "name": "accuracy",
+        "template": "accuracy",
+        "relativeTo": "stable",
+        "maxDecrease": 0.1,
+        "slices": {"label": "slice"},  # every slice with data (the five above), at most the default max
+    },
 ]
 
 CANARY_STEPS: list[dict[str, Any]] = [
@@ -77,7 +98,7 @@ def compute_rollout(
         "metadata": {"name": name, "namespace": namespace},
         "spec": {
             "model": {"name": MODEL_NAME, "version": version, "uri": f"builtin:{version}"},
-            "server": {"replicas": 1},
+            "server": {"replicas": 1, "args": list(SERVER_ARGS)},
             "strategy": strategy,
             "analysis": compute_analysis(CANARY_GATES if gates is None else gates, prometheus),
             "trafficRouting": {"router": router},
@@ -89,6 +110,12 @@ def compute_rollout(
 def compute_canary(name: str, version: str, **kw: Any) -> dict[str, Any]:
     """Canary 20% -> analysis -> 50% -> analysis -> promote."""
     return compute_rollout(name, version, {"canary": {"steps": copy.deepcopy(CANARY_STEPS)}}, **kw)
+
+
+def compute_slice_canary(name: str, version: str, **kw: Any) -> dict[str, Any]:
+    """The canary steps under SLICE_GATES: aggregate gates plus accuracy per slice of the load."""
+    kw.setdefault("gates", SLICE_GATES)
+    return compute_canary(name, version, **kw)
 
 
 def compute_shadow(name: str, version: str, *, duration: str = "45s", then: str = "stop", **kw: Any) -> dict[str, Any]:

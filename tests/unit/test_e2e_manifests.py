@@ -17,6 +17,7 @@ ALL = {
     "canary": rollouts.compute_canary("speech", "v2"),
     "shadow": rollouts.compute_shadow("speech", "v4"),
     "blue-green": rollouts.compute_blue_green("speech", "v2"),
+    "slice-canary": rollouts.compute_slice_canary("speech", "v6"),
 }
 
 
@@ -55,3 +56,26 @@ def test_blue_green_manifest_has_no_relative_gate():
     assert spec.strategy.kind == "blueGreen"
     assert SetWeight(100) in spec.steps
     assert all(m.relative_to is None for m in spec.metrics)
+
+
+@pytest.mark.parametrize("kind", sorted(ALL))
+def test_model_servers_allow_list_the_load_generators_slices(kind):
+    from speech_serving.loadgen import SLICES
+
+    spec = _parse(ALL[kind])
+    assert spec.server.args == (f"--slices={','.join(SLICES)}",)  # else its x-slice is counted as "other"
+
+
+def test_slice_canary_has_aggregate_gates_and_a_per_slice_accuracy_gate():
+    spec = _parse(rollouts.compute_slice_canary("speech", "v6"))
+    assert spec.model.version == "v6" and [s.weight for s in spec.steps if isinstance(s, SetWeight)] == [20, 50]
+    by_name = {m.name: m for m in spec.metrics}
+    assert {n: m.slices for n, m in by_name.items()} == {
+        "error-rate": None,
+        "unknown-rate": None,
+        "mix-accuracy": None,
+        "accuracy": by_name["accuracy"].slices,
+    }
+    sliced = by_name["accuracy"]
+    assert sliced.template == "accuracy" and sliced.relative_to == "stable" and sliced.slices.label == "slice"
+    assert by_name["mix-accuracy"].template == "accuracy" and by_name["mix-accuracy"].relative_to == "stable"
