@@ -219,6 +219,8 @@ def _judge_slice(
             return replace(here, verdict=Verdict.FAIL, message=text + _n(c))
     text, _, noise = breaches[0]
     assert noise is not None
+    if math.isinf(noise):
+        return replace(here, message=f"{text}{_n(c)} but without samples to judge it by")
     return replace(
         here,
         message=f"{text}{_n(c)} but within sampling noise (a breach must exceed {_num(z * noise)}, z={z:.3g})",
@@ -261,8 +263,10 @@ def _breaches(
 def _noise(kind: str | None, at: float, n: int) -> float | None:
     """The standard error of a value at `at` from n samples: a share or a mean in [0, 1] (whose
     variance is at most p(1 - p)), or a Poisson rate. None: no noise model (a user query)."""
-    if kind is None or n <= 0:
+    if kind is None:
         return None
+    if n <= 0:
+        return math.inf  # no samples: no breach can clear the noise
     if kind == "rate":
         return abs(at) / math.sqrt(n)
     p = min(max(at, 0.0), 1.0)

@@ -303,6 +303,13 @@ def test_absolute_thresholds_use_the_noise_at_the_threshold():
     assert hold.evaluation.verdict is Verdict.INCONCLUSIVE
 
 
+def test_a_breach_without_samples_never_fails_a_slice():
+    metric = {"name": "e", "template": "error-rate", "max": 0.01, "minSamples": 0, "slices": {}}
+    result = judge(metric, sliced(young=(0.5, 0)))
+    assert result.evaluation.verdict is Verdict.INCONCLUSIVE
+    assert result.evaluation.message == "[young] 0.5 > max 0.01 (n=0) but without samples to judge it by"
+
+
 def test_a_user_query_has_no_noise_model_so_the_raw_threshold_applies():
     query = 'sum by (slice) (rate(x{version="{{version}}"}[{{window}}]))'
     metric = {"name": "q", "query": query, "max": 0.1, "minSamples": 0, "slices": {}}
