@@ -7,6 +7,7 @@ and the state directory.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import ssl
@@ -404,6 +405,53 @@ def down(lay: Layout, quiet: bool = False) -> None:
         )
     if left:
         raise TestbedError("down left host state behind: " + "; ".join(left))
+
+
+@dataclasses.dataclass(frozen=True)
+class Restart:
+    """One restart of a component: its old and new pid, the command line both ran, and when
+    (time.monotonic()) it was told to stop (SIGTERM), the old process was gone and the new one
+    answered."""
+
+    old_pid: int
+    new_pid: int
+    argv: tuple[str, ...]
+    stopping_at: float
+    stopped_at: float
+    ready_at: float
+
+
+def restart_apiserver(b: Binaries, lay: Layout, down_s: float = 0.0, timeout_s: float = 120) -> Restart:
+    """Stops the running kube-apiserver (SIGTERM, SIGKILL after 10 s), keeps it down for
+    `down_s`, starts it again with the flags `up` gave it, and returns once /readyz answers.
+    etcd keeps running, so every object survives. Refuses (TestbedError) when no API server
+    runs or the flags `up` would give differ from the running process's (a restart must not
+    change the server)."""
+    name = "kube-apiserver"
+    pidfile = lay.pids_dir / f"{name}.pid"
+    old = procs.read_live_pid(pidfile)
+    if old is None:
+        raise TestbedError(f"{name} is not running in {lay.state_dir}: nothing to restart (`up` first)")
+    argv = compute_argv(name, b, lay)
+    running = procs.read_cmdline(old)
+    if running != argv:
+        raise TestbedError(f"{name} (pid {old}) runs {running}, not the flags `up` gives: {argv}; refusing to restart")
+    stopping_at = time.monotonic()
+    procs.stop_pidfile(pidfile, 10)
+    stopped_at = time.monotonic()
+    time.sleep(down_s)
+    _start(name, b, lay)
+    ctx = _ssl_context(lay)
+    wait_until(
+        lay,
+        name,
+        "API server /readyz after a restart",
+        lambda: is_http_ok(f"{lay.apiserver_url}/readyz", ctx),
+        timeout_s,
+    )
+    new = procs.read_live_pid(pidfile)
+    assert new is not None  # wait_until fails if the new process died
+    return Restart(old, new, tuple(argv), stopping_at, stopped_at, time.monotonic())
 
 
 def status(lay: Layout) -> dict[str, int | None]:

@@ -22,6 +22,15 @@ def read_start_time(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
+def read_cmdline(pid: int) -> list[str] | None:
+    """The process's argv from /proc, or None if the pid is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return raw.decode(errors="replace").split("\0")[:-1] if raw else []
+
+
 def write_pidfile(path: Path, pid: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"{pid} {read_start_time(pid) or '?'}\n")

@@ -1,19 +1,24 @@
-"""Chaos on the testbed: the leader operator killed at random instants, Prometheus hung or down
-mid-canary. Each ends where a calm run would (or in the rollback the outage calls for).
+"""Chaos on the testbed: the leader operator killed at random instants through canary,
+blue-green and shadow rollouts; Prometheus hung or down mid-canary; the API server restarted
+mid-canary; a candidate that crash-loops. Each ends where a calm run would (or in the rollback
+the fault calls for). docs/operator.md ("Chaos tests") says what each proves.
 
-Seeded and bounded: CHAOS_SEED (default below) picks the kill instants; the seed, the instants and
-the outage timings are printed and named in every failure message, so a run can be replayed with
-`CHAOS_SEED=<seed> pytest -m e2e e2e/tests/test_chaos.py`. No assertion is on wall-clock time; the
-outage tests print how long traffic took to get back on stable.
+Seeded and bounded: CHAOS_SEED (default below) picks the kill instants and the API server's
+outage; the seed, the instants and the outage timings are printed and named in every failure
+message, so a run can be replayed with `CHAOS_SEED=<seed> pytest -m e2e e2e/tests/test_chaos.py`.
+No assertion is on wall-clock time; the outage tests print how long traffic took to get back on
+stable, and the API server test how long the operator took to resume.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import socket
 import threading
 import time
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import pytest
@@ -21,8 +26,10 @@ from kubernetes import client
 
 from e2e import rollouts, scenario
 from e2e.load import LoadRunner
+from e2e.testbed import cluster as testbed
+from e2e.testbed import paths, procs
 from e2e.tests.conftest import front_door
-from e2e.tests.support import NAME, ROLLOUT_TIMEOUT, deploy_first
+from e2e.tests.support import NAME, ROLLOUT_TIMEOUT, assert_answered_only_by, deploy_first
 from tests.support.tcp import relay
 
 pytestmark = pytest.mark.e2e
@@ -63,7 +70,7 @@ class LeaderKiller(threading.Thread):
     """Kills whoever holds the Lease at seeded random instants, `kills` times, each once a
     leader (possibly a new one) holds it again."""
 
-    def __init__(self, cluster, api, seed: int, kills: int, gap_s: tuple[float, float]) -> None:
+    def __init__(self, cluster, api, seed: int | str, kills: int, gap_s: tuple[float, float]) -> None:
         super().__init__(daemon=True, name="leader-killer")
         self.cluster, self.api, self.kills = cluster, api, kills
         self.rng = random.Random(seed)
@@ -94,12 +101,23 @@ def _history_of(obj: dict, version: str) -> list[dict]:
     return [h for h in (obj.get("status") or {}).get("history") or [] if h.get("version") == version]
 
 
-def test_sigkill_of_the_leader_at_random_instants_through_a_canary_ends_as_a_calm_run(cluster, api, namespace):
-    deploy_first(cluster, api, namespace)
-    manifest = rollouts.compute_canary(NAME, "v2", namespace=namespace)
-    killer = LeaderKiller(cluster, api, SEED, KILLS, gap_s=(4.0, 14.0))
-    replay = f"CHAOS_SEED={SEED} kill gaps {killer.gaps}"
-    with LoadRunner(front_door(api, namespace, NAME)) as load:
+def _through_leader_kills(
+    cluster, api, namespace, manifest: dict, seed: int | str, gap_s: tuple[float, float], preview: bool = False
+):
+    """Applies `manifest` (version v2) under load through the router and kills the leader
+    KILLS times at seeded instants until v2 settles; at least two kills must land before it
+    settles and the history from before must stay as it was. `preview`: also load the
+    blue-green preview Service, as test_rollouts.py's calm run does (the analysis judges the
+    candidate on that traffic). Returns (the settled rollout, the load's totals per version,
+    the preview load's totals, the replay text for failure messages)."""
+    before = scenario.fetch_rollout(api, namespace, NAME)["status"].get("history") or []
+    killer = LeaderKiller(cluster, api, seed, KILLS, gap_s=gap_s)
+    replay = f"CHAOS_SEED={SEED} (seed {seed!r}) kill gaps {killer.gaps}"
+    preview_door = front_door(api, namespace, f"{NAME}-preview") if preview else (lambda: None)
+    with (
+        LoadRunner(front_door(api, namespace, NAME), rate=10 if preview else 20) as load,
+        LoadRunner(preview_door, rate=10) as preview_load,
+    ):
         scenario.apply_manifest(cluster, manifest)
         generation = scenario.fetch_rollout(api, namespace, NAME)["metadata"]["generation"]
         killer.start()
@@ -112,18 +130,241 @@ def test_sigkill_of_the_leader_at_random_instants_through_a_canary_ends_as_a_cal
                 f"v2 to settle through leader kills ({replay})",
                 ROLLOUT_TIMEOUT + KILLS * 30,
             )
+            settled_t = round(time.monotonic() - killer.start_t, 1)
         finally:
             killer.stop.set()
             killer.join(timeout=30)
-    print(f"{replay}: killed {killer.killed}")
+    during = [k for k in killer.killed if k[0] <= settled_t]
+    print(f"{replay}: killed {killer.killed}; v2 settled at t={settled_t}s, {len(during)} kills before that")
+    assert len(during) >= 2, f"{replay}: the rollout settled after {killer.killed} kills only (t={settled_t}s)"
+    assert (obj["status"].get("history") or [])[: len(before)] == before, f"{replay}: earlier history rewritten"
+    return obj, load.compute_totals(since=0), preview_load.compute_totals(since=0), replay
+
+
+def test_sigkill_of_the_leader_at_random_instants_through_a_canary_ends_as_a_calm_run(cluster, api, namespace):
+    deploy_first(cluster, api, namespace)
+    manifest = rollouts.compute_canary(NAME, "v2", namespace=namespace)
+    obj, totals, _, replay = _through_leader_kills(cluster, api, namespace, manifest, SEED, gap_s=(4.0, 14.0))
     status = obj["status"]
     assert status["phase"] == "Healthy" and status["stableVersion"] == "v2", f"{replay}: {status}"
     assert status["traffic"] == {"stable": {"version": "v2", "weight": 100}}, replay
     assert [h["outcome"] for h in _history_of(obj, "v2")] == ["Promoted"], f"{replay}: {status['history']}"
-    assert len(killer.killed) >= 2, f"{replay}: the rollout settled after {killer.killed} kills only"
-    totals = load.compute_totals(since=0)
     failed = sum(t["errors"] for t in totals.values())
     assert failed == 0, f"{replay}: {failed} user requests failed: {totals}"
+
+
+# The calm runs these end like: test_rollouts.py's blue-green (Healthy on v2) and its shadow of
+# v2 against v1 (agreement gate at 0.6, then: stop -> Stopped, users only ever on v1).
+CALM_SHADOW_GATES = [{**g, "min": 0.6} if g["name"] == "shadow-agreement" else g for g in rollouts.SHADOW_GATES]
+
+
+@pytest.mark.parametrize("strategy", ["blue-green", "shadow"])
+def test_sigkill_of_the_leader_at_random_instants_through_blue_green_and_shadow_ends_as_a_calm_run(
+    cluster, api, namespace, strategy
+):
+    deploy_first(cluster, api, namespace)
+    if strategy == "blue-green":
+        manifest = rollouts.compute_blue_green(NAME, "v2", namespace=namespace)
+    else:
+        manifest = rollouts.compute_shadow(NAME, "v2", namespace=namespace, gates=CALM_SHADOW_GATES)
+    # Each strategy its own instants, all from CHAOS_SEED.
+    obj, totals, preview_totals, replay = _through_leader_kills(
+        cluster, api, namespace, manifest, f"{SEED}:{strategy}", gap_s=(4.0, 14.0), preview=strategy == "blue-green"
+    )
+    status = obj["status"]
+    if strategy == "blue-green":
+        assert status["phase"] == "Healthy" and status["stableVersion"] == "v2", f"{replay}: {status}"
+        assert status["traffic"] == {"stable": {"version": "v2", "weight": 100}}, replay
+        assert [h["outcome"] for h in _history_of(obj, "v2")] == ["Promoted"], f"{replay}: {status['history']}"
+        assert_answered_only_by(preview_totals, "v2", f"{replay}: preview traffic")
+    else:
+        assert status["phase"] == "Stopped", f"{replay}: {status}"
+        assert status["stableVersion"] == "v1" and status["candidateVersion"] == "v2", f"{replay}: {status}"
+        assert status["traffic"]["stable"] == {"version": "v1", "weight": 100}, replay
+        assert not status["traffic"].get("mirror") and not status["traffic"].get("candidate"), replay
+        assert [h["outcome"] for h in _history_of(obj, "v2")] == ["Stopped"], f"{replay}: {status['history']}"
+        answered = {v for v, t in totals.items() if t["requests"] > t["errors"]}
+        assert answered == {"v1"}, f"{replay}: users got answers from {answered}: {totals}"
+    failed = sum(t["errors"] for t in totals.values())
+    assert failed == 0, f"{replay}: {failed} user requests failed: {totals}"
+
+
+class Poller(threading.Thread):
+    """Calls `read()` every 0.5 s and keeps each distinct answer with the time (seconds since
+    `start`, time.monotonic()) it was first seen; a failed call (the API server down) is skipped."""
+
+    def __init__(self, read, start: float) -> None:
+        super().__init__(daemon=True, name="poller")
+        self.read, self.start_t = read, start
+        self.seen: list[tuple[float, Any]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                value = self.read()
+            except Exception:  # noqa: BLE001 - refused, reset, timed out: the outage being measured
+                value = None
+            if value is not None and (not self.seen or self.seen[-1][1] != value):
+                self.seen.append((round(time.monotonic() - self.start_t, 2), value))
+            self.stop.wait(0.5)
+
+    def first_change_after(self, t: float) -> tuple[float, Any] | None:
+        before = [v for ts, v in self.seen if ts < t]
+        last = before[-1] if before else None
+        return next(((ts, v) for ts, v in self.seen if ts >= t and v != last), None)
+
+
+def _lease_holder_and_version(api: client.ApiClient) -> tuple[str, str]:
+    lease = client.CoordinationV1Api(api).read_namespaced_lease(LEASE, scenario.OPERATOR_NAMESPACE, _request_timeout=3)
+    return str(lease.spec.holder_identity or ""), str(lease.metadata.resource_version)
+
+
+def _rollout_version(api: client.ApiClient, namespace: str) -> str:
+    obj = cast(
+        dict[str, Any],
+        client.CustomObjectsApi(api).get_namespaced_custom_object(
+            scenario.GROUP, scenario.VERSION, namespace, scenario.PLURAL, NAME, _request_timeout=3
+        ),
+    )
+    return str(obj["metadata"]["resourceVersion"])
+
+
+def _outage_proof(resolve):
+    """The front door, remembered: while the API server is down the router's address cannot be
+    looked up, but the router (and the users it serves) keeps running."""
+    last: list[str | None] = [None]
+
+    def resolve_or_last() -> str | None:
+        try:
+            last[0] = resolve() or last[0]
+        except Exception:  # noqa: BLE001 - the API server is down; the router is not
+            pass
+        return last[0]
+
+    return resolve_or_last
+
+
+def _candidate_has_traffic(obj: dict) -> bool:
+    return bool((((obj.get("status") or {}).get("traffic") or {}).get("candidate") or {}).get("weight"))
+
+
+def test_api_server_restarted_mid_canary_the_operator_reconnects_and_promotes_once(cluster, api, namespace):
+    rng = random.Random(f"{SEED}:apiserver")
+    wait_s, down_s = round(rng.uniform(0.0, 8.0), 1), round(rng.uniform(2.0, 12.0), 1)
+    replay = f"CHAOS_SEED={SEED} restart {wait_s}s after the canary took traffic, down {down_s}s"
+    lay, binaries = paths.default_layout(), paths.find_binaries()
+    deploy_first(cluster, api, namespace)
+    before = scenario.fetch_rollout(api, namespace, NAME)["status"].get("history") or []
+    manifest = rollouts.compute_canary(NAME, "v2", namespace=namespace)
+    t0 = time.monotonic()
+    leases = Poller(lambda: _lease_holder_and_version(api), t0)
+    writes = Poller(lambda: _rollout_version(api, namespace), t0)
+    with LoadRunner(_outage_proof(front_door(api, namespace, NAME))) as load:
+        scenario.apply_manifest(cluster, manifest)
+        generation = scenario.fetch_rollout(api, namespace, NAME)["metadata"]["generation"]
+        leases.start()
+        writes.start()
+        try:
+            scenario.wait_for_rollout(
+                api, namespace, NAME, _candidate_has_traffic, f"the canary taking traffic ({replay})", ROLLOUT_TIMEOUT
+            )
+            time.sleep(wait_s)
+            restart = testbed.restart_apiserver(binaries, lay, down_s=down_s)
+            t_stop, t_gone, t_ready = (t - t0 for t in (restart.stopping_at, restart.stopped_at, restart.ready_at))
+            obj = scenario.wait_for_rollout(
+                api,
+                namespace,
+                NAME,
+                scenario.is_settled("v2", generation),
+                f"v2 to settle after the API server restart ({replay})",
+                ROLLOUT_TIMEOUT,
+            )
+        finally:
+            leases.stop.set()
+            writes.stop.set()
+            leases.join(timeout=10)
+            writes.join(timeout=10)
+        totals = load.compute_totals(since=0)
+    renewed = leases.first_change_after(t_ready)
+    written = writes.first_change_after(t_ready)
+    holders = [v[0] for _, v in leases.seen]
+    print(
+        f"{replay}: stop at t={t_stop:.1f}s, old process gone at t={t_gone:.1f}s, /readyz at t={t_ready:.1f}s "
+        f"(API out {t_ready - t_stop:.1f}s); first Lease write after that "
+        f"{(renewed[0] - t_ready) if renewed else float('nan'):.1f}s later, first rollout write "
+        f"{(written[0] - t_ready) if written else float('nan'):.1f}s later; lease holders over the run: "
+        f"{list(dict.fromkeys(holders))}"
+    )
+    assert restart.new_pid != restart.old_pid, replay
+    assert procs.read_cmdline(restart.new_pid) == list(restart.argv), f"{replay}: restarted with other flags"
+    status = obj["status"]
+    assert status["phase"] == "Healthy" and status["stableVersion"] == "v2", f"{replay}: {status}"
+    assert status["traffic"] == {"stable": {"version": "v2", "weight": 100}}, replay
+    assert (status.get("history") or [])[: len(before)] == before, f"{replay}: earlier history rewritten"
+    assert [h["outcome"] for h in _history_of(obj, "v2")] == ["Promoted"], f"{replay}: {status['history']}"
+    assert renewed is not None and written is not None, f"{replay}: no Lease or rollout write after the restart"
+    failed = sum(t["errors"] for t in totals.values())
+    assert failed == 0, f"{replay}: {failed} user requests failed: {totals}"
+
+
+# A model the server does not ship: it exits at start (on the process node and in a container
+# alike), the kubelet (or pod runner) restarts it with back-off: a crash loop.
+MISSING_MODEL = "builtin:not-shipped"
+CRASH_DEADLINE = "45s"
+
+
+@dataclasses.dataclass
+class CandidateSeen:
+    """What the candidate's container statuses showed over the run."""
+
+    restarts: int = 0
+    exit_codes: set[int] = dataclasses.field(default_factory=set)
+    waiting: set[str] = dataclasses.field(default_factory=set)
+
+
+def _candidate_containers(api: client.ApiClient, namespace: str) -> list:
+    pods = client.CoreV1Api(api).list_namespaced_pod(namespace).items
+    return [c for p in pods if p.metadata.name.startswith(f"{NAME}-v2-") for c in p.status.container_statuses or []]
+
+
+def test_crash_looping_candidate_is_rolled_back_by_the_progress_deadline_and_users_stay_on_stable(
+    cluster, api, namespace
+):
+    deploy_first(cluster, api, namespace)
+    manifest = rollouts.compute_canary(NAME, "v2", namespace=namespace, progress_deadline=CRASH_DEADLINE)
+    manifest["spec"]["model"]["uri"] = MISSING_MODEL
+    seen = CandidateSeen()
+
+    def watch_candidate(obj: dict) -> bool:
+        for c in _candidate_containers(api, namespace):
+            seen.restarts = max(seen.restarts, c.restart_count or 0)
+            term = c.last_state.terminated if c.last_state else None
+            if term is not None:
+                seen.exit_codes.add(term.exit_code)
+            if c.state and c.state.waiting and c.state.waiting.reason:
+                seen.waiting.add(c.state.waiting.reason)
+        return scenario.is_settled("v2", generation)(obj)
+
+    with scenario.StatusRecorder(api, namespace, NAME) as rec, LoadRunner(front_door(api, namespace, NAME)) as load:
+        scenario.apply_manifest(cluster, manifest)
+        generation = scenario.fetch_rollout(api, namespace, NAME)["metadata"]["generation"]
+        obj = scenario.wait_for_rollout(
+            api, namespace, NAME, watch_candidate, "the crash-looping v2 to settle", ROLLOUT_TIMEOUT
+        )
+        t_end = rec.elapsed()
+        scenario.wait_for_replicas(api, namespace, f"{NAME}-v2", 0)
+        totals = load.compute_totals(since=0)
+    status = obj["status"]
+    print(f"crash loop: v2 settled {status['phase']} at t={t_end:.1f}s, candidate seen: {seen}; load: {totals}")
+    assert status["phase"] == "RolledBack" and status["reason"] == "ProgressDeadlineExceeded", status
+    assert "not Ready within progressDeadline" in status["message"], status["message"]
+    assert status["stableVersion"] == "v1" and status["traffic"] == {"stable": {"version": "v1", "weight": 100}}
+    assert [h["outcome"] for h in _history_of(obj, "v2")] == ["RolledBack"], status["history"]
+    # It crashed and was restarted (a crash loop, not a slow start), and never got traffic.
+    assert seen.restarts >= 1 and seen.exit_codes and 0 not in seen.exit_codes, seen
+    assert not [s for s in rec.history() if s.candidate == "v2" and s.candidate_weight > 0], "v2 got traffic"
+    assert_answered_only_by(totals, "v1", "while v2 crash-looped")
 
 
 class FlakyPrometheus:
