@@ -1,27 +1,40 @@
-"""Operator benchmark on the testbed: N concurrent ModelRollouts on one process, and breach-to-rollback latency.
+"""Operator benchmark on the testbed: N concurrent ModelRollouts on one process, at several N, and
+breach-to-stable latency with all N rolling back at once.
 
-Run: `python -m benchmarks.bench_operator [--rollouts 200]` with the testbed up. Model-server and
-router pods use unmapped images, so kwok simulates them Ready (no processes): this measures the
-operator, not the data plane. Writes benchmarks/results/operator.json and prints one summary line.
+Run: `python -m benchmarks.bench_operator [--rollouts 200 1000] [--time-limit 3000]` with the testbed
+up. Model-server and router pods use unmapped images, so kwok simulates them Ready (no processes):
+this measures the operator, not the data plane. Each scale gets its own namespace and a fresh
+operator process: all N reach Healthy on v1 and sit idle for a while; then all N move to a
+per-rollout candidate that the stub Prometheus reports as breaching from the moment its canary
+weight shows up (the time from there to traffic back on stable is one sample per rollout), and
+last all N move to v2 together through the canary steps (CPU and API calls per step). Writes benchmarks/results/operator.json, prints one summary line per scale
+and a ratio line (largest scale against the smallest). A run that outlives --time-limit stops,
+cleans up, prints a line that says so and where it was, and exits 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import signal
 import statistics
 import sys
 import threading
 import time
 import urllib.request
 import uuid
+from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from kubernetes import config
+from kubernetes import client, config, watch
 
+from e2e.testbed import paths
 from rollout_operator.adapters.kube import MODEL_ROLLOUTS, KubeApi
-from tests.support.operator_harness import CRD, OperatorProcess, connect_testbed, delete_rollouts, kubectl
+from tests.support.operator_harness import CRD, OperatorProcess, connect_testbed, kubectl
 from tests.support.stub_prometheus import StubPrometheus, vector
 from tests.support.waiting import wait_for
 
@@ -29,7 +42,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 RESULTS = REPO / "benchmarks" / "results" / "operator.json"
 STEPS = [{"setWeight": 10}, {"pause": {"duration": "2s"}}, {"setWeight": 50}, {"pause": {"duration": "2s"}}]
+STEPS_PER_ROLLOUT = len(STEPS) + 1  # the canary steps plus the promotion
 VERSION_RE = re.compile(r'version="([^"]+)"')
+ANALYSIS_INTERVAL_S = 5.0
+IDLE_WINDOW_S = 30.0  # all Healthy, nothing to do: what the timers alone cost
+TARGET = "RSS < 300 MiB at 1000; breach->stable p99 <= analysis interval + 2 s; API calls per step flat in N"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class TimeLimitHit(Exception):
+    """The whole run outlived --time-limit."""
 
 
 class Gates:
@@ -38,8 +60,11 @@ class Gates:
     def __init__(self) -> None:
         self.breach: dict[str, float] = {}  # version -> time the breach became visible
         self.lock = threading.Lock()
+        self.queries = 0
 
     def answer(self, query: str):
+        with self.lock:
+            self.queries += 1
         if query.startswith("sum(increase("):
             return vector(1000)
         found = VERSION_RE.search(query)
@@ -69,119 +94,289 @@ def manifest(name: str, ns: str, version: str, interval: str = "2s", failure_lim
     }
 
 
-def fetch_metric_sum(port: int, name: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(name + "{") or line.startswith(name + " ")
-    )
+def fetch_metric_samples(port: int, name: str) -> dict[str, float]:
+    """Each sample of one metric family from the operator's /metrics, keyed by its label text."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            key, value = line.rsplit(" ", 1)
+            samples[key[len(name) :]] = float(value)
+    return samples
 
 
-def fetch_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+class ProcessProbe:
+    """RSS, peak RSS, CPU seconds and threads of one process, from /proc; a sampler thread keeps
+    the peak thread count (the kernel keeps the peak RSS itself, VmHWM)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.max_threads = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def status(self, field: str) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        raise KeyError(field)
+
+    def rss_mib(self) -> float:
+        return self.status("VmRSS") / 1024
+
+    def peak_rss_mib(self) -> float:
+        return self.status("VmHWM") / 1024
+
+    def cpu_s(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime, all threads
+
+    def _sample(self) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                self.max_threads = max(self.max_threads, self.status("Threads"))
+            except (OSError, KeyError):
+                return
+
+    def close(self) -> None:
+        self._stop.set()
 
 
-def count_phase(api: KubeApi, ns: str, phase: str, version: str) -> int:
-    items = api.request("GET", MODEL_ROLLOUTS.path(ns))["items"]
-    return sum(
-        1
-        for o in items
-        if (o.get("status") or {}).get("phase") == phase and (o.get("status") or {}).get("stableVersion") == version
-    )
+class RolloutWatch:
+    """The namespace's ModelRollouts as a watch delivers them (the benchmark's own reads stay off
+    the operator's API server budget), plus the breach bookkeeping of the last phase."""
+
+    def __init__(self, api_client: Any, ns: str, gates: Gates) -> None:
+        self.api = client.CustomObjectsApi(api_client)
+        self.ns, self.gates = ns, gates
+        self.status: dict[str, dict] = {}
+        self.lock = threading.Lock()
+        self.candidates: dict[str, str] = {}  # rollout -> candidate version that breaches once on
+        self.breached: dict[str, float] = {}  # rollout -> monotonic time its breach became visible
+        self.back: dict[str, float] = {}  # rollout -> monotonic time traffic was all on stable again
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        args = ("modelrollout.dev", "v1alpha1", self.ns, "modelrollouts")
+        version = ""
+        while not self._stop.is_set():
+            try:
+                if not version:
+                    listed: dict[str, Any] = self.api.list_namespaced_custom_object(*args)  # type: ignore[assignment]
+                    for obj in listed["items"]:
+                        self._seen(obj)
+                    version = listed["metadata"]["resourceVersion"]
+                stream = watch.Watch().stream(
+                    self.api.list_namespaced_custom_object, *args, resource_version=version, timeout_seconds=60
+                )
+                for event in stream:
+                    obj = event["object"]
+                    if event["type"] == "ERROR":
+                        version = ""  # 410 Gone: list again
+                        break
+                    version = obj["metadata"]["resourceVersion"]
+                    self._seen(obj)
+                    if self._stop.is_set():
+                        return
+            except Exception:  # noqa: BLE001 - a dropped watch is listed again
+                version = ""
+                time.sleep(1)
+
+    def _seen(self, obj: dict) -> None:
+        now = time.monotonic()
+        name, status = obj["metadata"]["name"], obj.get("status") or {}
+        candidate = (status.get("traffic") or {}).get("candidate") or {}
+        with self.lock:
+            self.status[name] = status
+            bad = self.candidates.get(name)
+            if bad is None:
+                return
+            if name not in self.breached and candidate.get("version") == bad and candidate.get("weight", 0) > 0:
+                self.breached[name] = now
+                with self.gates.lock:
+                    self.gates.breach[bad] = now
+            elif name in self.breached and name not in self.back and not candidate:
+                self.back[name] = now
+
+    def count(self, phase: str, stable: str | None = None) -> int:
+        with self.lock:
+            return sum(
+                1
+                for s in self.status.values()
+                if s.get("phase") == phase and (stable is None or s.get("stableVersion") == stable)
+            )
+
+    def count_promoted_bad(self) -> int:
+        """Rollouts that made their breaching candidate stable: must stay 0."""
+        with self.lock:
+            return sum(
+                1
+                for name, s in self.status.items()
+                if s.get("phase") == "Healthy" and s.get("stableVersion") == self.candidates.get(name)
+            )
+
+    def close(self) -> None:
+        self._stop.set()
 
 
-def apply_all(cluster, ns: str, n: int, version: str) -> None:
-    docs = [json.dumps(manifest(f"r{i:03d}", ns, version)) for i in range(n)]
-    kubectl(cluster, "apply", "-f", "-", stdin='{"apiVersion":"v1","kind":"List","items":[' + ",".join(docs) + "]}")
+def apply_all(cluster, ns: str, docs: list[dict]) -> None:
+    body = json.dumps({"apiVersion": "v1", "kind": "List", "items": docs})
+    kubectl(cluster, "apply", "--server-side", "--force-conflicts", "-f", "-", stdin=body)
 
 
-def fetch_status(api: KubeApi, ns: str, name: str) -> dict:
-    """The ModelRollout's status ({} until the operator writes one); the rollout must exist."""
-    obj = api.get(MODEL_ROLLOUTS, ns, name)
-    if obj is None:
-        raise RuntimeError(f"ModelRollout {ns}/{name} not found (deleted while the benchmark waited on it?)")
-    return obj.get("status") or {}
+def compute_quantile(values: list[float], q: float) -> float | None:
+    """The q-quantile (0 < q < 1), interpolated between the closest ranks; None without values."""
+    if len(values) < 2:
+        return values[0] if values else None
+    return round(statistics.quantiles(values, n=1000, method="inclusive")[round(q * 1000) - 1], 2)
 
 
-def measure_rollback(cluster, api: KubeApi, ns: str, gates: Gates, name: str, interval_s: float) -> float:
-    """Seconds from the breach becoming visible to status.traffic being all on stable."""
-    kubectl(cluster, "apply", "-f", "-", stdin=json.dumps(manifest(name, ns, "v1", f"{interval_s:g}s", 1)))
-    wait_for(lambda: fetch_status(api, ns, name).get("phase") == "Healthy", f"{name} healthy", timeout=300)
-    kubectl(cluster, "apply", "-f", "-", stdin=json.dumps(manifest(name, ns, "v9", f"{interval_s:g}s", 1)))
-    wait_for(
-        lambda: (fetch_status(api, ns, name).get("traffic") or {}).get("candidate", {}).get("weight", 0) > 0,
-        f"{name} canary on",
-        timeout=300,
-        every=0.05,
-    )
-    with gates.lock:
-        gates.breach["v9"] = t0 = time.monotonic()
-    wait_for(
-        lambda: not (fetch_status(api, ns, name).get("traffic") or {}).get("candidate"),
-        f"{name} back on stable",
-        timeout=300,
-        every=0.02,
-    )
-    latency = time.monotonic() - t0
-    with gates.lock:
-        gates.breach.pop("v9")
-    return latency
+class Phase:
+    """Names what the run is doing, so a time-limit line can say where it stopped."""
+
+    current = "starting"
+
+    @classmethod
+    def enter(cls, n: int, what: str) -> None:
+        cls.current = f"{n} rollouts: {what}"
+        print(f"[{datetime.now(UTC):%H:%M:%S}] {cls.current}", flush=True)
 
 
-def run(n: int, tmp: Path) -> dict:
-    cluster = connect_testbed()  # never (re)starts a testbed someone else may be using
-    kubectl(cluster, "apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    api = KubeApi(config.new_client_from_config(config_file=str(cluster.kubeconfig)))
-    ns = f"bench-{uuid.uuid4().hex[:6]}"
+def run_scale(cluster, api_client: Any, n: int, tmp: Path, r: dict) -> None:
+    """Fills `r` phase by phase, so a run stopped by the time limit keeps what it measured."""
+    ns = f"bench-{n}-{uuid.uuid4().hex[:6]}"
     kubectl(cluster, "create", "namespace", ns)
     gates = Gates()
+    names = [f"r{i:04d}" for i in range(n)]
+    steps = n * STEPS_PER_ROLLOUT
+    r.update(rollouts=n, steps_per_rollout=STEPS_PER_ROLLOUT, analysis_interval_s=ANALYSIS_INTERVAL_S)
     with StubPrometheus() as prom:
         prom.responder = gates.answer
-        op = OperatorProcess(cluster, ns, prom.url, tmp, tick=1.0).start()
+        op = OperatorProcess(cluster, ns, prom.url, tmp, tick=1.0)
+        # The harness logs at debug for tests; at scale kopf's per-tick debug lines would be most of the CPU.
+        op.args = [a if not a.startswith("--log-level=") else "--log-level=info" for a in op.args]
+        op.start()
         proc = op.proc
         assert proc is not None  # start() made it
+        probe = ProcessProbe(proc.pid)
+        rollouts = RolloutWatch(api_client, ns, gates)
+
+        def exited() -> str | None:
+            return (
+                f"the operator exited ({proc.returncode}); log: {op.log_tail(5)}" if proc.poll() is not None else None
+            )
+
+        def wait_count(what: str, phase: str, stable: str) -> None:
+            wait_for(lambda: rollouts.count(phase, stable) == n, what, timeout=24 * 3600, every=1.0, gone=exited)
+
+        def api_calls() -> Counter:
+            return Counter(fetch_metric_samples(op.port, "modelrollout_api_calls_total"))
+
+        def peaks() -> None:
+            r.update(rss_mib_peak=round(probe.peak_rss_mib(), 1), threads_peak=probe.max_threads)
+
         try:
-            wait_for(lambda: is_operator_ready(op.port), "operator /readyz", timeout=60)
-            rss_idle = fetch_rss_mib(proc.pid)
+            Phase.enter(n, "operator starting")
+            wait_for(lambda: is_operator_ready(op.port), "operator /readyz", timeout=60, gone=exited)
+            rss_idle, cpu0, calls0 = probe.rss_mib(), probe.cpu_s(), api_calls()
+            r.update(rss_mib_idle=round(rss_idle, 1))
+            Phase.enter(n, "creating (v1)")
             started = time.monotonic()
-            apply_all(cluster, ns, n, "v1")
-            wait_for(
-                lambda: count_phase(api, ns, "Healthy", "v1") == n, f"{n} rollouts Healthy", timeout=900, every=1.0
+            apply_all(cluster, ns, [manifest(name, ns, "v1") for name in names])
+            wait_count(f"{n} rollouts Healthy on v1", "Healthy", "v1")
+            cpu1, calls1 = probe.cpu_s(), api_calls()
+            r.update(
+                time_to_all_healthy_s=round(time.monotonic() - started, 1),
+                rss_mib_all_healthy=round(probe.rss_mib(), 1),
+                cpu_s_creating=round(cpu1 - cpu0, 1),
+                cpu_s_per_rollout_created=round((cpu1 - cpu0) / n, 4),
+                api_calls_creating=int(sum((calls1 - calls0).values())),
             )
-            settle_s = time.monotonic() - started
-            calls0 = fetch_metric_sum(op.port, "modelrollout_api_calls_total")
+            peaks()
+            Phase.enter(n, f"idle for {IDLE_WINDOW_S:g} s")
+            time.sleep(IDLE_WINDOW_S)
+            cpu2, calls2 = probe.cpu_s(), api_calls()
+            r.update(
+                cpu_s_per_s_idle=round((cpu2 - cpu1) / IDLE_WINDOW_S, 3),
+                api_calls_idle_per_rollout_minute=round(sum((calls2 - calls1).values()) / n / (IDLE_WINDOW_S / 60), 3),
+            )
+            Phase.enter(n, "breach: every candidate fails its analysis")
+            with rollouts.lock:
+                rollouts.candidates = {name: f"bad-{name[1:]}" for name in names}
+            interval = f"{ANALYSIS_INTERVAL_S:g}s"
             started = time.monotonic()
-            apply_all(cluster, ns, n, "v2")
+            apply_all(cluster, ns, [manifest(name, ns, rollouts.candidates[name], interval, 1) for name in names])
             wait_for(
-                lambda: count_phase(api, ns, "Healthy", "v2") == n, f"{n} rollouts promoted", timeout=1800, every=1.0
+                lambda: rollouts.count("RolledBack", "v1") + rollouts.count_promoted_bad() == n,
+                f"{n} rollouts rolled back to v1 (or promoted despite the breach)",
+                timeout=24 * 3600,
+                every=1.0,
+                gone=exited,
             )
-            rollout_s = time.monotonic() - started
-            calls = fetch_metric_sum(op.port, "modelrollout_api_calls_total") - calls0
-            rss_busy = fetch_rss_mib(proc.pid)
-            latencies = [measure_rollback(cluster, api, ns, gates, f"breach-{i}", 5.0) for i in range(3)]
+            r.update(
+                time_to_all_rolled_back_s=round(time.monotonic() - started, 1),
+                cpu_s_rollback_phase=round(probe.cpu_s() - cpu2, 1),
+                rss_mib_after_rollbacks=round(probe.rss_mib(), 1),
+            )
+            peaks()
+            cpu3, calls3 = probe.cpu_s(), api_calls()
+            Phase.enter(n, "canary v1 -> v2")
+            started = time.monotonic()
+            apply_all(cluster, ns, [manifest(name, ns, "v2") for name in names])
+            wait_count(f"{n} rollouts promoted to v2", "Healthy", "v2")
+            cpu4, calls4 = probe.cpu_s(), api_calls()
+            rollout_calls = calls4 - calls3
+            r.update(
+                time_to_all_promoted_s=round(time.monotonic() - started, 1),
+                rss_mib_after_rollouts=round(probe.rss_mib(), 1),
+                cpu_s_rollout=round(cpu4 - cpu3, 1),
+                cpu_s_per_rollout_step=round((cpu4 - cpu3) / steps, 4),
+                api_calls_during_rollout=int(sum(rollout_calls.values())),
+                api_calls_per_rollout_step=round(sum(rollout_calls.values()) / steps, 2),
+                api_calls_per_rollout_step_by_call={
+                    k: round(v / steps, 3) for k, v in sorted(rollout_calls.items(), key=lambda kv: -kv[1])
+                },
+            )
+            peaks()
         finally:
-            delete_rollouts(cluster, ns, operator_running=proc.poll() is None)
+            with rollouts.lock:  # also what a stopped breach phase saw so far
+                latencies = sorted(rollouts.back[k] - rollouts.breached[k] for k in rollouts.back)
+                if rollouts.candidates:
+                    r.update(
+                        breach_samples=len(latencies),
+                        breach_not_seen_back_on_stable=n - len(rollouts.back),
+                        breach_to_stable_p50_s=compute_quantile(latencies, 0.5),
+                        breach_to_stable_p99_s=compute_quantile(latencies, 0.99),
+                        breach_to_stable_max_s=round(latencies[-1], 2) if latencies else None,
+                    )
+            r["promoted_despite_breach"] = rollouts.count_promoted_bad()
+            r["prometheus_queries"] = gates.queries
+            if proc.poll() is None:
+                peaks()
+            Phase.enter(n, "cleaning up")
+            rollouts.close()
+            probe.close()
+            remove_rollouts(cluster, api_client, ns, running=proc.poll() is None)
             op.stop()
             kubectl(cluster, "delete", "namespace", ns, "--wait=false", check=False)
-    steps = len(STEPS) + 1  # the canary steps plus the promotion
-    return {
-        "rollouts": n,
-        "steps_per_rollout": steps,
-        "rss_mib_idle": round(rss_idle, 1),
-        "rss_mib_after_rollouts": round(rss_busy, 1),
-        "time_to_all_healthy_s": round(settle_s, 1),
-        "time_to_all_promoted_s": round(rollout_s, 1),
-        "api_calls_during_rollout": int(calls),
-        "api_calls_per_rollout_step": round(calls / (n * steps), 2),
-        "analysis_interval_s": 5.0,
-        "breach_to_rollback_s": [round(x, 2) for x in latencies],
-        "breach_to_rollback_median_s": round(statistics.median(latencies), 2),
-        "target": "breach to traffic on stable <= analysis interval + 2 s; bounded RSS",
-    }
+
+
+def remove_rollouts(cluster, api_client: Any, ns: str, running: bool, wait_s: float = 300.0) -> None:
+    """Deletes every ModelRollout; the operator (if running) releases its finalizers, and any left
+    after `wait_s` are stripped through the API (one kubectl per object is minutes at 1,000)."""
+    api = KubeApi(api_client)
+    kubectl(cluster, "delete", "modelrollouts", "--all", "-n", ns, "--wait=false", check=False)
+    deadline = time.monotonic() + (wait_s if running else 0)
+    while True:
+        left = api.request("GET", MODEL_ROLLOUTS.path(ns))["items"]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    for obj in left:
+        api.patch(MODEL_ROLLOUTS, ns, obj["metadata"]["name"], {"metadata": {"finalizers": None}})
 
 
 def is_operator_ready(port: int) -> bool:
@@ -191,23 +386,95 @@ def is_operator_ready(port: int) -> bool:
         return False
 
 
+def compute_ratios(small: dict, large: dict) -> dict:
+    """Growth from the smallest scale to the largest, per figure that should stay flat or bounded."""
+    keys = (
+        "rss_mib_peak",
+        "threads_peak",
+        "cpu_s_per_rollout_step",
+        "cpu_s_per_s_idle",
+        "api_calls_per_rollout_step",
+        "breach_to_stable_p50_s",
+        "breach_to_stable_p99_s",
+    )
+    return {
+        "of": f"{large['rollouts']} vs {small['rollouts']} rollouts",
+        **{k: round(large[k] / small[k], 2) if small.get(k) and large.get(k) is not None else None for k in keys},
+    }
+
+
+def describe(r: dict) -> str:
+    """One summary line; a figure the run did not get to is n/a."""
+    g = {k: r.get(k, "n/a") for k in DESCRIBED}
+    return (
+        f"operator: {g['rollouts']} rollouts, RSS peak {g['rss_mib_peak']} MiB, {g['threads_peak']} threads, "
+        f"{g['cpu_s_per_rollout_step']} CPU-s and {g['api_calls_per_rollout_step']} API calls per rollout step, "
+        f"idle {g['cpu_s_per_s_idle']} CPU-s/s, breach->stable p50 {g['breach_to_stable_p50_s']} s "
+        f"p99 {g['breach_to_stable_p99_s']} s over {g['breach_samples']} (interval {ANALYSIS_INTERVAL_S:g} s)"
+    )
+
+
+DESCRIBED = (
+    "rollouts",
+    "rss_mib_peak",
+    "threads_peak",
+    "cpu_s_per_rollout_step",
+    "api_calls_per_rollout_step",
+    "cpu_s_per_s_idle",
+    "breach_to_stable_p50_s",
+    "breach_to_stable_p99_s",
+    "breach_samples",
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    # The testbed's Service range is a /24: each rollout holds 3 ClusterIPs mid-rollout (router, two
-    # versions), so about 80 rollouts fit there; a real cluster's range takes the design target of 200.
-    parser.add_argument("--rollouts", type=int, default=200)
+    parser.add_argument("--rollouts", type=int, nargs="+", default=[200, 1000], help="scales, run in this order")
+    parser.add_argument("--time-limit", type=float, default=3000.0, help="seconds for the whole run")
+    parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    tmp = REPO / ".cluster" / "bench-operator"
+    tmp = paths.default_layout().state_dir / "bench-operator"  # operator logs, beside the testbed's own
     tmp.mkdir(parents=True, exist_ok=True)
-    result = run(args.rollouts, tmp)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(
-        f"operator: {result['rollouts']} rollouts, RSS {result['rss_mib_after_rollouts']} MiB, "
-        f"{result['api_calls_per_rollout_step']} API calls per rollout step, breach->rollback median "
-        f"{result['breach_to_rollback_median_s']} s (interval {result['analysis_interval_s']:g} s + 2 s target)"
+    cluster = connect_testbed()  # never (re)starts a testbed someone else may be using
+    kubectl(cluster, "apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    api_client = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+
+    def hit(*_: Any) -> None:
+        raise TimeLimitHit(Phase.current)
+
+    signal.signal(signal.SIGALRM, hit)
+    signal.setitimer(signal.ITIMER_REAL, args.time_limit)
+    started, results = time.monotonic(), list[dict[str, Any]]()
+    result: dict[str, Any] = {
+        "when": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "load_average_at_start": os.getloadavg(),
+    }
+    try:
+        for n in args.rollouts:
+            results.append({})
+            run_scale(cluster, api_client, n, tmp, results[-1])
+            print(describe(results[-1]), flush=True)
+    except TimeLimitHit as stop:
+        results[-1]["stopped_by_time_limit_during"] = str(stop)
+        print(describe(results[-1]) + " (stopped by the time limit)", flush=True)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        print(
+            f"operator: TIME LIMIT {args.time_limit:g} s hit after {time.monotonic() - started:.0f} s, "
+            f"during '{stop}'; cleaned up; {len(results) - 1} of {len(args.rollouts)} scales finished "
+            f"(the last one's figures so far are in the JSON)",
+            flush=True,
+        )
+        result["time_limit_hit"] = {"limit_s": args.time_limit, "during": str(stop)}
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    result.update(
+        wall_s=round(time.monotonic() - started), load_average_at_end=os.getloadavg(), target=TARGET, runs=results
     )
-    return 0
+    if len(results) > 1:
+        result["ratio"] = ratio = compute_ratios(results[0], results[-1])
+        print("operator ratio " + ", ".join(f"{k} {v}" for k, v in ratio.items() if k != "of") + f" ({ratio['of']})")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    return 2 if "time_limit_hit" in result else 0
 
 
 if __name__ == "__main__":
