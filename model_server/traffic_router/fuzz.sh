@@ -24,6 +24,7 @@ TARGETS=(
 	"./internal/shadow FuzzEvaluateAgreement 200000x"   # a backend's answers, as the shadow comparison decodes them
 	"./internal/split FuzzStickyBucket 1000000x"        # sticky header values: range, determinism, monotone
 	"./internal/split FuzzParseRollout 1000000x"        # status.traffic / stickyHeader as read from the API
+	"./internal/feedback FuzzFeedbackBody 100000x"      # POST /feedback bodies: codes, counts, strict parsing
 )
 
 failed=0

@@ -36,6 +36,12 @@ const (
 	DropBytes     = "bytes"      // the copy would take the queue over --mirror-max-queued-bytes
 )
 
+// Results of fed-back instances (router_feedback_total{result}).
+const (
+	Correct   = "correct"
+	Incorrect = "incorrect"
+)
+
 var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 var deltaBuckets = []float64{-1, -.5, -.3, -.2, -.1, -.05, -.02, 0, .02, .05, .1, .2, .3, .5, 1}
 
@@ -58,6 +64,9 @@ type Metrics struct {
 	Comparisons   *prometheus.CounterVec
 	SegmentComps  *prometheus.CounterVec
 	ConfDelta     *prometheus.HistogramVec
+	Feedback      *prometheus.CounterVec
+	FbRejected    *prometheus.CounterVec
+	fbRejected    map[string]prometheus.Counter // by feedback rejection reason
 	children      sync.Map                      // version+"\x00"+role -> *VersionMetrics
 	rejected      map[string]prometheus.Counter // by reason, resolved once: Reject does no label hashing
 	lastPair      atomic.Pointer[PairMetrics]   // the shadow pair last asked for (see Pair)
@@ -90,6 +99,12 @@ func New(rollout string) *Metrics {
 		SegmentComps: c("router_shadow_segment_comparisons_total",
 			"Stable segments compared with the shadow's by time overlap (agree, disagree, missing, error), plus unmatched shadow segments (extra).",
 			"rollout", "stable_version", "candidate_version", "result"),
+		Feedback: c("router_feedback_total",
+			"Fed-back instances (POST /feedback) by the version and slice that answered: result correct or incorrect.",
+			"rollout", "version", "slice", "result"),
+		FbRejected: c("router_feedback_rejected_total",
+			"Feedback refused: malformed (400/405), unknown_id (404), duplicate (409), bad_label (422), too_large (413), rate_limited (429).",
+			"rollout", "reason"),
 		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "router_request_duration_seconds", Help: "Time from request read to response written, upstream included.",
 			Buckets: latencyBuckets}, []string{"rollout", "version", "role"}),
@@ -112,13 +127,36 @@ func New(rollout string) *Metrics {
 		DropQueueFull: dropped.WithLabelValues(rollout, DropQueueFull), DropBytes: dropped.WithLabelValues(rollout, DropBytes)}
 	m.Registry.MustRegister(m.Requests, m.Duration, m.RequestBytes, m.ResponseBytes, inFlight, m.Rejected,
 		m.Retries, m.Weight, m.MirrorPercent, m.PanicRouting, m.MirrorReqs, dropped, m.Comparisons, m.SegmentComps, m.ConfDelta,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.Feedback, m.FbRejected, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.rejected = map[string]prometheus.Counter{}
 	for _, reason := range []string{TooLarge, Overloaded, Timeout, BodyTimeout, BufferFull, BadRequest} {
 		// export zeros so rate() has a series from the start
 		m.rejected[reason] = m.Rejected.WithLabelValues(rollout, reason)
 	}
+	m.fbRejected = map[string]prometheus.Counter{}
+	for _, reason := range FeedbackReasons {
+		m.fbRejected[reason] = m.FbRejected.WithLabelValues(rollout, reason)
+	}
 	return m
+}
+
+// FeedbackReasons are router_feedback_rejected_total's reasons (internal/feedback names them).
+var FeedbackReasons = []string{"malformed", "unknown_id", "duplicate", "bad_label", "too_large", "rate_limited"}
+
+// FeedbackCounted adds one accepted feedback's instances; both results get a series, so a
+// ratio of the two has data from the first feedback on.
+func (m *Metrics) FeedbackCounted(version, slice string, correct, incorrect int) {
+	m.Feedback.WithLabelValues(m.Rollout, version, slice, Correct).Add(float64(correct))
+	m.Feedback.WithLabelValues(m.Rollout, version, slice, Incorrect).Add(float64(incorrect))
+}
+
+// FeedbackRejected counts one refused feedback.
+func (m *Metrics) FeedbackRejected(reason string) {
+	if c, ok := m.fbRejected[reason]; ok {
+		c.Inc()
+		return
+	}
+	m.FbRejected.WithLabelValues(m.Rollout, reason).Inc()
 }
 
 // ObserveBytes exports a gauge read from fn at scrape time (the memory budgets in use).

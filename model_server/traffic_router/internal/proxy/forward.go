@@ -20,6 +20,7 @@ import (
 
 	"modelrollout.dev/traffic-router/internal/backend"
 	"modelrollout.dev/traffic-router/internal/budget"
+	"modelrollout.dev/traffic-router/internal/feedback"
 	"modelrollout.dev/traffic-router/internal/metrics"
 	"modelrollout.dev/traffic-router/internal/shadow"
 	"modelrollout.dev/traffic-router/internal/split"
@@ -33,6 +34,7 @@ const answerGrace = time.Second
 
 // exchange is one forwarded request as the ReverseProxy hooks see it (through the context).
 type exchange struct {
+	id        string // x-request-id: the client's, or one the router made
 	body      []byte
 	version   string
 	role      split.Role
@@ -69,6 +71,15 @@ func (r *Router) forward(w http.ResponseWriter, req *http.Request) {
 		writeError(w, code, msg)
 		return
 	}
+	id, err := feedback.RequestIDOf(req.Header)
+	if err != nil {
+		r.metrics.Reject(metrics.BadRequest)
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	// Every answer from here on carries the id, the router's own errors too; the backend's
+	// echo is dropped (decorateResponse) so the client gets it once.
+	w.Header()[feedback.RequestIDHeader] = []string{id}
 	// The body is read before a slot is taken, so slow uploads cost a connection and the
 	// bytes they actually sent (bounded by --max-buffered-request-bytes), not capacity.
 	rc := http.NewResponseController(w)
@@ -90,15 +101,15 @@ func (r *Router) forward(w http.ResponseWriter, req *http.Request) {
 			"waiting for its status.traffic", r.cfg.Namespace, r.cfg.Rollout))
 		return
 	}
-	r.proxyTo(w, rc, req, body, s, start)
+	r.proxyTo(w, rc, req, id, body, s, start)
 }
 
 // proxyTo forwards an admitted request to the version its split picks, then offers the shadow
 // copy; start is when the request arrived (router_request_duration_seconds).
-func (r *Router) proxyTo(w http.ResponseWriter, rc *http.ResponseController, req *http.Request, body []byte,
-	s *split.Split, start time.Time) {
+func (r *Router) proxyTo(w http.ResponseWriter, rc *http.ResponseController, req *http.Request, id string,
+	body []byte, s *split.Split, start time.Time) {
 	role, version, mirrored := decideRoute(s, req)
-	ex := &exchange{body: body, version: version, role: role, vm: r.metricsFor(s, role, version),
+	ex := &exchange{id: id, body: body, version: version, role: role, vm: r.metricsFor(s, role, version),
 		clientCtx: req.Context(), capture: mirrored}
 	ex.vm.RequestBytes.Add(float64(len(body)))
 	ex.answer.limit, ex.answer.budget = r.cfg.MirrorMaxBodyBytes, r.bodies
@@ -156,6 +167,7 @@ func (r *Router) rewrite(pr *httputil.ProxyRequest) {
 		pr.Out.Header.Del("Upgrade")
 		pr.Out.Header.Del("Connection")
 	}
+	pr.Out.Header[feedback.RequestIDHeader] = []string{ex.id}
 	pr.Out.URL.Scheme = "http"
 	pr.Out.Host = pr.In.Host
 	// The body is sent from the buffer with its exact length, whatever framing the client
@@ -241,6 +253,10 @@ func (r *Router) decorateResponse(resp *http.Response) error {
 		h.Set("X-Model-Version", ex.version)
 	}
 	h.Set("X-Modelrollout-Role", string(ex.role))
+	delete(h, feedback.RequestIDHeader) // the client already has the router's (set by forward)
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		r.answers.Remember(ex.id, ex.version, h) // the shadow's answers never come through here
+	}
 	ex.answer.rc, ex.answer.capture = resp.Body, ex.capture
 	resp.Body = &ex.answer
 	return nil

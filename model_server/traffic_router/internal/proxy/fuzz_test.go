@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 
+	"modelrollout.dev/traffic-router/internal/feedback"
 	"modelrollout.dev/traffic-router/internal/settings"
 	"modelrollout.dev/traffic-router/internal/split"
 )
@@ -72,6 +73,9 @@ func FuzzForward(f *testing.F) {
 		"POST /v1/models/m:predict HTTP/1.1\r\nHost: s\r\nX-Forwarded-For: 203.0.113.9\r\nConnection: X-Forwarded-For\r\nContent-Length: 0\r\n\r\n",
 		"POST /v1/models/m:predict HTTP/1.1\r\nHost: s\r\nTe: trailers, deflate\r\nTrailer: X-T\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\nX-T: 1\r\n\r\n",
 		"POST /v1/models/m:predict HTTP/1.0\r\nContent-Length: 20\r\n\r\n01234567890123456789",
+		"POST /v1/models/m:predict HTTP/1.1\r\nHost: s\r\nX-Request-Id: c-1\r\nConnection: x-request-id\r\nContent-Length: 0\r\n\r\n",
+		"POST /v1/models/m:predict HTTP/1.1\r\nHost: s\r\nX-Request-Id: a b\r\nContent-Length: 0\r\n\r\n",
+		"POST /feedback HTTP/1.1\r\nHost: s\r\nContent-Length: 34\r\n\r\n{\"requestId\": \"c-1\", \"label\": \"a\"}",
 	} {
 		f.Add([]byte(seed))
 	}
@@ -98,12 +102,22 @@ func FuzzForward(f *testing.F) {
 		}
 		switch w.Code {
 		case 200, 400, 404, 413, 502:
+		case 405, 409, 422, 429: // POST /feedback's own answers
 		default:
 			t.Fatalf("status %d: %s", w.Code, w.Body)
 		}
 		checkNoHop(t, "client", w.Header(), append([]string{"X-Backend-Hop", in.Get("X-Echo-Hop")}, hopByHop...))
 		if rt.got == nil {
 			return
+		}
+		// What was forwarded carries one valid id, the same the client got (its own if it sent one).
+		sent, answered := rt.got.Header.Values("X-Request-Id"), w.Header().Values("X-Request-Id")
+		if len(sent) != 1 || !feedback.IsValidRequestID(sent[0]) || len(answered) != 1 || answered[0] != sent[0] {
+			t.Fatalf("x-request-id to the backend %q, on the answer %q", sent, answered)
+		}
+		if own := in.Values("X-Request-Id"); len(own) == 1 && sent[0] != own[0] &&
+			!httpguts.HeaderValuesContainsToken(in["Connection"], "X-Request-Id") {
+			t.Fatalf("the client's x-request-id %q was replaced by %q", own[0], sent[0])
 		}
 		if _, code := refusePath(req.URL); code != 0 {
 			t.Fatalf("refused path %q reached the backend", req.URL.Path)
@@ -155,7 +169,7 @@ func serverAccepts(req *http.Request) bool {
 // isRouterSet: forwarding headers the router writes itself, whatever the client named.
 func isRouterSet(name string) bool {
 	switch textproto.CanonicalMIMEHeaderKey(name) {
-	case "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto":
+	case "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Request-Id":
 		return true
 	}
 	return false

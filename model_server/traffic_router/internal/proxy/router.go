@@ -20,6 +20,7 @@ import (
 
 	"modelrollout.dev/traffic-router/internal/backend"
 	"modelrollout.dev/traffic-router/internal/budget"
+	"modelrollout.dev/traffic-router/internal/feedback"
 	"modelrollout.dev/traffic-router/internal/metrics"
 	"modelrollout.dev/traffic-router/internal/settings"
 	"modelrollout.dev/traffic-router/internal/shadow"
@@ -40,6 +41,8 @@ type Router struct {
 	bodies    *budget.Bytes // request body bytes held by all requests (--max-buffered-request-bytes)
 	draining  atomic.Bool
 	metricsH  http.Handler
+	answers   *feedback.Memory // 2xx user-path answers by request id, for POST /feedback
+	feedbackH http.Handler
 	log       *slog.Logger
 }
 
@@ -47,7 +50,8 @@ type Router struct {
 func New(ctx context.Context, cfg settings.Settings, m *metrics.Metrics, log *slog.Logger) *Router {
 	r := &Router{cfg: cfg, Pools: &backend.Registry{PanicRouting: cfg.PanicRouting}, metrics: m, log: log,
 		transport: NewTransport(cfg), slots: make(chan struct{}, cfg.MaxConcurrency), metricsH: m.Handler(),
-		bodies: budget.New(cfg.MaxBufferedBytes)}
+		bodies: budget.New(cfg.MaxBufferedBytes), answers: feedback.NewMemory(cfg.FeedbackMaxIDs, cfg.FeedbackMaxAge)}
+	r.feedbackH = feedback.NewHandler(r.answers, cfg.FeedbackRate, cfg.FeedbackBurst, m)
 	r.rp = r.newReverseProxy()
 	r.mirror = shadow.New(ctx, shadow.Limits{Queue: cfg.MirrorQueue, MaxBytes: cfg.MirrorMaxBytes,
 		Workers: cfg.MirrorWorkers, Timeout: cfg.MirrorTimeout, MaxAnswer: cfg.MirrorMaxBodyBytes},
@@ -199,11 +203,14 @@ func (r *Router) panicHint(pool *backend.Pool) string {
 // Drain makes /readyz fail so the Service stops sending new requests.
 func (r *Router) Drain() { r.draining.Store(true) }
 
-// ServeHTTP routes the router's own endpoints and forwards everything else.
+// ServeHTTP routes the router's own endpoints (/metrics, /healthz, /readyz, /feedback) and
+// forwards everything else.
 func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	switch req.URL.Path {
 	case "/metrics":
 		r.metricsH.ServeHTTP(w, req)
+	case "/feedback":
+		r.feedbackH.ServeHTTP(w, req)
 	case "/healthz":
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	case "/readyz":

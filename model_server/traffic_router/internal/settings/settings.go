@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"slices"
 	"strings"
@@ -44,6 +45,10 @@ type Settings struct {
 	MirrorMaxBodyBytes  int64         // larger stable answers are not compared
 	ShutdownDelay       time.Duration // keep serving (readiness failing) this long after SIGTERM
 	ShutdownGrace       time.Duration // drain time after SIGTERM
+	FeedbackMaxIDs      int           // answers remembered for POST /feedback; the oldest go first
+	FeedbackMaxAge      time.Duration // an answer older than this takes no feedback (404)
+	FeedbackRate        float64       // feedbacks per second admitted on average (token bucket); 429 above
+	FeedbackBurst       int           // feedbacks admitted at once (the bucket's size)
 	LogLevel            string        // debug|info|warn|error
 	AccessLog           bool          // one JSON line per request (costly at high rates)
 }
@@ -56,15 +61,20 @@ const (
 	// every few MiB of allocation and cost about a quarter of its instructions per request;
 	// MemoryBound caps the heap instead (see docs/router.md, Performance).
 	GCPercent = 400
+	// FeedbackEntryBytes is the most one remembered answer holds (feedback.EntryBytes, a test
+	// keeps them equal; this package imports nothing of the router's).
+	FeedbackEntryBytes = 320
+	MaxFeedbackIDs     = 10_000_000 // --feedback-max-ids' ceiling: 3.2 GB at worst
 )
 
 // MemoryBound is what the router may hold at worst with these settings: the request-body and
-// shadow budgets, the shadow answers being read, the connections, and Go's overhead (the sum
-// docs/router.md and docs/security.md give, about 470 MiB with the defaults). The router sets it
+// shadow budgets, the shadow answers being read, the connections, the answers remembered for
+// feedback, and Go's overhead (the sum docs/router.md and docs/security.md give, about 503 MiB
+// with the defaults). The router sets it
 // as Go's soft memory limit, so a larger GOGC never takes the heap past it.
 func (s Settings) MemoryBound() int64 {
 	return s.MaxBufferedBytes + s.MirrorMaxBytes + int64(s.MirrorWorkers)*s.MirrorMaxBodyBytes +
-		int64(s.MaxConnections)*ConnectionBytes + RuntimeOverhead
+		int64(s.MaxConnections)*ConnectionBytes + int64(s.FeedbackMaxIDs)*FeedbackEntryBytes + RuntimeOverhead
 }
 
 // EnvName is the environment variable that sets a flag: --max-request-bytes -> ROUTER_MAX_REQUEST_BYTES.
@@ -102,6 +112,10 @@ func newFlagSet(s *Settings) *flag.FlagSet {
 	fs.Int64Var(&s.MirrorMaxBodyBytes, "mirror-max-body-bytes", 1<<20, "stable answers larger than this are not compared")
 	fs.DurationVar(&s.ShutdownDelay, "shutdown-delay", 0, "after SIGTERM keep serving this long with /readyz failing, so Service endpoints drop the pod before its listener closes")
 	fs.DurationVar(&s.ShutdownGrace, "shutdown-grace", 10*time.Second, "drain time after SIGTERM")
+	fs.IntVar(&s.FeedbackMaxIDs, "feedback-max-ids", 100000, "answers remembered by request id for POST /feedback (at most 320 bytes each); the oldest are forgotten first")
+	fs.DurationVar(&s.FeedbackMaxAge, "feedback-max-age", 15*time.Minute, "feedback for an answer older than this is refused (404)")
+	fs.Float64Var(&s.FeedbackRate, "feedback-rate", 1000, "feedbacks per second admitted on average (a token bucket for the whole router); 429 above")
+	fs.IntVar(&s.FeedbackBurst, "feedback-burst", 1000, "feedbacks admitted at once before --feedback-rate applies")
 	fs.StringVar(&s.LogLevel, "log-level", "info", "debug|info|warn|error")
 	fs.BoolVar(&s.AccessLog, "access-log", false, "log one JSON line per request")
 	return fs
@@ -188,6 +202,7 @@ func (s Settings) validateNumbers() []error {
 		"connect-timeout": s.ConnectTimeout, "eject-duration": s.EjectDuration,
 		"mirror-timeout": s.MirrorTimeout, "body-read-timeout": s.BodyReadTimeout,
 		"read-header-timeout": s.ReadHeaderTimeout, "upstream-idle-timeout": s.UpstreamIdleTimeout,
+		"feedback-max-age": s.FeedbackMaxAge,
 	}
 	for _, name := range sortedKeys(positiveDur) {
 		if positiveDur[name] <= 0 {
@@ -206,11 +221,19 @@ func (s Settings) validateNumbers() []error {
 		"mirror-workers": int64(s.MirrorWorkers), "mirror-max-body-bytes": s.MirrorMaxBodyBytes,
 		"max-buffered-request-bytes": s.MaxBufferedBytes, "mirror-max-queued-bytes": s.MirrorMaxBytes,
 		"max-header-bytes": int64(s.MaxHeaderBytes), "max-connections": int64(s.MaxConnections),
+		"feedback-max-ids": int64(s.FeedbackMaxIDs), "feedback-burst": int64(s.FeedbackBurst),
 	}
 	for _, name := range sortedKeys(positiveInt) {
 		if positiveInt[name] < 1 {
 			errs = append(errs, fmt.Errorf("--%s: expected an integer >= 1, got %d", name, positiveInt[name]))
 		}
+	}
+	if s.FeedbackMaxIDs > MaxFeedbackIDs {
+		errs = append(errs, fmt.Errorf("--feedback-max-ids: expected at most %d (%d bytes each at worst), got %d",
+			MaxFeedbackIDs, FeedbackEntryBytes, s.FeedbackMaxIDs))
+	}
+	if !(s.FeedbackRate > 0) || math.IsInf(s.FeedbackRate, 0) {
+		errs = append(errs, fmt.Errorf("--feedback-rate: expected a number of feedbacks per second > 0, such as 1000, got %g", s.FeedbackRate))
 	}
 	return errs
 }

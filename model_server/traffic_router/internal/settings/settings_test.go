@@ -74,7 +74,8 @@ func TestClientAndMemoryLimitsHaveDocumentedDefaults(t *testing.T) {
 	}
 	if s.MaxBufferedBytes != 256<<20 || s.BodyReadTimeout != 30*time.Second || s.ReadHeaderTimeout != 10*time.Second ||
 		s.MaxHeaderBytes != 64<<10 || s.MirrorMaxBytes != 64<<20 || s.UpstreamIdleTimeout != 60*time.Second ||
-		s.MaxConnections != 4096 {
+		s.MaxConnections != 4096 || s.FeedbackMaxIDs != 100_000 || s.FeedbackMaxAge != 15*time.Minute ||
+		s.FeedbackRate != 1000 || s.FeedbackBurst != 1000 {
 		t.Fatalf("defaults changed (update docs/router.md with them): %+v", s)
 	}
 	s, err = Parse([]string{"--rollout=a"}, env(map[string]string{"ROUTER_MIRROR_MAX_QUEUED_BYTES": "1000",
@@ -93,6 +94,12 @@ func TestLimitsThatCannotWorkTogetherAreRefused(t *testing.T) {
 		"--max-header-bytes: expected an integer >= 1":                         {"--rollout=a", "--max-header-bytes=0"},
 		"--upstream-idle-timeout: expected a positive duration":                {"--rollout=a", "--upstream-idle-timeout=0s"},
 		"--max-connections: expected an integer >= 1":                          {"--rollout=a", "--max-connections=0"},
+		"--feedback-max-ids: expected an integer >= 1":                         {"--rollout=a", "--feedback-max-ids=0"},
+		"--feedback-max-ids: expected at most 10000000":                        {"--rollout=a", "--feedback-max-ids=10000001"},
+		"--feedback-max-age: expected a positive duration":                     {"--rollout=a", "--feedback-max-age=0s"},
+		"--feedback-rate: expected a number of feedbacks per second > 0":       {"--rollout=a", "--feedback-rate=0"},
+		"--feedback-rate: expected a number of feedbacks per second > 0, such": {"--rollout=a", "--feedback-rate=NaN"},
+		"--feedback-burst: expected an integer >= 1":                           {"--rollout=a", "--feedback-burst=0"},
 	}
 	for want, args := range cases {
 		_, err := Parse(args, env(nil), io.Discard)
@@ -107,12 +114,20 @@ func TestMemoryBoundIsTheSumOfTheBudgets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// 256 MiB bodies + 64 MiB shadow queue + 8 x 1 MiB shadow answers + 4096 x 20 KiB + 64 MiB
-	if got, want := s.MemoryBound(), int64(256+64+8+80+64)<<20; got != want {
-		t.Fatalf("MemoryBound() = %d, want %d (472 MiB)", got, want)
+	// 256 MiB bodies + 64 MiB shadow queue + 8 x 1 MiB shadow answers + 4096 x 20 KiB + 64 MiB,
+	// + 100,000 answers remembered for feedback x 320 bytes (30.5 MiB)
+	if got, want := s.MemoryBound(), int64(256+64+8+80+64)<<20+100_000*320; got != want {
+		t.Fatalf("MemoryBound() = %d, want %d (502.5 MiB)", got, want)
+	}
+	if s.MemoryBound() >= 512<<20 {
+		t.Fatalf("MemoryBound() = %d is not below the router pod's 512Mi limit", s.MemoryBound())
 	}
 	s.MaxBufferedBytes += 1 << 20
-	if got := s.MemoryBound(); got != int64(473)<<20 {
+	if got := s.MemoryBound(); got != int64(473)<<20+100_000*320 {
 		t.Fatalf("one more MiB of body budget: %d", got)
+	}
+	s.FeedbackMaxIDs = 1
+	if got := s.MemoryBound(); got != int64(473)<<20+320 {
+		t.Fatalf("one remembered answer: %d", got)
 	}
 }
