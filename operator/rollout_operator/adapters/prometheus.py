@@ -60,6 +60,8 @@ def compute_measurement(result: Any) -> Measurement:
         sample = series["value"]
     else:
         return Measurement.error(f"malformed answer: data.result is {_short(result)}")
+    if not _is_sample(sample):
+        return Measurement.error(f"malformed answer: expected a sample [timestamp, value], got {_short(sample)}")
     try:
         value = float(sample[1])
     except (TypeError, ValueError, IndexError):
@@ -68,6 +70,16 @@ def compute_measurement(result: Any) -> Measurement:
         return Measurement.error(f"query returned {value} (a division by zero?)")
     # NaN (Prometheus' answer to 0/0, i.e. no traffic in the window) reads as no data.
     return Measurement.of(value)
+
+
+def _is_sample(sample: Any) -> bool:
+    """An instant sample as the API writes it: [unix time as a number, value as a string]."""
+    return (
+        isinstance(sample, list)
+        and len(sample) == 2
+        and isinstance(sample[0], int | float)
+        and not isinstance(sample[0], bool)
+    )
 
 
 _SLICE_NAME_RE = re.compile(SLICE_NAME_PATTERN)
@@ -102,7 +114,7 @@ def compute_slice_values(result: Any, label: str, limit: int) -> SliceValues | M
             return Measurement.error(f"two series for {label}={name}; expected one per slice")
         sample = series["value"]
         try:
-            if not isinstance(sample, list) or len(sample) != 2:
+            if not _is_sample(sample):
                 raise ValueError("not a [timestamp, value] pair")
             value = float(sample[1])
         except (TypeError, ValueError):

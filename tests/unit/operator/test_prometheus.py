@@ -14,6 +14,10 @@ Q, N = 'sum(rate(x{version="v2"}[1m]))', 'sum(increase(n{version="v2"}[1m]))'
 REQUEST = QueryRequest(metric="error-rate", role=Role.CANDIDATE, version="v2", query=Q, samples_query=N)
 
 
+def _instant(result, kind: str = "vector"):
+    return (200, {"status": "success", "data": {"resultType": kind, "result": result}})
+
+
 @pytest.fixture
 def prom():
     with StubPrometheus() as stub:
@@ -64,6 +68,12 @@ def test_nan_from_zero_over_zero_is_no_data(prom):
             "expected an instant vector sample",
         ),
         ((503, {"status": "error", "error": "overloaded"}), "HTTP Status Code 503"),
+        # A sample that is not [timestamp, "value"]: a bare string once read as its second character.
+        (_instant([{"metric": {}, "value": "12"}]), "expected a sample [timestamp, value]"),
+        (_instant([{"metric": {}, "value": [1, "12", "3"]}]), "expected a sample [timestamp, value]"),
+        (_instant([{"metric": {}, "value": {"t": 1, "v": "12"}}]), "expected a sample [timestamp, value]"),
+        (_instant([{"metric": {}, "value": ["now", "12"]}]), "expected a sample [timestamp, value]"),
+        (_instant(["x", "12"], kind="scalar"), "expected a sample [timestamp, value]"),
     ],
 )
 def test_malformed_answers_are_error_measurements_naming_the_problem(prom, answer, needle):
