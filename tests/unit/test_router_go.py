@@ -19,5 +19,5 @@ def test_go_unit_tests_pass():
     assert out.returncode == 0, out.stdout + out.stderr
     assert "FAIL" not in out.stdout
     # every package with logic has tests (a package dropping to "no test files" is a regression)
-    for pkg in ["backend", "proxy", "settings", "shadow", "source", "split"]:
+    for pkg in ["backend", "feedback", "proxy", "settings", "shadow", "source", "split"]:
         assert f"ok  \tmodelrollout.dev/traffic-router/internal/{pkg}" in out.stdout, out.stdout

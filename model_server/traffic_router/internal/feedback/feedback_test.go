@@ -371,7 +371,7 @@ func TestAnAnswerKeepsItsLabelSetAfterTheVersionIsForgotten(t *testing.T) {
 	for i := range MaxVersions + 2 { // newer versions push v9's label set out
 		m.Remember(fmt.Sprintf("v%d-answer", i), fmt.Sprintf("w%d", i), answerHeader("clean", "yes"))
 	}
-	if _, ok := m.sets.Load("v9"); ok || len(m.setOrder) != MaxVersions {
+	if _, ok := (*m.sets.Load())["v9"]; ok || len(*m.sets.Load()) != MaxVersions {
 		t.Fatalf("label sets kept: %v", m.setOrder)
 	}
 	got, err := m.Settle("rolled-back", []string{"a"}, true)
@@ -445,4 +445,28 @@ func TestAFullMemoryHoldsAtMostEntryBytesPerAnswer(t *testing.T) {
 		t.Fatalf("%.0f bytes per remembered answer, more than EntryBytes=%d", per, EntryBytes)
 	}
 	runtime.KeepAlive(m)
+}
+
+// BenchmarkRemember is what the hot path adds per 2xx answer: go test -bench Remember -benchmem
+func BenchmarkRemember(b *testing.B) {
+	m := NewMemory(100_000, 15*time.Minute)
+	h := answerHeader("young", "yes")
+	ids := make([]string, 4096)
+	for i := range ids {
+		ids[i] = NewRequestID()
+	}
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			m.Remember(ids[i%len(ids)], "v1", h)
+			i++
+		}
+	})
+}
+
+func BenchmarkNewRequestID(b *testing.B) {
+	for b.Loop() {
+		_ = NewRequestID()
+	}
 }

@@ -77,12 +77,12 @@ type Memory struct {
 	epoch  time.Time
 	clock  func() time.Duration // since epoch, monotonic; tests replace it
 
-	sets     sync.Map // version -> *labelSet
-	setsMu   sync.Mutex
-	setOrder []string // versions in sets, oldest first (at most MaxVersions)
-
-	slices    sync.Map // slice name -> the same string (interned)
-	sliceKept atomic.Int32
+	// Read on every answer, written when a version or slice name is new: immutable maps
+	// replaced whole under mu (copy on write), so a read is one plain map lookup.
+	sets     atomic.Pointer[map[string]*labelSet] // version -> its label set (at most MaxVersions)
+	slices   atomic.Pointer[map[string]string]    // slice name -> the same string, interned (at most maxSlices)
+	mu       sync.Mutex
+	setOrder []string // versions in sets, oldest first
 }
 
 // NewMemory sizes the shards so that they hold maxIDs answers in all: one shard up to 2,048,
@@ -96,6 +96,8 @@ func NewMemory(maxIDs int, maxAge time.Duration) *Memory {
 	m := &Memory{shards: make([]shard, n), seed: maphash.MakeSeed(), maxIDs: maxIDs, maxAge: maxAge,
 		epoch: time.Now()}
 	m.clock = func() time.Duration { return time.Since(m.epoch) }
+	m.sets.Store(&map[string]*labelSet{})
+	m.slices.Store(&map[string]string{})
 	for i := range m.shards {
 		c := maxIDs / n
 		if i < maxIDs%n {
@@ -187,23 +189,28 @@ func (m *Memory) Len() int {
 // labelSetFor returns version's label set for this x-model-labels value, parsing it only when
 // the value differs from the one kept (nil when it is not a usable label set).
 func (m *Memory) labelSetFor(version, raw string) *labelSet {
-	if v, ok := m.sets.Load(version); ok && v.(*labelSet).raw == raw {
-		return v.(*labelSet)
+	if set := (*m.sets.Load())[version]; set != nil && set.raw == raw {
+		return set
 	}
 	set := parseLabelSet(version, raw)
 	if set == nil {
 		return nil
 	}
-	m.setsMu.Lock()
-	defer m.setsMu.Unlock()
-	if _, ok := m.sets.Load(version); !ok {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	sets := map[string]*labelSet{}
+	for v, s := range *m.sets.Load() {
+		sets[v] = s
+	}
+	if _, ok := sets[version]; !ok {
 		if len(m.setOrder) == MaxVersions {
-			m.sets.Delete(m.setOrder[0])
+			delete(sets, m.setOrder[0])
 			m.setOrder = m.setOrder[1:]
 		}
 		m.setOrder = append(m.setOrder, version)
 	}
-	m.sets.Store(version, set)
+	sets[version] = set
+	m.sets.Store(&sets)
 	return set
 }
 
@@ -252,16 +259,27 @@ func (m *Memory) sliceOf(vv []string) string {
 	if len(vv) > 1 {
 		return SliceOther
 	}
-	if v, ok := m.slices.Load(vv[0]); ok {
-		return v.(string)
+	if name, ok := (*m.slices.Load())[vv[0]]; ok {
+		return name
 	}
-	if !IsSliceName(vv[0]) || m.sliceKept.Load() >= maxSlices {
+	if !IsSliceName(vv[0]) {
+		return SliceOther
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old := *m.slices.Load()
+	if name, ok := old[vv[0]]; ok {
+		return name
+	}
+	if len(old) >= maxSlices {
 		return SliceOther
 	}
 	name := strings.Clone(vv[0]) // not the header's memory
-	if _, loaded := m.slices.LoadOrStore(name, name); !loaded {
-		m.sliceKept.Add(1)
+	slices := map[string]string{name: name}
+	for k, v := range old {
+		slices[k] = v
 	}
+	m.slices.Store(&slices)
 	return name
 }
 

@@ -24,10 +24,21 @@ func BenchmarkForwardMirrored(b *testing.B) {
 		Mirror: &split.Mirror{Version: "v2", Percent: 100}})
 }
 
-func benchmarkForward(b *testing.B, s split.Split) {
+// BenchmarkForwardRemembered is BenchmarkForward against a backend that sets the model
+// server's x-slice, x-predictions and x-model-labels, so every answer is remembered for feedback.
+func BenchmarkForwardRemembered(b *testing.B) {
+	benchmarkForward(b, split.Split{Stable: split.Target{Version: "v1", Weight: 90},
+		Candidate: &split.Target{Version: "v2", Weight: 10}}, "X-Slice", "young", "X-Predictions", "yes",
+		"X-Model-Labels", "_silence_,_unknown_,yes,no,up,down,left,right,on,off,stop,go")
+}
+
+func benchmarkForward(b *testing.B, s split.Split, answerHeaders ...string) {
 	answer := []byte(`{"predictions":[{"label":"yes","confidence":0.97}]}`)
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
+		for i := 0; i+1 < len(answerHeaders); i += 2 {
+			w.Header()[answerHeaders[i]] = []string{answerHeaders[i+1]}
+		}
 		w.Write(answer)
 	}))
 	defer backend.Close()

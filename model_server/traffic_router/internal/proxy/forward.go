@@ -34,7 +34,7 @@ const answerGrace = time.Second
 
 // exchange is one forwarded request as the ReverseProxy hooks see it (through the context).
 type exchange struct {
-	id        string // x-request-id: the client's, or one the router made
+	id        []string // x-request-id: the client's, or one the router made (the one value, shared by both headers)
 	body      []byte
 	version   string
 	role      split.Role
@@ -79,7 +79,8 @@ func (r *Router) forward(w http.ResponseWriter, req *http.Request) {
 	}
 	// Every answer from here on carries the id, the router's own errors too; the backend's
 	// echo is dropped (decorateResponse) so the client gets it once.
-	w.Header()[feedback.RequestIDHeader] = []string{id}
+	idv := []string{id} // one slice for both headers: neither is appended to in place
+	w.Header()[feedback.RequestIDHeader] = idv
 	// The body is read before a slot is taken, so slow uploads cost a connection and the
 	// bytes they actually sent (bounded by --max-buffered-request-bytes), not capacity.
 	rc := http.NewResponseController(w)
@@ -101,12 +102,12 @@ func (r *Router) forward(w http.ResponseWriter, req *http.Request) {
 			"waiting for its status.traffic", r.cfg.Namespace, r.cfg.Rollout))
 		return
 	}
-	r.proxyTo(w, rc, req, id, body, s, start)
+	r.proxyTo(w, rc, req, idv, body, s, start)
 }
 
 // proxyTo forwards an admitted request to the version its split picks, then offers the shadow
 // copy; start is when the request arrived (router_request_duration_seconds).
-func (r *Router) proxyTo(w http.ResponseWriter, rc *http.ResponseController, req *http.Request, id string,
+func (r *Router) proxyTo(w http.ResponseWriter, rc *http.ResponseController, req *http.Request, id []string,
 	body []byte, s *split.Split, start time.Time) {
 	role, version, mirrored := decideRoute(s, req)
 	ex := &exchange{id: id, body: body, version: version, role: role, vm: r.metricsFor(s, role, version),
@@ -167,7 +168,7 @@ func (r *Router) rewrite(pr *httputil.ProxyRequest) {
 		pr.Out.Header.Del("Upgrade")
 		pr.Out.Header.Del("Connection")
 	}
-	pr.Out.Header[feedback.RequestIDHeader] = []string{ex.id}
+	pr.Out.Header[feedback.RequestIDHeader] = ex.id
 	pr.Out.URL.Scheme = "http"
 	pr.Out.Host = pr.In.Host
 	// The body is sent from the buffer with its exact length, whatever framing the client
@@ -255,7 +256,7 @@ func (r *Router) decorateResponse(resp *http.Response) error {
 	h.Set("X-Modelrollout-Role", string(ex.role))
 	delete(h, feedback.RequestIDHeader) // the client already has the router's (set by forward)
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		r.answers.Remember(ex.id, ex.version, h) // the shadow's answers never come through here
+		r.answers.Remember(ex.id[0], ex.version, h) // the shadow's answers never come through here
 	}
 	ex.answer.rc, ex.answer.capture = resp.Body, ex.capture
 	resp.Body = &ex.answer
