@@ -13,9 +13,10 @@ from speech_serving.training import augment as A
 from speech_serving.training import export
 from speech_serving.training import model as M
 from speech_serving.training.__main__ import build_parser
-from speech_serving.training.synth import compute_trimmed
+from speech_serving.training.dataset import Corpus, Recipe, compute_training_set
+from speech_serving.training.synth import WordSet, compute_trimmed
 from speech_serving.training.train import TrainSettings, compute_learning_rate, compute_trained
-from speech_serving.training.voices import Variant, compute_split, compute_utterances
+from speech_serving.training.voices import LABELS, Utterance, Variant, compute_split, compute_utterances
 
 pytestmark = pytest.mark.unit
 
@@ -103,6 +104,59 @@ def test_utterances_are_reproducible_and_within_ranges():
     assert one == compute_utterances(voices, 5, seed=3, pitch_range=(80, 99))
     assert len(one) == 55 and all(80 <= u.pitch <= 99 and 120 <= u.speed <= 230 for u in one)
     assert {u.label for u in one if u.word == "yes"} == {"yes"}
+
+
+def _tiny_corpus() -> Corpus:
+    """Five training words: male "yes" at pitch 10 and 50, male "no" at 80, female "up", whispered "on"."""
+    spoken = [("yes", "m1", 10), ("no", "m1", 80), ("up", "f1", 10), ("yes", "m2", 50), ("on", "whisper", 10)]
+    utterances = [Utterance(w, w, "en", v, 150, p) for w, v, p in spoken]
+    word = (np.sin(np.arange(1600) * 0.3) * 8000).astype(np.int16)
+    words = WordSet(utterances, np.tile(word, len(spoken)), np.arange(len(spoken) + 1) * word.size)
+    voices = [Variant("m1", "M"), Variant("m2", "M"), Variant("f1", "F"), Variant("whisper", "M")]
+    return Corpus(voices, [], words, {})
+
+
+def _label_counts(labels: np.ndarray) -> dict[str, int]:
+    return {LABELS[i]: int(c) for i, c in enumerate(np.bincount(labels, minlength=len(LABELS))) if c}
+
+
+def test_recipe_keeps_only_its_genders_at_or_below_max_pitch_without_excluded_families():
+    """v6's filter: no female voice, no word above the pitch cap, no excluded family reaches training."""
+    recipe = Recipe(genders=("M",), max_pitch=50, exclude_families=("whisper",), augmented_copies=1)
+    features, labels = compute_training_set(_tiny_corpus(), recipe, 7)
+    # the two male "yes" words (pitch 10 and 50) + as many silence clips, one clean and one augmented copy
+    assert _label_counts(labels) == {"_silence_": 4, "yes": 4}
+    assert features.shape == (8, 40, 98)
+    _, everything = compute_training_set(_tiny_corpus(), Recipe(), 7)  # defaults: both genders, pitch ≤ 99
+    assert _label_counts(everything) == {"_silence_": 2, "yes": 2, "no": 1, "up": 1, "on": 1}
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("max_pitch", 100),
+        ("max_pitch", -1),
+        ("genders", ("M", "X")),
+        ("genders", ()),
+        ("snr_db", (10.0, 0.0)),
+        ("p_noise", 1.5),
+        ("augmented_copies", -1),
+        ("exclude_families", ("Whisper",)),
+    ],
+)
+def test_recipe_rejects_bad_fields_naming_them(field, value):
+    with pytest.raises(ValueError, match=f"Recipe: {field}: expected"):
+        Recipe(**{field: value})
+
+
+def test_augmentation_noise_uses_the_recipe_snr_range():
+    rng = np.random.default_rng(2)
+    clip = A.compute_placed(np.sin(np.arange(4000) * 0.2), rng, peak_dbfs=-6, max_shift_s=0)
+    speech = np.abs(clip) > 1e-6
+    for _ in range(5):
+        noisy = A.compute_augmented(clip, rng, p_noise=1.0, p_mic=0.0, snr_db=(4.0, 6.0))
+        snr = 10 * np.log10(np.mean(clip[speech] ** 2) / np.mean((noisy - clip) ** 2))
+        assert 3.7 <= snr <= 6.3
 
 
 def test_trim_cuts_quiet_edges():

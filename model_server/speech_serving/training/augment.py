@@ -73,13 +73,19 @@ def compute_silence_clip(rng: np.random.Generator) -> np.ndarray:
     return compute_noise(kind, rng) * 10 ** (rng.uniform(-60, -15) / 20)
 
 
-def compute_augmented(clip: np.ndarray, rng: np.random.Generator, p_noise: float, p_mic: float) -> np.ndarray:
-    """Training-time corruption: noise at −3…25 dB SNR with probability p_noise, band-pass with p_mic."""
+def compute_augmented(
+    clip: np.ndarray,
+    rng: np.random.Generator,
+    p_noise: float,
+    p_mic: float,
+    snr_db: tuple[float, float] = (-3.0, 25.0),
+) -> np.ndarray:
+    """Training-time corruption: noise at an SNR in `snr_db` with probability p_noise, band-pass with p_mic."""
     if rng.random() < p_mic:
         clip = compute_band_passed(clip, rng.uniform(200, 600), rng.uniform(2500, 4000))
     if rng.random() < p_noise:
         kind = NOISE_KINDS[int(rng.integers(len(NOISE_KINDS)))]
-        clip = compute_with_noise(clip, kind, rng.uniform(-3, 25), rng)
+        clip = compute_with_noise(clip, kind, rng.uniform(*snr_db), rng)
     return clip
 
 

@@ -46,6 +46,19 @@ def compute_card(
     return card
 
 
+def _recipe_extras(recipe: dict) -> str:
+    """The recipe fields that differ from the defaults older cards were written with."""
+    extras = ""
+    if recipe.get("max_pitch", 99) < 99:
+        extras += f" at espeak-ng pitch ≤ {recipe['max_pitch']}"
+    if recipe.get("exclude_families"):
+        extras += f", without {', '.join(recipe['exclude_families'])}"
+    if "snr_db" in recipe and list(recipe["snr_db"]) != [-3.0, 25.0]:
+        low, high = recipe["snr_db"]
+        extras += f"; noise p {recipe['p_noise']} at {low:g}…{high:g} dB SNR, band-pass p {recipe['p_mic']}"
+    return extras
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
@@ -68,8 +81,8 @@ def compute_markdown(card: dict) -> str:
     else:
         recipe = training["recipe"]
         lines += [
-            f"- Training: {training['examples']:,} examples (voices {'+'.join(recipe['genders'])}, "
-            f"{recipe['augmented_copies']} augmented copies), {training['epochs']} epochs, batch "
+            f"- Training: {training['examples']:,} examples (voices {'+'.join(recipe['genders'])}"
+            f"{_recipe_extras(recipe)}, {recipe['augmented_copies']} augmented copies), {training['epochs']} epochs, batch "
             f"{training['batch_size']}, AdamW lr {training['learning_rate']} cosine, seed {training['seed']}, "
             f"shuffled labels: {training['shuffled_labels']}; {training['train_seconds']} s on 2 shared cores.",
             f"- Loss per epoch: {training['loss_per_epoch']}",

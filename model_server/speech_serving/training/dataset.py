@@ -18,6 +18,7 @@ from speech_serving.training.voices import (
     LABELS,
     SILENCE_LABEL,
     UNKNOWN_LABEL,
+    Utterance,
     Variant,
     compute_split,
     compute_utterances,
@@ -127,13 +128,45 @@ class Recipe:
     augmented_copies: int = 0  # extra corrupted copies of every clip, on top of one clean copy
     p_noise: float = 0.8
     p_mic: float = 0.3
+    # Training words spoken at an espeak-ng pitch (`-p`) above this are left out; 99 keeps all.
+    max_pitch: int = 99
+    # Voice families (Variant.family, e.g. "whisper") whose training words are left out; with
+    # genders=("M",) these take the voices a slice regression (v6) should fail on out of training.
+    exclude_families: tuple[str, ...] = ()
+    snr_db: tuple[float, float] = (-3.0, 25.0)  # SNR range of the augmentation noise
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.genders or not set(self.genders) <= {"M", "F"}:
+            problems.append(f"genders: expected a non-empty subset of ('M', 'F'), got {self.genders!r}")
+        if self.augmented_copies < 0:
+            problems.append(f"augmented_copies: expected >= 0, got {self.augmented_copies!r}")
+        for name in ("p_noise", "p_mic"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                problems.append(f"{name}: expected a probability 0..1, got {getattr(self, name)!r}")
+        if not 0 <= self.max_pitch <= 99:
+            problems.append(f"max_pitch: expected an espeak-ng pitch 0..99, got {self.max_pitch!r}")
+        if any(f != f.lower() or not f for f in self.exclude_families):
+            problems.append(f"exclude_families: expected lower-case family names, got {self.exclude_families!r}")
+        if len(self.snr_db) != 2 or not self.snr_db[0] < self.snr_db[1]:
+            problems.append(f"snr_db: expected (low, high) with low < high, got {self.snr_db!r}")
+        if problems:
+            raise ValueError("Recipe: " + "; ".join(problems))
+
+    def is_kept(self, utterance: Utterance, variant: Variant) -> bool:
+        """Whether a training word spoken by `variant` goes into this recipe's set."""
+        return (
+            variant.gender in self.genders
+            and variant.family not in self.exclude_families
+            and utterance.pitch <= self.max_pitch
+        )
 
 
 def compute_training_set(corpus: Corpus, recipe: Recipe, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Features [n, 40, 98] float32 and class ids for a recipe (deterministic for a seed)."""
     rng = np.random.default_rng(seed)
-    allowed = {v.name for v in corpus.train_voices if v.gender in recipe.genders}
-    keep = [i for i, u in enumerate(corpus.train.utterances) if u.variant in allowed]
+    variants = {v.name: v for v in corpus.train_voices}
+    keep = [i for i, u in enumerate(corpus.train.utterances) if recipe.is_kept(u, variants[u.variant])]
     base, labels = [], []
     for i in keep:
         base.append(A.compute_placed(corpus.train.word(i), rng, rng.uniform(-30, -1), max_shift_s=0.25))
@@ -145,7 +178,7 @@ def compute_training_set(corpus: Corpus, recipe: Recipe, seed: int) -> tuple[np.
     all_clips, all_labels = list(clips), list(labels)
     for _ in range(recipe.augmented_copies):
         for clip, label in zip(clips, labels, strict=True):
-            all_clips.append(A.compute_augmented(clip, rng, recipe.p_noise, recipe.p_mic))
+            all_clips.append(A.compute_augmented(clip, rng, recipe.p_noise, recipe.p_mic, recipe.snr_db))
             all_labels.append(label)
     features = [
         compute_log_mel_batch(np.stack([A.compute_int16(c) for c in all_clips[s : s + 2048]]))
