@@ -9,13 +9,16 @@ import bisect
 import itertools
 import math
 import threading
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
 from speech_serving.audio import DURATION_BANDS, LEVEL_BANDS, compute_duration_band, compute_level_band
 from speech_serving.pipeline import ClipResult, StageTimes
+
+if TYPE_CHECKING:  # the card format imports this module's buckets; only its type is needed here
+    from speech_serving.training.reference import Reference
 
 PROTOCOLS = ("v1", "v2")
 OUTCOMES = ("ok", "client_error", "server_error")
@@ -50,6 +53,40 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...], str]] = {
         "Confidence of each answer by request slice and the clip's level and duration band",
     ),
     "speech_batch_size": ("histogram", (), "Clips per adaptive pipeline batch"),
+    # The served model's reference distribution (its training inputs, from the model card; docs/models.md): constant
+    # gauges on the live histograms' buckets, so a drift query compares the two on the same `le` edges.
+    "speech_reference_available": ("gauge", (), "1 when the served model has a reference distribution, else 0"),
+    "speech_reference_input_duration_seconds_bucket": (
+        "gauge",
+        ("le",),
+        "Reference clips with a duration <= le seconds (cumulative, like speech_input_duration_seconds)",
+    ),
+    "speech_reference_input_duration_seconds_count": ("gauge", (), "Clips behind the reference duration histogram"),
+    "speech_reference_input_level_dbfs_bucket": (
+        "gauge",
+        ("le",),
+        "Reference clips with an RMS level <= le dBFS (cumulative, like speech_input_level_dbfs)",
+    ),
+    "speech_reference_input_level_dbfs_count": ("gauge", (), "Clips behind the reference level histogram"),
+    "speech_reference_vad_speech_ratio_bucket": (
+        "gauge",
+        ("le",),
+        "Reference clips with a VAD speech share <= le (cumulative, like speech_vad_speech_ratio)",
+    ),
+    "speech_reference_vad_speech_ratio_count": ("gauge", (), "Clips behind the reference speech-share histogram"),
+    "speech_reference_prediction_share": (
+        "gauge",
+        ("label",),
+        "Share of the reference clips the model answered with this label (its answers on its training inputs)",
+    ),
+}
+
+# The live input histograms a reference distribution mirrors, with their buckets (the reference gauges are
+# speech_reference_<name without speech_>_bucket/_count); training/reference.py counts on exactly these.
+REFERENCE_INPUTS: dict[str, tuple[float, ...]] = {
+    "speech_input_duration_seconds": _CLIP_BUCKETS,
+    "speech_input_level_dbfs": _LEVEL_BUCKETS,
+    "speech_vad_speech_ratio": _RATIO_BUCKETS,
 }
 
 
@@ -70,6 +107,7 @@ class _Families(NamedTuple):
 
     counters: dict[str, Counter]
     histograms: dict[str, _HistogramFamily]
+    reference: ReferenceGauges
 
 
 _FAMILIES: dict[int, _Families] = {}
@@ -156,6 +194,51 @@ class _SignedChild:
             return list(self._counts), self._sum
 
 
+class ReferenceGauges:
+    """The speech_reference_* gauges of every model version served from one registry: constants from the card.
+
+    A custom collector on prometheus_client's public API (GaugeMetricFamily): the values never change after load,
+    so there is nothing to update per request. A version without a reference exports only available 0.
+    """
+
+    def __init__(self, registry: CollectorRegistry):
+        self._references: dict[tuple[str, str], Reference | None] = {}
+        self._le = {name: compute_le_labels(buckets) for name, buckets in REFERENCE_INPUTS.items()}
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def set_reference(self, model: str, version: str, reference: Reference | None) -> None:
+        with self._lock:
+            self._references[(model, version)] = reference
+
+    def _families(self) -> dict[str, GaugeMetricFamily]:
+        return {
+            name: GaugeMetricFamily(name, doc, labels=("model", "version", *extra))
+            for name, (kind, extra, doc) in CONTRACT.items()
+            if kind == "gauge"
+        }
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return list(self._families().values())
+
+    def collect(self):
+        families = self._families()
+        with self._lock:
+            references = list(self._references.items())
+        for (model, version), reference in references:
+            families["speech_reference_available"].add_metric([model, version], 0.0 if reference is None else 1.0)
+            if reference is None:
+                continue
+            for name, counts in reference.histograms.items():
+                prefix = "speech_reference_" + name.removeprefix("speech_")
+                for le, total in zip(self._le[name], itertools.accumulate(counts), strict=True):
+                    families[prefix + "_bucket"].add_metric([model, version, le], float(total))
+                families[prefix + "_count"].add_metric([model, version], float(sum(counts)))
+            for label, count in reference.predictions.items():
+                families["speech_reference_prediction_share"].add_metric([model, version, label], count / reference.n)
+        yield from families.values()
+
+
 def _families(registry: CollectorRegistry) -> _Families:
     """One set of metric families per registry, shared by every ServerMetrics using it (tests make several)."""
     if id(registry) in _FAMILIES:
@@ -169,11 +252,11 @@ def _families(registry: CollectorRegistry) -> _Families:
         "speech_confidence": _CONFIDENCE_BUCKETS,
         "speech_batch_size": _BATCH_BUCKETS,
     }
-    made = _Families({}, {})
+    made = _Families({}, {}, ReferenceGauges(registry))
     for name, (kind, extra, doc) in CONTRACT.items():
         if kind == "counter":
             made.counters[name] = Counter(name.removesuffix("_total"), doc, base + extra, registry=registry)
-        else:
+        elif kind == "histogram":
             kind_cls = SignedHistogram if hist_buckets[name][0] < 0 else Histogram
             made.histograms[name] = kind_cls(name, doc, base + extra, buckets=hist_buckets[name], registry=registry)
     _FAMILIES[id(registry)] = made
@@ -195,7 +278,7 @@ class ServerMetrics:
         slices: tuple[str, ...],
         registry: CollectorRegistry = REGISTRY,
     ):
-        counters, histograms = _families(registry)
+        counters, histograms, reference = _families(registry)
         ids = {"model": model, "version": version}
         self._ids = ids
         self.requests = counters["speech_requests_total"]
@@ -207,6 +290,8 @@ class ServerMetrics:
         self.predictions = counters["speech_predictions_total"]
         self.confidence = histograms["speech_confidence"]
         self.batch_size = histograms["speech_batch_size"].labels(**ids)
+        self._reference = reference
+        self._reference.set_reference(model, version, None)  # available 0 until load() says otherwise
         # Children by label values: label lookups cost ~3 µs each and a request makes a dozen. Every key is
         # a value of a bounded label set (the slices are allow-listed), so these stay as small as the series.
         self._request_children: dict[tuple[str, str, str], Counter] = {}
@@ -225,6 +310,10 @@ class ServerMetrics:
         answers = sorted(set(labels) | {"_silence_"})
         for label, slice_, level, duration in itertools.product(answers, slices, LEVEL_BANDS, DURATION_BANDS):
             self.predictions.labels(label=label, slice=slice_, level_band=level, duration_band=duration, **self._ids)
+
+    def set_reference(self, reference: Reference | None) -> None:
+        """Export this version's reference distribution (None: speech_reference_available 0, no buckets)."""
+        self._reference.set_reference(self._ids["model"], self._ids["version"], reference)
 
     def count_request(self, protocol: str, outcome: str, slice_: str) -> None:
         key = (protocol, outcome, slice_)

@@ -64,6 +64,30 @@ def write_tiny_recognizer(
     return path
 
 
+def make_reference(counts: dict[str, dict[str, int]], predictions: dict[str, int]) -> dict:
+    """A model card's `reference` by hand: counts per `le` of each input histogram (other buckets 0), answers."""
+    from speech_serving.metrics import REFERENCE_INPUTS, compute_le_labels
+
+    histograms = {}
+    for name, buckets in REFERENCE_INPUTS.items():
+        le = compute_le_labels(buckets)
+        histograms[name] = {"le": le, "counts": [counts.get(name, {}).get(x, 0) for x in le]}
+    n = sum(predictions.values())
+    return {"n": n, "inputs": "by hand", "method": "by hand", "histograms": histograms, "predictions": predictions}
+
+
+def write_model_card(model_path: Path, reference: dict | None, sha256: str | None = None) -> Path:
+    """`<stem>.json` next to a model file, as speech-train writes it (the file's sha256), with `reference`."""
+    import hashlib
+
+    card: dict = {"version": model_path.stem, "sha256": sha256 or hashlib.sha256(model_path.read_bytes()).hexdigest()}
+    if reference is not None:
+        card["reference"] = reference
+    path = model_path.with_suffix(".json")
+    path.write_text(json.dumps(card))
+    return path
+
+
 def synthesize_word(word: str, pad_s: float = 0.3) -> np.ndarray:
     """int16 16 kHz mono speech from espeak-ng + sox (both Debian packages in the Makefile)."""
     if not (shutil.which("espeak-ng") and shutil.which("sox")):

@@ -14,7 +14,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from speech_serving.metrics import CONTRACT
 from speech_serving.server.app import build_app
-from tests.support.speech_fixtures import LABELS, make_speech_model, synthesize_word, write_tiny_recognizer
+from tests.support.speech_fixtures import (
+    LABELS,
+    make_reference,
+    make_speech_model,
+    synthesize_word,
+    write_model_card,
+    write_tiny_recognizer,
+)
 
 pytestmark = pytest.mark.unit
 VERSION = "contract-v3"
@@ -30,7 +37,24 @@ PINNED = {
     "speech_predictions": ("counter", BASE | {"label", "slice", "level_band", "duration_band"}),
     "speech_confidence": ("histogram", BASE | {"slice", "level_band", "duration_band"}),
     "speech_batch_size": ("histogram", BASE),
+    "speech_reference_available": ("gauge", BASE),
+    "speech_reference_input_duration_seconds_bucket": ("gauge", BASE | {"le"}),
+    "speech_reference_input_duration_seconds_count": ("gauge", BASE),
+    "speech_reference_input_level_dbfs_bucket": ("gauge", BASE | {"le"}),
+    "speech_reference_input_level_dbfs_count": ("gauge", BASE),
+    "speech_reference_vad_speech_ratio_bucket": ("gauge", BASE | {"le"}),
+    "speech_reference_vad_speech_ratio_count": ("gauge", BASE),
+    "speech_reference_prediction_share": ("gauge", BASE | {"label"}),
 }
+# the scraped model's card: two training clips, both 1 s at -25 dBFS, half speech, answered yes and no
+REFERENCE = make_reference(
+    {
+        "speech_input_duration_seconds": {"1.0": 2},
+        "speech_input_level_dbfs": {"-25.0": 2},
+        "speech_vad_speech_ratio": {"0.5": 2},
+    },
+    {"yes": 1, "no": 1},
+)
 SLICES = ("young", "noisy")  # the allow-list the scraped server runs with
 SLICE_VALUES = {"young", "noisy", "none", "other"}
 
@@ -38,6 +62,7 @@ SLICE_VALUES = {"young", "noisy", "none", "other"}
 @pytest.fixture(scope="module")
 async def scraped(tmp_path_factory) -> dict:
     path = write_tiny_recognizer(tmp_path_factory.mktemp("m") / "tiny.onnx")
+    write_model_card(path, REFERENCE)
     app = build_app(make_speech_model(path, model_version=VERSION, slices=SLICES))
     word = base64.b64encode(synthesize_word("no").tobytes()).decode()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://speech") as client:
@@ -77,11 +102,12 @@ def test_every_documented_series_exists_with_exact_labels(scraped):
         got_kind, samples = scraped[name]
         assert got_kind == kind, name
         # speech_input_level_dbfs has negative buckets; it must still have _sum (the chart's drift alert)
-        suffixes = {"_total"} if kind == "counter" else {"_bucket", "_sum", "_count"}
+        suffixes = {"counter": {"_total"}, "gauge": {""}}.get(kind, {"_bucket", "_sum", "_count"})
         main = [s for s in samples if s.name in {name + suf for suf in suffixes}]
         assert {s.name[len(name) :] for s in main} == suffixes, name
         for s in main:
-            assert set(s.labels) - {"le"} == labels, (name, s.labels)
+            # a histogram's le comes with its type; a reference gauge's le is one of its pinned labels
+            assert set(s.labels) - ({"le"} if kind == "histogram" else set()) == labels, (name, s.labels)
             assert s.labels["model"] == "speech-commands"
 
 

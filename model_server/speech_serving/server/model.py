@@ -5,6 +5,7 @@ v1 bodies arrive as dicts, v2 as KServe InferRequests; both return what the cont
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
@@ -25,6 +26,9 @@ from speech_serving.server.payloads import (
     parse_v1,
     parse_v2,
 )
+from speech_serving.training.reference import Reference, fetch_reference
+
+log = logging.getLogger("speech_serving.server")
 
 
 class SpeechModel(Model):
@@ -45,6 +49,7 @@ class SpeechModel(Model):
         self.metrics: ServerMetrics | None = None
         self.batcher: AdaptiveBatcher | None = None
         self.labels_header = ""  # x-model-labels: every answer this model can give, in the model's order
+        self.reference: Reference | None = None  # the training-input distribution from the model card, if any
 
     def load(self) -> bool:
         if self.pipeline is None:
@@ -55,6 +60,10 @@ class SpeechModel(Model):
         check_header_labels(labels, self.settings.effective_model_uri)
         self.labels_header = ",".join(labels if SILENCE in labels else [*labels, SILENCE])
         self.metrics = ServerMetrics(self.name, self.version, labels, self.slices.values)
+        self.reference, why = fetch_reference(self.pipeline.recognizer.path)
+        if self.reference is None:
+            log.info("model %s %s has no reference distribution: %s", self.name, self.version, why)
+        self.metrics.set_reference(self.reference)
         self.batcher = AdaptiveBatcher(
             self.pipeline, self.settings.max_batch, self.settings.inference_threads, self.metrics.observe_batch
         )
