@@ -125,6 +125,7 @@ def compute_status_text(obj: Mapping[str, Any], events: Sequence[Mapping[str, An
             )
             lines.extend(compute_slice_lines(g))
         lines.extend(compute_evidence_lines(gates))
+    lines.extend(compute_monitoring_lines(status))
     if events:
         lines.append("  Recent events:")
         for e in events:
@@ -133,6 +134,25 @@ def compute_status_text(obj: Mapping[str, Any], events: Sequence[Mapping[str, An
                 f"{e.get('reason', ''):<18} {e.get('message', '')}"
             )
     return "\n".join(lines)
+
+
+def compute_monitoring_lines(status: Mapping[str, Any]) -> list[str]:
+    """spec.monitoring's Degraded condition and its gates on stable (nothing without it)."""
+    monitoring = status.get("monitoring") or {}
+    if not monitoring.get("version"):
+        return []
+    flag = monitoring.get("degraded")
+    degraded = "Unknown" if not isinstance(flag, bool) else str(flag)
+    lines = [
+        f"  Degraded:  {degraded} ({monitoring.get('reason') or '-'}) {monitoring.get('message') or ''}".rstrip(),
+        f"    {'MONITOR':<20} {'VALUE':>10} {'THRESHOLD':<22} {'SAMPLES':>7}  VERDICT  FAILING",
+    ]
+    for g in monitoring.get("metrics") or []:
+        lines.append(
+            f"    {g.get('name', ''):<20} {_fmt(g.get('value')):>10} {g.get('threshold') or '-':<22} "
+            f"{_fmt(g.get('samples')):>7}  {g.get('verdict') or '-':<7}  {_fmt(g.get('failures'))}"
+        )
+    return lines
 
 
 def compute_slice_lines(gate: Mapping[str, Any]) -> list[str]:

@@ -83,6 +83,7 @@ class RolloutSnapshot:
     weights: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (version, role) -> %
     mirror: tuple[str, int] | None = None
     gates: Mapping[str, Gate] = field(default_factory=dict)
+    degraded: bool | None = None  # spec.monitoring's Degraded condition; None: not monitoring or not checked yet
 
 
 class RolloutCollector(Collector):
@@ -128,7 +129,15 @@ class RolloutCollector(Collector):
             "Each gate's threshold by bound.",
             labels=["namespace", "rollout", "metric", "bound"],
         )
+        degraded = GaugeMetricFamily(
+            "modelrollout_degraded",
+            "1 while spec.monitoring has the stable version Degraded, 0 when its gates pass "
+            "(absent without spec.monitoring or before its first conclusive round).",
+            labels=["namespace", "rollout"],
+        )
         for (ns, name), snap in sorted(snapshots.items()):
+            if snap.degraded is not None:
+                degraded.add_metric([ns, name], 1.0 if snap.degraded else 0.0)
             for p in Phase:
                 phase.add_metric([ns, name, p.value], 1.0 if snap.phase == p.value else 0.0)
             for (version, role), w in snap.weights.items():
@@ -140,7 +149,7 @@ class RolloutCollector(Collector):
                     value.add_metric([ns, name, metric], gate.value)
                 for bound, number in gate.thresholds.items():
                     threshold.add_metric([ns, name, metric, bound], number)
-        yield from (phase, weight, mirror, value, threshold)
+        yield from (phase, weight, mirror, value, threshold, degraded)
 
 
 ROLLOUTS = RolloutCollector()

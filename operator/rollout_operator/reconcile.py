@@ -179,8 +179,12 @@ def fetch_observations(
             )
         ] * len(requests)
     else:
-        assert spec.analysis is not None  # plan_queries asks for nothing without analysis
-        measurements = fetch_round(adapters, address, requests, spec.analysis.interval.total_seconds())
+        # plan_queries asks only for analysis or monitoring rounds; either's interval bounds it.
+        interval = spec.analysis.interval if spec.analysis is not None else None
+        if spec.monitoring is not None:
+            interval = min(interval or spec.monitoring.interval, spec.monitoring.interval)
+        assert interval is not None
+        measurements = fetch_round(adapters, address, requests, interval.total_seconds())
     return Observations(
         workloads=workloads,
         measurements=compute_metric_observations(list(zip(requests, measurements, strict=True))),
@@ -434,5 +438,11 @@ def record_snapshot(owner: Owner, spec: RolloutSpec | None, status: RolloutStatu
     m.ROLLOUTS.record(
         owner.namespace,
         owner.name,
-        m.RolloutSnapshot(status.phase.value if status.phase else None, weights, mirror, gates),
+        m.RolloutSnapshot(
+            status.phase.value if status.phase else None,
+            weights,
+            mirror,
+            gates,
+            status.monitoring.degraded if status.monitoring.version else None,
+        ),
     )

@@ -21,6 +21,7 @@ Modules by concept, in reading order:
 12. sequential  anytime-valid confidence sequences: the statistics of sequential gates
 13. sequential_gates  a gate in sequential mode: its count queries, verdict and rates
 14. slices      a gate per slice: grouped queries, per-slice verdicts, the false-alarm correction
+15. monitoring  spec.monitoring: gates on the stable version while Healthy, the Degraded condition
 """
 
 from .analysis import Criteria, Evaluation, Measurement, MeasurementKind, Verdict, evaluate, worst
@@ -60,6 +61,7 @@ from .spec import (
     GatewayAPISpec,
     MetricSpec,
     ModelSpec,
+    MonitoringSpec,
     OnNoData,
     Pause,
     Promote,
@@ -85,6 +87,7 @@ from .status import (
     HistoryEntry,
     MetricStatus,
     MirrorTarget,
+    MonitoringStatus,
     RolloutStatus,
     SliceStatus,
     TrafficSplit,
@@ -120,6 +123,8 @@ __all__ = [
     "MetricStatus",
     "MirrorTarget",
     "ModelSpec",
+    "MonitoringSpec",
+    "MonitoringStatus",
     "Observations",
     "OnNoData",
     "Pause",

@@ -124,10 +124,13 @@ class Evaluation:
     message: str  # with the numbers, e.g. "0.84 > max 0.5 (n=412)"
 
 
-def evaluate(measurement: Measurement, criteria: Criteria, stable: Measurement | None = None) -> Evaluation:
+def evaluate(
+    measurement: Measurement, criteria: Criteria, stable: Measurement | None = None, *, who: str = "candidate"
+) -> Evaluation:
     """Judge one measurement. Errors are errors, no data follows onNoData, fewer samples
-    than minSamples is inconclusive (never a pass), then absolute and relative thresholds."""
-    early = _evaluate_evidence(measurement, criteria, "candidate")
+    than minSamples is inconclusive (never a pass), then absolute and relative thresholds.
+    `who` names the measured side in messages (monitoring measures stable alone)."""
+    early = _evaluate_evidence(measurement, criteria, who)
     if early is not None:
         return early
     assert measurement.value is not None

@@ -234,6 +234,8 @@ def compute_requeue(tick: Tick) -> timedelta:
     moments = [compute_step_end(spec, new), compute_step_deadline(spec, new)]
     if is_rollout_in_flight(new.phase) and spec.metrics and is_candidate_exposed(spec, new):
         moments.append(new.next_check_at)
+    if new.phase is Phase.HEALTHY and spec.monitoring is not None:
+        moments.append(new.monitoring.next_check_at)
     if new.scale_down_at is not None and new.scale_down_at > now:
         moments.append(new.scale_down_at)
     delay = IDLE_REQUEUE

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from .analysis import Criteria, Evaluation, Measurement, Verdict, evaluate, worst
 from .decision import EmitEvent, Tick, warning
 from .durations import format_duration, format_promql_duration
+from .monitoring import plan_monitoring_queries
 from .observations import QueryRequest, Role
 from .phases import Phase
 from .sequential_gates import (
@@ -70,8 +71,9 @@ def is_admission_due(spec: RolloutSpec, status: RolloutStatus) -> bool:
 
 
 def plan_queries(spec: RolloutSpec, status: RolloutStatus, now: datetime) -> list[QueryRequest]:
-    """The rendered queries for the check round due now, or stable's counts for the admission
-    forecast when this tick starts a sequential rollout (empty when neither is due)."""
+    """The rendered queries for the check round due now, stable's counts for the admission
+    forecast when this tick starts a sequential rollout, or the monitoring round due on stable
+    while Healthy (empty when none is due; the three never fall on one tick)."""
     if is_admission_due(spec, status):
         # A per-slice gate is left out of the forecast: stable's total says nothing of one slice.
         return [
@@ -80,7 +82,7 @@ def plan_queries(spec: RolloutSpec, status: RolloutStatus, now: datetime) -> lis
             if m.template in SEQUENTIAL_TEMPLATES and m.slices is None
         ]
     if not is_check_due(spec, status, now):
-        return []
+        return plan_monitoring_queries(spec, status, now)
     assert status.candidate_version is not None
     requests: list[QueryRequest] = []
     for metric in spec.metrics:

@@ -13,10 +13,11 @@ from datetime import datetime
 from .decision import Tick, normal, warning
 from .durations import format_duration
 from .gates import compute_initial_metrics
+from .monitoring import decide_monitoring
 from .phases import Phase
 from .sequential_gates import compute_forecast
 from .spec import RolloutSpec, describe_step
-from .status import AnalysisStatus, HistoryEntry, RolloutStatus, TrafficSplit, VersionWeight
+from .status import AnalysisStatus, HistoryEntry, MonitoringStatus, RolloutStatus, TrafficSplit, VersionWeight
 
 
 def decide_start_initializing(tick: Tick) -> Tick:
@@ -88,9 +89,10 @@ def decide_failed(tick: Tick) -> Tick:
 
 
 def decide_healthy(tick: Tick) -> Tick:
+    """A new version starts a rollout; otherwise spec.monitoring watches stable (monitoring.py)."""
     if tick.spec.model.version != tick.status.stable_version:
         return decide_start_rollout(tick, retry=False)
-    return tick
+    return decide_monitoring(tick)
 
 
 def decide_start_rollout(tick: Tick, *, retry: bool) -> Tick:
@@ -231,6 +233,8 @@ def decide_promoting(tick: Tick) -> Tick:
         next_check_at=None,
         traffic=TrafficSplit(stable=VersionWeight(new, 100)),
         paused_by="",
+        # The old stable's readings say nothing of the new one: Degraded starts Unknown again.
+        monitoring=MonitoringStatus(version=new) if tick.spec.monitoring is not None else MonitoringStatus(),
     )
     status = compute_with_history(
         tick.spec, status, replace(compute_history_entry(status, tick.now, "Promoted", "Promoted", msg), version=new)

@@ -56,6 +56,7 @@ _BY_REASON: dict[str, EventKind] = {
     "WaitingForPromote": EventKind.PAUSED,
     "Resumed": EventKind.RESUMED,
     "Promoted": EventKind.PROMOTED,
+    "Recovered": EventKind.RECOVERED,  # spec.monitoring's Degraded cleared
 }
 # The reasons decide_rollback() is given, besides Aborted (gates.LimitReached's, the deadline's,
 # a superseding version's); tests/unit/operator/test_notifications.py reads them from the domain.
@@ -142,6 +143,8 @@ def compute_event_kind(type_: str, reason: str, phase_after: Phase | None) -> Ev
                 return EventKind.ROLLED_BACK
         if phase_after is Phase.FAILED and reason == "ProgressDeadlineExceeded":
             return EventKind.FAILED
+        if reason == "Degraded":  # spec.monitoring (domain/monitoring.py)
+            return EventKind.DEGRADED
         return None
     return _BY_REASON.get(reason)
 

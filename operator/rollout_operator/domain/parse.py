@@ -29,6 +29,7 @@ from .spec import (
     GatewayAPISpec,
     MetricSpec,
     ModelSpec,
+    MonitoringSpec,
     OnNoData,
     Pause,
     Promote,
@@ -73,6 +74,7 @@ _OBJECT_NAME_RE = re.compile(OBJECT_NAME_PATTERN)
 MIN_INTERVAL = timedelta(seconds=1)
 MIN_WINDOW = timedelta(seconds=1)
 S = "spec"
+MAX_MONITORING_GATES = 20  # as spec.analysis.metrics: bounds the queries of one round
 
 
 def parse_spec(spec: Mapping[str, Any], *, name: str, namespace: str, policy: PodPolicy = PodPolicy()) -> RolloutSpec:
@@ -105,6 +107,7 @@ def parse_spec(spec: Mapping[str, Any], *, name: str, namespace: str, policy: Po
         requests=_parse_requests(spec),
         history_limit=read_int(spec, "historyLimit", S, default=10, lo=1, hi=100),
         notifications=_parse_notifications(spec),
+        monitoring=_parse_monitoring(spec),
     )
 
 
@@ -270,6 +273,58 @@ def _parse_analysis(spec: Mapping[str, Any]) -> AnalysisSpec | None:
         false_rollback_rate=_read_rate(d, "falseRollbackRate", path, AnalysisSpec.false_rollback_rate),
         max_duration=read_duration(d, "maxDuration", path, at_least=MIN_INTERVAL, default=AnalysisSpec.max_duration)
         or AnalysisSpec.max_duration,
+    )
+
+
+def _parse_monitoring(spec: Mapping[str, Any]) -> MonitoringSpec | None:
+    """spec.monitoring: gates like spec.analysis.metrics, but on the stable version alone, so
+    only absolute thresholds (there is no candidate to compare with) and no template or query
+    that reads the candidate."""
+    d = read_map(spec, "monitoring", S)
+    if d is None:
+        return None
+    path = f"{S}.monitoring"
+    raw = read_list(d, "metrics", path)
+    if not raw or len(raw) > MAX_MONITORING_GATES:
+        raise SpecError(
+            f"{path}.metrics",
+            f"must list 1..{MAX_MONITORING_GATES} gates (monitoring with no gate would check nothing), got {len(raw)}",
+        )
+    metrics: list[MetricSpec] = []
+    for i, item in enumerate(raw):
+        here = f"{path}.metrics[{i}]"
+        if isinstance(item, Mapping):
+            for key in ("relativeTo", "maxIncrease", "maxDecrease"):
+                if item.get(key) is not None:
+                    raise SpecError(
+                        f"{here}.{key}",
+                        "monitoring judges the stable version alone, with no candidate to compare it "
+                        "with: use an absolute threshold (min, max)",
+                    )
+        metric = _parse_metric(item, here)
+        if metric.template in PAIRWISE_TEMPLATES:
+            raise SpecError(
+                f"{here}.template",
+                f"{metric.template} compares a candidate with stable; monitoring has no candidate "
+                "(use error-rate, unknown-rate, mean-confidence, accuracy, latency-p99, slow-requests or request-rate)",
+            )
+        if metric.query is not None and "{{candidate}}" in metric.query.replace(" ", ""):
+            raise SpecError(
+                f"{here}.query", "uses {{candidate}}, but monitoring has no candidate: use {{version}} (the stable one)"
+            )
+        if metric.name in (m.name for m in metrics):
+            raise SpecError(f"{here}.name", f"must be unique, {metric.name!r} is used twice")
+        metrics.append(metric)
+    return MonitoringSpec(
+        interval=read_duration(d, "interval", path, at_least=MIN_INTERVAL, default=MonitoringSpec.interval)
+        or MonitoringSpec.interval,
+        window=read_duration(d, "window", path, at_least=MIN_WINDOW, default=MonitoringSpec.window)
+        or MonitoringSpec.window,
+        min_samples=read_int(d, "minSamples", path, default=MonitoringSpec.min_samples, lo=0) or 0,
+        on_no_data=OnNoData(read_enum(d, "onNoData", path, tuple(o.value for o in OnNoData), default="hold")),
+        failure_limit=read_int(d, "failureLimit", path, default=MonitoringSpec.failure_limit, lo=1, hi=1000)
+        or MonitoringSpec.failure_limit,
+        metrics=tuple(metrics),
     )
 
 

@@ -149,29 +149,34 @@ def evaluate_sliced(
     analysis: AnalysisSpec,
     candidate: Measurement,
     stable: Measurement | None,
+    *,
+    who: str = "candidate",
 ) -> SlicedVerdict:
     """Threshold mode: each slice against the criteria; a breach fails the slice only if it
     clears the sampling noise at falseRollbackRate / k (user queries: no noise model, the raw
-    threshold). The gate is the worst slice."""
+    threshold). The gate is the worst slice. `who` names the measured side in messages
+    (monitoring measures stable alone)."""
     assert metric.slices is not None
     criteria = Criteria.for_metric(metric, analysis)
-    whole = _whole_gate(candidate, stable, criteria)
+    whole = _whole_gate(candidate, stable, criteria, who)
     if whole is not None:
         return SlicedVerdict(whole, (), None, candidate.samples)
     z = compute_noise_z(analysis.false_rollback_rate, metric.slices.count)
     kind = _COUNTS[metric.template].kind if metric.template is not None else None
     stable_map = stable.slice_map if stable is not None else {}
     slices = tuple(
-        _judge_slice(name, m, stable_map.get(name), criteria, kind, z)
+        _judge_slice(name, m, stable_map.get(name), criteria, kind, z, who)
         for name, m in _slice_readings(metric.slices, candidate).items()
     )
     return _gate(slices, criteria.describe(), metric.slices)
 
 
-def _whole_gate(candidate: Measurement, stable: Measurement | None, criteria: Criteria) -> Evaluation | None:
+def _whole_gate(
+    candidate: Measurement, stable: Measurement | None, criteria: Criteria, who: str = "candidate"
+) -> Evaluation | None:
     """Errors and a gate with no data at all are judged as a whole (onNoData applies)."""
     if candidate.kind is not MeasurementKind.VALUE:
-        return evaluate(candidate, criteria, stable)
+        return evaluate(candidate, criteria, stable, who=who)
     if criteria.relative_to is not None:
         if stable is None:
             return Evaluation(Verdict.ERROR, "stable was not measured for a relative threshold")
@@ -196,15 +201,16 @@ def _judge_slice(
     criteria: Criteria,
     kind: str | None,
     z: float,
+    who: str = "candidate",
 ) -> SliceStatus:
     here = SliceStatus(name, Verdict.INCONCLUSIVE, samples=c.samples if c else None)
     if s is not None:
         here = replace(here, stable_value=s.value, stable_samples=s.samples)
     if c is None or c.value is None:
-        return replace(here, message="no data for the candidate on this slice")
+        return replace(here, message=f"no data for the {who} on this slice")
     here = replace(here, value=c.value)
     relative = criteria.relative_to is not None
-    short = _short_of_samples(c, criteria.min_samples, "candidate") or (
+    short = _short_of_samples(c, criteria.min_samples, who) or (
         _short_of_samples(s, criteria.min_samples, "stable") if relative else ""
     )
     if relative and (s is None or s.value is None):

@@ -261,6 +261,32 @@ class AnalysisSpec:
 
 
 @dataclass(frozen=True)
+class MonitoringSpec:
+    """spec.monitoring: gates on the stable version while no rollout is in flight (Healthy).
+    A gate that fails `failure_limit` rounds in a row sets the Degraded condition; it clears when
+    every breached gate passes again. Monitoring never changes traffic."""
+
+    interval: timedelta = timedelta(minutes=1)
+    window: timedelta = timedelta(minutes=5)
+    min_samples: int = 50
+    on_no_data: OnNoData = OnNoData.HOLD
+    failure_limit: int = 2  # failing rounds in a row (a pass resets the count)
+    metrics: tuple[MetricSpec, ...] = ()
+
+    @property
+    def analysis(self) -> AnalysisSpec:
+        """The same settings in the shape the shared gate machinery (criteria, slices) reads."""
+        return AnalysisSpec(
+            interval=self.interval,
+            window=self.window,
+            min_samples=self.min_samples,
+            on_no_data=self.on_no_data,
+            failure_limit=self.failure_limit,
+            metrics=self.metrics,
+        )
+
+
+@dataclass(frozen=True)
 class RouterSpec:
     sticky_header: str | None = None
     replicas: int = 1
@@ -312,6 +338,7 @@ class RolloutSpec:
     history_limit: int = 10
     # spec.notifications: which of the operator's receivers get which decisions (names only).
     notifications: tuple[NotificationRule, ...] = ()
+    monitoring: MonitoringSpec | None = None  # spec.monitoring: gates on stable while Healthy
 
     @property
     def metrics(self) -> tuple[MetricSpec, ...]:

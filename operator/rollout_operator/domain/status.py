@@ -120,6 +120,21 @@ class AnalysisStatus:
 
 
 @dataclass(frozen=True)
+class MonitoringStatus:
+    """spec.monitoring's readings of the stable version while Healthy, and the Degraded
+    condition they make. Empty (version None) when the spec has no monitoring."""
+
+    version: str | None = None  # the stable version the readings are of; None: not monitoring
+    degraded: bool | None = None  # None: not checked yet (the condition is Unknown)
+    reason: str = ""  # the condition's: the first breached gate, Recovered, GatesPass, NotChecked
+    message: str = ""  # with the gate's numbers, e.g. "unknown-rate 0.31 > max 0.2 (n=412) on stable v2"
+    last_check_at: datetime | None = None
+    next_check_at: datetime | None = None
+    rounds: int = 0  # rounds on this stable version
+    metrics: tuple[MetricStatus, ...] = ()  # failures counts failing rounds in a row
+
+
+@dataclass(frozen=True)
 class HistoryEntry:
     """One finished rollout attempt (newest last)."""
 
@@ -170,6 +185,7 @@ class RolloutStatus:
     paused_by: str = ""  # what holds a Paused rollout: "step" or "spec.paused"
     last_request: str = ""  # the latest request acted on, e.g. "promote by carol"
     last_request_at: datetime | None = None
+    monitoring: MonitoringStatus = MonitoringStatus()
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)
@@ -179,8 +195,9 @@ class RolloutStatus:
 
 
 def status_to_dict(s: RolloutStatus) -> dict[str, Any]:
-    """The exact JSON written to .status."""
-    return {
+    """The exact JSON written to .status (monitoring only while spec.monitoring is set, so a
+    rollout without it keeps the status it always had)."""
+    d = {
         "phase": s.phase.value if s.phase else None,
         "reason": s.reason,
         "message": s.message,
@@ -208,6 +225,9 @@ def status_to_dict(s: RolloutStatus) -> dict[str, Any]:
         "lastRequest": s.last_request,
         "lastRequestAt": to_rfc3339(s.last_request_at),
     }
+    if s.monitoring.version:
+        d["monitoring"] = _monitoring_to_dict(s.monitoring)
+    return d
 
 
 def status_from_dict(d: Mapping[str, Any] | None) -> RolloutStatus:
@@ -240,6 +260,34 @@ def status_from_dict(d: Mapping[str, Any] | None) -> RolloutStatus:
         paused_by=_str(d.get("pausedBy")),
         last_request=_str(d.get("lastRequest")),
         last_request_at=from_rfc3339(d.get("lastRequestAt")),
+        monitoring=_monitoring_from_dict(_map(d.get("monitoring"))),
+    )
+
+
+def _monitoring_to_dict(m: MonitoringStatus) -> dict[str, Any]:
+    return {
+        "version": m.version,
+        "degraded": m.degraded,
+        "reason": m.reason,
+        "message": m.message,
+        "lastCheckAt": to_rfc3339(m.last_check_at),
+        "nextCheckAt": to_rfc3339(m.next_check_at),
+        "rounds": m.rounds,
+        "metrics": [_metric_to_dict(g) for g in m.metrics],
+    }
+
+
+def _monitoring_from_dict(d: Mapping[str, Any]) -> MonitoringStatus:
+    degraded = d.get("degraded")
+    return MonitoringStatus(
+        version=_opt_str(d.get("version")),
+        degraded=degraded if isinstance(degraded, bool) else None,
+        reason=_str(d.get("reason")),
+        message=_str(d.get("message")),
+        last_check_at=from_rfc3339(d.get("lastCheckAt")),
+        next_check_at=from_rfc3339(d.get("nextCheckAt")),
+        rounds=_int(d.get("rounds")) or 0,
+        metrics=tuple(_metric_from_dict(g) for g in map(_map, _list(d.get("metrics"))) if g.get("name")),
     )
 
 
@@ -292,22 +340,23 @@ def _analysis_to_dict(a: AnalysisStatus) -> dict[str, Any]:
         "lastCheckAt": to_rfc3339(a.last_check_at),
         "rounds": a.rounds,
         "stepPasses": a.step_passes,
-        "metrics": [
-            {
-                "name": m.name,
-                "threshold": m.threshold,
-                "verdict": m.verdict.value if m.verdict else None,
-                "value": _finite(m.value),
-                "stableValue": _finite(m.stable_value),
-                "samples": m.samples,
-                "message": m.message,
-                "failures": m.failures,
-                "inconclusives": m.inconclusives,
-                "consecutiveErrors": m.consecutive_errors,
-                **_sequential_to_dict(m),
-            }
-            for m in a.metrics
-        ],
+        "metrics": [_metric_to_dict(m) for m in a.metrics],
+    }
+
+
+def _metric_to_dict(m: MetricStatus) -> dict[str, Any]:
+    return {
+        "name": m.name,
+        "threshold": m.threshold,
+        "verdict": m.verdict.value if m.verdict else None,
+        "value": _finite(m.value),
+        "stableValue": _finite(m.stable_value),
+        "samples": m.samples,
+        "message": m.message,
+        "failures": m.failures,
+        "inconclusives": m.inconclusives,
+        "consecutiveErrors": m.consecutive_errors,
+        **_sequential_to_dict(m),
     }
 
 
@@ -358,30 +407,30 @@ def _slice_from_dict(d: Mapping[str, Any]) -> SliceStatus | None:
     )
 
 
-def _analysis_from_dict(d: Mapping[str, Any]) -> AnalysisStatus:
-    metrics = tuple(
-        MetricStatus(
-            name=_str(m.get("name")),
-            threshold=_str(m.get("threshold")),
-            verdict=_enum(Verdict, m.get("verdict")),
-            value=_float(m.get("value")),
-            stable_value=_float(m.get("stableValue")),
-            samples=_int(m.get("samples")),
-            message=_str(m.get("message")),
-            failures=_int(m.get("failures")) or 0,
-            inconclusives=_int(m.get("inconclusives")) or 0,
-            consecutive_errors=_int(m.get("consecutiveErrors")) or 0,
-            lower=_float(m.get("lower")),
-            upper=_float(m.get("upper")),
-            stable_samples=_int(m.get("stableSamples")),
-            samples_needed=_int(m.get("samplesNeeded")),
-            seconds_to_verdict=_float(m.get("secondsToVerdict")),
-            warned_steps=tuple(i for i in map(_int, _list(m.get("warnedSteps"))) if i is not None),
-            slices=tuple(s for s in map(_slice_from_dict, map(_map, _list(m.get("slices")))) if s is not None),
-        )
-        for m in map(_map, _list(d.get("metrics")))
-        if m.get("name")
+def _metric_from_dict(m: Mapping[str, Any]) -> MetricStatus:
+    return MetricStatus(
+        name=_str(m.get("name")),
+        threshold=_str(m.get("threshold")),
+        verdict=_enum(Verdict, m.get("verdict")),
+        value=_float(m.get("value")),
+        stable_value=_float(m.get("stableValue")),
+        samples=_int(m.get("samples")),
+        message=_str(m.get("message")),
+        failures=_int(m.get("failures")) or 0,
+        inconclusives=_int(m.get("inconclusives")) or 0,
+        consecutive_errors=_int(m.get("consecutiveErrors")) or 0,
+        lower=_float(m.get("lower")),
+        upper=_float(m.get("upper")),
+        stable_samples=_int(m.get("stableSamples")),
+        samples_needed=_int(m.get("samplesNeeded")),
+        seconds_to_verdict=_float(m.get("secondsToVerdict")),
+        warned_steps=tuple(i for i in map(_int, _list(m.get("warnedSteps"))) if i is not None),
+        slices=tuple(s for s in map(_slice_from_dict, map(_map, _list(m.get("slices")))) if s is not None),
     )
+
+
+def _analysis_from_dict(d: Mapping[str, Any]) -> AnalysisStatus:
+    metrics = tuple(_metric_from_dict(m) for m in map(_map, _list(d.get("metrics"))) if m.get("name"))
     return AnalysisStatus(
         metrics=metrics,
         last_verdict=_enum(Verdict, d.get("lastVerdict")),
@@ -483,8 +532,9 @@ def _enum(cls: Any, v: Any) -> Any:
         return None
 
 
-# Conditions (Ready, Progressing, Promoted, RolledBack), so `kubectl wait --for=condition=Promoted`
-# works; lastTransitionTime moves only when a condition's status flips.
+# Conditions (Ready, Progressing, Promoted, RolledBack, and Degraded with spec.monitoring), so
+# `kubectl wait --for=condition=Promoted` works; lastTransitionTime moves only when a
+# condition's status flips.
 
 CONDITION_TYPES = ("Ready", "Progressing", "Promoted", "RolledBack")
 _IN_MOTION = (Phase.INITIALIZING, Phase.PROGRESSING, Phase.PAUSED, Phase.PROMOTING, Phase.ROLLING_BACK)
@@ -493,11 +543,16 @@ _IN_MOTION = (Phase.INITIALIZING, Phase.PROGRESSING, Phase.PAUSED, Phase.PROMOTI
 def compute_conditions(
     status: RolloutStatus, spec_version: str | None, generation: int, now: datetime
 ) -> tuple[Condition, ...]:
-    """The four conditions for `status`; lastTransitionTime moves only when status flips."""
-    fresh = (_ready(status), _progressing(status), _promoted(status, spec_version), _rolled_back(status))
+    """The four conditions for `status` (and Degraded while monitoring); lastTransitionTime
+    moves only when status flips."""
+    fresh = [_ready(status), _progressing(status), _promoted(status, spec_version), _rolled_back(status)]
+    types = list(CONDITION_TYPES)
+    if status.monitoring.version:
+        types.append("Degraded")
+        fresh.append(_degraded(status.monitoring))
     old = {c.type: c for c in status.conditions}
     result = []
-    for type_, (value, reason, message) in zip(CONDITION_TYPES, fresh, strict=True):
+    for type_, (value, reason, message) in zip(types, fresh, strict=True):
         prev = old.get(type_)
         since = prev.last_transition_time if prev and prev.status == value else now
         result.append(Condition(type_, value, reason, message, generation, since))
@@ -533,6 +588,12 @@ def _rolled_back(s: RolloutStatus) -> tuple[str, str, str]:
     if s.phase is Phase.ROLLED_BACK:
         return "True", s.reason or "RolledBack", s.message
     return "False", "NotRolledBack", ""
+
+
+def _degraded(m: MonitoringStatus) -> tuple[str, str, str]:
+    if m.degraded is None:
+        return "Unknown", m.reason or "NotChecked", m.message or f"stable {m.version} not checked yet"
+    return ("True" if m.degraded else "False"), m.reason, m.message
 
 
 def with_conditions(status: RolloutStatus, spec_version: str | None, generation: int, now: datetime) -> RolloutStatus:
