@@ -85,7 +85,7 @@ type Memory struct {
 	setOrder []string // versions in sets, oldest first
 }
 
-// NewMemory sizes the shards so that they hold maxIDs answers in all: one shard up to 2,048,
+// NewMemory sizes the shards so that they hold maxIDs answers in all: one shard below 2,048,
 // then more (up to 64) with at least 1,024 each, so a small bound is exact and a large one
 // spreads the lock.
 func NewMemory(maxIDs int, maxAge time.Duration) *Memory {
