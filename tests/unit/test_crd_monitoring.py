@@ -45,6 +45,7 @@ SCHEMA_REJECTS = {
     ),
     "template typo": gate0(template="unknown_rate"),
     "negative minSamples": lambda m: m.__setitem__("minSamples", -1),
+    "rollbackWithin not a duration": lambda m: m.__setitem__("rollbackWithin", "10 minutes"),
 }
 
 
@@ -84,6 +85,14 @@ def test_cel_rules_exist_and_parse_spec_names_the_field(name):
     with pytest.raises(SpecError) as err:
         parse_spec(mutate(change)["spec"], name="speech", namespace="default")
     assert err.value.field == field, str(err.value)
+
+
+def test_rollback_within_has_no_default_and_a_cel_floor_of_one_second():
+    field = MONITORING["properties"]["rollbackWithin"]
+    assert "default" not in field, "opt-in: unset means monitoring never changes traffic"
+    (rule,) = field["x-kubernetes-validations"]
+    assert rule["rule"] == "duration(self) >= duration('1s')"
+    assert rule["message"].startswith("spec.monitoring.rollbackWithin: ")
 
 
 def test_every_monitoring_cel_message_names_a_monitoring_field():

@@ -213,6 +213,10 @@ def decide_promoting(tick: Tick) -> Tick:
     status = tick.status
     new, old = status.candidate_version or "", status.stable_version
     delay = getattr(tick.spec.strategy, "scale_down_delay", None)
+    monitoring = tick.spec.monitoring
+    if monitoring is not None and monitoring.rollback_within is not None:
+        # The way back must be an instant switch: the old stable stays at full size meanwhile.
+        delay = max(delay or monitoring.rollback_within, monitoring.rollback_within)
     msg = (
         f"promoted {new}: 100% of traffic after {status.step_count} steps; "
         f"{old} {'kept for ' + format_duration(delay) + ' then ' if delay else ''}scaled to 0"
@@ -223,6 +227,7 @@ def decide_promoting(tick: Tick) -> Tick:
         reason="Promoted",
         message=msg,
         previous_stable_version=old,
+        previous_stable_uri=status.stable_uri,
         scale_down_at=tick.now + delay if delay else tick.now,
         stable_version=new,
         stable_uri=status.candidate_uri,

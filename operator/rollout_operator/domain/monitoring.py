@@ -5,7 +5,10 @@ verdicts, and the Degraded condition they make (status.monitoring), with its two
 A gate that fails spec.monitoring.failureLimit rounds in a row is breached; a breach sets
 Degraded (a warning event `Degraded`, once); when every breached gate passes again it clears
 (a normal event `Recovered`). Inconclusive rounds and query errors leave the count and the
-condition as they are. Monitoring never changes traffic.
+condition as they are. Monitoring never changes traffic, unless the user opts in with
+spec.monitoring.rollbackWithin: then a breach within that long of the last promotion switches
+all traffic back to the previous version (kept at full size for that window) and the rollout
+ends RolledBack with the degraded version as its candidate.
 """
 
 from __future__ import annotations
@@ -15,12 +18,12 @@ from datetime import datetime
 
 from .analysis import Criteria, Evaluation, Measurement, Verdict, evaluate
 from .decision import EmitEvent, Tick, normal, warning
-from .durations import format_promql_duration
+from .durations import format_duration, format_promql_duration
 from .observations import QueryRequest, Role
 from .phases import Phase
 from .slices import compute_sliced_queries, evaluate_sliced
 from .spec import MetricSpec, MonitoringSpec, RolloutSpec
-from .status import MetricStatus, MonitoringStatus, RolloutStatus
+from .status import HistoryEntry, MetricStatus, MonitoringStatus, RolloutStatus, TrafficSplit, VersionWeight
 from .templates import DEFAULT_SAMPLES_QUERY, TEMPLATES, compute_arguments, render
 
 _NOT_MEASURED = Measurement.error("the shell did not report this gate for the due monitoring round")
@@ -103,7 +106,73 @@ def decide_monitoring(tick: Tick) -> Tick:
         metrics=gates,
     )
     events = (event,) if event is not None else ()
-    return tick.then(replace(status, monitoring=new), *events)
+    tick = tick.then(replace(status, monitoring=new), *events)
+    if new.degraded and is_rollback_due(tick):
+        return decide_rollback_to_previous(tick)
+    return tick
+
+
+REASON_ROLLBACK = "DegradedAfterPromotion"
+
+
+def compute_promoted_at(status: RolloutStatus) -> datetime | None:
+    """When the stable version was promoted by a rollout (not the first version's readiness)."""
+    for entry in reversed(status.history):
+        if entry.version == status.stable_version and entry.outcome == "Promoted":
+            return entry.finished_at if entry.reason == "Promoted" else None
+    return None
+
+
+def is_rollback_due(tick: Tick) -> bool:
+    """rollbackWithin is set, the stable version was promoted no longer ago than that, and the
+    previous version is there to take all traffic at once (Ready at full size)."""
+    monitoring, status = tick.spec.monitoring, tick.status
+    if monitoring is None or monitoring.rollback_within is None or not status.previous_stable_version:
+        return False
+    promoted = compute_promoted_at(status)
+    if promoted is None or tick.now - promoted > monitoring.rollback_within:
+        return False
+    return tick.workload(status.previous_stable_version).is_ready(tick.spec.server.replicas)
+
+
+def decide_rollback_to_previous(tick: Tick) -> Tick:
+    """All traffic to the previous version in this status write; the degraded version becomes
+    the candidate that was rolled back (RollingBack, then RolledBack as any rollback; the spec
+    still naming it keeps it there until a retry or another version)."""
+    spec, status = tick.spec, tick.status
+    assert spec.monitoring is not None and spec.monitoring.rollback_within is not None
+    previous, degraded = status.previous_stable_version or "", status.stable_version or ""
+    message = (
+        f"{status.monitoring.message} within {format_duration(spec.monitoring.rollback_within)} "
+        f"of its promotion (spec.monitoring.rollbackWithin)"
+    )
+    entry = HistoryEntry(
+        version=degraded,
+        outcome="RolledBack",
+        reason=REASON_ROLLBACK,
+        message=message,
+        started_at=compute_promoted_at(status),
+        finished_at=tick.now,
+    )
+    status = replace(
+        status,
+        phase=Phase.ROLLING_BACK,
+        reason=REASON_ROLLBACK,
+        message=f"{message} -> rolled back to {previous}",
+        stable_version=previous,
+        stable_uri=status.previous_stable_uri,
+        candidate_version=degraded,
+        candidate_uri=status.stable_uri,
+        previous_stable_version=None,
+        previous_stable_uri="",
+        scale_down_at=None,
+        current_step_index=None,
+        step_started_at=None,
+        next_check_at=None,
+        traffic=TrafficSplit(stable=VersionWeight(previous, 100)),
+        history=(*status.history, entry)[-spec.history_limit :],
+    )
+    return tick.then(status, warning(REASON_ROLLBACK, f"{message} -> rolling back to {previous}"))
 
 
 def compute_round(tick: Tick, monitoring: MonitoringSpec, old: MonitoringStatus) -> tuple[MetricStatus, ...]:

@@ -61,7 +61,14 @@ _BY_REASON: dict[str, EventKind] = {
 # The reasons decide_rollback() is given, besides Aborted (gates.LimitReached's, the deadline's,
 # a superseding version's); tests/unit/operator/test_notifications.py reads them from the domain.
 ROLLBACK_REASONS = frozenset(
-    {"AnalysisFailed", "AnalysisError", "InconclusiveAnalysis", "ProgressDeadlineExceeded", "Superseded"}
+    {
+        "AnalysisFailed",
+        "AnalysisError",
+        "InconclusiveAnalysis",
+        "ProgressDeadlineExceeded",
+        "Superseded",
+        "DegradedAfterPromotion",  # spec.monitoring.rollbackWithin (monitoring.py)
+    }
 )
 
 # Bounds on what the operator's configuration and a spec may hold.

@@ -325,6 +325,7 @@ def _parse_monitoring(spec: Mapping[str, Any]) -> MonitoringSpec | None:
         failure_limit=read_int(d, "failureLimit", path, default=MonitoringSpec.failure_limit, lo=1, hi=1000)
         or MonitoringSpec.failure_limit,
         metrics=tuple(metrics),
+        rollback_within=read_duration(d, "rollbackWithin", path, at_least=MIN_INTERVAL),
     )
 
 

@@ -37,7 +37,8 @@ P = Phase
 # from-phase -> phases it may move to (staying in the same phase is always allowed).
 TRANSITIONS: dict[Phase, frozenset[Phase]] = {
     P.INITIALIZING: frozenset({P.HEALTHY, P.FAILED, P.INVALID}),
-    P.HEALTHY: frozenset({P.PROGRESSING, P.INVALID}),
+    # RollingBack: spec.monitoring.rollbackWithin, a breach soon after a promotion.
+    P.HEALTHY: frozenset({P.PROGRESSING, P.ROLLING_BACK, P.INVALID}),
     P.PROGRESSING: frozenset({P.PAUSED, P.PROMOTING, P.ROLLING_BACK, P.STOPPED, P.INVALID}),
     # Stopped: resuming (or approving) a shadow whose next step is its final stop.
     P.PAUSED: frozenset({P.PROGRESSING, P.PROMOTING, P.ROLLING_BACK, P.STOPPED, P.INVALID}),

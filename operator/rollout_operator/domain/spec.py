@@ -264,7 +264,8 @@ class AnalysisSpec:
 class MonitoringSpec:
     """spec.monitoring: gates on the stable version while no rollout is in flight (Healthy).
     A gate that fails `failure_limit` rounds in a row sets the Degraded condition; it clears when
-    every breached gate passes again. Monitoring never changes traffic."""
+    every breached gate passes again. Monitoring never changes traffic unless `rollback_within`
+    is set (monitoring.py)."""
 
     interval: timedelta = timedelta(minutes=1)
     window: timedelta = timedelta(minutes=5)
@@ -272,6 +273,9 @@ class MonitoringSpec:
     on_no_data: OnNoData = OnNoData.HOLD
     failure_limit: int = 2  # failing rounds in a row (a pass resets the count)
     metrics: tuple[MetricSpec, ...] = ()
+    # Opt-in: a breach this soon after a promotion switches back to the previous version, which
+    # a promotion then keeps at full size for this long. None: monitoring never changes traffic.
+    rollback_within: timedelta | None = None
 
     @property
     def analysis(self) -> AnalysisSpec:

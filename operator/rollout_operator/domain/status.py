@@ -169,6 +169,7 @@ class RolloutStatus:
     candidate_version: str | None = None  # in flight, or the one rolled back/stopped
     candidate_uri: str = ""
     previous_stable_version: str | None = None  # kept scaled to 0 for a quick way back
+    previous_stable_uri: str = ""  # its URI, for spec.monitoring.rollbackWithin's way back
     scale_down_at: datetime | None = None  # when previous_stable is scaled down
     current_step_index: int | None = None
     step_count: int = 0
@@ -227,6 +228,8 @@ def status_to_dict(s: RolloutStatus) -> dict[str, Any]:
     }
     if s.monitoring.version:
         d["monitoring"] = _monitoring_to_dict(s.monitoring)
+    if s.previous_stable_uri:
+        d["previousStableUri"] = s.previous_stable_uri
     return d
 
 
@@ -244,6 +247,7 @@ def status_from_dict(d: Mapping[str, Any] | None) -> RolloutStatus:
         candidate_version=_opt_str(d.get("candidateVersion")),
         candidate_uri=_str(d.get("candidateUri")),
         previous_stable_version=_opt_str(d.get("previousStableVersion")),
+        previous_stable_uri=_str(d.get("previousStableUri")),
         scale_down_at=from_rfc3339(d.get("scaleDownAt")),
         current_step_index=_int(d.get("currentStepIndex")),
         step_count=_int(d.get("stepCount")) or 0,

@@ -19,6 +19,7 @@ from rollout_operator.domain import (
     SetTraffic,
     SpecError,
     Verdict,
+    VersionWeight,
     parse_spec,
     status_to_dict,
 )
@@ -324,3 +325,83 @@ def test_the_two_events_map_to_the_degraded_and_recovered_notification_kinds():
     assert compute_event_kind("Warning", "Degraded", Phase.HEALTHY) is EventKind.DEGRADED
     assert compute_event_kind("Normal", "Recovered", Phase.HEALTHY) is EventKind.RECOVERED
     assert compute_event_kind("Normal", "Degraded", Phase.HEALTHY) is None
+
+
+# spec.monitoring.rollbackWithin (opt-in): a breach soon after a promotion rolls back
+
+
+def rollback_spec(within: str = "10m") -> dict[str, Any]:
+    spec = copy.deepcopy(MONITORED)
+    spec["monitoring"]["rollbackWithin"] = within
+    spec["strategy"] = {"canary": {"steps": [{"setWeight": 50}]}}
+    return spec
+
+
+def promoted_v2(spec: dict[str, Any]) -> tuple[World, Script]:
+    world, script = healthy(spec)
+    world.run(2)
+    world.set_spec(with_version(world.spec_dict, "v2"))
+    world.run_until(lambda w: w.status.phase is Phase.HEALTHY and w.status.stable_version == "v2")
+    return world, script
+
+
+def test_rollback_within_keeps_the_previous_version_at_full_size_and_a_breach_switches_back_to_it():
+    world, script = promoted_v2(rollback_spec("10m"))
+    assert world.status.previous_stable_version == "v1" and world.status.previous_stable_uri == "file:///models/v1.onnx"
+    assert world.workloads["v1"].ready_replicas == 2, "kept at full size for rollbackWithin"
+    script.unknown = (0.31, 412)
+    world.run_until(lambda w: w.status.phase is Phase.ROLLING_BACK, max_ticks=10)
+    status = world.status
+    d = world.decisions[-1]
+    assert [e.reason for e in d.events] == ["Degraded", "DegradedAfterPromotion"]
+    assert status.stable_version == "v1" and status.stable_uri == "file:///models/v1.onnx"
+    assert status.candidate_version == "v2" and status.traffic.stable == VersionWeight("v1", 100)
+    assert status.traffic.candidate is None
+    assert status.message == (
+        "unknown-rate 0.31 > max 0.2 (n=412) for 2 rounds on stable v2 within 10m of its promotion "
+        "(spec.monitoring.rollbackWithin) -> rolled back to v1"
+    )
+    entry = status.history[-1]
+    assert (entry.version, entry.outcome, entry.reason) == ("v2", "RolledBack", "DegradedAfterPromotion")
+    assert compute_event_kind("Warning", "DegradedAfterPromotion", Phase.ROLLING_BACK) is EventKind.ROLLED_BACK
+    assert any(isinstance(a, SetTraffic) and a.stable == VersionWeight("v1", 100) for a in d.actions)
+    world.run_until_phase(Phase.ROLLED_BACK, max_ticks=5)
+    assert condition_of(world.status, "RolledBack").reason == "DegradedAfterPromotion"
+    world.run(3)
+    assert world.status.phase is Phase.ROLLED_BACK, "spec.model.version still v2: it stays rolled back"
+    assert world.workloads["v2"].desired_replicas == 0 and world.workloads["v1"].ready_replicas == 2
+
+
+def test_a_breach_after_the_window_only_reports():
+    world, script = promoted_v2(rollback_spec("2m"))
+    world.tick(timedelta(minutes=3))
+    script.unknown = (0.31, 412)
+    world.run(4)
+    assert world.status.phase is Phase.HEALTHY and world.status.stable_version == "v2"
+    assert condition_of(world.status, "Degraded").status == "True"
+    assert "DegradedAfterPromotion" not in world.reasons()
+
+
+def test_without_rollback_within_a_breach_right_after_promotion_only_reports():
+    spec = rollback_spec()
+    del spec["monitoring"]["rollbackWithin"]
+    world, script = promoted_v2(spec)
+    script.unknown = (0.31, 412)
+    world.run(4)
+    assert world.status.phase is Phase.HEALTHY and world.status.stable_version == "v2"
+    assert "DegradedAfterPromotion" not in world.reasons()
+
+
+def test_no_rollback_when_the_first_version_is_degraded():
+    world, script = healthy(rollback_spec())
+    script.unknown = (0.31, 412)
+    world.run(4)
+    assert world.status.phase is Phase.HEALTHY and condition_of(world.status, "Degraded").status == "True"
+
+
+def test_rollback_within_is_parsed_and_checked():
+    spec = parse({"rollbackWithin": "15m", "metrics": [gate()]})
+    assert spec.monitoring is not None and spec.monitoring.rollback_within == timedelta(minutes=15)
+    with pytest.raises(SpecError) as err:
+        parse({"rollbackWithin": "0s", "metrics": [gate()]})
+    assert err.value.field == "spec.monitoring.rollbackWithin" and "at least 1s" in err.value.message

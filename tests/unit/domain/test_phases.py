@@ -8,6 +8,7 @@ import pytest
 from rollout_operator.domain import TRANSITIONS, EmitEvent, Phase, is_allowed_transition
 from tests.support.domain_sim import World, condition_of
 from tests.support.walks import EVENTS, apply_event, new_world, transitions
+from tests.unit.domain.test_monitoring import promoted_v2, rollback_spec
 
 pytestmark = pytest.mark.unit
 
@@ -82,6 +83,12 @@ def targeted_transitions() -> set:
     for event in ("invalid", "valid", "up", "retry", "wait"):
         apply_event(failing, event, 0)
     seen |= transitions(failing)
+
+    # spec.monitoring.rollbackWithin: a breach right after a promotion (test_monitoring.py).
+    degraded, stable = promoted_v2(rollback_spec("10m"))
+    stable.unknown = (0.9, 412)
+    degraded.run_until_phase(Phase.ROLLED_BACK, max_ticks=10)
+    seen |= transitions(degraded)
     return seen
 
 
