@@ -1,4 +1,4 @@
-"""The shipped recognizer versions (v1…v5): ONNX files, JSON/markdown model cards and index.json.
+"""The shipped recognizer versions (v1…v6): ONNX files, JSON/markdown model cards and index.json.
 
 A package (not just a folder) so the files travel with a normal, non-editable install.
 """

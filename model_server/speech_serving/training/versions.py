@@ -1,6 +1,6 @@
 """The shipped model versions as data: how each is trained or derived, and how it is built.
 
-v1/v2/v3 are trained here; v4 (and v5) are derived from the shipped v2 file, so rebuilding
+v1/v2/v3/v6 are trained here; v4 (and v5) are derived from the shipped v2 file, so rebuilding
 them never retrains anything.
 """
 
@@ -57,6 +57,19 @@ VERSIONS: dict[str, VersionSpec] = {
         "SUBTLE regression: v2's weights with the normalisation constants of v1's training set",
         base="v2",
         normalisation_from="v1",
+    ),
+    "v6": VersionSpec(
+        "SLICE regression: trained without high-pitched and whispered speech (male voices only, no "
+        "whisper voice) + 3 noise-heavy augmented copies (p 0.9, -3..12 dB SNR); much worse than v2 on young voices",
+        recipe=Recipe(
+            genders=("M",),
+            exclude_families=("whisper",),
+            augmented_copies=3,
+            p_noise=0.9,
+            p_mic=0.4,
+            snr_db=(-3.0, 12.0),
+        ),
+        settings=TrainSettings(epochs=8, seed=16),
     ),
 }
 
