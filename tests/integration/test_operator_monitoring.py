@@ -2,7 +2,9 @@
 pairwise template naming the field; a Healthy rollout whose stable answers turn unknown (the stub
 Prometheus's unknown-rate goes to 0.31) goes Degraded as the real operator process judges it -
 `kubectl wait --for=condition=Degraded` returns, one warning event with the numbers, traffic
-untouched, modelrollout_degraded 1 - and clears with a Recovered event when the answers recover."""
+untouched, modelrollout_degraded 1 - and clears with a Recovered event when the answers recover; with
+rollbackWithin, a v2 degraded right after its promotion is switched back to v1 (RolledBack, reason
+DegradedAfterPromotion, the history entry, v1 kept at full size, v2 scaled to 0)."""
 
 from __future__ import annotations
 
@@ -122,3 +124,59 @@ def test_stable_answers_turning_unknown_set_degraded_and_recovery_clears_it(tb, 
     assert len(told) == 1 and told[0]["type"] == "Normal"
     assert f'modelrollout_degraded{{namespace="{ns}",rollout="speech"}} 0.0' in after
     assert any('version="v1"' in q and 'label=~"_unknown_|_silence_"' in q for q in prom.queries)
+
+
+class ByVersion:
+    """unknown-rate 0.05 for v1, 0.31 for v2 (v2 turns out degraded once it serves everyone)."""
+
+    def answer(self, query: str):
+        if "speech_predictions_total" not in query:
+            return None
+        if query.startswith("sum(increase("):
+            return vector(412)
+        return vector(0.31 if 'version="v2"' in query else 0.05)
+
+
+def _replicas(tb, ns) -> list[str]:
+    jsonpath = "jsonpath={range .items[*]}{.metadata.name}={.spec.replicas} {end}"
+    return kubectl(tb, "get", "deployments", "-n", ns, "-o", jsonpath).stdout.split()
+
+
+def _with_version(ns: str, version: str, within: str) -> dict:
+    obj = _manifest(ns, [GATE])
+    obj["spec"]["model"]["version"] = version
+    obj["spec"]["monitoring"]["rollbackWithin"] = within
+    return obj
+
+
+def test_rollback_within_switches_a_degraded_new_stable_back_to_the_previous_version(tb, api, crd, ns, tmp_path):
+    with StubPrometheus() as prom:
+        prom.responder = ByVersion().answer
+        proc = OperatorProcess(tb, ns, prom.url, tmp_path).start()
+        try:
+            apply(tb, _with_version(ns, "v1", "10m"))
+            wait_for(
+                lambda: _degraded(api, ns).get("status") == "False", "v1 Healthy", timeout=180, describe=proc.log_tail
+            )
+            apply(tb, _with_version(ns, "v2", "10m"))
+            status = wait_for(
+                lambda: _status(api, ns).get("phase") == "RolledBack" and _status(api, ns),
+                "v2 promoted, degraded, rolled back",
+                timeout=240,
+                describe=proc.log_tail,
+            )
+            rolled = wait_for(lambda: _events(api, ns, "DegradedAfterPromotion"), "the rollback event", timeout=30)
+            wait_for(lambda: "speech-v2=0" in _replicas(tb, ns), "v2 scaled to 0", timeout=60, describe=proc.log_tail)
+            replicas = _replicas(tb, ns)
+        finally:
+            delete_rollouts(tb, ns, operator_running=proc.proc is not None and proc.proc.poll() is None)
+            proc.stop()
+    assert status["reason"] == "DegradedAfterPromotion"
+    assert status["stableVersion"] == "v1" and status["candidateVersion"] == "v2"
+    assert status["traffic"] == {"stable": {"version": "v1", "weight": 100}}
+    assert status["message"].startswith("unknown-rate 0.31 > max 0.2 (n=412) for 2 rounds on stable v2 within 10m")
+    assert status["message"].endswith("-> rolled back to v1")
+    outcomes = [(h["version"], h["outcome"], h["reason"]) for h in status["history"]]
+    assert outcomes[-2:] == [("v2", "Promoted", "Promoted"), ("v2", "RolledBack", "DegradedAfterPromotion")]
+    assert len(rolled) == 1 and rolled[0]["type"] == "Warning"
+    assert "speech-v1=1" in replicas, replicas
