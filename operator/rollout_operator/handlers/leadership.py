@@ -154,9 +154,12 @@ class Elector:
                 leading.set()
             elif was_leader and not leads:
                 m.LEADER.set(0)
-                log.error(
-                    "%s: lost the leader Lease (now held by %s); stopping", self.identity, self.leader or "nobody"
-                )
+                if self.leader in (None, self.identity):
+                    # Nobody else wrote it as far as we saw: the API could not be reached in time.
+                    why = f"could not renew it within the renew deadline of {self.timings.renew_deadline:g} s"
+                else:
+                    why = f"now held by {self.leader}"
+                log.error("%s: lost the leader Lease (%s); stopping", self.identity, why)
                 lost.set()
                 return
             elif not leads and self.leader != was_holder:

@@ -279,3 +279,26 @@ def test_the_process_runs_kopf_only_once_it_leads_and_hands_the_lease_back_on_st
         "the Lease was not handed back on a clean stop"
     )
     assert store.writes[-1] is None
+
+
+def test_a_leader_that_cannot_reach_the_api_says_so_instead_of_naming_itself_the_new_holder(caplog):
+    store = FakeLeases()
+    timings = ElectionTimings(lease_duration=0.3, renew_deadline=0.2, retry_period=0.01)
+    a = Elector(store.for_("op-0"), "op-0", timings)
+
+    async def scenario():
+        leading, lost, stop = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(a.run(leading, lost, stop))
+        await asyncio.wait_for(leading.wait(), 5)
+        store.broken.add("op-0")  # the API server goes away; nobody else wrote the Lease
+        await asyncio.wait_for(lost.wait(), 5)
+        await asyncio.wait_for(task, 5)
+
+    with caplog.at_level(logging.INFO, logger="rollout_operator.leadership"):
+        asyncio.run(scenario())
+    lost_lines = [r.getMessage() for r in caplog.records if "lost the leader Lease" in r.getMessage()]
+    assert len(lost_lines) == 1
+    assert "now held by op-0" not in lost_lines[0]
+    assert lost_lines[0].startswith(
+        "op-0: lost the leader Lease (could not renew it within the renew deadline of 0.2 s"
+    )
