@@ -11,16 +11,25 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from speech_serving.features import compute_log_mel_batch
 from speech_serving.metrics import REFERENCE_INPUTS, compute_le_labels
 from speech_serving.pipeline import load_pipeline
 from speech_serving.server.app import build_app
+from speech_serving.training import augment as A
+from speech_serving.training.__main__ import build_parser
+from speech_serving.training.dataset import Corpus, Recipe, compute_training_clips, compute_training_set
 from speech_serving.training.reference import (
     ReferenceCardError,
+    _bucket_ranges,
     compute_reference,
-    compute_subsample,
+    compute_reference_lines,
+    compute_subsample_step,
+    compute_training_root,
     fetch_reference,
     parse_reference,
 )
+from speech_serving.training.synth import WordSet
+from speech_serving.training.voices import Utterance, Variant
 from tests.support.speech_fixtures import (
     LABELS,
     make_reference,
@@ -95,12 +104,13 @@ async def test_the_reference_counts_what_the_live_histograms_count_for_the_same_
     assert speech >= 2  # the two spoken words have VAD speech, so the ratio histogram is not trivially all-zero
 
 
-def test_the_subsample_is_every_kth_clip_from_the_first():
-    assert compute_subsample(list(range(10)), 4) == ([0, 3, 6, 9], 3)  # k = ceil(10 / 4) = 3
-    assert compute_subsample(list(range(8)), 4) == ([0, 2, 4, 6], 2)
-    assert compute_subsample(list(range(3)), 4) == ([0, 1, 2], 1)
+def test_the_subsample_step_keeps_at_most_max_clips():
+    assert compute_subsample_step(10, 4) == 3  # every 3rd from the first: 0, 3, 6, 9 (k = ceil(10 / 4))
+    assert compute_subsample_step(8, 4) == 2
+    assert compute_subsample_step(3, 4) == 1
+    assert compute_subsample_step(31200, 2000) == 16  # v2's training set: 1,950 clips
     with pytest.raises(ReferenceCardError, match="max_clips: expected >= 1"):
-        compute_subsample([1], 0)
+        compute_subsample_step(1, 0)
 
 
 def test_no_clips_is_an_error_not_an_empty_reference(always_yes):
@@ -181,3 +191,55 @@ def test_a_card_for_another_file_or_without_a_reference_gives_none_and_says_why(
     model.with_suffix(".json").write_text("{not json")
     reference, why = fetch_reference(model)
     assert reference is None and "not readable JSON" in why
+
+
+def _tiny_corpus() -> Corpus:
+    """Three training words by two male voices and one female voice."""
+    spoken = [("yes", "m1"), ("no", "m2"), ("up", "f1")]
+    utterances = [Utterance(w, w, "en", v, 150, 50) for w, v in spoken]
+    word = (np.sin(np.arange(4000) * 0.3) * 8000).astype(np.int16)
+    words = WordSet(utterances, np.tile(word, len(spoken)), np.arange(len(spoken) + 1) * word.size)
+    return Corpus([Variant("m1", "M"), Variant("m2", "M"), Variant("f1", "F")], [], words, {})
+
+
+def test_the_training_clips_are_the_ones_the_features_are_made_of():
+    """compute_training_set is log-mel of compute_training_clips, in order: the reference sees the training inputs."""
+    recipe = Recipe(genders=("M",), augmented_copies=2)
+    total, clips = compute_training_clips(_tiny_corpus(), recipe, 5)
+    audio, labels = zip(*clips, strict=True)
+    # 2 male words + as many silence clips (one keyword's share: "yes" once), each in 1 clean + 2 augmented copies
+    assert total == len(audio) == (2 + 1) * 3
+    assert [LABELS[i] for i in labels] == ["yes", "no", "_silence_"] * 3
+    features, set_labels = compute_training_set(_tiny_corpus(), recipe, 5)
+    assert np.array_equal(compute_log_mel_batch(np.stack([A.compute_int16(c) for c in audio])), features)
+    assert list(set_labels) == list(labels)
+    assert not np.array_equal(audio[0], audio[3])  # the copies are augmented, not repeated
+
+
+def test_derived_versions_take_their_base_s_training_inputs():
+    assert {v: compute_training_root(v) for v in ("v1", "v2", "v3", "v4", "v5")} == {
+        "v1": "v1",
+        "v2": "v2",
+        "v3": "v3",
+        "v4": "v2",
+        "v5": "v2",
+    }
+
+
+def test_the_card_page_summarises_the_reference():
+    lines = compute_reference_lines(GOOD)
+    text = "\n".join(lines)
+    assert "## Reference distribution" in text
+    assert "\nby hand.\n" in text  # where the clips came from (speech-train writes which and how many)
+    assert "- level (dBFS): -30…-25 100%" in text  # the (-30, -25] bucket
+    assert "- duration (s): 0.5…1 100%" in text
+    assert "- VAD speech share: 0.4…0.5 100%" in text
+    assert "- the model's answers: yes 50.0%, no 50.0%" in text
+    assert _bucket_ranges(["0.25", "0.5", "+Inf"]) == ["≤ 0.25", "0.25…0.5", "> 0.5"]
+
+
+def test_the_cli_has_the_reference_flags_with_bounds():
+    args = build_parser().parse_args(["--reference-only", "--versions", "v4,v1"])
+    assert args.reference_only and args.versions == ["v1", "v4"] and args.reference_clips == 2000
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--reference-clips", "5"])

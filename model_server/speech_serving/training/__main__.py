@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
+import json
 import logging
 import pathlib
 import shutil
@@ -17,6 +18,7 @@ import time
 from speech_serving.training import cards, clipset, synth
 from speech_serving.training.dataset import SLICES, DataConfig, compute_slice, ensure_corpus
 from speech_serving.training.evaluate import compute_agreement, compute_features, evaluate_model
+from speech_serving.training.reference import REFERENCE_MAX_CLIPS, compute_version_references, fetch_reference
 from speech_serving.training.versions import VERSIONS, compute_existing_build, ensure_version
 
 PACKAGE_DIR = pathlib.Path(__file__).resolve().parent.parent
@@ -78,6 +80,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.eval_per_class,
         help="evaluation words per keyword and slice",
     )
+    p.add_argument(
+        "--reference-only",
+        action="store_true",
+        help="only (re)compute the reference distribution of the --versions found in --out-dir (their training "
+        "inputs through the server's pipeline) and write it into their cards; no training, no re-evaluation",
+    )
+    p.add_argument(
+        "--reference-clips",
+        type=_bounded(100, 100000),
+        default=REFERENCE_MAX_CLIPS,
+        help="at most this many training clips per reference (every k-th in training order)",
+    )
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING"], default="INFO")
     return p
 
@@ -116,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
     config = DataConfig(seed=args.seed, train_per_class=args.train_per_class, eval_per_class=args.eval_per_class)
     started = time.monotonic()
     corpus = ensure_corpus(config, args.workers)
+    if args.reference_only:  # the clip set, slices and evaluation stay as they are
+        return apply_references(args, corpus)
     slices = {name: compute_slice(corpus, name, config.seed) for name in SLICES + ("silence",)}
     log.info("corpus and slices ready in %.0f s", time.monotonic() - started)
     if not args.no_clips:
@@ -134,16 +150,48 @@ def run(args: argparse.Namespace) -> int:
     ]
     builds.sort(key=lambda b: list(VERSIONS).index(b["version"]))
     reference = evaluate_model(args.out_dir / "v2.onnx", features) if (args.out_dir / "v2.onnx").exists() else None
+    references = _carried_references(builds, args.out_dir)
+    references |= compute_version_references(args.versions, corpus, args.out_dir, args.reference_clips)
     new_cards = []
     for build in builds:
         evaluation = evaluate_model(args.out_dir / build["file"], features)
         agreement = compute_agreement(evaluation, reference) if reference and build["version"] != "v2" else None
-        new_cards.append(
-            cards.compute_card(build, evaluation, agreement, _data_card(corpus, config), args.out_dir / build["file"])
+        card = cards.compute_card(
+            build, evaluation, agreement, _data_card(corpus, config), args.out_dir / build["file"]
         )
+        if build["version"] in references:
+            card["reference"] = references[build["version"]]
+        new_cards.append(card)
     cards.apply_cards(args.out_dir, new_cards)
     print(cards.compute_summary_table(new_cards))
     log.info("done in %.0f s", time.monotonic() - started)
+    return 0
+
+
+def _carried_references(builds: list[dict], out_dir: pathlib.Path) -> dict[str, dict]:
+    """The references of versions re-evaluated but not rebuilt, kept from their cards (same file, same inputs)."""
+    kept = {}
+    for build in builds:
+        found, _ = fetch_reference(out_dir / build["file"])
+        if found is not None:
+            kept[build["version"]] = json.loads((out_dir / f"{build['version']}.json").read_text())["reference"]
+    return kept
+
+
+def apply_references(args: argparse.Namespace, corpus) -> int:
+    """--reference-only: the listed versions' cards get a fresh `reference`; nothing else in them changes."""
+    names = [name for name in args.versions if (args.out_dir / f"{name}.json").exists()]
+    missing = sorted(set(args.versions) - set(names))
+    if missing:
+        log.info("no card for %s in %s: skipped (build them first)", ", ".join(missing), args.out_dir)
+    fresh = compute_version_references(names, corpus, args.out_dir, args.reference_clips)
+    updated = []
+    for name in names:
+        card = json.loads((args.out_dir / f"{name}.json").read_text())
+        card["reference"] = fresh[name]
+        updated.append(card)
+        log.info("%s: reference of %d clips, answers %s", name, fresh[name]["n"], fresh[name]["predictions"])
+    cards.apply_cards(args.out_dir, updated)
     return 0
 
 

@@ -11,6 +11,7 @@ import pathlib
 from typing import Any
 
 from speech_serving.training.dataset import SLICES
+from speech_serving.training.reference import compute_reference_lines
 
 SLICE_TITLES = {
     "clean_male": "clean male",
@@ -106,6 +107,8 @@ def compute_markdown(card: dict) -> str:
     if "agreement_with_v2" in card:
         agree = ", ".join(f"{k} {_pct(v)}%" for k, v in card["agreement_with_v2"].items())
         lines += ["", f"Agreement with v2's answers (what a shadow comparison sees): {agree}."]
+    if "reference" in card:
+        lines += compute_reference_lines(card["reference"])
     return "\n".join(lines) + "\n"
 
 

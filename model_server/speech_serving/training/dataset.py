@@ -7,6 +7,8 @@ noisy (0–10 dB SNR), other_mic (band-pass), clean_all; `silence` holds backgro
 from __future__ import annotations
 
 import dataclasses
+import itertools
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -162,8 +164,14 @@ class Recipe:
         )
 
 
-def compute_training_set(corpus: Corpus, recipe: Recipe, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Features [n, 40, 98] float32 and class ids for a recipe (deterministic for a seed)."""
+def compute_training_clips(corpus: Corpus, recipe: Recipe, seed: int) -> tuple[int, Iterator[tuple[np.ndarray, int]]]:
+    """A recipe's training clips in training order: (how many, an iterator of float 1 s clips and class ids).
+
+    One clean copy of every kept word, then the silence clips, then each augmented copy of all of them; the
+    clean ones are made at once, the copies as the iterator reaches them (so a pass over them holds one at a
+    time). Deterministic for a seed: the features (compute_training_set) and the reference distribution
+    (training/reference.py) see the same clips.
+    """
     rng = np.random.default_rng(seed)
     variants = {v.name: v for v in corpus.train_voices}
     keep = [i for i, u in enumerate(corpus.train.utterances) if recipe.is_kept(u, variants[u.variant])]
@@ -175,13 +183,21 @@ def compute_training_set(corpus: Corpus, recipe: Recipe, seed: int) -> tuple[np.
     silence: list[np.ndarray] = []
     _with_silence(silence, labels, [], n_silence, rng)
     clips = base + silence
-    all_clips, all_labels = list(clips), list(labels)
-    for _ in range(recipe.augmented_copies):
-        for clip, label in zip(clips, labels, strict=True):
-            all_clips.append(A.compute_augmented(clip, rng, recipe.p_noise, recipe.p_mic, recipe.snr_db))
-            all_labels.append(label)
-    features = [
-        compute_log_mel_batch(np.stack([A.compute_int16(c) for c in all_clips[s : s + 2048]]))
-        for s in range(0, len(all_clips), 2048)
-    ]
-    return np.concatenate(features), np.array(all_labels, dtype=np.int64)
+
+    def in_order() -> Iterator[tuple[np.ndarray, int]]:
+        yield from zip(clips, labels, strict=True)
+        for _ in range(recipe.augmented_copies):
+            for clip, label in zip(clips, labels, strict=True):
+                yield A.compute_augmented(clip, rng, recipe.p_noise, recipe.p_mic, recipe.snr_db), label
+
+    return len(clips) * (1 + recipe.augmented_copies), in_order()
+
+
+def compute_training_set(corpus: Corpus, recipe: Recipe, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Features [n, 40, 98] float32 and class ids for a recipe (deterministic for a seed)."""
+    _, clips = compute_training_clips(corpus, recipe, seed)
+    features, labels = [], []
+    while chunk := list(itertools.islice(clips, 2048)):
+        features.append(compute_log_mel_batch(np.stack([A.compute_int16(clip) for clip, _ in chunk])))
+        labels += [label for _, label in chunk]
+    return np.concatenate(features), np.array(labels, dtype=np.int64)

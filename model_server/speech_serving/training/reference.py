@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -21,7 +22,10 @@ import numpy as np
 
 from speech_serving.audio import AudioLimits, compute_level_dbfs, decode_array
 from speech_serving.metrics import REFERENCE_INPUTS, compute_le_labels
-from speech_serving.pipeline import SILENCE, SpeechPipeline
+from speech_serving.pipeline import SILENCE, SpeechPipeline, load_pipeline
+from speech_serving.training import augment as A
+from speech_serving.training.dataset import Corpus, compute_training_clips
+from speech_serving.training.versions import VERSIONS
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +108,71 @@ def _count_batch(pipeline: SpeechPipeline, batch: list[np.ndarray], histograms: 
     return len(batch)
 
 
-def compute_subsample(clips: list, max_clips: int = REFERENCE_MAX_CLIPS) -> tuple[list, int]:
-    """Every k-th clip (k = ceil(len / max_clips)), starting with the first, and k."""
+def compute_subsample_step(total: int, max_clips: int = REFERENCE_MAX_CLIPS) -> int:
+    """k for a subsample of every k-th clip (from the first) of `total` that holds at most `max_clips`."""
     if max_clips < 1:
         raise ReferenceCardError(f"max_clips: expected >= 1, got {max_clips}")
-    step = max(1, math.ceil(len(clips) / max_clips))
-    return clips[::step], step
+    return max(1, math.ceil(total / max_clips))
+
+
+def compute_training_root(name: str) -> str:
+    """The trained version whose training inputs `name` saw: itself, or its base for a derived version."""
+    while VERSIONS[name].base is not None:
+        name = str(VERSIONS[name].base)
+    return name
+
+
+def compute_version_references(
+    names: list[str], corpus: Corpus, out_dir: pathlib.Path, max_clips: int = REFERENCE_MAX_CLIPS
+) -> dict[str, dict]:
+    """The `reference` of each version's `<name>.onnx` in out_dir: its (or its base's) training inputs,
+    subsampled, answered by the version's own model. Versions sharing a base share one pass over the inputs."""
+    roots: dict[str, list[str]] = {}
+    for name in names:
+        roots.setdefault(compute_training_root(name), []).append(name)
+    references = {}
+    for root, members in roots.items():
+        spec = VERSIONS[root]
+        if spec.recipe is None or spec.settings is None:
+            raise ReferenceCardError(f"version {root}: a trained version needs a recipe and settings")
+        total, clips = compute_training_clips(corpus, spec.recipe, spec.settings.seed)
+        step = compute_subsample_step(total, max_clips)
+        # islice still draws every clip (the augmented copies must be made in order to stay the training ones)
+        picked = [A.compute_int16(clip) for clip, _ in itertools.islice(clips, None, None, step)]
+        log.info("reference inputs of %s: %d of %d training clips (every %d)", root, len(picked), total, step)
+        for name in members:
+            pipeline = load_pipeline(out_dir / f"{name}.onnx")
+            whose = f"{root}'s training inputs" + ("" if name == root else f" (base of {name})")
+            inputs = f"{whose}: every {step} of {total:,} clips in training order, {len(picked):,} clips"
+            references[name] = compute_reference(pipeline, picked, pipeline.recognizer.labels, inputs)
+    return references
+
+
+def compute_reference_lines(reference: dict) -> list[str]:
+    """A short markdown summary of a card's reference: n, where from, the main buckets, the answer mix."""
+    titles = {
+        "speech_input_level_dbfs": "level (dBFS)",
+        "speech_input_duration_seconds": "duration (s)",
+        "speech_vad_speech_ratio": "VAD speech share",
+    }
+    n = reference["n"]
+    lines = ["", "## Reference distribution (exported by the server as speech_reference_*)", ""]
+    lines.append(f"{reference['inputs']}.")
+    for name, title in titles.items():
+        histogram = reference["histograms"][name]
+        ranges = _bucket_ranges(histogram["le"])
+        top = sorted(zip(histogram["counts"], ranges, strict=True), key=lambda cr: -cr[0])[:3]
+        lines.append(f"- {title}: " + ", ".join(f"{r} {100 * c / n:.0f}%" for c, r in top if c))
+    answers = sorted(reference["predictions"].items(), key=lambda kv: -kv[1])[:4]
+    lines.append("- the model's answers: " + ", ".join(f"{label} {100 * c / n:.1f}%" for label, c in answers))
+    return lines
+
+
+def _bucket_ranges(le: list[str]) -> list[str]:
+    """Bucket names: `<= first`, `a…b` for (a, b], `> last` for the +Inf bucket."""
+    out = [f"≤ {float(le[0]):g}"]
+    out += [f"{float(low):g}…{float(high):g}" for low, high in zip(le[:-2], le[1:-1], strict=True)]
+    return out + [f"> {float(le[-2]):g}"]
 
 
 def parse_reference(raw: object) -> Reference:
