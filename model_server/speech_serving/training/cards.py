@@ -99,13 +99,16 @@ def compute_markdown(card: dict) -> str:
         result = card["evaluation"].get(name)
         if result is None:
             continue
-        mix = ", ".join(f"{k} {_pct(v)}%" for k, v in list(result["label_mix"].items())[:3])
+        # by share: a card read back from its JSON (sort_keys) has the mix in label order
+        top = sorted(result["label_mix"].items(), key=lambda kv: -kv[1])[:3]
+        mix = ", ".join(f"{k} {_pct(v)}%" for k, v in top)
         lines.append(
             f"| {SLICE_TITLES[name]} | {result['n']} | {_pct(result['accuracy'])} | "
             f"{result['mean_confidence']:.2f} | {mix} |"
         )
     if "agreement_with_v2" in card:
-        agree = ", ".join(f"{k} {_pct(v)}%" for k, v in card["agreement_with_v2"].items())
+        agreement = card["agreement_with_v2"]
+        agree = ", ".join(f"{k} {_pct(agreement[k])}%" for k in SLICES if k in agreement)
         lines += ["", f"Agreement with v2's answers (what a shadow comparison sees): {agree}."]
     if "reference" in card:
         lines += compute_reference_lines(card["reference"])
