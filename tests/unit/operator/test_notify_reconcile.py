@@ -16,6 +16,7 @@ from rollout_operator.domain.notifications import NotificationConfig, parse_noti
 from rollout_operator.settings import Settings
 from tests.support.reconcile_world import SPEC, World, healthy
 from tests.support.stub_prometheus import HungPrometheus
+from tests.support.waiting import wait_for
 from tests.support.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.unit
@@ -123,10 +124,14 @@ def test_a_hung_receiver_and_a_full_queue_never_hold_the_rollout():
         w.live = replace(w.live, notifier=notifier)
         w.set_version("v2")
         w.run_until(healthy("v2"))  # every tick returned while the one worker hangs on the first POST
+        # The worker thread connects on its own time: wait until the receiver holds its POST.
+        wait_for(lambda: hung.waves == [1], "the one worker's first POST held by the hung receiver", timeout=10)
         assert hung.waves == [1]
         assert notifier.depth == 2
         assert drops and set(drops) == {"dropped"}
-        notifier.close(timeout=0.1)
+    # The receiver is gone, so the attempt in flight ends; no worker outlives the test.
+    notifier.close(timeout=10)
+    assert not [t for t in threading.enumerate() if t.name.startswith("webhook-")]
 
 
 def test_only_the_leader_builds_a_notifier_a_standby_sends_nothing(monkeypatch):
